@@ -1,0 +1,259 @@
+//! Batch scoring and the alert state machine (hysteresis).
+
+use serde::{Deserialize, Serialize};
+
+/// Error of one observed batch against its forecast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchScore {
+    /// Mean squared error over all values of the batch (scaled units).
+    pub mse: f64,
+    /// Per-channel share of the squared error, in schema order; sums to 1
+    /// (all zero when the error is exactly zero).
+    pub shares: Vec<f64>,
+}
+
+/// Scores row-major `observed` against `predicted` (both `rows x channels`).
+pub fn score_batch(observed: &[f32], predicted: &[f32], channels: usize) -> BatchScore {
+    debug_assert_eq!(observed.len(), predicted.len());
+    let mut per_channel = vec![0f64; channels];
+    for (o_row, p_row) in observed
+        .chunks_exact(channels)
+        .zip(predicted.chunks_exact(channels))
+    {
+        for ((acc, o), p) in per_channel.iter_mut().zip(o_row).zip(p_row) {
+            let d = (*o - *p) as f64;
+            *acc += d * d;
+        }
+    }
+    let total: f64 = per_channel.iter().sum();
+    let mse = if observed.is_empty() {
+        0.0
+    } else {
+        total / observed.len() as f64
+    };
+    let shares = if total > 0.0 {
+        per_channel.iter().map(|e| e / total).collect()
+    } else {
+        vec![0.0; channels]
+    };
+    BatchScore { mse, shares }
+}
+
+/// Hysteresis settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Consecutive batches above the threshold before an alert opens.
+    pub open_after: u32,
+    /// Consecutive batches at or below `resolve_ratio * threshold` before it resolves.
+    pub resolve_after: u32,
+    /// Fraction of the threshold a score must fall under to count toward
+    /// resolving; below 1 keeps a score hovering at the threshold from flapping.
+    pub resolve_ratio: f64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            open_after: 2,
+            resolve_after: 3,
+            resolve_ratio: 0.8,
+        }
+    }
+}
+
+impl DetectorConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.open_after == 0 {
+            return Err("open_after must be at least 1".into());
+        }
+        if self.resolve_after == 0 {
+            return Err("resolve_after must be at least 1".into());
+        }
+        if !(self.resolve_ratio > 0.0 && self.resolve_ratio <= 1.0) {
+            return Err(format!(
+                "resolve_ratio must be in (0, 1], got {}",
+                self.resolve_ratio
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a scored batch did to the device's alert state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing changed.
+    None,
+    /// An alert opens; `streak_start` is the index (as given to
+    /// [`DetectorState::observe`]) of the first batch of the streak.
+    Open { streak_start: i64 },
+    /// The open alert resolves.
+    Resolve,
+}
+
+/// Per-device hysteresis state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetectorState {
+    above: u32,
+    below: u32,
+    streak_start: i64,
+    open: bool,
+}
+
+impl DetectorState {
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Feeds one batch score. `batch_start` identifies the batch (its first
+    /// reading's timestamp) and is reported back when a streak opens an alert.
+    pub fn observe(
+        &mut self,
+        cfg: &DetectorConfig,
+        score: f64,
+        threshold: f64,
+        batch_start: i64,
+    ) -> Transition {
+        if score > threshold {
+            if self.above == 0 {
+                self.streak_start = batch_start;
+            }
+            self.above = self.above.saturating_add(1);
+            self.below = 0;
+            if !self.open && self.above >= cfg.open_after {
+                self.open = true;
+                return Transition::Open {
+                    streak_start: self.streak_start,
+                };
+            }
+        } else if score <= threshold * cfg.resolve_ratio {
+            self.below = self.below.saturating_add(1);
+            self.above = 0;
+            if self.open && self.below >= cfg.resolve_after {
+                self.open = false;
+                return Transition::Resolve;
+            }
+        } else {
+            // In the dead band: neither streak continues.
+            self.above = 0;
+            self.below = 0;
+        }
+        Transition::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_batch_mse_and_shares() {
+        // 2 rows x 2 channels; errors: ch0 1,1 ; ch1 0,2 -> sse 2 and 4.
+        let s = score_batch(&[1.0, 0.0, 1.0, 2.0], &[0.0, 0.0, 0.0, 0.0], 2);
+        assert!((s.mse - 6.0 / 4.0).abs() < 1e-12);
+        assert!((s.shares[0] - 1.0 / 3.0).abs() < 1e-12);
+        assert!((s.shares[1] - 2.0 / 3.0).abs() < 1e-12);
+        let zero = score_batch(&[1.0, 1.0], &[1.0, 1.0], 2);
+        assert_eq!(
+            zero,
+            BatchScore {
+                mse: 0.0,
+                shares: vec![0.0, 0.0]
+            }
+        );
+    }
+
+    /// Table of score sequences and the transitions they must produce
+    /// (threshold 1.0, open_after 2, resolve_after 3, resolve_ratio 0.8).
+    #[test]
+    fn hysteresis_cases() {
+        use Transition::*;
+        let cfg = DetectorConfig::default();
+        let cases: &[(&str, &[f64], &[Transition])] = &[
+            ("quiet", &[0.1, 0.5, 0.9], &[None, None, None]),
+            (
+                "single spike does not open",
+                &[2.0, 0.1, 2.0, 0.1],
+                &[None, None, None, None],
+            ),
+            (
+                "two above opens at the second, streak starts at the first",
+                &[0.1, 2.0, 2.0, 2.0],
+                &[None, None, Open { streak_start: 1 }, None],
+            ),
+            (
+                "resolves after three below",
+                &[2.0, 2.0, 0.1, 0.1, 0.1],
+                &[None, Open { streak_start: 0 }, None, None, Resolve],
+            ),
+            (
+                "dead band resets the resolve streak",
+                &[2.0, 2.0, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1],
+                &[
+                    None,
+                    Open { streak_start: 0 },
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Resolve,
+                ],
+            ),
+            (
+                "dead band resets the open streak",
+                &[2.0, 0.9, 2.0, 2.0],
+                &[None, None, None, Open { streak_start: 2 }],
+            ),
+            (
+                "exactly at threshold is not above",
+                &[1.0, 1.0],
+                &[None, None],
+            ),
+            (
+                "reopens after resolve",
+                &[2.0, 2.0, 0.0, 0.0, 0.0, 5.0, 5.0],
+                &[
+                    None,
+                    Open { streak_start: 0 },
+                    None,
+                    None,
+                    Resolve,
+                    None,
+                    Open { streak_start: 5 },
+                ],
+            ),
+        ];
+        for (name, scores, want) in cases {
+            let mut st = DetectorState::default();
+            let got: Vec<_> = scores
+                .iter()
+                .enumerate()
+                .map(|(i, s)| st.observe(&cfg, *s, 1.0, i as i64))
+                .collect();
+            assert_eq!(&got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(DetectorConfig::default().validate().is_ok());
+        assert!(
+            DetectorConfig {
+                open_after: 0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            DetectorConfig {
+                resolve_ratio: 1.5,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

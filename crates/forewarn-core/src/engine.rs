@@ -1,0 +1,624 @@
+//! The streaming detector: per-device windows and LSTM state, micro-batched
+//! forecasting, scoring and alert transitions.
+//!
+//! The engine owns no model. [`Engine::flush`] hands a [`StepBatch`] to a
+//! [`Forecaster`] (libtorch in production, anything in tests), so the same
+//! code runs in `serve`, in calibration and in `evaluate`.
+//!
+//! Per device, readings are cut into consecutive batches of `horizon` rows.
+//! When a batch is complete it is queued; a flush runs all queued batches of
+//! many devices through one forecaster call. For each batch the engine first
+//! scores it against the forecast made at the end of the previous batch, then
+//! the forecaster advances the device's LSTM state through the batch and
+//! forecasts the next one. Work per reading is constant: the state carries
+//! the past, the window is never re-run.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
+use crate::detector::{BatchScore, DetectorConfig, DetectorState, Transition, score_batch};
+use crate::reading::{Reading, RejectReason, Schema};
+use crate::scaler::Scaler;
+use crate::window::Window;
+
+/// How many contributing channels an alert names.
+pub const MAX_CONTRIBUTORS: usize = 5;
+
+/// One batched forecaster call: `n` devices, each advanced `horizon` steps.
+#[derive(Debug, Clone, Default)]
+pub struct StepBatch {
+    pub n: usize,
+    pub horizon: usize,
+    pub channels: usize,
+    pub state_len: usize,
+    /// `n x horizon x channels` scaled readings, device-major.
+    pub inputs: Vec<f32>,
+    /// `n x state_len`: each device's recurrent state before the batch;
+    /// the forecaster overwrites it with the state after the batch.
+    pub states: Vec<f32>,
+    /// `n x horizon x channels`: filled by the forecaster with the forecast
+    /// of each device's next batch.
+    pub predictions: Vec<f32>,
+}
+
+/// A model that advances many devices' recurrent state at once.
+pub trait Forecaster {
+    type Error;
+    /// Length of one device's flattened recurrent state.
+    fn state_len(&self) -> usize;
+    fn step(&mut self, batch: &mut StepBatch) -> Result<(), Self::Error>;
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub schema: Schema,
+    pub scaler: Scaler,
+    /// Readings per forecast batch.
+    pub horizon: usize,
+    /// Readings kept per device in its sliding window.
+    pub window: usize,
+    /// Readings a device must have been fed before its batches are scored
+    /// (the LSTM state needs history to forecast well).
+    pub warmup: usize,
+    pub state_len: usize,
+    pub threshold: f64,
+    pub detector: DetectorConfig,
+    pub model: String,
+    pub model_version: String,
+    /// Most devices in one forecaster call.
+    pub max_batch: usize,
+}
+
+/// What happened while flushing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// A batch was scored against its forecast.
+    Scored {
+        device: String,
+        start_ts: i64,
+        end_ts: i64,
+        score: f64,
+        /// Whether the device's alert is open after this batch.
+        alert_open: bool,
+    },
+    Opened(Alert),
+    Resolved(Alert),
+}
+
+/// Outcome of pushing one valid reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Buffered in the device's current batch.
+    Buffered,
+    /// Completed a batch, which is now queued for the next flush.
+    BatchQueued,
+    /// Same timestamp as the device's last reading: dropped (at-least-once
+    /// delivery and retrying gateways resend readings).
+    Duplicate,
+}
+
+/// Read-only view of one device for the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceView {
+    pub device: String,
+    pub readings: u64,
+    pub window_fill: usize,
+    pub window_capacity: usize,
+    pub last_ts: Option<i64>,
+    pub last_score: Option<f64>,
+    pub last_shares: Vec<ChannelShare>,
+    pub open_alert: Option<String>,
+    pub warmed_up: bool,
+}
+
+struct Device {
+    window: Window,
+    pending: Vec<f32>,
+    pending_start: i64,
+    readings: u64,
+    last_ts: Option<i64>,
+    state: Vec<f32>,
+    prediction: Option<Vec<f32>>,
+    /// Readings fed when `prediction` was made.
+    predicted_at: u64,
+    detector: DetectorState,
+    last_score: Option<BatchScore>,
+    open: Option<Alert>,
+}
+
+struct Job {
+    device: String,
+    inputs: Vec<f32>,
+    start_ts: i64,
+    end_ts: i64,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    devices: HashMap<String, Device>,
+    queue: VecDeque<Job>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        assert!(cfg.horizon > 0 && cfg.max_batch > 0 && cfg.schema.len() == cfg.scaler.channels());
+        Self {
+            cfg,
+            devices: HashMap::new(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Batches waiting for a flush.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Applies one valid reading to its device.
+    pub fn push(&mut self, reading: &Reading) -> Result<Pushed, RejectReason> {
+        let channels = self.cfg.schema.len();
+        if reading.values.len() != channels {
+            return Err(RejectReason::WrongChannelCount {
+                expected: channels,
+                got: reading.values.len(),
+            });
+        }
+        let cfg = &self.cfg;
+        let dev = self
+            .devices
+            .entry(reading.device.clone())
+            .or_insert_with(|| Device {
+                window: Window::new(cfg.window, channels),
+                pending: Vec::with_capacity(cfg.horizon * channels),
+                pending_start: 0,
+                readings: 0,
+                last_ts: None,
+                state: vec![0.0; cfg.state_len],
+                prediction: None,
+                predicted_at: 0,
+                detector: DetectorState::default(),
+                last_score: None,
+                open: None,
+            });
+        if let Some(last) = dev.last_ts {
+            if reading.ts_ms < last {
+                return Err(RejectReason::OutOfOrder {
+                    ts_ms: reading.ts_ms,
+                    last_ms: last,
+                });
+            }
+            if reading.ts_ms == last {
+                return Ok(Pushed::Duplicate);
+            }
+        }
+        let mut row = reading.values.clone();
+        cfg.scaler.transform(&mut row);
+        dev.window.push(&row);
+        if dev.pending.is_empty() {
+            dev.pending_start = reading.ts_ms;
+        }
+        dev.pending.extend_from_slice(&row);
+        dev.readings += 1;
+        dev.last_ts = Some(reading.ts_ms);
+        if dev.pending.len() < cfg.horizon * channels {
+            return Ok(Pushed::Buffered);
+        }
+        let inputs =
+            std::mem::replace(&mut dev.pending, Vec::with_capacity(cfg.horizon * channels));
+        self.queue.push_back(Job {
+            device: reading.device.clone(),
+            inputs,
+            start_ts: dev.pending_start,
+            end_ts: reading.ts_ms,
+        });
+        Ok(Pushed::BatchQueued)
+    }
+
+    /// Whether enough batches are queued to fill a forecaster call.
+    pub fn batch_full(&self) -> bool {
+        self.queue.len() >= self.cfg.max_batch
+    }
+
+    /// Runs every queued batch through `forecaster`, in as few calls as
+    /// per-device order allows, and returns scores and alert transitions.
+    /// On a forecaster error the failing call's batches stay queued and
+    /// device state is unchanged.
+    pub fn flush<F: Forecaster>(
+        &mut self,
+        forecaster: &mut F,
+    ) -> Result<Vec<EngineEvent>, F::Error> {
+        let mut events = Vec::new();
+        while !self.queue.is_empty() {
+            let round = self.take_round();
+            let mut batch = self.gather(&round);
+            if let Err(e) = forecaster.step(&mut batch) {
+                for job in round.into_iter().rev() {
+                    self.queue.push_front(job);
+                }
+                return Err(e);
+            }
+            self.scatter(round, &batch, &mut events);
+        }
+        Ok(events)
+    }
+
+    /// Up to `max_batch` queued jobs, at most one per device (a device's
+    /// second batch needs the state its first one produces).
+    fn take_round(&mut self) -> Vec<Job> {
+        let mut seen = HashSet::new();
+        let mut round = Vec::new();
+        let mut rest = VecDeque::with_capacity(self.queue.len());
+        while let Some(job) = self.queue.pop_front() {
+            if round.len() < self.cfg.max_batch && seen.insert(job.device.clone()) {
+                round.push(job);
+            } else {
+                rest.push_back(job);
+            }
+        }
+        self.queue = rest;
+        round
+    }
+
+    fn gather(&self, round: &[Job]) -> StepBatch {
+        let c = self.cfg.schema.len();
+        let h = self.cfg.horizon;
+        let s = self.cfg.state_len;
+        let n = round.len();
+        let mut batch = StepBatch {
+            n,
+            horizon: h,
+            channels: c,
+            state_len: s,
+            inputs: Vec::with_capacity(n * h * c),
+            states: Vec::with_capacity(n * s),
+            predictions: vec![0.0; n * h * c],
+        };
+        for job in round {
+            batch.inputs.extend_from_slice(&job.inputs);
+            batch
+                .states
+                .extend_from_slice(&self.devices[&job.device].state);
+        }
+        batch
+    }
+
+    fn scatter(&mut self, round: Vec<Job>, batch: &StepBatch, events: &mut Vec<EngineEvent>) {
+        let c = self.cfg.schema.len();
+        let hc = self.cfg.horizon * c;
+        let s = self.cfg.state_len;
+        for (i, job) in round.into_iter().enumerate() {
+            let dev = self
+                .devices
+                .get_mut(&job.device)
+                .expect("queued device exists");
+            let scored = match &dev.prediction {
+                Some(pred) if dev.predicted_at >= self.cfg.warmup as u64 => {
+                    Some(score_batch(&job.inputs, pred, c))
+                }
+                _ => None,
+            };
+            dev.state.copy_from_slice(&batch.states[i * s..(i + 1) * s]);
+            let pred = dev.prediction.get_or_insert_with(|| vec![0.0; hc]);
+            pred.copy_from_slice(&batch.predictions[i * hc..(i + 1) * hc]);
+            dev.predicted_at = dev.readings - (dev.pending.len() / c) as u64;
+            if let Some(score) = scored {
+                Self::detect(&self.cfg, &job, dev, score, events);
+            }
+        }
+    }
+
+    fn detect(
+        cfg: &EngineConfig,
+        job: &Job,
+        dev: &mut Device,
+        score: BatchScore,
+        events: &mut Vec<EngineEvent>,
+    ) {
+        let transition =
+            dev.detector
+                .observe(&cfg.detector, score.mse, cfg.threshold, job.start_ts);
+        match transition {
+            Transition::Open { streak_start } => {
+                let alert = Alert {
+                    id: alert_id(&job.device, &cfg.model_version, streak_start),
+                    device: job.device.clone(),
+                    model: cfg.model.clone(),
+                    model_version: cfg.model_version.clone(),
+                    state: AlertState::Open,
+                    severity: Severity::from_ratio(score.mse / cfg.threshold),
+                    opened_at: job.end_ts,
+                    resolved_at: None,
+                    score: score.mse,
+                    peak_score: score.mse,
+                    threshold: cfg.threshold,
+                    contributors: contributors(&cfg.schema, &score.shares),
+                    window_start: streak_start,
+                    window_end: job.end_ts,
+                };
+                dev.open = Some(alert.clone());
+                events.push(EngineEvent::Opened(alert));
+            }
+            Transition::Resolve => {
+                if let Some(mut alert) = dev.open.take() {
+                    alert.state = AlertState::Resolved;
+                    alert.resolved_at = Some(job.end_ts);
+                    events.push(EngineEvent::Resolved(alert));
+                }
+            }
+            Transition::None => {
+                if let Some(alert) = dev.open.as_mut() {
+                    if score.mse > alert.peak_score {
+                        alert.peak_score = score.mse;
+                        alert.severity = alert
+                            .severity
+                            .max(Severity::from_ratio(score.mse / cfg.threshold));
+                    }
+                }
+            }
+        }
+        events.push(EngineEvent::Scored {
+            device: job.device.clone(),
+            start_ts: job.start_ts,
+            end_ts: job.end_ts,
+            score: score.mse,
+            alert_open: dev.detector.is_open(),
+        });
+        dev.last_score = Some(score);
+    }
+
+    pub fn device(&self, id: &str) -> Option<DeviceView> {
+        let d = self.devices.get(id)?;
+        Some(DeviceView {
+            device: id.to_owned(),
+            readings: d.readings,
+            window_fill: d.window.len(),
+            window_capacity: d.window.capacity(),
+            last_ts: d.last_ts,
+            last_score: d.last_score.as_ref().map(|s| s.mse),
+            last_shares: d
+                .last_score
+                .as_ref()
+                .map(|s| contributors(&self.cfg.schema, &s.shares))
+                .unwrap_or_default(),
+            open_alert: d.open.as_ref().map(|a| a.id.clone()),
+            warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.prediction.is_some(),
+        })
+    }
+
+    /// Ids of all tracked devices.
+    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
+        self.devices.keys().map(String::as_str)
+    }
+
+    /// Bytes one device holds in its steady state (window, batch buffer,
+    /// recurrent state, forecast), excluding its id and map overhead.
+    pub fn bytes_per_device(&self) -> usize {
+        let f = std::mem::size_of::<f32>();
+        let c = self.cfg.schema.len();
+        std::mem::size_of::<Device>()
+            + (self.cfg.window * c + 2 * self.cfg.horizon * c + self.cfg.state_len) * f
+    }
+}
+
+/// The largest error shares, largest first.
+fn contributors(schema: &Schema, shares: &[f64]) -> Vec<ChannelShare> {
+    let mut idx: Vec<usize> = (0..shares.len()).filter(|i| shares[*i] > 0.0).collect();
+    idx.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));
+    idx.into_iter()
+        .take(MAX_CONTRIBUTORS)
+        .map(|i| ChannelShare {
+            channel: schema.channels()[i].clone(),
+            share: shares[i],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forecasts that every value of the next batch equals the last input
+    /// row; the "state" counts steps taken. Simple enough to compute by hand.
+    struct Persistence {
+        calls: Vec<usize>,
+    }
+
+    impl Forecaster for Persistence {
+        type Error = String;
+        fn state_len(&self) -> usize {
+            1
+        }
+        fn step(&mut self, b: &mut StepBatch) -> Result<(), String> {
+            self.calls.push(b.n);
+            let hc = b.horizon * b.channels;
+            for i in 0..b.n {
+                b.states[i] += b.horizon as f32;
+                let last = &b.inputs[(i + 1) * hc - b.channels..(i + 1) * hc].to_vec();
+                for r in 0..b.horizon {
+                    b.predictions[i * hc + r * b.channels..i * hc + (r + 1) * b.channels]
+                        .copy_from_slice(last);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn engine(max_batch: usize) -> Engine {
+        Engine::new(EngineConfig {
+            schema: Schema::new(vec!["a".into(), "b".into()]),
+            scaler: Scaler {
+                center: vec![0.0, 0.0],
+                scale: vec![1.0, 1.0],
+                constant: vec![false, false],
+            },
+            horizon: 2,
+            window: 4,
+            warmup: 2,
+            state_len: 1,
+            threshold: 1.0,
+            detector: DetectorConfig {
+                open_after: 1,
+                resolve_after: 1,
+                resolve_ratio: 1.0,
+            },
+            model: "m".into(),
+            model_version: "v1".into(),
+            max_batch,
+        })
+    }
+
+    fn r(device: &str, ts: i64, a: f32, b: f32) -> Reading {
+        Reading {
+            device: device.into(),
+            ts_ms: ts,
+            values: vec![a, b],
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_every_horizon_readings() {
+        let mut e = engine(8);
+        assert_eq!(e.push(&r("d", 1, 0.0, 0.0)), Ok(Pushed::Buffered));
+        assert_eq!(e.push(&r("d", 2, 0.0, 0.0)), Ok(Pushed::BatchQueued));
+        assert_eq!(e.push(&r("d", 2, 0.0, 0.0)), Ok(Pushed::Duplicate));
+        assert_eq!(
+            e.push(&r("d", 1, 0.0, 0.0)).unwrap_err().label(),
+            "out_of_order"
+        );
+        assert_eq!(e.queued(), 1);
+        let mut f = Persistence { calls: vec![] };
+        // First batch: no forecast yet, so no score.
+        assert_eq!(e.flush(&mut f).unwrap(), vec![]);
+        let v = e.device("d").unwrap();
+        assert_eq!(
+            (v.readings, v.window_fill, v.last_score, v.warmed_up),
+            (2, 2, None, true)
+        );
+    }
+
+    #[test]
+    fn step_change_opens_then_resolves_with_shares() {
+        let mut e = engine(8);
+        let mut f = Persistence { calls: vec![] };
+        let mut events = vec![];
+        // Normal, then channel b jumps by 2 for one batch, then stays there.
+        let rows = [
+            (0.0, 0.0),
+            (0.0, 0.0),
+            (0.0, 0.0),
+            (0.0, 0.0),
+            (0.0, 2.0),
+            (0.0, 2.0),
+            (0.0, 2.0),
+            (0.0, 2.0),
+        ];
+        for (i, (a, b)) in rows.iter().enumerate() {
+            e.push(&r("d", 10 * (i as i64 + 1), *a, *b)).unwrap();
+            events.extend(e.flush(&mut f).unwrap());
+        }
+        let kinds: Vec<_> = events
+            .iter()
+            .map(|ev| match ev {
+                EngineEvent::Scored {
+                    score, alert_open, ..
+                } => format!("score {score} open={alert_open}"),
+                EngineEvent::Opened(a) => format!("open {} {:?}", a.device, a.contributors),
+                EngineEvent::Resolved(a) => format!("resolve {:?}", a.resolved_at),
+            })
+            .collect();
+        // Batch 2 (ts 30,40) matches the forecast; batch 3 (ts 50,60) is off
+        // by 2 on b in both rows: mse = (4+4)/4 = 2 > 1 -> open, all of it b.
+        // Batch 4 matches persistence again -> resolve.
+        assert_eq!(
+            kinds,
+            vec![
+                "score 0 open=false".to_string(),
+                format!(
+                    "open d {:?}",
+                    vec![ChannelShare {
+                        channel: "b".into(),
+                        share: 1.0
+                    }]
+                ),
+                "score 2 open=true".to_string(),
+                "resolve Some(80)".to_string(),
+                "score 0 open=false".to_string(),
+            ]
+        );
+        match &events[1] {
+            EngineEvent::Opened(a) => {
+                assert_eq!((a.window_start, a.window_end, a.opened_at), (50, 60, 60));
+                assert_eq!(a.id, alert_id("d", "v1", 50));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn many_devices_share_one_call_and_a_device_never_twice() {
+        let mut e = engine(8);
+        let mut f = Persistence { calls: vec![] };
+        for d in ["x", "y", "z"] {
+            for ts in 1..=4 {
+                e.push(&r(d, ts, 1.0, 1.0)).unwrap();
+            }
+        }
+        assert_eq!(e.queued(), 6);
+        e.flush(&mut f).unwrap();
+        // Two rounds of three: each device's second batch needs its first's state.
+        assert_eq!(f.calls, vec![3, 3]);
+        assert_eq!(e.queued(), 0);
+        let mut small = engine(2);
+        for d in ["x", "y", "z"] {
+            small.push(&r(d, 1, 1.0, 1.0)).unwrap();
+            small.push(&r(d, 2, 1.0, 1.0)).unwrap();
+        }
+        let mut f = Persistence { calls: vec![] };
+        small.flush(&mut f).unwrap();
+        assert_eq!(f.calls, vec![2, 1]);
+    }
+
+    #[test]
+    fn warmup_delays_scoring() {
+        let mut e = engine(8);
+        e.cfg.warmup = 4;
+        let mut f = Persistence { calls: vec![] };
+        let mut scored = 0;
+        for ts in 1..=8 {
+            e.push(&r("d", ts, 0.0, 0.0)).unwrap();
+            scored += e.flush(&mut f).unwrap().len();
+        }
+        // Forecasts made after 2, 4, 6 readings; only those after >= 4 count:
+        // batches 3 and 4 are scored.
+        assert_eq!(scored, 2);
+    }
+
+    #[test]
+    fn forecaster_error_keeps_batches_queued() {
+        struct Broken;
+        impl Forecaster for Broken {
+            type Error = &'static str;
+            fn state_len(&self) -> usize {
+                1
+            }
+            fn step(&mut self, _: &mut StepBatch) -> Result<(), &'static str> {
+                Err("boom")
+            }
+        }
+        let mut e = engine(8);
+        e.push(&r("d", 1, 0.0, 0.0)).unwrap();
+        e.push(&r("d", 2, 0.0, 0.0)).unwrap();
+        assert_eq!(e.flush(&mut Broken), Err("boom"));
+        assert_eq!(e.queued(), 1);
+        assert!(e.flush(&mut Persistence { calls: vec![] }).is_ok());
+        assert_eq!(e.queued(), 0);
+    }
+}

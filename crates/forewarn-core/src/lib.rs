@@ -1,0 +1,20 @@
+//! Forewarn's domain core. Everything here is pure computation on values:
+//! no sockets, no files, no clocks, no libtorch. The service, the evaluator
+//! and calibration all drive the same [`engine::Engine`], so what is measured
+//! offline is what runs online.
+
+pub mod alert;
+pub mod detector;
+pub mod engine;
+pub mod reading;
+pub mod scaler;
+pub mod threshold;
+pub mod window;
+
+pub use alert::{Alert, AlertState, ChannelShare, Severity};
+pub use detector::{BatchScore, DetectorConfig, DetectorState, Transition};
+pub use engine::{Engine, EngineConfig, EngineEvent, Forecaster, StepBatch};
+pub use reading::{Reading, RejectReason, Schema, decode_reading};
+pub use scaler::Scaler;
+pub use threshold::{Threshold, ThresholdRule};
+pub use window::Window;

@@ -1,0 +1,98 @@
+//! Per-channel standardisation fitted on normal data.
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest scale used for a channel. A constant channel in training would
+/// otherwise divide by zero and turn any later change into infinity.
+pub const MIN_SCALE: f32 = 1e-6;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaler {
+    /// Subtracted from each channel.
+    pub center: Vec<f32>,
+    /// Each channel is divided by this (never below [`MIN_SCALE`]).
+    pub scale: Vec<f32>,
+    /// Channels that were constant in training; their scale is 1 so a
+    /// change shows up in physical units instead of exploding.
+    #[serde(default)]
+    pub constant: Vec<bool>,
+}
+
+impl Scaler {
+    /// Fits mean and standard deviation per channel over row-major `rows`
+    /// of `channels` values.
+    pub fn fit(rows: &[f32], channels: usize) -> Self {
+        assert!(channels > 0 && rows.len().is_multiple_of(channels));
+        let n = (rows.len() / channels).max(1) as f64;
+        let mut mean = vec![0f64; channels];
+        for row in rows.chunks_exact(channels) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += *v as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0f64; channels];
+        for row in rows.chunks_exact(channels) {
+            for ((s, v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (*v as f64 - m).powi(2);
+            }
+        }
+        let mut scale = Vec::with_capacity(channels);
+        let mut constant = Vec::with_capacity(channels);
+        for s in var {
+            let sd = (s / n).sqrt() as f32;
+            let is_const = sd < MIN_SCALE;
+            constant.push(is_const);
+            scale.push(if is_const { 1.0 } else { sd });
+        }
+        Self {
+            center: mean.into_iter().map(|m| m as f32).collect(),
+            scale,
+            constant,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.center.len()
+    }
+
+    /// Scales one row in place.
+    pub fn transform(&self, row: &mut [f32]) {
+        for ((v, c), s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
+            *v = (*v - c) / s.max(MIN_SCALE);
+        }
+    }
+
+    /// Scales row-major data in place.
+    pub fn transform_all(&self, rows: &mut [f32]) {
+        for row in rows.chunks_exact_mut(self.channels()) {
+            self.transform(row);
+        }
+    }
+
+    pub fn inverse(&self, row: &mut [f32]) {
+        for ((v, c), s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
+            *v = *v * s + c;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_standardises_and_handles_constant_channels() {
+        // channel 0: 1,3 (mean 2, sd 1); channel 1 constant 5.
+        let rows = [1.0, 5.0, 3.0, 5.0];
+        let s = Scaler::fit(&rows, 2);
+        assert_eq!(s.center, vec![2.0, 5.0]);
+        assert_eq!(s.scale, vec![1.0, 1.0]);
+        assert_eq!(s.constant, vec![false, true]);
+        let mut row = [4.0, 7.0];
+        s.transform(&mut row);
+        assert_eq!(row, [2.0, 2.0]);
+        s.inverse(&mut row);
+        assert_eq!(row, [4.0, 7.0]);
+    }
+}
