@@ -1,0 +1,79 @@
+//! Topic creation, with patient retries while the broker is not up yet.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::{IngestConfig, IngestError};
+
+pub(crate) fn client_config(cfg: &IngestConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Creates the input, alerts and dead-letter topics if `create_topics` is on.
+/// While the broker is unreachable it retries with back-off (logging each
+/// attempt) until it succeeds or `shutdown` fires, so a service started
+/// before its broker waits instead of exiting.
+pub async fn ensure_topics(cfg: &IngestConfig, shutdown: &CancellationToken) -> Result<(), IngestError> {
+    if !cfg.create_topics {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
+    let topics: Vec<NewTopic<'_>> = [&cfg.input_topic, &cfg.alerts_topic, &cfg.dead_letter_topic]
+        .into_iter()
+        .map(|t| NewTopic::new(t, cfg.topic_partitions, TopicReplication::Fixed(cfg.replication_factor)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match admin.create_topics(&topics, &opts).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(t) => tracing::info!(topic = %t, "created topic"),
+                        Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                            tracing::debug!(topic = %t, "topic exists")
+                        }
+                        Err((t, code)) => {
+                            return Err(IngestError::Config(format!("cannot create topic {t}: {code}")));
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) if retriable(&e) => {
+                tracing::warn!(brokers = %cfg.brokers, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "broker not reachable yet; waiting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn retriable(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::Transport
+        )
+    ) || matches!(e, KafkaError::AdminOp(_))
+}

@@ -1,0 +1,111 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Kafka and pipeline settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub alerts_topic: String,
+    pub dead_letter_topic: String,
+    /// Consumer-group session timeout; a group join takes about half of it.
+    pub session_timeout_ms: u32,
+    /// Create the three topics at start when missing.
+    pub create_topics: bool,
+    /// Partitions for topics Forewarn creates (caps the number of instances).
+    pub topic_partitions: i32,
+    pub replication_factor: i32,
+    /// Most messages decoded into one pipeline chunk.
+    pub chunk_max_messages: usize,
+    /// Longest a chunk waits to fill before it is processed anyway.
+    #[serde(with = "millis")]
+    pub chunk_max_wait: Duration,
+    /// Chunks in flight between stages (back-pressure bound).
+    pub pipeline_depth: usize,
+    /// Extra librdkafka properties for consumer and producer (e.g. security).
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "forewarn".into(),
+            input_topic: "forewarn.readings".into(),
+            alerts_topic: "forewarn.alerts".into(),
+            dead_letter_topic: "forewarn.readings.dlq".into(),
+            session_timeout_ms: 10_000,
+            create_topics: true,
+            topic_partitions: 8,
+            replication_factor: 1,
+            chunk_max_messages: 8192,
+            chunk_max_wait: Duration::from_millis(5),
+            pipeline_depth: 4,
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let nonempty = [
+            ("kafka.brokers", &self.brokers),
+            ("kafka.group_id", &self.group_id),
+            ("kafka.input_topic", &self.input_topic),
+            ("kafka.alerts_topic", &self.alerts_topic),
+            ("kafka.dead_letter_topic", &self.dead_letter_topic),
+        ];
+        for (name, v) in nonempty {
+            if v.trim().is_empty() {
+                return Err(format!("{name} must not be empty"));
+            }
+        }
+        if self.input_topic == self.alerts_topic || self.input_topic == self.dead_letter_topic {
+            return Err("kafka.input_topic must differ from the alerts and dead-letter topics".into());
+        }
+        if !(1_000..=300_000).contains(&self.session_timeout_ms) {
+            return Err(format!("kafka.session_timeout_ms must be in 1000..=300000, got {}", self.session_timeout_ms));
+        }
+        if self.topic_partitions < 1 || self.replication_factor < 1 {
+            return Err("kafka.topic_partitions and kafka.replication_factor must be at least 1".into());
+        }
+        if self.chunk_max_messages == 0 || self.pipeline_depth == 0 {
+            return Err("kafka.chunk_max_messages and kafka.pipeline_depth must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_named() {
+        assert!(IngestConfig::default().validate().is_ok());
+        let bad = IngestConfig { brokers: " ".into(), ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("kafka.brokers"));
+        let bad = IngestConfig { alerts_topic: "forewarn.readings".into(), ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("input_topic"));
+        let bad = IngestConfig { session_timeout_ms: 10, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("session_timeout_ms"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Forewarn's Kafka pipeline.
+//!
+//! Three stages joined by bounded channels, so decoding, detection and
+//! persistence overlap and a slow stage pushes back on Kafka instead of
+//! growing a queue:
+//!
+//! ```text
+//! consume thread ──Chunk──► engine thread ──Processed──► persist task
+//! (poll + decode)          (windows, LSTM,              (dead letters, alert store,
+//!                           detector)                    alerts topic, then offsets)
+//! ```
+//!
+//! At-least-once: `enable.auto.offset.store` is off. An offset is stored only
+//! after every effect of the messages below it is durable: rejected messages
+//! are on the dead-letter topic, alerts are in the store and on the alerts
+//! topic. librdkafka's auto-commit then commits stored offsets; we also commit
+//! on partition revocation and at shutdown.
+
+mod admin;
+mod config;
+mod consume;
+mod context;
+mod engine_stage;
+mod persist;
+
+use std::fmt::Display;
+use std::sync::Arc;
+
+use forewarn_core::{Engine, Forecaster};
+use forewarn_store::AlertStore;
+use forewarn_telemetry::{DeviceBoard, Health, Metrics};
+use rdkafka::consumer::{CommitMode, Consumer};
+use tokio_util::sync::CancellationToken;
+
+pub use admin::ensure_topics;
+pub use config::IngestConfig;
+
+/// Shared services the pipeline reports into.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<AlertStore>,
+    pub board: Arc<DeviceBoard>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("forecaster failed: {0}")]
+    Forecaster(String),
+    #[error("pipeline stage {0} stopped unexpectedly")]
+    StageDied(&'static str),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Runs the pipeline until `shutdown` is cancelled (or a stage fails, which
+/// cancels it too). Returns after the last durable offsets are committed.
+pub async fn run<F>(
+    cfg: IngestConfig,
+    engine: Engine,
+    forecaster: F,
+    services: Services,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError>
+where
+    F: Forecaster + Send + 'static,
+    F::Error: Display,
+{
+    cfg.validate().map_err(IngestError::Config)?;
+    ensure_topics(&cfg, &shutdown).await?;
+    let consumer = Arc::new(consume::create_consumer(&cfg, &services)?);
+    let producer = persist::create_producer(&cfg)?;
+    let schema = engine.config().schema.clone();
+
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
+    let (done_tx, done_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
+
+    let consume = {
+        let (consumer, services, shutdown, cfg) =
+            (consumer.clone(), services.clone(), shutdown.clone(), cfg.clone());
+        std::thread::Builder::new()
+            .name("forewarn-consume".into())
+            .spawn(move || consume::run(&consumer, &cfg, &schema, &services, chunk_tx, &shutdown))
+            .expect("spawning a thread")
+    };
+    let engine_stage = {
+        let (services, shutdown) = (services.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("forewarn-engine".into())
+            .spawn(move || engine_stage::run(engine, forecaster, &services, chunk_rx, done_tx, &shutdown))
+            .expect("spawning a thread")
+    };
+    let lag = tokio::spawn(consume::watch_lag(consumer.clone(), services.clone(), shutdown.clone()));
+
+    let persisted = persist::run(&cfg, &producer, &consumer, &services, done_rx, &shutdown).await;
+
+    // The persist stage drains until the engine stage closes its channel,
+    // which follows the consume stage stopping: all threads are finishing.
+    let consume_result = consume.join().map_err(|_| IngestError::StageDied("consume"))?;
+    let engine_result = engine_stage.join().map_err(|_| IngestError::StageDied("engine"))?;
+    lag.abort();
+
+    services.health.set_shutting_down();
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!("committed final offsets"),
+        // Nothing stored since the last commit is not an error worth more than a note.
+        Err(e) => tracing::info!(error = %e, "final offset commit had nothing to do or failed"),
+    }
+    consume_result?;
+    engine_result?;
+    persisted
+}

@@ -1,0 +1,177 @@
+//! Stage 3: make a chunk's effects durable, then store its offsets.
+//!
+//! Order per chunk: dead letters delivered, alert changes committed to the
+//! store, alerts delivered to the alerts topic, and only then offsets stored.
+//! A step that fails is retried with back-off; nothing after it happens until
+//! it succeeds, so a crash at any point replays the chunk (alert ids are
+//! deterministic, so replays do not duplicate alerts).
+
+use std::future::Future;
+use std::time::Duration;
+
+use forewarn_core::AlertState;
+use forewarn_store::AlertChange;
+use forewarn_telemetry::events::{
+    AlertOpened, AlertResolved, DeadLettered, InternalEvent, MessageRejected, OffsetsStored, ReadingsAccepted,
+    ReadingsDuplicate, BatchesScored, LastProcessed,
+};
+use futures::future::join_all;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::client_config;
+use crate::consume::{PipelineConsumer, Rejected};
+use crate::engine_stage::Processed;
+use crate::{IngestConfig, IngestError, Services};
+
+const SEND_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn create_producer(cfg: &IngestConfig) -> Result<FutureProducer, IngestError> {
+    let mut c = client_config(cfg);
+    c.set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000");
+    Ok(c.create()?)
+}
+
+pub(crate) async fn run(
+    cfg: &IngestConfig,
+    producer: &FutureProducer,
+    consumer: &PipelineConsumer,
+    services: &Services,
+    mut rx: Receiver<Processed>,
+    shutdown: &CancellationToken,
+) -> Result<(), IngestError> {
+    while let Some(p) = rx.recv().await {
+        let m = &services.metrics;
+        for r in &p.rejects {
+            MessageRejected { reason: r.reason.label(), detail: r.reason.to_string(), partition: r.partition, offset: r.offset }
+                .emit(m);
+        }
+        if !retry("dead-letter delivery", shutdown, || send_dead_letters(cfg, producer, &p.rejects)).await {
+            return Ok(());
+        }
+        for r in &p.rejects {
+            DeadLettered { reason: r.reason.label() }.emit(m);
+        }
+        if !retry("alert store", shutdown, || store_changes(services, p.changes.clone())).await {
+            return Ok(());
+        }
+        if !retry("alert publication", shutdown, || publish_alerts(cfg, producer, &p.changes)).await {
+            return Ok(());
+        }
+        for c in &p.changes {
+            match c {
+                AlertChange::Opened(a) => AlertOpened { alert: a }.emit(m),
+                AlertChange::Resolved(a) => AlertResolved { alert: a }.emit(m),
+            }
+        }
+        store_offsets(cfg, consumer, &p.offsets);
+        ReadingsAccepted { count: p.accepted }.emit(m);
+        ReadingsDuplicate { count: p.duplicates }.emit(m);
+        BatchesScored { count: p.batches_scored }.emit(m);
+        OffsetsStored { count: p.offsets.len() }.emit(m);
+        if let Some(ts) = p.max_ts {
+            LastProcessed { ts_ms: ts }.emit(m);
+        }
+    }
+    Ok(())
+}
+
+/// Retries `op` with back-off until it succeeds (true) or shutdown (false).
+async fn retry<F, Fut>(what: &str, shutdown: &CancellationToken, mut op: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(step = what, error = %e, retry_in_ms = backoff.as_millis() as u64, "persisting failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        tracing::warn!(step = what, "shutting down with a chunk not persisted; it will be replayed");
+                        return false;
+                    }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn send_dead_letters(cfg: &IngestConfig, producer: &FutureProducer, rejects: &[Rejected]) -> Result<(), String> {
+    let sends = rejects.iter().map(|r| {
+        let partition = r.partition.to_string();
+        let offset = r.offset.to_string();
+        let detail = r.reason.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "forewarn.reason", value: Some(r.reason.label()) })
+            .insert(Header { key: "forewarn.detail", value: Some(&detail) })
+            .insert(Header { key: "forewarn.source.topic", value: Some(&cfg.input_topic) })
+            .insert(Header { key: "forewarn.source.partition", value: Some(&partition) })
+            .insert(Header { key: "forewarn.source.offset", value: Some(&offset) });
+        let mut record = FutureRecord::to(&cfg.dead_letter_topic).payload(&r.payload[..]).headers(headers);
+        if let Some(k) = &r.key {
+            record = record.key(&k[..]);
+        }
+        producer.send(record, SEND_QUEUE_TIMEOUT)
+    });
+    first_error(join_all(sends).await)
+}
+
+async fn publish_alerts(cfg: &IngestConfig, producer: &FutureProducer, changes: &[AlertChange]) -> Result<(), String> {
+    let bodies: Vec<(String, Vec<u8>)> = changes
+        .iter()
+        .map(|c| {
+            let a = match c {
+                AlertChange::Opened(a) | AlertChange::Resolved(a) => a,
+            };
+            debug_assert!(matches!((c, a.state), (AlertChange::Opened(_), AlertState::Open) | (AlertChange::Resolved(_), AlertState::Resolved)));
+            (a.device.clone(), serde_json::to_vec(a).expect("alerts serialise"))
+        })
+        .collect();
+    let sends = bodies
+        .iter()
+        .map(|(key, body)| producer.send(FutureRecord::to(&cfg.alerts_topic).key(key).payload(body), SEND_QUEUE_TIMEOUT));
+    first_error(join_all(sends).await)
+}
+
+fn first_error<T, M>(results: Vec<Result<T, (rdkafka::error::KafkaError, M)>>) -> Result<(), String> {
+    match results.into_iter().find_map(Result::err) {
+        Some((e, _)) => Err(e.to_string()),
+        None => Ok(()),
+    }
+}
+
+async fn store_changes(services: &Services, changes: Vec<AlertChange>) -> Result<(), String> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let store = services.store.clone();
+    tokio::task::spawn_blocking(move || store.apply(&changes))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+fn store_offsets(cfg: &IngestConfig, consumer: &PipelineConsumer, offsets: &[(i32, i64)]) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(&cfg.input_topic, *p, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, partition = p, "bad offset");
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        // The partition was revoked meanwhile; its new owner replays from the
+        // last commit, which is the at-least-once contract.
+        tracing::info!(error = %e, "could not store offsets (partition revoked?)");
+    }
+}
