@@ -1,0 +1,92 @@
+//! `forewarn`: train, serve, simulate.
+
+mod config;
+mod serve;
+mod simulate;
+mod train;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "forewarn", version, about = "Streaming anomaly detection for industrial sensors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a forecaster on normal-operation history and calibrate its threshold.
+    Train(train::TrainArgs),
+    /// Consume readings from Kafka, detect anomalies, serve alerts over HTTP.
+    Serve(serve::ServeArgs),
+    /// Stream simulated (or replayed) plant readings to Kafka.
+    Simulate(simulate::SimulateArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate a config file (with env overrides) and print the effective configuration.
+    Check { file: Option<PathBuf> },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => {
+            init_cli_logging();
+            train::run(args)
+        }
+        Command::Serve(args) => serve::run(args),
+        Command::Simulate(args) => {
+            init_cli_logging();
+            runtime().and_then(|rt| rt.block_on(simulate::run(args, shutdown_on_signal())))
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => config::Config::load(file.as_deref())
+            .and_then(|c| Ok(toml::to_string_pretty(&c)?))
+            .map(|text| print!("{text}")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// A token cancelled on SIGINT or SIGTERM: the one shutdown signal every
+/// task watches. Must be called inside a tokio runtime.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,133 @@
+//! The whole system against a real broker: train on Tennessee Eastman normal
+//! data, serve, stream a fault run and a normal run as two devices, and check
+//! what operators would see over HTTP.
+
+use std::process::Command;
+use std::time::Duration;
+
+use forewarn_core::reading::encode_reading;
+use forewarn_system_tests::*;
+
+/// TEP samples every 3 minutes; the test runs' faults start after sample 160.
+const SAMPLE_MS: i64 = 180_000;
+const FAULT_START_SAMPLE: i64 = 160;
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
+    read_tep(&shared_data(file))
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, row)| (device.to_string(), encode_reading(device, T0 + i as i64 * SAMPLE_MS, row)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(dir.path())?;
+
+    // 1. Train on the normal-operation run.
+    let model = dir.path().join("model");
+    let train = Command::new(forewarn_bin())
+        .args(["train", "--data"])
+        .arg(shared_data("tep/d00.dat"))
+        .arg("--out")
+        .arg(&model)
+        .args(["--name", "tep", "--window", "50", "--horizon", "10", "--hidden", "32", "--epochs", "40", "--device", "cpu"])
+        .output()?;
+    assert!(train.status.success(), "train failed:\n{}", String::from_utf8_lossy(&train.stderr));
+    let train_log = String::from_utf8_lossy(&train.stderr);
+    assert!(train_log.contains("epoch   1/"), "training shows progress:\n{train_log}");
+    assert!(model.join("model.json").exists() && model.join("model.safetensors").exists());
+
+    // 2. Serve.
+    let http_port = free_port();
+    let config = dir.path().join("forewarn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"e2e\"\nsession_timeout_ms = 6000\ntopic_partitions = 2\n\
+             [model]\npath = \"{}\"\ndevice = \"cpu\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            broker.bootstrap(),
+            model.display(),
+            dir.path().join("alerts.db").display()
+        ),
+    )?;
+    let mut serve = spawn_logged(
+        "serve",
+        Command::new(forewarn_bin()).arg("serve").arg("--config").arg(&config).env("RUST_LOG", "info"),
+        dir.path(),
+    )?;
+    let api = format!("http://127.0.0.1:{http_port}");
+    let (status, _) = eventually("/livez", Duration::from_secs(30), || async {
+        Ok(get_json(&format!("{api}/livez")).await.ok().filter(|(s, _)| *s == 200))
+    })
+    .await?;
+    assert_eq!(status, 200);
+    eventually("/readyz 200", Duration::from_secs(60), || async {
+        Ok(get_json(&format!("{api}/readyz")).await.ok().filter(|(s, _)| *s == 200))
+    })
+    .await?;
+
+    // 3. Stream: fault 1 as one device, the normal test run as another, and
+    // two bad messages in the middle.
+    let mut messages = tep_messages("tep-fault-01", "tep/d01_te.dat");
+    let normal = tep_messages("tep-normal", "tep/d00_te.dat");
+    let total_good = messages.len() + normal.len();
+    messages.insert(300, ("tep-normal".into(), b"{not json".to_vec()));
+    messages.insert(301, ("tep-fault-01".into(), br#"{"device":"tep-fault-01","ts":1,"values":[1,2,3]}"#.to_vec()));
+    messages.extend(normal);
+    let producer = broker.producer();
+    produce(&producer, "forewarn.readings", &messages).await?;
+
+    // 4. Everything consumed, through the bad messages.
+    let metrics = eventually("all messages consumed", Duration::from_secs(90), || async {
+        let m = get_text(&format!("{api}/metrics")).await?;
+        Ok((metric(&m, "forewarn_readings_accepted_total") == Some(total_good as f64)).then_some(m))
+    })
+    .await?;
+    assert_eq!(metric(&metrics, "forewarn_messages_consumed_total"), Some((total_good + 2) as f64));
+    assert_eq!(metric(&metrics, r#"forewarn_messages_rejected_total{reason="malformed_json"}"#), Some(1.0));
+    assert_eq!(metric(&metrics, r#"forewarn_messages_rejected_total{reason="wrong_channel_count"}"#), Some(1.0));
+    assert!(metric(&metrics, "forewarn_alerts_opened_total").is_some() || metrics.contains("forewarn_alerts_opened_total{"));
+
+    // 5. The faulty device has an alert that opened after the fault started.
+    let fault_start = T0 + FAULT_START_SAMPLE * SAMPLE_MS;
+    let (status, body) = get_json(&format!("{api}/api/v1/alerts?device=tep-fault-01")).await?;
+    assert_eq!(status, 200, "{body}");
+    let alerts = body["alerts"].as_array().unwrap();
+    assert!(!alerts.is_empty(), "no alert for the fault run: {body}");
+    let first = alerts.iter().map(|a| a["opened_at"].as_i64().unwrap()).min().unwrap();
+    assert!(first >= fault_start, "alert opened at {first}, before the fault at {fault_start}: {body}");
+    let delay_samples = (first - fault_start) / SAMPLE_MS;
+    eprintln!("fault 1 detected {delay_samples} samples after onset; {} alert(s)", alerts.len());
+    let a = &alerts[0];
+    assert_eq!(a["device"], "tep-fault-01");
+    assert_eq!(a["model"], "tep");
+    assert!(a["score"].as_f64().unwrap() > a["threshold"].as_f64().unwrap());
+    assert!(!a["contributors"].as_array().unwrap().is_empty());
+    let id = a["id"].as_str().unwrap();
+    let (status, one) = get_json(&format!("{api}/api/v1/alerts/{id}")).await?;
+    assert_eq!((status, &one["id"]), (200, &a["id"]));
+
+    // 6. The normal device has none.
+    let (_, body) = get_json(&format!("{api}/api/v1/alerts?device=tep-normal")).await?;
+    assert_eq!(body["alerts"].as_array().unwrap().len(), 0, "false alert on the normal run: {body}");
+
+    // 7. Device view and errors.
+    let (status, dev) = get_json(&format!("{api}/api/v1/devices/tep-normal")).await?;
+    assert_eq!(status, 200, "{dev}");
+    assert_eq!(dev["readings"], 960);
+    assert!(dev["last_score"].as_f64().is_some() && dev["threshold"].as_f64().unwrap() > 0.0);
+    let (status, _) = get_json(&format!("{api}/api/v1/devices/nope")).await?;
+    assert_eq!(status, 404);
+    let (status, err) = get_json(&format!("{api}/api/v1/alerts?limit=banana")).await?;
+    assert_eq!(status, 400);
+    assert!(err.to_string().contains("limit"), "{err}");
+
+    // 8. Graceful shutdown.
+    let status = serve.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "serve exited with {status}:\n{}", serve.log());
+    Ok(())
+}

