@@ -1,0 +1,472 @@
+use super::*;
+use axum::http::{HeaderMap, Method};
+use forewarn_core::alert::alert_id;
+use forewarn_core::engine::DeviceView;
+use forewarn_core::{Alert, ChannelShare};
+use forewarn_store::AlertChange;
+use forewarn_telemetry::DeviceSnapshot;
+use tower::ServiceExt;
+
+fn alert(device: &str, opened_at: i64, severity: Severity, resolved_at: Option<i64>) -> Alert {
+    Alert {
+        id: alert_id(device, "v1", opened_at - 10),
+        device: device.into(),
+        model: "lstm".into(),
+        model_version: "v1".into(),
+        state: if resolved_at.is_some() {
+            AlertState::Resolved
+        } else {
+            AlertState::Open
+        },
+        severity,
+        opened_at,
+        resolved_at,
+        score: 2.0,
+        peak_score: 2.0,
+        threshold: 1.0,
+        contributors: vec![ChannelShare {
+            channel: "flow".into(),
+            share: 1.0,
+        }],
+        window_start: opened_at - 10,
+        window_end: opened_at,
+    }
+}
+
+/// 2026-11-28T12:00:00Z in epoch ms.
+const T0: i64 = 1_795_867_200_000;
+
+struct Fixture {
+    state: AppState,
+    app: Router,
+    alerts: Vec<Alert>,
+}
+
+fn fixture() -> Fixture {
+    let store = AlertStore::open_in_memory().unwrap();
+    let alerts = vec![
+        alert("pump-1", T0, Severity::Warning, Some(T0 + 500)),
+        alert("pump-2", T0 + 1_000, Severity::Critical, None),
+        alert("pump-1", T0 + 2_000, Severity::Warning, None),
+        alert("fan-9", T0 + 3_000, Severity::Critical, Some(T0 + 3_500)),
+        alert("pump-1", T0 + 4_000, Severity::Critical, None),
+    ];
+    let changes: Vec<_> = alerts
+        .iter()
+        .map(|a| match a.state {
+            AlertState::Open => AlertChange::Opened(a.clone()),
+            AlertState::Resolved => AlertChange::Resolved(a.clone()),
+        })
+        .collect();
+    store.apply(&changes).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let devices = Arc::new(DeviceBoard::new());
+    devices.update(["pump-1", "pump-2", "fan-9"].map(|id| {
+        DeviceSnapshot::from_view(
+            DeviceView {
+                device: id.into(),
+                readings: 10,
+                window_fill: 4,
+                window_capacity: 8,
+                last_ts: Some(T0),
+                last_score: Some(0.5),
+                last_shares: vec![],
+                open_alert: None,
+                warmed_up: true,
+            },
+            "lstm",
+            "v1",
+            1.0,
+        )
+    }));
+    let state = AppState {
+        store: Arc::new(store),
+        devices,
+        health: Arc::new(Health::with_metrics(&metrics)),
+        metrics,
+        model: Arc::new(RwLock::new(Some(ModelInfo {
+            name: "lstm".into(),
+            version: "v1".into(),
+            channels: vec!["pressure".into(), "flow".into()],
+            horizon: 10,
+            window: 100,
+            threshold: 1.0,
+            device: "cpu".into(),
+        }))),
+    };
+    Fixture {
+        app: router(state.clone()),
+        state,
+        alerts,
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Body,
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body)
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    (parts.status, parts.headers, bytes.to_vec())
+}
+
+async fn get_json(app: &Router, uri: &str) -> (StatusCode, Value) {
+    let (status, headers, body) = call(app, Method::GET, uri, Body::empty()).await;
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json",
+        "{uri}"
+    );
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn alert_filters() {
+    let f = fixture();
+    let id = |i: usize| f.alerts[i].id.clone();
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("/api/v1/alerts", vec![id(4), id(3), id(2), id(1), id(0)]),
+        ("/api/v1/alerts?device=pump-1", vec![id(4), id(2), id(0)]),
+        ("/api/v1/alerts?state=open", vec![id(4), id(2), id(1)]),
+        ("/api/v1/alerts?state=resolved", vec![id(3), id(0)]),
+        (
+            "/api/v1/alerts?severity=critical&state=open",
+            vec![id(4), id(1)],
+        ),
+        (
+            "/api/v1/alerts?from=2026-11-28T12:00:01Z&to=2026-11-28T12:00:04Z",
+            vec![id(3), id(2), id(1)],
+        ),
+        (
+            "/api/v1/alerts?from=2026-11-28T13:00:01%2B01:00&to=1795867203000",
+            vec![id(2), id(1)],
+        ),
+        ("/api/v1/alerts?device=nobody", vec![]),
+    ];
+    for (uri, want) in cases {
+        let (status, body) = get_json(&f.app, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(ids(&body), want, "{uri}");
+        assert_eq!(body["next_cursor"], Value::Null, "{uri}");
+    }
+    // Alerts serialise as the core type does.
+    let (_, body) = get_json(&f.app, "/api/v1/alerts?device=fan-9").await;
+    assert_eq!(
+        body["alerts"][0],
+        serde_json::to_value(&f.alerts[3]).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn alert_pagination() {
+    let f = fixture();
+    let mut got = Vec::new();
+    let mut uri = "/api/v1/alerts?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, body) = get_json(&f.app, &uri).await;
+        assert_eq!(status, StatusCode::OK);
+        got.extend(ids(&body));
+        pages += 1;
+        match body["next_cursor"].as_str() {
+            Some(c) => uri = format!("/api/v1/alerts?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<String> = f.alerts.iter().rev().map(|a| a.id.clone()).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn single_alert_and_404s() {
+    let f = fixture();
+    let a = &f.alerts[1];
+    let (status, body) = get_json(&f.app, &format!("/api/v1/alerts/{}", a.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::to_value(a).unwrap());
+
+    let not_found: &[(&str, &str)] = &[
+        (
+            "/api/v1/alerts/0000",
+            r#"{"error":{"code":"not_found","message":"alert \"0000\" not found"}}"#,
+        ),
+        (
+            "/api/v1/devices/pump-404",
+            r#"{"error":{"code":"not_found","message":"device \"pump-404\" not found"}}"#,
+        ),
+        (
+            "/api/v2/nothing",
+            r#"{"error":{"code":"not_found","message":"no route for /api/v2/nothing"}}"#,
+        ),
+        (
+            "/",
+            r#"{"error":{"code":"not_found","message":"no route for /"}}"#,
+        ),
+    ];
+    for (uri, want) in not_found {
+        let (status, body) = get_json(&f.app, uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(body, serde_json::from_str::<Value>(want).unwrap(), "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn each_bad_parameter_is_a_400_naming_it() {
+    let f = fixture();
+    let cases: &[(&str, &str)] = &[
+        ("/api/v1/alerts?limit=0", "limit"),
+        ("/api/v1/alerts?limit=1001", "limit"),
+        ("/api/v1/alerts?limit=ten", "limit"),
+        ("/api/v1/alerts?limit=-1", "limit"),
+        ("/api/v1/alerts?limit=", "limit"),
+        ("/api/v1/alerts?state=closed", "state"),
+        ("/api/v1/alerts?severity=high", "severity"),
+        ("/api/v1/alerts?from=yesterday", "from"),
+        ("/api/v1/alerts?to=2026-13-01T00:00:00Z", "to"),
+        ("/api/v1/alerts?from=2026-11-28T13:00:00+01:00", "from"),
+        ("/api/v1/alerts?from=2000&to=1000", "from"),
+        ("/api/v1/alerts?cursor=nothex", "cursor"),
+        ("/api/v1/alerts?cursor=abcd", "cursor"),
+        ("/api/v1/alerts?device=", "device"),
+        ("/api/v1/alerts?device=a%0Ab", "device"),
+        ("/api/v1/alerts?devcie=pump-1", "devcie"),
+        ("/api/v1/alerts?state=open&state=resolved", "state"),
+        ("/api/v1/alerts/abc?verbose=1", "verbose"),
+        ("/api/v1/alerts/%FF", "id"),
+        ("/api/v1/devices?limit=5000", "limit"),
+        ("/api/v1/devices?after=", "after"),
+        ("/api/v1/devices?page=2", "page"),
+        ("/api/v1/devices/pump-1?x=1", "x"),
+    ];
+    for (uri, parameter) in cases {
+        let (status, body) = get_json(&f.app, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(body["error"]["code"], "bad_parameter", "{uri}: {body}");
+        assert_eq!(body["error"]["parameter"], *parameter, "{uri}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(parameter), "{uri}: {message}");
+    }
+    // The `+` hint.
+    let (_, body) = get_json(&f.app, "/api/v1/alerts?from=2026-11-28T13:00:00+01:00").await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("%2B"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn devices_and_models() {
+    let f = fixture();
+    let (status, body) = get_json(&f.app, "/api/v1/devices/pump-2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        serde_json::to_value(f.state.devices.get("pump-2").unwrap()).unwrap()
+    );
+
+    let (_, body) = get_json(&f.app, "/api/v1/devices?limit=2").await;
+    let names: Vec<&str> = body["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fan-9", "pump-1"]);
+    assert_eq!(
+        (body["next_after"].as_str(), body["total"].as_u64()),
+        (Some("pump-1"), Some(3))
+    );
+    let (_, body) = get_json(&f.app, "/api/v1/devices?limit=2&after=pump-1").await;
+    assert_eq!(body["devices"][0]["device"], "pump-2");
+    assert_eq!(body["devices"].as_array().unwrap().len(), 1);
+    assert_eq!(body["next_after"], Value::Null);
+
+    let (status, body) = get_json(&f.app, "/api/v1/models").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"models": [{"name": "lstm", "version": "v1", "channels": ["pressure", "flow"],
+                           "horizon": 10, "window": 100, "threshold": 1.0, "device": "cpu"}]})
+    );
+    *f.state.model.write().unwrap() = None;
+    let (_, body) = get_json(&f.app, "/api/v1/models").await;
+    assert_eq!(body, json!({"models": []}));
+}
+
+#[tokio::test]
+async fn readyz_follows_health_and_says_why() {
+    let f = fixture();
+    let (status, body) = get_json(&f.app, "/livez").await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+
+    let h = &f.state.health;
+    let (status, body) = get_json(&f.app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["ready"], false);
+    assert_eq!(
+        body["reasons"],
+        json!([
+            "no model loaded",
+            "no partitions assigned by the consumer group",
+            "Kafka broker not reachable"
+        ])
+    );
+    h.set_model_loaded(true);
+    h.set_broker_reachable(true);
+    let (status, body) = get_json(&f.app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["checks"]["partitions_assigned"], 0);
+    assert_eq!(
+        body["reasons"],
+        json!(["no partitions assigned by the consumer group"])
+    );
+    h.set_partitions_assigned(2);
+    let (status, body) = get_json(&f.app, "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["ready"], true);
+    assert_eq!(f.state.metrics.ready.get(), 1);
+    h.set_shutting_down();
+    let (status, body) = get_json(&f.app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["reasons"], json!(["shutting down"]));
+}
+
+#[tokio::test]
+async fn metrics_exposition() {
+    let f = fixture();
+    // Health made without the metrics: /metrics still reports readiness.
+    let mut state = f.state.clone();
+    state.health = Arc::new(Health::new());
+    state.health.set_model_loaded(true);
+    state.health.set_partitions_assigned(1);
+    state.health.set_broker_reachable(true);
+    let app = router(state);
+    // A request first, so the HTTP series exist.
+    get_json(&app, "/api/v1/alerts/0000").await;
+    get_json(&app, "/no/such/route").await;
+    let (status, headers, body) = call(&app, Method::GET, "/metrics", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "text/plain; version=0.0.4"
+    );
+    let text = String::from_utf8(body).unwrap();
+    for series in [
+        "forewarn_messages_consumed_total 0",
+        "forewarn_messages_rejected_total{reason=\"malformed_json\"} 0",
+        "forewarn_alerts_open 0",
+        "forewarn_ready 1",
+        "forewarn_devices_tracked 3",
+        "forewarn_build_info{version=\"0.1.0\"} 1",
+        "forewarn_http_requests_total{method=\"GET\",route=\"/api/v1/alerts/{id}\",status=\"404\"} 1",
+        "forewarn_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series}\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_and_big_body_are_json_errors() {
+    let f = fixture();
+    let (status, headers, body) = call(&f.app, Method::POST, "/api/v1/alerts", Body::empty()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+    assert!(headers.get(header::ALLOW).is_some(), "{headers:?}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+
+    let req = Request::builder()
+        .uri("/api/v1/alerts")
+        .header(header::CONTENT_LENGTH, BODY_LIMIT + 1)
+        .body(Body::from(vec![b'x'; BODY_LIMIT + 1]))
+        .unwrap();
+    let resp = f.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_and_panics_are_500_json() {
+    let metrics = Arc::new(Metrics::new());
+    let routes = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/panic",
+            get(|| async {
+                if true {
+                    panic!("boom");
+                }
+                "never"
+            }),
+        );
+    let app = with_layers(
+        routes,
+        ApiConfig {
+            request_timeout: Duration::from_millis(20),
+            ..ApiConfig::default()
+        },
+        metrics.clone(),
+    );
+    let (status, body) = get_json(&app, "/slow").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        json!({"error": {"code": "timeout", "message": "request timed out"}})
+    );
+    let (status, body) = get_json(&app, "/panic").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        body,
+        json!({"error": {"code": "internal", "message": "internal server error"}})
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"forewarn_http_requests_total{method="GET",route="/slow",status="503"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn serve_stops_on_cancel() {
+    let f = fixture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, f.state.clone(), token.clone()));
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
+}

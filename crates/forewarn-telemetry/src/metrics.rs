@@ -1,0 +1,420 @@
+//! Every Forewarn metric, registered once in one [`Registry`].
+//!
+//! Naming follows the Prometheus conventions: the `forewarn_` prefix,
+//! `_total` on counters, base units (`_seconds`), and only bounded labels
+//! (reject reasons, severities, partitions, HTTP routes).
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use forewarn_core::{RejectReason, Severity};
+
+/// Content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// HTTP methods kept as label values; anything else is counted as `other`
+/// (methods are client-chosen tokens, so they must not become labels as is).
+const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+/// The service's metrics. Fields are public so callers with unusual needs
+/// can reach a series directly; the usual way to move them is an
+/// [`InternalEvent`](crate::InternalEvent), which also logs.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+
+    // Ingest.
+    pub messages_consumed: IntCounter,
+    pub readings_accepted: IntCounter,
+    pub messages_rejected: IntCounterVec,
+    pub readings_duplicate: IntCounter,
+    pub dead_letters: IntCounter,
+
+    // Inference.
+    pub inference_batch_size: Histogram,
+    pub inference_duration: Histogram,
+    pub inference_errors: IntCounter,
+    pub batches_scored: IntCounter,
+
+    // Alerts.
+    pub alerts_opened: IntCounterVec,
+    pub alerts_resolved: IntCounter,
+    pub alerts_open: IntGauge,
+    pub store_apply_duration: Histogram,
+    pub store_errors: IntCounter,
+
+    // Stream position.
+    pub consumer_lag: IntGaugeVec,
+    pub offsets_committed: IntCounter,
+    pub offsets_stored: IntCounter,
+    pub last_processed_timestamp: Gauge,
+    pub devices_tracked: IntGauge,
+
+    // Identity and state.
+    pub model_info: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub ready: IntGauge,
+
+    // HTTP API.
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+/// Latency buckets from 0.5 ms to about 8 s.
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.0005, 2.0, 15).expect("valid buckets")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+
+        let messages_rejected = counter_vec(
+            &r,
+            "forewarn_messages_rejected_total",
+            "Messages rejected by decoding or validation, by reason.",
+            &["reason"],
+        );
+        for label in RejectReason::LABELS {
+            messages_rejected.with_label_values(&[*label]);
+        }
+
+        let alerts_opened = counter_vec(
+            &r,
+            "forewarn_alerts_opened_total",
+            "Alerts opened, by severity at opening.",
+            &["severity"],
+        );
+        for s in [Severity::Warning, Severity::Critical] {
+            alerts_opened.with_label_values(&[s.as_str()]);
+        }
+
+        let last_processed_timestamp = Gauge::new(
+            "forewarn_last_processed_timestamp_seconds",
+            "Event time (Unix seconds) of the newest reading applied to device state.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(last_processed_timestamp.clone()))
+            .expect("unique metric");
+
+        let build_info = gauge_vec(
+            &r,
+            "forewarn_build_info",
+            "Always 1; the label carries the running Forewarn version.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "forewarn_http_request_duration_seconds",
+                "HTTP API request latency, by route template.",
+            )
+            .buckets(latency_buckets()),
+            &["route"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(http_request_duration.clone()))
+            .expect("unique metric");
+
+        Self {
+            messages_consumed: counter(
+                &r,
+                "forewarn_messages_consumed_total",
+                "Messages read from the readings topic.",
+            ),
+            readings_accepted: counter(
+                &r,
+                "forewarn_readings_accepted_total",
+                "Valid readings applied to device state.",
+            ),
+            messages_rejected,
+            readings_duplicate: counter(
+                &r,
+                "forewarn_readings_duplicate_total",
+                "Readings dropped because their device already had a reading at that timestamp.",
+            ),
+            dead_letters: counter(
+                &r,
+                "forewarn_dead_letters_total",
+                "Messages written to the dead-letter topic.",
+            ),
+            inference_batch_size: histogram(
+                &r,
+                "forewarn_inference_batch_size",
+                "Devices per forecaster call.",
+                prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets"),
+            ),
+            inference_duration: histogram(
+                &r,
+                "forewarn_inference_duration_seconds",
+                "Wall time of one forecaster call.",
+                latency_buckets(),
+            ),
+            inference_errors: counter(
+                &r,
+                "forewarn_inference_errors_total",
+                "Forecaster calls that failed.",
+            ),
+            batches_scored: counter(
+                &r,
+                "forewarn_batches_scored_total",
+                "Device batches scored against their forecast.",
+            ),
+            alerts_opened,
+            alerts_resolved: counter(&r, "forewarn_alerts_resolved_total", "Alerts resolved."),
+            alerts_open: gauge(
+                &r,
+                "forewarn_alerts_open",
+                "Alerts currently open in this instance's detector.",
+            ),
+            store_apply_duration: histogram(
+                &r,
+                "forewarn_alert_store_apply_duration_seconds",
+                "Wall time of one durable alert-store transaction.",
+                latency_buckets(),
+            ),
+            store_errors: counter(
+                &r,
+                "forewarn_alert_store_errors_total",
+                "Alert-store transactions that failed.",
+            ),
+            consumer_lag: gauge_vec(
+                &r,
+                "forewarn_consumer_lag",
+                "Messages between the committed position and the high watermark, by assigned partition.",
+                &["partition"],
+            ),
+            offsets_committed: counter(
+                &r,
+                "forewarn_offsets_committed_total",
+                "Partition offsets committed to the consumer group.",
+            ),
+            offsets_stored: counter(
+                &r,
+                "forewarn_offsets_stored_total",
+                "Partition offsets stored for the consumer's next (auto-)commit, \
+                 after the effects they cover were made durable.",
+            ),
+            last_processed_timestamp,
+            devices_tracked: gauge(
+                &r,
+                "forewarn_devices_tracked",
+                "Devices whose state this instance holds.",
+            ),
+            model_info: gauge_vec(
+                &r,
+                "forewarn_model_info",
+                "Always 1; labels name the loaded model and its version.",
+                &["model", "version"],
+            ),
+            build_info,
+            ready: gauge(
+                &r,
+                "forewarn_ready",
+                "1 when the instance is ready to serve (see /readyz), else 0.",
+            ),
+            http_requests: counter_vec(
+                &r,
+                "forewarn_http_requests_total",
+                "HTTP API requests, by route template, method and status code.",
+                &["route", "method", "status"],
+            ),
+            http_request_duration,
+            registry: r,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every metric in the Prometheus text exposition format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut out)
+            .expect("text encoding of registered metrics cannot fail");
+        out
+    }
+
+    /// Same as [`Metrics::render`], as bytes.
+    pub fn render_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding of registered metrics cannot fail");
+        out
+    }
+
+    /// Sets `forewarn_alerts_open`, e.g. from the store at startup.
+    pub fn set_alerts_open(&self, n: u64) {
+        self.alerts_open.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records one HTTP request. `route` must be a route template (e.g.
+    /// `/api/v1/alerts/{id}`) or a fixed word such as `unmatched`, never a
+    /// raw path.
+    pub fn observe_http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let method = HTTP_METHODS
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(method))
+            .copied()
+            .unwrap_or("other");
+        self.http_requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.http_request_duration
+            .with_label_values(&[route])
+            .observe(seconds);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The value of one series in `render()` output, e.g.
+    /// `sample(&text, r#"forewarn_alerts_opened_total{severity="critical"}"#)`.
+    pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("numeric sample"))
+        })
+    }
+
+    #[test]
+    fn every_series_is_exposed_with_its_initial_value() {
+        let m = Metrics::new();
+        let text = m.render();
+        let expected: &[(&str, f64)] = &[
+            ("forewarn_messages_consumed_total", 0.0),
+            ("forewarn_readings_accepted_total", 0.0),
+            (
+                r#"forewarn_messages_rejected_total{reason="out_of_order"}"#,
+                0.0,
+            ),
+            (
+                r#"forewarn_messages_rejected_total{reason="too_large"}"#,
+                0.0,
+            ),
+            ("forewarn_readings_duplicate_total", 0.0),
+            ("forewarn_dead_letters_total", 0.0),
+            ("forewarn_inference_batch_size_count", 0.0),
+            (r#"forewarn_inference_batch_size_bucket{le="1024"}"#, 0.0),
+            ("forewarn_inference_duration_seconds_count", 0.0),
+            ("forewarn_inference_errors_total", 0.0),
+            ("forewarn_batches_scored_total", 0.0),
+            (r#"forewarn_alerts_opened_total{severity="warning"}"#, 0.0),
+            (r#"forewarn_alerts_opened_total{severity="critical"}"#, 0.0),
+            ("forewarn_alerts_resolved_total", 0.0),
+            ("forewarn_alerts_open", 0.0),
+            ("forewarn_alert_store_apply_duration_seconds_count", 0.0),
+            ("forewarn_alert_store_errors_total", 0.0),
+            ("forewarn_offsets_committed_total", 0.0),
+            ("forewarn_offsets_stored_total", 0.0),
+            ("forewarn_last_processed_timestamp_seconds", 0.0),
+            ("forewarn_devices_tracked", 0.0),
+            (r#"forewarn_build_info{version="0.1.0"}"#, 1.0),
+            ("forewarn_ready", 0.0),
+        ];
+        for (series, value) in expected {
+            assert_eq!(sample(&text, series), Some(*value), "{series}\n{text}");
+        }
+        for label in RejectReason::LABELS {
+            let series = format!(r#"forewarn_messages_rejected_total{{reason="{label}"}}"#);
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        // Batch-size buckets are the powers of two from 1 to 1024.
+        let les: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("forewarn_inference_batch_size_bucket{le=\""))
+            .map(|l| l.split('"').next().unwrap())
+            .collect();
+        assert_eq!(
+            les,
+            [
+                "1", "2", "4", "8", "16", "32", "64", "128", "256", "512", "1024", "+Inf"
+            ]
+        );
+    }
+
+    #[test]
+    fn names_follow_conventions() {
+        for family in Metrics::new().registry().gather() {
+            let name = family.name();
+            assert!(name.starts_with("forewarn_"), "{name}");
+            let is_counter = family.get_field_type() == prometheus::proto::MetricType::COUNTER;
+            assert_eq!(is_counter, name.ends_with("_total"), "{name}");
+        }
+    }
+
+    #[test]
+    fn http_methods_are_bounded() {
+        let m = Metrics::new();
+        m.observe_http("/livez", "get", 200, 0.001);
+        m.observe_http("/livez", "BREW", 405, 0.001);
+        let text = m.render();
+        assert_eq!(
+            sample(
+                &text,
+                r#"forewarn_http_requests_total{method="GET",route="/livez",status="200"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"forewarn_http_requests_total{method="other",route="/livez",status="405"}"#
+            ),
+            Some(1.0)
+        );
+    }
+}
