@@ -354,13 +354,13 @@ impl Engine {
                 }
             }
             Transition::None => {
-                if let Some(alert) = dev.open.as_mut() {
-                    if score.mse > alert.peak_score {
-                        alert.peak_score = score.mse;
-                        alert.severity = alert
-                            .severity
-                            .max(Severity::from_ratio(score.mse / cfg.threshold));
-                    }
+                if let Some(alert) = dev.open.as_mut()
+                    && score.mse > alert.peak_score
+                {
+                    alert.peak_score = score.mse;
+                    alert.severity = alert
+                        .severity
+                        .max(Severity::from_ratio(score.mse / cfg.threshold));
                 }
             }
         }

@@ -138,13 +138,13 @@ pub fn decode_reading(
     {
         return Err(RejectReason::BadDeviceId);
     }
-    if let Some(key) = key {
-        if key != device.as_bytes() {
-            return Err(RejectReason::KeyMismatch {
-                key: String::from_utf8_lossy(key).into_owned(),
-                device: device.to_owned(),
-            });
-        }
+    if let Some(key) = key
+        && key != device.as_bytes()
+    {
+        return Err(RejectReason::KeyMismatch {
+            key: String::from_utf8_lossy(key).into_owned(),
+            device: device.to_owned(),
+        });
     }
     let ts_ms = parse_timestamp(wire.ts.get())?;
     let values = parse_values(wire.values.get(), schema)?;

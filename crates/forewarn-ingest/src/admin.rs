@@ -23,14 +23,23 @@ pub(crate) fn client_config(cfg: &IngestConfig) -> ClientConfig {
 /// While the broker is unreachable it retries with back-off (logging each
 /// attempt) until it succeeds or `shutdown` fires, so a service started
 /// before its broker waits instead of exiting.
-pub async fn ensure_topics(cfg: &IngestConfig, shutdown: &CancellationToken) -> Result<(), IngestError> {
+pub async fn ensure_topics(
+    cfg: &IngestConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), IngestError> {
     if !cfg.create_topics {
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
     let topics: Vec<NewTopic<'_>> = [&cfg.input_topic, &cfg.alerts_topic, &cfg.dead_letter_topic]
         .into_iter()
-        .map(|t| NewTopic::new(t, cfg.topic_partitions, TopicReplication::Fixed(cfg.replication_factor)))
+        .map(|t| {
+            NewTopic::new(
+                t,
+                cfg.topic_partitions,
+                TopicReplication::Fixed(cfg.replication_factor),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let mut backoff = Duration::from_millis(250);
@@ -44,7 +53,9 @@ pub async fn ensure_topics(cfg: &IngestConfig, shutdown: &CancellationToken) -> 
                             tracing::debug!(topic = %t, "topic exists")
                         }
                         Err((t, code)) => {
-                            return Err(IngestError::Config(format!("cannot create topic {t}: {code}")));
+                            return Err(IngestError::Config(format!(
+                                "cannot create topic {t}: {code}"
+                            )));
                         }
                     }
                 }
@@ -73,7 +84,6 @@ fn retriable(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::BrokerTransportFailure
                 | RDKafkaErrorCode::BrokerNotAvailable
                 | RDKafkaErrorCode::RequestTimedOut
-                | RDKafkaErrorCode::Transport
         )
     ) || matches!(e, KafkaError::AdminOp(_))
 }

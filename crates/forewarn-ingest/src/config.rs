@@ -66,16 +66,25 @@ impl IngestConfig {
             }
         }
         if self.input_topic == self.alerts_topic || self.input_topic == self.dead_letter_topic {
-            return Err("kafka.input_topic must differ from the alerts and dead-letter topics".into());
+            return Err(
+                "kafka.input_topic must differ from the alerts and dead-letter topics".into(),
+            );
         }
         if !(1_000..=300_000).contains(&self.session_timeout_ms) {
-            return Err(format!("kafka.session_timeout_ms must be in 1000..=300000, got {}", self.session_timeout_ms));
+            return Err(format!(
+                "kafka.session_timeout_ms must be in 1000..=300000, got {}",
+                self.session_timeout_ms
+            ));
         }
         if self.topic_partitions < 1 || self.replication_factor < 1 {
-            return Err("kafka.topic_partitions and kafka.replication_factor must be at least 1".into());
+            return Err(
+                "kafka.topic_partitions and kafka.replication_factor must be at least 1".into(),
+            );
         }
         if self.chunk_max_messages == 0 || self.pipeline_depth == 0 {
-            return Err("kafka.chunk_max_messages and kafka.pipeline_depth must be at least 1".into());
+            return Err(
+                "kafka.chunk_max_messages and kafka.pipeline_depth must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -101,11 +110,20 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_named() {
         assert!(IngestConfig::default().validate().is_ok());
-        let bad = IngestConfig { brokers: " ".into(), ..Default::default() };
+        let bad = IngestConfig {
+            brokers: " ".into(),
+            ..Default::default()
+        };
         assert!(bad.validate().unwrap_err().contains("kafka.brokers"));
-        let bad = IngestConfig { alerts_topic: "forewarn.readings".into(), ..Default::default() };
+        let bad = IngestConfig {
+            alerts_topic: "forewarn.readings".into(),
+            ..Default::default()
+        };
         assert!(bad.validate().unwrap_err().contains("input_topic"));
-        let bad = IngestConfig { session_timeout_ms: 10, ..Default::default() };
+        let bad = IngestConfig {
+            session_timeout_ms: 10,
+            ..Default::default()
+        };
         assert!(bad.validate().unwrap_err().contains("session_timeout_ms"));
     }
 }

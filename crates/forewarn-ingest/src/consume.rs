@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use forewarn_core::reading::{decode_reading, Reading, RejectReason, Schema};
+use forewarn_core::reading::{Reading, RejectReason, Schema, decode_reading};
 use forewarn_telemetry::events::{ConsumerLag, InternalEvent, MessagesConsumed};
+use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::Offset;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +52,10 @@ impl Chunk {
     }
 }
 
-pub(crate) fn create_consumer(cfg: &IngestConfig, services: &Services) -> Result<PipelineConsumer, IngestError> {
+pub(crate) fn create_consumer(
+    cfg: &IngestConfig,
+    services: &Services,
+) -> Result<PipelineConsumer, IngestError> {
     let mut c = client_config(cfg);
     c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "true")
@@ -61,11 +64,16 @@ pub(crate) fn create_consumer(cfg: &IngestConfig, services: &Services) -> Result
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (cfg.session_timeout_ms / 3).max(100).to_string());
+        .set(
+            "heartbeat.interval.ms",
+            (cfg.session_timeout_ms / 3).max(100).to_string(),
+        );
     for (k, v) in &cfg.client {
         c.set(k, v);
     }
-    let consumer: PipelineConsumer = c.create_with_context(PipelineContext { health: services.health.clone() })?;
+    let consumer: PipelineConsumer = c.create_with_context(PipelineContext {
+        health: services.health.clone(),
+    })?;
     consumer.subscribe(&[&cfg.input_topic])?;
     Ok(consumer)
 }
@@ -84,7 +92,10 @@ pub(crate) fn run(
         if chunk.consumed == 0 {
             continue;
         }
-        MessagesConsumed { count: chunk.consumed }.emit(&services.metrics);
+        MessagesConsumed {
+            count: chunk.consumed,
+        }
+        .emit(&services.metrics);
         if tx.blocking_send(chunk).is_err() {
             // The engine stage is gone; it reports its own error.
             return Ok(());
@@ -94,7 +105,12 @@ pub(crate) fn run(
     Ok(())
 }
 
-fn poll_chunk(consumer: &PipelineConsumer, cfg: &IngestConfig, schema: &Schema, shutdown: &CancellationToken) -> Chunk {
+fn poll_chunk(
+    consumer: &PipelineConsumer,
+    cfg: &IngestConfig,
+    schema: &Schema,
+    shutdown: &CancellationToken,
+) -> Chunk {
     let mut chunk = Chunk::default();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -116,7 +132,11 @@ fn poll_chunk(consumer: &PipelineConsumer, cfg: &IngestConfig, schema: &Schema, 
                 chunk.note_offset(partition, offset);
                 let payload = msg.payload().unwrap_or_default();
                 match decode_reading(payload, msg.key(), schema) {
-                    Ok(reading) => chunk.readings.push(Incoming { reading, partition, offset }),
+                    Ok(reading) => chunk.readings.push(Incoming {
+                        reading,
+                        partition,
+                        offset,
+                    }),
                     Err(reason) => chunk.rejects.push(Rejected {
                         reason,
                         key: msg.key().map(<[u8]>::to_vec),
@@ -137,7 +157,11 @@ fn poll_chunk(consumer: &PipelineConsumer, cfg: &IngestConfig, schema: &Schema, 
 }
 
 /// Every few seconds: per-partition lag gauges and broker reachability.
-pub(crate) async fn watch_lag(consumer: Arc<PipelineConsumer>, services: Services, shutdown: CancellationToken) {
+pub(crate) async fn watch_lag(
+    consumer: Arc<PipelineConsumer>,
+    services: Services,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {

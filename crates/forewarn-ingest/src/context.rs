@@ -15,10 +15,15 @@ pub(crate) struct PipelineContext {
 impl ClientContext for PipelineContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{log_message}"),
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{log_message}")
+            }
             _ => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
         }
     }
@@ -46,8 +51,16 @@ impl ConsumerContext for PipelineContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(assigned = tpl.count(), total = assigned, "partitions assigned"),
-            Rebalance::Revoke(tpl) => tracing::info!(revoked = tpl.count(), total = assigned, "partitions revoked"),
+            Rebalance::Assign(tpl) => tracing::info!(
+                assigned = tpl.count(),
+                total = assigned,
+                "partitions assigned"
+            ),
+            Rebalance::Revoke(tpl) => tracing::info!(
+                revoked = tpl.count(),
+                total = assigned,
+                "partitions revoked"
+            ),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
         self.health.set_partitions_assigned(assigned);

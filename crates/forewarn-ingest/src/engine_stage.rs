@@ -9,9 +9,9 @@ use forewarn_core::engine::{EngineEvent, Pushed, StepBatch};
 use forewarn_core::reading::encode_reading;
 use forewarn_core::{Engine, Forecaster};
 use forewarn_store::AlertChange;
-use forewarn_telemetry::events::{InferenceBatch, InternalEvent};
 use forewarn_telemetry::DeviceSnapshot;
 use forewarn_telemetry::Metrics;
+use forewarn_telemetry::events::{InferenceBatch, InternalEvent};
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,11 @@ impl<F: Forecaster> Forecaster for Timed<'_, F> {
     fn step(&mut self, batch: &mut StepBatch) -> Result<(), F::Error> {
         let t = Instant::now();
         let r = self.inner.step(batch);
-        InferenceBatch { size: batch.n, seconds: t.elapsed().as_secs_f64() }.emit(self.metrics);
+        InferenceBatch {
+            size: batch.n,
+            seconds: t.elapsed().as_secs_f64(),
+        }
+        .emit(self.metrics);
         r
     }
 }
@@ -75,7 +79,9 @@ where
         };
         let touched: HashSet<&str> = processed.1.iter().map(String::as_str).collect();
         services.board.update(touched.into_iter().filter_map(|d| {
-            engine.device(d).map(|v| DeviceSnapshot::from_view(v, &model, &version, threshold))
+            engine
+                .device(d)
+                .map(|v| DeviceSnapshot::from_view(v, &model, &version, threshold))
         }));
         if tx.blocking_send(processed.0).is_err() {
             return Err(IngestError::StageDied("persist"));
@@ -94,7 +100,10 @@ where
     F: Forecaster,
     F::Error: Display,
 {
-    let mut timed = Timed { inner: forecaster, metrics };
+    let mut timed = Timed {
+        inner: forecaster,
+        metrics,
+    };
     let mut out = Processed {
         changes: Vec::new(),
         rejects: chunk.rejects,
@@ -119,7 +128,11 @@ where
             Err(reason) => out.rejects.push(Rejected {
                 // The original bytes are not kept for valid messages; the
                 // re-encoded reading carries the same content.
-                payload: encode_reading(&inc.reading.device, inc.reading.ts_ms, &inc.reading.values),
+                payload: encode_reading(
+                    &inc.reading.device,
+                    inc.reading.ts_ms,
+                    &inc.reading.values,
+                ),
                 key: Some(inc.reading.device.into_bytes()),
                 reason,
                 partition: inc.partition,
@@ -127,10 +140,18 @@ where
             }),
         }
         if engine.batch_full() {
-            events.extend(engine.flush(&mut timed).map_err(|e| IngestError::Forecaster(e.to_string()))?);
+            events.extend(
+                engine
+                    .flush(&mut timed)
+                    .map_err(|e| IngestError::Forecaster(e.to_string()))?,
+            );
         }
     }
-    events.extend(engine.flush(&mut timed).map_err(|e| IngestError::Forecaster(e.to_string()))?);
+    events.extend(
+        engine
+            .flush(&mut timed)
+            .map_err(|e| IngestError::Forecaster(e.to_string()))?,
+    );
     for ev in events {
         match ev {
             EngineEvent::Scored { .. } => out.batches_scored += 1,

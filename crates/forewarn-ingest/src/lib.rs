@@ -79,8 +79,12 @@ where
     let (done_tx, done_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
 
     let consume = {
-        let (consumer, services, shutdown, cfg) =
-            (consumer.clone(), services.clone(), shutdown.clone(), cfg.clone());
+        let (consumer, services, shutdown, cfg) = (
+            consumer.clone(),
+            services.clone(),
+            shutdown.clone(),
+            cfg.clone(),
+        );
         std::thread::Builder::new()
             .name("forewarn-consume".into())
             .spawn(move || consume::run(&consumer, &cfg, &schema, &services, chunk_tx, &shutdown))
@@ -90,17 +94,27 @@ where
         let (services, shutdown) = (services.clone(), shutdown.clone());
         std::thread::Builder::new()
             .name("forewarn-engine".into())
-            .spawn(move || engine_stage::run(engine, forecaster, &services, chunk_rx, done_tx, &shutdown))
+            .spawn(move || {
+                engine_stage::run(engine, forecaster, &services, chunk_rx, done_tx, &shutdown)
+            })
             .expect("spawning a thread")
     };
-    let lag = tokio::spawn(consume::watch_lag(consumer.clone(), services.clone(), shutdown.clone()));
+    let lag = tokio::spawn(consume::watch_lag(
+        consumer.clone(),
+        services.clone(),
+        shutdown.clone(),
+    ));
 
     let persisted = persist::run(&cfg, &producer, &consumer, &services, done_rx, &shutdown).await;
 
     // The persist stage drains until the engine stage closes its channel,
     // which follows the consume stage stopping: all threads are finishing.
-    let consume_result = consume.join().map_err(|_| IngestError::StageDied("consume"))?;
-    let engine_result = engine_stage.join().map_err(|_| IngestError::StageDied("engine"))?;
+    let consume_result = consume
+        .join()
+        .map_err(|_| IngestError::StageDied("consume"))?;
+    let engine_result = engine_stage
+        .join()
+        .map_err(|_| IngestError::StageDied("engine"))?;
     lag.abort();
 
     services.health.set_shutting_down();

@@ -12,8 +12,8 @@ use std::time::Duration;
 use forewarn_core::AlertState;
 use forewarn_store::AlertChange;
 use forewarn_telemetry::events::{
-    AlertOpened, AlertResolved, DeadLettered, InternalEvent, MessageRejected, OffsetsStored, ReadingsAccepted,
-    ReadingsDuplicate, BatchesScored, LastProcessed,
+    AlertOpened, AlertResolved, BatchesScored, DeadLettered, InternalEvent, LastProcessed,
+    MessageRejected, OffsetsStored, ReadingsAccepted, ReadingsDuplicate,
 };
 use futures::future::join_all;
 use rdkafka::consumer::Consumer;
@@ -49,19 +49,39 @@ pub(crate) async fn run(
     while let Some(p) = rx.recv().await {
         let m = &services.metrics;
         for r in &p.rejects {
-            MessageRejected { reason: r.reason.label(), detail: r.reason.to_string(), partition: r.partition, offset: r.offset }
-                .emit(m);
+            MessageRejected {
+                reason: r.reason.label(),
+                detail: r.reason.to_string(),
+                partition: r.partition,
+                offset: r.offset,
+            }
+            .emit(m);
         }
-        if !retry("dead-letter delivery", shutdown, || send_dead_letters(cfg, producer, &p.rejects)).await {
+        if !retry("dead-letter delivery", shutdown, || {
+            send_dead_letters(cfg, producer, &p.rejects)
+        })
+        .await
+        {
             return Ok(());
         }
         for r in &p.rejects {
-            DeadLettered { reason: r.reason.label() }.emit(m);
+            DeadLettered {
+                reason: r.reason.label(),
+            }
+            .emit(m);
         }
-        if !retry("alert store", shutdown, || store_changes(services, p.changes.clone())).await {
+        if !retry("alert store", shutdown, || {
+            store_changes(services, p.changes.clone())
+        })
+        .await
+        {
             return Ok(());
         }
-        if !retry("alert publication", shutdown, || publish_alerts(cfg, producer, &p.changes)).await {
+        if !retry("alert publication", shutdown, || {
+            publish_alerts(cfg, producer, &p.changes)
+        })
+        .await
+        {
             return Ok(());
         }
         for c in &p.changes {
@@ -72,9 +92,18 @@ pub(crate) async fn run(
         }
         store_offsets(cfg, consumer, &p.offsets);
         ReadingsAccepted { count: p.accepted }.emit(m);
-        ReadingsDuplicate { count: p.duplicates }.emit(m);
-        BatchesScored { count: p.batches_scored }.emit(m);
-        OffsetsStored { count: p.offsets.len() }.emit(m);
+        ReadingsDuplicate {
+            count: p.duplicates,
+        }
+        .emit(m);
+        BatchesScored {
+            count: p.batches_scored,
+        }
+        .emit(m);
+        OffsetsStored {
+            count: p.offsets.len(),
+        }
+        .emit(m);
         if let Some(ts) = p.max_ts {
             LastProcessed { ts_ms: ts }.emit(m);
         }
@@ -107,18 +136,39 @@ where
     }
 }
 
-async fn send_dead_letters(cfg: &IngestConfig, producer: &FutureProducer, rejects: &[Rejected]) -> Result<(), String> {
+async fn send_dead_letters(
+    cfg: &IngestConfig,
+    producer: &FutureProducer,
+    rejects: &[Rejected],
+) -> Result<(), String> {
     let sends = rejects.iter().map(|r| {
         let partition = r.partition.to_string();
         let offset = r.offset.to_string();
         let detail = r.reason.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "forewarn.reason", value: Some(r.reason.label()) })
-            .insert(Header { key: "forewarn.detail", value: Some(&detail) })
-            .insert(Header { key: "forewarn.source.topic", value: Some(&cfg.input_topic) })
-            .insert(Header { key: "forewarn.source.partition", value: Some(&partition) })
-            .insert(Header { key: "forewarn.source.offset", value: Some(&offset) });
-        let mut record = FutureRecord::to(&cfg.dead_letter_topic).payload(&r.payload[..]).headers(headers);
+            .insert(Header {
+                key: "forewarn.reason",
+                value: Some(r.reason.label()),
+            })
+            .insert(Header {
+                key: "forewarn.detail",
+                value: Some(&detail),
+            })
+            .insert(Header {
+                key: "forewarn.source.topic",
+                value: Some(&cfg.input_topic),
+            })
+            .insert(Header {
+                key: "forewarn.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "forewarn.source.offset",
+                value: Some(&offset),
+            });
+        let mut record = FutureRecord::to(&cfg.dead_letter_topic)
+            .payload(&r.payload[..])
+            .headers(headers);
         if let Some(k) = &r.key {
             record = record.key(&k[..]);
         }
@@ -127,24 +177,40 @@ async fn send_dead_letters(cfg: &IngestConfig, producer: &FutureProducer, reject
     first_error(join_all(sends).await)
 }
 
-async fn publish_alerts(cfg: &IngestConfig, producer: &FutureProducer, changes: &[AlertChange]) -> Result<(), String> {
+async fn publish_alerts(
+    cfg: &IngestConfig,
+    producer: &FutureProducer,
+    changes: &[AlertChange],
+) -> Result<(), String> {
     let bodies: Vec<(String, Vec<u8>)> = changes
         .iter()
         .map(|c| {
             let a = match c {
                 AlertChange::Opened(a) | AlertChange::Resolved(a) => a,
             };
-            debug_assert!(matches!((c, a.state), (AlertChange::Opened(_), AlertState::Open) | (AlertChange::Resolved(_), AlertState::Resolved)));
-            (a.device.clone(), serde_json::to_vec(a).expect("alerts serialise"))
+            debug_assert!(matches!(
+                (c, a.state),
+                (AlertChange::Opened(_), AlertState::Open)
+                    | (AlertChange::Resolved(_), AlertState::Resolved)
+            ));
+            (
+                a.device.clone(),
+                serde_json::to_vec(a).expect("alerts serialise"),
+            )
         })
         .collect();
-    let sends = bodies
-        .iter()
-        .map(|(key, body)| producer.send(FutureRecord::to(&cfg.alerts_topic).key(key).payload(body), SEND_QUEUE_TIMEOUT));
+    let sends = bodies.iter().map(|(key, body)| {
+        producer.send(
+            FutureRecord::to(&cfg.alerts_topic).key(key).payload(body),
+            SEND_QUEUE_TIMEOUT,
+        )
+    });
     first_error(join_all(sends).await)
 }
 
-fn first_error<T, M>(results: Vec<Result<T, (rdkafka::error::KafkaError, M)>>) -> Result<(), String> {
+fn first_error<T, M>(
+    results: Vec<Result<T, (rdkafka::error::KafkaError, M)>>,
+) -> Result<(), String> {
     match results.into_iter().find_map(Result::err) {
         Some((e, _)) => Err(e.to_string()),
         None => Ok(()),

@@ -48,10 +48,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(cfg: Config, model: forewarn_model::LoadedModel, device: tch::Device) -> anyhow::Result<()> {
     let shutdown = crate::shutdown_on_signal();
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new());
+    let health = Arc::new(Health::with_metrics(&metrics));
     let store = Arc::new(
         AlertStore::open(&cfg.store.path).with_context(|| format!("opening alert store {}", cfg.store.path.display()))?,
     );
+    // Alerts left open by an earlier run are still open.
+    metrics.set_alerts_open(store.count_open().context("counting open alerts")?);
     let board = Arc::new(DeviceBoard::new());
     let meta = &model.meta;
     let info = ModelInfo {
