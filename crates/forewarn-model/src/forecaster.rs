@@ -1,0 +1,612 @@
+//! The stacked-LSTM forecaster (Filonov et al. 2016): an LSTM over all
+//! channels and a linear head that, at every time step, forecasts the next
+//! `horizon` rows from the top layer's hidden state.
+//!
+//! The same network serves training (whole sequences, [`LstmForecaster::forward_seq`])
+//! and the streaming service (one batch of `horizon` rows for many devices
+//! at once, [`Forecaster::step`]); both run the identical libtorch LSTM, so
+//! stepping batch by batch with carried state reproduces the full sequence.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use forewarn_core::engine::{Forecaster, StepBatch};
+use sha2::{Digest, Sha256};
+use tch::nn::{self, LSTMState};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{ModelError, TorchContext};
+
+/// Default LSTM width.
+pub const DEFAULT_HIDDEN: usize = 64;
+/// Default number of stacked LSTM layers.
+pub const DEFAULT_LAYERS: usize = 2;
+
+/// Shape of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Input (and forecast) channels.
+    pub channels: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    /// Rows forecast at each step (= the engine's batch length).
+    pub horizon: usize,
+}
+
+impl ModelSpec {
+    /// A spec with the default width and depth.
+    pub fn new(channels: usize, horizon: usize) -> Self {
+        Self {
+            channels,
+            hidden: DEFAULT_HIDDEN,
+            layers: DEFAULT_LAYERS,
+            horizon,
+        }
+    }
+
+    /// Floats per device of recurrent state: `h` then `c`, each
+    /// `[layers, hidden]` row-major.
+    pub fn state_len(&self) -> usize {
+        2 * self.layers * self.hidden
+    }
+
+    /// Width of the head's output: `horizon` rows of `channels`.
+    pub fn output_len(&self) -> usize {
+        self.horizon * self.channels
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("channels", self.channels),
+            ("hidden", self.hidden),
+            ("layers", self.layers),
+            ("horizon", self.horizon),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        // Far above any sensible model; stops a corrupt spec from asking
+        // libtorch for terabytes.
+        if self.hidden > 1 << 16 || self.layers > 64 || self.output_len() > 1 << 24 {
+            return Err(format!("model spec {self:?} is implausibly large"));
+        }
+        Ok(())
+    }
+
+    /// Name and shape of every parameter, as the network creates them. Used
+    /// to check a weights file before anything is allocated from it.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<i64>)> {
+        let (c, h, o) = (
+            self.channels as i64,
+            self.hidden as i64,
+            self.output_len() as i64,
+        );
+        let mut shapes = Vec::with_capacity(4 * self.layers + 2);
+        for l in 0..self.layers {
+            let input = if l == 0 { c } else { h };
+            shapes.push((format!("lstm.weight_ih_l{l}"), vec![4 * h, input]));
+            shapes.push((format!("lstm.weight_hh_l{l}"), vec![4 * h, h]));
+            shapes.push((format!("lstm.bias_ih_l{l}"), vec![4 * h]));
+            shapes.push((format!("lstm.bias_hh_l{l}"), vec![4 * h]));
+        }
+        shapes.push(("head.weight".into(), vec![o, h]));
+        shapes.push(("head.bias".into(), vec![o]));
+        shapes
+    }
+}
+
+/// Deep copies of all parameters by name.
+pub(crate) type Snapshot = Vec<(String, Tensor)>;
+
+pub struct LstmForecaster {
+    spec: ModelSpec,
+    vs: nn::VarStore,
+    head: nn::Linear,
+    /// LSTM parameters in libtorch's flat order (per layer: w_ih, w_hh,
+    /// b_ih, b_hh), shared with `vs`. Kept so inference can call the
+    /// fallible `f_lstm` instead of `nn::LSTM`, which panics on error.
+    lstm_params: Vec<Tensor>,
+}
+
+impl std::fmt::Debug for LstmForecaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LstmForecaster")
+            .field("spec", &self.spec)
+            .field("device", &self.vs.device())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LstmForecaster {
+    /// A freshly initialised network on `device`.
+    pub fn new(spec: ModelSpec, device: Device) -> Result<Self, ModelError> {
+        spec.validate().map_err(ModelError::Config)?;
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let cfg = nn::RNNConfig {
+            num_layers: spec.layers as i64,
+            batch_first: true,
+            ..Default::default()
+        };
+        // Creates the parameters (and, on CUDA, flattens them for cuDNN).
+        let _lstm = nn::lstm(
+            &root / "lstm",
+            spec.channels as i64,
+            spec.hidden as i64,
+            cfg,
+        );
+        let head = nn::linear(
+            &root / "head",
+            spec.hidden as i64,
+            spec.output_len() as i64,
+            Default::default(),
+        );
+        let vars = vs.variables();
+        let lstm_params = spec
+            .param_shapes()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("lstm."))
+            .map(|(name, _)| {
+                vars.get(&name)
+                    .map(Tensor::shallow_clone)
+                    .ok_or_else(|| ModelError::Config(format!("parameter {name} was not created")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            spec,
+            vs,
+            head,
+            lstm_params,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Zero `(h, c)` for `batch` sequences, each `[layers, batch, hidden]`.
+    pub fn zero_state(&self, batch: i64) -> LSTMState {
+        let shape = [self.spec.layers as i64, batch, self.spec.hidden as i64];
+        let z = Tensor::zeros(shape, (Kind::Float, self.device()));
+        LSTMState((z.shallow_clone(), z))
+    }
+
+    /// Runs `x` (`[B, T, C]`, on this model's device) from `state` (zero
+    /// when `None`). Returns the forecasts at every step (`[B, T, H*C]`,
+    /// step `t` forecasting rows `t+1..=t+H` row-major) and the final state.
+    ///
+    /// Panics on malformed input, like `tch`'s own modules; see
+    /// [`Self::f_forward_seq`].
+    pub fn forward_seq(&self, x: &Tensor, state: Option<&LSTMState>) -> (Tensor, LSTMState) {
+        self.f_forward_seq(x, state)
+            .unwrap_or_else(|e| panic!("forward_seq: {e}"))
+    }
+
+    /// [`Self::forward_seq`] returning libtorch errors instead of panicking.
+    pub fn f_forward_seq(
+        &self,
+        x: &Tensor,
+        state: Option<&LSTMState>,
+    ) -> Result<(Tensor, LSTMState), ModelError> {
+        let zero;
+        let state = match state {
+            Some(s) => s,
+            None => {
+                zero = self.zero_state(x.size().first().copied().unwrap_or(0));
+                &zero
+            }
+        };
+        self.run(x, &state.0.0, &state.0.1, true)
+    }
+
+    fn run(
+        &self,
+        x: &Tensor,
+        h0: &Tensor,
+        c0: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, LSTMState), ModelError> {
+        let (out, h, c) = x
+            .f_lstm(
+                &[h0, c0],
+                &self.lstm_params.iter().collect::<Vec<_>>(),
+                true,
+                self.spec.layers as i64,
+                0.0,
+                train,
+                false,
+                true,
+            )
+            .ctx("lstm forward")?;
+        let y = out
+            .f_linear(&self.head.ws, self.head.bs.as_ref())
+            .ctx("head forward")?;
+        Ok((y, LSTMState((h, c))))
+    }
+
+    /// Writes the weights as safetensors to `path` (any file name).
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Tensor::write_safetensors(&named, path)
+            .ctx(&format!("writing weights to {}", path.display()))
+    }
+
+    /// A network of `spec` with the weights in the safetensors file `path`.
+    /// Names, dtypes, shapes and finiteness are checked before anything is
+    /// copied: libtorch would otherwise broadcast a mis-shaped tensor into
+    /// place or change a parameter's dtype without complaint.
+    pub fn load(spec: ModelSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
+        spec.validate().map_err(|m| ModelError::artifact(path, m))?;
+        let bad = |m: String| ModelError::artifact(path, m);
+        let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|e| bad(format!("unreadable weights file: {e}")))?
+            .into_iter()
+            .collect();
+        let expected = spec.param_shapes();
+        for (name, shape) in &expected {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| bad(format!("parameter {name} is missing")))?;
+            if t.kind() != Kind::Float {
+                return Err(bad(format!("parameter {name} is {:?}, not f32", t.kind())));
+            }
+            if t.size() != *shape {
+                return Err(bad(format!(
+                    "parameter {name} has shape {:?}, the model spec {spec:?} needs {shape:?}",
+                    t.size()
+                )));
+            }
+            let finite = t
+                .f_isfinite()
+                .and_then(|f| f.f_all())
+                .and_then(|a| a.f_int64_value(&[]))
+                .map_err(|e| bad(format!("checking {name}: {e}")))?;
+            if finite == 0 {
+                return Err(bad(format!("parameter {name} has NaN or infinite values")));
+            }
+        }
+        if tensors.len() != expected.len() {
+            let mut extra: Vec<&str> = tensors
+                .keys()
+                .filter(|k| !expected.iter().any(|(n, _)| n == *k))
+                .map(String::as_str)
+                .collect();
+            extra.sort_unstable();
+            return Err(bad(format!(
+                "unexpected parameters {}: not a model of this spec",
+                extra.join(", ")
+            )));
+        }
+        let model = Self::new(spec, device)?;
+        let vars = model.vs.variables();
+        tch::no_grad(|| -> Result<(), ModelError> {
+            for (name, mut var) in vars {
+                let src = tensors
+                    .get(&name)
+                    .ok_or_else(|| bad(format!("parameter {name} is missing")))?;
+                var.f_copy_(src)
+                    .map_err(|e| bad(format!("loading {name}: {e}")))?;
+            }
+            Ok(())
+        })?;
+        Ok(model)
+    }
+
+    /// SHA-256 (hex) of the parameters: names, shapes and f32 values in
+    /// name order. Independent of file layout, so `model.json` can pin the
+    /// exact weights it belongs to.
+    pub fn weights_sha256(&self) -> Result<String, ModelError> {
+        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut h = Sha256::new();
+        for (name, t) in named {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            let size = t.size();
+            h.update((size.len() as u64).to_le_bytes());
+            for d in &size {
+                h.update(d.to_le_bytes());
+            }
+            let mut values = vec![0f32; t.numel()];
+            t.f_copy_data(&mut values, t.numel())
+                .ctx("reading weights")?;
+            for v in values {
+                h.update(v.to_le_bytes());
+            }
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// Deep copy of every parameter (for keeping the best epoch).
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        tch::no_grad(|| {
+            self.vs
+                .variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.detach().copy()))
+                .collect()
+        })
+    }
+
+    pub(crate) fn restore(&self, snapshot: &Snapshot) -> Result<(), ModelError> {
+        let vars = self.vs.variables();
+        tch::no_grad(|| {
+            for (name, src) in snapshot {
+                if let Some(mut var) = vars.get(name).map(Tensor::shallow_clone) {
+                    var.f_copy_(src).ctx("restoring best weights")?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn check_batch(&self, b: &StepBatch) -> Result<(), ModelError> {
+        let s = &self.spec;
+        if b.channels != s.channels || b.horizon != s.horizon || b.state_len != s.state_len() {
+            return Err(ModelError::Shape(format!(
+                "batch has channels {}, horizon {}, state_len {}; the model needs {}, {}, {}",
+                b.channels,
+                b.horizon,
+                b.state_len,
+                s.channels,
+                s.horizon,
+                s.state_len()
+            )));
+        }
+        let hc = s.output_len();
+        for (what, got, want) in [
+            ("inputs", b.inputs.len(), b.n * hc),
+            ("states", b.states.len(), b.n * s.state_len()),
+            ("predictions", b.predictions.len(), b.n * hc),
+        ] {
+            if got != want {
+                return Err(ModelError::Shape(format!(
+                    "{what} has {got} values, {} devices need {want}",
+                    b.n
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Forecaster for LstmForecaster {
+    type Error = ModelError;
+
+    fn state_len(&self) -> usize {
+        self.spec.state_len()
+    }
+
+    /// Advances all `n` devices through their batch in one LSTM call.
+    ///
+    /// Per device the state is `[h | c]`, each `[layers, hidden]`; libtorch
+    /// wants `h0`/`c0` as `[layers, n, hidden]`, hence the permutes.
+    fn step(&mut self, b: &mut StepBatch) -> Result<(), ModelError> {
+        self.check_batch(b)?;
+        if b.n == 0 {
+            return Ok(());
+        }
+        let s = self.spec;
+        let (n, t, c) = (b.n as i64, s.horizon as i64, s.channels as i64);
+        let (l, h) = (s.layers as i64, s.hidden as i64);
+        let dev = self.device();
+        tch::no_grad(|| -> Result<(), ModelError> {
+            let x = Tensor::f_from_slice(&b.inputs)
+                .and_then(|x| x.f_view([n, t, c]))
+                .and_then(|x| x.f_to_device(dev))
+                .ctx("inputs")?;
+            // [n, 2, layers, hidden] -> [2, layers, n, hidden]
+            let st = Tensor::f_from_slice(&b.states)
+                .and_then(|x| x.f_view([n, 2, l, h]))
+                .and_then(|x| x.f_to_device(dev))
+                .and_then(|x| x.f_permute([1, 2, 0, 3]))
+                .ctx("states")?;
+            let h0 = st.f_select(0, 0).and_then(|x| x.f_contiguous()).ctx("h0")?;
+            let c0 = st.f_select(0, 1).and_then(|x| x.f_contiguous()).ctx("c0")?;
+            let (y, LSTMState((h1, c1))) = self.run(&x, &h0, &c0, false)?;
+            // The forecast made after the batch's last row.
+            let last = y.f_select(1, t - 1).ctx("forecast")?;
+            last.f_copy_data(&mut b.predictions, (n * t * c) as usize)
+                .ctx("copying forecasts")?;
+            // [2, layers, n, hidden] -> [n, 2, layers, hidden]
+            let st1 = Tensor::f_stack(&[h1, c1], 0)
+                .and_then(|x| x.f_permute([2, 0, 1, 3]))
+                .and_then(|x| x.f_contiguous())
+                .ctx("new states")?;
+            st1.f_copy_data(&mut b.states, (n * 2 * l * h) as usize)
+                .ctx("copying states")?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn small_spec() -> ModelSpec {
+        ModelSpec {
+            channels: 3,
+            hidden: 8,
+            layers: 2,
+            horizon: 4,
+        }
+    }
+
+    fn to_vec(t: &Tensor) -> Vec<f32> {
+        let t = t.to_device(Device::Cpu).contiguous();
+        let mut v = vec![0f32; t.numel()];
+        t.copy_data(&mut v, t.numel());
+        v
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Deterministic, varied test data without touching the global RNG.
+    fn wave(len: usize, phase: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32) * 0.37 + phase).sin() + 0.1 * ((i * 7 % 5) as f32))
+            .collect()
+    }
+
+    fn batch(spec: &ModelSpec, n: usize, inputs: Vec<f32>, states: Vec<f32>) -> StepBatch {
+        StepBatch {
+            n,
+            horizon: spec.horizon,
+            channels: spec.channels,
+            state_len: spec.state_len(),
+            inputs,
+            states,
+            predictions: vec![0.0; n * spec.output_len()],
+        }
+    }
+
+    #[test]
+    fn param_shapes_match_the_network() {
+        crate::test_init();
+        let spec = small_spec();
+        let m = LstmForecaster::new(spec, Device::Cpu).unwrap();
+        let vars = m.var_store().variables();
+        let shapes = spec.param_shapes();
+        assert_eq!(vars.len(), shapes.len());
+        for (name, shape) in shapes {
+            assert_eq!(vars[&name].size(), shape, "{name}");
+        }
+        assert_eq!(m.state_len(), 2 * 2 * 8);
+        assert!(LstmForecaster::new(ModelSpec { hidden: 0, ..spec }, Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn stepping_with_carried_state_equals_one_full_sequence() {
+        crate::test_init();
+        let spec = small_spec();
+        let mut m = LstmForecaster::new(spec, Device::Cpu).unwrap();
+        let batches = 3;
+        let steps = batches * spec.horizon;
+        let data = wave(steps * spec.channels, 0.3);
+        let x = Tensor::from_slice(&data).view([1, steps as i64, spec.channels as i64]);
+        let (full, final_state) = tch::no_grad(|| m.forward_seq(&x, None));
+        let full = to_vec(&full);
+        let hc = spec.output_len();
+
+        let mut state = vec![0.0; spec.state_len()];
+        for k in 0..batches {
+            let chunk = data
+                [k * spec.horizon * spec.channels..(k + 1) * spec.horizon * spec.channels]
+                .to_vec();
+            let mut b = batch(&spec, 1, chunk, state);
+            m.step(&mut b).unwrap();
+            let t = (k + 1) * spec.horizon - 1;
+            let want = &full[t * hc..(t + 1) * hc];
+            let d = max_abs_diff(&b.predictions, want);
+            assert!(d < 1e-5, "batch {k}: prediction differs by {d}");
+            state = b.states;
+        }
+        // Final state layout: h then c, each [layers, hidden].
+        let mut want_state = to_vec(&final_state.h());
+        want_state.extend(to_vec(&final_state.c()));
+        let d = max_abs_diff(&state, &want_state);
+        assert!(d < 1e-5, "final state differs by {d}");
+        assert!(state.iter().any(|v| *v != 0.0));
+    }
+
+    #[test]
+    fn batching_devices_equals_stepping_them_one_at_a_time() {
+        crate::test_init();
+        let spec = small_spec();
+        let mut m = LstmForecaster::new(spec, Device::Cpu).unwrap();
+        let n = 3;
+        let hc = spec.output_len();
+        let sl = spec.state_len();
+        // Distinct inputs and non-zero states per device, so a transposed
+        // state layout or mixed-up devices would show.
+        let inputs: Vec<Vec<f32>> = (0..n).map(|i| wave(hc, i as f32)).collect();
+        let states: Vec<Vec<f32>> = (0..n)
+            .map(|i| wave(sl, 10.0 + i as f32).iter().map(|v| v * 0.5).collect())
+            .collect();
+        let mut all = batch(&spec, n, inputs.concat(), states.concat());
+        m.step(&mut all).unwrap();
+        for i in 0..n {
+            let mut one = batch(&spec, 1, inputs[i].clone(), states[i].clone());
+            m.step(&mut one).unwrap();
+            let dp = max_abs_diff(&one.predictions, &all.predictions[i * hc..(i + 1) * hc]);
+            let ds = max_abs_diff(&one.states, &all.states[i * sl..(i + 1) * sl]);
+            assert!(dp < 1e-6 && ds < 1e-6, "device {i}: {dp} {ds}");
+        }
+        // Each device's state really is its own.
+        assert!(max_abs_diff(&all.states[..sl], &all.states[sl..2 * sl]) > 1e-3);
+
+        // The per-device state layout is [h(layers x hidden) | c(...)]:
+        // feeding it to forward_seq as [layers, 1, hidden] tensors agrees.
+        let h0 = Tensor::from_slice(&states[1][..sl / 2]).view([2, 1, 8]);
+        let c0 = Tensor::from_slice(&states[1][sl / 2..]).view([2, 1, 8]);
+        let x = Tensor::from_slice(&inputs[1]).view([1, 4, 3]);
+        let (y, _) = tch::no_grad(|| m.forward_seq(&x, Some(&LSTMState((h0, c0)))));
+        let y = to_vec(&y);
+        let d = max_abs_diff(&y[3 * hc..], &all.predictions[hc..2 * hc]);
+        assert!(d < 1e-5, "layout: {d}");
+    }
+
+    #[test]
+    fn bad_batches_are_errors_not_panics() {
+        crate::test_init();
+        let spec = small_spec();
+        let mut m = LstmForecaster::new(spec, Device::Cpu).unwrap();
+        let mut b = batch(&spec, 2, vec![0.0; 5], vec![0.0; 2 * spec.state_len()]);
+        assert!(matches!(m.step(&mut b), Err(ModelError::Shape(_))));
+        let mut b = batch(&spec, 1, vec![0.0; spec.output_len()], vec![0.0; 3]);
+        assert!(matches!(m.step(&mut b), Err(ModelError::Shape(_))));
+        let mut b = batch(&spec, 0, vec![], vec![]);
+        m.step(&mut b).unwrap();
+    }
+
+    #[test]
+    fn save_load_round_trip_is_bit_identical_and_checked() {
+        crate::test_init();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let spec = small_spec();
+        let mut m = LstmForecaster::new(spec, Device::Cpu).unwrap();
+        m.save(&path).unwrap();
+        let mut back = LstmForecaster::load(spec, &path, Device::Cpu).unwrap();
+        assert_eq!(m.weights_sha256().unwrap(), back.weights_sha256().unwrap());
+        let input = wave(spec.output_len() * 2, 1.0);
+        let state = wave(spec.state_len() * 2, 2.0);
+        let mut a = batch(&spec, 2, input.clone(), state.clone());
+        let mut b = batch(&spec, 2, input, state);
+        m.step(&mut a).unwrap();
+        back.step(&mut b).unwrap();
+        assert_eq!(a.predictions, b.predictions);
+        assert_eq!(a.states, b.states);
+
+        // Another spec's shapes are rejected by name and shape.
+        let wider = ModelSpec { hidden: 9, ..spec };
+        let e = LstmForecaster::load(wider, &path, Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("shape"), "{e}");
+        let deeper = ModelSpec { layers: 3, ..spec };
+        let e = LstmForecaster::load(deeper, &path, Device::Cpu).unwrap_err();
+        assert!(
+            e.to_string().contains("lstm.weight_ih_l2 is missing"),
+            "{e}"
+        );
+        let shallower = ModelSpec { layers: 1, ..spec };
+        let e = LstmForecaster::load(shallower, &path, Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("unexpected parameters"), "{e}");
+    }
+}
