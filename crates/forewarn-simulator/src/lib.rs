@@ -1,0 +1,71 @@
+//! Forewarn's plant simulator and replay.
+//!
+//! * [`Plant`] generates realistic, deterministic (for a seed) multichannel
+//!   readings for many devices: a few latent factors (load, ambient
+//!   temperature, fast hydraulic disturbance, tank inventory) follow slow
+//!   Ornstein–Uhlenbeck processes plus a 24 h cycle; every channel is a base
+//!   level plus its loadings on those factors (temperatures follow load and
+//!   ambient through a first-order lag) plus Gaussian measurement noise.
+//! * [`Fault`]s (step, drift, stuck, oscillation, spike) are injected on one
+//!   channel of one device, sized in units of that channel's normal standard
+//!   deviation, and parsed from compact strings such as
+//!   `plant-0003:bearing_temp:drift:3@10m`.
+//! * [`Replay`] reads a CSV file or a Tennessee Eastman `.dat` file and
+//!   yields its rows as readings.
+//!
+//! No I/O other than reading a replay file; no clocks (the caller supplies
+//! the start time).
+
+mod duration;
+mod fault;
+mod plant;
+mod replay;
+
+pub use duration::{format_duration_ms, parse_duration_ms};
+pub use fault::{Fault, FaultKind};
+pub use plant::{
+    DEFAULT_CHANNELS, DEFAULT_START_MS, Plant, PlantConfig, Tick, device_id, parse_device_id,
+};
+pub use replay::{Replay, ReplayOptions, Separator, TEP_CHANNELS, TEP_PERIOD_MS, tep_channels};
+
+/// Everything that can go wrong building a plant, parsing a fault or reading
+/// a replay file. Messages name the offending input (and file and line).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("invalid plant configuration: {0}")]
+    Config(String),
+    #[error("invalid duration {input:?}: {reason}")]
+    Duration { input: String, reason: String },
+    #[error("invalid fault {spec:?}: {reason}")]
+    FaultSpec { spec: String, reason: String },
+    #[error("fault {fault}: unknown device {device:?} ({known})")]
+    UnknownDevice {
+        fault: String,
+        device: String,
+        known: String,
+    },
+    #[error("fault {fault}: unknown channel {channel:?} (channels: {known})")]
+    UnknownChannel {
+        fault: String,
+        channel: String,
+        known: String,
+    },
+    #[error(
+        "invalid separator {0:?}: use one character (',', ';', '\\t' or 'tab') or 'whitespace'"
+    )]
+    Separator(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Parse {
+        path: String,
+        line: u64,
+        msg: String,
+    },
+    #[error("{path}: {msg}")]
+    Replay { path: String, msg: String },
+}
