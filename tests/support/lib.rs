@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -24,14 +24,23 @@ pub fn shared_data(rel: &str) -> PathBuf {
 /// The `forewarn` binary built by `cargo build` (the test command builds it
 /// before running tests).
 pub fn forewarn_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
     let bin = target.join("debug/forewarn");
-    assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (scripts/test.sh does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16, timeout: Duration) -> bool {
@@ -59,7 +68,10 @@ impl Proc {
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -97,7 +109,11 @@ pub fn spawn_logged(name: &str, cmd: &mut Command, dir: &Path) -> anyhow::Result
         .stderr(file)
         .spawn()
         .with_context(|| format!("starting {name}"))?;
-    Ok(Proc { child, name: name.into(), log })
+    Ok(Proc {
+        child,
+        name: name.into(),
+        log,
+    })
 }
 
 /// A fresh in-memory Tansu broker on its own port.
@@ -117,7 +133,13 @@ impl Broker {
         let proc = spawn_logged(
             "broker",
             Command::new(bin)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
                 .args(["--storage-engine", "memory://tansu/"]),
             dir,
         )?;
@@ -142,9 +164,18 @@ impl Broker {
 }
 
 /// Sends keyed messages and waits for every delivery.
-pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
     for chunk in messages.chunks(5000) {
-        let sends = chunk.iter().map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(10)));
+        let sends = chunk.iter().map(|(k, v)| {
+            producer.send(
+                FutureRecord::to(topic).key(k).payload(v),
+                Duration::from_secs(10),
+            )
+        });
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
         }
@@ -162,18 +193,26 @@ pub fn read_tep(path: &Path) -> anyhow::Result<Vec<Vec<f32>>> {
     let rows: Vec<Vec<f32>> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split_whitespace().map(|v| v.parse::<f32>().map_err(Into::into)).collect::<anyhow::Result<_>>())
+        .map(|l| {
+            l.split_whitespace()
+                .map(|v| v.parse::<f32>().map_err(Into::into))
+                .collect::<anyhow::Result<_>>()
+        })
         .collect::<anyhow::Result<_>>()?;
     if rows.len() == 52 && rows[0].len() > 52 {
         let n = rows[0].len();
-        return Ok((0..n).map(|i| rows.iter().map(|r| r[i]).collect()).collect());
+        return Ok((0..n)
+            .map(|i| rows.iter().map(|r| r[i]).collect())
+            .collect());
     }
     Ok(rows)
 }
 
 /// GET returning (status, JSON body).
 pub async fn get_json(url: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-    let resp = reqwest::get(url).await.with_context(|| format!("GET {url}"))?;
+    let resp = reqwest::get(url)
+        .await
+        .with_context(|| format!("GET {url}"))?;
     let status = resp.status().as_u16();
     let body = resp.text().await?;
     let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
@@ -187,9 +226,11 @@ pub async fn get_text(url: &str) -> anyhow::Result<String> {
 /// Value of a metric series (exact name with labels as printed) in a
 /// Prometheus text exposition.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// Polls `f` every 200 ms until it returns Some or `timeout` passes.
