@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Simulate(args) => {
             init_cli_logging();
-            runtime().and_then(|rt| rt.block_on(simulate::run(args, shutdown_on_signal())))
+            runtime().and_then(|rt| rt.block_on(async { simulate::run(args, shutdown_on_signal()).await }))
         }
         Command::Config { command: ConfigCommand::Check { file } } => config::Config::load(file.as_deref())
             .and_then(|c| Ok(toml::to_string_pretty(&c)?))

@@ -116,6 +116,11 @@ pub struct SimulateArgs {
     /// Write JSON lines to stdout instead of publishing to Kafka.
     #[arg(long)]
     pub print: bool,
+    /// Write one CSV file per simulated device into this directory
+    /// (`ts,<channels>`, ts in epoch ms) as fast as possible, instead of
+    /// producing to Kafka: training and evaluation data.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["print", "replay"])]
+    pub csv_dir: Option<PathBuf>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<i64, String> {
@@ -156,6 +161,10 @@ fn parse_separator(s: &str) -> Result<Separator, String> {
 /// Runs the simulator until the requested amount is produced or `shutdown`
 /// is cancelled; flushes what was produced before returning.
 pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(dir) = &args.csv_dir {
+        let dir = dir.clone();
+        return tokio::task::spawn_blocking(move || export_csv(&args, &dir)).await?;
+    }
     let sink = if args.print {
         Sink::Print(Box::new(std::io::BufWriter::with_capacity(
             1 << 16,
@@ -165,6 +174,56 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Res
         Sink::Kafka(KafkaSink::connect(&args.brokers, &args.topic).await?)
     };
     run_with_sink(args, shutdown, sink).await
+}
+
+/// Writes `DIR/<device>.csv` for every simulated device.
+fn export_csv(args: &SimulateArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    let start_ms = args.start.unwrap_or(forewarn_simulator::DEFAULT_START_MS);
+    let ticks = match (args.count, args.duration_ms) {
+        (Some(n), _) => n,
+        (None, Some(d)) => (d / args.period_ms).max(0) as u64,
+        (None, None) => anyhow::bail!("--csv-dir needs --count or --duration"),
+    };
+    let mut cfg = PlantConfig {
+        devices: args.devices,
+        period_ms: args.period_ms,
+        start_ms,
+        seed: args.seed,
+        noise: args.noise,
+        daily_drift: args.daily_drift,
+        ..PlantConfig::default()
+    };
+    if let Some(ch) = &args.channels {
+        cfg.channels = ch.iter().map(|c| c.trim().to_owned()).collect();
+    }
+    let mut plant = Plant::new(cfg, args.faults.clone())?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = (0..plant.devices())
+        .map(|i| {
+            let path = dir.join(format!("{}.csv", plant.device_id(i)));
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+            );
+            writeln!(w, "ts,{}", plant.channels().join(","))?;
+            Ok(w)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for _ in 0..ticks {
+        let tick = plant.next_tick();
+        for (i, values) in tick.iter() {
+            let w = &mut files[i];
+            write!(w, "{}", tick.ts_ms)?;
+            for v in values {
+                write!(w, ",{v}")?;
+            }
+            writeln!(w)?;
+        }
+    }
+    for mut f in files {
+        f.flush()?;
+    }
+    tracing::info!(devices = plant.devices(), rows = ticks, dir = %dir.display(), "wrote CSV files");
+    Ok(())
 }
 
 /// One source of readings: the simulated plant, or the replayed file.
