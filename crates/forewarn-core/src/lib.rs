@@ -5,7 +5,9 @@
 
 pub mod alert;
 pub mod detector;
+pub mod dynamic_threshold;
 pub mod engine;
+pub mod gaussian;
 pub mod reading;
 pub mod scaler;
 pub mod threshold;

@@ -1,0 +1,229 @@
+//! Hundman et al. 2018 (NASA telemanom): exponentially smoothed errors and
+//! a nonparametric dynamic threshold, made causal for streaming.
+//!
+//! Each batch score is smoothed (`s_t = a * e_t + (1 - a) * s_{t-1}`) and
+//! appended to a trailing history of the last `history` smoothed scores
+//! (seeded with the normal validation scores, so the first test batch
+//! already has a reference). The threshold is `eps = mu + z * sigma` of the
+//! history, with `z` in `z_min..=z_max` (step `z_step`) maximising
+//!
+//! ```text
+//!   (dmu / mu + dsigma / sigma) / (|E_a| + |E_seq|^2)
+//! ```
+//!
+//! where `dmu`, `dsigma` are how much the mean and standard deviation drop
+//! when the scores above `eps` are removed, `E_a` those scores and `E_seq`
+//! their contiguous runs. A batch is anomalous when its smoothed score
+//! exceeds `max(eps, floor)`. The floor (the largest smoothed validation
+//! score times `floor_margin`) replaces telemanom's pruning step: on
+//! purely normal history the optimisation still picks some `eps`, and the
+//! floor keeps normal noise from being flagged.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamicThresholdConfig {
+    /// EWMA weight of the newest score, in (0, 1].
+    pub smoothing: f64,
+    /// Smoothed scores kept (telemanom's window, in batches).
+    pub history: usize,
+    pub z_min: f64,
+    pub z_max: f64,
+    pub z_step: f64,
+    /// Multiplier of the largest smoothed validation score: the lowest
+    /// threshold ever used.
+    pub floor_margin: f64,
+}
+
+impl Default for DynamicThresholdConfig {
+    fn default() -> Self {
+        Self {
+            smoothing: 0.3,
+            history: 100,
+            z_min: 2.0,
+            z_max: 10.0,
+            z_step: 0.5,
+            floor_margin: 1.0,
+        }
+    }
+}
+
+impl DynamicThresholdConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
+            return Err(format!(
+                "smoothing must be in (0, 1], got {}",
+                self.smoothing
+            ));
+        }
+        if self.history < 2 {
+            return Err("history must be at least 2".into());
+        }
+        if !(self.z_step > 0.0 && self.z_min.is_finite() && self.z_max >= self.z_min) {
+            return Err("need z_step > 0 and z_min <= z_max".into());
+        }
+        if !(self.floor_margin.is_finite() && self.floor_margin >= 0.0) {
+            return Err("floor_margin must be a non-negative number".into());
+        }
+        Ok(())
+    }
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n;
+    (m, var.sqrt())
+}
+
+/// telemanom's threshold over `history` (smoothed scores, oldest first).
+pub fn select_threshold(history: &[f64], cfg: &DynamicThresholdConfig) -> f64 {
+    let (mu, sigma) = mean_std(history);
+    if sigma <= 0.0 || mu <= 0.0 {
+        return mu;
+    }
+    let mut best = (f64::NEG_INFINITY, mu + cfg.z_max * sigma);
+    let steps = ((cfg.z_max - cfg.z_min) / cfg.z_step).round() as usize;
+    for k in 0..=steps {
+        let z = cfg.z_min + k as f64 * cfg.z_step;
+        let eps = mu + z * sigma;
+        let below: Vec<f64> = history.iter().copied().filter(|e| *e <= eps).collect();
+        let above = history.len() - below.len();
+        if above == 0 {
+            continue;
+        }
+        let runs = history
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| **e > eps && (*i == 0 || history[i - 1] <= eps))
+            .count();
+        let (mb, sb) = mean_std(&below);
+        let objective =
+            ((mu - mb) / mu + (sigma - sb) / sigma) / (above as f64 + (runs * runs) as f64);
+        if objective > best.0 {
+            best = (objective, eps);
+        }
+    }
+    best.1
+}
+
+/// Streaming state of the dynamic threshold for one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicThreshold {
+    cfg: DynamicThresholdConfig,
+    history: std::collections::VecDeque<f64>,
+    smoothed: Option<f64>,
+    floor: f64,
+}
+
+impl DynamicThreshold {
+    /// Seeds the state with normal validation batch scores (in order).
+    pub fn new(cfg: DynamicThresholdConfig, validation_scores: &[f64]) -> Self {
+        let mut s = Self {
+            cfg,
+            history: Default::default(),
+            smoothed: None,
+            floor: 0.0,
+        };
+        let mut max = 0f64;
+        for e in validation_scores {
+            let v = s.smooth(*e);
+            max = max.max(v);
+        }
+        s.floor = max * cfg.floor_margin;
+        // The test stream starts its own smoothing from its first score.
+        s.smoothed = None;
+        s
+    }
+
+    pub fn floor(&self) -> f64 {
+        self.floor
+    }
+
+    fn smooth(&mut self, e: f64) -> f64 {
+        let a = self.cfg.smoothing;
+        let v = match self.smoothed {
+            Some(prev) => a * e + (1.0 - a) * prev,
+            None => e,
+        };
+        self.smoothed = Some(v);
+        self.history.push_back(v);
+        while self.history.len() > self.cfg.history {
+            self.history.pop_front();
+        }
+        v
+    }
+
+    /// Feeds one batch score; returns the smoothed score and the threshold
+    /// it is compared with (both known before the next batch arrives).
+    pub fn observe(&mut self, score: f64) -> (f64, f64) {
+        let v = self.smooth(score);
+        let hist: Vec<f64> = self.history.iter().copied().collect();
+        let eps = select_threshold(&hist, &self.cfg);
+        (v, eps.max(self.floor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_separates_an_outlier_run() {
+        // 18 ones, then 10 and 10: mu = 1.9, sigma = sqrt((18 * 0.81 +
+        // 2 * 65.61) / 20) = 2.7. Removing the two 10s: dmu / mu = 0.9 / 1.9,
+        // dsigma / sigma = 1; one run of two: objective (0.9/1.9 + 1) / 3,
+        // the same for every z keeping both above (eps < 10, z < 3); ties go
+        // to the lowest z = 2: eps = 1.9 + 2 * 2.7 = 7.3.
+        let mut h = vec![1.0; 18];
+        h.extend([10.0, 10.0]);
+        let cfg = DynamicThresholdConfig::default();
+        let eps = select_threshold(&h, &cfg);
+        assert!((eps - 7.3).abs() < 1e-9, "{eps}");
+        // Constant history: the mean.
+        assert_eq!(select_threshold(&[3.0, 3.0], &cfg), 3.0);
+    }
+
+    #[test]
+    fn smoothing_and_floor() {
+        let cfg = DynamicThresholdConfig {
+            smoothing: 0.5,
+            ..Default::default()
+        };
+        // Validation 1, 3 -> smoothed 1, 2: floor 2.
+        let mut d = DynamicThreshold::new(cfg, &[1.0, 3.0]);
+        assert_eq!(d.floor(), 2.0);
+        // Test smoothing restarts: first score is itself.
+        let (s, eps) = d.observe(1.0);
+        assert_eq!(s, 1.0);
+        assert!(eps >= 2.0);
+        let (s, _) = d.observe(3.0);
+        assert_eq!(s, 2.0);
+        // With five scores in the history no score can be 2 sigma above
+        // the mean: the threshold is mu + z_max * sigma.
+        let (s, eps) = d.observe(41.0);
+        assert_eq!(s, 21.5);
+        assert!(s < eps, "{s} >= {eps}");
+        // With a longer normal history the jump stands out.
+        let mut d = DynamicThreshold::new(cfg, &[1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0, 3.0]);
+        for _ in 0..10 {
+            d.observe(2.0);
+        }
+        let (s, eps) = d.observe(41.0);
+        assert_eq!(s, 21.5);
+        assert!(s > eps && eps >= d.floor(), "{s} <= {eps}");
+        assert!(cfg.validate().is_ok());
+        assert!(
+            DynamicThresholdConfig {
+                smoothing: 0.0,
+                ..cfg
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Malhotra et al. 2015 (LSTM-AD) error model: the forecast-error vectors
+//! of normal validation data are modelled as a Gaussian, a batch is scored
+//! by its negative log-likelihood, and the threshold on that score is the
+//! one that maximises F-beta on a labelled validation split.
+//!
+//! The covariance is diagonal (per-channel variances): validation parts of
+//! plant data hold tens to hundreds of error vectors for tens of channels,
+//! too few for a full covariance. A batch's score is the mean over its rows
+//! of `(1/C) * sum_c (e_c - mu_c)^2 / var_c`, which is the batch's
+//! negative log-likelihood up to an affine transform (a monotone map, so
+//! thresholds on it are equivalent).
+
+use serde::{Deserialize, Serialize};
+
+/// Variance floor relative to the mean variance, so a channel with
+/// (near-)zero validation error cannot dominate every score.
+pub const VAR_FLOOR_RATIO: f64 = 1e-3;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GaussianErrorModel {
+    pub mean: Vec<f64>,
+    pub var: Vec<f64>,
+    /// Error vectors it was fitted on.
+    pub samples: usize,
+}
+
+impl GaussianErrorModel {
+    /// Fits per-channel mean and variance of row-major error vectors
+    /// (`rows x channels`). `None` with fewer than two vectors.
+    pub fn fit(errors: &[f32], channels: usize) -> Option<Self> {
+        if channels == 0 || !errors.len().is_multiple_of(channels) {
+            return None;
+        }
+        let n = errors.len() / channels;
+        if n < 2 {
+            return None;
+        }
+        let mut mean = vec![0f64; channels];
+        for row in errors.chunks_exact(channels) {
+            for (m, e) in mean.iter_mut().zip(row) {
+                *m += *e as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let mut var = vec![0f64; channels];
+        for row in errors.chunks_exact(channels) {
+            for ((v, e), m) in var.iter_mut().zip(row).zip(&mean) {
+                *v += (*e as f64 - m).powi(2);
+            }
+        }
+        var.iter_mut().for_each(|v| *v /= (n - 1) as f64);
+        let avg = var.iter().sum::<f64>() / channels as f64;
+        let floor = (avg * VAR_FLOOR_RATIO).max(1e-12);
+        var.iter_mut().for_each(|v| *v = v.max(floor));
+        Some(Self {
+            mean,
+            var,
+            samples: n,
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Mean over the rows of `errors` (`rows x channels`) of the normalised
+    /// squared Mahalanobis distance of each row.
+    pub fn score(&self, errors: &[f32]) -> f64 {
+        let c = self.channels();
+        let rows = errors.len() / c;
+        if rows == 0 {
+            return 0.0;
+        }
+        let mut total = 0.0;
+        for row in errors.chunks_exact(c) {
+            for ((e, m), v) in row.iter().zip(&self.mean).zip(&self.var) {
+                total += (*e as f64 - m).powi(2) / v;
+            }
+        }
+        total / (rows * c) as f64
+    }
+}
+
+/// F-beta of the rule `score > threshold` on labelled scores.
+pub fn f_beta(normal: &[f64], anomalous: &[f64], threshold: f64, beta: f64) -> f64 {
+    let tp = anomalous.iter().filter(|s| **s > threshold).count() as f64;
+    let fp = normal.iter().filter(|s| **s > threshold).count() as f64;
+    let fn_ = anomalous.len() as f64 - tp;
+    let b2 = beta * beta;
+    let den = (1.0 + b2) * tp + b2 * fn_ + fp;
+    if den == 0.0 {
+        0.0
+    } else {
+        (1.0 + b2) * tp / den
+    }
+}
+
+/// The threshold maximising F-beta of `score > threshold` on labelled
+/// validation scores. Candidates are the midpoints between consecutive
+/// distinct scores (and just below the smallest); ties in F-beta go to the
+/// highest threshold (fewer false alarms on unseen normal data). `None`
+/// without any anomalous score.
+pub fn fbeta_threshold(normal: &[f64], anomalous: &[f64], beta: f64) -> Option<(f64, f64)> {
+    if anomalous.is_empty() {
+        return None;
+    }
+    let mut all: Vec<f64> = normal.iter().chain(anomalous).copied().collect();
+    all.retain(|s| s.is_finite());
+    all.sort_by(f64::total_cmp);
+    all.dedup();
+    let mut candidates = Vec::with_capacity(all.len());
+    if let Some(first) = all.first() {
+        candidates.push(first - first.abs().max(1e-12) * 1e-6);
+    }
+    candidates.extend(all.windows(2).map(|w| 0.5 * (w[0] + w[1])));
+    let mut best: Option<(f64, f64)> = None;
+    for t in candidates {
+        let f = f_beta(normal, anomalous, t, beta);
+        if best.is_none_or(|(_, bf)| f >= bf) {
+            best = Some((t, f));
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_and_score_by_hand() {
+        // Channel 0: 1, 3 (mean 2, var 2); channel 1: 0, 0 (var floored).
+        let g = GaussianErrorModel::fit(&[1.0, 0.0, 3.0, 0.0], 2).unwrap();
+        assert_eq!(g.mean, vec![2.0, 0.0]);
+        assert_eq!(g.var[0], 2.0);
+        // mean var = 1 -> floor 1e-3.
+        assert!((g.var[1] - 1e-3).abs() < 1e-15);
+        // Row (4, 0): ((4-2)^2/2 + 0) / 2 = 1; row (2, 0.01): (0 + 1e-4/1e-3)/2 = 0.05.
+        let s = g.score(&[4.0, 0.0, 2.0, 0.01]);
+        assert!((s - (1.0 + 0.05) / 2.0).abs() < 1e-6, "{s}");
+        assert!(GaussianErrorModel::fit(&[1.0, 2.0], 2).is_none());
+    }
+
+    #[test]
+    fn fbeta_picks_the_separating_threshold() {
+        let normal = [0.1, 0.2, 0.3, 0.9];
+        let anomalous = [0.8, 1.0, 2.0];
+        // At t = 0.85: tp 2, fp 1, fn 1 -> F1 = 4/6; at t = 0.6: tp 3,
+        // fp 1, fn 0 -> F1 = 6/7 (best); at t = 0.95: tp 2, fp 0 -> 4/5.
+        let (t, f) = fbeta_threshold(&normal, &anomalous, 1.0).unwrap();
+        assert!((t - 0.55).abs() < 1e-12, "{t}");
+        assert!((f - 6.0 / 7.0).abs() < 1e-12);
+        // beta 0.5 weighs precision: t = 0.95 gives
+        // 1.25*2 / (1.25*2 + 0.25*1 + 0) = 2.5/2.75 > 0.6's 3.75/4.75.
+        let (t, _) = fbeta_threshold(&normal, &anomalous, 0.5).unwrap();
+        assert!((t - 0.95).abs() < 1e-12, "{t}");
+        assert!(fbeta_threshold(&normal, &[], 1.0).is_none());
+        assert_eq!(f_beta(&[], &[1.0], 0.5, 1.0), 1.0);
+    }
+}
