@@ -11,7 +11,7 @@ say() { printf '\n\033[1;32m==> %s\033[0m\n' "$*"; }
 
 say "Installing (idempotent) and building"
 bash scripts/setup.sh
-cargo build --bins -q
+cargo build --workspace --bins -q
 bin=target/debug/forewarn
 bash scripts/broker.sh start
 

@@ -251,3 +251,107 @@ where
     }
     bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})")
 }
+
+/// Trains a small model on the TEP normal run into `dir/model` with the
+/// real `forewarn train` (a few seconds on CPU).
+pub fn train_tep_model(dir: &Path) -> anyhow::Result<PathBuf> {
+    let model = dir.join("model");
+    let out = Command::new(forewarn_bin())
+        .args(["train", "--data"])
+        .arg(shared_data("tep/d00.dat"))
+        .arg("--out")
+        .arg(&model)
+        .args([
+            "--name", "tep", "--hidden", "32", "--epochs", "40", "--device", "cpu",
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "forewarn train failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(model)
+}
+
+/// A running `forewarn serve` child with its own config file.
+pub struct Serve {
+    pub proc: Proc,
+    pub api: String,
+    pub config: PathBuf,
+}
+
+impl Serve {
+    /// Writes a config (brokers, model, a store under `dir`, a free HTTP
+    /// port, `extra` TOML appended verbatim) and starts the service. Does
+    /// not wait for readiness.
+    pub fn start(
+        name: &str,
+        brokers: &str,
+        model: &Path,
+        dir: &Path,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        let port = free_port();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"test\"\nsession_timeout_ms = 6000\ntopic_partitions = 4\n\
+                 [model]\npath = \"{}\"\ndevice = \"cpu\"\nthreads = 1\n[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n{extra}",
+                model.display(),
+                dir.join("alerts.db").display()
+            ),
+        )?;
+        let proc = spawn_logged(
+            name,
+            Command::new(forewarn_bin())
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "info"),
+            dir,
+        )?;
+        Ok(Self {
+            proc,
+            api: format!("http://127.0.0.1:{port}"),
+            config,
+        })
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.api);
+        eventually("/readyz 200", timeout, || async {
+            Ok(get_json(&url).await.ok().filter(|(s, _)| *s == 200))
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn metric(&self, series: &str) -> anyhow::Result<Option<f64>> {
+        Ok(metric(
+            &get_text(&format!("{}/metrics", self.api)).await?,
+            series,
+        ))
+    }
+
+    pub async fn readyz_status(&self) -> Option<u16> {
+        get_json(&format!("{}/readyz", self.api))
+            .await
+            .ok()
+            .map(|(s, _)| s)
+    }
+}
+
+/// Sends a signal (`-STOP`, `-CONT`, `-KILL`, `-TERM`) to a process.
+pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let ok = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()?
+        .success();
+    if !ok {
+        bail!("kill {sig} {pid} failed");
+    }
+    Ok(())
+}

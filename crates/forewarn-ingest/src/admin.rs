@@ -41,7 +41,10 @@ pub async fn ensure_topics(
             )
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // A short request timeout turns "no broker yet" into a prompt, logged retry.
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(3)));
     let mut backoff = Duration::from_millis(250);
     loop {
         match admin.create_topics(&topics, &opts).await {

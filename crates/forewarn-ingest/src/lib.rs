@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use forewarn_core::{Engine, Forecaster};
 use forewarn_store::AlertStore;
-use forewarn_telemetry::{DeviceBoard, Health, Metrics};
+use forewarn_telemetry::{AlertBus, DeviceBoard, Health, Metrics};
 use rdkafka::consumer::{CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +42,8 @@ pub struct Services {
     pub board: Arc<DeviceBoard>,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    /// Alert events, published by the persist stage once a change is durable.
+    pub bus: AlertBus,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,14 @@ where
         // Nothing stored since the last commit is not an error worth more than a note.
         Err(e) => tracing::info!(error = %e, "final offset commit had nothing to do or failed"),
     }
+    let m = &services.metrics;
+    tracing::info!(
+        consumed = m.messages_consumed.get(),
+        accepted = m.readings_accepted.get(),
+        duplicates = m.readings_duplicate.get(),
+        dead_lettered = m.dead_letters.get(),
+        "pipeline stopped"
+    );
     consume_result?;
     engine_result?;
     persisted
