@@ -29,6 +29,18 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("request timed out")]
     Timeout,
+    /// No or a wrong bearer token (401, with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The endpoint is disabled by configuration.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A new model failed validation; the old one keeps running.
+    #[error("{0}")]
+    ModelRejected(String),
+    /// A feature this instance was not started with.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything on our side. The detail is logged, never sent.
     #[error("internal server error")]
     Internal { detail: String },
@@ -55,6 +67,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -68,6 +84,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Timeout => "timeout",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::ModelRejected(_) => "model_rejected",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal { .. } => "internal",
         }
     }
@@ -82,7 +102,14 @@ impl IntoResponse for ApiError {
         if let ApiError::BadParameter { parameter, .. } = &self {
             error["parameter"] = json!(parameter);
         }
-        (self.status(), Json(json!({ "error": error }))).into_response()
+        let mut resp = (self.status(), Json(json!({ "error": error }))).into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }
 

@@ -2,22 +2,37 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /api/v1/alerts?device=&state=&severity=&from=&to=&limit=&cursor=` | `{"alerts": [...], "next_cursor": ...}`, newest first |
+//! | `GET /api/v1/alerts?device=&state=&severity=&channel=&acknowledged=&from=&to=&sort=&limit=&cursor=` | `{"alerts": [...], "next_cursor": ...}` |
+//! | `GET /api/v1/alerts/stream?device=` | Server-Sent Events: `opened`, `resolved`, `acknowledged`, `lagged` |
 //! | `GET /api/v1/alerts/{id}` | one alert, or 404 |
+//! | `POST /api/v1/alerts/{id}/ack` | acknowledge: body `{"user": "...", "note": "..."}`; token |
 //! | `GET /api/v1/devices?limit=&after=` | `{"devices": [...], "next_after": ..., "total": n}`, by id |
 //! | `GET /api/v1/devices/{id}` | one device snapshot, or 404 |
+//! | `GET /api/v1/devices/{id}/scores` | the device's recent scores and thresholds |
 //! | `GET /api/v1/models` | `{"models": [...]}` |
+//! | `POST /api/v1/models/reload` | validate and swap in the model on disk; token |
+//! | `GET /api/v1/openapi.json` | the OpenAPI document |
+//! | `GET /` | the alert console (one embedded HTML page) |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /livez` | 200 `{"status": "ok"}` |
 //! | `GET /readyz` | 200 when ready, else 503; both with the readiness report |
+//!
+//! Authorisation: see [`auth`].
 //!
 //! Every error is JSON, `{"error": {"code", "message", "parameter"?}}`
 //! (see [`ApiError`]), including unknown routes, wrong methods, timeouts
 //! and oversized bodies. Store calls run on the blocking pool.
 
+pub mod auth;
+mod console;
 mod error;
+pub mod openapi;
 mod params;
+mod stream;
+pub mod webhook;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,11 +43,15 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use forewarn_core::reading::MAX_DEVICE_ID_LEN;
 use forewarn_core::{AlertState, Severity};
-use forewarn_store::{AlertQuery, AlertStore, DEFAULT_LIMIT, MAX_LIMIT, StoreError};
-use forewarn_telemetry::{DeviceBoard, Health, Metrics, ModelInfo};
+use forewarn_store::{
+    Acknowledgement, AlertQuery, AlertStore, DEFAULT_LIMIT, MAX_LIMIT, Order, StoreError,
+};
+use forewarn_telemetry::{
+    AlertBus, AlertEvent, AlertEventKind, DeviceBoard, Health, Metrics, ModelInfo,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -40,13 +59,24 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+pub use auth::Auth;
+use auth::{ReadAccess, WriteAccess};
 pub use error::ApiError;
 pub use params::{IdPath, QueryParams, parse_time};
 
 /// Longest a request may take before it is answered with 503 `timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest accepted request body (the API only reads; bodies are noise).
+/// Largest accepted request body (acknowledgement notes are the largest).
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Longest acknowledgement note, in characters.
+pub const MAX_NOTE_CHARS: usize = 4000;
+/// Longest acknowledging user name, in characters.
+pub const MAX_USER_CHARS: usize = 128;
+
+/// Loads, validates and swaps in the model on disk; answers the new
+/// model's info, or why it was rejected (the old model then keeps running).
+pub type ModelReloader =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<ModelInfo, String>> + Send>> + Send + Sync>;
 /// Content type of `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = forewarn_telemetry::metrics::CONTENT_TYPE;
 
@@ -58,6 +88,40 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub model: Arc<RwLock<Option<ModelInfo>>>,
+    /// Alert events for the live stream (and where acknowledgements go).
+    pub bus: AlertBus,
+    pub auth: Arc<Auth>,
+    /// `POST /api/v1/models/reload`; absent: the endpoint answers 503.
+    pub reloader: Option<ModelReloader>,
+    /// Devices that get per-device series on `/metrics`.
+    pub device_allow_list: Arc<Vec<String>>,
+    /// Cancelled at shutdown: ends live streams so the server can stop.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// A state with an empty bus, no tokens, no reloader and no per-device
+    /// series; set the other fields directly.
+    pub fn new(
+        store: Arc<AlertStore>,
+        devices: Arc<DeviceBoard>,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        model: Arc<RwLock<Option<ModelInfo>>>,
+    ) -> Self {
+        Self {
+            store,
+            devices,
+            health,
+            metrics,
+            model,
+            bus: AlertBus::default(),
+            auth: Arc::new(Auth::default()),
+            reloader: None,
+            device_allow_list: Arc::new(Vec::new()),
+            shutdown: CancellationToken::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,11 +154,17 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(state: AppState, config: ApiConfig) -> Router {
     let metrics = state.metrics.clone();
     let routes = Router::new()
+        .route("/", get(console::page))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/stream", get(stream::alerts))
         .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/alerts/{id}/ack", post(ack_alert))
         .route("/api/v1/devices", get(list_devices))
         .route("/api/v1/devices/{id}", get(get_device))
+        .route("/api/v1/devices/{id}/scores", get(device_scores))
         .route("/api/v1/models", get(list_models))
+        .route("/api/v1/models/reload", post(reload_model))
         .route("/metrics", get(metrics_text))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -130,10 +200,21 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, ApiConfig::default(), shutdown).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    mut state: AppState,
+    config: ApiConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    state.shutdown = shutdown.clone();
     if let Ok(addr) = listener.local_addr() {
         tracing::debug!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router(state))
+    axum::serve(listener, router_with(state, config))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
@@ -212,22 +293,74 @@ fn device_id(v: &str) -> Result<String, String> {
     }
 }
 
+fn channel_name(v: &str) -> Result<String, String> {
+    if v.chars().count() > 256 || v.chars().any(char::is_control) {
+        Err("must be a channel name of at most 256 characters without control characters".into())
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("must be `true` or `false`, got {v:?}")),
+    }
+}
+
+/// The alert filters, shared by the list and the live stream.
 fn alert_query(p: &QueryParams) -> Result<AlertQuery, ApiError> {
     p.only(&[
-        "device", "state", "severity", "from", "to", "limit", "cursor",
+        "device",
+        "state",
+        "severity",
+        "channel",
+        "acknowledged",
+        "from",
+        "to",
+        "sort",
+        "limit",
+        "cursor",
     ])?;
+    // `acknowledged` as a state means: open, and acknowledged.
+    let state = p.parse("state", |v| match v {
+        "acknowledged" => Ok((Some(AlertState::Open), Some(true))),
+        _ => AlertState::parse(v)
+            .map(|s| (Some(s), None))
+            .ok_or_else(|| format!("must be `open`, `resolved` or `acknowledged`, got {v:?}")),
+    })?;
+    let (state, ack_from_state) = state.unwrap_or((None, None));
+    let acknowledged = p.parse("acknowledged", parse_bool)?;
+    if let (Some(a), Some(b)) = (ack_from_state, acknowledged)
+        && a != b
+    {
+        return Err(ApiError::bad_parameter(
+            "acknowledged",
+            "`acknowledged=false` contradicts `state=acknowledged`",
+        ));
+    }
     let q = AlertQuery {
         device: p.parse("device", device_id)?,
-        state: p.parse("state", |v| {
-            AlertState::parse(v).ok_or_else(|| format!("must be `open` or `resolved`, got {v:?}"))
-        })?,
+        state,
         severity: p.parse("severity", |v| {
             Severity::parse(v).ok_or_else(|| format!("must be `warning` or `critical`, got {v:?}"))
         })?,
+        channel: p.parse("channel", channel_name)?,
+        acknowledged: ack_from_state.or(acknowledged),
         from: p.parse("from", parse_time)?,
         to: p.parse("to", parse_time)?,
         limit: p.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
         cursor: p.get("cursor")?.map(str::to_owned),
+        order: p
+            .parse("sort", |v| match v {
+                "-opened_at" => Ok(Order::NewestFirst),
+                "opened_at" => Ok(Order::OldestFirst),
+                _ => Err(format!(
+                    "must be `-opened_at` (newest first, the default) or `opened_at`, got {v:?}"
+                )),
+            })?
+            .unwrap_or_default(),
     };
     if let (Some(from), Some(to)) = (q.from, q.to)
         && from > to
@@ -242,6 +375,7 @@ fn alert_query(p: &QueryParams) -> Result<AlertQuery, ApiError> {
 
 async fn list_alerts(
     State(s): State<AppState>,
+    _: ReadAccess,
     params: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
     let q = alert_query(&params)?;
@@ -254,6 +388,7 @@ async fn list_alerts(
 
 async fn get_alert(
     State(s): State<AppState>,
+    _: ReadAccess,
     IdPath(id): IdPath,
     params: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
@@ -266,7 +401,11 @@ async fn get_alert(
     }
 }
 
-async fn list_devices(State(s): State<AppState>, p: QueryParams) -> Result<Json<Value>, ApiError> {
+async fn list_devices(
+    State(s): State<AppState>,
+    _: ReadAccess,
+    p: QueryParams,
+) -> Result<Json<Value>, ApiError> {
     p.only(&["limit", "after"])?;
     let limit = p.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = p.parse("after", device_id)?;
@@ -287,6 +426,7 @@ async fn list_devices(State(s): State<AppState>, p: QueryParams) -> Result<Json<
 
 async fn get_device(
     State(s): State<AppState>,
+    _: ReadAccess,
     IdPath(id): IdPath,
     params: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
@@ -297,7 +437,117 @@ async fn get_device(
     }
 }
 
-async fn list_models(State(s): State<AppState>) -> Json<Value> {
+async fn device_scores(
+    State(s): State<AppState>,
+    _: ReadAccess,
+    IdPath(id): IdPath,
+    p: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    p.only(&["limit"])?;
+    let limit = p.limit(
+        forewarn_telemetry::board::SCORE_HISTORY,
+        forewarn_telemetry::board::SCORE_HISTORY,
+    )?;
+    let Some(dev) = s.devices.get(&id) else {
+        return Err(ApiError::NotFound { kind: "device", id });
+    };
+    let mut points = s.devices.scores(&id).unwrap_or_default();
+    points.drain(..points.len().saturating_sub(limit));
+    Ok(Json(json!({
+        "device": id,
+        "threshold": dev.threshold,
+        "open_alert": dev.open_alert,
+        "points": points,
+    })))
+}
+
+/// Body of `POST /api/v1/alerts/{id}/ack`.
+fn ack_body(body: &[u8]) -> Result<(String, String), ApiError> {
+    let bad = |field: &str, msg: String| ApiError::bad_parameter(field, msg);
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(
+            "body",
+            format!(
+                "`body` must be a JSON object like {{\"user\": \"ana\", \"note\": \"...\"}}: {e}"
+            ),
+        )
+    })?;
+    let Value::Object(map) = v else {
+        return Err(bad("body", "`body` must be a JSON object".into()));
+    };
+    if let Some(k) = map.keys().find(|k| !["user", "note"].contains(&k.as_str())) {
+        return Err(bad(
+            k,
+            format!("unknown field `{k}`; expected one of: user, note"),
+        ));
+    }
+    let user = match map.get("user") {
+        Some(Value::String(u))
+            if !u.trim().is_empty()
+                && u.chars().count() <= MAX_USER_CHARS
+                && !u.chars().any(char::is_control) =>
+        {
+            u.trim().to_owned()
+        }
+        _ => {
+            return Err(bad(
+                "user",
+                format!(
+                    "`user` must be a non-empty string of at most {MAX_USER_CHARS} characters \
+                     without control characters"
+                ),
+            ));
+        }
+    };
+    let note = match map.get("note") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(n)) if n.chars().count() <= MAX_NOTE_CHARS => n.clone(),
+        _ => {
+            return Err(bad(
+                "note",
+                format!("`note` must be a string of at most {MAX_NOTE_CHARS} characters"),
+            ));
+        }
+    };
+    Ok((user, note))
+}
+
+async fn ack_alert(
+    State(s): State<AppState>,
+    _: WriteAccess,
+    IdPath(id): IdPath,
+    params: QueryParams,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    params.only(&[])?;
+    let (user, note) = ack_body(&body)?;
+    let ack = Acknowledgement {
+        at: chrono::Utc::now().timestamp_millis(),
+        by: user,
+        note,
+    };
+    let store = s.store.clone();
+    let key = id.clone();
+    let ack2 = ack.clone();
+    let Some(record) = blocking(move || store.acknowledge(&key, &ack2)).await? else {
+        return Err(ApiError::NotFound { kind: "alert", id });
+    };
+    tracing::info!(
+        alert_id = %record.id,
+        device = %record.device,
+        user = %ack.by,
+        note = %ack.note,
+        "alert acknowledged"
+    );
+    let body = json!(record);
+    s.bus.publish(AlertEvent {
+        kind: AlertEventKind::Acknowledged,
+        alert: record,
+    });
+    Ok(Json(body))
+}
+
+async fn list_models(State(s): State<AppState>, _: ReadAccess) -> Json<Value> {
     let model = s
         .model
         .read()
@@ -306,12 +556,49 @@ async fn list_models(State(s): State<AppState>) -> Json<Value> {
     Json(json!({"models": model.into_iter().collect::<Vec<_>>()}))
 }
 
+async fn reload_model(
+    State(s): State<AppState>,
+    _: WriteAccess,
+    params: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    params.only(&[])?;
+    let Some(reload) = s.reloader.clone() else {
+        return Err(ApiError::Unavailable(
+            "model reload is not available in this instance".into(),
+        ));
+    };
+    let previous = s
+        .model
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    match reload().await {
+        Ok(info) => Ok(Json(
+            json!({"reloaded": true, "model": info, "previous": previous}),
+        )),
+        Err(e) => Err(ApiError::ModelRejected(format!(
+            "new model rejected, the running model is kept: {e}"
+        ))),
+    }
+}
+
 async fn metrics_text(State(s): State<AppState>) -> Response {
     // Scrape-time values, so they are right whoever wired the service.
     s.health.sync_metrics(&s.metrics);
     s.metrics
         .devices_tracked
         .set(i64::try_from(s.devices.len()).unwrap_or(i64::MAX));
+    for id in s.device_allow_list.iter() {
+        if let Some(d) = s.devices.get(id) {
+            if let Some(score) = d.last_score {
+                s.metrics.device_score.with_label_values(&[id]).set(score);
+            }
+            s.metrics
+                .device_threshold
+                .with_label_values(&[id])
+                .set(d.threshold);
+        }
+    }
     let mut resp = Response::new(Body::from(s.metrics.render_bytes()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

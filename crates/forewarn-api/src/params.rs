@@ -6,6 +6,9 @@ use axum::http::request::Parts;
 
 use crate::ApiError;
 
+/// Longest accepted query string, in bytes.
+pub const MAX_QUERY_LEN: usize = 4096;
+
 /// The query string as name/value pairs, each name at most once.
 #[derive(Debug, Default)]
 pub struct QueryParams {
@@ -16,6 +19,12 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let len = parts.uri.query().map_or(0, str::len);
+        if len > MAX_QUERY_LEN {
+            return Err(ApiError::BadRequest(format!(
+                "query string of {len} bytes is longer than the {MAX_QUERY_LEN} accepted"
+            )));
+        }
         let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
             .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
         for (i, (name, _)) in pairs.iter().enumerate() {

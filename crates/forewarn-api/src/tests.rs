@@ -33,6 +33,8 @@ fn alert(device: &str, opened_at: i64, severity: Severity, resolved_at: Option<i
     }
 }
 
+const TOKEN: &str = "s3cret-token";
+
 /// 2026-11-28T12:00:00Z in epoch ms.
 const T0: i64 = 1_795_867_200_000;
 
@@ -79,12 +81,12 @@ fn fixture() -> Fixture {
             1.0,
         )
     }));
-    let state = AppState {
-        store: Arc::new(store),
+    let mut state = AppState::new(
+        Arc::new(store),
         devices,
-        health: Arc::new(Health::with_metrics(&metrics)),
+        Arc::new(Health::with_metrics(&metrics)),
         metrics,
-        model: Arc::new(RwLock::new(Some(ModelInfo {
+        Arc::new(RwLock::new(Some(ModelInfo {
             name: "lstm".into(),
             version: "v1".into(),
             channels: vec!["pressure".into(), "flow".into()],
@@ -93,7 +95,8 @@ fn fixture() -> Fixture {
             threshold: 1.0,
             device: "cpu".into(),
         }))),
-    };
+    );
+    state.auth = Arc::new(Auth::new([TOKEN, "second-token"], false));
     Fixture {
         app: router(state.clone()),
         state,
@@ -166,12 +169,14 @@ async fn alert_filters() {
         assert_eq!(ids(&body), want, "{uri}");
         assert_eq!(body["next_cursor"], Value::Null, "{uri}");
     }
-    // Alerts serialise as the core type does.
+    // Alerts serialise as the core type does, plus the acknowledgement.
     let (_, body) = get_json(&f.app, "/api/v1/alerts?device=fan-9").await;
-    assert_eq!(
-        body["alerts"][0],
-        serde_json::to_value(&f.alerts[3]).unwrap()
-    );
+    let mut want = serde_json::to_value(&f.alerts[3]).unwrap();
+    want["acknowledged"] = json!(false);
+    for k in ["acknowledged_at", "acknowledged_by", "ack_note"] {
+        want[k] = Value::Null;
+    }
+    assert_eq!(body["alerts"][0], want);
 }
 
 #[tokio::test]
@@ -201,7 +206,10 @@ async fn single_alert_and_404s() {
     let a = &f.alerts[1];
     let (status, body) = get_json(&f.app, &format!("/api/v1/alerts/{}", a.id)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, serde_json::to_value(a).unwrap());
+    assert_eq!(
+        body,
+        serde_json::to_value(forewarn_store::AlertRecord::from(a.clone())).unwrap()
+    );
 
     let not_found: &[(&str, &str)] = &[
         (
@@ -217,8 +225,8 @@ async fn single_alert_and_404s() {
             r#"{"error":{"code":"not_found","message":"no route for /api/v2/nothing"}}"#,
         ),
         (
-            "/",
-            r#"{"error":{"code":"not_found","message":"no route for /"}}"#,
+            "/index.html",
+            r#"{"error":{"code":"not_found","message":"no route for /index.html"}}"#,
         ),
     ];
     for (uri, want) in not_found {
@@ -255,6 +263,17 @@ async fn each_bad_parameter_is_a_400_naming_it() {
         ("/api/v1/devices?after=", "after"),
         ("/api/v1/devices?page=2", "page"),
         ("/api/v1/devices/pump-1?x=1", "x"),
+        ("/api/v1/alerts?channel=", "channel"),
+        ("/api/v1/alerts?acknowledged=yes", "acknowledged"),
+        (
+            "/api/v1/alerts?state=acknowledged&acknowledged=false",
+            "acknowledged",
+        ),
+        ("/api/v1/alerts?sort=severity", "sort"),
+        ("/api/v1/alerts/stream?device=", "device"),
+        ("/api/v1/alerts/stream?since=1", "since"),
+        ("/api/v1/devices/pump-1/scores?limit=0", "limit"),
+        ("/api/v1/devices/pump-1/scores?limit=100000", "limit"),
     ];
     for (uri, parameter) in cases {
         let (status, body) = get_json(&f.app, uri).await;
@@ -469,4 +488,310 @@ async fn serve_stops_on_cancel() {
         .expect("server stops")
         .unwrap()
         .unwrap();
+}
+
+async fn send(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (parts.status, parts.headers, v)
+}
+
+#[tokio::test]
+async fn acknowledge_needs_a_token_and_records_user_and_note() {
+    let f = fixture();
+    let id = f.alerts[1].id.clone();
+    let uri = format!("/api/v1/alerts/{id}/ack");
+    let body = r#"{"user": "ana", "note": "checked the pump"}"#;
+    let mut events = f.state.bus.subscribe();
+
+    let (status, headers, err) = send(&f.app, Method::POST, &uri, None, body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+    assert_eq!(err["error"]["code"], "unauthorized");
+    assert_eq!(headers.get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+    let (status, _, _) = send(&f.app, Method::POST, &uri, Some("s3cret-tokeN"), body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, _, rec) = send(&f.app, Method::POST, &uri, Some(TOKEN), body).await;
+    assert_eq!(status, StatusCode::OK, "{rec}");
+    assert_eq!(rec["id"], json!(id));
+    assert_eq!(rec["acknowledged"], true);
+    assert_eq!(rec["acknowledged_by"], "ana");
+    assert_eq!(rec["ack_note"], "checked the pump");
+    assert!(rec["acknowledged_at"].as_i64().unwrap() > T0);
+    // Durable: the store has it; the bus told live consumers.
+    let (_, one) = get_json(&f.app, &format!("/api/v1/alerts/{id}")).await;
+    assert_eq!(one, rec);
+    let ev = events.try_recv().unwrap();
+    assert_eq!(ev.kind, AlertEventKind::Acknowledged);
+    assert_eq!(ev.alert.id, id);
+
+    // Any configured token works; the second ack replaces the first.
+    let (status, _, rec) = send(
+        &f.app,
+        Method::POST,
+        &uri,
+        Some("second-token"),
+        r#"{"user":"bo"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&rec["acknowledged_by"], &rec["ack_note"]),
+        (&json!("bo"), &json!(""))
+    );
+
+    // Filters see it.
+    let (_, page) = get_json(&f.app, "/api/v1/alerts?state=acknowledged").await;
+    assert_eq!(ids(&page), vec![id.clone()]);
+    let (_, page) = get_json(&f.app, "/api/v1/alerts?state=open&acknowledged=false").await;
+    assert_eq!(
+        ids(&page),
+        vec![f.alerts[4].id.clone(), f.alerts[2].id.clone()]
+    );
+
+    // Bad bodies are 400s naming the field; unknown alerts 404.
+    for (body, field) in [
+        ("", "body"),
+        ("[]", "body"),
+        ("{", "body"),
+        (r#"{"note": "x"}"#, "user"),
+        (r#"{"user": ""}"#, "user"),
+        (r#"{"user": 7}"#, "user"),
+        (r#"{"user": "a", "note": 1}"#, "note"),
+        (r#"{"user": "a", "urgent": true}"#, "urgent"),
+    ] {
+        let (status, _, err) = send(&f.app, Method::POST, &uri, Some(TOKEN), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert_eq!(err["error"]["parameter"], field, "{body}: {err}");
+    }
+    let (status, _, _) = send(
+        &f.app,
+        Method::POST,
+        "/api/v1/alerts/nope/ack",
+        Some(TOKEN),
+        r#"{"user":"a"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // GET on the ack route is a 405, not an auth error.
+    let (status, _, _) = send(&f.app, Method::GET, &uri, None, "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn without_tokens_mutations_are_disabled_and_reads_can_require_a_token() {
+    let f = fixture();
+    let mut state = f.state.clone();
+    state.auth = Arc::new(Auth::new(Vec::<String>::new(), false));
+    let app = router(state.clone());
+    let uri = format!("/api/v1/alerts/{}/ack", f.alerts[1].id);
+    let (status, _, err) = send(&app, Method::POST, &uri, Some(TOKEN), r#"{"user":"a"}"#).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("http.tokens")
+    );
+
+    state.auth = Arc::new(Auth::new([TOKEN], true));
+    let app = router(state);
+    for uri in [
+        "/api/v1/alerts",
+        "/api/v1/devices",
+        "/api/v1/models",
+        "/api/v1/alerts/stream",
+    ] {
+        let (status, _, _) = send(&app, Method::GET, uri, None, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let (status, _, _) = send(&app, Method::GET, "/api/v1/alerts", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    // Health, metrics and the console page stay open.
+    for uri in ["/livez", "/metrics", "/"] {
+        let (status, _, _) = call(&app, Method::GET, uri, Body::empty()).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn channel_filter_and_oldest_first_sort() {
+    let f = fixture();
+    let (_, body) = get_json(&f.app, "/api/v1/alerts?channel=flow&sort=opened_at&limit=2").await;
+    let want: Vec<String> = f.alerts.iter().map(|a| a.id.clone()).collect();
+    assert_eq!(ids(&body), want[..2]);
+    let c = body["next_cursor"].as_str().unwrap().to_owned();
+    let (_, body) = get_json(
+        &f.app,
+        &format!("/api/v1/alerts?channel=flow&sort=opened_at&limit=2&cursor={c}"),
+    )
+    .await;
+    assert_eq!(ids(&body), want[2..4]);
+    // A cursor of one order is a 400 in the other.
+    let (status, err) = get_json(&f.app, &format!("/api/v1/alerts?cursor={c}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["parameter"], "cursor");
+    let (_, body) = get_json(&f.app, "/api/v1/alerts?channel=pressure").await;
+    assert_eq!(ids(&body), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn device_scores_and_allow_listed_device_series() {
+    let f = fixture();
+    let mut snap = f.state.devices.get("pump-1").unwrap();
+    for i in 0..5 {
+        snap.last_ts = Some(T0 + i * 1000);
+        snap.last_score = Some(0.1 * i as f64);
+        f.state.devices.update([snap.clone()]);
+    }
+    let (status, body) = get_json(&f.app, "/api/v1/devices/pump-1/scores?limit=3").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["threshold"], 1.0);
+    let pts = body["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 3);
+    assert_eq!(pts[2]["ts"], T0 + 4000);
+    assert_eq!(pts[2]["threshold"], 1.0);
+    let (status, _) = get_json(&f.app, "/api/v1/devices/nope/scores").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Per-device series only for the allow-list.
+    let mut state = f.state.clone();
+    state.device_allow_list = Arc::new(vec!["pump-1".into(), "absent".into()]);
+    let (_, _, text) = call(&router(state), Method::GET, "/metrics", Body::empty()).await;
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("forewarn_device_score{device=\"pump-1\"} 0.4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("forewarn_device_threshold{device=\"pump-1\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("device=\"pump-2\""), "{text}");
+    assert!(!text.contains("device=\"absent\""), "{text}");
+}
+
+#[tokio::test]
+async fn live_stream_sends_events_and_tells_lagging_clients() {
+    use futures::StreamExt;
+    let f = fixture();
+    let mut state = f.state.clone();
+    state.bus = forewarn_telemetry::AlertBus::new(4);
+    let app = router(state.clone());
+    let req = Request::builder()
+        .uri("/api/v1/alerts/stream?device=pump-1")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers().get(header::CONTENT_TYPE).unwrap(),
+        "text/event-stream"
+    );
+    let mut body = resp.into_body().into_data_stream();
+    let mut text = String::new();
+    let mut next = async || {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .unwrap();
+        String::from_utf8(chunk.to_vec()).unwrap()
+    };
+    text.push_str(&next().await);
+    assert!(text.contains("event: ready"), "{text}");
+    assert_eq!(state.metrics.sse_clients.get(), 1);
+
+    // Ten events while the client reads nothing: the publisher never
+    // blocks, the client learns it missed some, then gets the newest.
+    for (i, a) in f.alerts.iter().cycle().take(10).enumerate() {
+        let mut a = a.clone();
+        a.device = "pump-1".into();
+        a.opened_at = i as i64;
+        state.bus.publish(AlertEvent {
+            kind: AlertEventKind::Opened,
+            alert: a.into(),
+        });
+    }
+    let mut all = String::new();
+    while !all.contains("\"opened_at\":9") {
+        all.push_str(&next().await);
+    }
+    assert!(all.contains("event: lagged\ndata: {\"missed\":6}"), "{all}");
+    assert_eq!(all.matches("event: opened").count(), 4, "{all}");
+    assert_eq!(state.metrics.sse_events_lagged.get(), 6);
+
+    // Other devices are filtered out.
+    let mut other = f.alerts[1].clone();
+    other.device = "pump-2".into();
+    state.bus.publish(AlertEvent {
+        kind: AlertEventKind::Resolved,
+        alert: other.into(),
+    });
+    let mut mine = f.alerts[0].clone();
+    mine.opened_at = 99;
+    state.bus.publish(AlertEvent {
+        kind: AlertEventKind::Resolved,
+        alert: mine.into(),
+    });
+    let ev = next().await;
+    assert!(
+        ev.contains("event: resolved") && ev.contains("\"opened_at\":99"),
+        "{ev}"
+    );
+
+    // Shutdown ends the stream.
+    state.shutdown.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .unwrap();
+    assert!(end.is_none());
+    drop(body);
+    assert_eq!(state.metrics.sse_clients.get(), 0);
+}
+
+#[tokio::test]
+async fn long_query_strings_are_refused() {
+    let f = fixture();
+    let uri = format!("/api/v1/alerts?device={}", "x".repeat(5000));
+    let (status, body) = get_json(&f.app, &uri).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn console_page_is_served() {
+    let f = fixture();
+    let (status, headers, body) = call(&f.app, Method::GET, "/", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers
+            .get(header::CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(body).unwrap();
+    assert!(html.contains("Forewarn"));
+    // Nothing is loaded from elsewhere.
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "external reference"
+    );
 }

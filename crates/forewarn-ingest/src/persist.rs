@@ -5,12 +5,18 @@
 //! A step that fails is retried with back-off; nothing after it happens until
 //! it succeeds, so a crash at any point replays the chunk (alert ids are
 //! deterministic, so replays do not duplicate alerts).
+//!
+//! Once a chunk's alert changes are durable and on the alerts topic, they
+//! are published on the [`AlertBus`](forewarn_telemetry::AlertBus) for live
+//! consumers (SSE, webhook). Publishing never blocks; a replayed chunk
+//! publishes its changes again, so consumers see at-least-once events.
 
 use std::future::Future;
 use std::time::Duration;
 
 use forewarn_core::AlertState;
-use forewarn_store::AlertChange;
+use forewarn_store::{AlertChange, AlertRecord};
+use forewarn_telemetry::{AlertEvent, AlertEventKind};
 use forewarn_telemetry::events::{
     AlertOpened, AlertResolved, BatchesScored, DeadLettered, InternalEvent, LastProcessed,
     MessageRejected, OffsetsStored, ReadingsAccepted, ReadingsDuplicate,
@@ -89,6 +95,16 @@ pub(crate) async fn run(
                 AlertChange::Opened(a) => AlertOpened { alert: a }.emit(m),
                 AlertChange::Resolved(a) => AlertResolved { alert: a }.emit(m),
             }
+        }
+        for c in &p.changes {
+            let (kind, a) = match c {
+                AlertChange::Opened(a) => (AlertEventKind::Opened, a),
+                AlertChange::Resolved(a) => (AlertEventKind::Resolved, a),
+            };
+            services.bus.publish(AlertEvent {
+                kind,
+                alert: AlertRecord::from(a.clone()),
+            });
         }
         store_offsets(cfg, consumer, &p.offsets);
         ReadingsAccepted { count: p.accepted }.emit(m);

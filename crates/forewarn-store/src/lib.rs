@@ -30,6 +30,7 @@ use std::time::Duration;
 use forewarn_core::{Alert, AlertState, ChannelShare, Severity};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+use serde::{Deserialize, Serialize};
 
 /// Default page size of [`AlertStore::list`].
 pub const DEFAULT_LIMIT: usize = 100;
@@ -59,6 +60,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX alerts_by_time   ON alerts (opened_at, id);
     CREATE INDEX alerts_by_device ON alerts (device, opened_at, id);
     CREATE INDEX alerts_by_state  ON alerts (state, opened_at, id);
+    "#,
+    // 2: acknowledgement by an operator (who, when, why). Columns added with
+    // ALTER so a version-1 database keeps its rows.
+    r#"
+    ALTER TABLE alerts ADD COLUMN acknowledged_at INTEGER;
+    ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT;
+    ALTER TABLE alerts ADD COLUMN ack_note        TEXT;
     "#,
 ];
 
@@ -105,14 +113,81 @@ pub struct AlertQuery {
     pub device: Option<String>,
     pub state: Option<AlertState>,
     pub severity: Option<Severity>,
+    /// Only alerts whose contributors name this channel.
+    pub channel: Option<String>,
+    /// Only acknowledged (`true`) or unacknowledged (`false`) alerts.
+    pub acknowledged: Option<bool>,
     /// Epoch ms, inclusive, on `opened_at`.
     pub from: Option<i64>,
     /// Epoch ms, exclusive, on `opened_at`.
     pub to: Option<i64>,
     /// Page size, 1..=[`MAX_LIMIT`]; values outside are clamped.
     pub limit: usize,
-    /// `next_cursor` of the previous page (same filters).
+    /// `next_cursor` of the previous page (same filters and order).
     pub cursor: Option<String>,
+    pub order: Order,
+}
+
+/// Order of [`AlertStore::list`], on (`opened_at`, `id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+/// An operator's acknowledgement of an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// Epoch ms.
+    pub at: i64,
+    pub by: String,
+    pub note: String,
+}
+
+/// An alert as stored: the detector's [`Alert`] plus what operators added.
+/// Serialises flat: the alert's fields, then `acknowledged`,
+/// `acknowledged_at`, `acknowledged_by` and `ack_note` (null when not
+/// acknowledged).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub alert: Alert,
+    pub ack: Option<Acknowledgement>,
+}
+
+impl std::ops::Deref for AlertRecord {
+    type Target = Alert;
+    fn deref(&self) -> &Alert {
+        &self.alert
+    }
+}
+
+impl From<Alert> for AlertRecord {
+    fn from(alert: Alert) -> Self {
+        Self { alert, ack: None }
+    }
+}
+
+impl Serialize for AlertRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            #[serde(flatten)]
+            alert: &'a Alert,
+            acknowledged: bool,
+            acknowledged_at: Option<i64>,
+            acknowledged_by: Option<&'a str>,
+            ack_note: Option<&'a str>,
+        }
+        Flat {
+            alert: &self.alert,
+            acknowledged: self.ack.is_some(),
+            acknowledged_at: self.ack.as_ref().map(|a| a.at),
+            acknowledged_by: self.ack.as_ref().map(|a| a.by.as_str()),
+            ack_note: self.ack.as_ref().map(|a| a.note.as_str()),
+        }
+        .serialize(s)
+    }
 }
 
 impl Default for AlertQuery {
@@ -121,32 +196,45 @@ impl Default for AlertQuery {
             device: None,
             state: None,
             severity: None,
+            channel: None,
+            acknowledged: None,
             from: None,
             to: None,
             limit: DEFAULT_LIMIT,
             cursor: None,
+            order: Order::NewestFirst,
         }
     }
 }
 
-/// One page of alerts, newest first.
+/// One page of alerts, in the query's order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertPage {
-    pub alerts: Vec<Alert>,
+    pub alerts: Vec<AlertRecord>,
     /// Present when more alerts match; pass it as the next query's cursor.
     pub next_cursor: Option<String>,
 }
 
 /// Position after which the next page starts: (opened_at, id) of the last
-/// alert of a page, hex-encoded so clients treat it as opaque.
-fn encode_cursor(opened_at: i64, id: &str) -> String {
-    hex::encode(format!("v1:{opened_at}:{id}"))
+/// alert of a page, hex-encoded so clients treat it as opaque. The prefix
+/// names the order (`v1:` newest first, `v1a:` oldest first), so a cursor
+/// cannot be reused with the other order.
+fn encode_cursor(order: Order, opened_at: i64, id: &str) -> String {
+    let prefix = match order {
+        Order::NewestFirst => "v1",
+        Order::OldestFirst => "v1a",
+    };
+    hex::encode(format!("{prefix}:{opened_at}:{id}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
+fn decode_cursor(order: Order, cursor: &str) -> Result<(i64, String), StoreError> {
     let bytes = hex::decode(cursor).map_err(|_| StoreError::BadCursor)?;
     let text = String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)?;
-    let rest = text.strip_prefix("v1:").ok_or(StoreError::BadCursor)?;
+    let prefix = match order {
+        Order::NewestFirst => "v1:",
+        Order::OldestFirst => "v1a:",
+    };
+    let rest = text.strip_prefix(prefix).ok_or(StoreError::BadCursor)?;
     let (at, id) = rest.split_once(':').ok_or(StoreError::BadCursor)?;
     let at = at.parse().map_err(|_| StoreError::BadCursor)?;
     Ok((at, id.to_owned()))
@@ -154,7 +242,7 @@ fn decode_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
 
 const COLUMNS: &str = "id, device, model, model_version, state, severity, opened_at, \
                        resolved_at, score, peak_score, threshold, contributors, \
-                       window_start, window_end";
+                       window_start, window_end, acknowledged_at, acknowledged_by, ack_note";
 
 const INSERT_OPENED: &str = "INSERT INTO alerts (id, device, model, model_version, state, \
      severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
@@ -281,15 +369,43 @@ impl AlertStore {
         Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+    pub fn get(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"))?;
         let raw = stmt.query_row([id], RawAlert::from_row).optional()?;
-        raw.map(RawAlert::into_alert).transpose()
+        raw.map(RawAlert::into_record).transpose()
     }
 
-    /// Alerts matching `q`, newest first by (`opened_at`, `id`), one page
+    /// Records `ack` on alert `id` (open or resolved) and returns the alert
+    /// as stored, or `None` when there is no such alert. A later
+    /// acknowledgement replaces an earlier one (e.g. to correct the note).
+    /// Durable when this returns, like [`AlertStore::apply`].
+    pub fn acknowledge(
+        &self,
+        id: &str,
+        ack: &Acknowledgement,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE alerts SET acknowledged_at = ?2, acknowledged_by = ?3, ack_note = ?4 \
+             WHERE id = ?1",
+            params![id, ack.at, ack.by, ack.note],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let raw = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"),
+            [id],
+            RawAlert::from_row,
+        )?;
+        tx.commit()?;
+        raw.into_record().map(Some)
+    }
+
+    /// Alerts matching `q` in `q.order` by (`opened_at`, `id`), one page
     /// at a time with a keyset cursor (stable under concurrent inserts).
     pub fn list(&self, q: &AlertQuery) -> Result<AlertPage, StoreError> {
         let limit = q.limit.clamp(1, MAX_LIMIT);
@@ -307,6 +423,18 @@ impl AlertStore {
             sql.push_str(" AND severity = ?");
             args.push(Value::Text(s.as_str().into()));
         }
+        if let Some(c) = &q.channel {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM json_each(alerts.contributors) AS c \
+                 WHERE json_extract(c.value, '$.channel') = ?)",
+            );
+            args.push(Value::Text(c.clone()));
+        }
+        match q.acknowledged {
+            Some(true) => sql.push_str(" AND acknowledged_at IS NOT NULL"),
+            Some(false) => sql.push_str(" AND acknowledged_at IS NULL"),
+            None => {}
+        }
         if let Some(from) = q.from {
             sql.push_str(" AND opened_at >= ?");
             args.push(Value::Integer(from));
@@ -315,13 +443,17 @@ impl AlertStore {
             sql.push_str(" AND opened_at < ?");
             args.push(Value::Integer(to));
         }
+        let (after, dir) = match q.order {
+            Order::NewestFirst => ("<", "DESC"),
+            Order::OldestFirst => (">", "ASC"),
+        };
         if let Some(c) = &q.cursor {
-            let (at, id) = decode_cursor(c)?;
-            sql.push_str(" AND (opened_at, id) < (?, ?)");
+            let (at, id) = decode_cursor(q.order, c)?;
+            sql.push_str(&format!(" AND (opened_at, id) {after} (?, ?)"));
             args.push(Value::Integer(at));
             args.push(Value::Text(id));
         }
-        sql.push_str(" ORDER BY opened_at DESC, id DESC LIMIT ?");
+        sql.push_str(&format!(" ORDER BY opened_at {dir}, id {dir} LIMIT ?"));
         // One extra row tells whether another page exists.
         args.push(Value::Integer(limit as i64 + 1));
 
@@ -335,10 +467,10 @@ impl AlertStore {
         let alerts = raws
             .into_iter()
             .take(limit)
-            .map(RawAlert::into_alert)
+            .map(RawAlert::into_record)
             .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = match alerts.last() {
-            Some(last) if more => Some(encode_cursor(last.opened_at, &last.id)),
+            Some(last) if more => Some(encode_cursor(q.order, last.opened_at, &last.id)),
             _ => None,
         };
         Ok(AlertPage {
@@ -399,6 +531,9 @@ struct RawAlert {
     contributors: String,
     window_start: i64,
     window_end: i64,
+    acknowledged_at: Option<i64>,
+    acknowledged_by: Option<String>,
+    ack_note: Option<String>,
 }
 
 impl RawAlert {
@@ -418,6 +553,21 @@ impl RawAlert {
             contributors: r.get(11)?,
             window_start: r.get(12)?,
             window_end: r.get(13)?,
+            acknowledged_at: r.get(14)?,
+            acknowledged_by: r.get(15)?,
+            ack_note: r.get(16)?,
+        })
+    }
+
+    fn into_record(mut self) -> Result<AlertRecord, StoreError> {
+        let ack = self.acknowledged_at.map(|at| Acknowledgement {
+            at,
+            by: self.acknowledged_by.take().unwrap_or_default(),
+            note: self.ack_note.take().unwrap_or_default(),
+        });
+        Ok(AlertRecord {
+            alert: self.into_alert()?,
+            ack,
         })
     }
 

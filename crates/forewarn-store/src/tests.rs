@@ -38,6 +38,15 @@ fn resolved(mut a: Alert, at: i64, peak: f64) -> Alert {
     a
 }
 
+/// The detector's part of a stored alert.
+fn get(s: &AlertStore, id: &str) -> Result<Option<Alert>, StoreError> {
+    s.get(id).map(|r| r.map(|r| r.alert))
+}
+
+fn alerts(page: AlertPage) -> Vec<Alert> {
+    page.alerts.into_iter().map(|r| r.alert).collect()
+}
+
 fn ids(page: &AlertPage) -> Vec<String> {
     page.alerts.iter().map(|a| a.id.clone()).collect()
 }
@@ -47,8 +56,8 @@ fn opened_alert_round_trips() {
     let s = AlertStore::open_in_memory().unwrap();
     let a = alert("pump-1", 1_000);
     s.apply(&[AlertChange::Opened(a.clone())]).unwrap();
-    assert_eq!(s.get(&a.id).unwrap(), Some(a));
-    assert_eq!(s.get("nope").unwrap(), None);
+    assert_eq!(get(&s, &a.id).unwrap(), Some(a));
+    assert_eq!(get(&s, "nope").unwrap(), None);
     assert_eq!(s.count_open().unwrap(), 1);
 }
 
@@ -66,12 +75,12 @@ fn reapplying_is_idempotent_and_never_regresses() {
     s.apply(&batch).unwrap();
     s.apply(&[AlertChange::Opened(a.clone())]).unwrap();
     let all = s.list(&AlertQuery::default()).unwrap();
-    assert_eq!(all.alerts, vec![r.clone()]);
+    assert_eq!(alerts(all), vec![r.clone()]);
     assert_eq!(s.count_open().unwrap(), 0);
     // A second resolution does not move the stored resolution time.
     s.apply(&[AlertChange::Resolved(resolved(a, 9_000, 1.5))])
         .unwrap();
-    assert_eq!(s.get(&r.id).unwrap(), Some(r));
+    assert_eq!(get(&s, &r.id).unwrap(), Some(r));
 }
 
 #[test]
@@ -80,9 +89,9 @@ fn resolve_before_open_inserts_then_open_is_ignored() {
     let a = alert("pump-2", 5_000);
     let r = resolved(a.clone(), 6_000, 3.5);
     s.apply(&[AlertChange::Resolved(r.clone())]).unwrap();
-    assert_eq!(s.get(&a.id).unwrap(), Some(r.clone()));
+    assert_eq!(get(&s, &a.id).unwrap(), Some(r.clone()));
     s.apply(&[AlertChange::Opened(a)]).unwrap();
-    assert_eq!(s.get(&r.id).unwrap(), Some(r));
+    assert_eq!(get(&s, &r.id).unwrap(), Some(r));
 }
 
 #[test]
@@ -98,7 +107,7 @@ fn resolve_keeps_the_highest_peak_and_severity() {
     r.peak_score = 4.0;
     r.severity = Severity::Warning;
     s.apply(&[AlertChange::Resolved(r)]).unwrap();
-    let got = s.get(&a.id).unwrap().unwrap();
+    let got = get(&s, &a.id).unwrap().unwrap();
     assert_eq!(
         (got.state, got.severity, got.peak_score, got.resolved_at),
         (AlertState::Resolved, Severity::Critical, 5.0, Some(2_000))
@@ -115,9 +124,9 @@ fn failed_batch_applies_nothing() {
         .apply(&[AlertChange::Opened(good.clone()), AlertChange::Opened(bad)])
         .unwrap_err();
     assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
-    assert_eq!(s.get(&good.id).unwrap(), None);
+    assert_eq!(get(&s, &good.id).unwrap(), None);
     s.apply(&[AlertChange::Opened(good.clone())]).unwrap();
-    assert_eq!(s.get(&good.id).unwrap(), Some(good));
+    assert_eq!(get(&s, &good.id).unwrap(), Some(good));
 }
 
 /// Six alerts over three devices; two share an opened_at.
@@ -275,7 +284,7 @@ fn pagination_walks_every_page_without_gaps_or_repeats() {
     }
     let want_from: Vec<String> = want
         .iter()
-        .filter(|id| s.get(id).unwrap().unwrap().opened_at >= 1_000)
+        .filter(|id| get(&s, id).unwrap().unwrap().opened_at >= 1_000)
         .cloned()
         .collect();
     assert_eq!(got, want_from);
@@ -315,10 +324,18 @@ fn malformed_cursors_are_rejected() {
             .unwrap_err();
         assert!(matches!(err, StoreError::BadCursor), "{bad}: {err}");
     }
-    assert_eq!(
-        decode_cursor(&encode_cursor(-5, "a:b")).unwrap(),
-        (-5, "a:b".into())
-    );
+    for order in [Order::NewestFirst, Order::OldestFirst] {
+        assert_eq!(
+            decode_cursor(order, &encode_cursor(order, -5, "a:b")).unwrap(),
+            (-5, "a:b".into())
+        );
+    }
+    // A cursor of one order is refused by the other.
+    let asc = encode_cursor(Order::OldestFirst, 5, "x");
+    assert!(matches!(
+        decode_cursor(Order::NewestFirst, &asc),
+        Err(StoreError::BadCursor)
+    ));
 }
 
 #[test]
@@ -340,7 +357,7 @@ fn file_database_persists_across_reopen() {
     s.apply(&[AlertChange::Resolved(r.clone())]).unwrap();
     drop(s);
     let s = AlertStore::open(&path).unwrap();
-    assert_eq!(s.list(&AlertQuery::default()).unwrap().alerts, vec![b, r]);
+    assert_eq!(alerts(s.list(&AlertQuery::default()).unwrap()), vec![b, r]);
     assert_eq!(s.count_open().unwrap(), 1);
     let conn = s.conn();
     let mode: String = conn
@@ -388,7 +405,7 @@ fn newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: SCHEMA_VERSION
             }
         ),
         "{err}"
@@ -408,4 +425,150 @@ fn retention_deletes_only_old_resolved_alerts() {
 fn store_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<AlertStore>();
+}
+
+#[test]
+fn acknowledge_records_who_when_why_and_survives_resolution() {
+    let s = AlertStore::open_in_memory().unwrap();
+    let a = alert("pump-1", 1_000);
+    s.apply(&[AlertChange::Opened(a.clone())]).unwrap();
+    assert_eq!(s.get(&a.id).unwrap().unwrap().ack, None);
+    let ack = Acknowledgement {
+        at: 1_500,
+        by: "ana".into(),
+        note: "valve swapped".into(),
+    };
+    let rec = s.acknowledge(&a.id, &ack).unwrap().unwrap();
+    assert_eq!(rec.ack.as_ref(), Some(&ack));
+    assert_eq!(rec.alert, a);
+    assert_eq!(s.acknowledge("nope", &ack).unwrap(), None);
+    // Resolution (and its replay) keeps the acknowledgement.
+    let r = resolved(a.clone(), 2_000, 3.0);
+    s.apply(&[AlertChange::Resolved(r.clone())]).unwrap();
+    s.apply(&[
+        AlertChange::Opened(a.clone()),
+        AlertChange::Resolved(r.clone()),
+    ])
+    .unwrap();
+    let got = s.get(&a.id).unwrap().unwrap();
+    assert_eq!((got.alert, got.ack), (r, Some(ack)));
+    // JSON is flat, with the acknowledgement fields after the alert's.
+    let json = serde_json::to_value(s.get(&a.id).unwrap().unwrap()).unwrap();
+    assert_eq!(json["device"], "pump-1");
+    assert_eq!(json["acknowledged"], true);
+    assert_eq!(json["acknowledged_at"], 1_500);
+    assert_eq!(json["acknowledged_by"], "ana");
+    assert_eq!(json["ack_note"], "valve swapped");
+    let b = alert("pump-2", 1_000);
+    s.apply(&[AlertChange::Opened(b.clone())]).unwrap();
+    let json = serde_json::to_value(s.get(&b.id).unwrap().unwrap()).unwrap();
+    assert_eq!(json["acknowledged"], false);
+    assert!(json["acknowledged_by"].is_null() && json["ack_note"].is_null());
+}
+
+#[test]
+fn channel_and_acknowledged_filters_and_oldest_first() {
+    let s = AlertStore::open_in_memory().unwrap();
+    let mut a = fleet(&s);
+    a[1].contributors[0].channel = "vibration".into();
+    s.apply(&[AlertChange::Resolved(resolved(a[1].clone(), 2_500, 2.0))])
+        .unwrap();
+    // The resolve upsert does not rewrite contributors of an existing row, so
+    // insert a fresh alert with the other channel.
+    let mut v = alert("fan-2", 6_000);
+    v.contributors[1].channel = "vibration".into();
+    s.apply(&[AlertChange::Opened(v.clone())]).unwrap();
+    let q = |f: fn(&mut AlertQuery)| {
+        let mut q = AlertQuery::default();
+        f(&mut q);
+        ids(&s.list(&q).unwrap())
+    };
+    assert_eq!(
+        q(|q| q.channel = Some("vibration".into())),
+        vec![v.id.clone()]
+    );
+    assert_eq!(q(|q| q.channel = Some("pressure".into())).len(), 6);
+    assert_eq!(q(|q| q.channel = Some("nothing".into())).len(), 0);
+    let ack = Acknowledgement {
+        at: 7_000,
+        by: "bo".into(),
+        note: String::new(),
+    };
+    s.acknowledge(&a[5].id, &ack).unwrap().unwrap();
+    s.acknowledge(&a[0].id, &ack).unwrap().unwrap();
+    assert_eq!(
+        q(|q| q.acknowledged = Some(true)),
+        vec![a[5].id.clone(), a[0].id.clone()]
+    );
+    assert_eq!(
+        q(|q| {
+            q.acknowledged = Some(true);
+            q.state = Some(AlertState::Open);
+        }),
+        vec![a[5].id.clone()]
+    );
+    assert_eq!(q(|q| q.acknowledged = Some(false)).len(), 5);
+
+    // Oldest first walks the same set in reverse, page by page.
+    let newest: Vec<String> = q(|_| {});
+    let mut got = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .list(&AlertQuery {
+                order: Order::OldestFirst,
+                limit: 2,
+                cursor,
+                ..Default::default()
+            })
+            .unwrap();
+        got.extend(ids(&page));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut want = newest;
+    want.reverse();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn version_1_database_is_migrated_keeping_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.db");
+    let a = alert("pump-1", 1_000);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO alerts (id, device, model, model_version, state, severity, opened_at, \
+             resolved_at, score, peak_score, threshold, contributors, window_start, window_end) \
+             VALUES (?1, 'pump-1', 'lstm', 'v1', 'open', 'warning', 1000, NULL, 2.0, 2.0, 1.0, \
+             ?2, 990, 1000)",
+            params![a.id, serde_json::to_string(&a.contributors).unwrap()],
+        )
+        .unwrap();
+    }
+    let s = AlertStore::open(&path).unwrap();
+    let got = s.get(&a.id).unwrap().unwrap();
+    assert_eq!((got.alert, got.ack), (a.clone(), None));
+    let v: i64 = s
+        .conn()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    assert!(
+        s.acknowledge(
+            &a.id,
+            &Acknowledgement {
+                at: 1,
+                by: "x".into(),
+                note: "y".into()
+            }
+        )
+        .unwrap()
+        .is_some()
+    );
 }

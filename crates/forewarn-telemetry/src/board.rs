@@ -8,9 +8,9 @@
 //! sorted by id with an `after` cursor, which a B-tree answers with a range
 //! scan instead of sorting every device on every request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use forewarn_core::ChannelShare;
 use forewarn_core::engine::DeviceView;
@@ -73,10 +73,29 @@ pub struct ModelInfo {
     pub device: String,
 }
 
+/// Score points kept per device by [`DeviceBoard::scores`].
+pub const SCORE_HISTORY: usize = 128;
+
+/// One scored batch as the board saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ScorePoint {
+    /// Epoch ms of the device's newest reading when the score was seen.
+    pub ts: i64,
+    pub score: f64,
+    pub threshold: f64,
+}
+
 /// Per-device snapshots shared between the pipeline (writer) and the API.
+///
+/// Besides the latest snapshot, the board keeps a ring of the last
+/// [`SCORE_HISTORY`] scores of each device (about 3 KiB per device), for
+/// the console's score-versus-threshold chart. Points are sampled when a
+/// snapshot arrives with a new score: the pipeline publishes once per
+/// chunk, so under backlog several batches of one chunk show as one point.
 #[derive(Debug, Default)]
 pub struct DeviceBoard {
     devices: RwLock<BTreeMap<String, DeviceSnapshot>>,
+    history: Mutex<HashMap<String, VecDeque<ScorePoint>>>,
 }
 
 impl DeviceBoard {
@@ -102,10 +121,41 @@ impl DeviceBoard {
         if snaps.is_empty() {
             return;
         }
+        {
+            let mut hist = self.history();
+            for s in &snaps {
+                let (Some(score), Some(ts)) = (s.last_score, s.last_ts) else {
+                    continue;
+                };
+                let ring = hist.entry(s.device.clone()).or_default();
+                let point = ScorePoint {
+                    ts,
+                    score,
+                    threshold: s.threshold,
+                };
+                let last = ring.back().copied();
+                if last.is_some_and(|l| l.score == score && l.threshold == s.threshold) {
+                    continue;
+                }
+                if ring.len() == SCORE_HISTORY {
+                    ring.pop_front();
+                }
+                ring.push_back(point);
+            }
+        }
         let mut map = self.write();
         for s in snaps {
             map.insert(s.device.clone(), s);
         }
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<ScorePoint>>> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The device's recent scores, oldest first (at most [`SCORE_HISTORY`]).
+    pub fn scores(&self, id: &str) -> Option<Vec<ScorePoint>> {
+        self.history().get(id).map(|r| r.iter().copied().collect())
     }
 
     /// Drops devices (e.g. those of a revoked partition).
@@ -115,18 +165,23 @@ impl DeviceBoard {
         S: AsRef<str>,
     {
         let mut map = self.write();
+        let mut hist = self.history();
         for id in ids {
             map.remove(id.as_ref());
+            hist.remove(id.as_ref());
         }
     }
 
     /// Keeps only the devices for which `keep` returns true.
     pub fn retain(&self, mut keep: impl FnMut(&DeviceSnapshot) -> bool) {
-        self.write().retain(|_, s| keep(s));
+        let mut map = self.write();
+        map.retain(|_, s| keep(s));
+        self.history().retain(|id, _| map.contains_key(id));
     }
 
     pub fn clear(&self) {
         self.write().clear();
+        self.history().clear();
     }
 
     pub fn get(&self, id: &str) -> Option<DeviceSnapshot> {
@@ -215,5 +270,29 @@ mod tests {
         assert_eq!(ids(b.list(None, 10)), ["a", "d"]);
         b.clear();
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn score_history_is_a_bounded_ring_of_new_scores() {
+        let b = DeviceBoard::new();
+        let mut s = snap("pump-1", 1);
+        s.last_score = None;
+        b.update([s.clone()]);
+        assert_eq!(b.scores("pump-1"), None);
+        for i in 0..(SCORE_HISTORY as i64 + 10) {
+            s.last_ts = Some(i);
+            s.last_score = Some(i as f64);
+            b.update([s.clone()]);
+            // The same score again (new readings, no new batch): no point.
+            s.last_ts = Some(i + 1);
+            b.update([s.clone()]);
+        }
+        let pts = b.scores("pump-1").unwrap();
+        assert_eq!(pts.len(), SCORE_HISTORY);
+        assert_eq!(pts[0].ts, 10);
+        assert_eq!(pts.last().unwrap().score, (SCORE_HISTORY + 9) as f64);
+        assert_eq!(pts[0].threshold, 2.0);
+        b.remove(["pump-1"]);
+        assert_eq!(b.scores("pump-1"), None);
     }
 }

@@ -5,8 +5,8 @@
 //! (reject reasons, severities, partitions, HTTP routes).
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use forewarn_core::{RejectReason, Severity};
@@ -60,6 +60,20 @@ pub struct Metrics {
     // HTTP API.
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
+
+    // Live consumers of alert events.
+    pub sse_clients: IntGauge,
+    pub sse_events_lagged: IntCounter,
+    pub webhook_requests: IntCounterVec,
+    pub webhook_active_alerts: IntGauge,
+
+    // Model hot reload.
+    pub model_reloads: IntCounterVec,
+
+    /// Per-device series, only for devices on the configured allow-list
+    /// (empty by default, so no per-device series exist).
+    pub device_score: GaugeVec,
+    pub device_threshold: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,7 +178,58 @@ impl Metrics {
         r.register(Box::new(http_request_duration.clone()))
             .expect("unique metric");
 
+        let webhook_requests = counter_vec(
+            &r,
+            "forewarn_webhook_requests_total",
+            "Alert webhook POSTs, by outcome (ok, error).",
+            &["outcome"],
+        );
+        for o in ["ok", "error"] {
+            webhook_requests.with_label_values(&[o]);
+        }
+        let model_reloads = counter_vec(
+            &r,
+            "forewarn_model_reloads_total",
+            "Model hot-reload attempts, by outcome (ok, rejected).",
+            &["outcome"],
+        );
+        for o in ["ok", "rejected"] {
+            model_reloads.with_label_values(&[o]);
+        }
+        let device_gauge = |name: &str, help: &str| {
+            let g = GaugeVec::new(Opts::new(name, help), &["device"]).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let device_score = device_gauge(
+            "forewarn_device_score",
+            "Last batch score (MSE) of allow-listed devices (metrics.device_allow_list).",
+        );
+        let device_threshold = device_gauge(
+            "forewarn_device_threshold",
+            "Alert threshold of allow-listed devices (metrics.device_allow_list).",
+        );
+
         Self {
+            sse_clients: gauge(
+                &r,
+                "forewarn_sse_clients",
+                "Clients connected to the live alert stream.",
+            ),
+            sse_events_lagged: counter(
+                &r,
+                "forewarn_sse_events_lagged_total",
+                "Alert events skipped for live-stream clients that fell behind.",
+            ),
+            webhook_requests,
+            webhook_active_alerts: gauge(
+                &r,
+                "forewarn_webhook_active_alerts",
+                "Open alerts the webhook sender re-sends until they resolve.",
+            ),
+            model_reloads,
+            device_score,
+            device_threshold,
             messages_consumed: counter(
                 &r,
                 "forewarn_messages_consumed_total",

@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
-use figment::providers::{Env, Format, Serialized, Toml};
+use anyhow::{Context, bail};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use forewarn_core::DetectorConfig;
 use forewarn_ingest::IngestConfig;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ pub struct Config {
     pub pipeline: PipelineSection,
     pub store: StoreSection,
     pub http: HttpSection,
+    pub metrics: MetricsSection,
+    pub webhook: WebhookSection,
     pub log: LogSection,
 }
 
@@ -38,7 +40,11 @@ pub struct ModelSection {
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { path: "models/current".into(), device: "auto".into(), threads: 0 }
+        Self {
+            path: "models/current".into(),
+            device: "auto".into(),
+            threads: 0,
+        }
     }
 }
 
@@ -64,7 +70,9 @@ pub struct StoreSection {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { path: "data/alerts.db".into() }
+        Self {
+            path: "data/alerts.db".into(),
+        }
     }
 }
 
@@ -72,11 +80,72 @@ impl Default for StoreSection {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     pub listen: SocketAddr,
+    /// Bearer tokens accepted by mutating endpoints (acknowledge, model
+    /// reload). Empty: those endpoints answer 403.
+    pub tokens: Vec<String>,
+    /// Also require a token on the read endpoints under /api/v1.
+    pub read_requires_token: bool,
+    /// Longest a request may take before it is answered with 503.
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Alert events a live-stream (SSE) client may fall behind before it
+    /// skips events and is told so.
+    pub stream_buffer: usize,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tokens: Vec::new(),
+            read_requires_token: false,
+            request_timeout_ms: 10_000,
+            body_limit_bytes: 64 * 1024,
+            stream_buffer: 1024,
+        }
+    }
+}
+
+/// Per-device Prometheus series, off by default (device ids are unbounded).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Devices that get `forewarn_device_score` / `forewarn_device_threshold`.
+    pub device_allow_list: Vec<String>,
+}
+
+/// Alert delivery to an HTTP receiver in Alertmanager's API shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSection {
+    /// Receiver URL, e.g. `http://alertmanager:9093/api/v2/alerts`; empty: off.
+    pub url: String,
+    /// Re-send open alerts this often (Alertmanager expires alerts that
+    /// are not re-sent).
+    pub resend_interval_ms: u64,
+    /// Timeout of one POST.
+    pub timeout_ms: u64,
+    /// First retry delay; doubles per failure up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Optional `Authorization: Bearer` token sent to the receiver.
+    pub bearer_token: String,
+    /// Base URL written in `generatorURL` (links back to the console).
+    pub external_url: String,
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            resend_interval_ms: 60_000,
+            timeout_ms: 5_000,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 30_000,
+            bearer_token: String::new(),
+            external_url: String::new(),
+        }
     }
 }
 
@@ -97,7 +166,10 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -120,14 +192,54 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.kafka.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+        self.kafka
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("invalid configuration")?;
         self.detector
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: detector.{e}"))?;
         if self.pipeline.max_batch == 0 || self.pipeline.max_batch > 65_536 {
-            bail!("invalid configuration: pipeline.max_batch must be in 1..=65536, got {}", self.pipeline.max_batch);
+            bail!(
+                "invalid configuration: pipeline.max_batch must be in 1..=65536, got {}",
+                self.pipeline.max_batch
+            );
         }
         parse_device(&self.model.device).context("invalid configuration: model.device")?;
+        if self.http.tokens.iter().any(|t| t.trim().len() < 16) {
+            bail!("invalid configuration: http.tokens must each be at least 16 characters");
+        }
+        if self.http.read_requires_token && self.http.tokens.is_empty() {
+            bail!(
+                "invalid configuration: http.read_requires_token needs at least one http.tokens entry"
+            );
+        }
+        if self.http.request_timeout_ms == 0
+            || self.http.body_limit_bytes == 0
+            || self.http.stream_buffer == 0
+        {
+            bail!(
+                "invalid configuration: http.request_timeout_ms, http.body_limit_bytes and http.stream_buffer must be at least 1"
+            );
+        }
+        let w = &self.webhook;
+        if !w.url.is_empty() {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                bail!(
+                    "invalid configuration: webhook.url must be an http:// or https:// URL, got {:?}",
+                    w.url
+                );
+            }
+            if w.resend_interval_ms < 1_000
+                || w.timeout_ms == 0
+                || w.initial_backoff_ms == 0
+                || w.max_backoff_ms < w.initial_backoff_ms
+            {
+                bail!(
+                    "invalid configuration: webhook.resend_interval_ms must be at least 1000, webhook.timeout_ms and webhook.initial_backoff_ms at least 1, and webhook.max_backoff_ms at least webhook.initial_backoff_ms"
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -172,8 +284,18 @@ mod tests {
             ("[kafka]\nbrokerz = \"x\"\n", "brokerz"),
             ("[pipeline]\nmax_batch = 0\n", "pipeline.max_batch"),
             ("[model]\ndevice = \"tpu\"\n", "model.device"),
-            ("[detector]\nopen_after = 0\nresolve_after = 1\nresolve_ratio = 0.5\n", "open_after"),
+            (
+                "[detector]\nopen_after = 0\nresolve_after = 1\nresolve_ratio = 0.5\n",
+                "open_after",
+            ),
             ("[http]\nlisten = \"nowhere\"\n", "listen"),
+            ("[http]\ntokens = [\"short\"]\n", "http.tokens"),
+            (
+                "[http]\nread_requires_token = true\n",
+                "read_requires_token",
+            ),
+            ("[webhook]\nurl = \"ftp://x\"\n", "webhook.url"),
+            ("[metrics]\nallow = []\n", "allow"),
         ];
         for (i, (text, needle)) in cases.iter().enumerate() {
             let f = dir.path().join(format!("c{i}.toml"));

@@ -8,9 +8,9 @@ use forewarn_api::AppState;
 use forewarn_core::Engine;
 use forewarn_store::AlertStore;
 use forewarn_telemetry::events::{InternalEvent, ModelLoaded};
-use forewarn_telemetry::{DeviceBoard, Health, Metrics, ModelInfo};
+use forewarn_telemetry::{AlertBus, DeviceBoard, Health, Metrics, ModelInfo};
 
-use crate::config::{parse_device, Config, LogFormat, LogSection};
+use crate::config::{Config, LogFormat, LogSection, parse_device};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -45,12 +45,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::runtime()?.block_on(serve(cfg, model, device))
 }
 
-async fn serve(cfg: Config, model: forewarn_model::LoadedModel, device: tch::Device) -> anyhow::Result<()> {
+async fn serve(
+    cfg: Config,
+    model: forewarn_model::LoadedModel,
+    device: tch::Device,
+) -> anyhow::Result<()> {
     let shutdown = crate::shutdown_on_signal();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::with_metrics(&metrics));
     let store = Arc::new(
-        AlertStore::open(&cfg.store.path).with_context(|| format!("opening alert store {}", cfg.store.path.display()))?,
+        AlertStore::open(&cfg.store.path)
+            .with_context(|| format!("opening alert store {}", cfg.store.path.display()))?,
     );
     // Alerts left open by an earlier run are still open.
     metrics.set_alerts_open(store.count_open().context("counting open alerts")?);
@@ -65,25 +70,61 @@ async fn serve(cfg: Config, model: forewarn_model::LoadedModel, device: tch::Dev
         threshold: meta.threshold.value,
         device: forewarn_model::describe_device(device),
     };
-    ModelLoaded { name: &meta.name, version: &meta.version }.emit(&metrics);
+    ModelLoaded {
+        name: &meta.name,
+        version: &meta.version,
+    }
+    .emit(&metrics);
     health.set_model_loaded(true);
 
-    let state = AppState {
-        store: store.clone(),
-        devices: board.clone(),
-        health: health.clone(),
-        metrics: metrics.clone(),
-        model: Arc::new(RwLock::new(Some(info))),
+    let bus = AlertBus::new(cfg.http.stream_buffer);
+    let mut state = AppState::new(
+        store.clone(),
+        board.clone(),
+        health.clone(),
+        metrics.clone(),
+        Arc::new(RwLock::new(Some(info))),
+    );
+    state.bus = bus.clone();
+    state.auth = Arc::new(forewarn_api::Auth::new(
+        &cfg.http.tokens,
+        cfg.http.read_requires_token,
+    ));
+    state.device_allow_list = Arc::new(cfg.metrics.device_allow_list.clone());
+    if cfg.http.tokens.is_empty() {
+        tracing::info!("no http.tokens configured: acknowledge and model reload are disabled");
+    }
+    let api_config = forewarn_api::ApiConfig {
+        request_timeout: std::time::Duration::from_millis(cfg.http.request_timeout_ms),
+        body_limit: cfg.http.body_limit_bytes,
     };
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", cfg.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
-    let http = tokio::spawn(forewarn_api::serve(listener, state, shutdown.clone()));
+    let http = tokio::spawn(forewarn_api::serve_with(
+        listener,
+        state,
+        api_config,
+        shutdown.clone(),
+    ));
 
     let engine = Engine::new(model.engine_config(cfg.detector, cfg.pipeline.max_batch));
-    let services = forewarn_ingest::Services { store, board, health: health.clone(), metrics };
-    let result = forewarn_ingest::run(cfg.kafka.clone(), engine, model.forecaster, services, shutdown.clone()).await;
+    let services = forewarn_ingest::Services {
+        store,
+        board,
+        health: health.clone(),
+        metrics,
+        bus,
+    };
+    let result = forewarn_ingest::run(
+        cfg.kafka.clone(),
+        engine,
+        model.forecaster,
+        services,
+        shutdown.clone(),
+    )
+    .await;
     health.set_shutting_down();
     shutdown.cancel();
     match http.await {
@@ -99,7 +140,11 @@ async fn serve(cfg: Config, model: forewarn_model::LoadedModel, device: tch::Dev
 fn init_logging(log: &LogSection) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
         .with_context(|| format!("invalid configuration: log.level {:?}", log.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal; files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let r = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
