@@ -1,6 +1,7 @@
 //! `forewarn`: train, serve, simulate.
 
 mod config;
+mod evaluate;
 mod serve;
 mod simulate;
 mod train;
@@ -25,6 +26,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Stream simulated (or replayed) plant readings to Kafka.
     Simulate(simulate::SimulateArgs),
+    /// Train, replay labelled data through the streaming detector, and report accuracy metrics.
+    Evaluate(evaluate::EvaluateArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -46,6 +49,10 @@ fn main() -> std::process::ExitCode {
             train::run(args)
         }
         Command::Serve(args) => serve::run(args),
+        Command::Evaluate(args) => {
+            init_cli_logging();
+            evaluate::run(args)
+        }
         Command::Simulate(args) => {
             init_cli_logging();
             runtime().and_then(|rt| rt.block_on(async { simulate::run(args, shutdown_on_signal()).await }))

@@ -1,0 +1,850 @@
+//! `forewarn evaluate`: train (per file on its first rows, or once on
+//! normal files), replay every test file through the service's streaming
+//! detector, and score the alerts against the labels.
+//!
+//! Metrics and their formulas: `forewarn_eval` and docs/EVALUATION.md.
+
+mod config;
+mod plot;
+mod replay;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use forewarn_core::engine::EngineConfig;
+use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
+use forewarn_core::threshold::quantile_sorted;
+use forewarn_eval::{Counts, FileInput, Metrics, WindowPosition};
+use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
+use forewarn_model::train::{TrainConfig, TrainedModel, train};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::config::parse_device;
+pub use config::{EvalConfig, ThresholdKind};
+use replay::{Decision, Strategy, decide, point_predictions, replay};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PositionArg {
+    Right,
+    Centered,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvaluateArgs {
+    /// Labelled test data: CSV files, folders of them, or TEP .dat files (repeatable).
+    #[arg(long, required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// CSV field delimiter.
+    #[arg(long, default_value = ",")]
+    sep: char,
+    /// Time column (ISO-8601 or epoch); absent = the row index is the time.
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Column with 0/1 anomaly labels (TEP .dat files are labelled by name).
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Column marking changepoints (non-zero); anchors the NAB windows instead of labelled segments.
+    #[arg(long)]
+    changepoint_column: Option<String>,
+    /// Columns that are neither channels nor time/label.
+    #[arg(long, value_delimiter = ',')]
+    ignore_columns: Vec<String>,
+    /// Per file: train on its first N rows, score the rest (one model per file).
+    #[arg(long, conflicts_with = "train", required_unless_present = "train")]
+    train_rows: Option<usize>,
+    /// Train one model on these normal files and score every --data file.
+    #[arg(long, num_args = 1..)]
+    train: Vec<PathBuf>,
+    /// model.toml: model, training, threshold strategy, detector.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// NAB window width around each labelled segment or changepoint ("60s", "5m";
+    /// a bare number is in report units: seconds, or rows without a time column).
+    /// Default: NAB's 10% of the file's span shared among its windows.
+    #[arg(long)]
+    nab_window: Option<String>,
+    #[arg(long, value_enum, default_value = "centered")]
+    nab_window_position: PositionArg,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    report: PathBuf,
+    /// Folder for one PNG per file: channels, score, threshold, labelled and detected segments.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// A test file as loaded.
+struct Loaded {
+    data: Dataset,
+    labels: Vec<bool>,
+    changepoints: Option<Vec<bool>>,
+}
+
+/// What one file's evaluation produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub file: String,
+    pub rows: usize,
+    pub channels: usize,
+    /// Rows used for training (`--train-rows`), not scored.
+    pub train_rows: usize,
+    pub model_version: String,
+    pub threshold_kind: ThresholdKind,
+    /// The threshold the strategy compares with (for `dynamic`, its floor).
+    pub threshold: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub forewarn_version: String,
+    /// `train_rows` or `train`.
+    pub mode: String,
+    /// Unit of `mean_detection_delay` and NAB windows: `seconds` or `rows`.
+    pub time_unit: String,
+    pub nab_window: Option<f64>,
+    pub nab_window_position: WindowPosition,
+    pub config: EvalConfig,
+    /// Pooled over all files.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    pub counts: Counts,
+    pub files: Vec<FileReport>,
+}
+
+/// A trained model with its threshold strategy.
+struct Fitted {
+    model: TrainedModel,
+    strategy: Strategy,
+    threshold: f64,
+}
+
+pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
+    let cfg = EvalConfig::load(a.config.as_deref())?;
+    if cfg.model.threads > 0 {
+        forewarn_model::set_threads(cfg.model.threads);
+    }
+    if !a.sep.is_ascii() {
+        bail!("--sep must be a single ASCII character");
+    }
+    let files = expand(&a.data)?;
+    if files.is_empty() {
+        bail!("no data files found in {:?}", a.data);
+    }
+    let opts = CsvOptions {
+        delimiter: a.sep as u8,
+        time_column: a.time_column.clone(),
+        label_column: a.label_column.clone(),
+        ignore_columns: a
+            .ignore_columns
+            .iter()
+            .cloned()
+            .chain(a.changepoint_column.clone())
+            .collect(),
+        ..CsvOptions::default()
+    };
+    let position = match a.nab_window_position {
+        PositionArg::Right => WindowPosition::Right,
+        PositionArg::Centered => WindowPosition::Centered,
+    };
+    let nab_window = a.nab_window.as_deref().map(parse_width).transpose()?;
+
+    let mut shared = if a.train_rows.is_none() {
+        let train_files = expand(&a.train)?;
+        let data = load_training(&train_files, &opts)?;
+        eprintln!(
+            "training one model on {} rows x {} channels from {} file(s)",
+            data.len(),
+            data.n_channels(),
+            train_files.len()
+        );
+        Some(fit(&data, &cfg)?)
+    } else {
+        None
+    };
+
+    let mut reports = Vec::new();
+    let mut pooled = Counts::default();
+    let mut time_unit = None;
+    for path in &files {
+        let loaded = load_test(
+            path,
+            &opts,
+            a.changepoint_column.as_deref(),
+            a.time_column.as_deref(),
+        )?;
+        let mut per_file = None;
+        let skip;
+        let fitted: &mut Fitted = match (shared.as_mut(), a.train_rows) {
+            (Some(f), _) => {
+                skip = 0;
+                f
+            }
+            (None, Some(n)) => {
+                if n >= loaded.data.len() {
+                    bail!(
+                        "{}: --train-rows {n} leaves no rows to score ({} rows)",
+                        path.display(),
+                        loaded.data.len()
+                    );
+                }
+                skip = n;
+                let mut train_part = loaded.data.slice(0..n);
+                train_part.labels = None;
+                eprintln!("{}: training on the first {n} rows", path.display());
+                per_file.insert(fit(&train_part, &cfg)?)
+            }
+            (None, None) => unreachable!("clap requires --train or --train-rows"),
+        };
+        let data = loaded
+            .data
+            .select_channels(&fitted.model.meta.channels)
+            .with_context(|| format!("{} does not have the model's channels", path.display()))?;
+        let (decisions, pred) = score_file(fitted, &data, &cfg)?;
+        let n = data.len();
+        let truth = &loaded.labels[skip..];
+        let pred_scored = &pred[skip..];
+        let unit = if data.timestamps.is_some() {
+            "seconds"
+        } else {
+            "rows"
+        };
+        match time_unit {
+            None => time_unit = Some(unit),
+            Some(u) if u != unit => {
+                bail!("some files have a time column and others not: cannot pool delays")
+            }
+            _ => {}
+        }
+        let times = report_times(&data, skip);
+        let cps: Option<Vec<usize>> = loaded.changepoints.as_ref().map(|c| {
+            c[skip..]
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v)
+                .map(|(i, _)| i)
+                .collect()
+        });
+        let counts = Counts::of(&FileInput {
+            truth,
+            pred: pred_scored,
+            times: &times,
+            changepoints: cps.as_deref(),
+            nab_width: nab_window,
+            nab_position: position,
+        });
+        pooled.add(&counts);
+        let metrics = counts.metrics();
+        eprintln!(
+            "{}: f1 {} event_f1 {} nab {} far {}% delay {}",
+            path.display(),
+            fmt(metrics.f1),
+            fmt(metrics.event_f1),
+            fmt(metrics.nab_standard),
+            fmt(metrics.far),
+            fmt(metrics.mean_detection_delay)
+        );
+        if let Some(dir) = &a.plot {
+            let out = dir.join(plot_name(path));
+            plot::plot_file(&out, &data, &loaded.labels, &pred, &decisions, skip)
+                .with_context(|| format!("plotting {}", out.display()))?;
+        }
+        reports.push(FileReport {
+            file: path.display().to_string(),
+            rows: n,
+            channels: data.n_channels(),
+            train_rows: skip,
+            model_version: fitted.model.meta.version.clone(),
+            threshold_kind: cfg.threshold.kind,
+            threshold: fitted.threshold,
+            metrics,
+            counts,
+        });
+    }
+    let report = Report {
+        forewarn_version: env!("CARGO_PKG_VERSION").into(),
+        mode: if a.train_rows.is_some() {
+            "train_rows"
+        } else {
+            "train"
+        }
+        .into(),
+        time_unit: time_unit.unwrap_or("rows").into(),
+        nab_window,
+        nab_window_position: position,
+        config: cfg,
+        metrics: pooled.metrics(),
+        counts: pooled,
+        files: reports,
+    };
+    write_report(&a.report, &report)?;
+    let m = &report.metrics;
+    println!(
+        "{} files, {} points: precision {} recall {} f1 {} far {}% mar {}% pa_f1 {} event_f1 {} \
+         nab {} / {} / {} delay {} {}\nreport -> {}",
+        m.files,
+        m.points,
+        fmt(m.precision),
+        fmt(m.recall),
+        fmt(m.f1),
+        fmt(m.far),
+        fmt(m.mar),
+        fmt(m.pa_f1),
+        fmt(m.event_f1),
+        fmt(m.nab_standard),
+        fmt(m.nab_low_fp),
+        fmt(m.nab_low_fn),
+        fmt(m.mean_detection_delay),
+        report.time_unit,
+        a.report.display()
+    );
+    Ok(())
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3}"))
+}
+
+fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_vec_pretty(report)?;
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+}
+
+fn plot_name(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
+    let parent = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str())
+        .unwrap_or("");
+    let safe = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    if parent.is_empty() {
+        format!("{}.png", safe(stem))
+    } else {
+        format!("{}_{}.png", safe(parent), safe(stem))
+    }
+}
+
+/// "60s", "5m", "1h 30m" (humantime) in seconds; a bare number as is.
+fn parse_width(s: &str) -> anyhow::Result<f64> {
+    if let Ok(v) = s.trim().parse::<f64>()
+        && v.is_finite()
+        && v >= 0.0
+    {
+        return Ok(v);
+    }
+    let d = humantime::parse_duration(s.trim())
+        .with_context(|| format!("--nab-window {s:?}: expected e.g. 60s, 5m or a number"))?;
+    Ok(d.as_secs_f64())
+}
+
+/// Times of rows `skip..` in report units: seconds since the file's first
+/// row, or the row index.
+fn report_times(data: &Dataset, skip: usize) -> Vec<f64> {
+    match &data.timestamps {
+        Some(ts) => ts[skip..]
+            .iter()
+            .map(|t| (t - ts[0]) as f64 / 1000.0)
+            .collect(),
+        None => (skip..data.len()).map(|i| i as f64).collect(),
+    }
+}
+
+/// Files named by `paths`; folders are searched recursively for
+/// .csv/.txt/.tsv/.dat files, in name order.
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            found.sort();
+            out.extend(found);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or folder", p.display());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            ["csv", "txt", "tsv", "dat"].contains(&e.to_ascii_lowercase().as_str())
+        }) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn load_test(
+    path: &Path,
+    opts: &CsvOptions,
+    cp_column: Option<&str>,
+    time_column: Option<&str>,
+) -> anyhow::Result<Loaded> {
+    let data = read_any(path, opts).with_context(|| format!("reading {}", path.display()))?;
+    let labels: Vec<bool> = match &data.labels {
+        Some(l) => l.iter().map(|v| *v != 0).collect(),
+        None => bail!(
+            "{}: no labels: pass --label-column (TEP files are labelled by their name)",
+            path.display()
+        ),
+    };
+    let changepoints = match cp_column {
+        Some(col) if !is_dat(path) => {
+            let cp_opts = CsvOptions {
+                label_column: Some(col.to_owned()),
+                time_column: time_column.map(str::to_owned),
+                ignore_columns: opts
+                    .ignore_columns
+                    .iter()
+                    .filter(|c| *c != col)
+                    .cloned()
+                    .chain(opts.label_column.clone())
+                    .collect(),
+                ..opts.clone()
+            };
+            let d = read_any(path, &cp_opts)
+                .with_context(|| format!("reading changepoints of {}", path.display()))?;
+            Some(
+                d.labels
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| *v != 0)
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
+    Ok(Loaded {
+        data,
+        labels,
+        changepoints,
+    })
+}
+
+fn is_dat(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("dat"))
+}
+
+/// Every training file joined into one series (same channels required).
+fn load_training(paths: &[PathBuf], opts: &CsvOptions) -> anyhow::Result<Dataset> {
+    let opts = CsvOptions {
+        label_column: None,
+        ignore_columns: opts
+            .ignore_columns
+            .iter()
+            .cloned()
+            .chain(opts.label_column.clone())
+            .collect(),
+        ..opts.clone()
+    };
+    let mut out: Option<Dataset> = None;
+    for p in paths {
+        let d = read_any(p, &opts).with_context(|| format!("reading {}", p.display()))?;
+        match &mut out {
+            None => out = Some(d),
+            Some(acc) => {
+                let d = d.select_channels(&acc.channels).with_context(|| {
+                    format!(
+                        "{} has other channels than {}",
+                        p.display(),
+                        paths[0].display()
+                    )
+                })?;
+                acc.rows.extend_from_slice(&d.rows);
+                acc.timestamps = None;
+                acc.source = format!("{}+{}", acc.source, d.source);
+            }
+        }
+    }
+    let mut d = out.context("no training files given")?;
+    // Labels of normal training files are not used.
+    d.labels = None;
+    Ok(d)
+}
+
+pub fn train_config(cfg: &EvalConfig) -> anyhow::Result<TrainConfig> {
+    let m = &cfg.model;
+    Ok(TrainConfig {
+        hidden: m.hidden,
+        layers: m.layers,
+        horizon: m.horizon,
+        window: m.window,
+        epochs: m.epochs,
+        learning_rate: m.learning_rate,
+        batch_streams: m.batch_streams,
+        validation_fraction: m.validation_fraction,
+        patience: m.patience,
+        seed: m.seed,
+        grad_clip: m.grad_clip,
+        threshold: forewarn_core::ThresholdRule {
+            quantile: cfg.threshold.quantile,
+            margin: cfg.threshold.margin,
+        },
+        name: m.name.clone(),
+        device: parse_device(&m.device)?,
+    })
+}
+
+/// Engine settings for test replays: the model's, with the strategy's
+/// detector; strategies other than `fixed` threshold outside the engine.
+fn engine_config(model: &TrainedModel, cfg: &EvalConfig) -> EngineConfig {
+    let mut e = model.meta.engine_config(cfg.detector.detector(), 1);
+    if cfg.threshold.kind != ThresholdKind::Fixed {
+        e.threshold = f64::INFINITY;
+    }
+    e
+}
+
+/// Trains on `data` and calibrates the configured threshold strategy on
+/// the validation tail (the rows `train` held out).
+fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
+    let tc = train_config(cfg)?;
+    let mut model = train(data, &tc, |r| {
+        eprintln!(
+            "  epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
+            r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
+        )
+    })
+    .with_context(|| format!("training on {}", data.source))?;
+    let c = data.n_channels();
+    let val = data.rows[model.meta.train_rows * c..].to_vec();
+    let (strategy, threshold) = match cfg.threshold.kind {
+        ThresholdKind::Fixed => {
+            let t = model.meta.threshold.value;
+            (Strategy::Fixed { threshold: t }, t)
+        }
+        ThresholdKind::Gaussian => {
+            let (g, t) = calibrate_gaussian(&mut model, cfg, &val)?;
+            (
+                Strategy::Gaussian {
+                    model: g,
+                    threshold: t,
+                },
+                t,
+            )
+        }
+        ThresholdKind::Dynamic => {
+            let mut engine = engine_config(&model, cfg);
+            engine.threshold = f64::INFINITY;
+            let recs = replay(&mut model.forecaster, engine, &val)?;
+            let scores: Vec<f64> = recs.iter().map(|r| r.score).collect();
+            let floor = forewarn_core::dynamic_threshold::DynamicThreshold::new(
+                cfg.threshold.dynamic,
+                &scores,
+            )
+            .floor();
+            (
+                Strategy::Dynamic {
+                    cfg: cfg.threshold.dynamic,
+                    validation_scores: scores,
+                },
+                floor,
+            )
+        }
+    };
+    eprintln!("  threshold ({:?}): {threshold:.6}", cfg.threshold.kind);
+    Ok(Fitted {
+        model,
+        strategy,
+        threshold,
+    })
+}
+
+/// Malhotra et al.: fit the Gaussian on the validation tail's error
+/// vectors; label the validation side by injecting synthetic faults (steps
+/// and drifts on 1-3 channels, magnitudes from `injection_sigmas`) into
+/// copies of it; pick the threshold maximising F-beta of clean batches
+/// (normal) against the injected copies' batches from the fault onset on
+/// (anomalous). Without room for an injection, falls back to the fixed
+/// quantile x margin rule on the Gaussian scores.
+fn calibrate_gaussian(
+    model: &mut TrainedModel,
+    cfg: &EvalConfig,
+    val: &[f32],
+) -> anyhow::Result<(GaussianErrorModel, f64)> {
+    let c = model.meta.channels.len();
+    let mut engine = engine_config(model, cfg);
+    engine.threshold = f64::INFINITY;
+    let clean = replay(&mut model.forecaster, engine.clone(), val)?;
+    let errors: Vec<f32> = clean
+        .iter()
+        .flat_map(|r| r.errors.iter().copied())
+        .collect();
+    let g = GaussianErrorModel::fit(&errors, c)
+        .context("gaussian threshold: the validation part is too short for two error vectors")?;
+    let normal: Vec<f64> = clean.iter().map(|r| g.score(&r.errors)).collect();
+    let mut anomalous = Vec::new();
+    let mut rng = StdRng::seed_from_u64(cfg.model.seed);
+    let t = &cfg.threshold;
+    for k in 0..t.injections {
+        let sigma = t.injection_sigmas[k % t.injection_sigmas.len()];
+        let Some((rows, onset)) = inject(val, &model.meta, k, sigma, &mut rng) else {
+            break;
+        };
+        let recs = replay(&mut model.forecaster, engine.clone(), &rows)?;
+        anomalous.extend(
+            recs.iter()
+                .filter(|r| r.end >= onset)
+                .map(|r| g.score(&r.errors)),
+        );
+    }
+    let threshold = match fbeta_threshold(&normal, &anomalous, t.beta) {
+        Some((tau, f)) => {
+            eprintln!(
+                "  gaussian: {} normal / {} injected validation batches, F{} = {f:.3}",
+                normal.len(),
+                anomalous.len(),
+                t.beta
+            );
+            tau * t.gaussian_margin
+        }
+        None => {
+            eprintln!("  gaussian: no room to inject faults; quantile x margin of normal scores");
+            let mut s = normal.clone();
+            s.sort_by(f64::total_cmp);
+            quantile_sorted(&s, t.quantile) * t.margin
+        }
+    };
+    Ok((g, threshold))
+}
+
+/// A copy of `val` with a synthetic fault from a random onset on: `k`
+/// even = a step, odd = a linear drift reaching the magnitude at the end;
+/// on `1 + k % 3` non-constant channels; `sigma` training standard
+/// deviations. `None` when the part is too short to place an onset after
+/// warm-up with two batches to follow.
+fn inject(
+    val: &[f32],
+    meta: &forewarn_model::ModelMeta,
+    k: usize,
+    sigma: f64,
+    rng: &mut StdRng,
+) -> Option<(Vec<f32>, usize)> {
+    let c = meta.channels.len();
+    let n = val.len() / c;
+    let lo = meta.warmup + meta.horizon;
+    let hi = n.checked_sub(2 * meta.horizon)?;
+    if hi <= lo {
+        return None;
+    }
+    let onset = rng.random_range(lo..hi);
+    let mut candidates: Vec<usize> = (0..c)
+        .filter(|&j| !meta.scaler.constant.get(j).copied().unwrap_or(false))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    candidates.shuffle(rng);
+    let mut rows = val.to_vec();
+    let span = (n - onset) as f64;
+    for &j in candidates.iter().take(1 + k % 3) {
+        let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+        let size = sign * sigma * meta.scaler.scale[j] as f64;
+        for r in onset..n {
+            let d = if k.is_multiple_of(2) {
+                size
+            } else {
+                size * (r - onset + 1) as f64 / span
+            };
+            rows[r * c + j] += d as f32;
+        }
+    }
+    Some((rows, onset))
+}
+
+/// Replays the whole file (training rows too, as history) through the
+/// streaming detector; returns batch decisions and per-point predictions.
+fn score_file(
+    fitted: &mut Fitted,
+    data: &Dataset,
+    cfg: &EvalConfig,
+) -> anyhow::Result<(Vec<Decision>, Vec<bool>)> {
+    let engine = engine_config(&fitted.model, cfg);
+    let recs = replay(&mut fitted.model.forecaster, engine, &data.rows)?;
+    let decisions = decide(&recs, &fitted.strategy, &cfg.detector.detector());
+    let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
+    Ok((decisions, pred))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forewarn_eval::nab::scaled_sigmoid;
+
+    /// 400 rows, 1 s apart, two smooth channels with small deterministic
+    /// noise; with `fault`, channel `a` jumps by 50 from row 300 to the end
+    /// (labelled 1 there).
+    fn write_csv(path: &Path, fault: bool) {
+        let mut s = String::from("time;a;b;site;label\n");
+        for i in 0..400 {
+            let t = 1_767_225_600 + i;
+            let noise = ((i * 7919) % 13) as f64 / 130.0;
+            let mut a = (i as f64 * 0.2).sin() + noise;
+            let b = (i as f64 * 0.2).cos() * 2.0 - noise;
+            let anomalous = fault && i >= 300;
+            if anomalous {
+                a += 50.0;
+            }
+            s.push_str(&format!("{t};{a:.4};{b:.4};x;{}\n", u8::from(anomalous)));
+        }
+        std::fs::write(path, s).unwrap();
+    }
+
+    fn args(
+        dir: &Path,
+        data: Vec<PathBuf>,
+        train: Vec<PathBuf>,
+        train_rows: Option<usize>,
+    ) -> EvaluateArgs {
+        let config = dir.join("model.toml");
+        std::fs::write(
+            &config,
+            "[model]\nhidden = 8\nlayers = 1\nhorizon = 5\nwindow = 20\nepochs = 3\nthreads = 1\n\
+             validation_fraction = 0.3\n[threshold]\nmargin = 3.0\n[detector]\nopen_after = 1\n",
+        )
+        .unwrap();
+        EvaluateArgs {
+            data,
+            sep: ';',
+            time_column: Some("time".into()),
+            label_column: Some("label".into()),
+            changepoint_column: None,
+            ignore_columns: vec!["site".into()],
+            train_rows,
+            train,
+            config: Some(config),
+            nab_window: None,
+            nab_window_position: PositionArg::Centered,
+            report: dir.join("out/report.json"),
+            plot: None,
+        }
+    }
+
+    fn read(dir: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("out/report.json")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn evaluate_on_a_generated_labelled_file_gives_the_expected_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        let normal = dir.path().join("normal.csv");
+        write_csv(&faulty, true);
+        write_csv(&normal, false);
+
+        // --train-rows: one model per file on its first 200 rows.
+        run(args(
+            dir.path(),
+            vec![faulty.clone(), normal.clone()],
+            vec![],
+            Some(200),
+        ))
+        .unwrap();
+        let r = read(dir.path());
+        // Faulty file: the 100 labelled rows (300..=399) are all caught from
+        // the first anomalous batch (rows 300..=304, open_after 1) and the
+        // 100 normal scored rows are quiet.
+        let f = &r["files"][0];
+        assert_eq!(
+            (f["rows"].as_u64(), f["train_rows"].as_u64()),
+            (Some(400), Some(200))
+        );
+        assert_eq!(f["counts"]["point"]["tp"], 100, "{f}");
+        assert_eq!(f["counts"]["point"]["fp"], 0, "{f}");
+        assert_eq!(f["counts"]["point"]["fn_"], 0, "{f}");
+        assert_eq!(f["counts"]["point"]["tn"], 100, "{f}");
+        for k in [
+            "precision",
+            "recall",
+            "f1",
+            "pa_f1",
+            "event_precision",
+            "event_recall",
+            "event_f1",
+        ] {
+            assert_eq!(f[k], 1.0, "{k}: {f}");
+        }
+        assert_eq!(
+            (f["far"].as_f64(), f["mar"].as_f64()),
+            (Some(0.0), Some(0.0))
+        );
+        assert_eq!(f["mean_detection_delay"], 0.0);
+        // NAB: default width 0.1 x 199 s / 1 window = 19.9 s, centered on
+        // the segment 100..=199 (scored part): window from t >= 90.05 (row
+        // 91) to the end (199), 109 points; detection at 100:
+        // y = -(199 - 100 + 1) / 109.
+        let want = 100.0 * (scaled_sigmoid(-100.0 / 109.0) / scaled_sigmoid(-1.0) + 1.0) / 2.0;
+        assert!(
+            (f["nab_standard"].as_f64().unwrap() - want).abs() < 1e-9,
+            "{f}"
+        );
+        // NAB normalised against null (-1) and perfect (+1); low-FN: null -2.
+        let want_fn = 100.0 * (scaled_sigmoid(-100.0 / 109.0) / scaled_sigmoid(-1.0) + 2.0) / 3.0;
+        assert!(
+            (f["nab_low_fn"].as_f64().unwrap() - want_fn).abs() < 1e-9,
+            "{f}"
+        );
+
+        // Normal file: nothing labelled, nothing detected.
+        let n = &r["files"][1];
+        assert_eq!(n["counts"]["point"]["fp"], 0, "{n}");
+        assert_eq!(n["far"], 0.0);
+        assert!(n["recall"].is_null() && n["nab_standard"].is_null());
+
+        // Pooled: counts summed; NAB only has the faulty file's window.
+        assert_eq!(
+            (r["points"].as_u64(), r["files"].as_array().unwrap().len()),
+            (Some(400), 2)
+        );
+        assert_eq!(r["f1"], 1.0);
+        assert_eq!(r["far"], 0.0);
+        assert_eq!(r["event_f1"], 1.0);
+        assert!((r["nab_standard"].as_f64().unwrap() - want).abs() < 1e-9);
+        assert_eq!(r["mode"], "train_rows");
+        assert_eq!(r["time_unit"], "seconds");
+
+        // --train: one model on the normal file, every --data row scored
+        // (the first 20 are warm-up and cannot be flagged).
+        run(args(
+            dir.path(),
+            vec![faulty.clone()],
+            vec![normal.clone()],
+            None,
+        ))
+        .unwrap();
+        let r = read(dir.path());
+        assert_eq!(r["mode"], "train");
+        assert_eq!(r["points"], 400);
+        assert_eq!(r["counts"]["point"]["tp"], 100, "{r}");
+        assert_eq!(r["counts"]["point"]["fp"], 0, "{r}");
+        assert_eq!(r["event_f1"], 1.0);
+    }
+}

@@ -1,0 +1,228 @@
+//! `model.toml`: the model, its training, the threshold strategy and the
+//! detector, as `forewarn evaluate --config` reads them. Every key is
+//! optional; `forewarn evaluate` writes the effective configuration into
+//! the report.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use forewarn_core::DetectorConfig;
+use forewarn_core::dynamic_threshold::DynamicThresholdConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub model: ModelSection,
+    pub threshold: ThresholdSection,
+    pub detector: DetectorSection,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Joint multivariate stacked LSTM forecasting the next batch (Filonov et al. 2016).
+    #[default]
+    Forecaster,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    pub kind: ModelKind,
+    pub name: String,
+    pub hidden: usize,
+    pub layers: usize,
+    /// Readings per forecast batch.
+    pub horizon: usize,
+    /// Truncated-BPTT length and warm-up before scoring.
+    pub window: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub batch_streams: usize,
+    /// Tail of the training data held out for early stopping and thresholds.
+    pub validation_fraction: f64,
+    pub patience: usize,
+    pub seed: u64,
+    pub grad_clip: f64,
+    /// auto, cpu, cuda or cuda:N.
+    pub device: String,
+    /// libtorch intra-op threads (0 = one per core).
+    pub threads: usize,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::Forecaster,
+            name: "forecaster".into(),
+            hidden: 32,
+            layers: 2,
+            horizon: 5,
+            window: 50,
+            epochs: 30,
+            learning_rate: 5e-3,
+            batch_streams: 16,
+            validation_fraction: 0.3,
+            patience: 5,
+            seed: 42,
+            grad_clip: 1.0,
+            device: "cpu".into(),
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdKind {
+    /// Quantile of normal validation batch errors times a margin (the
+    /// threshold `serve` uses).
+    #[default]
+    Fixed,
+    /// Malhotra et al.: Gaussian model of error vectors, threshold by F-beta.
+    Gaussian,
+    /// Hundman et al. (telemanom): smoothed errors, nonparametric dynamic threshold.
+    Dynamic,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThresholdSection {
+    pub kind: ThresholdKind,
+    /// `fixed`: quantile of validation batch scores (1.0 = the maximum) ...
+    pub quantile: f64,
+    /// ... times this margin.
+    pub margin: f64,
+    /// `gaussian`: beta of the F-beta the threshold maximises (< 1 favours precision).
+    pub beta: f64,
+    /// `gaussian`: synthetic faults injected into copies of the validation
+    /// part to label its anomalous side (see docs/EVALUATION.md).
+    pub injections: usize,
+    /// `gaussian`: fault magnitudes, in training standard deviations of the
+    /// affected channel, cycled through.
+    pub injection_sigmas: Vec<f64>,
+    /// `gaussian`: the F-beta threshold is multiplied by this.
+    pub gaussian_margin: f64,
+    /// `dynamic`: telemanom settings.
+    pub dynamic: DynamicThresholdConfig,
+}
+
+impl Default for ThresholdSection {
+    fn default() -> Self {
+        Self {
+            kind: ThresholdKind::Fixed,
+            quantile: 0.995,
+            margin: 1.5,
+            beta: 0.5,
+            injections: 24,
+            injection_sigmas: vec![1.0, 2.0, 3.0, 5.0],
+            gaussian_margin: 1.0,
+            dynamic: DynamicThresholdConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorSection {
+    /// Consecutive batches above the threshold before an alert opens.
+    pub open_after: u32,
+    /// Consecutive batches under `resolve_ratio * threshold` before it resolves.
+    pub resolve_after: u32,
+    pub resolve_ratio: f64,
+    /// Rows an alert must have been open before its points count as
+    /// detected (causal: shorter alerts vanish, longer ones lose their
+    /// first `min_event_length - 1` rows). 1 = off.
+    pub min_event_length: usize,
+}
+
+impl Default for DetectorSection {
+    fn default() -> Self {
+        let d = DetectorConfig::default();
+        Self {
+            open_after: d.open_after,
+            resolve_after: d.resolve_after,
+            resolve_ratio: d.resolve_ratio,
+            min_event_length: 1,
+        }
+    }
+}
+
+impl DetectorSection {
+    pub fn detector(&self) -> DetectorConfig {
+        DetectorConfig {
+            open_after: self.open_after,
+            resolve_after: self.resolve_after,
+            resolve_ratio: self.resolve_ratio,
+        }
+    }
+}
+
+impl EvalConfig {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let cfg: Self = match path {
+            None => Self::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.detector
+            .detector()
+            .validate()
+            .map_err(|m| anyhow::anyhow!("[detector] {m}"))?;
+        if self.detector.min_event_length == 0 {
+            bail!("[detector] min_event_length must be at least 1");
+        }
+        self.threshold
+            .dynamic
+            .validate()
+            .map_err(|m| anyhow::anyhow!("[threshold.dynamic] {m}"))?;
+        let t = &self.threshold;
+        if !(t.beta.is_finite() && t.beta > 0.0) {
+            bail!("[threshold] beta must be positive");
+        }
+        if !(t.gaussian_margin.is_finite() && t.gaussian_margin > 0.0) {
+            bail!("[threshold] gaussian_margin must be positive");
+        }
+        if t.injection_sigmas.is_empty()
+            || t.injection_sigmas.iter().any(|s| s.is_nan() || *s <= 0.0)
+        {
+            bail!("[threshold] injection_sigmas must be positive numbers");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_file_keeps_defaults_and_unknown_keys_fail() {
+        let c: EvalConfig = toml::from_str(
+            "[model]\nhidden = 16\n[threshold]\nkind = \"dynamic\"\n[threshold.dynamic]\nsmoothing = 0.5\n[detector]\nmin_event_length = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.model.hidden, 16);
+        assert_eq!(c.model.layers, ModelSection::default().layers);
+        assert_eq!(c.threshold.kind, ThresholdKind::Dynamic);
+        assert_eq!(c.threshold.dynamic.smoothing, 0.5);
+        assert_eq!(
+            c.threshold.dynamic.history,
+            DynamicThresholdConfig::default().history
+        );
+        assert_eq!(c.detector.min_event_length, 3);
+        c.validate().unwrap();
+        assert!(toml::from_str::<EvalConfig>("[model]\nhiden = 3\n").is_err());
+        let bad: EvalConfig = toml::from_str("[detector]\nmin_event_length = 0\n").unwrap();
+        assert!(bad.validate().is_err());
+    }
+}
