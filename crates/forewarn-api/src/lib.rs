@@ -373,6 +373,22 @@ fn alert_query(p: &QueryParams) -> Result<AlertQuery, ApiError> {
     Ok(q)
 }
 
+/// Alerts matching the filters, one page at a time.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    params(
+        ("device" = Option<String>, Query, description = "Only this device's alerts"),
+        ("state" = Option<String>, Query, description = "`open`, `resolved`, or `acknowledged` (open and acknowledged)"),
+        ("severity" = Option<String>, Query, description = "`warning` or `critical`"),
+        ("channel" = Option<String>, Query, description = "Only alerts whose contributors name this channel"),
+        ("acknowledged" = Option<bool>, Query, description = "`true` or `false`"),
+        ("from" = Option<String>, Query, description = "Opened at or after: RFC 3339 or epoch ms"),
+        ("to" = Option<String>, Query, description = "Opened before: RFC 3339 or epoch ms"),
+        ("sort" = Option<String>, Query, description = "`-opened_at` (newest first, default) or `opened_at`"),
+        ("limit" = Option<usize>, Query, description = "1..=1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, body = openapi::AlertPageDoc), (status = 400, description = "A bad parameter, named in `error.parameter`", body = openapi::ErrorDoc), (status = 401, description = "Missing or wrong bearer token (only with http.read_requires_token)", body = openapi::ErrorDoc)),
+    security((), ("bearer" = [])))]
 async fn list_alerts(
     State(s): State<AppState>,
     _: ReadAccess,
@@ -386,6 +402,12 @@ async fn list_alerts(
     ))
 }
 
+/// One alert.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "Alert id")),
+    responses((status = 200, body = openapi::AlertDoc),
+        (status = 404, description = "No such alert", body = openapi::ErrorDoc), (status = 400, description = "A bad parameter, named in `error.parameter`", body = openapi::ErrorDoc), (status = 401, description = "Missing or wrong bearer token (only with http.read_requires_token)", body = openapi::ErrorDoc)),
+    security((), ("bearer" = [])))]
 async fn get_alert(
     State(s): State<AppState>,
     _: ReadAccess,
@@ -401,6 +423,14 @@ async fn get_alert(
     }
 }
 
+/// Devices this instance tracks, by id.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+    params(
+        ("limit" = Option<usize>, Query, description = "1..=1000, default 100"),
+        ("after" = Option<String>, Query, description = "`next_after` of the previous page"),
+    ),
+    responses((status = 200, body = openapi::DevicePageDoc), (status = 400, description = "A bad parameter, named in `error.parameter`", body = openapi::ErrorDoc), (status = 401, description = "Missing or wrong bearer token (only with http.read_requires_token)", body = openapi::ErrorDoc)),
+    security((), ("bearer" = [])))]
 async fn list_devices(
     State(s): State<AppState>,
     _: ReadAccess,
@@ -424,6 +454,13 @@ async fn list_devices(
     })))
 }
 
+/// One device: model, window fill, last score and threshold, last reading
+/// time, open alert and per-channel error shares.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, body = openapi::DeviceDoc),
+        (status = 404, description = "Not tracked here", body = openapi::ErrorDoc), (status = 400, description = "A bad parameter, named in `error.parameter`", body = openapi::ErrorDoc), (status = 401, description = "Missing or wrong bearer token (only with http.read_requires_token)", body = openapi::ErrorDoc)),
+    security((), ("bearer" = [])))]
 async fn get_device(
     State(s): State<AppState>,
     _: ReadAccess,
@@ -437,6 +474,13 @@ async fn get_device(
     }
 }
 
+/// The device's recent scores and thresholds (a bounded ring per device).
+#[utoipa::path(get, path = "/api/v1/devices/{id}/scores", tag = "devices",
+    params(("id" = String, Path, description = "Device id"),
+        ("limit" = Option<usize>, Query, description = "Newest points to return, 1..=128, default 128")),
+    responses((status = 200, body = openapi::DeviceScoresDoc),
+        (status = 404, description = "Not tracked here", body = openapi::ErrorDoc), (status = 400, description = "A bad parameter, named in `error.parameter`", body = openapi::ErrorDoc), (status = 401, description = "Missing or wrong bearer token (only with http.read_requires_token)", body = openapi::ErrorDoc)),
+    security((), ("bearer" = [])))]
 async fn device_scores(
     State(s): State<AppState>,
     _: ReadAccess,
@@ -512,6 +556,18 @@ fn ack_body(body: &[u8]) -> Result<(String, String), ApiError> {
     Ok((user, note))
 }
 
+/// Acknowledge an alert (open or resolved) with a user and a note. A later
+/// acknowledgement replaces an earlier one. Live-stream clients get an
+/// `acknowledged` event.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts",
+    params(("id" = String, Path, description = "Alert id")),
+    request_body = openapi::AckRequestDoc,
+    responses((status = 200, description = "The alert after the acknowledgement", body = openapi::AlertDoc),
+        (status = 400, description = "A bad body field, named in `error.parameter`", body = openapi::ErrorDoc),
+        (status = 401, description = "Missing or wrong bearer token", body = openapi::ErrorDoc),
+        (status = 403, description = "No tokens configured: mutations are disabled", body = openapi::ErrorDoc),
+        (status = 404, description = "No such alert", body = openapi::ErrorDoc)),
+    security(("bearer" = [])))]
 async fn ack_alert(
     State(s): State<AppState>,
     _: WriteAccess,
@@ -547,6 +603,10 @@ async fn ack_alert(
     Ok(Json(body))
 }
 
+/// Loaded models with version, schema (channels) and threshold.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models",
+    responses((status = 200, body = openapi::ModelListDoc), (status = 401, description = "Missing or wrong bearer token (only with http.read_requires_token)", body = openapi::ErrorDoc)),
+    security((), ("bearer" = [])))]
 async fn list_models(State(s): State<AppState>, _: ReadAccess) -> Json<Value> {
     let model = s
         .model
@@ -556,6 +616,16 @@ async fn list_models(State(s): State<AppState>, _: ReadAccess) -> Json<Value> {
     Json(json!({"models": model.into_iter().collect::<Vec<_>>()}))
 }
 
+/// Load the model from its configured path, validate it, and swap it in
+/// without stopping ingestion (also on SIGHUP). On failure the running
+/// model is kept.
+#[utoipa::path(post, path = "/api/v1/models/reload", tag = "models",
+    responses((status = 200, body = openapi::ReloadResultDoc),
+        (status = 401, description = "Missing or wrong bearer token", body = openapi::ErrorDoc),
+        (status = 403, description = "No tokens configured: mutations are disabled", body = openapi::ErrorDoc),
+        (status = 422, description = "The new model failed validation; the old one keeps running", body = openapi::ErrorDoc),
+        (status = 503, description = "Reload not available in this instance", body = openapi::ErrorDoc)),
+    security(("bearer" = [])))]
 async fn reload_model(
     State(s): State<AppState>,
     _: WriteAccess,
@@ -582,6 +652,9 @@ async fn reload_model(
     }
 }
 
+/// Prometheus text exposition of every `forewarn_*` metric.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics_text(State(s): State<AppState>) -> Response {
     // Scrape-time values, so they are right whoever wired the service.
     s.health.sync_metrics(&s.metrics);
@@ -607,10 +680,18 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
     resp
 }
 
+/// Liveness: 200 while the process serves HTTP.
+#[utoipa::path(get, path = "/livez", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
 async fn livez() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Readiness: 200 when a model is loaded, partitions are assigned, the
+/// broker is reachable and the instance is not shutting down; else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = openapi::ReadinessDoc),
+        (status = 503, description = "Not ready; `reasons` says why", body = openapi::ReadinessDoc)))]
 async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
     let report = s.health.readiness_report();
     let status = if report["ready"] == json!(true) {

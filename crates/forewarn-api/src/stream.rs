@@ -54,6 +54,17 @@ fn event(ev: &AlertEvent) -> Event {
         .expect("alerts serialise")
 }
 
+/// Live alert events (Server-Sent Events): `ready`, then `opened`,
+/// `resolved`, `acknowledged` (data: the alert) and `lagged` (data:
+/// `{"missed": n}` when this client fell behind and skipped events).
+#[utoipa::path(get, path = "/api/v1/alerts/stream", tag = "alerts",
+    params(
+        ("device" = Option<String>, Query, description = "Only this device's events"),
+        ("access_token" = Option<String>, Query, description = "Bearer token for clients that cannot set headers (EventSource)"),
+    ),
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad parameter", body = crate::openapi::ErrorDoc)),
+    security((), ("bearer" = [])))]
 pub(crate) async fn alerts(
     State(s): State<AppState>,
     _: StreamAccess,

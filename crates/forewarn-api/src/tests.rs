@@ -795,3 +795,97 @@ async fn console_page_is_served() {
         "external reference"
     );
 }
+
+#[tokio::test]
+async fn openapi_document_describes_every_route_and_real_payloads() {
+    let f = fixture();
+    let (status, doc) = get_json(&f.app, "/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc, crate::openapi::document_json());
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/alerts", "get"),
+        ("/api/v1/alerts/stream", "get"),
+        ("/api/v1/alerts/{id}", "get"),
+        ("/api/v1/alerts/{id}/ack", "post"),
+        ("/api/v1/devices", "get"),
+        ("/api/v1/devices/{id}", "get"),
+        ("/api/v1/devices/{id}/scores", "get"),
+        ("/api/v1/models", "get"),
+        ("/api/v1/models/reload", "post"),
+        ("/metrics", "get"),
+        ("/livez", "get"),
+        ("/readyz", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{path} {method}");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // Every documented alert filter is accepted, and every accepted one documented.
+    let names: Vec<&str> = paths["/api/v1/alerts"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "device",
+            "state",
+            "severity",
+            "channel",
+            "acknowledged",
+            "from",
+            "to",
+            "sort",
+            "limit",
+            "cursor"
+        ]
+    );
+
+    // Schemas name exactly the fields real payloads carry.
+    let schema_keys = |name: &str| -> Vec<String> {
+        let mut k: Vec<String> = doc["components"]["schemas"][name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {name}"))
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    let keys = |v: Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let (_, alert) = get_json(&f.app, &format!("/api/v1/alerts/{}", f.alerts[0].id)).await;
+    assert_eq!(keys(alert), schema_keys("Alert"));
+    let (_, page) = get_json(&f.app, "/api/v1/alerts").await;
+    assert_eq!(keys(page), schema_keys("AlertPage"));
+    let (_, dev) = get_json(&f.app, "/api/v1/devices/pump-1").await;
+    assert_eq!(keys(dev), schema_keys("Device"));
+    let (_, devs) = get_json(&f.app, "/api/v1/devices").await;
+    assert_eq!(keys(devs), schema_keys("DevicePage"));
+    let (_, models) = get_json(&f.app, "/api/v1/models").await;
+    assert_eq!(keys(models["models"][0].clone()), schema_keys("Model"));
+    let (_, scores) = get_json(&f.app, "/api/v1/devices/pump-1/scores").await;
+    assert_eq!(keys(scores.clone()), schema_keys("DeviceScores"));
+    assert_eq!(
+        keys(json!(forewarn_telemetry::ScorePoint {
+            ts: 1,
+            score: 1.0,
+            threshold: 1.0
+        })),
+        schema_keys("ScorePoint")
+    );
+    let (_, ready) = get_json(&f.app, "/readyz").await;
+    assert_eq!(keys(ready), schema_keys("Readiness"));
+    let (_, err) = get_json(&f.app, "/api/v1/alerts?limit=0").await;
+    assert_eq!(keys(err["error"].clone()), schema_keys("ErrorDetail"));
+}

@@ -26,6 +26,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Stream simulated (or replayed) plant readings to Kafka.
     Simulate(simulate::SimulateArgs),
+    /// Print the OpenAPI document of the HTTP API (JSON).
+    Openapi,
     /// Train, replay labelled data through the streaming detector, and report accuracy metrics.
     Evaluate(evaluate::EvaluateArgs),
     /// Configuration helpers.
@@ -49,6 +51,9 @@ fn main() -> std::process::ExitCode {
             train::run(args)
         }
         Command::Serve(args) => serve::run(args),
+        Command::Openapi => serde_json::to_string_pretty(&forewarn_api::openapi::document_json())
+            .map(|text| println!("{text}"))
+            .map_err(Into::into),
         Command::Evaluate(args) => {
             init_cli_logging();
             evaluate::run(args)
