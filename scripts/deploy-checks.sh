@@ -16,23 +16,50 @@
 # installs nothing.
 #
 # Usage: scripts/deploy-checks.sh [--no-install] [--no-tests]
+#        scripts/deploy-checks.sh --sync-prometheusrule
 #   --no-install  skip (and report) checks whose tool is missing instead of
 #                 installing it; tests/deploy.rs runs the script this way.
 #   --no-tests    do not run `cargo test --test deploy` at the end.
+#   --sync-prometheusrule  rewrite deploy/k8s/base/prometheusrule.yaml from
+#                 deploy/prometheus/rules/forewarn.rules.yml (the source).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 install=1
 tests=1
+sync=0
 for arg in "$@"; do
   case "$arg" in
     --no-install) install=0 ;;
     --no-tests) tests=0 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --sync-prometheusrule) sync=1 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
+
+if [ "$sync" = 1 ]; then
+  python3 - deploy/prometheus/rules/forewarn.rules.yml deploy/k8s/base/prometheusrule.yaml <<'PY'
+import sys, yaml
+class Dumper(yaml.SafeDumper):
+    pass
+Dumper.add_representer(str, lambda d, v: d.represent_scalar(
+    "tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
+rules = yaml.safe_load(open(sys.argv[1]))
+doc = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+       "metadata": {"name": "forewarn", "labels": {"app.kubernetes.io/name": "forewarn"}},
+       "spec": {"groups": rules["groups"]}}
+with open(sys.argv[2], "w") as f:
+    f.write("# Prometheus Operator copy of deploy/prometheus/rules/forewarn.rules.yml (the\n"
+            "# source; tests/deploy.rs checks that the two agree). Regenerate with\n"
+            "# scripts/deploy-checks.sh --sync-prometheusrule. Your Prometheus may\n"
+            "# select PrometheusRules by label: add that label here.\n")
+    yaml.dump(doc, f, Dumper=Dumper, sort_keys=False, width=100)
+PY
+  echo "wrote deploy/k8s/base/prometheusrule.yaml" >&2
+  exit 0
+fi
 
 KUBERNETES_VALIDATE_VERSION=1.37.0
 # Kubernetes versions the manifests must be valid for.
