@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/browser-deps.sh  # chromium and prometheus for tests/operator_*.rs
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -188,7 +188,10 @@ fn with_layers(routes: Router, config: ApiConfig, metrics: Arc<Metrics>) -> Rout
                 ApiError::internal("handler panicked").into_response()
             },
         ))
-        .layer(TraceLayer::new_for_http())
+        // Request spans and responses at DEBUG; failures are not logged
+        // here (a 503 from /readyz is an answer, not an error): internal
+        // errors are logged once by `ApiError`.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .layer(middleware::from_fn_with_state(metrics, track_request))
         .layer(middleware::map_response(json_errors))
 }

@@ -1,0 +1,286 @@
+//! The alert console in a real browser: Debian's chromium, headless, driven
+//! over the DevTools protocol against a running `forewarn serve`. The page
+//! is loaded before any alert exists; a faulty TEP run is then streamed, and
+//! the alert must appear through the live stream (SSE), the device's score
+//! chart must draw, and acknowledging from the page must reach the store.
+//! A screenshot is saved to target/test-artifacts/operator_console.png.
+//!
+//! Needs `chromium` (scripts/browser-deps.sh, run by scripts/test.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use forewarn_core::reading::encode_reading;
+use forewarn_system_tests::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "console-test-token-0123456789";
+const SAMPLE_MS: i64 = 180_000;
+const T0: i64 = 1_767_225_600_000;
+
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn chromium() -> anyhow::Result<PathBuf> {
+    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(c).exists() {
+            return Ok(c.into());
+        }
+    }
+    bail!("chromium is not installed: run scripts/browser-deps.sh (scripts/test.sh does)")
+}
+
+/// A minimal DevTools-protocol client on one page target.
+struct Cdp {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+}
+
+impl Cdp {
+    /// Connects to the first page target of the browser on `port`.
+    async fn connect(port: u16) -> anyhow::Result<Self> {
+        let url = format!("http://127.0.0.1:{port}/json/list");
+        let targets: Value = eventually("DevTools endpoint", Duration::from_secs(30), || async {
+            let (status, v) = match get_json(&url).await {
+                Ok(x) => x,
+                Err(_) => return Ok(None),
+            };
+            Ok((status == 200
+                && v.as_array()
+                    .is_some_and(|a| a.iter().any(|t| t["type"] == "page")))
+            .then_some(v))
+        })
+        .await?;
+        let ws_url = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .context("page target without a websocket URL")?
+            .to_owned();
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
+        Ok(Self { ws, next_id: 0 })
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = json!({"id": id, "method": method, "params": params});
+        self.ws.send(Message::Text(msg.to_string().into())).await?;
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .context("DevTools reply timed out")?
+                .context("DevTools connection closed")??;
+            let Message::Text(text) = m else { continue };
+            let v: Value = serde_json::from_str(&text)?;
+            if v["id"] == json!(id) {
+                if let Some(e) = v.get("error") {
+                    bail!("{method}: {e}");
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+
+    /// Evaluates `expr` in the page and returns its JSON value.
+    async fn eval(&mut self, expr: &str) -> anyhow::Result<Value> {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await?;
+        if let Some(ex) = r.get("exceptionDetails") {
+            bail!("page exception in {expr}: {ex}");
+        }
+        Ok(r["result"]["value"].clone())
+    }
+
+    async fn wait_for(
+        &mut self,
+        what: &str,
+        expr: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let start = std::time::Instant::now();
+        loop {
+            let v = self.eval(expr).await?;
+            if !(v.is_null() || v == json!(false)) {
+                return Ok(v);
+            }
+            if start.elapsed() > timeout {
+                bail!("timed out after {timeout:?} waiting for {what} ({expr})");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn screenshot(&mut self, path: &Path) -> anyhow::Result<()> {
+        let r = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().context("no screenshot data")?)?;
+        std::fs::write(path, png)?;
+        Ok(())
+    }
+}
+
+fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
+    read_tep(&shared_data(file))
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            (
+                device.to_string(),
+                encode_reading(device, T0 + i as i64 * SAMPLE_MS, row),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_live_alerts_charts_scores_and_acknowledges() -> anyhow::Result<()> {
+    let chromium = chromium()?;
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(dir.path())?;
+    let model = train_tep_model(dir.path())?;
+    let serve = Serve::start(
+        "serve",
+        &broker.bootstrap(),
+        &model,
+        dir.path(),
+        &format!("tokens = [\"{TOKEN}\"]\n"),
+    )?;
+    serve.wait_ready(Duration::from_secs(60)).await?;
+
+    // The page first, with nothing to show yet.
+    let cdp_port = free_port();
+    let profile = dir.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile)?;
+    let _browser = spawn_logged(
+        "chromium",
+        Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1400,900",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--remote-debugging-port={cdp_port}"))
+            .arg(format!("{}/", serve.api)),
+        dir.path(),
+    )?;
+    let mut cdp = Cdp::connect(cdp_port).await?;
+    cdp.wait_for(
+        "the live stream to connect",
+        "document.getElementById('conn')?.className === 'live'",
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(
+        cdp.eval("document.querySelectorAll('tr[data-alert-id]').length")
+            .await?,
+        json!(0)
+    );
+
+    // Now a fault: the alert must arrive through the stream.
+    let mut messages = tep_messages("tep-fault-01", "tep/d01_te.dat");
+    messages.extend(tep_messages("tep-normal", "tep/d00_te.dat"));
+    produce(&broker.producer(), "forewarn.readings", &messages).await?;
+    let row = cdp
+        .wait_for(
+            "an alert row",
+            "(() => { const r = document.querySelector('tr[data-alert-id]'); \
+              return r && {id: r.dataset.alertId, device: r.dataset.device, \
+                           source: r.dataset.source, text: r.innerText}; })()",
+            Duration::from_secs(120),
+        )
+        .await?;
+    assert_eq!(row["device"], "tep-fault-01", "{row}");
+    assert_eq!(
+        row["source"], "stream",
+        "arrived live, not by reload: {row}"
+    );
+    let id = row["id"].as_str().unwrap().to_owned();
+    let (status, alert) = get_json(&format!("{}/api/v1/alerts/{id}", serve.api)).await?;
+    assert_eq!(status, 200);
+    assert_eq!(alert["device"], "tep-fault-01");
+    let text = row["text"].as_str().unwrap();
+    let severity = alert["severity"].as_str().unwrap().to_uppercase(); // shown in capitals
+    assert!(
+        text.contains("tep-fault-01") && text.contains(&severity),
+        "{text}"
+    );
+    assert!(
+        text.contains(alert["model_version"].as_str().unwrap()),
+        "{text}"
+    );
+    let top = alert["contributors"][0]["channel"].as_str().unwrap();
+    assert!(text.contains(top), "top channel {top} shown: {text}");
+
+    // The chart of that device's scores against its threshold.
+    let points = cdp
+        .wait_for(
+            "the score chart",
+            "document.getElementById('device').textContent === 'tep-fault-01' && \
+             Number(document.getElementById('chart').dataset.points)",
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert!(points.as_u64().unwrap() >= 2, "{points}");
+
+    // Acknowledge from the page with a token.
+    cdp.eval(&format!(
+        "(() => {{ const set = (i, v) => {{ const e = document.getElementById(i); e.value = v; \
+            e.dispatchEvent(new Event('change')); }}; \
+          set('user', 'console-op'); set('note', 'seen in the browser test'); set('token', '{TOKEN}'); \
+          document.querySelector('tr[data-alert-id=\"{id}\"] button.ack-button').click(); \
+          return true; }})()"
+    ))
+    .await?;
+    cdp.wait_for(
+        "the row to show the acknowledgement",
+        &format!(
+            "document.querySelector('tr[data-alert-id=\"{id}\"]')?.dataset.acknowledged === 'true'"
+        ),
+        Duration::from_secs(20),
+    )
+    .await?;
+    let (_, alert) = get_json(&format!("{}/api/v1/alerts/{id}", serve.api)).await?;
+    assert_eq!(alert["acknowledged_by"], "console-op", "{alert}");
+    assert_eq!(alert["ack_note"], "seen in the browser test");
+    let msg = cdp
+        .eval("document.getElementById('msg').textContent")
+        .await?;
+    assert!(msg.as_str().unwrap().starts_with("Acknowledged"), "{msg}");
+
+    let shot = artifacts_dir().join("operator_console.png");
+    cdp.screenshot(&shot).await?;
+    let len = std::fs::metadata(&shot)?.len();
+    assert!(len > 10_000, "screenshot {} is {len} bytes", shot.display());
+    eprintln!("screenshot: {}", shot.display());
+    Ok(())
+}
