@@ -12,8 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Variance floor relative to the mean variance, so a channel with
-/// (near-)zero validation error cannot dominate every score.
+/// Default variance floor relative to the mean variance, so a channel with
+/// (near-)zero error in the fitting data cannot dominate every score.
 pub const VAR_FLOOR_RATIO: f64 = 1e-3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,13 @@ impl GaussianErrorModel {
     /// Fits per-channel mean and variance of row-major error vectors
     /// (`rows x channels`). `None` with fewer than two vectors.
     pub fn fit(errors: &[f32], channels: usize) -> Option<Self> {
+        Self::fit_with_floor(errors, channels, VAR_FLOOR_RATIO)
+    }
+
+    /// [`Self::fit`] with each variance floored at `floor_ratio` times the
+    /// mean variance (0 disables the floor, 1 makes the model isotropic for
+    /// every channel whose variance is below average).
+    pub fn fit_with_floor(errors: &[f32], channels: usize, floor_ratio: f64) -> Option<Self> {
         if channels == 0 || !errors.len().is_multiple_of(channels) {
             return None;
         }
@@ -50,7 +57,7 @@ impl GaussianErrorModel {
         }
         var.iter_mut().for_each(|v| *v /= (n - 1) as f64);
         let avg = var.iter().sum::<f64>() / channels as f64;
-        let floor = (avg * VAR_FLOOR_RATIO).max(1e-12);
+        let floor = (avg * floor_ratio).max(1e-12);
         var.iter_mut().for_each(|v| *v = v.max(floor));
         Some(Self {
             mean,
@@ -81,17 +88,26 @@ impl GaussianErrorModel {
     }
 }
 
-/// F-beta of the rule `score > threshold` on labelled scores.
+/// F-beta of the rule `score > threshold` on labelled scores, with the two
+/// classes given equal weight: precision is computed from the rates,
+/// `TPR / (TPR + FPR)`, so the result does not depend on how many anomalous
+/// examples were generated relative to normal ones.
 pub fn f_beta(normal: &[f64], anomalous: &[f64], threshold: f64, beta: f64) -> f64 {
-    let tp = anomalous.iter().filter(|s| **s > threshold).count() as f64;
-    let fp = normal.iter().filter(|s| **s > threshold).count() as f64;
-    let fn_ = anomalous.len() as f64 - tp;
+    if anomalous.is_empty() {
+        return 0.0;
+    }
+    let tpr = anomalous.iter().filter(|s| **s > threshold).count() as f64 / anomalous.len() as f64;
+    let fpr = if normal.is_empty() {
+        0.0
+    } else {
+        normal.iter().filter(|s| **s > threshold).count() as f64 / normal.len() as f64
+    };
     let b2 = beta * beta;
-    let den = (1.0 + b2) * tp + b2 * fn_ + fp;
+    let den = (1.0 + b2) * tpr + b2 * (1.0 - tpr) + fpr;
     if den == 0.0 {
         0.0
     } else {
-        (1.0 + b2) * tp / den
+        (1.0 + b2) * tpr / den
     }
 }
 
@@ -145,13 +161,14 @@ mod tests {
     fn fbeta_picks_the_separating_threshold() {
         let normal = [0.1, 0.2, 0.3, 0.9];
         let anomalous = [0.8, 1.0, 2.0];
-        // At t = 0.85: tp 2, fp 1, fn 1 -> F1 = 4/6; at t = 0.6: tp 3,
-        // fp 1, fn 0 -> F1 = 6/7 (best); at t = 0.95: tp 2, fp 0 -> 4/5.
+        // Rates: at t = 0.55 TPR 1, FPR 1/4 -> F1 = 2 / (2 + 0 + 1/4) = 8/9
+        // (best); at 0.85 TPR 2/3, FPR 1/4 -> (4/3) / (4/3 + 1/3 + 1/4);
+        // at 0.95 TPR 2/3, FPR 0 -> (4/3) / (4/3 + 1/3) = 4/5.
         let (t, f) = fbeta_threshold(&normal, &anomalous, 1.0).unwrap();
         assert!((t - 0.55).abs() < 1e-12, "{t}");
-        assert!((f - 6.0 / 7.0).abs() < 1e-12);
-        // beta 0.5 weighs precision: t = 0.95 gives
-        // 1.25*2 / (1.25*2 + 0.25*1 + 0) = 2.5/2.75 > 0.6's 3.75/4.75.
+        assert!((f - 8.0 / 9.0).abs() < 1e-12);
+        // beta 0.5 weighs precision: t = 0.95 gives 1.25 (2/3) / (1.25 (2/3)
+        // + 0.25 (1/3)) = 10/11 > t = 0.55's 1.25 / (1.25 + 0.25) = 5/6.
         let (t, _) = fbeta_threshold(&normal, &anomalous, 0.5).unwrap();
         assert!((t - 0.95).abs() < 1e-12, "{t}");
         assert!(fbeta_threshold(&normal, &[], 1.0).is_none());

@@ -542,7 +542,8 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
             (Strategy::Fixed { threshold: t }, t)
         }
         ThresholdKind::Gaussian => {
-            let (g, t) = calibrate_gaussian(&mut model, cfg, &val)?;
+            let train_part = data.rows[..model.meta.train_rows * c].to_vec();
+            let (g, t) = calibrate_gaussian(&mut model, cfg, &train_part, &val)?;
             (
                 Strategy::Gaussian {
                     model: g,
@@ -578,28 +579,32 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
     })
 }
 
-/// Malhotra et al.: fit the Gaussian on the validation tail's error
-/// vectors; label the validation side by injecting synthetic faults (steps
-/// and drifts on 1-3 channels, magnitudes from `injection_sigmas`) into
-/// copies of it; pick the threshold maximising F-beta of clean batches
-/// (normal) against the injected copies' batches from the fault onset on
-/// (anomalous). Without room for an injection, falls back to the fixed
-/// quantile x margin rule on the Gaussian scores.
+/// Malhotra et al.: fit the Gaussian on the error vectors of the training
+/// part (replayed through the engine; Malhotra's vN1); score the unseen
+/// validation tail as the normal side (vN2); label an anomalous side by
+/// injecting synthetic faults (steps and drifts on 1-3 channels, magnitudes
+/// from `injection_sigmas`) into copies of the validation tail (vA); pick
+/// the threshold maximising class-balanced F-beta of clean batches against
+/// the injected copies' batches from the fault onset on. Without room for
+/// an injection, falls back to the quantile x margin rule on the normal
+/// validation scores.
 fn calibrate_gaussian(
     model: &mut TrainedModel,
     cfg: &EvalConfig,
+    train_part: &[f32],
     val: &[f32],
 ) -> anyhow::Result<(GaussianErrorModel, f64)> {
     let c = model.meta.channels.len();
     let mut engine = engine_config(model, cfg);
     engine.threshold = f64::INFINITY;
-    let clean = replay(&mut model.forecaster, engine.clone(), val)?;
-    let errors: Vec<f32> = clean
+    let fitted_on = replay(&mut model.forecaster, engine.clone(), train_part)?;
+    let errors: Vec<f32> = fitted_on
         .iter()
         .flat_map(|r| r.errors.iter().copied())
         .collect();
-    let g = GaussianErrorModel::fit(&errors, c)
-        .context("gaussian threshold: the validation part is too short for two error vectors")?;
+    let g = GaussianErrorModel::fit_with_floor(&errors, c, cfg.threshold.gaussian_var_floor)
+        .context("gaussian threshold: the training part is too short for two error vectors")?;
+    let clean = replay(&mut model.forecaster, engine.clone(), val)?;
     let normal: Vec<f64> = clean.iter().map(|r| g.score(&r.errors)).collect();
     let mut anomalous = Vec::new();
     let mut rng = StdRng::seed_from_u64(cfg.model.seed);

@@ -104,6 +104,10 @@ pub struct ThresholdSection {
     pub injection_sigmas: Vec<f64>,
     /// `gaussian`: the F-beta threshold is multiplied by this.
     pub gaussian_margin: f64,
+    /// `gaussian`: per-channel error variances are floored at this times
+    /// their mean, so channels forecast almost perfectly in training do not
+    /// dominate the score.
+    pub gaussian_var_floor: f64,
     /// `dynamic`: telemanom settings.
     pub dynamic: DynamicThresholdConfig,
 }
@@ -118,6 +122,7 @@ impl Default for ThresholdSection {
             injections: 24,
             injection_sigmas: vec![1.0, 2.0, 3.0, 5.0],
             gaussian_margin: 1.0,
+            gaussian_var_floor: forewarn_core::gaussian::VAR_FLOOR_RATIO,
             dynamic: DynamicThresholdConfig::default(),
         }
     }
