@@ -109,6 +109,26 @@ async fn serve(
         shutdown.clone(),
     ));
 
+    let webhook = (!cfg.webhook.url.is_empty()).then(|| {
+        let w = &cfg.webhook;
+        tracing::info!(url = %w.url, "alert webhook enabled");
+        forewarn_api::webhook::spawn(
+            forewarn_api::webhook::WebhookConfig {
+                url: w.url.clone(),
+                resend_interval: std::time::Duration::from_millis(w.resend_interval_ms),
+                timeout: std::time::Duration::from_millis(w.timeout_ms),
+                initial_backoff: std::time::Duration::from_millis(w.initial_backoff_ms),
+                max_backoff: std::time::Duration::from_millis(w.max_backoff_ms),
+                bearer_token: (!w.bearer_token.is_empty()).then(|| w.bearer_token.clone()),
+                external_url: w.external_url.clone(),
+            },
+            &bus,
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+    });
+
     let engine = Engine::new(model.engine_config(cfg.detector, cfg.pipeline.max_batch));
     let services = forewarn_ingest::Services {
         store,
@@ -127,6 +147,9 @@ async fn serve(
     .await;
     health.set_shutting_down();
     shutdown.cancel();
+    if let Some(w) = webhook {
+        let _ = w.await;
+    }
     match http.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server error"),
