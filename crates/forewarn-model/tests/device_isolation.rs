@@ -8,11 +8,20 @@ use forewarn_model::{LstmForecaster, ModelSpec};
 fn scores(fault_on_b: bool) -> Vec<(String, i64, f64)> {
     tch::manual_seed(7);
     let channels = 3;
-    let spec = ModelSpec { channels, hidden: 8, layers: 2, horizon: 4 };
+    let spec = ModelSpec {
+        channels,
+        hidden: 8,
+        layers: 2,
+        horizon: 4,
+    };
     let mut model = LstmForecaster::new(spec, tch::Device::Cpu).unwrap();
     let mut engine = Engine::new(EngineConfig {
         schema: Schema::new(vec!["a".into(), "b".into(), "c".into()]),
-        scaler: Scaler { center: vec![0.0; 3], scale: vec![1.0; 3], constant: vec![false; 3] },
+        scaler: Scaler {
+            center: vec![0.0; 3],
+            scale: vec![1.0; 3],
+            constant: vec![false; 3],
+        },
         horizon: 4,
         window: 8,
         warmup: 8,
@@ -26,15 +35,29 @@ fn scores(fault_on_b: bool) -> Vec<(String, i64, f64)> {
     let mut out = Vec::new();
     for t in 0..200i64 {
         for (d, phase) in [("a", 0.0f32), ("b", 1.0), ("c", 2.0)] {
-            let mut v: Vec<f32> = (0..channels).map(|c| ((t as f32) * 0.1 + phase + c as f32).sin()).collect();
+            let mut v: Vec<f32> = (0..channels)
+                .map(|c| ((t as f32) * 0.1 + phase + c as f32).sin())
+                .collect();
             if fault_on_b && d == "b" && t >= 100 {
                 v[1] += 5.0;
             }
-            engine.push(&Reading { device: d.into(), ts_ms: t, values: v }).unwrap();
+            engine
+                .push(&Reading {
+                    device: d.into(),
+                    ts_ms: t,
+                    values: v,
+                })
+                .unwrap();
         }
         if t % 7 == 0 {
             for ev in engine.flush(&mut model).unwrap() {
-                if let EngineEvent::Scored { device, end_ts, score, .. } = ev {
+                if let EngineEvent::Scored {
+                    device,
+                    end_ts,
+                    score,
+                    ..
+                } = ev
+                {
                     out.push((device, end_ts, score));
                 }
             }
@@ -54,7 +77,15 @@ fn a_fault_on_one_device_does_not_move_the_others() {
         if c.0 == "b" {
             b_changed |= c.2 != f.2;
         } else {
-            assert_eq!(c.2.to_bits(), f.2.to_bits(), "device {} at {} moved: {} vs {}", c.0, c.1, c.2, f.2);
+            assert_eq!(
+                c.2.to_bits(),
+                f.2.to_bits(),
+                "device {} at {} moved: {} vs {}",
+                c.0,
+                c.1,
+                c.2,
+                f.2
+            );
         }
     }
     assert!(b_changed, "the fault should change device b's scores");
