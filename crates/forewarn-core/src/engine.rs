@@ -13,7 +13,7 @@
 //! forecasts the next one. Work per reading is constant: the state carries
 //! the past, the window is never re-run.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
 use crate::detector::{BatchScore, DetectorConfig, DetectorState, Transition, score_batch};
@@ -112,7 +112,9 @@ pub struct DeviceView {
 }
 
 struct Device {
+    id: String,
     window: Window,
+    /// Scaled rows of the batch being filled (capacity `horizon x channels`).
     pending: Vec<f32>,
     pending_start: i64,
     readings: u64,
@@ -123,20 +125,69 @@ struct Device {
     predicted_at: u64,
     detector: DetectorState,
     last_score: Option<BatchScore>,
-    open: Option<Alert>,
+    /// Boxed: most devices never have an open alert.
+    open: Option<Box<Alert>>,
+    /// The last round (see [`Engine::take_round`]) that took a batch of this device.
+    round: u64,
+    /// Listed in [`Engine::touched`].
+    touched: bool,
+    /// Batches of this device in the queue.
+    queued: u32,
 }
 
+impl Device {
+    fn new(cfg: &EngineConfig, id: String) -> Self {
+        let channels = cfg.schema.len();
+        Self {
+            id,
+            window: Window::new(cfg.window, channels),
+            pending: Vec::with_capacity(cfg.horizon * channels),
+            pending_start: 0,
+            readings: 0,
+            last_ts: None,
+            state: vec![0.0; cfg.state_len],
+            prediction: None,
+            predicted_at: 0,
+            detector: DetectorState::default(),
+            last_score: None,
+            open: None,
+            round: 0,
+            touched: false,
+            queued: 0,
+        }
+    }
+}
+
+/// A complete batch waiting for a forecaster call. `dev` indexes
+/// `Engine::devices`.
 struct Job {
-    device: String,
+    dev: usize,
     inputs: Vec<f32>,
     start_ts: i64,
     end_ts: i64,
 }
 
+/// Batch buffers kept for reuse beyond this many are freed.
+const MAX_SPARE_BUFFERS: usize = 4096;
+
 pub struct Engine {
     cfg: EngineConfig,
-    devices: HashMap<String, Device>,
+    /// Device id to index in `devices`. Devices are never removed, so
+    /// indices are stable.
+    index: HashMap<String, usize>,
+    devices: Vec<Device>,
     queue: VecDeque<Job>,
+    /// Rounds taken so far; marks which devices a round already holds.
+    rounds: u64,
+    /// Emptied batch buffers, reused so a completed batch allocates nothing.
+    spare: Vec<Vec<f32>>,
+    /// The forecaster call's buffers, reused between calls.
+    scratch: StepBatch,
+    /// Devices that took a reading since the last [`Engine::drain_touched`].
+    touched: Vec<usize>,
+    /// Devices with at least one queued batch: the size of the next round
+    /// (capped by `max_batch`).
+    queued_devices: usize,
 }
 
 impl Engine {
@@ -144,8 +195,14 @@ impl Engine {
         assert!(cfg.horizon > 0 && cfg.max_batch > 0 && cfg.schema.len() == cfg.scaler.channels());
         Self {
             cfg,
-            devices: HashMap::new(),
+            index: HashMap::new(),
+            devices: Vec::new(),
             queue: VecDeque::new(),
+            rounds: 0,
+            spare: Vec::new(),
+            scratch: StepBatch::default(),
+            touched: Vec::new(),
+            queued_devices: 0,
         }
     }
 
@@ -163,6 +220,10 @@ impl Engine {
     }
 
     /// Applies one valid reading to its device.
+    ///
+    /// The hot path: one map lookup by `&str`, the row scaled in place in
+    /// the device's batch buffer, no allocation (a completed batch swaps in
+    /// a recycled buffer).
     pub fn push(&mut self, reading: &Reading) -> Result<Pushed, RejectReason> {
         let channels = self.cfg.schema.len();
         if reading.values.len() != channels {
@@ -171,23 +232,18 @@ impl Engine {
                 got: reading.values.len(),
             });
         }
-        let cfg = &self.cfg;
-        let dev = self
-            .devices
-            .entry(reading.device.clone())
-            .or_insert_with(|| Device {
-                window: Window::new(cfg.window, channels),
-                pending: Vec::with_capacity(cfg.horizon * channels),
-                pending_start: 0,
-                readings: 0,
-                last_ts: None,
-                state: vec![0.0; cfg.state_len],
-                prediction: None,
-                predicted_at: 0,
-                detector: DetectorState::default(),
-                last_score: None,
-                open: None,
-            });
+        let idx = match self.index.get(reading.device.as_str()) {
+            Some(&i) => i,
+            None => {
+                let i = self.devices.len();
+                self.devices
+                    .push(Device::new(&self.cfg, reading.device.clone()));
+                self.index.insert(reading.device.clone(), i);
+                i
+            }
+        };
+        let hc = self.cfg.horizon * channels;
+        let dev = &mut self.devices[idx];
         if let Some(last) = dev.last_ts {
             if reading.ts_ms < last {
                 return Err(RejectReason::OutOfOrder {
@@ -199,22 +255,31 @@ impl Engine {
                 return Ok(Pushed::Duplicate);
             }
         }
-        let mut row = reading.values.clone();
-        cfg.scaler.transform(&mut row);
-        dev.window.push(&row);
-        if dev.pending.is_empty() {
+        let at = dev.pending.len();
+        if at == 0 {
             dev.pending_start = reading.ts_ms;
         }
-        dev.pending.extend_from_slice(&row);
+        dev.pending.extend_from_slice(&reading.values);
+        let row = &mut dev.pending[at..];
+        self.cfg.scaler.transform(row);
+        dev.window.push(row);
         dev.readings += 1;
         dev.last_ts = Some(reading.ts_ms);
-        if dev.pending.len() < cfg.horizon * channels {
+        if !dev.touched {
+            dev.touched = true;
+            self.touched.push(idx);
+        }
+        if dev.pending.len() < hc {
             return Ok(Pushed::Buffered);
         }
-        let inputs =
-            std::mem::replace(&mut dev.pending, Vec::with_capacity(cfg.horizon * channels));
+        let fresh = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(hc));
+        let inputs = std::mem::replace(&mut dev.pending, fresh);
+        dev.queued += 1;
+        if dev.queued == 1 {
+            self.queued_devices += 1;
+        }
         self.queue.push_back(Job {
-            device: reading.device.clone(),
+            dev: idx,
             inputs,
             start_ts: dev.pending_start,
             end_ts: reading.ts_ms,
@@ -222,9 +287,11 @@ impl Engine {
         Ok(Pushed::BatchQueued)
     }
 
-    /// Whether enough batches are queued to fill a forecaster call.
+    /// Whether enough batches are queued to fill a forecaster call: batches
+    /// of `max_batch` different devices (a call takes at most one batch per
+    /// device).
     pub fn batch_full(&self) -> bool {
-        self.queue.len() >= self.cfg.max_batch
+        self.queued_devices >= self.cfg.max_batch
     }
 
     /// Runs every queued batch through `forecaster`, in as few calls as
@@ -237,55 +304,107 @@ impl Engine {
     ) -> Result<Vec<EngineEvent>, F::Error> {
         let mut events = Vec::new();
         while !self.queue.is_empty() {
-            let round = self.take_round();
-            let mut batch = self.gather(&round);
-            if let Err(e) = forecaster.step(&mut batch) {
-                for job in round.into_iter().rev() {
-                    self.queue.push_front(job);
-                }
-                return Err(e);
-            }
-            self.scatter(round, &batch, &mut events);
+            self.run_round(forecaster, &mut events)?;
         }
         Ok(events)
+    }
+
+    /// Runs only full forecaster calls (`max_batch` devices each) while the
+    /// queue holds enough devices for one, and leaves the rest queued to
+    /// share a later call. The caller bounds how long batches wait (with
+    /// [`Self::flush`]). Errors as [`Self::flush`].
+    pub fn flush_full<F: Forecaster>(
+        &mut self,
+        forecaster: &mut F,
+    ) -> Result<Vec<EngineEvent>, F::Error> {
+        let mut events = Vec::new();
+        while self.batch_full() {
+            self.run_round(forecaster, &mut events)?;
+        }
+        Ok(events)
+    }
+
+    fn run_round<F: Forecaster>(
+        &mut self,
+        forecaster: &mut F,
+        events: &mut Vec<EngineEvent>,
+    ) -> Result<(), F::Error> {
+        let round = self.take_round();
+        let mut batch = self.gather(&round);
+        if let Err(e) = forecaster.step(&mut batch) {
+            self.requeue(round);
+            self.scratch = batch;
+            return Err(e);
+        }
+        self.scatter(round, &batch, events);
+        self.scratch = batch;
+        Ok(())
+    }
+
+    /// Puts a failed round back at the front of the queue, in order.
+    fn requeue(&mut self, round: Vec<Job>) {
+        for job in round.into_iter().rev() {
+            let dev = &mut self.devices[job.dev];
+            dev.queued += 1;
+            if dev.queued == 1 {
+                self.queued_devices += 1;
+            }
+            // The device may be taken again by the next round.
+            dev.round = 0;
+            self.queue.push_front(job);
+        }
     }
 
     /// Up to `max_batch` queued jobs, at most one per device (a device's
     /// second batch needs the state its first one produces).
     fn take_round(&mut self) -> Vec<Job> {
-        let mut seen = HashSet::new();
-        let mut round = Vec::new();
-        let mut rest = VecDeque::with_capacity(self.queue.len());
+        self.rounds += 1;
+        let mark = self.rounds;
+        let max = self.cfg.max_batch;
+        let mut round = Vec::with_capacity(self.queue.len().min(max));
+        let mut rest = VecDeque::new();
         while let Some(job) = self.queue.pop_front() {
-            if round.len() < self.cfg.max_batch && seen.insert(job.device.clone()) {
+            let dev = &mut self.devices[job.dev];
+            if dev.round != mark {
+                dev.round = mark;
+                dev.queued -= 1;
+                if dev.queued == 0 {
+                    self.queued_devices -= 1;
+                }
                 round.push(job);
+                if round.len() == max {
+                    break;
+                }
             } else {
                 rest.push_back(job);
             }
         }
-        self.queue = rest;
+        if rest.is_empty() {
+            // The common case: nothing skipped, the queue keeps its order.
+        } else {
+            rest.append(&mut self.queue);
+            self.queue = rest;
+        }
         round
     }
 
-    fn gather(&self, round: &[Job]) -> StepBatch {
+    fn gather(&mut self, round: &[Job]) -> StepBatch {
         let c = self.cfg.schema.len();
         let h = self.cfg.horizon;
         let s = self.cfg.state_len;
         let n = round.len();
-        let mut batch = StepBatch {
-            n,
-            horizon: h,
-            channels: c,
-            state_len: s,
-            inputs: Vec::with_capacity(n * h * c),
-            states: Vec::with_capacity(n * s),
-            predictions: vec![0.0; n * h * c],
-        };
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.n = n;
+        batch.horizon = h;
+        batch.channels = c;
+        batch.state_len = s;
+        batch.inputs.clear();
+        batch.states.clear();
+        batch.predictions.clear();
+        batch.predictions.resize(n * h * c, 0.0);
         for job in round {
             batch.inputs.extend_from_slice(&job.inputs);
-            batch
-                .states
-                .extend_from_slice(&self.devices[&job.device].state);
+            batch.states.extend_from_slice(&self.devices[job.dev].state);
         }
         batch
     }
@@ -294,11 +413,8 @@ impl Engine {
         let c = self.cfg.schema.len();
         let hc = self.cfg.horizon * c;
         let s = self.cfg.state_len;
-        for (i, job) in round.into_iter().enumerate() {
-            let dev = self
-                .devices
-                .get_mut(&job.device)
-                .expect("queued device exists");
+        for (i, mut job) in round.into_iter().enumerate() {
+            let dev = &mut self.devices[job.dev];
             let scored = match &dev.prediction {
                 Some(pred) if dev.predicted_at >= self.cfg.warmup as u64 => {
                     Some(score_batch(&job.inputs, pred, c))
@@ -311,6 +427,10 @@ impl Engine {
             dev.predicted_at = dev.readings - (dev.pending.len() / c) as u64;
             if let Some(score) = scored {
                 Self::detect(&self.cfg, &job, dev, score, events);
+            }
+            if self.spare.len() < MAX_SPARE_BUFFERS {
+                job.inputs.clear();
+                self.spare.push(job.inputs);
             }
         }
     }
@@ -328,8 +448,8 @@ impl Engine {
         match transition {
             Transition::Open { streak_start } => {
                 let alert = Alert {
-                    id: alert_id(&job.device, &cfg.model_version, streak_start),
-                    device: job.device.clone(),
+                    id: alert_id(&dev.id, &cfg.model_version, streak_start),
+                    device: dev.id.clone(),
                     model: cfg.model.clone(),
                     model_version: cfg.model_version.clone(),
                     state: AlertState::Open,
@@ -343,11 +463,12 @@ impl Engine {
                     window_start: streak_start,
                     window_end: job.end_ts,
                 };
-                dev.open = Some(alert.clone());
+                dev.open = Some(Box::new(alert.clone()));
                 events.push(EngineEvent::Opened(alert));
             }
             Transition::Resolve => {
-                if let Some(mut alert) = dev.open.take() {
+                if let Some(alert) = dev.open.take() {
+                    let mut alert = *alert;
                     alert.state = AlertState::Resolved;
                     alert.resolved_at = Some(job.end_ts);
                     events.push(EngineEvent::Resolved(alert));
@@ -365,7 +486,7 @@ impl Engine {
             }
         }
         events.push(EngineEvent::Scored {
-            device: job.device.clone(),
+            device: dev.id.clone(),
             start_ts: job.start_ts,
             end_ts: job.end_ts,
             score: score.mse,
@@ -374,10 +495,9 @@ impl Engine {
         dev.last_score = Some(score);
     }
 
-    pub fn device(&self, id: &str) -> Option<DeviceView> {
-        let d = self.devices.get(id)?;
-        Some(DeviceView {
-            device: id.to_owned(),
+    fn view(&self, d: &Device) -> DeviceView {
+        DeviceView {
+            device: d.id.clone(),
             readings: d.readings,
             window_fill: d.window.len(),
             window_capacity: d.window.capacity(),
@@ -390,12 +510,34 @@ impl Engine {
                 .unwrap_or_default(),
             open_alert: d.open.as_ref().map(|a| a.id.clone()),
             warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.prediction.is_some(),
-        })
+        }
+    }
+
+    pub fn device(&self, id: &str) -> Option<DeviceView> {
+        let i = *self.index.get(id)?;
+        Some(self.view(&self.devices[i]))
+    }
+
+    /// Views of the devices that took a reading since the last call, in the
+    /// order they first did; clears the list. Cheaper than [`Self::device`]
+    /// per reading: each device is listed once however many readings it took.
+    pub fn drain_touched(&mut self) -> Vec<DeviceView> {
+        let touched = std::mem::take(&mut self.touched);
+        let views = touched
+            .iter()
+            .map(|&i| self.view(&self.devices[i]))
+            .collect();
+        for &i in &touched {
+            self.devices[i].touched = false;
+        }
+        self.touched = touched;
+        self.touched.clear();
+        views
     }
 
     /// Ids of all tracked devices.
     pub fn device_ids(&self) -> impl Iterator<Item = &str> {
-        self.devices.keys().map(String::as_str)
+        self.devices.iter().map(|d| d.id.as_str())
     }
 
     /// Bytes one device holds in its steady state (window, batch buffer,
@@ -584,6 +726,51 @@ mod tests {
         let mut f = Persistence { calls: vec![] };
         small.flush(&mut f).unwrap();
         assert_eq!(f.calls, vec![2, 1]);
+    }
+
+    #[test]
+    fn touched_devices_are_listed_once_until_drained() {
+        let mut e = engine(8);
+        for ts in 1..=3 {
+            e.push(&r("b", ts, 0.0, 0.0)).unwrap();
+            e.push(&r("a", ts, 0.0, 0.0)).unwrap();
+        }
+        let views = e.drain_touched();
+        let got: Vec<_> = views
+            .iter()
+            .map(|v| (v.device.as_str(), v.readings))
+            .collect();
+        assert_eq!(got, vec![("b", 3), ("a", 3)]);
+        assert!(e.drain_touched().is_empty());
+        // A duplicate changes nothing, so it does not touch the device.
+        assert_eq!(e.push(&r("a", 3, 0.0, 0.0)), Ok(Pushed::Duplicate));
+        assert!(e.drain_touched().is_empty());
+        e.push(&r("a", 4, 0.0, 0.0)).unwrap();
+        assert_eq!(e.drain_touched().len(), 1);
+        assert_eq!(e.device_ids().collect::<Vec<_>>(), vec!["b", "a"]);
+    }
+
+    #[test]
+    fn flush_full_runs_only_full_calls() {
+        let mut e = engine(2);
+        let mut f = Persistence { calls: vec![] };
+        for ts in 1..=4 {
+            e.push(&r("x", ts, 1.0, 1.0)).unwrap();
+        }
+        // Two batches, one device: not a full call.
+        assert!(!e.batch_full());
+        assert!(e.flush_full(&mut f).unwrap().is_empty());
+        e.push(&r("y", 1, 1.0, 1.0)).unwrap();
+        e.push(&r("y", 2, 1.0, 1.0)).unwrap();
+        assert!(e.batch_full());
+        e.flush_full(&mut f).unwrap();
+        // x's second batch waits for company.
+        assert_eq!((f.calls.clone(), e.queued()), (vec![2], 1));
+        e.flush(&mut f).unwrap();
+        assert_eq!(
+            (f.calls, e.queued(), e.batch_full()),
+            (vec![2, 1], 0, false)
+        );
     }
 
     #[test]

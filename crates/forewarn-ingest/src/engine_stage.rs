@@ -1,9 +1,8 @@
 //! Stage 2: windows, batched forecasting and detection on a dedicated
 //! thread (libtorch calls block; they must not run on the async runtime).
 
-use std::collections::HashSet;
 use std::fmt::Display;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use forewarn_core::engine::{EngineEvent, Pushed, StepBatch};
 use forewarn_core::reading::encode_reading;
@@ -52,6 +51,11 @@ impl<F: Forecaster> Forecaster for Timed<'_, F> {
     }
 }
 
+/// Longest a complete batch waits for more devices' batches to share its
+/// forecaster call (the call's other bound is the engine's `max_batch`).
+/// Offsets of the chunks behind waiting batches are held back with them.
+pub(crate) const BATCH_DEADLINE: Duration = Duration::from_millis(5);
+
 pub(crate) fn run<F>(
     mut engine: Engine,
     mut forecaster: F,
@@ -68,96 +72,195 @@ where
         let c = engine.config();
         (c.model.clone(), c.model_version.clone(), c.threshold)
     };
-    while let Some(chunk) = rx.blocking_recv() {
-        let processed = match process(&mut engine, &mut forecaster, &services.metrics, chunk) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "forecaster failed; stopping so that nothing is committed past it");
-                shutdown.cancel();
-                return Err(e);
+    // Only for waiting on the channel with a timeout; libtorch runs here,
+    // on this thread, never on the async runtime.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| IngestError::Config(format!("engine stage timer: {e}")))?;
+    let mut stage = Stage {
+        engine: &mut engine,
+        forecaster: &mut forecaster,
+        metrics: &services.metrics,
+        held: None,
+        waiting_since: None,
+    };
+    loop {
+        // Batches are waiting for company: wait for the next chunk only
+        // until their deadline.
+        let next = match stage.waiting_since {
+            None => rx.blocking_recv().map(Some),
+            Some(since) => {
+                let left = BATCH_DEADLINE.saturating_sub(since.elapsed());
+                match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                    Ok(chunk) => chunk.map(Some),
+                    Err(_) => Some(None),
+                }
             }
         };
-        let touched: HashSet<&str> = processed.1.iter().map(String::as_str).collect();
-        services.board.update(touched.into_iter().filter_map(|d| {
-            engine
-                .device(d)
-                .map(|v| DeviceSnapshot::from_view(v, &model, &version, threshold))
-        }));
-        if tx.blocking_send(processed.0).is_err() {
-            return Err(IngestError::StageDied("persist"));
+        let closed = next.is_none();
+        let result = match next {
+            Some(Some(chunk)) => stage.process(chunk),
+            // Deadline passed, or the channel closed: run what waits.
+            Some(None) | None => stage.forecast(true),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "forecaster failed; stopping so that nothing is committed past it");
+            shutdown.cancel();
+            return Err(e);
+        }
+        if stage.waiting_since.is_none()
+            && let Some(processed) = stage.held.take()
+        {
+            // Each device the chunks touched, once, however many readings it took.
+            let touched = stage.engine.drain_touched();
+            services.board.update(
+                touched
+                    .into_iter()
+                    .map(|v| DeviceSnapshot::from_view(v, &model, &version, threshold)),
+            );
+            if tx.blocking_send(processed).is_err() {
+                return Err(IngestError::StageDied("persist"));
+            }
+        }
+        if closed {
+            return Ok(());
         }
     }
-    Ok(())
 }
 
-fn process<F>(
-    engine: &mut Engine,
-    forecaster: &mut F,
-    metrics: &Metrics,
-    chunk: Chunk,
-) -> Result<(Processed, Vec<String>), IngestError>
+/// The engine stage's state between chunks.
+struct Stage<'a, F> {
+    engine: &'a mut Engine,
+    forecaster: &'a mut F,
+    metrics: &'a Metrics,
+    /// Outcome of the chunks taken since the queue was last empty. Their
+    /// offsets are handed on only once every batch they completed has been
+    /// through the forecaster.
+    held: Option<Processed>,
+    /// When batches started waiting in the engine's queue.
+    waiting_since: Option<Instant>,
+}
+
+impl<F> Stage<'_, F>
 where
     F: Forecaster,
     F::Error: Display,
 {
-    let mut timed = Timed {
-        inner: forecaster,
-        metrics,
-    };
-    let mut out = Processed {
-        changes: Vec::new(),
-        rejects: chunk.rejects,
-        offsets: chunk.offsets,
-        accepted: 0,
-        duplicates: 0,
-        batches_scored: 0,
-        max_ts: None,
-    };
-    let mut events = Vec::new();
-    let mut touched = Vec::new();
-    for inc in chunk.readings {
-        match engine.push(&inc.reading) {
-            Ok(Pushed::Duplicate) => out.duplicates += 1,
-            Ok(_) => {
-                out.accepted += 1;
-                out.max_ts = out.max_ts.max(Some(inc.reading.ts_ms));
-                if touched.last() != Some(&inc.reading.device) {
-                    touched.push(inc.reading.device.clone());
+    /// Feeds a chunk to the engine. A forecaster call runs whenever batches
+    /// of `max_batch` devices are queued; what is left waits for the next
+    /// chunk, at most [`BATCH_DEADLINE`] from when the queue stopped being
+    /// empty.
+    fn process(&mut self, chunk: Chunk) -> Result<(), IngestError> {
+        let mut out = Processed {
+            changes: Vec::new(),
+            rejects: chunk.rejects,
+            offsets: chunk.offsets,
+            accepted: 0,
+            duplicates: 0,
+            batches_scored: 0,
+            max_ts: None,
+        };
+        for inc in chunk.readings {
+            match self.engine.push(&inc.reading) {
+                Ok(Pushed::Duplicate) => out.duplicates += 1,
+                Ok(_) => {
+                    out.accepted += 1;
+                    out.max_ts = out.max_ts.max(Some(inc.reading.ts_ms));
                 }
+                Err(reason) => out.rejects.push(Rejected {
+                    // The original bytes are not kept for valid messages; the
+                    // re-encoded reading carries the same content.
+                    payload: encode_reading(
+                        &inc.reading.device,
+                        inc.reading.ts_ms,
+                        &inc.reading.values,
+                    ),
+                    key: Some(inc.reading.device.into_bytes()),
+                    reason,
+                    partition: inc.partition,
+                    offset: inc.offset,
+                }),
             }
-            Err(reason) => out.rejects.push(Rejected {
-                // The original bytes are not kept for valid messages; the
-                // re-encoded reading carries the same content.
-                payload: encode_reading(
-                    &inc.reading.device,
-                    inc.reading.ts_ms,
-                    &inc.reading.values,
-                ),
-                key: Some(inc.reading.device.into_bytes()),
-                reason,
-                partition: inc.partition,
-                offset: inc.offset,
-            }),
+            if self.engine.batch_full() {
+                self.hold(out);
+                self.forecast(false)?;
+                out = Processed::empty();
+            }
         }
-        if engine.batch_full() {
-            events.extend(
-                engine
-                    .flush(&mut timed)
-                    .map_err(|e| IngestError::Forecaster(e.to_string()))?,
-            );
+        self.hold(out);
+        if self.engine.queued() == 0 {
+            self.waiting_since = None;
+        } else {
+            let since = *self.waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= BATCH_DEADLINE {
+                self.forecast(true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every queued batch (`all`), or only full forecaster calls, and
+    /// records the outcome in `held`.
+    fn forecast(&mut self, all: bool) -> Result<(), IngestError> {
+        let mut timed = Timed {
+            inner: &mut *self.forecaster,
+            metrics: self.metrics,
+        };
+        let events = if all {
+            self.engine.flush(&mut timed)
+        } else {
+            self.engine.flush_full(&mut timed)
+        }
+        .map_err(|e| IngestError::Forecaster(e.to_string()))?;
+        if self.engine.queued() == 0 {
+            self.waiting_since = None;
+        }
+        let held = self.held.get_or_insert_with(Processed::empty);
+        for ev in events {
+            match ev {
+                EngineEvent::Scored { .. } => held.batches_scored += 1,
+                EngineEvent::Opened(a) => held.changes.push(AlertChange::Opened(a)),
+                EngineEvent::Resolved(a) => held.changes.push(AlertChange::Resolved(a)),
+            }
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, p: Processed) {
+        match &mut self.held {
+            None => self.held = Some(p),
+            Some(held) => held.merge(p),
         }
     }
-    events.extend(
-        engine
-            .flush(&mut timed)
-            .map_err(|e| IngestError::Forecaster(e.to_string()))?,
-    );
-    for ev in events {
-        match ev {
-            EngineEvent::Scored { .. } => out.batches_scored += 1,
-            EngineEvent::Opened(a) => out.changes.push(AlertChange::Opened(a)),
-            EngineEvent::Resolved(a) => out.changes.push(AlertChange::Resolved(a)),
+}
+
+impl Processed {
+    fn empty() -> Self {
+        Self {
+            changes: Vec::new(),
+            rejects: Vec::new(),
+            offsets: Vec::new(),
+            accepted: 0,
+            duplicates: 0,
+            batches_scored: 0,
+            max_ts: None,
         }
     }
-    Ok((out, touched))
+
+    /// Appends a later outcome: its offsets are at or past ours.
+    fn merge(&mut self, later: Processed) {
+        self.changes.extend(later.changes);
+        self.rejects.extend(later.rejects);
+        for (p, next) in later.offsets {
+            match self.offsets.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, at)) => *at = (*at).max(next),
+                None => self.offsets.push((p, next)),
+            }
+        }
+        self.accepted += later.accepted;
+        self.duplicates += later.duplicates;
+        self.batches_scored += later.batches_scored;
+        self.max_ts = self.max_ts.max(later.max_ts);
+    }
 }

@@ -390,12 +390,15 @@ impl Forecaster for LstmForecaster {
     /// Advances all `n` devices through their batch in one LSTM call.
     ///
     /// Per device the state is `[h | c]`, each `[layers, hidden]`; libtorch
-    /// wants `h0`/`c0` as `[layers, n, hidden]`, hence the permutes.
+    /// wants `h0`/`c0` as `[layers, n, hidden]`, hence the permutes. Only
+    /// the forecast after the batch's last row is used, so the head runs on
+    /// the last step alone (training's `forward_seq` runs it on every step).
     fn step(&mut self, b: &mut StepBatch) -> Result<(), ModelError> {
         self.check_batch(b)?;
         if b.n == 0 {
             return Ok(());
         }
+        align_openmp_threads();
         let s = self.spec;
         let (n, t, c) = (b.n as i64, s.horizon as i64, s.channels as i64);
         let (l, h) = (s.layers as i64, s.hidden as i64);
@@ -405,29 +408,64 @@ impl Forecaster for LstmForecaster {
                 .and_then(|x| x.f_view([n, t, c]))
                 .and_then(|x| x.f_to_device(dev))
                 .ctx("inputs")?;
-            // [n, 2, layers, hidden] -> [2, layers, n, hidden]
+            // [n, 2, layers, hidden] -> [2, layers, n, hidden], one copy;
+            // h0 and c0 are then contiguous views.
             let st = Tensor::f_from_slice(&b.states)
                 .and_then(|x| x.f_view([n, 2, l, h]))
                 .and_then(|x| x.f_to_device(dev))
                 .and_then(|x| x.f_permute([1, 2, 0, 3]))
+                .and_then(|x| x.f_contiguous())
                 .ctx("states")?;
-            let h0 = st.f_select(0, 0).and_then(|x| x.f_contiguous()).ctx("h0")?;
-            let c0 = st.f_select(0, 1).and_then(|x| x.f_contiguous()).ctx("c0")?;
-            let (y, LSTMState((h1, c1))) = self.run(&x, &h0, &c0, false)?;
+            let h0 = st.f_select(0, 0).ctx("h0")?;
+            let c0 = st.f_select(0, 1).ctx("c0")?;
+            let (out, h1, c1) = x
+                .f_lstm(
+                    &[&h0, &c0],
+                    &self.lstm_params.iter().collect::<Vec<_>>(),
+                    true,
+                    l,
+                    0.0,
+                    false,
+                    false,
+                    true,
+                )
+                .ctx("lstm forward")?;
             // The forecast made after the batch's last row.
-            let last = y.f_select(1, t - 1).ctx("forecast")?;
-            last.f_copy_data(&mut b.predictions, (n * t * c) as usize)
+            let y = out
+                .f_select(1, t - 1)
+                .and_then(|last| last.f_linear(&self.head.ws, self.head.bs.as_ref()))
+                .ctx("head forward")?;
+            y.f_copy_data(&mut b.predictions, (n * t * c) as usize)
                 .ctx("copying forecasts")?;
             // [2, layers, n, hidden] -> [n, 2, layers, hidden]
             let st1 = Tensor::f_stack(&[h1, c1], 0)
                 .and_then(|x| x.f_permute([2, 0, 1, 3]))
-                .and_then(|x| x.f_contiguous())
                 .ctx("new states")?;
             st1.f_copy_data(&mut b.states, (n * 2 * l * h) as usize)
                 .ctx("copying states")?;
             Ok(())
         })
     }
+}
+
+thread_local! {
+    static OPENMP_ALIGNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// OpenMP keeps its thread count per calling thread, and oneDNN's LSTM
+/// forks with the calling thread's count. `set_threads` runs on the main
+/// thread; the service calls the forecaster from its engine thread, which
+/// would otherwise fork one OpenMP worker per core for every layer and step
+/// and spin at each barrier (a third of the engine thread's time on 2
+/// cores). Once per thread, re-apply libtorch's configured count here
+/// (`get_num_threads` initialises this thread from the global setting).
+fn align_openmp_threads() {
+    OPENMP_ALIGNED.with(|done| {
+        if !done.get() {
+            tch::set_num_threads(tch::get_num_threads());
+            done.set(true);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `forewarn`: train, serve, simulate.
 
+mod bench;
 mod config;
 mod evaluate;
 mod serve;
@@ -30,6 +31,8 @@ enum Command {
     Openapi,
     /// Train, replay labelled data through the streaming detector, and report accuracy metrics.
     Evaluate(evaluate::EvaluateArgs),
+    /// Benchmark serve end to end on a local broker, with a Python peer and the GEMM roofline.
+    Bench(bench::BenchArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
             train::run(args)
         }
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Openapi => serde_json::to_string_pretty(&forewarn_api::openapi::document_json())
             .map(|text| println!("{text}"))
             .map_err(Into::into),
