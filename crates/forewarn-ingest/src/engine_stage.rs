@@ -63,12 +63,13 @@ pub(crate) fn run<F>(
     mut rx: Receiver<Chunk>,
     tx: Sender<Processed>,
     shutdown: &CancellationToken,
+    swaps: &std::sync::mpsc::Receiver<crate::ModelSwap<F>>,
 ) -> Result<(), IngestError>
 where
     F: Forecaster,
     F::Error: Display,
 {
-    let (model, version, threshold) = {
+    let (mut model, mut version, mut threshold) = {
         let c = engine.config();
         (c.model.clone(), c.model_version.clone(), c.threshold)
     };
@@ -98,6 +99,16 @@ where
                 }
             }
         };
+        // Hot reload (`crate::run_reloadable`): between chunks, nothing held.
+        if stage.held.is_none()
+            && stage.waiting_since.is_none()
+            && let Ok(swap) = swaps.try_recv()
+        {
+            (model, version, threshold) = swap.describe();
+            *stage.engine = swap.engine;
+            *stage.forecaster = swap.forecaster;
+            services.board.clear();
+        }
         let closed = next.is_none();
         let result = match next {
             Some(Some(chunk)) => stage.process(chunk),

@@ -58,6 +58,24 @@ pub enum IngestError {
     Config(String),
 }
 
+/// A validated model to swap in while the pipeline runs (hot reload): a
+/// fresh engine for it and its forecaster. The engine thread takes it
+/// between chunks; device state starts over (windows re-warm), and the
+/// model's channel schema must equal the running one (the consume stage
+/// decodes with it).
+pub struct ModelSwap<F> {
+    pub engine: Engine,
+    pub forecaster: F,
+}
+
+impl<F> ModelSwap<F> {
+    /// (model, version, threshold) of the new engine.
+    fn describe(&self) -> (String, String, f64) {
+        let c = self.engine.config();
+        (c.model.clone(), c.model_version.clone(), c.threshold)
+    }
+}
+
 /// Runs the pipeline until `shutdown` is cancelled (or a stage fails, which
 /// cancels it too). Returns after the last durable offsets are committed.
 pub async fn run<F>(
@@ -65,6 +83,24 @@ pub async fn run<F>(
     engine: Engine,
     forecaster: F,
     services: Services,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError>
+where
+    F: Forecaster + Send + 'static,
+    F::Error: Display,
+{
+    // No sender: never a swap.
+    let (_, swaps) = std::sync::mpsc::channel();
+    run_reloadable(cfg, engine, forecaster, services, swaps, shutdown).await
+}
+
+/// [`run`], taking [`ModelSwap`]s from `swaps` (hot reload).
+pub async fn run_reloadable<F>(
+    cfg: IngestConfig,
+    engine: Engine,
+    forecaster: F,
+    services: Services,
+    swaps: std::sync::mpsc::Receiver<ModelSwap<F>>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError>
 where
@@ -97,7 +133,9 @@ where
         std::thread::Builder::new()
             .name("forewarn-engine".into())
             .spawn(move || {
-                engine_stage::run(engine, forecaster, &services, chunk_rx, done_tx, &shutdown)
+                engine_stage::run(
+                    engine, forecaster, &services, chunk_rx, done_tx, &shutdown, &swaps,
+                )
             })
             .expect("spawning a thread")
     };

@@ -61,21 +61,16 @@ async fn serve(
     metrics.set_alerts_open(store.count_open().context("counting open alerts")?);
     let board = Arc::new(DeviceBoard::new());
     let meta = &model.meta;
-    let info = ModelInfo {
-        name: meta.name.clone(),
-        version: meta.version.clone(),
-        channels: meta.channels.clone(),
-        horizon: meta.horizon,
-        window: meta.window,
-        threshold: meta.threshold.value,
-        device: forewarn_model::describe_device(device),
-    };
+    let info = describe(meta, device);
     ModelLoaded {
         name: &meta.name,
         version: &meta.version,
     }
     .emit(&metrics);
     health.set_model_loaded(true);
+    let model_info = Arc::new(RwLock::new(Some(info)));
+    let (swap_tx, swaps) = std::sync::mpsc::channel();
+    let reloader = reloader(&cfg, device, model_info.clone(), metrics.clone(), swap_tx);
 
     let bus = AlertBus::new(cfg.http.stream_buffer);
     let mut state = AppState::new(
@@ -83,7 +78,7 @@ async fn serve(
         board.clone(),
         health.clone(),
         metrics.clone(),
-        Arc::new(RwLock::new(Some(info))),
+        model_info.clone(),
     );
     state.bus = bus.clone();
     state.auth = Arc::new(forewarn_api::Auth::new(
@@ -91,6 +86,8 @@ async fn serve(
         cfg.http.read_requires_token,
     ));
     state.device_allow_list = Arc::new(cfg.metrics.device_allow_list.clone());
+    state.reloader = Some(reloader.clone());
+    reload_on_sighup(reloader, shutdown.clone());
     if cfg.http.tokens.is_empty() {
         tracing::info!("no http.tokens configured: acknowledge and model reload are disabled");
     }
@@ -137,11 +134,12 @@ async fn serve(
         metrics,
         bus,
     };
-    let result = forewarn_ingest::run(
+    let result = forewarn_ingest::run_reloadable(
         cfg.kafka.clone(),
         engine,
         model.forecaster,
         services,
+        swaps,
         shutdown.clone(),
     )
     .await;
@@ -158,6 +156,137 @@ async fn serve(
     result.context("pipeline")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn describe(meta: &forewarn_model::ModelMeta, device: tch::Device) -> ModelInfo {
+    ModelInfo {
+        name: meta.name.clone(),
+        version: meta.version.clone(),
+        channels: meta.channels.clone(),
+        horizon: meta.horizon,
+        window: meta.window,
+        threshold: meta.threshold.value,
+        device: forewarn_model::describe_device(device),
+    }
+}
+
+/// Hot reload: loads the model at `model.path` again, validates it (the
+/// artifact checks of `forewarn_model::load`, then the same channel schema
+/// as the running model, which the consume stage decodes with), and hands
+/// it with a fresh engine to the engine thread, which swaps it in between
+/// chunks. A rejected model leaves the running one untouched. Reloads are
+/// serialised.
+fn reloader(
+    cfg: &Config,
+    device: tch::Device,
+    info: Arc<RwLock<Option<ModelInfo>>>,
+    metrics: Arc<Metrics>,
+    swaps: std::sync::mpsc::Sender<forewarn_ingest::ModelSwap<forewarn_model::LstmForecaster>>,
+) -> forewarn_api::ModelReloader {
+    let path = cfg.model.path.clone();
+    let detector = cfg.detector;
+    let max_batch = cfg.pipeline.max_batch;
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    let swaps = Arc::new(std::sync::Mutex::new(swaps));
+    Arc::new(move || {
+        let (path, info, metrics, lock, swaps) = (
+            path.clone(),
+            info.clone(),
+            metrics.clone(),
+            lock.clone(),
+            swaps.clone(),
+        );
+        Box::pin(async move {
+            let _one_at_a_time = lock.lock().await;
+            let running = info
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let shown = path.display().to_string();
+            let loaded = tokio::task::spawn_blocking(move || forewarn_model::load(&path, device))
+                .await
+                .map_err(|e| format!("loading task failed: {e}"))
+                .and_then(|r| r.map_err(|e| format!("{e:#}")));
+            let checked = loaded.and_then(|m| match &running {
+                Some(r) if r.channels != m.meta.channels => Err(format!(
+                    "its channels ({} channels: {}) differ from the running model's ({}: {}); \
+                     a channel schema change needs a restart",
+                    m.meta.channels.len(),
+                    m.meta.channels.join(","),
+                    r.channels.len(),
+                    r.channels.join(",")
+                )),
+                _ => Ok(m),
+            });
+            let model = match checked {
+                Ok(m) => m,
+                Err(e) => {
+                    metrics.model_reloads.with_label_values(&["rejected"]).inc();
+                    tracing::warn!(path = %shown, error = %e, "model reload rejected; the running model is kept");
+                    return Err(e);
+                }
+            };
+            let new = describe(&model.meta, device);
+            let engine = Engine::new(model.engine_config(detector, max_batch));
+            let swap = forewarn_ingest::ModelSwap {
+                engine,
+                forecaster: model.forecaster,
+            };
+            if swaps
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .send(swap)
+                .is_err()
+            {
+                return Err("the pipeline has stopped".into());
+            }
+            *info
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(new.clone());
+            metrics.model_reloads.with_label_values(&["ok"]).inc();
+            ModelLoaded {
+                name: &new.name,
+                version: &new.version,
+            }
+            .emit(&metrics);
+            tracing::info!(
+                model = %new.name, version = %new.version,
+                previous = running.as_ref().map_or("", |r| r.version.as_str()),
+                threshold = new.threshold,
+                "model reloaded; the engine swaps it in before the next chunk"
+            );
+            Ok(new)
+        })
+            as std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<ModelInfo, String>> + Send>,
+            >
+    })
+}
+
+/// SIGHUP reloads the model, like `POST /api/v1/models/reload`.
+fn reload_on_sighup(
+    reload: forewarn_api::ModelReloader,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install a SIGHUP handler; reload over HTTP only");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the model");
+                    // The outcome is logged by the reloader.
+                    let _ = reload().await;
+                }
+            }
+        }
+    });
 }
 
 fn init_logging(log: &LogSection) -> anyhow::Result<()> {
