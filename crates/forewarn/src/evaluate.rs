@@ -728,12 +728,13 @@ mod tests {
         data: Vec<PathBuf>,
         train: Vec<PathBuf>,
         train_rows: Option<usize>,
+        kind: &str,
     ) -> EvaluateArgs {
         let config = dir.join("model.toml");
         std::fs::write(
             &config,
-            "[model]\nhidden = 8\nlayers = 1\nhorizon = 5\nwindow = 20\nepochs = 3\nthreads = 1\n\
-             validation_fraction = 0.3\n[threshold]\nmargin = 3.0\n[detector]\nopen_after = 1\n",
+            format!("[model]\nhidden = 8\nlayers = 1\nhorizon = 5\nwindow = 20\nepochs = 3\nthreads = 1\n\
+             validation_fraction = 0.3\n[threshold]\nkind = \"{kind}\"\nmargin = 3.0\n[detector]\nopen_after = 1\n"),
         )
         .unwrap();
         EvaluateArgs {
@@ -771,6 +772,7 @@ mod tests {
             vec![faulty.clone(), normal.clone()],
             vec![],
             Some(200),
+            "fixed",
         ))
         .unwrap();
         let r = read(dir.path());
@@ -843,6 +845,7 @@ mod tests {
             vec![faulty.clone()],
             vec![normal.clone()],
             None,
+            "fixed",
         ))
         .unwrap();
         let r = read(dir.path());
@@ -851,5 +854,30 @@ mod tests {
         assert_eq!(r["counts"]["point"]["tp"], 100, "{r}");
         assert_eq!(r["counts"]["point"]["fp"], 0, "{r}");
         assert_eq!(r["event_f1"], 1.0);
+    }
+
+    #[test]
+    fn gaussian_and_dynamic_thresholds_and_plots_run_end_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        for kind in ["gaussian", "dynamic"] {
+            let mut a = args(dir.path(), vec![faulty.clone()], vec![], Some(200), kind);
+            a.plot = Some(dir.path().join("plots"));
+            run(a).unwrap();
+            let r = read(dir.path());
+            assert_eq!(r["config"]["threshold"]["kind"], kind);
+            // The 50-unit step is caught, and from its first batch.
+            assert_eq!(r["counts"]["events"]["tp"], 1, "{kind}: {r}");
+            assert_eq!(r["mean_detection_delay"], 0.0, "{kind}: {r}");
+            // Named after the file and its folder.
+            let png = std::fs::read_dir(dir.path().join("plots"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.to_string_lossy().ends_with("_faulty.png"))
+                .unwrap();
+            let png = std::fs::read(png).unwrap();
+            assert_eq!(&png[..4], b"\x89PNG");
+        }
     }
 }
