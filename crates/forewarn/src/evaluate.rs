@@ -880,4 +880,46 @@ mod tests {
             assert_eq!(&png[..4], b"\x89PNG");
         }
     }
+
+    #[test]
+    fn changepoint_column_anchors_nab_windows_and_row_index_is_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        // No time column: times are row indices, widths and delays in rows.
+        let path = dir.path().join("cp.csv");
+        let mut s = String::from("a;b;label;cp\n");
+        for i in 0..400 {
+            let noise = ((i * 7919) % 13) as f64 / 130.0;
+            let anomalous = i >= 300;
+            let a = (i as f64 * 0.2).sin() + noise + if anomalous { 50.0 } else { 0.0 };
+            let b = (i as f64 * 0.2).cos() * 2.0 - noise;
+            s.push_str(&format!(
+                "{a:.4};{b:.4};{};{}\n",
+                u8::from(anomalous),
+                u8::from(i == 300)
+            ));
+        }
+        std::fs::write(&path, s).unwrap();
+        let mut a = args(dir.path(), vec![path], vec![], Some(200), "fixed");
+        a.time_column = None;
+        a.ignore_columns = vec![];
+        a.changepoint_column = Some("cp".into());
+        a.nab_window = Some("20".into());
+        a.nab_window_position = PositionArg::Right;
+        run(a).unwrap();
+        let r = read(dir.path());
+        assert_eq!(r["time_unit"], "rows");
+        assert_eq!(r["nab_window"], 20.0);
+        assert_eq!(r["nab_window_position"], "right");
+        // The changepoint column is not a channel.
+        assert_eq!(r["files"][0]["channels"], 2);
+        assert_eq!(r["counts"]["point"]["tp"], 100, "{r}");
+        // One window from the changepoint (scored row 100) to 20 rows after
+        // it: rows 100..=120, 21 rows; the alert opens at 100: y = -21/21.
+        assert_eq!(r["counts"]["nab_windows"], 1);
+        assert!(
+            (r["nab_standard"].as_f64().unwrap() - 100.0).abs() < 1e-9,
+            "{r}"
+        );
+        assert_eq!(r["mean_detection_delay"], 0.0);
+    }
 }
