@@ -89,7 +89,7 @@ async fn hot_reload_acknowledge_and_openapi() -> anyhow::Result<()> {
         &broker.bootstrap(),
         &model,
         dir.path(),
-        &format!("tokens = [\"{TOKEN}\"]\n"),
+        &format!("tokens = [\"{TOKEN}\"]\n[log]\nformat = \"json\"\n"),
     )?;
     serve.wait_ready(Duration::from_secs(60)).await?;
     let api = serve.api.clone();
@@ -172,7 +172,19 @@ async fn hot_reload_acknowledge_and_openapi() -> anyhow::Result<()> {
     );
     let (_, page) = get_json(&format!("{api}/api/v1/alerts?acknowledged=true")).await?;
     assert_eq!(page["alerts"][0]["id"], id);
-    assert!(serve.proc.log().contains(&format!("alert_id={id}")));
+    // JSON logs carry the alert and device ids as fields.
+    let log = serve.proc.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for message in ["alert opened", "alert acknowledged"] {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == message && l["alert_id"] == id)
+            .unwrap_or_else(|| panic!("no JSON log line {message:?} for {id}:\n{log}"));
+        assert_eq!(line["device"], "tep-fault-01", "{line}");
+    }
 
     // The OpenAPI document, served and printed.
     let (status, doc) = get_json(&format!("{api}/api/v1/openapi.json")).await?;

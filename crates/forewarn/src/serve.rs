@@ -99,11 +99,21 @@ async fn serve(
         .await
         .with_context(|| format!("binding the HTTP listener on {}", cfg.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+    // On a shutdown signal /readyz turns 503 at once, while the HTTP API
+    // keeps answering until the pipeline has drained and committed.
+    {
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            health.set_shutting_down();
+        });
+    }
+    let http_stop = tokio_util::sync::CancellationToken::new();
     let http = tokio::spawn(forewarn_api::serve_with(
         listener,
         state,
         api_config,
-        shutdown.clone(),
+        http_stop.clone(),
     ));
 
     let webhook = (!cfg.webhook.url.is_empty()).then(|| {
@@ -145,6 +155,7 @@ async fn serve(
     .await;
     health.set_shutting_down();
     shutdown.cancel();
+    http_stop.cancel();
     if let Some(w) = webhook {
         let _ = w.await;
     }
