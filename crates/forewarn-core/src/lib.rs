@@ -9,6 +9,7 @@ pub mod dynamic_threshold;
 pub mod engine;
 pub mod gaussian;
 pub mod reading;
+pub mod robust_scaler;
 pub mod scaler;
 pub mod threshold;
 pub mod window;

@@ -58,6 +58,10 @@ pub struct TrainConfig {
     /// Largest L2 norm of all gradients together (LSTMs occasionally spike).
     pub grad_clip: f64,
     pub threshold: ThresholdRule,
+    /// Scale channels by median and IQR instead of mean and standard
+    /// deviation ([`forewarn_core::robust_scaler`]); the artifact format is
+    /// the same either way.
+    pub robust_scaling: bool,
     /// Model name, recorded in the artifact and in alerts.
     pub name: String,
     pub device: Device,
@@ -78,6 +82,7 @@ impl Default for TrainConfig {
             seed: 42,
             grad_clip: 1.0,
             threshold: ThresholdRule::default(),
+            robust_scaling: false,
             name: "forewarn".into(),
             device: crate::default_device(),
         }
@@ -215,7 +220,11 @@ pub fn train(
     }
     let (train_raw, val_raw) = data.rows.split_at(n_train * c);
     // Fitted on the training part only: validation must look like unseen data.
-    let scaler = Scaler::fit(train_raw, c);
+    let scaler = if cfg.robust_scaling {
+        forewarn_core::robust_scaler::fit(train_raw, c)
+    } else {
+        Scaler::fit(train_raw, c)
+    };
     let scaled = |raw: &[f32]| {
         let mut v = raw.to_vec();
         scaler.transform_all(&mut v);

@@ -504,6 +504,7 @@ pub fn train_config(cfg: &EvalConfig) -> anyhow::Result<TrainConfig> {
         patience: m.patience,
         seed: m.seed,
         grad_clip: m.grad_clip,
+        robust_scaling: m.robust_scaling,
         threshold: forewarn_core::ThresholdRule {
             quantile: cfg.threshold.quantile,
             margin: cfg.threshold.margin,

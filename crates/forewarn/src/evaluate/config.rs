@@ -45,6 +45,8 @@ pub struct ModelSection {
     pub patience: usize,
     pub seed: u64,
     pub grad_clip: f64,
+    /// Median / IQR scaling instead of mean / standard deviation.
+    pub robust_scaling: bool,
     /// auto, cpu, cuda or cuda:N.
     pub device: String,
     /// libtorch intra-op threads (0 = one per core).
@@ -67,6 +69,7 @@ impl Default for ModelSection {
             patience: 5,
             seed: 42,
             grad_clip: 1.0,
+            robust_scaling: false,
             device: "cpu".into(),
             threads: 0,
         }
