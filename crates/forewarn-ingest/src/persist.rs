@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use forewarn_core::AlertState;
 use forewarn_store::{AlertChange, AlertRecord};
-use forewarn_telemetry::{AlertEvent, AlertEventKind};
 use forewarn_telemetry::events::{
     AlertOpened, AlertResolved, BatchesScored, DeadLettered, InternalEvent, LastProcessed,
     MessageRejected, OffsetsStored, ReadingsAccepted, ReadingsDuplicate,
 };
+use forewarn_telemetry::{AlertEvent, AlertEventKind};
 use futures::future::join_all;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
