@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// Devices per call in the forecaster-only measurement (default: max_batch).
     #[arg(long)]
     forecaster_batch: Option<usize>,
+    /// Extra librdkafka properties for the pipeline's clients (kafka.client),
+    /// e.g. `--client fetch.wait.max.ms=100`; repeatable.
+    #[arg(long, value_parser = parse_key_value)]
+    client: Vec<(String, String)>,
     /// Where alert stores of the runs go.
     #[arg(long, default_value = ".run/bench")]
     work_dir: PathBuf,
@@ -347,6 +351,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         mem.measured
     );
     Ok(())
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 fn say(line: String) {
@@ -610,6 +620,7 @@ fn ingest_config(args: &BenchArgs, prefix: &str) -> IngestConfig {
         alerts_topic: format!("{prefix}.alerts"),
         dead_letter_topic: format!("{prefix}.dlq"),
         topic_partitions: args.partitions,
+        client: args.client.iter().cloned().collect(),
         ..IngestConfig::default()
     }
 }
@@ -949,16 +960,19 @@ fn latency_run(
     let reader = spawn_reader(
         &cfg,
         &cfg.alerts_topic,
+        0..cfg.topic_partitions,
         "alerts-reader",
         stop.clone(),
         samples.clone(),
         alert_ts,
     )?;
-    // The broker's own floor: readings read back by a plain consumer.
+    // The broker's own floor: readings read back by a plain consumer (one
+    // partition: a sample that adds little load of its own).
     let floor: Samples = Arc::default();
     let floor_reader = spawn_reader(
         &cfg,
         &cfg.input_topic,
+        0..1,
         "floor-reader",
         stop.clone(),
         floor.clone(),
@@ -1049,11 +1063,12 @@ fn quantiles(samples: &[(i64, f64)], from_ms: i64) -> Option<(usize, f64, f64, f
     Some((v.len(), q(0.5), q(0.99), v[v.len() - 1]))
 }
 
-/// Reads every partition of `topic` from the start on a thread until `stop`,
+/// Reads `partitions` of `topic` from the start on a thread until `stop`,
 /// recording (event time, arrival - event time in ms) per message.
 fn spawn_reader(
     cfg: &IngestConfig,
     topic: &str,
+    partitions: std::ops::Range<i32>,
     name: &str,
     stop: Arc<AtomicBool>,
     samples: Samples,
@@ -1066,7 +1081,7 @@ fn spawn_reader(
         .set("fetch.wait.max.ms", "5")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..cfg.topic_partitions {
+    for p in partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     c.assign(&tpl)?;
