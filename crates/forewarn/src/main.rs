@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "forewarn", version, about = "Streaming anomaly detection for industrial sensors")]
+#[command(
+    name = "forewarn",
+    version,
+    about = "Streaming anomaly detection for industrial sensors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,9 +68,13 @@ fn main() -> std::process::ExitCode {
         }
         Command::Simulate(args) => {
             init_cli_logging();
-            runtime().and_then(|rt| rt.block_on(async { simulate::run(args, shutdown_on_signal()).await }))
+            runtime().and_then(|rt| {
+                rt.block_on(async { simulate::run(args, shutdown_on_signal()).await })
+            })
         }
-        Command::Config { command: ConfigCommand::Check { file } } => config::Config::load(file.as_deref())
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => config::Config::load(file.as_deref())
             .and_then(|c| Ok(toml::to_string_pretty(&c)?))
             .map(|text| print!("{text}")),
     };
@@ -80,13 +88,20 @@ fn main() -> std::process::ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_cli_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal; files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// A token cancelled on SIGINT or SIGTERM: the one shutdown signal every

@@ -202,7 +202,8 @@ fn export_csv(args: &SimulateArgs, dir: &std::path::Path) -> anyhow::Result<()> 
         .map(|i| {
             let path = dir.join(format!("{}.csv", plant.device_id(i)));
             let mut w = std::io::BufWriter::new(
-                std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+                std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?,
             );
             writeln!(w, "ts,{}", plant.channels().join(","))?;
             Ok(w)
