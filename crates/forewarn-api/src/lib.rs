@@ -191,7 +191,14 @@ fn with_layers(routes: Router, config: ApiConfig, metrics: Arc<Metrics>) -> Rout
         // Request spans and responses at DEBUG; failures are not logged
         // here (a 503 from /readyz is an answer, not an error): internal
         // errors are logged once by `ApiError`.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        .layer(
+            TraceLayer::new_for_http()
+                // The path only: a query string may carry `access_token`.
+                .make_span_with(|req: &Request<Body>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_failure(()),
+        )
         .layer(middleware::from_fn_with_state(metrics, track_request))
         .layer(middleware::map_response(json_errors))
 }
