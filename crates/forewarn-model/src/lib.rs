@@ -6,6 +6,7 @@ pub mod artifact;
 pub mod dataset;
 mod error;
 pub mod forecaster;
+pub mod multimodal;
 pub mod train;
 
 use std::sync::Once;

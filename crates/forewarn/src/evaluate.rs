@@ -16,6 +16,7 @@ use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
 use forewarn_core::threshold::quantile_sorted;
 use forewarn_eval::{Counts, FileInput, Metrics, WindowPosition};
 use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
+use forewarn_model::multimodal::{MultimodalTrainConfig, TrainedMultimodal, train_multimodal};
 use forewarn_model::train::{TrainConfig, TrainedModel, train};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -23,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::config::parse_device;
-pub use config::{EvalConfig, ThresholdKind};
+pub use config::{EvalConfig, ModelKind, ThresholdKind};
 use replay::{Decision, Strategy, decide, point_predictions, replay};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +120,7 @@ pub struct Report {
 
 /// A trained model with its threshold strategy.
 struct Fitted {
-    model: TrainedModel,
+    model: AnyModel,
     strategy: Strategy,
     threshold: f64,
 }
@@ -203,7 +204,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         };
         let data = loaded
             .data
-            .select_channels(&fitted.model.meta.channels)
+            .select_channels(fitted.model.channels())
             .with_context(|| format!("{} does not have the model's channels", path.display()))?;
         let (decisions, pred) = score_file(fitted, &data, &cfg)?;
         let n = data.len();
@@ -259,7 +260,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             rows: n,
             channels: data.n_channels(),
             train_rows: skip,
-            model_version: fitted.model.meta.version.clone(),
+            model_version: fitted.model.version().to_owned(),
             threshold_kind: cfg.threshold.kind,
             threshold: fitted.threshold,
             metrics,
@@ -516,8 +517,8 @@ pub fn train_config(cfg: &EvalConfig) -> anyhow::Result<TrainConfig> {
 
 /// Engine settings for test replays: the model's, with the strategy's
 /// detector; strategies other than `fixed` threshold outside the engine.
-fn engine_config(model: &TrainedModel, cfg: &EvalConfig) -> EngineConfig {
-    let mut e = model.meta.engine_config(cfg.detector.detector(), 1);
+fn engine_config(model: &AnyModel, cfg: &EvalConfig) -> EngineConfig {
+    let mut e = model.engine_config(cfg.detector.detector());
     if cfg.threshold.kind != ThresholdKind::Fixed {
         e.threshold = f64::INFINITY;
     }
@@ -528,22 +529,55 @@ fn engine_config(model: &TrainedModel, cfg: &EvalConfig) -> EngineConfig {
 /// the validation tail (the rows `train` held out).
 fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
     let tc = train_config(cfg)?;
-    let mut model = train(data, &tc, |r| {
-        eprintln!(
-            "  epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
-            r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
-        )
-    })
-    .with_context(|| format!("training on {}", data.source))?;
+    let mut model = match cfg.model.kind {
+        ModelKind::Forecaster => AnyModel::Joint(
+            train(data, &tc, |r| {
+                eprintln!(
+                    "  epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
+                    r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
+                )
+            })
+            .with_context(|| format!("training on {}", data.source))?,
+        ),
+        ModelKind::PerVariable => {
+            let mc = MultimodalTrainConfig {
+                encoder_hidden: cfg.model.encoder_hidden,
+                hidden: tc.hidden,
+                layers: tc.layers,
+                horizon: tc.horizon,
+                window: tc.window,
+                epochs: tc.epochs,
+                learning_rate: tc.learning_rate,
+                batch_streams: tc.batch_streams,
+                validation_fraction: tc.validation_fraction,
+                patience: tc.patience,
+                seed: tc.seed,
+                grad_clip: tc.grad_clip,
+                threshold: tc.threshold,
+                robust_scaling: tc.robust_scaling,
+                name: tc.name.clone(),
+                device: tc.device,
+            };
+            AnyModel::PerVariable(
+                train_multimodal(&data.rows, &data.channels, &mc, |e, t, v| {
+                    eprintln!(
+                        "  epoch {e:>3}/{}  train loss {t:.5}  val loss {v:.5}",
+                        mc.epochs
+                    )
+                })
+                .with_context(|| format!("training on {}", data.source))?,
+            )
+        }
+    };
     let c = data.n_channels();
-    let val = data.rows[model.meta.train_rows * c..].to_vec();
+    let val = data.rows[model.train_rows() * c..].to_vec();
     let (strategy, threshold) = match cfg.threshold.kind {
         ThresholdKind::Fixed => {
-            let t = model.meta.threshold.value;
+            let t = model.fixed_threshold();
             (Strategy::Fixed { threshold: t }, t)
         }
         ThresholdKind::Gaussian => {
-            let train_part = data.rows[..model.meta.train_rows * c].to_vec();
+            let train_part = data.rows[..model.train_rows() * c].to_vec();
             let (g, t) = calibrate_gaussian(&mut model, cfg, &train_part, &val)?;
             (
                 Strategy::Gaussian {
@@ -556,7 +590,7 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
         ThresholdKind::Dynamic => {
             let mut engine = engine_config(&model, cfg);
             engine.threshold = f64::INFINITY;
-            let recs = replay(&mut model.forecaster, engine, &val)?;
+            let recs = replay(&mut model, engine, &val)?;
             let scores: Vec<f64> = recs.iter().map(|r| r.score).collect();
             let floor = forewarn_core::dynamic_threshold::DynamicThreshold::new(
                 cfg.threshold.dynamic,
@@ -590,32 +624,32 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
 /// an injection, falls back to the quantile x margin rule on the normal
 /// validation scores.
 fn calibrate_gaussian(
-    model: &mut TrainedModel,
+    model: &mut AnyModel,
     cfg: &EvalConfig,
     train_part: &[f32],
     val: &[f32],
 ) -> anyhow::Result<(GaussianErrorModel, f64)> {
-    let c = model.meta.channels.len();
+    let c = model.channels().len();
     let mut engine = engine_config(model, cfg);
     engine.threshold = f64::INFINITY;
-    let fitted_on = replay(&mut model.forecaster, engine.clone(), train_part)?;
+    let fitted_on = replay(model, engine.clone(), train_part)?;
     let errors: Vec<f32> = fitted_on
         .iter()
         .flat_map(|r| r.errors.iter().copied())
         .collect();
     let g = GaussianErrorModel::fit_with_floor(&errors, c, cfg.threshold.gaussian_var_floor)
         .context("gaussian threshold: the training part is too short for two error vectors")?;
-    let clean = replay(&mut model.forecaster, engine.clone(), val)?;
+    let clean = replay(model, engine.clone(), val)?;
     let normal: Vec<f64> = clean.iter().map(|r| g.score(&r.errors)).collect();
     let mut anomalous = Vec::new();
     let mut rng = StdRng::seed_from_u64(cfg.model.seed);
     let t = &cfg.threshold;
     for k in 0..t.injections {
         let sigma = t.injection_sigmas[k % t.injection_sigmas.len()];
-        let Some((rows, onset)) = inject(val, &model.meta, k, sigma, &mut rng) else {
+        let Some((rows, onset)) = inject(val, &engine, k, sigma, &mut rng) else {
             break;
         };
-        let recs = replay(&mut model.forecaster, engine.clone(), &rows)?;
+        let recs = replay(model, engine.clone(), &rows)?;
         anomalous.extend(
             recs.iter()
                 .filter(|r| r.end >= onset)
@@ -649,12 +683,12 @@ fn calibrate_gaussian(
 /// warm-up with two batches to follow.
 fn inject(
     val: &[f32],
-    meta: &forewarn_model::ModelMeta,
+    meta: &EngineConfig,
     k: usize,
     sigma: f64,
     rng: &mut StdRng,
 ) -> Option<(Vec<f32>, usize)> {
-    let c = meta.channels.len();
+    let c = meta.schema.len();
     let n = val.len() / c;
     let lo = meta.warmup + meta.horizon;
     let hi = n.checked_sub(2 * meta.horizon)?;
@@ -694,10 +728,71 @@ fn score_file(
     cfg: &EvalConfig,
 ) -> anyhow::Result<(Vec<Decision>, Vec<bool>)> {
     let engine = engine_config(&fitted.model, cfg);
-    let recs = replay(&mut fitted.model.forecaster, engine, &data.rows)?;
+    let recs = replay(&mut fitted.model, engine, &data.rows)?;
     let decisions = decide(&recs, &fitted.strategy, &cfg.detector.detector());
     let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
     Ok((decisions, pred))
+}
+
+/// The trained model of either kind, as the engine drives it.
+enum AnyModel {
+    Joint(TrainedModel),
+    PerVariable(TrainedMultimodal),
+}
+
+impl AnyModel {
+    fn engine_config(&self, detector: forewarn_core::DetectorConfig) -> EngineConfig {
+        match self {
+            Self::Joint(m) => m.meta.engine_config(detector, 1),
+            Self::PerVariable(m) => m.engine_config(detector, 1),
+        }
+    }
+
+    fn channels(&self) -> &[String] {
+        match self {
+            Self::Joint(m) => &m.meta.channels,
+            Self::PerVariable(m) => &m.channels,
+        }
+    }
+
+    fn train_rows(&self) -> usize {
+        match self {
+            Self::Joint(m) => m.meta.train_rows,
+            Self::PerVariable(m) => m.train_rows,
+        }
+    }
+
+    fn fixed_threshold(&self) -> f64 {
+        match self {
+            Self::Joint(m) => m.meta.threshold.value,
+            Self::PerVariable(m) => m.threshold.value,
+        }
+    }
+
+    fn version(&self) -> &str {
+        match self {
+            Self::Joint(m) => &m.meta.version,
+            Self::PerVariable(m) => &m.version,
+        }
+    }
+}
+
+impl forewarn_core::Forecaster for AnyModel {
+    type Error = forewarn_model::ModelError;
+
+    fn state_len(&self) -> usize {
+        match self {
+            Self::Joint(m) => m.forecaster.state_len(),
+            Self::PerVariable(m) => m.model.state_len(),
+        }
+    }
+
+    fn step(&mut self, b: &mut forewarn_core::StepBatch) -> Result<(), Self::Error> {
+        match self {
+            Self::Joint(m) => m.forecaster.step(b),
+            Self::PerVariable(m) => m.model.step(b),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -921,6 +1016,27 @@ mod tests {
             (r["nab_standard"].as_f64().unwrap() - 100.0).abs() < 1e-9,
             "{r}"
         );
+        assert_eq!(r["mean_detection_delay"], 0.0);
+    }
+
+    #[test]
+    fn per_variable_encoder_model_runs_through_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        let a = args(dir.path(), vec![faulty], vec![], Some(200), "fixed");
+        std::fs::write(
+            a.config.as_ref().unwrap(),
+            "[model]\nkind = \"per_variable\"\nencoder_hidden = 2\nhidden = 8\nlayers = 1\n\
+             horizon = 5\nwindow = 20\nepochs = 3\nthreads = 1\nvalidation_fraction = 0.3\n\
+             [threshold]\nkind = \"fixed\"\nmargin = 3.0\n[detector]\nopen_after = 1\n",
+        )
+        .unwrap();
+        run(a).unwrap();
+        let r = read(dir.path());
+        assert_eq!(r["config"]["model"]["kind"], "per_variable");
+        assert_eq!(r["counts"]["events"]["tp"], 1, "{r}");
+        assert_eq!(r["counts"]["point"]["tp"], 100, "{r}");
         assert_eq!(r["mean_detection_delay"], 0.0);
     }
 }

@@ -24,6 +24,9 @@ pub enum ModelKind {
     /// Joint multivariate stacked LSTM forecasting the next batch (Filonov et al. 2016).
     #[default]
     Forecaster,
+    /// One small LSTM encoder per channel, features concatenated into the
+    /// joint stacked LSTM, then the forecasting head (the multimodal design).
+    PerVariable,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +36,8 @@ pub struct ModelSection {
     pub name: String,
     pub hidden: usize,
     pub layers: usize,
+    /// `per_variable`: width of each channel's encoder.
+    pub encoder_hidden: usize,
     /// Readings per forecast batch.
     pub horizon: usize,
     /// Truncated-BPTT length and warm-up before scoring.
@@ -60,6 +65,7 @@ impl Default for ModelSection {
             name: "forecaster".into(),
             hidden: 32,
             layers: 2,
+            encoder_hidden: 4,
             horizon: 5,
             window: 50,
             epochs: 30,

@@ -1,0 +1,622 @@
+//! Per-variable encoders merged (the multimodal design): one small LSTM
+//! encoder per channel, their features concatenated into a joint stacked
+//! LSTM, and a linear head forecasting the next `horizon` rows, as the
+//! joint [`crate::LstmForecaster`] does. It implements
+//! [`forewarn_core::Forecaster`], so the engine runs it unchanged.
+//!
+//! Per-device state: every encoder's `(h, c)` and the joint LSTM's, packed
+//! as `[enc_h (C x e) | enc_c (C x e) | joint_h (L x H) | joint_c (L x H)]`.
+//!
+//! Training is stateful truncated BPTT over parallel contiguous streams,
+//! with early stopping on the validation tail and the best epoch's weights
+//! kept, like [`crate::train`]; the threshold is calibrated by replaying the
+//! validation tail through the engine ([`crate::calibration_scores`]).
+
+use forewarn_core::engine::{Forecaster, StepBatch};
+use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema, Threshold, ThresholdRule};
+use tch::nn::{self, LSTMState, Module, OptimizerConfig, RNN};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{ModelError, TorchContext};
+use crate::train::calibration_scores;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultimodalSpec {
+    pub channels: usize,
+    /// Width of each channel's encoder.
+    pub encoder_hidden: usize,
+    /// Width of the joint LSTM.
+    pub hidden: usize,
+    /// Joint LSTM layers.
+    pub layers: usize,
+    pub horizon: usize,
+}
+
+impl MultimodalSpec {
+    pub fn state_len(&self) -> usize {
+        2 * self.channels * self.encoder_hidden + 2 * self.layers * self.hidden
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.horizon * self.channels
+    }
+}
+
+/// Recurrent state of a batch of sequences.
+pub struct MultimodalState {
+    pub encoders: Vec<LSTMState>,
+    pub joint: LSTMState,
+}
+
+impl MultimodalState {
+    fn detach(&self) -> Self {
+        Self {
+            encoders: self
+                .encoders
+                .iter()
+                .map(|s| LSTMState((s.h().detach(), s.c().detach())))
+                .collect(),
+            joint: LSTMState((self.joint.h().detach(), self.joint.c().detach())),
+        }
+    }
+}
+
+pub struct MultimodalForecaster {
+    spec: MultimodalSpec,
+    vs: nn::VarStore,
+    encoders: Vec<nn::LSTM>,
+    joint: nn::LSTM,
+    head: nn::Linear,
+}
+
+impl std::fmt::Debug for MultimodalForecaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultimodalForecaster")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MultimodalForecaster {
+    pub fn new(spec: MultimodalSpec, device: Device) -> Result<Self, ModelError> {
+        if spec.channels == 0
+            || spec.encoder_hidden == 0
+            || spec.hidden == 0
+            || spec.layers == 0
+            || spec.horizon == 0
+        {
+            return Err(ModelError::Config(format!(
+                "multimodal spec {spec:?}: every size must be at least 1"
+            )));
+        }
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let cfg = nn::RNNConfig {
+            batch_first: true,
+            ..Default::default()
+        };
+        let encoders = (0..spec.channels)
+            .map(|j| {
+                nn::lstm(
+                    &root / format!("enc{j}"),
+                    1,
+                    spec.encoder_hidden as i64,
+                    cfg,
+                )
+            })
+            .collect();
+        let joint = nn::lstm(
+            &root / "joint",
+            (spec.channels * spec.encoder_hidden) as i64,
+            spec.hidden as i64,
+            nn::RNNConfig {
+                num_layers: spec.layers as i64,
+                ..cfg
+            },
+        );
+        let head = nn::linear(
+            &root / "head",
+            spec.hidden as i64,
+            spec.output_len() as i64,
+            Default::default(),
+        );
+        Ok(Self {
+            spec,
+            vs,
+            encoders,
+            joint,
+            head,
+        })
+    }
+
+    pub fn spec(&self) -> &MultimodalSpec {
+        &self.spec
+    }
+
+    pub fn zero_state(&self, batch: i64) -> MultimodalState {
+        MultimodalState {
+            encoders: self.encoders.iter().map(|e| e.zero_state(batch)).collect(),
+            joint: self.joint.zero_state(batch),
+        }
+    }
+
+    /// `x`: `[B, T, C]` scaled rows. Returns the forecasts at every step
+    /// (`[B, T, H*C]`) and the final state.
+    pub fn forward_seq(
+        &self,
+        x: &Tensor,
+        state: Option<&MultimodalState>,
+    ) -> (Tensor, MultimodalState) {
+        let b = x.size()[0];
+        let zero;
+        let state = match state {
+            Some(s) => s,
+            None => {
+                zero = self.zero_state(b);
+                &zero
+            }
+        };
+        let mut feats = Vec::with_capacity(self.spec.channels);
+        let mut enc_states = Vec::with_capacity(self.spec.channels);
+        for (j, enc) in self.encoders.iter().enumerate() {
+            let xj = x.narrow(2, j as i64, 1);
+            let (out, st) = enc.seq_init(&xj, &state.encoders[j]);
+            feats.push(out);
+            enc_states.push(st);
+        }
+        let f = Tensor::cat(&feats, 2);
+        let (out, joint) = self.joint.seq_init(&f, &state.joint);
+        (
+            self.head.forward(&out),
+            MultimodalState {
+                encoders: enc_states,
+                joint,
+            },
+        )
+    }
+
+    fn snapshot(&self) -> Vec<(String, Tensor)> {
+        tch::no_grad(|| {
+            self.vs
+                .variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.detach().copy()))
+                .collect()
+        })
+    }
+
+    fn restore(&self, snap: &[(String, Tensor)]) -> Result<(), ModelError> {
+        let vars = self.vs.variables();
+        tch::no_grad(|| {
+            for (name, src) in snap {
+                if let Some(mut v) = vars.get(name).map(Tensor::shallow_clone) {
+                    v.f_copy_(src).ctx("restoring best weights")?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn unpack(&self, states: &[f32], n: i64) -> Result<MultimodalState, ModelError> {
+        let s = self.spec;
+        let (c, e, l, h) = (
+            s.channels as i64,
+            s.encoder_hidden as i64,
+            s.layers as i64,
+            s.hidden as i64,
+        );
+        let dev = self.vs.device();
+        let all = Tensor::f_from_slice(states)
+            .and_then(|t| t.f_view([n, s.state_len() as i64]))
+            .and_then(|t| t.f_to_device(dev))
+            .ctx("states")?;
+        let enc_h = all.narrow(1, 0, c * e).view([n, c, e]);
+        let enc_c = all.narrow(1, c * e, c * e).view([n, c, e]);
+        let jh = all
+            .narrow(1, 2 * c * e, l * h)
+            .view([n, l, h])
+            .permute([1, 0, 2])
+            .contiguous();
+        let jc = all
+            .narrow(1, 2 * c * e + l * h, l * h)
+            .view([n, l, h])
+            .permute([1, 0, 2])
+            .contiguous();
+        let encoders = (0..c)
+            .map(|j| {
+                LSTMState((
+                    enc_h.select(1, j).unsqueeze(0).contiguous(),
+                    enc_c.select(1, j).unsqueeze(0).contiguous(),
+                ))
+            })
+            .collect();
+        Ok(MultimodalState {
+            encoders,
+            joint: LSTMState((jh, jc)),
+        })
+    }
+
+    fn pack(&self, st: &MultimodalState, out: &mut [f32]) -> Result<(), ModelError> {
+        // Encoder states are [1, n, e] each -> [n, C, e].
+        let hs: Vec<Tensor> = st.encoders.iter().map(|s| s.h().squeeze_dim(0)).collect();
+        let cs: Vec<Tensor> = st.encoders.iter().map(|s| s.c().squeeze_dim(0)).collect();
+        let n = hs[0].size()[0];
+        let enc_h = Tensor::stack(&hs, 1).view([n, -1]);
+        let enc_c = Tensor::stack(&cs, 1).view([n, -1]);
+        let jh = st.joint.h().permute([1, 0, 2]).contiguous().view([n, -1]);
+        let jc = st.joint.c().permute([1, 0, 2]).contiguous().view([n, -1]);
+        let all = Tensor::cat(&[enc_h, enc_c, jh, jc], 1)
+            .to_device(Device::Cpu)
+            .contiguous();
+        all.f_copy_data(out, out.len()).ctx("copying states")
+    }
+}
+
+impl Forecaster for MultimodalForecaster {
+    type Error = ModelError;
+
+    fn state_len(&self) -> usize {
+        self.spec.state_len()
+    }
+
+    fn step(&mut self, b: &mut StepBatch) -> Result<(), ModelError> {
+        let s = self.spec;
+        if b.channels != s.channels
+            || b.horizon != s.horizon
+            || b.state_len != s.state_len()
+            || b.inputs.len() != b.n * s.output_len()
+            || b.states.len() != b.n * s.state_len()
+            || b.predictions.len() != b.n * s.output_len()
+        {
+            return Err(ModelError::Shape(format!(
+                "batch of {} devices does not fit the multimodal model {s:?}",
+                b.n
+            )));
+        }
+        if b.n == 0 {
+            return Ok(());
+        }
+        let (n, t, c) = (b.n as i64, s.horizon as i64, s.channels as i64);
+        let dev = self.vs.device();
+        tch::no_grad(|| -> Result<(), ModelError> {
+            let x = Tensor::f_from_slice(&b.inputs)
+                .and_then(|x| x.f_view([n, t, c]))
+                .and_then(|x| x.f_to_device(dev))
+                .ctx("inputs")?;
+            let st = self.unpack(&b.states, n)?;
+            let (y, st1) = self.forward_seq(&x, Some(&st));
+            let last = y.select(1, t - 1).to_device(Device::Cpu).contiguous();
+            last.f_copy_data(&mut b.predictions, (n * t * c) as usize)
+                .ctx("copying forecasts")?;
+            self.pack(&st1, &mut b.states)
+        })
+    }
+}
+
+/// Training settings of the multimodal model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultimodalTrainConfig {
+    pub encoder_hidden: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub horizon: usize,
+    pub window: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub batch_streams: usize,
+    pub validation_fraction: f64,
+    pub patience: usize,
+    pub seed: u64,
+    pub grad_clip: f64,
+    pub threshold: ThresholdRule,
+    pub robust_scaling: bool,
+    pub name: String,
+    pub device: Device,
+}
+
+/// A trained multimodal model with what the engine needs to run it.
+#[derive(Debug)]
+pub struct TrainedMultimodal {
+    pub model: MultimodalForecaster,
+    pub scaler: Scaler,
+    pub channels: Vec<String>,
+    pub train_rows: usize,
+    pub threshold: Threshold,
+    pub version: String,
+    pub name: String,
+    pub window: usize,
+    /// Validation loss per epoch.
+    pub val_losses: Vec<f64>,
+}
+
+impl TrainedMultimodal {
+    pub fn engine_config(&self, detector: DetectorConfig, max_batch: usize) -> EngineConfig {
+        EngineConfig {
+            schema: Schema::new(self.channels.clone()),
+            scaler: self.scaler.clone(),
+            horizon: self.model.spec.horizon,
+            window: self.window,
+            warmup: self.window,
+            state_len: self.model.spec.state_len(),
+            threshold: self.threshold.value,
+            detector,
+            model: self.name.clone(),
+            model_version: self.version.clone(),
+            max_batch,
+        }
+    }
+}
+
+/// Targets `[N, H*C]` (rows t+1..=t+H of each step t) and mask `[N]`.
+fn targets(x: &Tensor, horizon: i64) -> (Tensor, Tensor) {
+    let n = x.size()[0];
+    let c = x.size()[1];
+    let pad = Tensor::zeros([horizon, c], (Kind::Float, x.device()));
+    let padded = Tensor::cat(&[x.narrow(0, 1, n - 1), pad.narrow(0, 0, horizon)], 0);
+    // [N, C, H] windows -> [N, H, C] -> [N, H*C]
+    let y = padded
+        .unfold(0, horizon, 1)
+        .narrow(0, 0, n)
+        .permute([0, 2, 1])
+        .reshape([n, -1]);
+    let mask: Vec<f32> = (0..n)
+        .map(|t| if t + horizon < n { 1.0 } else { 0.0 })
+        .collect();
+    (y, Tensor::from_slice(&mask).to_device(x.device()))
+}
+
+fn loss(pred: &Tensor, y: &Tensor, mask: &Tensor) -> (Tensor, f64) {
+    let per = (pred - y).square().mean_dim(-1, false, Kind::Float);
+    let count = mask.sum(Kind::Float).double_value(&[]);
+    ((per * mask).sum(Kind::Float), count)
+}
+
+/// Trains on `data` rows (`channels` named), early-stops on the validation
+/// tail and calibrates the fixed threshold there through the engine.
+pub fn train_multimodal(
+    rows: &[f32],
+    channels: &[String],
+    cfg: &MultimodalTrainConfig,
+    mut on_epoch: impl FnMut(usize, f64, f64),
+) -> Result<TrainedMultimodal, ModelError> {
+    let c = channels.len();
+    if c == 0 || !rows.len().is_multiple_of(c) {
+        return Err(ModelError::Config(
+            "multimodal: rows do not fit the channels".into(),
+        ));
+    }
+    let n = rows.len() / c;
+    let n_val = (n as f64 * cfg.validation_fraction).round() as usize;
+    let n_train = n - n_val;
+    if n_val < cfg.window + 2 * cfg.horizon || n_train < cfg.window + cfg.horizon {
+        return Err(ModelError::Config(format!(
+            "multimodal: {n} rows are too few for window {} and horizon {}",
+            cfg.window, cfg.horizon
+        )));
+    }
+    tch::manual_seed(cfg.seed as i64);
+    let (train_raw, val_raw) = rows.split_at(n_train * c);
+    let scaler = if cfg.robust_scaling {
+        forewarn_core::robust_scaler::fit(train_raw, c)
+    } else {
+        Scaler::fit(train_raw, c)
+    };
+    let scaled = |raw: &[f32]| -> Tensor {
+        let mut v = raw.to_vec();
+        scaler.transform_all(&mut v);
+        Tensor::from_slice(&v)
+            .view([(raw.len() / c) as i64, c as i64])
+            .to_device(cfg.device)
+    };
+    let spec = MultimodalSpec {
+        channels: c,
+        encoder_hidden: cfg.encoder_hidden,
+        hidden: cfg.hidden,
+        layers: cfg.layers,
+        horizon: cfg.horizon,
+    };
+    let model = MultimodalForecaster::new(spec, cfg.device)?;
+    let h = cfg.horizon as i64;
+    let xt = scaled(train_raw);
+    let (yt, mt) = targets(&xt, h);
+    let xv = scaled(val_raw);
+    let (yv, mv) = targets(&xv, h);
+    let _ = mv.narrow(0, 0, (cfg.window as i64 - 1).max(0)).fill_(0.0);
+    // Parallel contiguous streams, each long enough for 8 chunks.
+    let streams = (cfg.batch_streams as i64)
+        .min(n_train as i64 / (8 * cfg.window as i64))
+        .max(1);
+    let len = n_train as i64 / streams;
+    let start = n_train as i64 - streams * len;
+    let sx = xt.narrow(0, start, streams * len).view([streams, len, -1]);
+    let sy = yt.narrow(0, start, streams * len).view([streams, len, -1]);
+    let sm = mt.narrow(0, start, streams * len).view([streams, len]);
+    let mut opt = nn::Adam::default()
+        .build(&model.vs, cfg.learning_rate)
+        .ctx("optimizer")?;
+    let mut best: Option<(f64, Vec<(String, Tensor)>)> = None;
+    let mut since = 0;
+    let mut val_losses = Vec::new();
+    for epoch in 1..=cfg.epochs {
+        let mut state: Option<MultimodalState> = None;
+        let (mut total, mut count) = (0.0, 0.0);
+        let mut t0 = 0;
+        while t0 < len {
+            let t = (cfg.window as i64).min(len - t0);
+            let (pred, st) = model.forward_seq(&sx.narrow(1, t0, t), state.as_ref());
+            let (sum, k) = loss(&pred, &sy.narrow(1, t0, t), &sm.narrow(1, t0, t));
+            if k > 0.0 {
+                opt.backward_step_clip_norm(&(&sum / k), cfg.grad_clip);
+                total += sum.double_value(&[]);
+                count += k;
+            }
+            state = Some(st.detach());
+            t0 += t;
+        }
+        let train_loss = total / count.max(1.0);
+        let val_loss = tch::no_grad(|| {
+            let (pred, _) = model.forward_seq(&xv.unsqueeze(0), None);
+            let (sum, k) = loss(&pred.squeeze_dim(0), &yv, &mv);
+            sum.double_value(&[]) / k.max(1.0)
+        });
+        on_epoch(epoch, train_loss, val_loss);
+        val_losses.push(val_loss);
+        if !train_loss.is_finite() {
+            return Err(ModelError::Config(format!(
+                "multimodal training diverged at epoch {epoch}"
+            )));
+        }
+        if val_loss.is_finite() && best.as_ref().is_none_or(|(b, _)| val_loss < *b) {
+            best = Some((val_loss, model.snapshot()));
+            since = 0;
+        } else {
+            since += 1;
+            if cfg.patience > 0 && since >= cfg.patience {
+                break;
+            }
+        }
+    }
+    let (_, weights) =
+        best.ok_or_else(|| ModelError::Config("no finite validation loss".into()))?;
+    model.restore(&weights)?;
+    let version = format!("{}-multimodal-{}", cfg.name, cfg.seed);
+    let mut trained = TrainedMultimodal {
+        model,
+        scaler,
+        channels: channels.to_vec(),
+        train_rows: n_train,
+        threshold: Threshold {
+            value: 1.0,
+            rule: cfg.threshold,
+            samples: 0,
+        },
+        version,
+        name: cfg.name.clone(),
+        window: cfg.window,
+        val_losses,
+    };
+    let engine = trained.engine_config(DetectorConfig::default(), 1);
+    let scores = calibration_scores(&mut trained.model, engine, val_raw)?;
+    trained.threshold = Threshold::from_validation(&scores, cfg.threshold)?;
+    Ok(trained)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wave(len: usize, phase: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32) * 0.37 + phase).sin() + 0.1 * ((i * 7 % 5) as f32))
+            .collect()
+    }
+
+    #[test]
+    fn stepping_with_packed_state_equals_the_full_sequence() {
+        crate::test_init();
+        let spec = MultimodalSpec {
+            channels: 3,
+            encoder_hidden: 2,
+            hidden: 5,
+            layers: 2,
+            horizon: 4,
+        };
+        let mut m = MultimodalForecaster::new(spec, Device::Cpu).unwrap();
+        let steps = 12;
+        let data = wave(steps * 3, 0.3);
+        let x = Tensor::from_slice(&data).view([1, steps as i64, 3]);
+        let (full, _) = tch::no_grad(|| m.forward_seq(&x, None));
+        let mut full_v = vec![0f32; full.numel()];
+        full.copy_data(&mut full_v, full.numel());
+        let hc = spec.output_len();
+        let mut state = vec![0.0; spec.state_len()];
+        for k in 0..3 {
+            let mut b = StepBatch {
+                n: 1,
+                horizon: 4,
+                channels: 3,
+                state_len: spec.state_len(),
+                inputs: data[k * 12..(k + 1) * 12].to_vec(),
+                states: state,
+                predictions: vec![0.0; hc],
+            };
+            m.step(&mut b).unwrap();
+            let t = (k + 1) * 4 - 1;
+            for (a, w) in b.predictions.iter().zip(&full_v[t * hc..(t + 1) * hc]) {
+                assert!((a - w).abs() < 1e-5, "batch {k}: {a} vs {w}");
+            }
+            state = b.states;
+        }
+        assert!(state.iter().any(|v| *v != 0.0));
+        // Two devices at once equal one at a time.
+        let inputs = wave(2 * hc, 1.0);
+        let states: Vec<f32> = wave(2 * spec.state_len(), 2.0)
+            .iter()
+            .map(|v| v * 0.3)
+            .collect();
+        let mut both = StepBatch {
+            n: 2,
+            horizon: 4,
+            channels: 3,
+            state_len: spec.state_len(),
+            inputs: inputs.clone(),
+            states: states.clone(),
+            predictions: vec![0.0; 2 * hc],
+        };
+        m.step(&mut both).unwrap();
+        let sl = spec.state_len();
+        let mut one = StepBatch {
+            n: 1,
+            horizon: 4,
+            channels: 3,
+            state_len: sl,
+            inputs: inputs[hc..].to_vec(),
+            states: states[sl..].to_vec(),
+            predictions: vec![0.0; hc],
+        };
+        m.step(&mut one).unwrap();
+        for (a, w) in one.predictions.iter().zip(&both.predictions[hc..]) {
+            assert!((a - w).abs() < 1e-6);
+        }
+        for (a, w) in one.states.iter().zip(&both.states[sl..]) {
+            assert!((a - w).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn trains_on_tep_and_calibrates() {
+        crate::test_init();
+        let d = crate::dataset::read_tep(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/tep/d00.dat"
+        )))
+        .unwrap();
+        let cfg = MultimodalTrainConfig {
+            encoder_hidden: 2,
+            hidden: 16,
+            layers: 1,
+            horizon: 5,
+            window: 20,
+            epochs: 6,
+            learning_rate: 1e-2,
+            batch_streams: 4,
+            validation_fraction: 0.3,
+            patience: 0,
+            seed: 1,
+            grad_clip: 1.0,
+            threshold: ThresholdRule::default(),
+            robust_scaling: false,
+            name: "mm".into(),
+            device: Device::Cpu,
+        };
+        let t = train_multimodal(&d.rows, &d.channels, &cfg, |_, _, _| {}).unwrap();
+        let v = &t.val_losses;
+        assert_eq!(v.len(), 6);
+        assert!(
+            v.iter().cloned().fold(f64::INFINITY, f64::min) < v[0],
+            "{v:?}"
+        );
+        assert!(t.threshold.value.is_finite() && t.threshold.value > 0.0);
+        assert_eq!(t.train_rows, 350);
+    }
+}
