@@ -114,14 +114,18 @@ pub struct DeviceView {
 struct Device {
     id: String,
     window: Window,
-    /// Scaled rows of the batch being filled (capacity `horizon x channels`).
-    pending: Vec<f32>,
+    /// One allocation for the per-device floats: the recurrent state
+    /// (`state_len`), the forecast of the next batch (`horizon x channels`)
+    /// and the scaled rows of the batch being filled (same size).
+    floats: Box<[f32]>,
+    /// Floats of the batch being filled.
+    pending_len: usize,
     pending_start: i64,
     readings: u64,
     last_ts: Option<i64>,
-    state: Vec<f32>,
-    prediction: Option<Vec<f32>>,
-    /// Readings fed when `prediction` was made.
+    /// Whether the forecast in `floats` is real (a batch went through).
+    predicted: bool,
+    /// Readings fed when the forecast was made.
     predicted_at: u64,
     detector: DetectorState,
     last_score: Option<BatchScore>,
@@ -141,12 +145,12 @@ impl Device {
         Self {
             id,
             window: Window::new(cfg.window, channels),
-            pending: Vec::with_capacity(cfg.horizon * channels),
+            floats: vec![0.0; cfg.state_len + 2 * cfg.horizon * channels].into_boxed_slice(),
+            pending_len: 0,
             pending_start: 0,
             readings: 0,
             last_ts: None,
-            state: vec![0.0; cfg.state_len],
-            prediction: None,
+            predicted: false,
             predicted_at: 0,
             detector: DetectorState::default(),
             last_score: None,
@@ -243,6 +247,7 @@ impl Engine {
             }
         };
         let hc = self.cfg.horizon * channels;
+        let pending = self.cfg.state_len + hc;
         let dev = &mut self.devices[idx];
         if let Some(last) = dev.last_ts {
             if reading.ts_ms < last {
@@ -255,12 +260,12 @@ impl Engine {
                 return Ok(Pushed::Duplicate);
             }
         }
-        let at = dev.pending.len();
-        if at == 0 {
+        let at = pending + dev.pending_len;
+        if dev.pending_len == 0 {
             dev.pending_start = reading.ts_ms;
         }
-        dev.pending.extend_from_slice(&reading.values);
-        let row = &mut dev.pending[at..];
+        let row = &mut dev.floats[at..at + channels];
+        row.copy_from_slice(&reading.values);
         self.cfg.scaler.transform(row);
         dev.window.push(row);
         dev.readings += 1;
@@ -269,11 +274,13 @@ impl Engine {
             dev.touched = true;
             self.touched.push(idx);
         }
-        if dev.pending.len() < hc {
+        dev.pending_len += channels;
+        if dev.pending_len < hc {
             return Ok(Pushed::Buffered);
         }
-        let fresh = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(hc));
-        let inputs = std::mem::replace(&mut dev.pending, fresh);
+        let mut inputs = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(hc));
+        inputs.extend_from_slice(&dev.floats[pending..pending + hc]);
+        dev.pending_len = 0;
         dev.queued += 1;
         if dev.queued == 1 {
             self.queued_devices += 1;
@@ -404,7 +411,9 @@ impl Engine {
         batch.predictions.resize(n * h * c, 0.0);
         for job in round {
             batch.inputs.extend_from_slice(&job.inputs);
-            batch.states.extend_from_slice(&self.devices[job.dev].state);
+            batch
+                .states
+                .extend_from_slice(&self.devices[job.dev].floats[..s]);
         }
         batch
     }
@@ -415,16 +424,12 @@ impl Engine {
         let s = self.cfg.state_len;
         for (i, mut job) in round.into_iter().enumerate() {
             let dev = &mut self.devices[job.dev];
-            let scored = match &dev.prediction {
-                Some(pred) if dev.predicted_at >= self.cfg.warmup as u64 => {
-                    Some(score_batch(&job.inputs, pred, c))
-                }
-                _ => None,
-            };
-            dev.state.copy_from_slice(&batch.states[i * s..(i + 1) * s]);
-            let pred = dev.prediction.get_or_insert_with(|| vec![0.0; hc]);
-            pred.copy_from_slice(&batch.predictions[i * hc..(i + 1) * hc]);
-            dev.predicted_at = dev.readings - (dev.pending.len() / c) as u64;
+            let scored = (dev.predicted && dev.predicted_at >= self.cfg.warmup as u64)
+                .then(|| score_batch(&job.inputs, &dev.floats[s..s + hc], c));
+            dev.floats[..s].copy_from_slice(&batch.states[i * s..(i + 1) * s]);
+            dev.floats[s..s + hc].copy_from_slice(&batch.predictions[i * hc..(i + 1) * hc]);
+            dev.predicted = true;
+            dev.predicted_at = dev.readings - (dev.pending_len / c) as u64;
             if let Some(score) = scored {
                 Self::detect(&self.cfg, &job, dev, score, events);
             }
@@ -509,7 +514,7 @@ impl Engine {
                 .map(|s| contributors(&self.cfg.schema, &s.shares))
                 .unwrap_or_default(),
             open_alert: d.open.as_ref().map(|a| a.id.clone()),
-            warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.prediction.is_some(),
+            warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.predicted,
         }
     }
 
