@@ -3,6 +3,7 @@
 //! [`forewarn_core::Engine`] the service runs, and on-disk model artifacts.
 
 pub mod artifact;
+pub mod autoencoder;
 pub mod dataset;
 mod error;
 pub mod forecaster;

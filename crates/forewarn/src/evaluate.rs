@@ -15,6 +15,7 @@ use forewarn_core::engine::EngineConfig;
 use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
 use forewarn_core::threshold::quantile_sorted;
 use forewarn_eval::{Counts, FileInput, Metrics, WindowPosition};
+use forewarn_model::autoencoder::{AutoencoderTrainConfig, TrainedAutoencoder, train_autoencoder};
 use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
 use forewarn_model::multimodal::{MultimodalTrainConfig, TrainedMultimodal, train_multimodal};
 use forewarn_model::train::{TrainConfig, TrainedModel, train};
@@ -568,13 +569,69 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
                 .with_context(|| format!("training on {}", data.source))?,
             )
         }
+        ModelKind::Autoencoder => {
+            let ac = AutoencoderTrainConfig {
+                hidden: tc.hidden,
+                horizon: tc.horizon,
+                epochs: tc.epochs,
+                learning_rate: tc.learning_rate,
+                batch_size: 64,
+                validation_fraction: tc.validation_fraction,
+                patience: tc.patience,
+                seed: tc.seed,
+                grad_clip: tc.grad_clip,
+                robust_scaling: tc.robust_scaling,
+                device: tc.device,
+            };
+            let t = train_autoencoder(&data.rows, data.n_channels(), &ac, |e, t, v| {
+                eprintln!(
+                    "  epoch {e:>3}/{}  train loss {t:.5}  val loss {v:.5}",
+                    ac.epochs
+                )
+            })
+            .with_context(|| format!("training on {}", data.source))?;
+            let mut m = AutoencoderModel {
+                version: format!("{}-autoencoder-{}", tc.name, tc.seed),
+                name: tc.name.clone(),
+                channels: data.channels.clone(),
+                window: tc.window,
+                threshold: f64::INFINITY,
+                trained: t,
+            };
+            // Fixed threshold: quantile x margin of the validation tail's
+            // reconstruction errors, replayed through the engine.
+            let c = data.n_channels();
+            let val = data.rows[m.trained.train_rows * c..].to_vec();
+            let mut any = AnyModel::Autoencoder(m);
+            let engine = any.engine_config(cfg.detector.detector());
+            let recs = replay_model(&mut any, engine, &val)?;
+            let scores: Vec<f64> = recs.iter().map(|r| r.score).collect();
+            let t = forewarn_core::Threshold::from_validation(
+                &scores,
+                forewarn_core::ThresholdRule {
+                    quantile: cfg.threshold.quantile,
+                    margin: cfg.threshold.margin,
+                },
+            )
+            .context("autoencoder threshold")?;
+            let AnyModel::Autoencoder(inner) = any else {
+                unreachable!()
+            };
+            m = inner;
+            m.threshold = t.value;
+            AnyModel::Autoencoder(m)
+        }
     };
     let c = data.n_channels();
     let val = data.rows[model.train_rows() * c..].to_vec();
     let (strategy, threshold) = match cfg.threshold.kind {
         ThresholdKind::Fixed => {
             let t = model.fixed_threshold();
-            (Strategy::Fixed { threshold: t }, t)
+            if model.reconstructs() {
+                (Strategy::Scalar { threshold: t }, t)
+            } else {
+                (Strategy::Fixed { threshold: t }, t)
+            }
         }
         ThresholdKind::Gaussian => {
             let train_part = data.rows[..model.train_rows() * c].to_vec();
@@ -590,7 +647,7 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
         ThresholdKind::Dynamic => {
             let mut engine = engine_config(&model, cfg);
             engine.threshold = f64::INFINITY;
-            let recs = replay(&mut model, engine, &val)?;
+            let recs = replay_model(&mut model, engine, &val)?;
             let scores: Vec<f64> = recs.iter().map(|r| r.score).collect();
             let floor = forewarn_core::dynamic_threshold::DynamicThreshold::new(
                 cfg.threshold.dynamic,
@@ -632,14 +689,14 @@ fn calibrate_gaussian(
     let c = model.channels().len();
     let mut engine = engine_config(model, cfg);
     engine.threshold = f64::INFINITY;
-    let fitted_on = replay(model, engine.clone(), train_part)?;
+    let fitted_on = replay_model(model, engine.clone(), train_part)?;
     let errors: Vec<f32> = fitted_on
         .iter()
         .flat_map(|r| r.errors.iter().copied())
         .collect();
     let g = GaussianErrorModel::fit_with_floor(&errors, c, cfg.threshold.gaussian_var_floor)
         .context("gaussian threshold: the training part is too short for two error vectors")?;
-    let clean = replay(model, engine.clone(), val)?;
+    let clean = replay_model(model, engine.clone(), val)?;
     let normal: Vec<f64> = clean.iter().map(|r| g.score(&r.errors)).collect();
     let mut anomalous = Vec::new();
     let mut rng = StdRng::seed_from_u64(cfg.model.seed);
@@ -649,7 +706,7 @@ fn calibrate_gaussian(
         let Some((rows, onset)) = inject(val, &engine, k, sigma, &mut rng) else {
             break;
         };
-        let recs = replay(model, engine.clone(), &rows)?;
+        let recs = replay_model(model, engine.clone(), &rows)?;
         anomalous.extend(
             recs.iter()
                 .filter(|r| r.end >= onset)
@@ -728,16 +785,37 @@ fn score_file(
     cfg: &EvalConfig,
 ) -> anyhow::Result<(Vec<Decision>, Vec<bool>)> {
     let engine = engine_config(&fitted.model, cfg);
-    let recs = replay(&mut fitted.model, engine, &data.rows)?;
+    let recs = replay_model(&mut fitted.model, engine, &data.rows)?;
     let decisions = decide(&recs, &fitted.strategy, &cfg.detector.detector());
     let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
     Ok((decisions, pred))
 }
 
-/// The trained model of either kind, as the engine drives it.
+/// The LSTM autoencoder with what the engine needs to run it.
+struct AutoencoderModel {
+    trained: TrainedAutoencoder,
+    channels: Vec<String>,
+    name: String,
+    version: String,
+    window: usize,
+    threshold: f64,
+}
+
+/// The trained model of any kind, as the engine drives it.
 enum AnyModel {
     Joint(TrainedModel),
     PerVariable(TrainedMultimodal),
+    Autoencoder(AutoencoderModel),
+}
+
+/// [`replay`] in the mode the model needs.
+fn replay_model(
+    model: &mut AnyModel,
+    engine: EngineConfig,
+    rows: &[f32],
+) -> anyhow::Result<Vec<replay::BatchRec>> {
+    let reconstruct = model.reconstructs();
+    replay(model, engine, rows, reconstruct)
 }
 
 impl AnyModel {
@@ -745,13 +823,33 @@ impl AnyModel {
         match self {
             Self::Joint(m) => m.meta.engine_config(detector, 1),
             Self::PerVariable(m) => m.engine_config(detector, 1),
+            Self::Autoencoder(m) => EngineConfig {
+                schema: forewarn_core::Schema::new(m.channels.clone()),
+                scaler: m.trained.scaler.clone(),
+                horizon: m.trained.model.spec().horizon,
+                window: m.window,
+                // Windows are independent: no history needed.
+                warmup: 0,
+                state_len: 1,
+                threshold: m.threshold,
+                detector,
+                model: m.name.clone(),
+                model_version: m.version.clone(),
+                max_batch: 1,
+            },
         }
+    }
+
+    /// Whether the model reconstructs its batch instead of forecasting the next.
+    fn reconstructs(&self) -> bool {
+        matches!(self, Self::Autoencoder(_))
     }
 
     fn channels(&self) -> &[String] {
         match self {
             Self::Joint(m) => &m.meta.channels,
             Self::PerVariable(m) => &m.channels,
+            Self::Autoencoder(m) => &m.channels,
         }
     }
 
@@ -759,6 +857,7 @@ impl AnyModel {
         match self {
             Self::Joint(m) => m.meta.train_rows,
             Self::PerVariable(m) => m.train_rows,
+            Self::Autoencoder(m) => m.trained.train_rows,
         }
     }
 
@@ -766,6 +865,7 @@ impl AnyModel {
         match self {
             Self::Joint(m) => m.meta.threshold.value,
             Self::PerVariable(m) => m.threshold.value,
+            Self::Autoencoder(m) => m.threshold,
         }
     }
 
@@ -773,6 +873,7 @@ impl AnyModel {
         match self {
             Self::Joint(m) => &m.meta.version,
             Self::PerVariable(m) => &m.version,
+            Self::Autoencoder(m) => &m.version,
         }
     }
 }
@@ -784,6 +885,7 @@ impl forewarn_core::Forecaster for AnyModel {
         match self {
             Self::Joint(m) => m.forecaster.state_len(),
             Self::PerVariable(m) => m.model.state_len(),
+            Self::Autoencoder(m) => m.trained.model.state_len(),
         }
     }
 
@@ -791,6 +893,7 @@ impl forewarn_core::Forecaster for AnyModel {
         match self {
             Self::Joint(m) => m.forecaster.step(b),
             Self::PerVariable(m) => m.model.step(b),
+            Self::Autoencoder(m) => m.trained.model.step(b),
         }
     }
 }
@@ -1020,23 +1123,27 @@ mod tests {
     }
 
     #[test]
-    fn per_variable_encoder_model_runs_through_the_engine() {
+    fn per_variable_and_autoencoder_models_run_through_the_engine() {
         let dir = tempfile::tempdir().unwrap();
         let faulty = dir.path().join("faulty.csv");
         write_csv(&faulty, true);
-        let a = args(dir.path(), vec![faulty], vec![], Some(200), "fixed");
-        std::fs::write(
-            a.config.as_ref().unwrap(),
-            "[model]\nkind = \"per_variable\"\nencoder_hidden = 2\nhidden = 8\nlayers = 1\n\
-             horizon = 5\nwindow = 20\nepochs = 3\nthreads = 1\nvalidation_fraction = 0.3\n\
-             [threshold]\nkind = \"fixed\"\nmargin = 3.0\n[detector]\nopen_after = 1\n",
-        )
-        .unwrap();
-        run(a).unwrap();
-        let r = read(dir.path());
-        assert_eq!(r["config"]["model"]["kind"], "per_variable");
-        assert_eq!(r["counts"]["events"]["tp"], 1, "{r}");
-        assert_eq!(r["counts"]["point"]["tp"], 100, "{r}");
-        assert_eq!(r["mean_detection_delay"], 0.0);
+        for kind in ["per_variable", "autoencoder"] {
+            let a = args(dir.path(), vec![faulty.clone()], vec![], Some(200), "fixed");
+            std::fs::write(
+                a.config.as_ref().unwrap(),
+                format!(
+                    "[model]\nkind = \"{kind}\"\nencoder_hidden = 2\nhidden = 8\nlayers = 1\n\
+                     horizon = 5\nwindow = 20\nepochs = 3\nthreads = 1\nvalidation_fraction = 0.3\n\
+                     [threshold]\nkind = \"fixed\"\nmargin = 3.0\n[detector]\nopen_after = 1\n"
+                ),
+            )
+            .unwrap();
+            run(a).unwrap();
+            let r = read(dir.path());
+            assert_eq!(r["config"]["model"]["kind"], kind);
+            assert_eq!(r["counts"]["events"]["tp"], 1, "{kind}: {r}");
+            assert_eq!(r["counts"]["point"]["tp"], 100, "{kind}: {r}");
+            assert_eq!(r["mean_detection_delay"], 0.0, "{kind}");
+        }
     }
 }

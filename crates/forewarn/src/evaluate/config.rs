@@ -27,6 +27,9 @@ pub enum ModelKind {
     /// One small LSTM encoder per channel, features concatenated into the
     /// joint stacked LSTM, then the forecasting head (the multimodal design).
     PerVariable,
+    /// LSTM encoder-decoder reconstructing each batch of `horizon` rows;
+    /// scored by reconstruction error (Malhotra et al. 2016).
+    Autoencoder,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

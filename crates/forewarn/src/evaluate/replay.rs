@@ -57,10 +57,16 @@ impl<F: Forecaster> Forecaster for Recorder<'_, F> {
 }
 
 /// Replays raw `rows` (row-major) as one device; row `i` gets timestamp `i`.
+///
+/// With `reconstruct`, the model's output for a batch is a reconstruction of
+/// that same batch (an autoencoder): a batch's errors are its rows minus
+/// their reconstruction and its score their mean square, instead of the
+/// engine's forecast error (the engine's `alert_open` is then meaningless).
 pub fn replay<F>(
     forecaster: &mut F,
     cfg: EngineConfig,
     rows: &[f32],
+    reconstruct: bool,
 ) -> anyhow::Result<Vec<BatchRec>>
 where
     F: Forecaster,
@@ -98,12 +104,23 @@ where
                         ..
                     } = event
                     {
-                        let errors = rec
+                        let reference = if reconstruct {
+                            &rec.prediction
+                        } else {
+                            &rec.previous
+                        };
+                        let errors: Vec<f32> = rec
                             .inputs
                             .iter()
-                            .zip(&rec.previous)
+                            .zip(reference)
                             .map(|(o, p)| o - p)
                             .collect();
+                        let score = if reconstruct {
+                            errors.iter().map(|e| (*e as f64).powi(2)).sum::<f64>()
+                                / errors.len().max(1) as f64
+                        } else {
+                            score
+                        };
                         out.push(BatchRec {
                             start: start_ts as usize,
                             end: end_ts as usize,
@@ -126,6 +143,9 @@ where
 pub enum Strategy {
     /// The engine's own threshold and hysteresis (what `serve` does).
     Fixed { threshold: f64 },
+    /// A fixed threshold on [`BatchRec::score`] through the same
+    /// hysteresis, outside the engine (reconstruction models).
+    Scalar { threshold: f64 },
     Gaussian {
         model: GaussianErrorModel,
         threshold: f64,
@@ -161,6 +181,10 @@ pub fn decide(batches: &[BatchRec], strategy: &Strategy, det: &DetectorConfig) -
         .map(|b| {
             let (score, threshold, open) = match strategy {
                 Strategy::Fixed { threshold } => (b.score, *threshold, b.alert_open),
+                Strategy::Scalar { threshold } => {
+                    state.observe(det, b.score, *threshold, b.start as i64);
+                    (b.score, *threshold, state.is_open())
+                }
                 Strategy::Gaussian { model, threshold } => {
                     let s = model.score(&b.errors);
                     state.observe(det, s, *threshold, b.start as i64);
@@ -266,7 +290,7 @@ mod tests {
     fn replay_records_errors_and_points_follow_the_alert() {
         // Rows 0..10; a step to 3 at row 6 for two rows.
         let rows = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0, 3.0, 0.0, 0.0, 0.0];
-        let b = replay(&mut Persistence, engine_cfg(1.0), &rows).unwrap();
+        let b = replay(&mut Persistence, engine_cfg(1.0), &rows, false).unwrap();
         // Batches [0,1] (no forecast yet), [2,3], [4,5], [6,7], [8,9]; row
         // 10 is an incomplete batch.
         let spans: Vec<_> = b.iter().map(|b| (b.start, b.end)).collect();
