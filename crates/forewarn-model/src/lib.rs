@@ -7,6 +7,7 @@ pub mod autoencoder;
 pub mod dataset;
 mod error;
 pub mod forecaster;
+pub mod heads;
 pub mod multimodal;
 pub mod train;
 
