@@ -529,7 +529,16 @@ fn engine_config(model: &AnyModel, cfg: &EvalConfig) -> EngineConfig {
 /// Trains on `data` and calibrates the configured threshold strategy on
 /// the validation tail (the rows `train` held out).
 fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
-    let tc = train_config(cfg)?;
+    let mut tc = train_config(cfg)?;
+    if let Some(w) = fitting_window(data.len(), &tc) {
+        eprintln!(
+            "  {}: {} rows are too few for window {}; using window {w}",
+            data.source,
+            data.len(),
+            tc.window
+        );
+        tc.window = w;
+    }
     let mut model = match cfg.model.kind {
         ModelKind::Forecaster => AnyModel::Joint(
             train(data, &tc, |r| {
@@ -669,6 +678,17 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
         strategy,
         threshold,
     })
+}
+
+/// A smaller window (warm-up) when the validation tail of `rows` rows is
+/// too short for the configured one plus two batches, as happens with short
+/// per-file training parts; `None` when the configured window fits.
+fn fitting_window(rows: usize, tc: &TrainConfig) -> Option<usize> {
+    let n_val = (rows as f64 * tc.validation_fraction).round() as usize;
+    if n_val >= tc.window + 2 * tc.horizon {
+        return None;
+    }
+    Some(n_val.saturating_sub(2 * tc.horizon).max(tc.horizon))
 }
 
 /// Malhotra et al.: fit the Gaussian on the error vectors of the training
@@ -1145,5 +1165,17 @@ mod tests {
             assert_eq!(r["counts"]["point"]["tp"], 100, "{kind}: {r}");
             assert_eq!(r["mean_detection_delay"], 0.0, "{kind}");
         }
+    }
+
+    #[test]
+    fn short_training_parts_shrink_the_window() {
+        let cfg = EvalConfig::default();
+        let tc = train_config(&cfg).unwrap();
+        // Defaults: window 50, horizon 5, validation 30 %.
+        assert_eq!(fitting_window(400, &tc), None);
+        // 100 rows: 30 validation rows -> window 30 - 10 = 20.
+        assert_eq!(fitting_window(100, &tc), Some(20));
+        // Tiny: never below one batch.
+        assert_eq!(fitting_window(20, &tc), Some(5));
     }
 }
