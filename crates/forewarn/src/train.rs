@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use forewarn_core::ThresholdRule;
-use forewarn_model::dataset::{read_any, CsvOptions, Dataset};
-use forewarn_model::train::{train, TrainConfig};
+use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
+use forewarn_model::train::{TrainConfig, train};
 
 use crate::config::parse_device;
 
@@ -89,7 +89,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         validation_fraction: a.validation_fraction,
         patience: a.patience,
         seed: a.seed,
-        threshold: ThresholdRule { quantile: a.threshold_quantile, margin: a.threshold_margin },
+        threshold: ThresholdRule {
+            quantile: a.threshold_quantile,
+            margin: a.threshold_margin,
+        },
         device,
         ..TrainConfig::default()
     };
@@ -107,7 +110,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         )
     })
     .context("training")?;
-    forewarn_model::artifact::save(&trained, &a.out).with_context(|| format!("saving model to {}", a.out.display()))?;
+    forewarn_model::artifact::save(&trained, &a.out)
+        .with_context(|| format!("saving model to {}", a.out.display()))?;
     let m = &trained.meta;
     println!(
         "model {} version {} -> {}\n  threshold {:.6} (q{} x {} of {} validation batches)",
@@ -130,9 +134,13 @@ fn load_all(paths: &[PathBuf], opts: &CsvOptions) -> anyhow::Result<Dataset> {
         match &mut out {
             None => out = Some(d),
             Some(acc) => {
-                let d = d
-                    .select_channels(&acc.channels)
-                    .with_context(|| format!("{} has other channels than {}", p.display(), paths[0].display()))?;
+                let d = d.select_channels(&acc.channels).with_context(|| {
+                    format!(
+                        "{} has other channels than {}",
+                        p.display(),
+                        paths[0].display()
+                    )
+                })?;
                 acc.rows.extend_from_slice(&d.rows);
                 acc.timestamps = None;
                 acc.labels = None;
