@@ -210,3 +210,47 @@ fn first_count(log: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no 'accepted=' in the shutdown log:\n{log}"))
 }
+
+/// A flood of distinct device ids (a misconfigured gateway) keeps the tracked
+/// state within `pipeline.max_devices`; the evictions are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_device_ids_stays_bounded() -> anyhow::Result<()> {
+    const IDS: usize = 50_000;
+    const MAX: usize = 500;
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(dir.path())?;
+    let model = train_tep_model(dir.path())?;
+    let serve = Serve::start(
+        "serve",
+        &broker.bootstrap(),
+        &model,
+        dir.path(),
+        &format!("[pipeline]\nmax_devices = {MAX}\n"),
+    )?;
+    serve.wait_ready(Duration::from_secs(60)).await?;
+    let row = read_tep(&shared_data("tep/d00_te.dat"))?.remove(0);
+    let flood: Vec<(String, Vec<u8>)> = (0..IDS)
+        .map(|i| {
+            let id = format!("rogue-{i}");
+            let msg = encode_reading(&id, 1_000, &row);
+            (id, msg)
+        })
+        .collect();
+    produce(&broker.producer(), "forewarn.readings", &flood).await?;
+    eventually("the flood processed", Duration::from_secs(120), || async {
+        Ok(
+            (serve.metric("forewarn_readings_accepted_total").await? == Some(IDS as f64))
+                .then_some(()),
+        )
+    })
+    .await?;
+    assert_eq!(
+        serve.metric("forewarn_devices_evicted_total").await?,
+        Some((IDS - MAX) as f64)
+    );
+    let tracked = serve.metric("forewarn_devices_tracked").await?.unwrap();
+    assert!(tracked <= MAX as f64, "{tracked} devices tracked");
+    let (_, body) = get_json(&format!("{}/api/v1/devices?limit=1000", serve.api)).await?;
+    assert!(body["devices"].as_array().unwrap().len() <= MAX, "{body}");
+    Ok(())
+}

@@ -137,6 +137,9 @@ struct Device {
     touched: bool,
     /// Batches of this device in the queue.
     queued: u32,
+    /// Engine-wide reading sequence number of this device's last reading
+    /// (for evicting the least recently seen).
+    last_seen: u64,
 }
 
 impl Device {
@@ -158,6 +161,7 @@ impl Device {
             round: 0,
             touched: false,
             queued: 0,
+            last_seen: 0,
         }
     }
 }
@@ -192,7 +196,21 @@ pub struct Engine {
     /// Devices with at least one queued batch: the size of the next round
     /// (capped by `max_batch`).
     queued_devices: usize,
+    /// Most devices tracked at once (0 = no bound). A new device beyond it
+    /// takes the slot of a least recently seen idle one.
+    max_devices: usize,
+    /// Readings pushed so far; stamps `Device::last_seen`.
+    seq: u64,
+    /// xorshift state for sampling eviction candidates.
+    rng: u64,
+    /// Ids evicted since the last [`Engine::drain_evicted`].
+    evicted: Vec<String>,
+    evicted_total: u64,
 }
+
+/// Devices sampled when looking for one to evict (Redis-style approximate
+/// LRU: constant work per eviction however many devices are tracked).
+const EVICTION_SAMPLES: usize = 16;
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
@@ -207,7 +225,73 @@ impl Engine {
             scratch: StepBatch::default(),
             touched: Vec::new(),
             queued_devices: 0,
+            max_devices: 0,
+            seq: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            evicted: Vec::new(),
+            evicted_total: 0,
         }
+    }
+
+    /// Bounds the number of tracked devices (0 = unbounded). A flood of new
+    /// device ids then recycles the least recently seen idle devices
+    /// (approximately: the oldest of a few sampled) instead of growing.
+    pub fn with_max_devices(mut self, max_devices: usize) -> Self {
+        self.max_devices = max_devices;
+        self
+    }
+
+    /// Ids of devices evicted since the last call (their state is gone; a
+    /// later reading starts them over with warm-up).
+    pub fn drain_evicted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Devices evicted since the engine started.
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted_total
+    }
+
+    /// The slot for a new device: a fresh one, or (at the bound) a recycled
+    /// least recently seen device with no queued batch, preferring devices
+    /// without an open alert.
+    fn slot_for(&mut self, id: &str) -> usize {
+        let n = self.devices.len();
+        if self.max_devices == 0 || n < self.max_devices {
+            self.devices.push(Device::new(&self.cfg, id.to_owned()));
+            return n;
+        }
+        let mut best: Option<(bool, u64, usize)> = None;
+        for _ in 0..EVICTION_SAMPLES {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let i = (self.rng % n as u64) as usize;
+            let d = &self.devices[i];
+            if d.queued > 0 {
+                continue;
+            }
+            let key = (d.open.is_some(), d.last_seen, i);
+            if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+                best = Some(key);
+            }
+        }
+        let Some((_, _, victim)) = best else {
+            // Every sampled device has a batch in flight: exceed the bound
+            // briefly rather than drop state a batch depends on.
+            self.devices.push(Device::new(&self.cfg, id.to_owned()));
+            return n;
+        };
+        let old = std::mem::replace(
+            &mut self.devices[victim],
+            Device::new(&self.cfg, id.to_owned()),
+        );
+        // Keep the slot's place in `touched` consistent.
+        self.devices[victim].touched = old.touched;
+        self.index.remove(&old.id);
+        self.evicted.push(old.id);
+        self.evicted_total += 1;
+        victim
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -239,9 +323,7 @@ impl Engine {
         let idx = match self.index.get(reading.device.as_str()) {
             Some(&i) => i,
             None => {
-                let i = self.devices.len();
-                self.devices
-                    .push(Device::new(&self.cfg, reading.device.clone()));
+                let i = self.slot_for(&reading.device);
                 self.index.insert(reading.device.clone(), i);
                 i
             }
@@ -270,6 +352,8 @@ impl Engine {
         dev.window.push(row);
         dev.readings += 1;
         dev.last_ts = Some(reading.ts_ms);
+        self.seq += 1;
+        dev.last_seen = self.seq;
         if !dev.touched {
             dev.touched = true;
             self.touched.push(idx);
@@ -812,5 +896,60 @@ mod tests {
         assert_eq!(e.queued(), 1);
         assert!(e.flush(&mut Persistence { calls: vec![] }).is_ok());
         assert_eq!(e.queued(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_device_ids_stays_within_the_bound() {
+        let mut e = engine(8).with_max_devices(100);
+        let mut f = Persistence { calls: vec![] };
+        // A steady device, then 10,000 distinct one-shot ids.
+        for ts in 1..=4 {
+            e.push(&r("steady", ts, 0.0, 0.0)).unwrap();
+        }
+        let mut evicted = 0;
+        for i in 0..10_000 {
+            e.push(&r(&format!("flood-{i}"), 1, 0.0, 0.0)).unwrap();
+            if i % 50 == 0 {
+                // The steady device keeps reporting, so it stays recent.
+                e.push(&r("steady", 10 + i, 0.0, 0.0)).unwrap();
+            }
+            assert!(
+                e.device_count() <= 100,
+                "{} devices tracked",
+                e.device_count()
+            );
+            evicted += e.drain_evicted().len();
+            e.flush(&mut f).unwrap();
+        }
+        assert_eq!(e.device_count(), 100);
+        assert_eq!(evicted as u64, e.evicted_total());
+        assert_eq!(e.evicted_total(), 10_001 - 100);
+        assert!(
+            e.device("steady").is_some(),
+            "the recently seen device was evicted"
+        );
+        assert!(e.device("flood-0").is_none());
+        assert!(e.device("flood-9999").is_some());
+    }
+
+    #[test]
+    fn devices_with_queued_batches_are_never_evicted() {
+        let mut e = engine(8).with_max_devices(2);
+        e.push(&r("a", 1, 0.0, 0.0)).unwrap();
+        e.push(&r("a", 2, 0.0, 0.0)).unwrap(); // a batch of "a" is queued
+        e.push(&r("b", 1, 0.0, 0.0)).unwrap();
+        e.push(&r("b", 2, 0.0, 0.0)).unwrap(); // and one of "b"
+        e.push(&r("c", 1, 0.0, 0.0)).unwrap();
+        // Both tracked devices have work in flight: the bound is exceeded
+        // rather than losing the state those batches need.
+        assert_eq!(e.device_count(), 3);
+        assert!(e.drain_evicted().is_empty());
+        let mut f = Persistence { calls: vec![] };
+        e.flush(&mut f).unwrap();
+        assert_eq!(f.calls, vec![2]);
+        // Now idle: the next new device recycles the least recently seen.
+        e.push(&r("d", 1, 0.0, 0.0)).unwrap();
+        assert_eq!(e.drain_evicted(), vec!["a".to_string()]);
+        assert_eq!(e.device_count(), 3);
     }
 }

@@ -10,7 +10,7 @@ use forewarn_core::{Engine, Forecaster};
 use forewarn_store::AlertChange;
 use forewarn_telemetry::DeviceSnapshot;
 use forewarn_telemetry::Metrics;
-use forewarn_telemetry::events::{InferenceBatch, InternalEvent};
+use forewarn_telemetry::events::{DevicesEvicted, InferenceBatch, InternalEvent};
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
@@ -125,6 +125,12 @@ where
         {
             // Each device the chunks touched, once, however many readings it took.
             let touched = stage.engine.drain_touched();
+            let evicted = stage.engine.drain_evicted();
+            DevicesEvicted {
+                count: evicted.len(),
+            }
+            .emit(&services.metrics);
+            services.board.remove(evicted);
             services.board.update(
                 touched
                     .into_iter()

@@ -342,6 +342,21 @@ impl InternalEvent for DevicesTracked {
     }
 }
 
+/// Idle devices dropped to stay within the tracked-device bound.
+#[derive(Debug, Clone, Copy)]
+pub struct DevicesEvicted {
+    pub count: usize,
+}
+
+impl InternalEvent for DevicesEvicted {
+    fn emit(self, metrics: &Metrics) {
+        if self.count > 0 {
+            tracing::debug!(count = self.count, "evicted idle devices");
+            metrics.devices_evicted.inc_by(self.count as u64);
+        }
+    }
+}
+
 /// A model was loaded (at startup or by hot reload); it replaces any
 /// earlier `forewarn_model_info` series.
 #[derive(Debug, Clone, Copy)]

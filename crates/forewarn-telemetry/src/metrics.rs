@@ -30,6 +30,7 @@ pub struct Metrics {
     pub readings_accepted: IntCounter,
     pub messages_rejected: IntCounterVec,
     pub readings_duplicate: IntCounter,
+    pub devices_evicted: IntCounter,
     pub dead_letters: IntCounter,
 
     // Inference.
@@ -246,6 +247,11 @@ impl Metrics {
                 "forewarn_readings_duplicate_total",
                 "Readings dropped because their device already had a reading at that timestamp.",
             ),
+            devices_evicted: counter(
+                &r,
+                "forewarn_devices_evicted_total",
+                "Idle devices whose state was dropped to stay within pipeline.max_devices.",
+            ),
             dead_letters: counter(
                 &r,
                 "forewarn_dead_letters_total",
@@ -411,6 +417,7 @@ pub(crate) mod tests {
                 0.0,
             ),
             ("forewarn_readings_duplicate_total", 0.0),
+            ("forewarn_devices_evicted_total", 0.0),
             ("forewarn_dead_letters_total", 0.0),
             ("forewarn_inference_batch_size_count", 0.0),
             (r#"forewarn_inference_batch_size_bucket{le="1024"}"#, 0.0),

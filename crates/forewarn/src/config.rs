@@ -53,11 +53,18 @@ impl Default for ModelSection {
 pub struct PipelineSection {
     /// Most devices in one forecaster call.
     pub max_batch: usize,
+    /// Most devices whose state is held at once; beyond it, the least
+    /// recently seen idle devices are evicted (they re-warm if they return).
+    /// About 4 KiB each for 8 channels, hidden 64, window 50.
+    pub max_devices: usize,
 }
 
 impl Default for PipelineSection {
     fn default() -> Self {
-        Self { max_batch: 256 }
+        Self {
+            max_batch: 256,
+            max_devices: 100_000,
+        }
     }
 }
 
@@ -200,6 +207,9 @@ impl Config {
         self.detector
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: detector.{e}"))?;
+        if self.pipeline.max_devices == 0 {
+            bail!("invalid configuration: pipeline.max_devices must be at least 1");
+        }
         if self.pipeline.max_batch == 0 || self.pipeline.max_batch > 65_536 {
             bail!(
                 "invalid configuration: pipeline.max_batch must be in 1..=65536, got {}",

@@ -136,7 +136,8 @@ async fn serve(
         )
     });
 
-    let engine = Engine::new(model.engine_config(cfg.detector, cfg.pipeline.max_batch));
+    let engine = Engine::new(model.engine_config(cfg.detector, cfg.pipeline.max_batch))
+        .with_max_devices(cfg.pipeline.max_devices);
     let services = forewarn_ingest::Services {
         store,
         board,
@@ -197,6 +198,7 @@ fn reloader(
     let path = cfg.model.path.clone();
     let detector = cfg.detector;
     let max_batch = cfg.pipeline.max_batch;
+    let max_devices = cfg.pipeline.max_devices;
     let lock = Arc::new(tokio::sync::Mutex::new(()));
     let swaps = Arc::new(std::sync::Mutex::new(swaps));
     Arc::new(move || {
@@ -238,7 +240,8 @@ fn reloader(
                 }
             };
             let new = describe(&model.meta, device);
-            let engine = Engine::new(model.engine_config(detector, max_batch));
+            let engine =
+                Engine::new(model.engine_config(detector, max_batch)).with_max_devices(max_devices);
             let swap = forewarn_ingest::ModelSwap {
                 engine,
                 forecaster: model.forecaster,
