@@ -124,6 +124,16 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
             br#"{"device":"tep-fault-01","ts":1,"values":[1,2,3]}"#.to_vec(),
         ),
     );
+    // A reading from the year 2100 would make every later one of its device
+    // look out of order: rejected, and the device keeps working.
+    let far_future = read_tep(&shared_data("tep/d00_te.dat"))?.remove(0);
+    messages.insert(
+        302,
+        (
+            "tep-normal".into(),
+            encode_reading("tep-normal", 4_102_444_800_000, &far_future),
+        ),
+    );
     let producer = broker.producer();
     produce(&producer, "forewarn.readings", &messages).await?;
 
@@ -142,7 +152,7 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
     .await?;
     assert_eq!(
         metric(&metrics, "forewarn_messages_consumed_total"),
-        Some((total_good + 2) as f64)
+        Some((total_good + 3) as f64)
     );
     assert_eq!(
         metric(
@@ -158,7 +168,14 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
         ),
         Some(1.0)
     );
-    assert_eq!(metric(&metrics, "forewarn_dead_letters_total"), Some(2.0));
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"forewarn_messages_rejected_total{reason="future_timestamp"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric(&metrics, "forewarn_dead_letters_total"), Some(3.0));
     let opened: f64 = ["warning", "critical"]
         .iter()
         .filter_map(|s| {

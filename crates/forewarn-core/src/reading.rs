@@ -13,6 +13,22 @@ use serde_json::value::RawValue;
 /// Largest accepted message, in bytes. A reading of a few hundred channels
 /// is a few KiB; anything far larger is a producer bug, not data.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// How far ahead of the receiving clock a timestamp may be. Past timestamps
+/// are accepted (backfills replay history); a reading from the far future
+/// would make every later reading of its device look out of order.
+pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 3600 * 1000;
+
+/// Rejects a reading stamped more than [`MAX_FUTURE_SKEW_MS`] after `now_ms`.
+pub fn check_not_future(reading: &Reading, now_ms: i64) -> Result<(), RejectReason> {
+    if reading.ts_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
+        return Err(RejectReason::FutureTimestamp {
+            ts_ms: reading.ts_ms,
+            now_ms,
+        });
+    }
+    Ok(())
+}
+
 /// Longest accepted device id.
 pub const MAX_DEVICE_ID_LEN: usize = 128;
 
@@ -74,6 +90,8 @@ pub enum RejectReason {
     NonFinite(String),
     #[error("reading at {ts_ms} is older than the device's last reading at {last_ms}")]
     OutOfOrder { ts_ms: i64, last_ms: i64 },
+    #[error("timestamp {ts_ms} is more than {MAX_FUTURE_SKEW_MS} ms ahead of the clock ({now_ms})")]
+    FutureTimestamp { ts_ms: i64, now_ms: i64 },
 }
 
 impl RejectReason {
@@ -90,6 +108,7 @@ impl RejectReason {
             RejectReason::MissingChannel(_) => "missing_channel",
             RejectReason::NonFinite(_) => "non_finite_value",
             RejectReason::OutOfOrder { .. } => "out_of_order",
+            RejectReason::FutureTimestamp { .. } => "future_timestamp",
         }
     }
 
@@ -105,6 +124,7 @@ impl RejectReason {
         "missing_channel",
         "non_finite_value",
         "out_of_order",
+        "future_timestamp",
     ];
 }
 
@@ -338,6 +358,24 @@ mod tests {
     }
 
     #[test]
+    fn far_future_timestamps_are_rejected_past_ones_accepted() {
+        let now = 1_795_867_200_000;
+        let at = |ts_ms| Reading {
+            device: "d".into(),
+            ts_ms,
+            values: vec![1.0, 2.0],
+        };
+        assert_eq!(check_not_future(&at(0), now), Ok(()));
+        assert_eq!(check_not_future(&at(now + MAX_FUTURE_SKEW_MS), now), Ok(()));
+        let err = check_not_future(&at(now + MAX_FUTURE_SKEW_MS + 1), now).unwrap_err();
+        assert_eq!(err.label(), "future_timestamp");
+        assert_eq!(
+            check_not_future(&at(i64::MAX), now).unwrap_err().label(),
+            "future_timestamp"
+        );
+    }
+
+    #[test]
     fn missing_key_is_accepted() {
         let r =
             decode_reading(br#"{"device":"d","ts":5,"values":[1,2]}"#, None, &schema()).unwrap();
@@ -380,10 +418,14 @@ mod tests {
                 ts_ms: 0,
                 last_ms: 0,
             },
+            RejectReason::FutureTimestamp {
+                ts_ms: 0,
+                now_ms: 0,
+            },
         ];
         for r in all {
             assert!(RejectReason::LABELS.contains(&r.label()));
         }
-        assert_eq!(RejectReason::LABELS.len(), 10);
+        assert_eq!(RejectReason::LABELS.len(), 11);
     }
 }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use forewarn_core::reading::{
-    MAX_DEVICE_ID_LEN, MAX_MESSAGE_BYTES, Reading, RejectReason, Schema, decode_reading,
+    MAX_DEVICE_ID_LEN, MAX_MESSAGE_BYTES, Reading, RejectReason, Schema, check_not_future,
+    decode_reading,
 };
 use forewarn_telemetry::events::{ConsumerLag, InternalEvent, MessagesConsumed};
 use rdkafka::Offset;
@@ -120,6 +121,10 @@ fn poll_chunk(
 ) -> Chunk {
     let mut chunk = Chunk::default();
     let mut deadline: Option<Instant> = None;
+    // One clock read per chunk: the future-timestamp bound is a day wide.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     loop {
         let timeout = match deadline {
             None => Duration::from_millis(100),
@@ -139,7 +144,8 @@ fn poll_chunk(
                 chunk.note_offset(partition, offset);
                 let payload = msg.payload().unwrap_or_default();
                 let decoded = decode_fast(payload, msg.key(), schema)
-                    .map_or_else(|| decode_reading(payload, msg.key(), schema), Ok);
+                    .map_or_else(|| decode_reading(payload, msg.key(), schema), Ok)
+                    .and_then(|r| check_not_future(&r, now_ms).map(|()| r));
                 match decoded {
                     Ok(reading) => chunk.readings.push(Incoming {
                         reading,
