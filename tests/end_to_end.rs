@@ -9,23 +9,9 @@ use forewarn_core::reading::encode_reading;
 use forewarn_system_tests::*;
 
 /// TEP samples every 3 minutes; the test runs' faults start after sample 160.
-const SAMPLE_MS: i64 = 180_000;
+const SAMPLE_MS: i64 = TEP_SAMPLE_MS;
 const FAULT_START_SAMPLE: i64 = 160;
-const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-
-fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
-    read_tep(&shared_data(file))
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            (
-                device.to_string(),
-                encode_reading(device, T0 + i as i64 * SAMPLE_MS, row),
-            )
-        })
-        .collect()
-}
+const T0: i64 = TEP_T0_MS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {

@@ -8,27 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use forewarn_core::reading::encode_reading;
 use forewarn_system_tests::*;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "operator-api-test-token-42";
-const SAMPLE_MS: i64 = 180_000;
-const T0: i64 = 1_767_225_600_000;
-
-fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
-    read_tep(&shared_data(file))
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            (
-                device.to_string(),
-                encode_reading(device, T0 + i as i64 * SAMPLE_MS, row),
-            )
-        })
-        .collect()
-}
 
 async fn post(url: &str, token: Option<&str>, body: Value) -> anyhow::Result<(u16, Value)> {
     let mut req = reqwest::Client::new().post(url).json(&body);

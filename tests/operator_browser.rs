@@ -13,15 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use forewarn_core::reading::encode_reading;
 use forewarn_system_tests::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const TOKEN: &str = "console-test-token-0123456789";
-const SAMPLE_MS: i64 = 180_000;
-const T0: i64 = 1_767_225_600_000;
 
 fn artifacts_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -138,20 +135,6 @@ impl Cdp {
         std::fs::write(path, png)?;
         Ok(())
     }
-}
-
-fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
-    read_tep(&shared_data(file))
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            (
-                device.to_string(),
-                encode_reading(device, T0 + i as i64 * SAMPLE_MS, row),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

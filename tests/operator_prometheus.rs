@@ -9,26 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use forewarn_core::reading::encode_reading;
 use forewarn_system_tests::*;
 use serde_json::Value;
 
-const SAMPLE_MS: i64 = 180_000;
-const T0: i64 = 1_767_225_600_000;
-
-fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
-    read_tep(&shared_data(file))
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            (
-                device.to_string(),
-                encode_reading(device, T0 + i as i64 * SAMPLE_MS, row),
-            )
-        })
-        .collect()
-}
+const SAMPLE_MS: i64 = TEP_SAMPLE_MS;
+const T0: i64 = TEP_T0_MS;
 
 /// A query's result vector: (labels, value) per series.
 async fn query(prom: &str, q: &str) -> anyhow::Result<Vec<(Value, f64)>> {

@@ -6,21 +6,6 @@ use std::time::{Duration, Instant};
 use forewarn_core::reading::encode_reading;
 use forewarn_system_tests::*;
 
-const SAMPLE_MS: i64 = 180_000;
-
-fn tep_stream(device: &str, file: &str, from: usize, to: usize) -> Vec<(String, Vec<u8>)> {
-    read_tep(&shared_data(file)).unwrap()[from..to]
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            (
-                device.to_string(),
-                encode_reading(device, (from + i) as i64 * SAMPLE_MS, row),
-            )
-        })
-        .collect()
-}
-
 /// The broker freezes (SIGSTOP) for 30 s mid-stream: serve stays up,
 /// /readyz turns 503, then everything recovers and every reading is
 /// processed exactly once.
@@ -33,7 +18,7 @@ async fn broker_outage_mid_stream_loses_nothing() -> anyhow::Result<()> {
     serve.wait_ready(Duration::from_secs(60)).await?;
     let producer = broker.producer();
 
-    let first = tep_stream("tep-normal", "tep/d00_te.dat", 0, 480);
+    let first = tep_slice("tep-normal", "tep/d00_te.dat", 0..480);
     produce(&producer, "forewarn.readings", &first).await?;
     eventually("first half processed", Duration::from_secs(60), || async {
         Ok((serve.metric("forewarn_readings_accepted_total").await? == Some(480.0)).then_some(()))
@@ -59,7 +44,7 @@ async fn broker_outage_mid_stream_loses_nothing() -> anyhow::Result<()> {
     went_unready?;
 
     serve.wait_ready(Duration::from_secs(60)).await?;
-    let second = tep_stream("tep-normal", "tep/d00_te.dat", 480, 960);
+    let second = tep_slice("tep-normal", "tep/d00_te.dat", 480..960);
     produce(&producer, "forewarn.readings", &second).await?;
     eventually(
         "all 960 readings processed",
@@ -149,11 +134,10 @@ async fn sigterm_commits_and_restart_resumes_exactly() -> anyhow::Result<()> {
     let producer = broker.producer();
     let mut all = Vec::new();
     for n in 1..=6 {
-        all.extend(tep_stream(
+        all.extend(tep_slice(
             &format!("tep-{n:02}"),
             &format!("tep/d{n:02}_te.dat"),
-            0,
-            960,
+            0..960,
         ));
     }
     produce(&producer, "forewarn.readings", &all).await?;

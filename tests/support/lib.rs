@@ -183,6 +183,31 @@ pub async fn produce(
     Ok(())
 }
 
+/// Tennessee Eastman samples are 3 minutes apart.
+pub const TEP_SAMPLE_MS: i64 = 180_000;
+/// Where streamed TEP runs start: 2026-01-01T00:00:00Z.
+pub const TEP_T0_MS: i64 = 1_767_225_600_000;
+
+/// Rows `rows` of a TEP file (relative to the shared data folder) as keyed
+/// messages for `device`, row i stamped `TEP_T0_MS + i * TEP_SAMPLE_MS`.
+pub fn tep_slice(device: &str, file: &str, rows: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+    let data = read_tep(&shared_data(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    rows.map(|i| {
+        let ts = TEP_T0_MS + i as i64 * TEP_SAMPLE_MS;
+        (
+            device.to_string(),
+            forewarn_core::reading::encode_reading(device, ts, &data[i]),
+        )
+    })
+    .collect()
+}
+
+/// A whole TEP file as keyed messages for `device` (see [`tep_slice`]).
+pub fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
+    let n = read_tep(&shared_data(file)).map(|d| d.len()).unwrap_or(0);
+    tep_slice(device, file, 0..n)
+}
+
 /// Reads a Tennessee Eastman `.dat` file as samples x 52 (d00.dat is stored
 /// transposed).
 pub fn read_tep(path: &Path) -> anyhow::Result<Vec<Vec<f32>>> {
