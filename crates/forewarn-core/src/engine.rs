@@ -624,6 +624,25 @@ impl Engine {
         views
     }
 
+    /// Resolves every open alert, stamped with its device's last reading,
+    /// and returns them. Used when this engine is replaced (a model reload):
+    /// its alerts would otherwise stay open forever, since the new engine
+    /// does not know them; if the condition persists, the new model opens
+    /// its own alert after warm-up.
+    pub fn close_open_alerts(&mut self) -> Vec<Alert> {
+        let mut closed = Vec::new();
+        for dev in &mut self.devices {
+            if let Some(alert) = dev.open.take() {
+                let mut alert = *alert;
+                alert.state = AlertState::Resolved;
+                alert.resolved_at = Some(dev.last_ts.unwrap_or(alert.window_end));
+                dev.detector = DetectorState::default();
+                closed.push(alert);
+            }
+        }
+        closed
+    }
+
     /// Ids of all tracked devices.
     pub fn device_ids(&self) -> impl Iterator<Item = &str> {
         self.devices.iter().map(|d| d.id.as_str())
@@ -951,5 +970,32 @@ mod tests {
         e.push(&r("d", 1, 0.0, 0.0)).unwrap();
         assert_eq!(e.drain_evicted(), vec!["a".to_string()]);
         assert_eq!(e.device_count(), 3);
+    }
+
+    #[test]
+    fn replaced_engines_resolve_their_open_alerts() {
+        let mut e = engine(8);
+        let mut f = Persistence { calls: vec![] };
+        let rows = [
+            (0.0, 0.0),
+            (0.0, 0.0),
+            (0.0, 0.0),
+            (0.0, 0.0),
+            (0.0, 2.0),
+            (0.0, 2.0),
+        ];
+        for (i, (a, b)) in rows.iter().enumerate() {
+            e.push(&r("d", 10 * (i as i64 + 1), *a, *b)).unwrap();
+            e.flush(&mut f).unwrap();
+        }
+        assert!(e.device("d").unwrap().open_alert.is_some());
+        let closed = e.close_open_alerts();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (closed[0].state, closed[0].resolved_at),
+            (AlertState::Resolved, Some(60))
+        );
+        assert!(e.device("d").unwrap().open_alert.is_none());
+        assert!(e.close_open_alerts().is_empty());
     }
 }

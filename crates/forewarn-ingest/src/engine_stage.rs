@@ -105,9 +105,19 @@ where
             && let Ok(swap) = swaps.try_recv()
         {
             (model, version, threshold) = swap.describe();
+            let closed = stage.engine.close_open_alerts();
+            if !closed.is_empty() {
+                tracing::info!(
+                    count = closed.len(),
+                    "resolving the replaced model's open alerts"
+                );
+            }
             *stage.engine = swap.engine;
             *stage.forecaster = swap.forecaster;
             services.board.clear();
+            let mut out = Processed::empty();
+            out.changes = closed.into_iter().map(AlertChange::Resolved).collect();
+            stage.hold(out);
         }
         let closed = next.is_none();
         let result = match next {

@@ -62,9 +62,9 @@ pub enum IngestError {
 /// fresh engine for it and its forecaster. The engine thread takes it
 /// between chunks; device state starts over (windows re-warm), and the
 /// model's channel schema must equal the running one (the consume stage
-/// decodes with it). Known gap: alerts the old engine had open stay open in
-/// the store (the new engine does not know them); alerts after the swap
-/// carry the new model version.
+/// decodes with it). The old engine's open alerts are resolved at the swap
+/// (stamped with their device's last reading) and go through the persist
+/// stage like any change; alerts after the swap carry the new model version.
 pub struct ModelSwap<F> {
     pub engine: Engine,
     pub forecaster: F,
