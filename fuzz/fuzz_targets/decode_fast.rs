@@ -14,7 +14,7 @@
 #![allow(dead_code)]
 
 use forewarn_core::reading::{
-    MAX_DEVICE_ID_LEN, MAX_MESSAGE_BYTES, Reading, RejectReason, Schema, decode_reading,
+    MAX_DEVICE_ID_LEN, MAX_MESSAGE_BYTES, Reading, Schema, decode_reading,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -24,16 +24,6 @@ fn check(payload: &[u8], key: Option<&[u8]>, schema: &Schema) {
     if let Some(fast) = decode_fast(payload, key, schema) {
         let slow = decode_reading(payload, key, schema);
         let Ok(slow) = slow else {
-            // Known, reported (docs/reliability/fuzzing.md, finding 1):
-            // `"ts":-0` is 0 to the fast decoder and `bad_timestamp` to the
-            // reference (serde_json reads -0 as the float -0.0). Skipped so
-            // the run can look for anything else; FUZZ_STRICT=1 stops on it.
-            let known = fast.ts_ms == 0
-                && matches!(slow, Err(RejectReason::BadTimestamp(ref t)) if t == "-0")
-                && std::env::var_os("FUZZ_STRICT").is_none();
-            if known {
-                return;
-            }
             panic!("fast accepted {fast:?}, reference rejected: {slow:?}");
         };
         assert_eq!(fast.device, slow.device);
