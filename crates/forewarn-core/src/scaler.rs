@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 /// otherwise divide by zero and turn any later change into infinity.
 pub const MIN_SCALE: f32 = 1e-6;
 
+/// Largest magnitude of a scaled value. A finite reading far outside the
+/// training range (3e38 against a scale of 0.1) would otherwise overflow to
+/// infinity and make scores infinite; a million standard deviations is
+/// anomalous enough.
+pub const SCALED_LIMIT: f32 = 1e6;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scaler {
     /// Subtracted from each channel.
@@ -59,7 +65,7 @@ impl Scaler {
     /// Scales one row in place.
     pub fn transform(&self, row: &mut [f32]) {
         for ((v, c), s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
-            *v = (*v - c) / s.max(MIN_SCALE);
+            *v = ((*v - c) / s.max(MIN_SCALE)).clamp(-SCALED_LIMIT, SCALED_LIMIT);
         }
     }
 
@@ -80,6 +86,20 @@ impl Scaler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_readings_stay_finite_after_scaling() {
+        let s = Scaler {
+            center: vec![0.0],
+            scale: vec![0.1],
+            constant: vec![false],
+        };
+        for (v, want) in [(3e38f32, SCALED_LIMIT), (-3e38, -SCALED_LIMIT), (1.0, 10.0)] {
+            let mut row = [v];
+            s.transform(&mut row);
+            assert_eq!(row, [want]);
+        }
+    }
 
     #[test]
     fn fit_standardises_and_handles_constant_channels() {
