@@ -467,26 +467,10 @@ fn load_training(paths: &[PathBuf], opts: &CsvOptions) -> anyhow::Result<Dataset
             .collect(),
         ..opts.clone()
     };
-    let mut out: Option<Dataset> = None;
-    for p in paths {
-        let d = read_any(p, &opts).with_context(|| format!("reading {}", p.display()))?;
-        match &mut out {
-            None => out = Some(d),
-            Some(acc) => {
-                let d = d.select_channels(&acc.channels).with_context(|| {
-                    format!(
-                        "{} has other channels than {}",
-                        p.display(),
-                        paths[0].display()
-                    )
-                })?;
-                acc.rows.extend_from_slice(&d.rows);
-                acc.timestamps = None;
-                acc.source = format!("{}+{}", acc.source, d.source);
-            }
-        }
+    if paths.is_empty() {
+        anyhow::bail!("no training files given");
     }
-    let mut d = out.context("no training files given")?;
+    let mut d = crate::train::load_all(paths, &opts)?;
     // Labels of normal training files are not used.
     d.labels = None;
     Ok(d)

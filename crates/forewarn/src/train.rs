@@ -127,7 +127,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
 }
 
 /// Reads every file and joins them into one series (same channels required).
-fn load_all(paths: &[PathBuf], opts: &CsvOptions) -> anyhow::Result<Dataset> {
+pub(crate) fn load_all(paths: &[PathBuf], opts: &CsvOptions) -> anyhow::Result<Dataset> {
     let mut out: Option<Dataset> = None;
     for p in paths {
         let d = read_any(p, opts).with_context(|| format!("reading {}", p.display()))?;
