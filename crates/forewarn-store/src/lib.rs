@@ -1,77 +1,59 @@
-//! Forewarn's alert store: one embedded SQLite database.
+//! Forewarn's alert store: an embedded SQLite database (the default) or a
+//! PostgreSQL database shared by several `forewarn serve` instances
+//! (`store.url`). [`AlertStore`] has one API over both and the same
+//! semantics; the backend-specific parts live in `sqlite` and `postgres`.
 //!
 //! # Durability
-//! The database runs in WAL mode with `synchronous = FULL`: every committed
+//! SQLite runs in WAL mode with `synchronous = FULL`: every committed
 //! transaction is fsynced to the write-ahead log before [`AlertStore::apply`]
 //! returns, so an alert survives a power loss, not just a process crash.
-//! The pipeline commits Kafka offsets only after `apply` returns `Ok`, and
-//! it batches a whole flush's alert changes into one call, so the cost is
-//! one fsync per flush that changed alerts (most flushes change none).
-//! `synchronous = NORMAL` would skip that fsync and could lose the last
-//! transactions on power loss after their offsets were committed, which is
-//! exactly the "crash never loses an alert" promise broken.
+//! Postgres commits with the server's `synchronous_commit` (on by default:
+//! flushed to its WAL before the commit returns). The pipeline commits
+//! Kafka offsets only after `apply` returns `Ok`, and it batches a whole
+//! flush's alert changes into one call, so the cost is one fsync per flush
+//! that changed alerts (most flushes change none). `synchronous = NORMAL`
+//! would skip that fsync and could lose the last transactions on power loss
+//! after their offsets were committed, which is exactly the "crash never
+//! loses an alert" promise broken.
 //!
 //! # Idempotence
 //! Alert ids are deterministic (device, model version, start of the
 //! anomalous streak), so a crash replay re-applies the same changes:
 //! re-applying `Opened` never duplicates a row nor turns a resolved alert
 //! back to open, and `Resolved` upserts (it inserts the alert when its
-//! opening was never stored). The first stored resolution time wins.
+//! opening was never stored). The first stored resolution time wins. Each
+//! change is one `INSERT .. ON CONFLICT` statement, so this also holds with
+//! several instances writing to one Postgres database at once.
 //!
 //! # Schema
-//! Versioned with `PRAGMA user_version`; [`MIGRATIONS`] run in order on
-//! open, each in its own transaction. A database newer than this build is
+//! SQLite: versioned with `PRAGMA user_version`; [`MIGRATIONS`] run in
+//! order on open, each in its own transaction. Postgres: versioned in the
+//! `forewarn_schema_migrations` table; [`PG_MIGRATIONS`] run in one
+//! transaction under an advisory lock. A database newer than this build is
 //! refused rather than guessed at.
+//!
+//! # Threads
+//! Every method blocks: call them off the async runtime (the service uses
+//! `tokio::task::spawn_blocking`). The Postgres client runs a small runtime
+//! of its own per connection and panics when called on an async worker.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use forewarn_core::{Alert, AlertState, ChannelShare, Severity};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use serde::{Deserialize, Serialize};
+
+mod pg;
+mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+pub use pg::{PG_MIGRATIONS, PG_POOL_SIZE, PG_SCHEMA_VERSION};
+pub use sqlite::{MIGRATIONS, SCHEMA_VERSION};
 
 /// Default page size of [`AlertStore::list`].
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest page size of [`AlertStore::list`].
 pub const MAX_LIMIT: usize = 1000;
-
-/// Schema migrations; migration `i` brings `user_version` from `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[
-    // 1: the alerts table and its indexes.
-    r#"
-    CREATE TABLE alerts (
-        id            TEXT    NOT NULL PRIMARY KEY,
-        device        TEXT    NOT NULL,
-        model         TEXT    NOT NULL,
-        model_version TEXT    NOT NULL,
-        state         TEXT    NOT NULL CHECK (state IN ('open', 'resolved')),
-        severity      TEXT    NOT NULL CHECK (severity IN ('warning', 'critical')),
-        opened_at     INTEGER NOT NULL,
-        resolved_at   INTEGER,
-        score         REAL    NOT NULL,
-        peak_score    REAL    NOT NULL,
-        threshold     REAL    NOT NULL,
-        contributors  TEXT    NOT NULL,
-        window_start  INTEGER NOT NULL,
-        window_end    INTEGER NOT NULL
-    ) STRICT;
-    CREATE INDEX alerts_by_time   ON alerts (opened_at, id);
-    CREATE INDEX alerts_by_device ON alerts (device, opened_at, id);
-    CREATE INDEX alerts_by_state  ON alerts (state, opened_at, id);
-    "#,
-    // 2: acknowledgement by an operator (who, when, why). Columns added with
-    // ALTER so a version-1 database keeps its rows.
-    r#"
-    ALTER TABLE alerts ADD COLUMN acknowledged_at INTEGER;
-    ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT;
-    ALTER TABLE alerts ADD COLUMN ack_note        TEXT;
-    "#,
-];
-
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,7 +69,7 @@ pub enum StoreError {
     },
     #[error(
         "alert database has schema version {found}, newer than the {supported} this build knows; \
-         run a newer Forewarn or use another database file"
+         run a newer Forewarn or use another database"
     )]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("malformed pagination cursor")]
@@ -96,6 +78,16 @@ pub enum StoreError {
     Corrupt { id: String, detail: String },
     #[error("alert database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("invalid store.url {url}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("cannot connect to the Postgres alert store at {url}: {source}")]
+    Connect {
+        /// The URL with its password masked.
+        url: String,
+        source: ::postgres::Error,
+    },
+    #[error("alert database error: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("cannot encode alert contributors: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -240,88 +232,150 @@ fn decode_cursor(order: Order, cursor: &str) -> Result<(i64, String), StoreError
     Ok((at, id.to_owned()))
 }
 
-const COLUMNS: &str = "id, device, model, model_version, state, severity, opened_at, \
-                       resolved_at, score, peak_score, threshold, contributors, \
-                       window_start, window_end, acknowledged_at, acknowledged_by, ack_note";
+/// The first `limit` of `raws` (fetched with one extra row) as a page,
+/// with a cursor when the extra row shows that more match.
+fn page_from(order: Order, limit: usize, raws: Vec<RawAlert>) -> Result<AlertPage, StoreError> {
+    let more = raws.len() > limit;
+    let alerts = raws
+        .into_iter()
+        .take(limit)
+        .map(RawAlert::into_record)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = match alerts.last() {
+        Some(last) if more => Some(encode_cursor(order, last.opened_at, &last.id)),
+        _ => None,
+    };
+    Ok(AlertPage {
+        alerts,
+        next_cursor,
+    })
+}
 
-const INSERT_OPENED: &str = "INSERT INTO alerts (id, device, model, model_version, state, \
-     severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end) \
-     VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, NULL, ?7, ?8, ?9, ?10, ?11, ?12) \
-     ON CONFLICT (id) DO NOTHING";
+/// `url` with its password (userinfo, `password=` parameter, or
+/// `password=` in a key=value string) replaced by `***`, for logs and
+/// messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // A key=value connection string.
+        return url
+            .split_whitespace()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = format!("{scheme}://");
+    match before_query.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***")),
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            out.push_str(hosts);
+        }
+        None => out.push_str(before_query),
+    }
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
 
-const UPSERT_RESOLVED: &str = "INSERT INTO alerts (id, device, model, model_version, state, \
-     severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end) \
-     VALUES (?1, ?2, ?3, ?4, 'resolved', ?5, ?6, ?13, ?7, ?8, ?9, ?10, ?11, ?12) \
-     ON CONFLICT (id) DO UPDATE SET \
-       state = 'resolved', \
-       resolved_at = coalesce(alerts.resolved_at, excluded.resolved_at), \
-       peak_score = max(alerts.peak_score, excluded.peak_score), \
-       severity = CASE WHEN 'critical' IN (alerts.severity, excluded.severity) \
-                       THEN 'critical' ELSE 'warning' END";
+/// Checks a Postgres URL without connecting (for `forewarn config check`):
+/// `postgres://` or `postgresql://`, parseable, names a host, no
+/// `sslmode=require` (this build has no TLS client).
+pub fn validate_url(url: &str) -> Result<(), StoreError> {
+    pg::parse_url(url).map(drop)
+}
 
-/// The alert store. `Send + Sync`: one connection behind a mutex (SQLite
-/// serialises writers anyway, and reads here are short index scans).
+/// The alert store. `Send + Sync`; every method blocks (see the module
+/// docs).
 pub struct AlertStore {
-    conn: Mutex<Connection>,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(Box<pg::PgStore>),
 }
 
 impl std::fmt::Debug for AlertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlertStore").finish_non_exhaustive()
+        f.debug_struct("AlertStore")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed: the server is unreachable,
+    /// starting up or out of connections. A refused login, a missing
+    /// database, a bad URL or a too-new schema are not.
+    pub fn is_transient(&self) -> bool {
+        let e = match self {
+            StoreError::Connect { source, .. } | StoreError::Postgres(source) => source,
+            _ => return false,
+        };
+        match e.code() {
+            None => true,
+            Some(code) => [
+                ::postgres::error::SqlState::CANNOT_CONNECT_NOW,
+                ::postgres::error::SqlState::TOO_MANY_CONNECTIONS,
+                ::postgres::error::SqlState::ADMIN_SHUTDOWN,
+                ::postgres::error::SqlState::CRASH_SHUTDOWN,
+            ]
+            .contains(code),
+        }
     }
 }
 
 impl AlertStore {
-    /// Opens (creating it and its parent directories if needed) the
+    /// Opens (creating it and its parent directories if needed) the SQLite
     /// database at `path` and migrates it to [`SCHEMA_VERSION`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let open_err = |source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        // Journal mode is the first write: an unwritable file or directory
-        // fails here, with the path in the message.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(open_err(rusqlite::Error::InvalidParameterName(format!(
-                "journal_mode WAL not available (got {mode})"
-            ))));
-        }
-        Self::init(conn).map_err(|e| match e {
-            StoreError::Sqlite(source) => open_err(source),
-            other => other,
-        })
-    }
-
-    /// A private, non-durable database, for tests and dry runs.
-    pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(mut conn: Connection) -> Result<Self, StoreError> {
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(sqlite::SqliteStore::open(path)?),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic mid-transaction drops the Transaction, which rolls back:
-        // the connection is consistent, so keep using it.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A private, non-durable SQLite database, for tests and dry runs.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Sqlite(sqlite::SqliteStore::open_in_memory()?),
+        })
+    }
+
+    /// Connects to the Postgres database at `url` (`postgres://user:pass@host:port/db`;
+    /// see [`validate_url`]) and migrates it to [`PG_SCHEMA_VERSION`]. One
+    /// attempt: the caller decides whether to retry ([`StoreError::is_transient`]).
+    /// Keeps up to [`PG_POOL_SIZE`] connections. Call it off the async runtime.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Postgres(Box::new(pg::PgStore::connect(url)?)),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// Applies `changes` in one transaction. When this returns `Ok`, they
@@ -330,51 +384,17 @@ impl AlertStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut opened = tx.prepare_cached(INSERT_OPENED)?;
-            let mut resolved = tx.prepare_cached(UPSERT_RESOLVED)?;
-            for change in changes {
-                let (stmt, a) = match change {
-                    AlertChange::Opened(a) => (&mut opened, a),
-                    AlertChange::Resolved(a) => (&mut resolved, a),
-                };
-                let contributors = serde_json::to_string(&a.contributors)?;
-                let common = params![
-                    a.id,
-                    a.device,
-                    a.model,
-                    a.model_version,
-                    a.severity.as_str(),
-                    a.opened_at,
-                    a.score,
-                    a.peak_score,
-                    a.threshold,
-                    contributors,
-                    a.window_start,
-                    a.window_end,
-                ];
-                match change {
-                    AlertChange::Opened(_) => stmt.execute(common)?,
-                    AlertChange::Resolved(_) => {
-                        let mut all: Vec<&dyn rusqlite::ToSql> = common.to_vec();
-                        all.push(&a.resolved_at);
-                        stmt.execute(all.as_slice())?
-                    }
-                };
-            }
+        match &self.backend {
+            Backend::Sqlite(s) => s.apply(changes),
+            Backend::Postgres(s) => s.apply(changes),
         }
-        tx.commit()?;
-        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"))?;
-        let raw = stmt.query_row([id], RawAlert::from_row).optional()?;
-        raw.map(RawAlert::into_record).transpose()
+        match &self.backend {
+            Backend::Sqlite(s) => s.get(id),
+            Backend::Postgres(s) => s.get(id),
+        }
     }
 
     /// Records `ack` on alert `id` (open or resolved) and returns the alert
@@ -386,179 +406,76 @@ impl AlertStore {
         id: &str,
         ack: &Acknowledgement,
     ) -> Result<Option<AlertRecord>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE alerts SET acknowledged_at = ?2, acknowledged_by = ?3, ack_note = ?4 \
-             WHERE id = ?1",
-            params![id, ack.at, ack.by, ack.note],
-        )?;
-        if n == 0 {
-            return Ok(None);
+        match &self.backend {
+            Backend::Sqlite(s) => s.acknowledge(id, ack),
+            Backend::Postgres(s) => s.acknowledge(id, ack),
         }
-        let raw = tx.query_row(
-            &format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"),
-            [id],
-            RawAlert::from_row,
-        )?;
-        tx.commit()?;
-        raw.into_record().map(Some)
     }
 
     /// Alerts matching `q` in `q.order` by (`opened_at`, `id`), one page
     /// at a time with a keyset cursor (stable under concurrent inserts).
     pub fn list(&self, q: &AlertQuery) -> Result<AlertPage, StoreError> {
-        let limit = q.limit.clamp(1, MAX_LIMIT);
-        let mut sql = format!("SELECT {COLUMNS} FROM alerts WHERE 1 = 1");
-        let mut args: Vec<Value> = Vec::new();
-        if let Some(d) = &q.device {
-            sql.push_str(" AND device = ?");
-            args.push(Value::Text(d.clone()));
+        match &self.backend {
+            Backend::Sqlite(s) => s.list(q),
+            Backend::Postgres(s) => s.list(q),
         }
-        if let Some(s) = q.state {
-            sql.push_str(" AND state = ?");
-            args.push(Value::Text(s.as_str().into()));
-        }
-        if let Some(s) = q.severity {
-            sql.push_str(" AND severity = ?");
-            args.push(Value::Text(s.as_str().into()));
-        }
-        if let Some(c) = &q.channel {
-            sql.push_str(
-                " AND EXISTS (SELECT 1 FROM json_each(alerts.contributors) AS c \
-                 WHERE json_extract(c.value, '$.channel') = ?)",
-            );
-            args.push(Value::Text(c.clone()));
-        }
-        match q.acknowledged {
-            Some(true) => sql.push_str(" AND acknowledged_at IS NOT NULL"),
-            Some(false) => sql.push_str(" AND acknowledged_at IS NULL"),
-            None => {}
-        }
-        if let Some(from) = q.from {
-            sql.push_str(" AND opened_at >= ?");
-            args.push(Value::Integer(from));
-        }
-        if let Some(to) = q.to {
-            sql.push_str(" AND opened_at < ?");
-            args.push(Value::Integer(to));
-        }
-        let (after, dir) = match q.order {
-            Order::NewestFirst => ("<", "DESC"),
-            Order::OldestFirst => (">", "ASC"),
-        };
-        if let Some(c) = &q.cursor {
-            let (at, id) = decode_cursor(q.order, c)?;
-            sql.push_str(&format!(" AND (opened_at, id) {after} (?, ?)"));
-            args.push(Value::Integer(at));
-            args.push(Value::Text(id));
-        }
-        sql.push_str(&format!(" ORDER BY opened_at {dir}, id {dir} LIMIT ?"));
-        // One extra row tells whether another page exists.
-        args.push(Value::Integer(limit as i64 + 1));
-
-        let raws: Vec<RawAlert> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare_cached(&sql)?;
-            stmt.query_map(params_from_iter(args), RawAlert::from_row)?
-                .collect::<Result<_, _>>()?
-        };
-        let more = raws.len() > limit;
-        let alerts = raws
-            .into_iter()
-            .take(limit)
-            .map(RawAlert::into_record)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = match alerts.last() {
-            Some(last) if more => Some(encode_cursor(q.order, last.opened_at, &last.id)),
-            _ => None,
-        };
-        Ok(AlertPage {
-            alerts,
-            next_cursor,
-        })
     }
 
     pub fn count_open(&self) -> Result<u64, StoreError> {
-        let n: i64 = self.conn().query_row(
-            "SELECT count(*) FROM alerts WHERE state = 'open'",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        match &self.backend {
+            Backend::Sqlite(s) => s.count_open(),
+            Backend::Postgres(s) => s.count_open(),
+        }
     }
 
     /// Deletes resolved alerts resolved before `cutoff_ms` (retention);
     /// returns how many were deleted. Open alerts are never deleted.
     pub fn delete_resolved_before(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        Ok(self.conn().execute(
-            "DELETE FROM alerts WHERE state = 'resolved' AND resolved_at < ?1",
-            [cutoff_ms],
-        )?)
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete_resolved_before(cutoff_ms),
+            Backend::Postgres(s) => s.delete_resolved_before(cutoff_ms),
+        }
     }
-}
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
+    #[cfg(test)]
+    fn sqlite(&self) -> &sqlite::SqliteStore {
+        match &self.backend {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(_) => panic!("not a SQLite store"),
+        }
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
+
+    #[cfg(test)]
+    fn postgres(&self) -> &pg::PgStore {
+        match &self.backend {
+            Backend::Postgres(s) => s,
+            Backend::Sqlite(_) => panic!("not a Postgres store"),
+        }
     }
-    Ok(())
 }
 
 /// A row as stored, before its text columns are parsed.
-struct RawAlert {
-    id: String,
-    device: String,
-    model: String,
-    model_version: String,
-    state: String,
-    severity: String,
-    opened_at: i64,
-    resolved_at: Option<i64>,
-    score: f64,
-    peak_score: f64,
-    threshold: f64,
-    contributors: String,
-    window_start: i64,
-    window_end: i64,
-    acknowledged_at: Option<i64>,
-    acknowledged_by: Option<String>,
-    ack_note: Option<String>,
+pub(crate) struct RawAlert {
+    pub(crate) id: String,
+    pub(crate) device: String,
+    pub(crate) model: String,
+    pub(crate) model_version: String,
+    pub(crate) state: String,
+    pub(crate) severity: String,
+    pub(crate) opened_at: i64,
+    pub(crate) resolved_at: Option<i64>,
+    pub(crate) score: f64,
+    pub(crate) peak_score: f64,
+    pub(crate) threshold: f64,
+    pub(crate) contributors: String,
+    pub(crate) window_start: i64,
+    pub(crate) window_end: i64,
+    pub(crate) acknowledged_at: Option<i64>,
+    pub(crate) acknowledged_by: Option<String>,
+    pub(crate) ack_note: Option<String>,
 }
 
 impl RawAlert {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get(0)?,
-            device: r.get(1)?,
-            model: r.get(2)?,
-            model_version: r.get(3)?,
-            state: r.get(4)?,
-            severity: r.get(5)?,
-            opened_at: r.get(6)?,
-            resolved_at: r.get(7)?,
-            score: r.get(8)?,
-            peak_score: r.get(9)?,
-            threshold: r.get(10)?,
-            contributors: r.get(11)?,
-            window_start: r.get(12)?,
-            window_end: r.get(13)?,
-            acknowledged_at: r.get(14)?,
-            acknowledged_by: r.get(15)?,
-            ack_note: r.get(16)?,
-        })
-    }
-
     fn into_record(mut self) -> Result<AlertRecord, StoreError> {
         let ack = self.acknowledged_at.map(|at| Acknowledgement {
             at,
