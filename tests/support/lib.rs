@@ -380,3 +380,52 @@ pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// ----- Postgres alert store (issue 6, guarantee 5) -------------------------
+
+/// A throwaway PostgreSQL cluster: `initdb` into a temp dir and `postgres`
+/// on a free port of 127.0.0.1 (as the `postgres` user when root), stopped
+/// and removed on drop, or when the test process exits. Built on the
+/// server's command-line tools, so it may be started from async code.
+/// Fails with a clear message when Postgres is not installed
+/// (`scripts/setup.sh` installs it). See `forewarn_store::testing`.
+pub use forewarn_store::testing::PgCluster;
+
+impl Serve {
+    /// [`Serve::start`] with extra environment variables for the service,
+    /// e.g. `FOREWARN_STORE__URL` to put its alerts in Postgres.
+    pub fn start_with_env(
+        name: &str,
+        brokers: &str,
+        model: &Path,
+        dir: &Path,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let port = free_port();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"test\"\nsession_timeout_ms = 6000\ntopic_partitions = 4\n\
+                 [model]\npath = \"{}\"\ndevice = \"cpu\"\nthreads = 1\n[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n{extra}",
+                model.display(),
+                dir.join(format!("{name}-alerts.db")).display()
+            ),
+        )?;
+        let mut cmd = Command::new(forewarn_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = spawn_logged(name, &mut cmd, dir)?;
+        Ok(Self {
+            proc,
+            api: format!("http://127.0.0.1:{port}"),
+            config,
+        })
+    }
+}

@@ -462,12 +462,20 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
     // Held until commit: a second instance starting at the same time waits
     // here, then finds the migrations done.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS forewarn_schema_migrations (
-             version    BIGINT      NOT NULL PRIMARY KEY,
-             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-         )",
-    )?;
+    let exists: bool = tx
+        .query_one(
+            "SELECT to_regclass('forewarn_schema_migrations') IS NOT NULL",
+            &[],
+        )?
+        .try_get(0)?;
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE forewarn_schema_migrations (
+                 version    BIGINT      NOT NULL PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )?;
+    }
     let found: i64 = tx
         .query_one(
             "SELECT coalesce(max(version), 0)::bigint FROM forewarn_schema_migrations",

@@ -69,9 +69,15 @@ impl PgCluster {
         SHARED.get_or_init(|| Self::start().unwrap_or_else(|e| panic!("{e}")))
     }
 
-    /// Initialises and starts a fresh cluster, waiting until it accepts
-    /// connections (at most 60 s).
+    /// Initialises and starts a fresh cluster on a free port, waiting until
+    /// it accepts connections (at most 60 s).
     pub fn start() -> Result<Self, String> {
+        Self::start_on_port(free_port()?)
+    }
+
+    /// [`PgCluster::start`] on a given port of 127.0.0.1 (e.g. one a
+    /// service was told to use before the server existed).
+    pub fn start_on_port(port: u16) -> Result<Self, String> {
         let bin = bin_dir()?;
         let as_root = is_root();
         let base = if as_root {
@@ -106,7 +112,6 @@ impl PgCluster {
         .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&dir);
         })?;
-        let port = free_port()?;
         let watchdog = as_postgres(as_root, Path::new("sh"))
             .arg("-c")
             .arg(WATCHDOG)
@@ -268,7 +273,8 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn free_port() -> Result<u16, String> {
+/// A port of 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

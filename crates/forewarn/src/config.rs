@@ -71,16 +71,39 @@ impl Default for PipelineSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
-    /// SQLite file holding alerts.
+    /// SQLite file holding alerts (the default store; unused when `url` is set).
     pub path: PathBuf,
+    /// PostgreSQL URL (`postgres://user:password@host:5432/db`): alerts go
+    /// to that database instead, shared by every instance configured with
+    /// it. Empty: SQLite at `path`. Printed with the password masked.
+    #[serde(serialize_with = "serialize_store_url")]
+    pub url: String,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
             path: "data/alerts.db".into(),
+            url: String::new(),
         }
     }
+}
+
+impl StoreSection {
+    /// Where alerts go, for logs: the SQLite path or the Postgres URL with
+    /// its password masked.
+    pub fn describe(&self) -> String {
+        if self.url.is_empty() {
+            format!("sqlite {}", self.path.display())
+        } else {
+            format!("postgres {}", forewarn_store::redact_url(&self.url))
+        }
+    }
+}
+
+/// `store.url` as `config check` prints it: password masked.
+fn serialize_store_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&forewarn_store::redact_url(url))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,6 +256,10 @@ impl Config {
                 "invalid configuration: http.request_timeout_ms, http.body_limit_bytes and http.stream_buffer must be at least 1"
             );
         }
+        if !self.store.url.is_empty() {
+            forewarn_store::validate_url(&self.store.url)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        }
         let w = &self.webhook;
         if !w.url.is_empty() {
             if !w.url.starts_with("http://") {
@@ -309,6 +336,11 @@ mod tests {
             ),
             ("[webhook]\nurl = \"ftp://x\"\n", "webhook.url"),
             ("[metrics]\nallow = []\n", "allow"),
+            ("[store]\nurl = \"mysql://db/x\"\n", "store.url"),
+            (
+                "[store]\nurl = \"postgres://u:pw@db/x?sslmode=require\"\n",
+                "store.url postgres://u:***@db/x",
+            ),
         ];
         for (i, (text, needle)) in cases.iter().enumerate() {
             let f = dir.path().join(format!("c{i}.toml"));
@@ -317,5 +349,37 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         }
         assert!(Config::load(Some(Path::new("/nonexistent.toml"))).is_err());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
+    fn store_url_from_env_is_validated_and_printed_without_password() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                (c.store.url.as_str(), c.store.describe()),
+                ("", "sqlite data/alerts.db".into())
+            );
+            jail.set_env(
+                "FOREWARN_STORE__URL",
+                "postgres://forewarn:s3cret@db:5432/alerts",
+            );
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.store.url, "postgres://forewarn:s3cret@db:5432/alerts");
+            assert_eq!(
+                c.store.describe(),
+                "postgres postgres://forewarn:***@db:5432/alerts"
+            );
+            let printed = toml::to_string_pretty(&c).unwrap();
+            assert!(
+                printed.contains("url = \"postgres://forewarn:***@db:5432/alerts\""),
+                "{printed}"
+            );
+            assert!(!printed.contains("s3cret"), "{printed}");
+            jail.set_env("FOREWARN_STORE__URL", "db:5432");
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("store.url"), "{err}");
+            Ok(())
+        });
     }
 }

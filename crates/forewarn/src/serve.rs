@@ -10,7 +10,7 @@ use forewarn_store::AlertStore;
 use forewarn_telemetry::events::{InternalEvent, ModelLoaded};
 use forewarn_telemetry::{AlertBus, DeviceBoard, Health, Metrics, ModelInfo};
 
-use crate::config::{Config, LogFormat, LogSection, parse_device};
+use crate::config::{Config, LogFormat, LogSection, StoreSection, parse_device};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -53,12 +53,19 @@ async fn serve(
     let shutdown = crate::shutdown_on_signal();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::with_metrics(&metrics));
-    let store = Arc::new(
-        AlertStore::open(&cfg.store.path)
-            .with_context(|| format!("opening alert store {}", cfg.store.path.display()))?,
-    );
+    let Some(store) = open_store(&cfg.store, &shutdown).await? else {
+        tracing::info!("stopped while waiting for the alert store");
+        return Ok(());
+    };
     // Alerts left open by an earlier run are still open.
-    metrics.set_alerts_open(store.count_open().context("counting open alerts")?);
+    let open = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.count_open())
+            .await
+            .context("counting open alerts")?
+            .context("counting open alerts")?
+    };
+    metrics.set_alerts_open(open);
     let board = Arc::new(DeviceBoard::new());
     let meta = &model.meta;
     let info = describe(meta, device);
@@ -168,6 +175,52 @@ async fn serve(
     result.context("pipeline")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the alert store: SQLite at `store.path`, or the Postgres database
+/// at `store.url`. While Postgres is unreachable (refused, timed out,
+/// starting up, out of connections) `serve` waits like it does for the
+/// broker: retries with back-off (0.25 s doubling to 10 s), logging each
+/// attempt, until the store answers or a shutdown signal comes (`None`).
+/// The HTTP API starts after. Errors a retry cannot fix (login refused, no
+/// such database, a newer schema, an unwritable SQLite path) end `serve` at
+/// once with the reason. Logs show the URL with its password masked.
+async fn open_store(
+    section: &StoreSection,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<Arc<AlertStore>>> {
+    let shown = section.describe();
+    let mut backoff = std::time::Duration::from_millis(250);
+    loop {
+        let s = section.clone();
+        // Opening blocks (and the Postgres client must not run on an async
+        // worker): on the blocking pool, like every store call.
+        let opened = tokio::task::spawn_blocking(move || {
+            if s.url.is_empty() {
+                AlertStore::open(&s.path)
+            } else {
+                AlertStore::connect(&s.url)
+            }
+        })
+        .await
+        .context("alert store open task")?;
+        match opened {
+            Ok(store) => {
+                tracing::info!(store = %shown, "alert store open");
+                return Ok(Some(Arc::new(store)));
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(store = %shown, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "alert store not reachable yet; waiting");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("opening the alert store")),
+        }
+    }
 }
 
 fn describe(meta: &forewarn_model::ModelMeta, device: tch::Device) -> ModelInfo {
