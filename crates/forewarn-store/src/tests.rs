@@ -922,3 +922,17 @@ fn urls_are_checked_and_passwords_masked() {
         assert!(!err.to_string().contains("secret"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn postgres_connects_over_a_unix_socket() {
+    let cluster = PgCluster::shared();
+    let url = format!(
+        "postgres://{}@/postgres?host={}&port={}",
+        crate::testing::SUPERUSER,
+        cluster.dir().display(),
+        cluster.port()
+    );
+    validate_url(&url).unwrap();
+    let s = AlertStore::connect(&url).unwrap();
+    s.count_open().unwrap();
+}
