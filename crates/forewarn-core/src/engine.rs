@@ -15,11 +15,17 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
-use crate::detector::{BatchScore, DetectorConfig, DetectorState, Transition, score_batch};
+use crate::detector::{BatchScore, DetectorConfig, DetectorState, Transition, score_batch_with};
 use crate::reading::{Reading, RejectReason, Schema};
 use crate::scaler::Scaler;
+use crate::threshold::{ThresholdState, ThresholdStrategy};
 use crate::window::Window;
+
+mod checkpoint;
+pub use checkpoint::{CHECKPOINT_FORMAT, CheckpointError, RestoreError, StateRecord};
 
 /// How many contributing channels an alert names.
 pub const MAX_CONTRIBUTORS: usize = 5;
@@ -47,6 +53,13 @@ pub trait Forecaster {
     /// Length of one device's flattened recurrent state.
     fn state_len(&self) -> usize;
     fn step(&mut self, batch: &mut StepBatch) -> Result<(), Self::Error>;
+    /// Whether `predictions` is a reconstruction of the batch itself (an
+    /// autoencoder) rather than a forecast of the next one. The engine then
+    /// scores each batch against its own reconstruction, right after the
+    /// call, instead of against the previous call's forecast.
+    fn reconstructs(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -61,12 +74,22 @@ pub struct EngineConfig {
     /// (the LSTM state needs history to forecast well).
     pub warmup: usize,
     pub state_len: usize,
-    pub threshold: f64,
+    /// How a batch's errors become a score and what it is compared with.
+    pub strategy: ThresholdStrategy,
     pub detector: DetectorConfig,
     pub model: String,
     pub model_version: String,
     /// Most devices in one forecaster call.
     pub max_batch: usize,
+}
+
+impl EngineConfig {
+    /// The strategy's nominal threshold (the fixed or Gaussian threshold,
+    /// the dynamic threshold's floor): what to show where no batch's own
+    /// threshold is at hand.
+    pub fn threshold(&self) -> f64 {
+        self.strategy.nominal_threshold()
+    }
 }
 
 /// What happened while flushing.
@@ -77,7 +100,10 @@ pub enum EngineEvent {
         device: String,
         start_ts: i64,
         end_ts: i64,
+        /// The score the strategy thresholds (see [`BatchScore::score`]).
         score: f64,
+        /// The threshold it was compared with.
+        threshold: f64,
         /// Whether the device's alert is open after this batch.
         alert_open: bool,
     },
@@ -105,14 +131,24 @@ pub struct DeviceView {
     pub window_fill: usize,
     pub window_capacity: usize,
     pub last_ts: Option<i64>,
+    /// The last scored batch's score and the threshold it was compared with.
     pub last_score: Option<f64>,
+    pub last_threshold: Option<f64>,
     pub last_shares: Vec<ChannelShare>,
     pub open_alert: Option<String>,
     pub warmed_up: bool,
 }
 
+/// Serialized whole into checkpoints ([`checkpoint`]), except the fields
+/// marked `skip`, which only have meaning inside one running engine. Adding
+/// or changing a serialized field changes the checkpoint format: bump
+/// [`checkpoint::FORMAT`].
+#[derive(Serialize, Deserialize)]
 struct Device {
     id: String,
+    /// Where the device's readings come from (the Kafka partition), so its
+    /// state can be checkpointed to and handed over with that partition.
+    origin: i32,
     window: Window,
     /// One allocation for the per-device floats: the recurrent state
     /// (`state_len`), the forecast of the next batch (`horizon x channels`)
@@ -128,18 +164,29 @@ struct Device {
     /// Readings fed when the forecast was made.
     predicted_at: u64,
     detector: DetectorState,
+    /// The threshold strategy's per-device state: empty for `fixed` and
+    /// `gaussian`; the dynamic threshold's smoothed error and history ring,
+    /// allocated at the device's first scored batch.
+    threshold_state: ThresholdState,
     last_score: Option<BatchScore>,
     /// Boxed: most devices never have an open alert.
     open: Option<Box<Alert>>,
     /// The last round (see [`Engine::take_round`]) that took a batch of this device.
+    #[serde(skip)]
     round: u64,
     /// Listed in [`Engine::touched`].
+    #[serde(skip)]
     touched: bool,
     /// Batches of this device in the queue.
+    #[serde(skip)]
     queued: u32,
     /// Engine-wide reading sequence number of this device's last reading
     /// (for evicting the least recently seen).
+    #[serde(skip)]
     last_seen: u64,
+    /// Changed since the last checkpoint; listed in `Engine::dirty`.
+    #[serde(skip)]
+    dirty: bool,
 }
 
 impl Device {
@@ -147,6 +194,7 @@ impl Device {
         let channels = cfg.schema.len();
         Self {
             id,
+            origin: 0,
             window: Window::new(cfg.window, channels),
             floats: vec![0.0; cfg.state_len + 2 * cfg.horizon * channels].into_boxed_slice(),
             pending_len: 0,
@@ -156,12 +204,14 @@ impl Device {
             predicted: false,
             predicted_at: 0,
             detector: DetectorState::default(),
+            threshold_state: ThresholdState::default(),
             last_score: None,
             open: None,
             round: 0,
             touched: false,
             queued: 0,
             last_seen: 0,
+            dirty: false,
         }
     }
 }
@@ -206,6 +256,8 @@ pub struct Engine {
     /// Ids evicted since the last [`Engine::drain_evicted`].
     evicted: Vec<String>,
     evicted_total: u64,
+    /// Checkpoint bookkeeping; `None` until [`Engine::enable_checkpoints`].
+    checkpoints: Option<checkpoint::Tracker>,
 }
 
 /// Devices sampled when looking for one to evict (Redis-style approximate
@@ -230,6 +282,7 @@ impl Engine {
             rng: 0x9E37_79B9_7F4A_7C15,
             evicted: Vec::new(),
             evicted_total: 0,
+            checkpoints: None,
         }
     }
 
@@ -286,8 +339,12 @@ impl Engine {
             &mut self.devices[victim],
             Device::new(&self.cfg, id.to_owned()),
         );
-        // Keep the slot's place in `touched` consistent.
+        // Keep the slot's place in `touched` and `dirty` consistent.
         self.devices[victim].touched = old.touched;
+        self.devices[victim].dirty = old.dirty;
+        if let Some(t) = &mut self.checkpoints {
+            t.tombstones.push((old.origin, old.id.clone()));
+        }
         self.index.remove(&old.id);
         self.evicted.push(old.id);
         self.evicted_total += 1;
@@ -313,6 +370,12 @@ impl Engine {
     /// the device's batch buffer, no allocation (a completed batch swaps in
     /// a recycled buffer).
     pub fn push(&mut self, reading: &Reading) -> Result<Pushed, RejectReason> {
+        self.push_from(reading, 0)
+    }
+
+    /// [`Self::push`] for a reading from `origin` (its Kafka partition),
+    /// which decides where the device's checkpoints go.
+    pub fn push_from(&mut self, reading: &Reading, origin: i32) -> Result<Pushed, RejectReason> {
         let channels = self.cfg.schema.len();
         if reading.values.len() != channels {
             return Err(RejectReason::WrongChannelCount {
@@ -357,6 +420,13 @@ impl Engine {
         if !dev.touched {
             dev.touched = true;
             self.touched.push(idx);
+        }
+        dev.origin = origin;
+        if !dev.dirty
+            && let Some(t) = &mut self.checkpoints
+        {
+            dev.dirty = true;
+            t.dirty.push(idx);
         }
         dev.pending_len += channels;
         if dev.pending_len < hc {
@@ -427,7 +497,7 @@ impl Engine {
             self.scratch = batch;
             return Err(e);
         }
-        self.scatter(round, &batch, events);
+        self.scatter(round, &batch, forecaster.reconstructs(), events);
         self.scratch = batch;
         Ok(())
     }
@@ -502,14 +572,35 @@ impl Engine {
         batch
     }
 
-    fn scatter(&mut self, round: Vec<Job>, batch: &StepBatch, events: &mut Vec<EngineEvent>) {
+    /// Scores each batch of the round, then stores the device's new state
+    /// and forecast. A forecasting model's batch is scored against the
+    /// forecast of the previous call (once a device has seen `warmup`
+    /// readings before that forecast); a reconstructing model's against its
+    /// reconstruction in this call (once `warmup` readings preceded the
+    /// batch).
+    fn scatter(
+        &mut self,
+        round: Vec<Job>,
+        batch: &StepBatch,
+        reconstructs: bool,
+        events: &mut Vec<EngineEvent>,
+    ) {
         let c = self.cfg.schema.len();
         let hc = self.cfg.horizon * c;
         let s = self.cfg.state_len;
+        let gaussian = self.cfg.strategy.gaussian();
         for (i, mut job) in round.into_iter().enumerate() {
             let dev = &mut self.devices[job.dev];
-            let scored = (dev.predicted && dev.predicted_at >= self.cfg.warmup as u64)
-                .then(|| score_batch(&job.inputs, &dev.floats[s..s + hc], c));
+            let warm = dev.predicted_at >= self.cfg.warmup as u64;
+            let scored = if reconstructs {
+                warm.then(|| {
+                    let reconstruction = &batch.predictions[i * hc..(i + 1) * hc];
+                    score_batch_with(&job.inputs, reconstruction, c, gaussian)
+                })
+            } else {
+                (dev.predicted && warm)
+                    .then(|| score_batch_with(&job.inputs, &dev.floats[s..s + hc], c, gaussian))
+            };
             dev.floats[..s].copy_from_slice(&batch.states[i * s..(i + 1) * s]);
             dev.floats[s..s + hc].copy_from_slice(&batch.predictions[i * hc..(i + 1) * hc]);
             dev.predicted = true;
@@ -524,16 +615,22 @@ impl Engine {
         }
     }
 
+    /// Applies the threshold strategy to a scored batch and the hysteresis
+    /// to the result. Alerts carry the score and threshold actually
+    /// compared; severity is their ratio.
     fn detect(
         cfg: &EngineConfig,
         job: &Job,
         dev: &mut Device,
-        score: BatchScore,
+        mut score: BatchScore,
         events: &mut Vec<EngineEvent>,
     ) {
-        let transition =
-            dev.detector
-                .observe(&cfg.detector, score.mse, cfg.threshold, job.start_ts);
+        let (value, threshold) = cfg.strategy.apply(&mut dev.threshold_state, score.score);
+        score.score = value;
+        score.threshold = threshold;
+        let transition = dev
+            .detector
+            .observe(&cfg.detector, value, threshold, job.start_ts);
         match transition {
             Transition::Open { streak_start } => {
                 let alert = Alert {
@@ -542,12 +639,12 @@ impl Engine {
                     model: cfg.model.clone(),
                     model_version: cfg.model_version.clone(),
                     state: AlertState::Open,
-                    severity: Severity::from_ratio(score.mse / cfg.threshold),
+                    severity: Severity::from_ratio(value / threshold),
                     opened_at: job.end_ts,
                     resolved_at: None,
-                    score: score.mse,
-                    peak_score: score.mse,
-                    threshold: cfg.threshold,
+                    score: value,
+                    peak_score: value,
+                    threshold,
                     contributors: contributors(&cfg.schema, &score.shares),
                     window_start: streak_start,
                     window_end: job.end_ts,
@@ -565,12 +662,10 @@ impl Engine {
             }
             Transition::None => {
                 if let Some(alert) = dev.open.as_mut()
-                    && score.mse > alert.peak_score
+                    && value > alert.peak_score
                 {
-                    alert.peak_score = score.mse;
-                    alert.severity = alert
-                        .severity
-                        .max(Severity::from_ratio(score.mse / cfg.threshold));
+                    alert.peak_score = value;
+                    alert.severity = alert.severity.max(Severity::from_ratio(value / threshold));
                 }
             }
         }
@@ -578,7 +673,8 @@ impl Engine {
             device: dev.id.clone(),
             start_ts: job.start_ts,
             end_ts: job.end_ts,
-            score: score.mse,
+            score: value,
+            threshold,
             alert_open: dev.detector.is_open(),
         });
         dev.last_score = Some(score);
@@ -591,7 +687,8 @@ impl Engine {
             window_fill: d.window.len(),
             window_capacity: d.window.capacity(),
             last_ts: d.last_ts,
-            last_score: d.last_score.as_ref().map(|s| s.mse),
+            last_score: d.last_score.as_ref().map(|s| s.score),
+            last_threshold: d.last_score.as_ref().map(|s| s.threshold),
             last_shares: d
                 .last_score
                 .as_ref()
@@ -655,6 +752,7 @@ impl Engine {
         let c = self.cfg.schema.len();
         std::mem::size_of::<Device>()
             + (self.cfg.window * c + 2 * self.cfg.horizon * c + self.cfg.state_len) * f
+            + self.cfg.strategy.state_bytes()
     }
 }
 
@@ -677,8 +775,8 @@ mod tests {
 
     /// Forecasts that every value of the next batch equals the last input
     /// row; the "state" counts steps taken. Simple enough to compute by hand.
-    struct Persistence {
-        calls: Vec<usize>,
+    pub(super) struct Persistence {
+        pub(super) calls: Vec<usize>,
     }
 
     impl Forecaster for Persistence {
@@ -701,7 +799,7 @@ mod tests {
         }
     }
 
-    fn engine(max_batch: usize) -> Engine {
+    pub(super) fn engine(max_batch: usize) -> Engine {
         Engine::new(EngineConfig {
             schema: Schema::new(vec!["a".into(), "b".into()]),
             scaler: Scaler {
@@ -713,7 +811,7 @@ mod tests {
             window: 4,
             warmup: 2,
             state_len: 1,
-            threshold: 1.0,
+            strategy: ThresholdStrategy::Fixed { threshold: 1.0 },
             detector: DetectorConfig {
                 open_after: 1,
                 resolve_after: 1,
@@ -725,7 +823,7 @@ mod tests {
         })
     }
 
-    fn r(device: &str, ts: i64, a: f32, b: f32) -> Reading {
+    pub(super) fn r(device: &str, ts: i64, a: f32, b: f32) -> Reading {
         Reading {
             device: device.into(),
             ts_ms: ts,
@@ -809,6 +907,173 @@ mod tests {
                 assert_eq!(a.id, alert_id("d", "v1", 50));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Scored events as (end_ts, score, threshold, alert_open) and the
+    /// opened alerts as (window_start, score, threshold, severity).
+    type Trace = (Vec<(i64, f64, f64, bool)>, Vec<(i64, f64, f64, Severity)>);
+
+    fn trace(
+        e: &mut Engine,
+        f: &mut impl Forecaster<Error = String>,
+        rows: &[(f32, f32)],
+    ) -> Trace {
+        let (mut scored, mut opened) = (vec![], vec![]);
+        for (i, (a, b)) in rows.iter().enumerate() {
+            e.push(&r("d", 10 * (i as i64 + 1), *a, *b)).unwrap();
+            for ev in e.flush(f).unwrap() {
+                match ev {
+                    EngineEvent::Scored {
+                        end_ts,
+                        score,
+                        threshold,
+                        alert_open,
+                        ..
+                    } => scored.push((end_ts, score, threshold, alert_open)),
+                    EngineEvent::Opened(a) => {
+                        opened.push((a.window_start, a.score, a.threshold, a.severity))
+                    }
+                    EngineEvent::Resolved(_) => {}
+                }
+            }
+        }
+        (scored, opened)
+    }
+
+    /// Normal, then channel b off by 2 from persistence for one batch
+    /// (ts 50, 60), then persistence again.
+    const STEP: [(f32, f32); 8] = [
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 2.0),
+        (0.0, 2.0),
+        (0.0, 2.0),
+        (0.0, 2.0),
+    ];
+
+    /// Table: strategy -> the scored trace of [`STEP`]. MSEs are 0, 2, 0.
+    #[test]
+    fn strategies_score_and_alert_with_their_own_threshold() {
+        use crate::dynamic_threshold::{DynamicState, DynamicThresholdConfig};
+        use crate::gaussian::GaussianErrorModel;
+        let dyn_cfg = DynamicThresholdConfig {
+            smoothing: 0.5,
+            ..Default::default()
+        };
+        // The dynamic thresholds, computed by the reference state machine on
+        // the smoothed MSEs 0, 0.5 x 2 + 0.5 x 0 = 1, 0.5 x 0 + 0.5 x 1 = 0.5.
+        let mut reference = DynamicState::seeded(&[0.0; 10]);
+        let dyn_want: Vec<(f64, f64)> = [0.0, 2.0, 0.0]
+            .iter()
+            .map(|e| reference.observe(&dyn_cfg, 0.1, *e))
+            .collect();
+        let cases: Vec<(ThresholdStrategy, Trace)> = vec![
+            (
+                ThresholdStrategy::Fixed { threshold: 1.0 },
+                (
+                    vec![
+                        (40, 0.0, 1.0, false),
+                        (60, 2.0, 1.0, true),
+                        (80, 0.0, 1.0, false),
+                    ],
+                    vec![(50, 2.0, 1.0, Severity::from_ratio(2.0))],
+                ),
+            ),
+            // Var 4 on b: the batch's terms are 2 x 2^2 / 4 = 2 over 4
+            // values: 0.5 > 0.25, ratio 2.
+            (
+                ThresholdStrategy::Gaussian {
+                    model: GaussianErrorModel {
+                        mean: vec![0.0, 0.0],
+                        var: vec![1.0, 4.0],
+                        samples: 10,
+                    },
+                    threshold: 0.25,
+                },
+                (
+                    vec![
+                        (40, 0.0, 0.25, false),
+                        (60, 0.5, 0.25, true),
+                        (80, 0.0, 0.25, false),
+                    ],
+                    vec![(50, 0.5, 0.25, Severity::from_ratio(2.0))],
+                ),
+            ),
+            // History of ten zeros: the smoothed 1 stands out (eps = mu + 2
+            // sigma of the history with it, about 0.64), 0.5 then does not.
+            (
+                ThresholdStrategy::Dynamic {
+                    config: dyn_cfg,
+                    seed: vec![0.0; 10],
+                    floor: 0.1,
+                },
+                (
+                    vec![
+                        (40, dyn_want[0].0, dyn_want[0].1, false),
+                        (60, dyn_want[1].0, dyn_want[1].1, true),
+                        (80, dyn_want[2].0, dyn_want[2].1, false),
+                    ],
+                    vec![(
+                        50,
+                        1.0,
+                        dyn_want[1].1,
+                        Severity::from_ratio(1.0 / dyn_want[1].1),
+                    )],
+                ),
+            ),
+        ];
+        assert!((dyn_want[1].1 - 0.636).abs() < 1e-3, "{dyn_want:?}");
+        for (strategy, want) in cases {
+            let kind = strategy.kind();
+            let mut e = engine(8);
+            e.cfg.strategy = strategy;
+            let got = trace(&mut e, &mut Persistence { calls: vec![] }, &STEP);
+            assert_eq!(got, want, "{kind}");
+            let v = e.device("d").unwrap();
+            assert_eq!(
+                (v.last_score, v.last_threshold),
+                (Some(want.0[2].1), Some(want.0[2].2)),
+                "{kind}"
+            );
+        }
+    }
+
+    /// Outputs every batch shifted by +1 on channel a: as a reconstruction
+    /// the error is 1 on a in every row (MSE 0.5 with two channels).
+    struct Shifted;
+
+    impl Forecaster for Shifted {
+        type Error = String;
+        fn state_len(&self) -> usize {
+            1
+        }
+        fn step(&mut self, b: &mut StepBatch) -> Result<(), String> {
+            b.predictions.copy_from_slice(&b.inputs);
+            b.predictions
+                .iter_mut()
+                .step_by(b.channels)
+                .for_each(|v| *v += 1.0);
+            Ok(())
+        }
+        fn reconstructs(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn reconstructing_models_are_scored_against_their_output_for_the_batch() {
+        let rows = [(0.0, 0.0), (5.0, 1.0), (2.0, 2.0), (7.0, 3.0)];
+        // Table: warm-up -> scored batch ends. Readings before the batch
+        // must reach the warm-up; 0 scores the very first batch.
+        for (warmup, ends) in [(0, vec![20, 40]), (2, vec![40]), (4, vec![])] {
+            let mut e = engine(8);
+            e.cfg.warmup = warmup;
+            let (scored, _) = trace(&mut e, &mut Shifted, &rows);
+            let want: Vec<_> = ends.iter().map(|t| (*t, 0.5, 1.0, false)).collect();
+            assert_eq!(scored, want, "warmup {warmup}");
         }
     }
 

@@ -2,7 +2,7 @@
 
 /// Fixed-capacity ring of rows; memory is `capacity * channels` floats and
 /// never grows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     channels: usize,
     capacity: usize,
@@ -56,6 +56,17 @@ impl Window {
             out.extend_from_slice(&self.data[r * self.channels..(r + 1) * self.channels]);
         }
         out
+    }
+
+    /// Whether the ring's fields agree with each other (a window decoded
+    /// from a checkpoint is checked before use, so a corrupt one cannot
+    /// index out of bounds).
+    pub fn is_consistent(&self, capacity: usize, channels: usize) -> bool {
+        self.capacity == capacity
+            && self.channels == channels
+            && self.data.len() == capacity * channels
+            && self.len <= capacity
+            && (self.head < capacity || (capacity == 0 && self.head == 0))
     }
 
     /// Heap bytes held.

@@ -31,16 +31,31 @@ pub async fn ensure_topics(
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
-    let topics: Vec<NewTopic<'_>> = [&cfg.input_topic, &cfg.alerts_topic, &cfg.dead_letter_topic]
-        .into_iter()
-        .map(|t| {
+    let mut topics: Vec<NewTopic<'_>> =
+        [&cfg.input_topic, &cfg.alerts_topic, &cfg.dead_letter_topic]
+            .into_iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    cfg.topic_partitions,
+                    TopicReplication::Fixed(cfg.replication_factor),
+                )
+            })
+            .collect();
+    if cfg.checkpoints() {
+        topics.push(
             NewTopic::new(
-                t,
+                &cfg.state_topic,
                 cfg.topic_partitions,
                 TopicReplication::Fixed(cfg.replication_factor),
             )
-        })
-        .collect();
+            // Only the latest state of a device matters; keep recent history
+            // uncompacted so a checkpoint cut short by a crash can fall back
+            // to the previous complete one.
+            .set("cleanup.policy", "compact")
+            .set("min.compaction.lag.ms", STATE_MIN_COMPACTION_LAG_MS),
+        );
+    }
     // A short request timeout turns "no broker yet" into a prompt, logged retry.
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
@@ -62,7 +77,11 @@ pub async fn ensure_topics(
                         }
                     }
                 }
-                return Ok(());
+                // Metadata calls block: off the async runtime.
+                let cfg = cfg.clone();
+                return tokio::task::spawn_blocking(move || check_state_partitions(&cfg))
+                    .await
+                    .map_err(|e| IngestError::Config(format!("partition check: {e}")))?;
             }
             Err(e) if retriable(&e) => {
                 tracing::warn!(brokers = %cfg.brokers, error = %e, retry_in_ms = backoff.as_millis() as u64,
@@ -76,6 +95,32 @@ pub async fn ensure_topics(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A day: far longer than any restart, so a checkpoint whose marker never
+/// landed still has its predecessor's records to fall back to.
+const STATE_MIN_COMPACTION_LAG_MS: &str = "86400000";
+
+/// A device's state is written to the state-topic partition with the number
+/// of its input partition, so the state topic needs at least as many.
+fn check_state_partitions(cfg: &IngestConfig) -> Result<(), IngestError> {
+    if !cfg.checkpoints() {
+        return Ok(());
+    }
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client_config(cfg).create()?;
+    let count = |topic: &str| -> Result<usize, IngestError> {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(md.topics().first().map_or(0, |t| t.partitions().len()))
+    };
+    let (input, state) = (count(&cfg.input_topic)?, count(&cfg.state_topic)?);
+    if state < input {
+        return Err(IngestError::Config(format!(
+            "state topic {} has {state} partitions but input topic {} has {input}; it needs at least as many (create it with {input}, cleanup.policy=compact)",
+            cfg.state_topic, cfg.input_topic
+        )));
+    }
+    Ok(())
 }
 
 fn retriable(e: &KafkaError) -> bool {

@@ -13,6 +13,20 @@ pub struct IngestConfig {
     pub input_topic: String,
     pub alerts_topic: String,
     pub dead_letter_topic: String,
+    /// Compacted topic of device-state checkpoints (same partition count as
+    /// the input topic; a device's state sits in its input partition).
+    pub state_topic: String,
+    /// How often device state is checkpointed to `state_topic`; input
+    /// offsets are stored only at checkpoints, so a restart or a partition
+    /// move resumes from one with the state as it was. 0 turns checkpoints
+    /// off: offsets are stored per chunk and a restart re-warms devices.
+    #[serde(with = "millis")]
+    pub checkpoint_interval: Duration,
+    /// Longest a revoked partition's state handover may take before the
+    /// rebalance goes on without it (the next owner then resumes from the
+    /// previous checkpoint, which is still exact, only older).
+    #[serde(with = "millis")]
+    pub handover_timeout: Duration,
     /// Consumer-group session timeout; a group join takes about half of it.
     pub session_timeout_ms: u32,
     /// Create the three topics at start when missing.
@@ -39,6 +53,9 @@ impl Default for IngestConfig {
             input_topic: "forewarn.readings".into(),
             alerts_topic: "forewarn.alerts".into(),
             dead_letter_topic: "forewarn.readings.dlq".into(),
+            state_topic: "forewarn.state".into(),
+            checkpoint_interval: Duration::from_secs(5),
+            handover_timeout: Duration::from_secs(30),
             session_timeout_ms: 10_000,
             create_topics: true,
             topic_partitions: 8,
@@ -52,6 +69,11 @@ impl Default for IngestConfig {
 }
 
 impl IngestConfig {
+    /// Whether device state is checkpointed (and offsets stored only at checkpoints).
+    pub fn checkpoints(&self) -> bool {
+        !self.checkpoint_interval.is_zero()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let nonempty = [
             ("kafka.brokers", &self.brokers),
@@ -59,16 +81,33 @@ impl IngestConfig {
             ("kafka.input_topic", &self.input_topic),
             ("kafka.alerts_topic", &self.alerts_topic),
             ("kafka.dead_letter_topic", &self.dead_letter_topic),
+            ("kafka.state_topic", &self.state_topic),
         ];
         for (name, v) in nonempty {
             if v.trim().is_empty() {
                 return Err(format!("{name} must not be empty"));
             }
         }
-        if self.input_topic == self.alerts_topic || self.input_topic == self.dead_letter_topic {
-            return Err(
-                "kafka.input_topic must differ from the alerts and dead-letter topics".into(),
-            );
+        let topics = [
+            &self.input_topic,
+            &self.alerts_topic,
+            &self.dead_letter_topic,
+            &self.state_topic,
+        ];
+        for (i, a) in topics.iter().enumerate() {
+            if topics[i + 1..].contains(a) {
+                return Err(format!(
+                    "kafka.input_topic, alerts_topic, dead_letter_topic and state_topic must all differ ({a} is used twice)"
+                ));
+            }
+        }
+        if self.checkpoints()
+            && self
+                .client
+                .get("partition.assignment.strategy")
+                .is_some_and(|s| s.contains("cooperative"))
+        {
+            return Err("kafka.client.\"partition.assignment.strategy\": cooperative assignment is not supported with checkpoints (state handover assumes eager rebalancing); use range or roundrobin, or set kafka.checkpoint_interval = 0".into());
         }
         if !(1_000..=300_000).contains(&self.session_timeout_ms) {
             return Err(format!(
@@ -125,5 +164,18 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().unwrap_err().contains("session_timeout_ms"));
+        let bad = IngestConfig {
+            state_topic: "forewarn.alerts".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("used twice"));
+        let mut bad = IngestConfig::default();
+        bad.client.insert(
+            "partition.assignment.strategy".into(),
+            "cooperative-sticky".into(),
+        );
+        assert!(bad.validate().unwrap_err().contains("cooperative"));
+        bad.checkpoint_interval = Duration::ZERO;
+        assert!(bad.validate().is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! Stage 1: poll Kafka and decode messages into chunks.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use forewarn_core::reading::{
@@ -15,7 +16,8 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::client_config;
-use crate::context::PipelineContext;
+use crate::checkpoint::PartitionState;
+use crate::context::{Handover, PipelineContext};
 use crate::{IngestConfig, IngestError, Services};
 
 pub(crate) type PipelineConsumer = BaseConsumer<PipelineContext>;
@@ -34,6 +36,24 @@ pub(crate) struct Rejected {
     pub payload: Vec<u8>,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// What the consume thread hands the engine stage, in order.
+pub(crate) enum Input {
+    Chunk(Chunk),
+    /// Partitions were assigned: their last checkpoint, ahead of any of
+    /// their messages (checkpoints on).
+    Assigned {
+        states: Vec<PartitionState>,
+        /// Time spent reading them.
+        seconds: f64,
+    },
+    /// Partitions are being revoked: checkpoint and drop their devices,
+    /// and signal `done` once that checkpoint and its offsets are stored.
+    Revoked {
+        partitions: Vec<i32>,
+        done: std::sync::mpsc::Sender<()>,
+    },
 }
 
 /// Messages polled together; `offsets` holds, per partition, the offset
@@ -55,9 +75,12 @@ impl Chunk {
     }
 }
 
+/// The group consumer; `input` is the engine stage's channel, which the
+/// rebalance callbacks use for state handover.
 pub(crate) fn create_consumer(
     cfg: &IngestConfig,
     services: &Services,
+    input: Sender<Input>,
 ) -> Result<PipelineConsumer, IngestError> {
     let mut c = client_config(cfg);
     c.set("group.id", &cfg.group_id)
@@ -79,8 +102,15 @@ pub(crate) fn create_consumer(
     for (k, v) in &cfg.client {
         c.set(k, v);
     }
+    let handover = cfg.checkpoints().then(|| Handover {
+        cfg: cfg.clone(),
+        metrics: services.metrics.clone(),
+        tx: std::sync::Mutex::new(Some(input)),
+    });
     let consumer: PipelineConsumer = c.create_with_context(PipelineContext {
         health: services.health.clone(),
+        handover,
+        generation: AtomicU64::new(0),
     })?;
     consumer.subscribe(&[&cfg.input_topic])?;
     Ok(consumer)
@@ -91,7 +121,24 @@ pub(crate) fn run(
     cfg: &IngestConfig,
     schema: &Schema,
     services: &Services,
-    tx: Sender<Chunk>,
+    tx: Sender<Input>,
+    shutdown: &CancellationToken,
+) -> Result<(), IngestError> {
+    let result = consume(consumer, cfg, schema, services, tx, shutdown);
+    // Closing the engine stage's input (with `tx`, dropped above) ends it;
+    // its final checkpoint covers every partition still held.
+    if let Some(h) = &consumer.context().handover {
+        h.detach();
+    }
+    result
+}
+
+fn consume(
+    consumer: &PipelineConsumer,
+    cfg: &IngestConfig,
+    schema: &Schema,
+    services: &Services,
+    tx: Sender<Input>,
     shutdown: &CancellationToken,
 ) -> Result<(), IngestError> {
     tracing::info!(topic = %cfg.input_topic, group = %cfg.group_id, "consuming");
@@ -104,7 +151,7 @@ pub(crate) fn run(
             count: chunk.consumed,
         }
         .emit(&services.metrics);
-        if tx.blocking_send(chunk).is_err() {
+        if tx.blocking_send(Input::Chunk(chunk)).is_err() {
             // The engine stage is gone; it reports its own error.
             return Ok(());
         }
@@ -121,6 +168,8 @@ fn poll_chunk(
 ) -> Chunk {
     let mut chunk = Chunk::default();
     let mut deadline: Option<Instant> = None;
+    let ctx = consumer.context();
+    let mut generation = ctx.generation.load(Ordering::SeqCst);
     // One clock read per chunk: the future-timestamp bound is a day wide.
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -130,7 +179,17 @@ fn poll_chunk(
             None => Duration::from_millis(100),
             Some(d) => d.saturating_duration_since(Instant::now()),
         };
-        match consumer.poll(timeout) {
+        let polled = consumer.poll(timeout);
+        let now = ctx.generation.load(Ordering::SeqCst);
+        if now != generation && ctx.handover.is_some() {
+            // A rebalance ran inside this poll: every partition restarts
+            // from its checkpoint (eager rebalancing revokes them all), so
+            // what was polled before it is read again; drop it here.
+            generation = now;
+            chunk = Chunk::default();
+            deadline = None;
+        }
+        match polled {
             None => {
                 if deadline.is_none() && (shutdown.is_cancelled() || chunk.consumed == 0) {
                     return chunk;

@@ -1,6 +1,7 @@
 //! Stage 2: windows, batched forecasting and detection on a dedicated
 //! thread (libtorch calls block; they must not run on the async runtime).
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
@@ -10,12 +11,13 @@ use forewarn_core::{Engine, Forecaster};
 use forewarn_store::AlertChange;
 use forewarn_telemetry::DeviceSnapshot;
 use forewarn_telemetry::Metrics;
-use forewarn_telemetry::events::{DevicesEvicted, InferenceBatch, InternalEvent};
+use forewarn_telemetry::events::{DevicesEvicted, InferenceBatch, InternalEvent, StateRestored};
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::{Chunk, Rejected};
-use crate::{IngestError, Services};
+use crate::checkpoint::{Checkpoint, PartitionState};
+use crate::consume::{Chunk, Input, Rejected};
+use crate::{IngestConfig, IngestError, Services};
 
 /// A chunk's outcome, handed to the persist stage.
 pub(crate) struct Processed {
@@ -26,6 +28,11 @@ pub(crate) struct Processed {
     pub duplicates: usize,
     pub batches_scored: usize,
     pub max_ts: Option<i64>,
+    /// Device state to make durable; with checkpoints on, only a
+    /// checkpoint's markers are stored as offsets, never `offsets`.
+    pub checkpoint: Option<Checkpoint>,
+    /// Signalled once everything above is durable (a handover waits on it).
+    pub done: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// Wraps the forecaster to time each batched call in one place.
@@ -56,11 +63,13 @@ impl<F: Forecaster> Forecaster for Timed<'_, F> {
 /// Offsets of the chunks behind waiting batches are held back with them.
 pub(crate) const BATCH_DEADLINE: Duration = Duration::from_millis(5);
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<F>(
+    cfg: &IngestConfig,
     mut engine: Engine,
     mut forecaster: F,
     services: &Services,
-    mut rx: Receiver<Chunk>,
+    mut rx: Receiver<Input>,
     tx: Sender<Processed>,
     shutdown: &CancellationToken,
     swaps: &std::sync::mpsc::Receiver<crate::ModelSwap<F>>,
@@ -71,7 +80,7 @@ where
 {
     let (mut model, mut version, mut threshold) = {
         let c = engine.config();
-        (c.model.clone(), c.model_version.clone(), c.threshold)
+        (c.model.clone(), c.model_version.clone(), c.threshold())
     };
     // Only for waiting on the channel with a timeout; libtorch runs here,
     // on this thread, never on the async runtime.
@@ -79,22 +88,36 @@ where
         .enable_time()
         .build()
         .map_err(|e| IngestError::Config(format!("engine stage timer: {e}")))?;
+    let checkpoints = cfg.checkpoints().then(|| {
+        engine.enable_checkpoints();
+        Checkpointing {
+            interval: cfg.checkpoint_interval,
+            last: Instant::now(),
+            positions: HashMap::new(),
+            unsaved: false,
+        }
+    });
     let mut stage = Stage {
         engine: &mut engine,
         forecaster: &mut forecaster,
         metrics: &services.metrics,
+        services,
         held: None,
         waiting_since: None,
+        checkpoints,
     };
     loop {
         // Batches are waiting for company: wait for the next chunk only
-        // until their deadline.
-        let next = match stage.waiting_since {
+        // until their deadline; a checkpoint is due: only until then.
+        let wait = match stage.waiting_since {
+            Some(since) => Some(BATCH_DEADLINE.saturating_sub(since.elapsed())),
+            None => stage.checkpoint_due_in(),
+        };
+        let next = match wait {
             None => rx.blocking_recv().map(Some),
-            Some(since) => {
-                let left = BATCH_DEADLINE.saturating_sub(since.elapsed());
+            Some(left) => {
                 match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
-                    Ok(chunk) => chunk.map(Some),
+                    Ok(input) => input.map(Some),
                     Err(_) => Some(None),
                 }
             }
@@ -114,6 +137,9 @@ where
             }
             *stage.engine = swap.engine;
             *stage.forecaster = swap.forecaster;
+            if stage.checkpoints.is_some() {
+                stage.engine.enable_checkpoints();
+            }
             services.board.clear();
             let mut out = Processed::empty();
             out.changes = closed.into_iter().map(AlertChange::Resolved).collect();
@@ -121,7 +147,9 @@ where
         }
         let closed = next.is_none();
         let result = match next {
-            Some(Some(chunk)) => stage.process(chunk),
+            Some(Some(Input::Chunk(chunk))) => stage.process(chunk),
+            Some(Some(Input::Assigned { states, seconds })) => stage.assigned(states, seconds),
+            Some(Some(Input::Revoked { partitions, done })) => stage.revoked(&partitions, done),
             // Deadline passed, or the channel closed: run what waits.
             Some(None) | None => stage.forecast(true),
         };
@@ -129,6 +157,12 @@ where
             tracing::error!(error = %e, "forecaster failed; stopping so that nothing is committed past it");
             shutdown.cancel();
             return Err(e);
+        }
+        if stage.waiting_since.is_none()
+            && (closed || stage.checkpoint_due_in() == Some(Duration::ZERO))
+        {
+            // At shutdown: the final checkpoint, so a restart resumes exactly.
+            stage.checkpoint();
         }
         if stage.waiting_since.is_none()
             && let Some(processed) = stage.held.take()
@@ -156,11 +190,24 @@ where
     }
 }
 
+/// Checkpoint bookkeeping of the engine stage.
+struct Checkpointing {
+    interval: Duration,
+    last: Instant,
+    /// Per assigned partition, the offset after the last message the
+    /// engine has applied: where a checkpoint taken now resumes.
+    positions: HashMap<i32, i64>,
+    /// Messages were applied since the last checkpoint.
+    unsaved: bool,
+}
+
 /// The engine stage's state between chunks.
 struct Stage<'a, F> {
     engine: &'a mut Engine,
     forecaster: &'a mut F,
     metrics: &'a Metrics,
+    services: &'a Services,
+    checkpoints: Option<Checkpointing>,
     /// Outcome of the chunks taken since the queue was last empty. Their
     /// offsets are handed on only once every batch they completed has been
     /// through the forecaster.
@@ -187,9 +234,18 @@ where
             duplicates: 0,
             batches_scored: 0,
             max_ts: None,
+            checkpoint: None,
+            done: None,
         };
+        if let Some(cp) = &mut self.checkpoints {
+            for &(p, next) in &out.offsets {
+                let at = cp.positions.entry(p).or_insert(next);
+                *at = (*at).max(next);
+            }
+            cp.unsaved |= !out.offsets.is_empty();
+        }
         for inc in chunk.readings {
-            match self.engine.push(&inc.reading) {
+            match self.engine.push_from(&inc.reading, inc.partition) {
                 Ok(Pushed::Duplicate) => out.duplicates += 1,
                 Ok(_) => {
                     out.accepted += 1;
@@ -254,6 +310,103 @@ where
         Ok(())
     }
 
+    /// How long until a checkpoint is due (zero: now); `None` when
+    /// checkpoints are off or nothing changed since the last one.
+    fn checkpoint_due_in(&self) -> Option<Duration> {
+        let cp = self.checkpoints.as_ref()?;
+        cp.unsaved
+            .then(|| cp.interval.saturating_sub(cp.last.elapsed()))
+    }
+
+    /// Attaches a checkpoint of every changed device and every partition's
+    /// position to the held outcome. Only with no batch queued.
+    fn checkpoint(&mut self) {
+        let Some(cp) = &mut self.checkpoints else {
+            return;
+        };
+        let records = match self.engine.checkpoint() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint skipped");
+                return;
+            }
+        };
+        let markers: Vec<(i32, i64)> = cp.positions.iter().map(|(p, at)| (*p, *at)).collect();
+        cp.last = Instant::now();
+        cp.unsaved = false;
+        if records.is_empty() && markers.is_empty() {
+            return;
+        }
+        let held = self.held.get_or_insert_with(Processed::empty);
+        held.checkpoint = Some(Checkpoint {
+            records,
+            markers,
+            handover: false,
+        });
+    }
+
+    /// Partitions assigned: restores their checkpointed devices (any
+    /// queued batch runs first) and their positions.
+    fn assigned(&mut self, states: Vec<PartitionState>, seconds: f64) -> Result<(), IngestError> {
+        self.forecast(true)?;
+        let (mut devices, mut rejected) = (0, 0);
+        let partitions = states.len();
+        for s in states {
+            if let (Some(cp), Some(at)) = (&mut self.checkpoints, s.resume_at) {
+                cp.positions.insert(s.partition, at);
+            }
+            for bytes in &s.states {
+                match self.engine.restore(bytes) {
+                    Ok(_) => devices += 1,
+                    Err(e) => {
+                        if rejected == 0 {
+                            tracing::warn!(partition = s.partition, error = %e, "a checkpointed device starts over");
+                        }
+                        rejected += 1;
+                    }
+                }
+            }
+        }
+        StateRestored {
+            partitions,
+            devices,
+            rejected,
+            seconds,
+        }
+        .emit(self.metrics);
+        Ok(())
+    }
+
+    /// Partitions revoked: checkpoints and drops their devices, and hands
+    /// `done` to the persist stage with that checkpoint.
+    fn revoked(
+        &mut self,
+        partitions: &[i32],
+        done: std::sync::mpsc::Sender<()>,
+    ) -> Result<(), IngestError> {
+        self.forecast(true)?;
+        let (records, released) = self
+            .engine
+            .release_origins(partitions)
+            .map_err(|e| IngestError::Config(format!("handover: {e}")))?;
+        self.services.board.remove(released);
+        let markers = match &mut self.checkpoints {
+            Some(cp) => partitions
+                .iter()
+                .filter_map(|p| cp.positions.remove(p).map(|at| (*p, at)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let held = self.held.get_or_insert_with(Processed::empty);
+        held.checkpoint = Some(Checkpoint {
+            records,
+            markers,
+            handover: true,
+        });
+        held.done = Some(done);
+        Ok(())
+    }
+
     fn hold(&mut self, p: Processed) {
         match &mut self.held {
             None => self.held = Some(p),
@@ -272,6 +425,8 @@ impl Processed {
             duplicates: 0,
             batches_scored: 0,
             max_ts: None,
+            checkpoint: None,
+            done: None,
         }
     }
 
@@ -289,5 +444,11 @@ impl Processed {
         self.duplicates += later.duplicates;
         self.batches_scored += later.batches_scored;
         self.max_ts = self.max_ts.max(later.max_ts);
+        if later.checkpoint.is_some() {
+            self.checkpoint = later.checkpoint;
+        }
+        if later.done.is_some() {
+            self.done = later.done;
+        }
     }
 }

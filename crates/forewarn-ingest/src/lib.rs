@@ -15,8 +15,20 @@
 //! are on the dead-letter topic, alerts are in the store and on the alerts
 //! topic. librdkafka's auto-commit then commits stored offsets; we also commit
 //! on partition revocation and at shutdown.
+//!
+//! Exactly-once alerts through crashes and rebalances (checkpoints on, the
+//! default): the engine stage checkpoints device state (windows, LSTM state,
+//! detector and open alerts) every `checkpoint_interval` to a compacted state
+//! topic, partitioned like the input; offsets are stored only at
+//! checkpoints, and the state topic's partition markers say which input
+//! offset each checkpoint matches. A new owner of a partition (after a
+//! crash, restart or rebalance) restores its last checkpoint and replays
+//! from exactly there, reproducing the same batches and so the same
+//! deterministic alert ids, which the store upserts. Revoked partitions hand
+//! their latest state over before the rebalance completes (see `context`).
 
 mod admin;
+mod checkpoint;
 mod config;
 mod consume;
 mod context;
@@ -74,7 +86,7 @@ impl<F> ModelSwap<F> {
     /// (model, version, threshold) of the new engine.
     fn describe(&self) -> (String, String, f64) {
         let c = self.engine.config();
-        (c.model.clone(), c.model_version.clone(), c.threshold)
+        (c.model.clone(), c.model_version.clone(), c.threshold())
     }
 }
 
@@ -111,11 +123,11 @@ where
 {
     cfg.validate().map_err(IngestError::Config)?;
     ensure_topics(&cfg, &shutdown).await?;
-    let consumer = Arc::new(consume::create_consumer(&cfg, &services)?);
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
+    let consumer = Arc::new(consume::create_consumer(&cfg, &services, chunk_tx.clone())?);
     let producer = persist::create_producer(&cfg)?;
     let schema = engine.config().schema.clone();
 
-    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
     let (done_tx, done_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
 
     let consume = {
@@ -131,12 +143,12 @@ where
             .expect("spawning a thread")
     };
     let engine_stage = {
-        let (services, shutdown) = (services.clone(), shutdown.clone());
+        let (services, shutdown, cfg) = (services.clone(), shutdown.clone(), cfg.clone());
         std::thread::Builder::new()
             .name("forewarn-engine".into())
             .spawn(move || {
                 engine_stage::run(
-                    engine, forecaster, &services, chunk_rx, done_tx, &shutdown, &swaps,
+                    &cfg, engine, forecaster, &services, chunk_rx, done_tx, &shutdown, &swaps,
                 )
             })
             .expect("spawning a thread")

@@ -1,7 +1,9 @@
 //! Stage 3: make a chunk's effects durable, then store its offsets.
 //!
 //! Order per chunk: dead letters delivered, alert changes committed to the
-//! store, alerts delivered to the alerts topic, and only then offsets stored.
+//! store, alerts delivered to the alerts topic, device-state checkpoint
+//! (if one is due) written to the state topic, and only then offsets stored
+//! (with checkpoints on, only a checkpoint's own positions).
 //! A step that fails is retried with back-off; nothing after it happens until
 //! it succeeds, so a crash at any point replays the chunk (alert ids are
 //! deterministic, so replays do not duplicate alerts).
@@ -17,8 +19,8 @@ use std::time::Duration;
 use forewarn_core::AlertState;
 use forewarn_store::{AlertChange, AlertRecord};
 use forewarn_telemetry::events::{
-    AlertOpened, AlertResolved, BatchesScored, DeadLettered, InternalEvent, LastProcessed,
-    MessageRejected, OffsetsStored, ReadingsAccepted, ReadingsDuplicate,
+    AlertOpened, AlertResolved, BatchesScored, CheckpointWritten, DeadLettered, InternalEvent,
+    LastProcessed, MessageRejected, OffsetsStored, ReadingsAccepted, ReadingsDuplicate,
 };
 use forewarn_telemetry::{AlertEvent, AlertEventKind};
 use futures::future::join_all;
@@ -30,6 +32,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::client_config;
+use crate::checkpoint;
 use crate::consume::{PipelineConsumer, Rejected};
 use crate::engine_stage::Processed;
 use crate::{IngestConfig, IngestError, Services};
@@ -106,7 +109,35 @@ pub(crate) async fn run(
                 alert: AlertRecord::from(a.clone()),
             });
         }
-        store_offsets(cfg, consumer, &p.offsets);
+        // With checkpoints on, offsets move only with a durable checkpoint
+        // (its markers), so a restart never resumes past the state it restores.
+        let offsets = match &p.checkpoint {
+            Some(cp) => {
+                let t = std::time::Instant::now();
+                if !retry("state checkpoint", shutdown, || {
+                    checkpoint::write(cfg, producer, cp)
+                })
+                .await
+                {
+                    return Ok(());
+                }
+                CheckpointWritten {
+                    records: cp.records.len(),
+                    partitions: cp.markers.len(),
+                    seconds: t.elapsed().as_secs_f64(),
+                    handover: cp.handover,
+                }
+                .emit(m);
+                &cp.markers[..]
+            }
+            None if cfg.checkpoints() => &[],
+            None => &p.offsets[..],
+        };
+        store_offsets(cfg, consumer, offsets);
+        if let Some(done) = &p.done {
+            // The handover waiting on it may have timed out already.
+            let _ = done.send(());
+        }
         ReadingsAccepted { count: p.accepted }.emit(m);
         ReadingsDuplicate {
             count: p.duplicates,
@@ -117,7 +148,7 @@ pub(crate) async fn run(
         }
         .emit(m);
         OffsetsStored {
-            count: p.offsets.len(),
+            count: offsets.len(),
         }
         .emit(m);
         if let Some(ts) = p.max_ts {

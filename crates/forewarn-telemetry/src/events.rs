@@ -357,6 +357,84 @@ impl InternalEvent for DevicesEvicted {
     }
 }
 
+/// A checkpoint (device states, tombstones and partition markers) is
+/// durable on the state topic.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointWritten {
+    pub records: usize,
+    pub partitions: usize,
+    pub seconds: f64,
+    /// Written because partitions were revoked (a handover), not by the timer.
+    pub handover: bool,
+}
+
+impl InternalEvent for CheckpointWritten {
+    fn emit(self, metrics: &Metrics) {
+        if self.handover {
+            info!(
+                records = self.records,
+                partitions = self.partitions,
+                seconds = self.seconds,
+                "handed device state over with revoked partitions"
+            );
+        } else {
+            tracing::debug!(
+                records = self.records,
+                partitions = self.partitions,
+                seconds = self.seconds,
+                "checkpoint written"
+            );
+        }
+        metrics.checkpoints.inc();
+        metrics.checkpoint_records.inc_by(self.records as u64);
+        metrics.checkpoint_duration.observe(self.seconds);
+    }
+}
+
+/// Device state read back from the state topic for assigned partitions.
+#[derive(Debug, Clone, Copy)]
+pub struct StateRestored {
+    pub partitions: usize,
+    pub devices: usize,
+    /// States that could not be used (corrupt, another model version, or
+    /// a shape this model does not have); those devices start over.
+    pub rejected: usize,
+    pub seconds: f64,
+}
+
+impl InternalEvent for StateRestored {
+    fn emit(self, metrics: &Metrics) {
+        info!(
+            partitions = self.partitions,
+            devices = self.devices,
+            rejected = self.rejected,
+            seconds = self.seconds,
+            "restored device state"
+        );
+        metrics.devices_restored.inc_by(self.devices as u64);
+        metrics.restore_errors.inc_by(self.rejected as u64);
+    }
+}
+
+/// The state topic could not be read for newly assigned partitions: their
+/// devices start over from the committed offsets.
+#[derive(Debug, Clone)]
+pub struct StateRestoreFailed<'a> {
+    pub partitions: usize,
+    pub error: &'a str,
+}
+
+impl InternalEvent for StateRestoreFailed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        tracing::error!(
+            partitions = self.partitions,
+            error = self.error,
+            "could not read device state; these partitions re-warm from their committed offsets"
+        );
+        metrics.restore_errors.inc_by(self.partitions as u64);
+    }
+}
+
 /// A model was loaded (at startup or by hot reload); it replaces any
 /// earlier `forewarn_model_info` series.
 #[derive(Debug, Clone, Copy)]

@@ -53,6 +53,13 @@ pub struct Metrics {
     pub last_processed_timestamp: Gauge,
     pub devices_tracked: IntGauge,
 
+    // Device-state checkpoints.
+    pub checkpoints: IntCounter,
+    pub checkpoint_records: IntCounter,
+    pub checkpoint_duration: Histogram,
+    pub devices_restored: IntCounter,
+    pub restore_errors: IntCounter,
+
     // Identity and state.
     pub model_info: IntGaugeVec,
     pub build_info: IntGaugeVec,
@@ -257,6 +264,32 @@ impl Metrics {
                 "forewarn_dead_letters_total",
                 "Messages written to the dead-letter topic.",
             ),
+            checkpoints: counter(
+                &r,
+                "forewarn_checkpoints_total",
+                "Device-state checkpoints made durable on the state topic.",
+            ),
+            checkpoint_records: counter(
+                &r,
+                "forewarn_checkpoint_records_total",
+                "Device states and tombstones written to the state topic.",
+            ),
+            checkpoint_duration: histogram(
+                &r,
+                "forewarn_checkpoint_duration_seconds",
+                "Time to write one checkpoint to the state topic.",
+                latency_buckets(),
+            ),
+            devices_restored: counter(
+                &r,
+                "forewarn_devices_restored_total",
+                "Device states restored from the state topic on partition assignment.",
+            ),
+            restore_errors: counter(
+                &r,
+                "forewarn_checkpoint_restore_errors_total",
+                "Checkpointed device states or partitions that could not be restored (the device starts over).",
+            ),
             inference_batch_size: histogram(
                 &r,
                 "forewarn_inference_batch_size",
@@ -419,6 +452,11 @@ pub(crate) mod tests {
             ("forewarn_readings_duplicate_total", 0.0),
             ("forewarn_devices_evicted_total", 0.0),
             ("forewarn_dead_letters_total", 0.0),
+            ("forewarn_checkpoints_total", 0.0),
+            ("forewarn_checkpoint_records_total", 0.0),
+            ("forewarn_checkpoint_duration_seconds_count", 0.0),
+            ("forewarn_devices_restored_total", 0.0),
+            ("forewarn_checkpoint_restore_errors_total", 0.0),
             ("forewarn_inference_batch_size_count", 0.0),
             (r#"forewarn_inference_batch_size_bucket{le="1024"}"#, 0.0),
             ("forewarn_inference_duration_seconds_count", 0.0),

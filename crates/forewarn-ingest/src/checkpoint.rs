@@ -1,0 +1,298 @@
+//! Device-state checkpoints on the state topic: writing them (persist
+//! stage) and reading them back for newly assigned partitions (consume
+//! thread, inside the rebalance callback).
+//!
+//! State-topic partition `p` holds the devices of input partition `p`:
+//! - key = device id, value = the engine's encoded device state, or no
+//!   value (a tombstone) for a device the engine dropped;
+//! - key = [`MARKER_KEY`], value = a [`Marker`]: the checkpoint before it is
+//!   complete and corresponds to input position `next_offset`.
+//!
+//! A checkpoint's device records are acknowledged before its markers are
+//! written, so records after the last marker of a partition belong to a
+//! checkpoint cut short (by a crash) and are ignored on restore: the
+//! restored state and the resume position always match.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use forewarn_core::engine::StateRecord;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::IngestConfig;
+use crate::admin::client_config;
+
+/// Key of partition markers. Device ids cannot contain control characters,
+/// so it never collides with a device.
+pub(crate) const MARKER_KEY: &[u8] = b"\x01checkpoint";
+
+const SEND_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a checkpoint writes: device records, then per-partition markers.
+#[derive(Debug, Default)]
+pub(crate) struct Checkpoint {
+    pub records: Vec<StateRecord>,
+    /// Input partition and the offset to resume it from.
+    pub markers: Vec<(i32, i64)>,
+    /// Made because partitions were revoked.
+    pub handover: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Marker {
+    pub next_offset: i64,
+    /// Wall-clock time it was written (for operators reading the topic).
+    pub written_at_ms: i64,
+}
+
+/// State read back for one assigned partition.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionState {
+    pub partition: i32,
+    /// The last complete checkpoint's position; `None` when there is none.
+    pub resume_at: Option<i64>,
+    /// Encoded device states of that checkpoint (latest per device).
+    pub states: Vec<Vec<u8>>,
+}
+
+pub(crate) async fn write(
+    cfg: &IngestConfig,
+    producer: &FutureProducer,
+    cp: &Checkpoint,
+) -> Result<(), String> {
+    let sends = cp.records.iter().map(|r| {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&cfg.state_topic)
+            .partition(r.origin)
+            .key(r.device.as_bytes());
+        if let Some(state) = &r.state {
+            record = record.payload(&state[..]);
+        }
+        producer.send(record, SEND_QUEUE_TIMEOUT)
+    });
+    first_error(futures::future::join_all(sends).await)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let markers: Vec<(i32, Vec<u8>)> = cp
+        .markers
+        .iter()
+        .map(|(p, next)| {
+            let m = Marker {
+                next_offset: *next,
+                written_at_ms: now_ms,
+            };
+            (*p, serde_json::to_vec(&m).expect("markers serialise"))
+        })
+        .collect();
+    let sends = markers.iter().map(|(p, body)| {
+        producer.send(
+            FutureRecord::<[u8], [u8]>::to(&cfg.state_topic)
+                .partition(*p)
+                .key(MARKER_KEY)
+                .payload(&body[..]),
+            SEND_QUEUE_TIMEOUT,
+        )
+    });
+    first_error(futures::future::join_all(sends).await)
+}
+
+fn first_error<T, M>(
+    results: Vec<Result<T, (rdkafka::error::KafkaError, M)>>,
+) -> Result<(), String> {
+    match results.into_iter().find_map(Result::err) {
+        Some((e, _)) => Err(e.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// Folds one partition's records, in order, into its last complete checkpoint.
+#[derive(Default)]
+pub(crate) struct Replay {
+    complete: HashMap<Vec<u8>, Vec<u8>>,
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    resume_at: Option<i64>,
+    pub bad_markers: usize,
+}
+
+impl Replay {
+    pub fn record(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let Some(key) = key else { return };
+        if key == MARKER_KEY {
+            match value.and_then(|v| serde_json::from_slice::<Marker>(v).ok()) {
+                Some(m) => {
+                    for (k, v) in self.pending.drain() {
+                        match v {
+                            Some(v) => self.complete.insert(k, v),
+                            None => self.complete.remove(&k),
+                        };
+                    }
+                    self.resume_at = Some(m.next_offset);
+                }
+                None => self.bad_markers += 1,
+            }
+        } else {
+            self.pending.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        }
+    }
+
+    pub fn finish(self, partition: i32) -> PartitionState {
+        PartitionState {
+            partition,
+            resume_at: self.resume_at,
+            states: self.complete.into_values().collect(),
+        }
+    }
+}
+
+/// Reads the state-topic partitions of `partitions` to their end.
+pub(crate) fn read(
+    cfg: &IngestConfig,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<Vec<PartitionState>, String> {
+    let deadline = Instant::now() + timeout;
+    let mut c = client_config(cfg);
+    c.set("group.id", format!("{}.state-reader", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10");
+    let reader: BaseConsumer = c.create().map_err(|e| e.to_string())?;
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (low, high) = reader
+            .fetch_watermarks(&cfg.state_topic, p, left)
+            .map_err(|e| format!("watermarks of {} [{p}]: {e}", cfg.state_topic))?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(&cfg.state_topic, p, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let mut replays: HashMap<i32, Replay> =
+        partitions.iter().map(|&p| (p, Replay::default())).collect();
+    if !ends.is_empty() {
+        reader.assign(&tpl).map_err(|e| e.to_string())?;
+    }
+    while !ends.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "timed out after {timeout:?} reading {} partitions {:?}",
+                cfg.state_topic,
+                ends.keys().collect::<Vec<_>>()
+            ));
+        }
+        match reader.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "state topic read error"),
+            Some(Ok(msg)) => {
+                let p = msg.partition();
+                if let Some(r) = replays.get_mut(&p) {
+                    r.record(msg.key(), msg.payload());
+                }
+                if ends.get(&p).is_some_and(|&end| msg.offset() + 1 >= end) {
+                    ends.remove(&p);
+                }
+            }
+        }
+    }
+    Ok(replays
+        .into_iter()
+        .map(|(p, r)| {
+            if r.bad_markers > 0 {
+                tracing::warn!(
+                    partition = p,
+                    count = r.bad_markers,
+                    "ignored unreadable checkpoint markers"
+                );
+            }
+            r.finish(p)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(next: i64) -> Vec<u8> {
+        serde_json::to_vec(&Marker {
+            next_offset: next,
+            written_at_ms: 0,
+        })
+        .unwrap()
+    }
+
+    /// Input: records in topic order; expected: resume offset and the
+    /// device states (sorted) restored from them.
+    #[test]
+    fn replay_keeps_the_last_complete_checkpoint() {
+        type Rec = (&'static [u8], Option<Vec<u8>>);
+        type Case = (&'static str, Vec<Rec>, Option<i64>, Vec<&'static [u8]>);
+        let cases: Vec<Case> = vec![
+            ("empty", vec![], None, vec![]),
+            (
+                "records without a marker are an unfinished checkpoint",
+                vec![(b"a", Some(b"a1".to_vec()))],
+                None,
+                vec![],
+            ),
+            (
+                "a marker completes the records before it",
+                vec![(b"a", Some(b"a1".to_vec())), (MARKER_KEY, Some(marker(10)))],
+                Some(10),
+                vec![b"a1"],
+            ),
+            (
+                "later versions replace earlier ones; an unfinished tail is ignored",
+                vec![
+                    (b"a", Some(b"a1".to_vec())),
+                    (b"b", Some(b"b1".to_vec())),
+                    (MARKER_KEY, Some(marker(10))),
+                    (b"a", Some(b"a2".to_vec())),
+                    (MARKER_KEY, Some(marker(20))),
+                    (b"b", Some(b"b3".to_vec())),
+                ],
+                Some(20),
+                vec![b"a2", b"b1"],
+            ),
+            (
+                "a tombstone removes the device",
+                vec![
+                    (b"a", Some(b"a1".to_vec())),
+                    (MARKER_KEY, Some(marker(10))),
+                    (b"a", None),
+                    (MARKER_KEY, Some(marker(11))),
+                ],
+                Some(11),
+                vec![],
+            ),
+            (
+                "an unreadable marker completes nothing",
+                vec![
+                    (b"a", Some(b"a1".to_vec())),
+                    (MARKER_KEY, Some(b"{".to_vec())),
+                ],
+                None,
+                vec![],
+            ),
+        ];
+        for (name, records, resume, want) in cases {
+            let mut r = Replay::default();
+            for (k, v) in &records {
+                r.record(Some(k), v.as_deref());
+            }
+            let got = r.finish(0);
+            let mut states = got.states.clone();
+            states.sort();
+            assert_eq!(got.resume_at, resume, "{name}");
+            assert_eq!(states, want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Exactly-once alerts against the real broker: a `kill -9` mid-stream and
+//! a consumer group that grows and shrinks must end with exactly the alerts
+//! of one uninterrupted run (same ids, same times), every reading applied
+//! once, and device state carried over rather than re-warmed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use forewarn_system_tests::*;
+
+/// TEP runs streamed as devices: the normal test run and fault runs whose
+/// faults (from sample 160) the model detects.
+const RUNS: &[(&str, &str)] = &[
+    ("tep-normal", "tep/d00_te.dat"),
+    ("tep-fault-01", "tep/d01_te.dat"),
+    ("tep-fault-02", "tep/d02_te.dat"),
+    ("tep-fault-04", "tep/d04_te.dat"),
+    ("tep-fault-05", "tep/d05_te.dat"),
+    ("tep-fault-06", "tep/d06_te.dat"),
+    ("tep-fault-07", "tep/d07_te.dat"),
+    ("tep-fault-11", "tep/d11_te.dat"),
+];
+const ROWS: usize = 960;
+
+fn part(rows: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+    RUNS.iter()
+        .flat_map(|(device, file)| tep_slice(device, file, rows.clone()))
+        .collect()
+}
+
+/// An alert as compared between runs.
+type AlertKey = (String, String, i64, Option<i64>, String);
+
+async fn alerts(api: &str) -> anyhow::Result<Vec<AlertKey>> {
+    let (status, body) = get_json(&format!("{api}/api/v1/alerts?limit=1000")).await?;
+    anyhow::ensure!(status == 200, "alerts: {status} {body}");
+    let list = body["alerts"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no alerts array: {body}"))?;
+    Ok(list
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_owned(),
+                a["device"].as_str().unwrap_or_default().to_owned(),
+                a["opened_at"].as_i64().unwrap_or_default(),
+                a["resolved_at"].as_i64(),
+                a["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// Per-instance stores merged by id; a resolution seen anywhere wins (an
+/// alert opened on one instance may be resolved by the next owner).
+fn merge(stores: Vec<Vec<AlertKey>>) -> Vec<AlertKey> {
+    let mut by_id: BTreeMap<String, AlertKey> = BTreeMap::new();
+    for a in stores.into_iter().flatten() {
+        match by_id.get(&a.0) {
+            Some(have) if have.3.is_some() => {}
+            _ => {
+                by_id.insert(a.0.clone(), a);
+            }
+        }
+    }
+    by_id.into_values().collect()
+}
+
+/// Readings each device has had applied, as the instances report it.
+async fn readings(apis: &[&str]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for api in apis {
+        let (_, body) = get_json(&format!("{api}/api/v1/devices?limit=1000")).await?;
+        for d in body["devices"].as_array().into_iter().flatten() {
+            let n = d["readings"].as_u64().unwrap_or(0);
+            let id = d["device"].as_str().unwrap_or_default().to_owned();
+            let e = out.entry(id).or_insert(0);
+            *e = (*e).max(n);
+        }
+    }
+    Ok(out)
+}
+
+async fn all_applied(apis: Vec<String>, rows: u64) -> anyhow::Result<Option<()>> {
+    let apis: Vec<&str> = apis.iter().map(String::as_str).collect();
+    let r = readings(&apis).await?;
+    Ok((r.len() == RUNS.len() && r.values().all(|n| *n == rows)).then_some(()))
+}
+
+async fn owns_partitions(s: &Serve) -> anyhow::Result<Option<()>> {
+    let (_, body) = get_json(&format!("{}/readyz", s.api)).await?;
+    let n = body["checks"]["partitions_assigned"].as_u64().unwrap_or(0);
+    Ok((n > 0).then_some(()))
+}
+
+/// One instance with its own group, state topic and store under `dir`.
+fn start(
+    name: &str,
+    broker: &Broker,
+    model: &Path,
+    dir: &Path,
+    group: &str,
+) -> anyhow::Result<Serve> {
+    std::fs::create_dir_all(dir)?;
+    let state_topic = format!("forewarn.state.{group}");
+    // Instances of one run share a store (a restart finds its alerts).
+    let store = dir.join("alerts.db");
+    let store = store.to_str().expect("utf-8 temp path");
+    Serve::start_with_env(
+        name,
+        &broker.bootstrap(),
+        model,
+        dir,
+        "",
+        &[
+            ("FOREWARN_KAFKA__GROUP_ID", group),
+            ("FOREWARN_KAFKA__STATE_TOPIC", &state_topic),
+            ("FOREWARN_KAFKA__CHECKPOINT_INTERVAL", "2000"),
+            ("FOREWARN_STORE__PATH", store),
+        ],
+    )
+}
+
+/// The alerts of one uninterrupted instance over the whole stream.
+async fn reference(broker: &Broker, model: &Path, dir: &Path) -> anyhow::Result<Vec<AlertKey>> {
+    let serve = start(
+        "reference",
+        broker,
+        model,
+        &dir.join("reference"),
+        "reference",
+    )?;
+    serve.wait_ready(Duration::from_secs(60)).await?;
+    eventually("reference run complete", Duration::from_secs(120), || {
+        all_applied(vec![serve.api.clone()], ROWS as u64)
+    })
+    .await?;
+    let want = merge(vec![alerts(&serve.api).await?]);
+    let opened = want.iter().filter(|a| a.1.starts_with("tep-fault")).count();
+    assert!(
+        opened >= 4,
+        "the reference must alert on several fault runs to be a meaningful check: {want:?}"
+    );
+    Ok(want)
+}
+
+/// `kill -9` after a checkpoint and more processing: the restarted service
+/// restores device state from the state topic, replays from the checkpoint,
+/// and ends with exactly the reference alerts, no reading skipped or applied
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_keeps_alerts_exactly_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(dir.path())?;
+    let model = train_tep_model(dir.path())?;
+    let producer = broker.producer();
+    let crash_dir = dir.path().join("crash");
+
+    let mut first = start("crash-1", &broker, &model, &crash_dir, "crash")?;
+    first.wait_ready(Duration::from_secs(60)).await?;
+    produce(&producer, "forewarn.readings", &part(0..400)).await?;
+    eventually("first part applied", Duration::from_secs(60), || {
+        all_applied(vec![first.api.clone()], 400)
+    })
+    .await?;
+    // A checkpoint taken after all of it (the timer may have fired mid-way).
+    let applied_at = first
+        .metric("forewarn_checkpoints_total")
+        .await?
+        .unwrap_or(0.0);
+    eventually(
+        "a checkpoint of the first part",
+        Duration::from_secs(30),
+        || async {
+            let n = first
+                .metric("forewarn_checkpoints_total")
+                .await?
+                .unwrap_or(0.0);
+            Ok((n > applied_at).then_some(()))
+        },
+    )
+    .await?;
+    let checkpoints_before = first.metric("forewarn_checkpoints_total").await?;
+    produce(&producer, "forewarn.readings", &part(400..700)).await?;
+    eventually("second part applied", Duration::from_secs(60), || {
+        all_applied(vec![first.api.clone()], 700)
+    })
+    .await?;
+    let before_kill = alerts(&first.api).await?;
+    let checkpoints_at_kill = first.metric("forewarn_checkpoints_total").await?;
+    signal(first.proc.child.id(), "-KILL")?;
+    first.proc.child.wait()?;
+    eprintln!(
+        "killed with {} alerts stored; checkpoints {checkpoints_before:?} -> {checkpoints_at_kill:?}",
+        before_kill.len()
+    );
+
+    let second = start("crash-2", &broker, &model, &crash_dir, "crash")?;
+    second.wait_ready(Duration::from_secs(60)).await?;
+    produce(&producer, "forewarn.readings", &part(700..ROWS)).await?;
+    eventually(
+        "stream complete after restart",
+        Duration::from_secs(120),
+        || all_applied(vec![second.api.clone()], ROWS as u64),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", second.proc.log()))?;
+    let restored = second.metric("forewarn_devices_restored_total").await?;
+    assert_eq!(
+        restored,
+        Some(RUNS.len() as f64),
+        "every device restored from its checkpoint"
+    );
+    let replayed = second
+        .metric("forewarn_readings_accepted_total")
+        .await?
+        .unwrap_or(0.0) as usize
+        - RUNS.len() * (ROWS - 700);
+    eprintln!("restart replayed {replayed} readings from the last checkpoint");
+    for series in [
+        "forewarn_readings_duplicate_total",
+        "forewarn_dead_letters_total",
+        "forewarn_checkpoint_restore_errors_total",
+    ] {
+        assert_eq!(second.metric(series).await?, Some(0.0), "{series}");
+    }
+
+    let got = merge(vec![alerts(&second.api).await?]);
+    let want = reference(&broker, &model, dir.path()).await?;
+    assert_eq!(got, want, "alerts after kill -9 differ from one clean run");
+    Ok(())
+}
+
+/// Two instances split the partitions, a third joins, the first leaves:
+/// every move hands device state over through the state topic, and the
+/// group ends with exactly the reference alerts and every reading applied
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(dir.path())?;
+    let model = train_tep_model(dir.path())?;
+    let producer = broker.producer();
+    let group = "scale";
+
+    let mut a = start("scale-a", &broker, &model, &dir.path().join("a"), group)?;
+    a.wait_ready(Duration::from_secs(60)).await?;
+    produce(&producer, "forewarn.readings", &part(0..300)).await?;
+    eventually("part 1 on one instance", Duration::from_secs(60), || {
+        all_applied(vec![a.api.clone()], 300)
+    })
+    .await?;
+
+    let b = start("scale-b", &broker, &model, &dir.path().join("b"), group)?;
+    b.wait_ready(Duration::from_secs(60)).await?;
+    eventually("b owns partitions", Duration::from_secs(60), || {
+        owns_partitions(&b)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", b.proc.log()))?;
+    produce(&producer, "forewarn.readings", &part(300..550)).await?;
+    eventually("part 2 on two instances", Duration::from_secs(90), || {
+        all_applied(vec![a.api.clone(), b.api.clone()], 550)
+    })
+    .await?;
+
+    let c = start("scale-c", &broker, &model, &dir.path().join("c"), group)?;
+    c.wait_ready(Duration::from_secs(60)).await?;
+    eventually("c owns partitions", Duration::from_secs(60), || {
+        owns_partitions(&c)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", c.proc.log()))?;
+    produce(&producer, "forewarn.readings", &part(550..750)).await?;
+    eventually("part 3 on three instances", Duration::from_secs(90), || {
+        all_applied(vec![a.api.clone(), b.api.clone(), c.api.clone()], 750)
+    })
+    .await?;
+    let alerts_a = alerts(&a.api).await?;
+    let status = a.proc.terminate(Duration::from_secs(30))?;
+    assert!(status.success(), "{}", a.proc.log());
+    produce(&producer, "forewarn.readings", &part(750..ROWS)).await?;
+    eventually(
+        "stream complete on b and c",
+        Duration::from_secs(120),
+        || all_applied(vec![b.api.clone(), c.api.clone()], ROWS as u64),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", b.proc.log(), c.proc.log()))?;
+
+    for s in [&b, &c] {
+        for series in [
+            "forewarn_readings_duplicate_total",
+            "forewarn_dead_letters_total",
+            "forewarn_checkpoint_restore_errors_total",
+        ] {
+            assert_eq!(s.metric(series).await?, Some(0.0), "{series}");
+        }
+        assert!(
+            s.metric("forewarn_devices_restored_total")
+                .await?
+                .unwrap_or(0.0)
+                > 0.0,
+            "state was handed over, not re-warmed"
+        );
+    }
+    let got = merge(vec![alerts_a, alerts(&b.api).await?, alerts(&c.api).await?]);
+    let want = reference(&broker, &model, dir.path()).await?;
+    assert_eq!(
+        got, want,
+        "alerts across rebalances differ from one clean run"
+    );
+    Ok(())
+}
