@@ -198,8 +198,9 @@ impl PgStore {
     }
 
     /// Runs `f` on a pooled connection. When the connection turns out to
-    /// be closed (the server restarted since it was last used), `f` runs
-    /// once more on a fresh one: every operation here is idempotent.
+    /// be closed (the server restarted since it was last used), the idle
+    /// connections are dropped and `f` runs once more on a fresh one: every
+    /// operation here is idempotent.
     fn with_client<T>(
         &self,
         mut f: impl FnMut(&mut Client) -> Result<T, StoreError>,
@@ -210,6 +211,15 @@ impl PgStore {
             match f(&mut c) {
                 Err(StoreError::Postgres(e)) if !retried && (e.is_closed() || c.is_closed()) => {
                     retried = true;
+                    // The other idle connections most likely died with it
+                    // (a server restart): open fresh ones.
+                    let stale = {
+                        let mut pool = self.pool();
+                        let stale = std::mem::take(&mut pool.idle);
+                        pool.open -= stale.len();
+                        stale
+                    };
+                    drop(stale);
                 }
                 r => return r,
             }
