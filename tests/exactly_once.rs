@@ -227,6 +227,7 @@ async fn kill_9_mid_stream_keeps_alerts_exactly_once() -> anyhow::Result<()> {
     }
 
     let got = merge(vec![alerts(&second.api).await?]);
+    eprintln!("{} alerts after the restart", got.len());
     let want = reference(&broker, &model, dir.path()).await?;
     assert_eq!(got, want, "alerts after kill -9 differ from one clean run");
     Ok(())
@@ -305,7 +306,15 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
             "state was handed over, not re-warmed"
         );
     }
+    for (name, s) in [("b", &b), ("c", &c)] {
+        eprintln!(
+            "{name}: {:?} devices restored over {:?} checkpoints",
+            s.metric("forewarn_devices_restored_total").await?,
+            s.metric("forewarn_checkpoints_total").await?
+        );
+    }
     let got = merge(vec![alerts_a, alerts(&b.api).await?, alerts(&c.api).await?]);
+    eprintln!("{} alerts across the group", got.len());
     let want = reference(&broker, &model, dir.path()).await?;
     assert_eq!(
         got, want,

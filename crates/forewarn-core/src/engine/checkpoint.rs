@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Device, Engine};
+use crate::threshold::ThresholdStrategy;
 
 /// Version of the checkpoint encoding.
 pub const CHECKPOINT_FORMAT: u8 = 1;
@@ -252,6 +253,17 @@ impl Engine {
         if d.id.is_empty() {
             return Err(RestoreError::Shape("device id is empty"));
         }
+        if let Some(t) = &d.threshold_state.0 {
+            let ThresholdStrategy::Dynamic { config, .. } = &self.cfg.strategy else {
+                return Err(RestoreError::Shape(
+                    "dynamic threshold state for another strategy",
+                ));
+            };
+            let values = t.history.iter().chain(t.smoothed.iter());
+            if t.history.len() > config.history + 1 || values.into_iter().any(|v| !v.is_finite()) {
+                return Err(RestoreError::Shape("dynamic threshold state is invalid"));
+            }
+        }
         Ok(())
     }
 }
@@ -287,32 +299,77 @@ mod tests {
             .collect()
     }
 
+    fn strategies() -> Vec<ThresholdStrategy> {
+        vec![
+            ThresholdStrategy::Fixed { threshold: 1.0 },
+            ThresholdStrategy::Dynamic {
+                config: crate::dynamic_threshold::DynamicThresholdConfig {
+                    history: 8,
+                    ..Default::default()
+                },
+                seed: vec![0.1, 0.2, 0.1],
+                floor: 0.5,
+            },
+        ]
+    }
+
+    fn engine_with(strategy: &ThresholdStrategy) -> Engine {
+        let mut e = engine(8);
+        e.cfg.strategy = strategy.clone();
+        e
+    }
+
+    /// A run checkpointed and restored into a fresh engine mid-stream
+    /// produces exactly the events of one uninterrupted run, for each
+    /// strategy (the dynamic one carries per-device threshold state).
     #[test]
     fn restored_engine_continues_exactly() {
-        let mut f = Persistence { calls: vec![] };
-        let mut whole = engine(8);
-        let want = feed(&mut whole, &mut f, &stream(1, 20));
+        for strategy in strategies() {
+            let name = strategy.kind();
+            let mut f = Persistence { calls: vec![] };
+            let mut whole = engine_with(&strategy);
+            let want = feed(&mut whole, &mut f, &stream(1, 20));
 
-        let mut first = engine(8);
-        first.enable_checkpoints();
-        let mut got = feed(&mut first, &mut f, &stream(1, 8));
-        let records = first.checkpoint().unwrap();
-        assert_eq!(records.len(), 2);
-        assert!(records.iter().all(|r| r.origin == 3 && r.state.is_some()));
-        // Nothing changed since: the next checkpoint is empty.
-        assert_eq!(first.checkpoint().unwrap(), vec![]);
+            let mut first = engine_with(&strategy);
+            first.enable_checkpoints();
+            let mut got = feed(&mut first, &mut f, &stream(1, 12));
+            let records = first.checkpoint().unwrap();
+            assert_eq!(records.len(), 2, "{name}");
+            assert!(records.iter().all(|r| r.origin == 3 && r.state.is_some()));
+            // Nothing changed since: the next checkpoint is empty.
+            assert_eq!(first.checkpoint().unwrap(), vec![], "{name}");
 
-        let mut second = engine(8);
-        for rec in &records {
-            second.restore(rec.state.as_ref().unwrap()).unwrap();
+            let mut second = engine_with(&strategy);
+            for rec in &records {
+                second.restore(rec.state.as_ref().unwrap()).unwrap();
+            }
+            got.extend(feed(&mut second, &mut f, &stream(12, 20)));
+            assert_eq!(got, want, "{name}");
+            assert!(
+                want.iter().any(|e| matches!(e, EngineEvent::Opened(_))),
+                "{name}: the case must include an alert"
+            );
+            assert_eq!(second.device("b"), whole.device("b"), "{name}");
         }
-        got.extend(feed(&mut second, &mut f, &stream(8, 20)));
-        assert_eq!(got, want);
-        assert!(
-            want.iter().any(|e| matches!(e, EngineEvent::Opened(_))),
-            "the case must include an alert"
+    }
+
+    #[test]
+    fn threshold_state_must_fit_the_strategy() {
+        let [fixed, dynamic] = <[ThresholdStrategy; 2]>::try_from(strategies()).unwrap();
+        let mut f = Persistence { calls: vec![] };
+        let mut e = engine_with(&dynamic);
+        e.enable_checkpoints();
+        feed(&mut e, &mut f, &stream(1, 12));
+        let records = e.checkpoint().unwrap();
+        let b = records.iter().find(|r| r.device == "b").unwrap();
+        let b = b.state.as_ref().unwrap();
+        assert_eq!(
+            engine_with(&fixed).restore(b),
+            Err(RestoreError::Shape(
+                "dynamic threshold state for another strategy"
+            ))
         );
-        assert_eq!(second.device("b"), whole.device("b"));
+        assert_eq!(engine_with(&dynamic).restore(b), Ok("b".to_string()));
     }
 
     #[test]
