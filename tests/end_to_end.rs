@@ -50,6 +50,11 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
         train_log.contains("epoch   1/"),
         "training shows progress:\n{train_log}"
     );
+    let train_out = String::from_utf8_lossy(&train.stdout);
+    assert!(
+        train_out.contains("detector gaussian"),
+        "train calibrates the default detector:\n{train_out}"
+    );
     assert!(model.join("model.json").exists() && model.join("model.safetensors").exists());
 
     // 2. Serve.
@@ -215,13 +220,25 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
     let (status, one) = get_json(&format!("{api}/api/v1/alerts/{id}")).await?;
     assert_eq!((status, &one["id"]), (200, &a["id"]));
 
-    // 6. The normal device has none.
+    // 6. The normal device. `forewarn train` calibrates the documented
+    // default detector, the Gaussian error model (docs/ACCURACY.md), which
+    // `serve` runs from the artifact. On this run it is known to raise a
+    // few short false alarms (2 alert episodes in `evaluate`'s replay of
+    // d00_te) in exchange for catching faults the fixed threshold misses
+    // (3, 9, 19 and most of 5, 10, 15, 16, 21 there). So the old "no alert
+    // at all" becomes: at most 2, each resolved again, none critical.
+    let (_, body) = get_json(&format!("{api}/api/v1/models")).await?;
+    assert_eq!(body["models"][0]["strategy"], "gaussian", "{body}");
     let (_, body) = get_json(&format!("{api}/api/v1/alerts?device=tep-normal")).await?;
-    assert_eq!(
-        body["alerts"].as_array().unwrap().len(),
-        0,
-        "false alert on the normal run: {body}"
-    );
+    let normal = body["alerts"].as_array().unwrap();
+    assert!(normal.len() <= 2, "false alerts on the normal run: {body}");
+    for a in normal {
+        assert_eq!(
+            (&a["state"], &a["severity"]),
+            (&"resolved".into(), &"warning".into()),
+            "{body}"
+        );
+    }
 
     // 7. Device view and errors.
     let (status, dev) = get_json(&format!("{api}/api/v1/devices/tep-normal")).await?;

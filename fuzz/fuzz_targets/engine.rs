@@ -111,7 +111,7 @@ fuzz_target!(|data: &[u8]| {
         window,
         warmup,
         state_len,
-        threshold,
+        strategy: forewarn_core::threshold::ThresholdStrategy::Fixed { threshold },
         detector: DetectorConfig {
             open_after: 1 + (c3 & 1) as u32,
             resolve_after: 1 + (c3 >> 1 & 1) as u32,

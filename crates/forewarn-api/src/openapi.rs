@@ -103,8 +103,10 @@ pub struct DeviceDoc {
     window_capacity: usize,
     /// Epoch ms of the newest reading.
     last_ts: Option<i64>,
-    /// Score (MSE) of the last scored batch.
+    /// Score of the last scored batch (what the detector strategy
+    /// thresholds; the MSE for `fixed`).
     last_score: Option<f64>,
+    /// The threshold it was compared with.
     threshold: f64,
     warmed_up: bool,
     /// Id of the device's open alert.
@@ -153,7 +155,10 @@ pub struct ModelDoc {
     horizon: usize,
     /// Readings kept per device.
     window: usize,
+    /// The detector strategy's threshold (for `dynamic`, its floor).
     threshold: f64,
+    /// Detector strategy: `fixed`, `gaussian` or `dynamic`.
+    strategy: String,
     /// Where inference runs: `cpu` or `cuda:N`.
     device: String,
 }

@@ -72,6 +72,7 @@ fn fixture() -> Fixture {
                 window_capacity: 8,
                 last_ts: Some(T0),
                 last_score: Some(0.5),
+                last_threshold: None,
                 last_shares: vec![],
                 open_alert: None,
                 warmed_up: true,
@@ -93,6 +94,7 @@ fn fixture() -> Fixture {
             horizon: 10,
             window: 100,
             threshold: 1.0,
+            strategy: "fixed".into(),
             device: "cpu".into(),
         }))),
     );
@@ -323,7 +325,7 @@ async fn devices_and_models() {
     assert_eq!(
         body,
         json!({"models": [{"name": "lstm", "version": "v1", "channels": ["pressure", "flow"],
-                           "horizon": 10, "window": 100, "threshold": 1.0, "device": "cpu"}]})
+                           "horizon": 10, "window": 100, "threshold": 1.0, "strategy": "fixed", "device": "cpu"}]})
     );
     *f.state.model.write().unwrap() = None;
     let (_, body) = get_json(&f.app, "/api/v1/models").await;

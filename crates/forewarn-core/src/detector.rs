@@ -2,20 +2,50 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Error of one observed batch against its forecast.
-#[derive(Debug, Clone, PartialEq)]
+use crate::gaussian::GaussianErrorModel;
+
+/// Error of one observed batch against its forecast (or reconstruction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchScore {
     /// Mean squared error over all values of the batch (scaled units).
     pub mse: f64,
-    /// Per-channel share of the squared error, in schema order; sums to 1
-    /// (all zero when the error is exactly zero).
+    /// The score the detector strategy thresholds: the MSE (`fixed`), the
+    /// Gaussian score (`gaussian`) or the smoothed MSE (`dynamic`).
+    pub score: f64,
+    /// The threshold `score` was compared with (per batch for `dynamic`).
+    pub threshold: f64,
+    /// Per-channel share of the scored error, in schema order; sums to 1
+    /// (all zero when the error is exactly zero). Shares of the squared
+    /// error, or of the Gaussian score's per-channel terms.
     pub shares: Vec<f64>,
 }
 
-/// Scores row-major `observed` against `predicted` (both `rows x channels`).
+/// Scores row-major `observed` against `predicted` (both `rows x channels`)
+/// by mean squared error. `score` is the MSE and `threshold` infinite until
+/// a strategy sets them.
 pub fn score_batch(observed: &[f32], predicted: &[f32], channels: usize) -> BatchScore {
+    score_batch_with(observed, predicted, channels, None)
+}
+
+/// [`score_batch`], and with a Gaussian error model `score` is the
+/// batch's Gaussian score ([`GaussianErrorModel::score`] of the error
+/// vectors `observed - predicted`) and the shares are those of its
+/// per-channel terms. One allocation for the MSE (the per-channel sums,
+/// which become the shares), two with the Gaussian score (its per-channel
+/// terms become the shares): never more than MSE scoring made before
+/// strategies existed (sums and shares).
+pub fn score_batch_with(
+    observed: &[f32],
+    predicted: &[f32],
+    channels: usize,
+    gaussian: Option<&GaussianErrorModel>,
+) -> BatchScore {
     debug_assert_eq!(observed.len(), predicted.len());
     let mut per_channel = vec![0f64; channels];
+    let mut gauss = gaussian.map(|_| vec![0f64; channels]);
+    // Summed in the order `GaussianErrorModel::score` sums, so both agree
+    // to the bit.
+    let mut gauss_total = 0.0;
     for (o_row, p_row) in observed
         .chunks_exact(channels)
         .zip(predicted.chunks_exact(channels))
@@ -24,6 +54,20 @@ pub fn score_batch(observed: &[f32], predicted: &[f32], channels: usize) -> Batc
             let d = (*o - *p) as f64;
             *acc += d * d;
         }
+        if let (Some(g), Some(terms)) = (gaussian, gauss.as_mut()) {
+            for ((((t, o), p), m), v) in terms
+                .iter_mut()
+                .zip(o_row)
+                .zip(p_row)
+                .zip(&g.mean)
+                .zip(&g.var)
+            {
+                // The error as the f32 difference, as `GaussianErrorModel::score` sees it.
+                let term = ((*o - *p) as f64 - m).powi(2) / v;
+                *t += term;
+                gauss_total += term;
+            }
+        }
     }
     let total: f64 = per_channel.iter().sum();
     let mse = if observed.is_empty() {
@@ -31,12 +75,28 @@ pub fn score_batch(observed: &[f32], predicted: &[f32], channels: usize) -> Batc
     } else {
         total / observed.len() as f64
     };
-    let shares = if total > 0.0 {
-        per_channel.iter().map(|e| e / total).collect()
-    } else {
-        vec![0.0; channels]
+    let (score, mut shares, share_total) = match gauss {
+        Some(terms) => {
+            let score = if observed.is_empty() {
+                0.0
+            } else {
+                gauss_total / observed.len() as f64
+            };
+            (score, terms, gauss_total)
+        }
+        None => (mse, per_channel, total),
     };
-    BatchScore { mse, shares }
+    if share_total > 0.0 {
+        shares.iter_mut().for_each(|e| *e /= share_total);
+    } else {
+        shares.iter_mut().for_each(|e| *e = 0.0);
+    }
+    BatchScore {
+        mse,
+        score,
+        threshold: f64::INFINITY,
+        shares,
+    }
 }
 
 /// Hysteresis settings.
@@ -93,7 +153,7 @@ pub enum Transition {
 }
 
 /// Per-device hysteresis state.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DetectorState {
     above: u32,
     below: u32,
@@ -155,13 +215,49 @@ mod tests {
         assert!((s.shares[0] - 1.0 / 3.0).abs() < 1e-12);
         assert!((s.shares[1] - 2.0 / 3.0).abs() < 1e-12);
         let zero = score_batch(&[1.0, 1.0], &[1.0, 1.0], 2);
-        assert_eq!(
-            zero,
-            BatchScore {
-                mse: 0.0,
-                shares: vec![0.0, 0.0]
+        assert_eq!((zero.mse, zero.shares), (0.0, vec![0.0, 0.0]));
+    }
+
+    /// Table: observed, predicted, Gaussian model -> score and shares
+    /// (2 channels, 2 rows), computed by hand.
+    #[test]
+    fn gaussian_scores_and_shares() {
+        let g = GaussianErrorModel {
+            mean: vec![1.0, 0.0],
+            var: vec![1.0, 4.0],
+            samples: 10,
+        };
+        type Case = (&'static [f32], &'static [f32], f64, [f64; 2]);
+        let cases: &[Case] = &[
+            // Errors (1, 0), (1, 0): exactly the mean -> 0, no shares.
+            (&[1.0, 0.0, 1.0, 0.0], &[0.0; 4], 0.0, [0.0, 0.0]),
+            // Errors (3, 2), (1, 2): terms ch0 4 + 0, ch1 1 + 1; 6 / 4.
+            (
+                &[3.0, 2.0, 1.0, 2.0],
+                &[0.0; 4],
+                1.5,
+                [4.0 / 6.0, 2.0 / 6.0],
+            ),
+            // Same errors from a non-zero forecast.
+            (
+                &[4.0, 3.0, 2.0, 3.0],
+                &[1.0; 4],
+                1.5,
+                [4.0 / 6.0, 2.0 / 6.0],
+            ),
+        ];
+        for (obs, pred, want, shares) in cases {
+            let s = score_batch_with(obs, pred, 2, Some(&g));
+            let errors: Vec<f32> = obs.iter().zip(pred.iter()).map(|(o, p)| o - p).collect();
+            assert!((s.score - want).abs() < 1e-12, "{obs:?}: {}", s.score);
+            assert_eq!(s.score, g.score(&errors), "{obs:?}");
+            for (a, b) in s.shares.iter().zip(shares) {
+                assert!((a - b).abs() < 1e-12, "{obs:?}: {:?}", s.shares);
             }
-        );
+            // The MSE is reported alongside.
+            let mse = errors.iter().map(|e| (*e as f64).powi(2)).sum::<f64>() / 4.0;
+            assert!((s.mse - mse).abs() < 1e-12);
+        }
     }
 
     /// Table of score sequences and the transitions they must produce

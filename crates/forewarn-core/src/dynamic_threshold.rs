@@ -19,6 +19,8 @@
 //! purely normal history the optimisation still picks some `eps`, and the
 //! floor keeps normal noise from being flagged.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -80,6 +82,27 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// Mean and standard deviation of the values of `v` at or below `eps`
+/// (two passes, no allocation: this runs once per `z` per batch).
+fn mean_std_below(v: &[f64], eps: f64) -> (f64, f64) {
+    let (mut n, mut sum) = (0usize, 0.0);
+    for x in v.iter().filter(|x| **x <= eps) {
+        n += 1;
+        sum += x;
+    }
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let m = sum / n as f64;
+    let var = v
+        .iter()
+        .filter(|x| **x <= eps)
+        .map(|x| (x - m).powi(2))
+        .sum::<f64>()
+        / n as f64;
+    (m, var.sqrt())
+}
+
 /// telemanom's threshold over `history` (smoothed scores, oldest first).
 pub fn select_threshold(history: &[f64], cfg: &DynamicThresholdConfig) -> f64 {
     let (mu, sigma) = mean_std(history);
@@ -91,8 +114,7 @@ pub fn select_threshold(history: &[f64], cfg: &DynamicThresholdConfig) -> f64 {
     for k in 0..=steps {
         let z = cfg.z_min + k as f64 * cfg.z_step;
         let eps = mu + z * sigma;
-        let below: Vec<f64> = history.iter().copied().filter(|e| *e <= eps).collect();
-        let above = history.len() - below.len();
+        let above = history.iter().filter(|e| **e > eps).count();
         if above == 0 {
             continue;
         }
@@ -101,7 +123,7 @@ pub fn select_threshold(history: &[f64], cfg: &DynamicThresholdConfig) -> f64 {
             .enumerate()
             .filter(|(i, e)| **e > eps && (*i == 0 || history[i - 1] <= eps))
             .count();
-        let (mb, sb) = mean_std(&below);
+        let (mb, sb) = mean_std_below(history, eps);
         let objective =
             ((mu - mb) / mu + (sigma - sb) / sigma) / (above as f64 + (runs * runs) as f64);
         if objective > best.0 {
@@ -111,60 +133,98 @@ pub fn select_threshold(history: &[f64], cfg: &DynamicThresholdConfig) -> f64 {
     best.1
 }
 
-/// Streaming state of the dynamic threshold for one device.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DynamicThreshold {
-    cfg: DynamicThresholdConfig,
-    history: std::collections::VecDeque<f64>,
-    smoothed: Option<f64>,
-    floor: f64,
+/// One device's dynamic-threshold state: the smoothed score and the ring of
+/// the last `history` smoothed scores. The configuration and floor are the
+/// strategy's, shared by every device ([`crate::threshold::ThresholdStrategy`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DynamicState {
+    pub history: VecDeque<f64>,
+    pub smoothed: Option<f64>,
 }
 
-impl DynamicThreshold {
-    /// Seeds the state with normal validation batch scores (in order).
-    pub fn new(cfg: DynamicThresholdConfig, validation_scores: &[f64]) -> Self {
-        let mut s = Self {
-            cfg,
-            history: Default::default(),
+impl DynamicState {
+    /// A state whose history is `seed` (oldest first) and whose smoothing
+    /// starts from the next score.
+    pub fn seeded(seed: &[f64]) -> Self {
+        Self {
+            history: seed.iter().copied().collect(),
             smoothed: None,
-            floor: 0.0,
-        };
-        let mut max = 0f64;
-        for e in validation_scores {
-            let v = s.smooth(*e);
-            max = max.max(v);
         }
-        s.floor = max * cfg.floor_margin;
-        // The test stream starts its own smoothing from its first score.
-        s.smoothed = None;
-        s
     }
 
-    pub fn floor(&self) -> f64 {
-        self.floor
-    }
-
-    fn smooth(&mut self, e: f64) -> f64 {
-        let a = self.cfg.smoothing;
+    fn smooth(&mut self, cfg: &DynamicThresholdConfig, e: f64) -> f64 {
+        let a = cfg.smoothing;
         let v = match self.smoothed {
             Some(prev) => a * e + (1.0 - a) * prev,
             None => e,
         };
         self.smoothed = Some(v);
+        // Reserve once, up front: the ring then never reallocates.
+        if self.history.capacity() < cfg.history + 1 {
+            self.history.reserve(cfg.history + 1 - self.history.len());
+        }
         self.history.push_back(v);
-        while self.history.len() > self.cfg.history {
+        while self.history.len() > cfg.history {
             self.history.pop_front();
         }
         v
     }
 
     /// Feeds one batch score; returns the smoothed score and the threshold
+    /// it is compared with, `max(eps, floor)` (both known before the next
+    /// batch arrives). No allocation once the ring is full.
+    pub fn observe(&mut self, cfg: &DynamicThresholdConfig, floor: f64, score: f64) -> (f64, f64) {
+        let v = self.smooth(cfg, score);
+        let eps = select_threshold(self.history.make_contiguous(), cfg);
+        (v, eps.max(floor))
+    }
+}
+
+/// The seed history and floor of a dynamic threshold from the normal
+/// validation batch scores (in order): their smoothed values (the last
+/// `history` of them) and the largest smoothed value times `floor_margin`.
+pub fn seed_from_validation(
+    cfg: &DynamicThresholdConfig,
+    validation_scores: &[f64],
+) -> (Vec<f64>, f64) {
+    let mut s = DynamicState::default();
+    let mut max = 0f64;
+    for e in validation_scores {
+        max = max.max(s.smooth(cfg, *e));
+    }
+    (s.history.into_iter().collect(), max * cfg.floor_margin)
+}
+
+/// Streaming state of the dynamic threshold for one device, with its
+/// configuration and floor (for offline use; the engine keeps the
+/// configuration once and a [`DynamicState`] per device).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicThreshold {
+    cfg: DynamicThresholdConfig,
+    state: DynamicState,
+    floor: f64,
+}
+
+impl DynamicThreshold {
+    /// Seeds the state with normal validation batch scores (in order).
+    pub fn new(cfg: DynamicThresholdConfig, validation_scores: &[f64]) -> Self {
+        let (seed, floor) = seed_from_validation(&cfg, validation_scores);
+        Self {
+            cfg,
+            // The test stream starts its own smoothing from its first score.
+            state: DynamicState::seeded(&seed),
+            floor,
+        }
+    }
+
+    pub fn floor(&self) -> f64 {
+        self.floor
+    }
+
+    /// Feeds one batch score; returns the smoothed score and the threshold
     /// it is compared with (both known before the next batch arrives).
     pub fn observe(&mut self, score: f64) -> (f64, f64) {
-        let v = self.smooth(score);
-        let hist: Vec<f64> = self.history.iter().copied().collect();
-        let eps = select_threshold(&hist, &self.cfg);
-        (v, eps.max(self.floor))
+        self.state.observe(&self.cfg, self.floor, score)
     }
 }
 

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dynamic_threshold::{DynamicState, DynamicThresholdConfig};
+use crate::gaussian::GaussianErrorModel;
+
 /// How the threshold is derived from validation scores.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdRule {
@@ -73,6 +76,155 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let frac = pos - lo as f64;
     sorted[lo] + (sorted[hi] - sorted[lo]) * frac
 }
+
+/// What the engine thresholds, and against what: the detector strategy a
+/// model was calibrated with (stored in the model artifact, run by the
+/// [`crate::Engine`] in `serve`, calibration and `evaluate` alike).
+///
+/// Every strategy scores a batch from its error vectors (observed minus
+/// forecast, or minus reconstruction, in scaled units) and feeds the score
+/// and the threshold to the same hysteresis ([`crate::DetectorState`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ThresholdStrategy {
+    /// The batch mean squared error against one precomputed threshold.
+    Fixed { threshold: f64 },
+    /// Malhotra et al.: the batch's score under a Gaussian model of the
+    /// error vectors ([`GaussianErrorModel::score`]) against a threshold
+    /// chosen by F-beta.
+    Gaussian {
+        model: GaussianErrorModel,
+        threshold: f64,
+    },
+    /// Hundman et al. (telemanom): the EWMA-smoothed batch mean squared
+    /// error against a dynamic threshold over each device's trailing
+    /// history, never below `floor`. Every device's history starts as
+    /// `seed` (the smoothed validation errors, oldest first, at most
+    /// `config.history` of them).
+    Dynamic {
+        config: DynamicThresholdConfig,
+        seed: Vec<f64>,
+        floor: f64,
+    },
+}
+
+impl ThresholdStrategy {
+    /// `fixed`, `gaussian` or `dynamic`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Fixed { .. } => "fixed",
+            Self::Gaussian { .. } => "gaussian",
+            Self::Dynamic { .. } => "dynamic",
+        }
+    }
+
+    /// The threshold to show when there is no per-batch one: the fixed or
+    /// Gaussian threshold, the dynamic threshold's floor.
+    pub fn nominal_threshold(&self) -> f64 {
+        match self {
+            Self::Fixed { threshold } | Self::Gaussian { threshold, .. } => *threshold,
+            Self::Dynamic { floor, .. } => *floor,
+        }
+    }
+
+    /// The Gaussian error model, when the score is the Gaussian one.
+    pub fn gaussian(&self) -> Option<&GaussianErrorModel> {
+        match self {
+            Self::Gaussian { model, .. } => Some(model),
+            _ => None,
+        }
+    }
+
+    /// The score the strategy thresholds and the threshold it compares it
+    /// with, from the batch's raw score (MSE, or the Gaussian score), using
+    /// and updating the device's `state` (a fresh device's state is
+    /// [`ThresholdState::default`]: the dynamic strategy seeds it here, at
+    /// the device's first scored batch).
+    pub fn apply(&self, state: &mut ThresholdState, raw: f64) -> (f64, f64) {
+        match self {
+            Self::Fixed { threshold } | Self::Gaussian { threshold, .. } => (raw, *threshold),
+            Self::Dynamic {
+                config,
+                seed,
+                floor,
+            } => {
+                let s = state
+                    .0
+                    .get_or_insert_with(|| Box::new(DynamicState::seeded(seed)));
+                s.observe(config, *floor, raw)
+            }
+        }
+    }
+
+    /// Bytes a device's [`ThresholdState`] holds once scored (beyond the
+    /// pointer in the device itself).
+    pub fn state_bytes(&self) -> usize {
+        match self {
+            Self::Dynamic { config, .. } => {
+                std::mem::size_of::<DynamicState>()
+                    + (config.history + 1) * std::mem::size_of::<f64>()
+            }
+            _ => 0,
+        }
+    }
+
+    /// Checks the parameters against the model's channel count.
+    pub fn validate(&self, channels: usize) -> Result<(), String> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} {v} is not a positive finite number"))
+            }
+        };
+        match self {
+            Self::Fixed { threshold } => positive("threshold", *threshold),
+            Self::Gaussian { model, threshold } => {
+                positive("gaussian threshold", *threshold)?;
+                if model.mean.len() != channels || model.var.len() != channels {
+                    return Err(format!(
+                        "gaussian model has {} means and {} variances for {channels} channels",
+                        model.mean.len(),
+                        model.var.len()
+                    ));
+                }
+                if model.mean.iter().any(|m| !m.is_finite()) {
+                    return Err("gaussian model has a non-finite mean".into());
+                }
+                if model.var.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                    return Err("gaussian model has a variance that is not positive".into());
+                }
+                Ok(())
+            }
+            Self::Dynamic {
+                config,
+                seed,
+                floor,
+            } => {
+                config
+                    .validate()
+                    .map_err(|m| format!("dynamic threshold: {m}"))?;
+                if !(floor.is_finite() && *floor >= 0.0) {
+                    return Err(format!("dynamic floor {floor} is not a finite number >= 0"));
+                }
+                if seed.len() > config.history || seed.iter().any(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "dynamic seed must be at most {} finite values",
+                        config.history
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A device's part of the threshold strategy: nothing (`None`, no
+/// allocation) for `fixed` and `gaussian`; the smoothed error and the
+/// trailing history ring for `dynamic`. Serializable, so device snapshots
+/// can carry it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdState(pub Option<Box<DynamicState>>);
 
 #[cfg(test)]
 mod tests {
@@ -153,5 +305,110 @@ mod tests {
             Threshold::from_validation(&[f64::NAN], ok),
             Err(ThresholdError::NonFinite)
         );
+    }
+
+    /// Table: strategy, raw batch scores in order, expected (score,
+    /// threshold) per batch.
+    #[test]
+    fn strategies_turn_raw_scores_into_score_and_threshold() {
+        let dynamic = ThresholdStrategy::Dynamic {
+            config: DynamicThresholdConfig {
+                smoothing: 0.5,
+                ..Default::default()
+            },
+            // Constant history: telemanom's threshold is its mean.
+            seed: vec![1.0, 1.0],
+            floor: 1.5,
+        };
+        type Case = (ThresholdStrategy, Vec<f64>, Vec<(f64, f64)>);
+        let cases: Vec<Case> = vec![
+            (
+                ThresholdStrategy::Fixed { threshold: 2.0 },
+                vec![1.0, 3.0],
+                vec![(1.0, 2.0), (3.0, 2.0)],
+            ),
+            (
+                ThresholdStrategy::Gaussian {
+                    model: GaussianErrorModel {
+                        mean: vec![0.0],
+                        var: vec![1.0],
+                        samples: 2,
+                    },
+                    threshold: 4.0,
+                },
+                vec![9.0],
+                vec![(9.0, 4.0)],
+            ),
+            // Smoothing restarts at the first batch (1); then 0.5 x 3 + 0.5
+            // x 1 = 2. History [1, 1, 1] has sd 0: eps = mean 1 -> floor 1.5.
+            // History [1, 1, 1, 2]: mu 1.25, sigma 0.433; no z in 2..=10
+            // leaves a value above eps, so eps = mu + 10 sigma.
+            (
+                dynamic.clone(),
+                vec![1.0, 3.0],
+                vec![(1.0, 1.5), (2.0, 1.25 + 10.0 * 0.1875f64.sqrt())],
+            ),
+        ];
+        for (strategy, raws, want) in cases {
+            strategy.validate(1).unwrap();
+            let mut state = ThresholdState::default();
+            for (raw, (ws, wt)) in raws.iter().zip(want.iter()) {
+                let (s, t) = strategy.apply(&mut state, *raw);
+                // Only the dynamic strategy keeps (and allocates) state.
+                assert_eq!(state.0.is_some(), strategy.kind() == "dynamic");
+                assert!(
+                    (s - ws).abs() < 1e-12 && (t - wt).abs() < 1e-12,
+                    "{}: {raw} -> ({s}, {t}), want ({ws}, {wt})",
+                    strategy.kind()
+                );
+            }
+        }
+        // A per-device state survives serialization.
+        let mut state = ThresholdState::default();
+        dynamic.apply(&mut state, 5.0);
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ThresholdState>(&json).unwrap(),
+            state
+        );
+        assert_eq!(
+            serde_json::to_string(&ThresholdState::default()).unwrap(),
+            "null"
+        );
+    }
+
+    #[test]
+    fn strategy_validation_and_json() {
+        let g = ThresholdStrategy::Gaussian {
+            model: GaussianErrorModel {
+                mean: vec![0.0, 0.0],
+                var: vec![1.0, 0.0],
+                samples: 2,
+            },
+            threshold: 1.0,
+        };
+        assert!(g.validate(2).unwrap_err().contains("variance"));
+        assert!(g.validate(3).unwrap_err().contains("3 channels"));
+        assert!(
+            ThresholdStrategy::Fixed {
+                threshold: f64::INFINITY
+            }
+            .validate(1)
+            .is_err()
+        );
+        let d = ThresholdStrategy::Dynamic {
+            config: DynamicThresholdConfig::default(),
+            seed: vec![0.5; 101],
+            floor: 1.0,
+        };
+        assert!(d.validate(1).unwrap_err().contains("at most 100"));
+        let f = ThresholdStrategy::Fixed { threshold: 0.5 };
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json, serde_json::json!({"kind": "fixed", "threshold": 0.5}));
+        assert_eq!(
+            serde_json::from_value::<ThresholdStrategy>(json).unwrap(),
+            f
+        );
+        assert_eq!(f.nominal_threshold(), 0.5);
     }
 }

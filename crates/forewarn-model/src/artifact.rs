@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use forewarn_core::threshold::ThresholdStrategy;
 use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema, Threshold};
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +52,15 @@ pub struct ModelMeta {
     pub hidden: usize,
     pub layers: usize,
     pub warmup: usize,
+    /// The fixed threshold (quantile x margin of the validation batch
+    /// MSEs), always calibrated; what runs when `strategy` is absent.
     pub threshold: Threshold,
+    /// The detector strategy `serve` runs: `fixed`, `gaussian` (error model
+    /// and threshold) or `dynamic` (configuration, seed history, floor).
+    /// Absent in artifacts written before strategies were stored, which
+    /// load as `fixed` with `threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<ThresholdStrategy>,
     /// SHA-256 of the whole dataset given to training (both parts).
     pub train_data_sha256: String,
     pub train_rows: usize,
@@ -82,6 +91,13 @@ impl ModelMeta {
         Schema::new(self.channels.clone())
     }
 
+    /// The strategy this model runs: the stored one, else the fixed threshold.
+    pub fn strategy(&self) -> ThresholdStrategy {
+        self.strategy.clone().unwrap_or(ThresholdStrategy::Fixed {
+            threshold: self.threshold.value,
+        })
+    }
+
     /// Engine settings that run this model as it was calibrated.
     pub fn engine_config(&self, detector: DetectorConfig, max_batch: usize) -> EngineConfig {
         EngineConfig {
@@ -91,7 +107,7 @@ impl ModelMeta {
             window: self.window,
             warmup: self.warmup,
             state_len: self.spec().state_len(),
-            threshold: self.threshold.value,
+            strategy: self.strategy(),
             detector,
             model: self.name.clone(),
             model_version: self.version.clone(),
@@ -157,6 +173,10 @@ impl ModelMeta {
         let t = self.threshold.value;
         if !(t.is_finite() && t > 0.0) {
             return Err(format!("threshold {t} is not a positive finite number"));
+        }
+        if let Some(s) = &self.strategy {
+            s.validate(c)
+                .map_err(|m| format!("strategy ({}): {m}", s.kind()))?;
         }
         if self.weights_sha256.len() != 64
             || !self.weights_sha256.bytes().all(|b| b.is_ascii_hexdigit())
@@ -309,6 +329,7 @@ mod tests {
                 rule: ThresholdRule::default(),
                 samples: 10,
             },
+            strategy: Some(ThresholdStrategy::Fixed { threshold: 0.75 }),
             train_data_sha256: "0".repeat(64),
             train_rows: 100,
             validation_rows: 25,
@@ -380,7 +401,7 @@ mod tests {
         assert_eq!(cfg.schema.channels(), &["a", "b", "c"]);
         assert_eq!((cfg.horizon, cfg.window, cfg.warmup), (4, 8, 8));
         assert_eq!(
-            (cfg.state_len, cfg.threshold, cfg.max_batch),
+            (cfg.state_len, cfg.threshold(), cfg.max_batch),
             (32, 0.75, 64)
         );
         assert_eq!(cfg.model_version, m.meta.version);
@@ -390,6 +411,76 @@ mod tests {
         // Saving again over an existing model works.
         save(&m, &dir).unwrap();
         load(&dir, tch::Device::Cpu).unwrap();
+    }
+
+    /// Table: the stored strategy -> the one the engine runs. Artifacts
+    /// from before strategies were stored have no `strategy` key and run
+    /// the fixed threshold.
+    #[test]
+    fn strategies_round_trip_and_old_artifacts_run_the_fixed_threshold() {
+        use forewarn_core::dynamic_threshold::DynamicThresholdConfig;
+        use forewarn_core::gaussian::GaussianErrorModel;
+        crate::test_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        let gaussian = ThresholdStrategy::Gaussian {
+            model: GaussianErrorModel {
+                mean: vec![0.1, -0.2, 0.0],
+                var: vec![1.0, 0.5, 2.0],
+                samples: 40,
+            },
+            threshold: 3.5,
+        };
+        let dynamic = ThresholdStrategy::Dynamic {
+            config: DynamicThresholdConfig::default(),
+            seed: vec![0.2, 0.3, 0.25],
+            floor: 0.4,
+        };
+        let fixed = ThresholdStrategy::Fixed { threshold: 0.75 };
+        for (stored, runs) in [
+            (Some(gaussian.clone()), gaussian),
+            (Some(dynamic.clone()), dynamic),
+            (None, fixed),
+        ] {
+            let mut m = model();
+            m.meta.strategy = stored.clone();
+            save(&m, &dir).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
+            assert_eq!(json.get("strategy").is_some(), stored.is_some());
+            let loaded = load(&dir, tch::Device::Cpu).unwrap();
+            assert_eq!(loaded.meta.strategy, stored);
+            let cfg = loaded.engine_config(DetectorConfig::default(), 1);
+            assert_eq!(cfg.strategy, runs, "{stored:?}");
+        }
+        // A Gaussian model for other channels, or a bad dynamic seed, is
+        // rejected with the reason.
+        let mut m = model();
+        m.meta.strategy = Some(ThresholdStrategy::Gaussian {
+            model: GaussianErrorModel {
+                mean: vec![0.0],
+                var: vec![1.0],
+                samples: 2,
+            },
+            threshold: 1.0,
+        });
+        assert!(
+            save(&m, &dir)
+                .unwrap_err()
+                .to_string()
+                .contains("3 channels")
+        );
+        save(&model(), &dir).unwrap();
+        edit_meta(&dir, |v| {
+            v["strategy"] = serde_json::json!({"kind": "dynamic",
+                "config": {"history": 1}, "seed": [], "floor": 0.5})
+        });
+        let e = load_err(&dir);
+        assert!(e.contains("history must be at least 2"), "{e}");
+        edit_meta(&dir, |v| {
+            v["strategy"] = serde_json::json!({"kind": "bogus"})
+        });
+        assert!(load_err(&dir).contains("not a valid"));
     }
 
     #[test]

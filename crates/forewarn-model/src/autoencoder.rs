@@ -89,6 +89,12 @@ impl LstmAutoencoder {
 impl Forecaster for LstmAutoencoder {
     type Error = ModelError;
 
+    /// Each batch's output is its own reconstruction: the engine scores
+    /// the batch against it (reconstruction error), not against a forecast.
+    fn reconstructs(&self) -> bool {
+        true
+    }
+
     fn state_len(&self) -> usize {
         1
     }

@@ -18,7 +18,10 @@ pub use dataset::{CsvOptions, Dataset, read_any, read_csv, read_tep};
 pub use error::ModelError;
 pub use forecaster::{LstmForecaster, ModelSpec};
 pub use tch::Device;
-pub use train::{EpochReport, TrainConfig, TrainedModel, calibration_scores, train};
+pub use train::{
+    EpochReport, TrainConfig, TrainedModel, calibration_errors, calibration_scores, replay_rows,
+    train,
+};
 
 /// CUDA device 0 when libtorch sees one, else the CPU.
 pub fn default_device() -> tch::Device {

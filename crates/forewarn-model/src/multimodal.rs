@@ -338,7 +338,9 @@ impl TrainedMultimodal {
             window: self.window,
             warmup: self.window,
             state_len: self.model.spec.state_len(),
-            threshold: self.threshold.value,
+            strategy: forewarn_core::threshold::ThresholdStrategy::Fixed {
+                threshold: self.threshold.value,
+            },
             detector,
             model: self.name.clone(),
             model_version: self.version.clone(),

@@ -12,7 +12,8 @@
 use std::time::Instant;
 
 use forewarn_core::engine::{Engine, EngineConfig, EngineEvent, Forecaster, Pushed};
-use forewarn_core::{DetectorConfig, Reading, Scaler, Threshold, ThresholdRule};
+use forewarn_core::threshold::ThresholdStrategy;
+use forewarn_core::{DetectorConfig, Reading, Scaler, StepBatch, Threshold, ThresholdRule};
 use serde::Serialize;
 use tch::nn::{self, LSTMState, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -304,6 +305,7 @@ pub fn train(
             rule: cfg.threshold,
             samples: 0,
         },
+        strategy: None,
         train_data_sha256: data.sha256(),
         train_rows: n_train,
         validation_rows: n_val,
@@ -314,6 +316,11 @@ pub fn train(
     let engine_cfg = meta.engine_config(DetectorConfig::default(), CALIBRATION_MAX_BATCH);
     let scores = calibration_scores(&mut model, engine_cfg, val_raw)?;
     meta.threshold = Threshold::from_validation(&scores, cfg.threshold)?;
+    // The fixed rule; `forewarn train` replaces it with the configured
+    // strategy, calibrated with [`calibration_errors`] and [`calibration_scores`].
+    meta.strategy = Some(ThresholdStrategy::Fixed {
+        threshold: meta.threshold.value,
+    });
     tracing::info!(
         threshold = meta.threshold.value,
         scores = scores.len(),
@@ -328,7 +335,9 @@ pub fn train(
 }
 
 /// Replays raw (unscaled) `rows` as one device through a fresh
-/// [`Engine`] with `cfg`, from zero state, and returns every batch score.
+/// [`Engine`] with `cfg`, from zero state, and returns every batch's raw
+/// score: the batch MSE, or the Gaussian score when `cfg`'s strategy is
+/// `gaussian` (a `dynamic` strategy's smoothing is not applied).
 ///
 /// This is the service's own scoring path, so a threshold taken from these
 /// scores means the same thing online. Timestamps are the row indices: the
@@ -338,6 +347,107 @@ pub fn calibration_scores<F>(
     mut cfg: EngineConfig,
     rows: &[f32],
 ) -> Result<Vec<f64>, ModelError>
+where
+    F: Forecaster,
+    F::Error: Into<ModelError>,
+{
+    // Nothing may open alerts or trip hysteresis while collecting scores.
+    cfg.strategy = match cfg.strategy {
+        ThresholdStrategy::Gaussian { model, .. } => ThresholdStrategy::Gaussian {
+            model,
+            threshold: f64::INFINITY,
+        },
+        _ => ThresholdStrategy::Fixed {
+            threshold: f64::INFINITY,
+        },
+    };
+    let mut scores = Vec::new();
+    replay_rows(forecaster, cfg, rows, |_, event| {
+        if let EngineEvent::Scored { score, .. } = event {
+            scores.push(score);
+        }
+    })?;
+    Ok(scores)
+}
+
+/// The error vectors (`rows x channels`, scaled units, observed minus
+/// forecast — or minus reconstruction for a model that
+/// [reconstructs](Forecaster::reconstructs)) of every batch the engine
+/// scores when `rows` are replayed as in [`calibration_scores`]: what a
+/// Gaussian error model is fitted on. The engine reports scores, not error
+/// vectors, so a wrapper around the forecaster records each call's inputs
+/// and outputs (offline only, one device, one batch per call).
+pub fn calibration_errors<F>(
+    forecaster: &mut F,
+    mut cfg: EngineConfig,
+    rows: &[f32],
+) -> Result<Vec<f32>, ModelError>
+where
+    F: Forecaster,
+    F::Error: Into<ModelError>,
+{
+    cfg.strategy = ThresholdStrategy::Fixed {
+        threshold: f64::INFINITY,
+    };
+    let mut rec = Recorder {
+        inner: forecaster,
+        inputs: vec![],
+        output: vec![],
+        previous: vec![],
+    };
+    let mut errors = Vec::new();
+    replay_rows(&mut rec, cfg, rows, |rec, event| {
+        if let EngineEvent::Scored { .. } = event {
+            let reference = if rec.inner.reconstructs() {
+                &rec.output
+            } else {
+                &rec.previous
+            };
+            errors.extend(rec.inputs.iter().zip(reference).map(|(o, p)| o - p));
+        }
+    })?;
+    Ok(errors)
+}
+
+/// Forwards to the model and keeps the last call's inputs and output and
+/// the output of the call before.
+struct Recorder<'a, F> {
+    inner: &'a mut F,
+    inputs: Vec<f32>,
+    output: Vec<f32>,
+    previous: Vec<f32>,
+}
+
+impl<F: Forecaster> Forecaster for Recorder<'_, F> {
+    type Error = F::Error;
+
+    fn state_len(&self) -> usize {
+        self.inner.state_len()
+    }
+
+    fn reconstructs(&self) -> bool {
+        self.inner.reconstructs()
+    }
+
+    fn step(&mut self, b: &mut StepBatch) -> Result<(), F::Error> {
+        debug_assert_eq!(b.n, 1, "calibration replays one device");
+        self.inner.step(b)?;
+        std::mem::swap(&mut self.previous, &mut self.output);
+        self.output.clone_from(&b.predictions);
+        self.inputs.clone_from(&b.inputs);
+        Ok(())
+    }
+}
+
+/// Pushes raw `rows` as one device (timestamps = row indices) into a fresh
+/// engine, flushing after every completed batch, and hands each event to
+/// `on_event` with the forecaster.
+pub fn replay_rows<F>(
+    forecaster: &mut F,
+    cfg: EngineConfig,
+    rows: &[f32],
+    mut on_event: impl FnMut(&F, EngineEvent),
+) -> Result<(), ModelError>
 where
     F: Forecaster,
     F::Error: Into<ModelError>,
@@ -359,10 +469,7 @@ where
             forecaster.state_len()
         )));
     }
-    // Nothing may open alerts or trip hysteresis while collecting scores.
-    cfg.threshold = f64::INFINITY;
     let mut engine = Engine::new(cfg);
-    let mut scores = Vec::new();
     for (i, values) in rows.chunks_exact(c).enumerate() {
         let reading = Reading {
             device: "calibration".into(),
@@ -372,9 +479,7 @@ where
         match engine.push(&reading) {
             Ok(Pushed::BatchQueued) => {
                 for event in engine.flush(forecaster).map_err(Into::into)? {
-                    if let EngineEvent::Scored { score, .. } = event {
-                        scores.push(score);
-                    }
+                    on_event(forecaster, event);
                 }
             }
             Ok(_) => {}
@@ -385,7 +490,7 @@ where
             }
         }
     }
-    Ok(scores)
+    Ok(())
 }
 
 fn check_data(data: &Dataset) -> Result<(), ModelError> {

@@ -26,7 +26,7 @@ fn scores(fault_on_b: bool) -> Vec<(String, i64, f64)> {
         window: 8,
         warmup: 8,
         state_len: model.state_len(),
-        threshold: 1.0,
+        strategy: forewarn_core::threshold::ThresholdStrategy::Fixed { threshold: 1.0 },
         detector: DetectorConfig::default(),
         model: "m".into(),
         model_version: "v".into(),

@@ -28,8 +28,11 @@ pub struct DeviceSnapshot {
     pub window_capacity: usize,
     /// Epoch ms of the device's newest reading.
     pub last_ts: Option<i64>,
-    /// MSE of the device's last scored batch.
+    /// Score of the device's last scored batch (what the model's detector
+    /// strategy thresholds: the MSE for `fixed`).
     pub last_score: Option<f64>,
+    /// The threshold that score was compared with (per batch for the
+    /// `dynamic` strategy), else the model's nominal threshold.
     pub threshold: f64,
     pub warmed_up: bool,
     /// Id of the device's open alert, if any.
@@ -49,7 +52,7 @@ impl DeviceSnapshot {
             window_capacity: view.window_capacity,
             last_ts: view.last_ts,
             last_score: view.last_score,
-            threshold,
+            threshold: view.last_threshold.unwrap_or(threshold),
             warmed_up: view.warmed_up,
             open_alert: view.open_alert,
             last_shares: view.last_shares,
@@ -68,9 +71,18 @@ pub struct ModelInfo {
     pub horizon: usize,
     /// Readings kept per device.
     pub window: usize,
+    /// The detector strategy's nominal threshold (`dynamic`: its floor).
     pub threshold: f64,
+    /// The detector strategy the engine runs: `fixed`, `gaussian` or
+    /// `dynamic` (see docs/EVALUATION.md).
+    #[serde(default = "fixed")]
+    pub strategy: String,
     /// Where inference runs: `"cpu"` or `"cuda:0"`.
     pub device: String,
+}
+
+fn fixed() -> String {
+    "fixed".into()
 }
 
 /// Score points kept per device by [`DeviceBoard::scores`].
@@ -222,6 +234,7 @@ mod tests {
             window_capacity: 8,
             last_ts: Some(1_000),
             last_score: Some(0.5),
+            last_threshold: None,
             last_shares: vec![ChannelShare {
                 channel: "flow".into(),
                 share: 1.0,

@@ -600,7 +600,9 @@ fn engine_config(args: &BenchArgs, sim: &Generator, state_len: usize) -> EngineC
         window: args.window,
         warmup: args.window,
         state_len,
-        threshold: THRESHOLD,
+        strategy: forewarn_core::threshold::ThresholdStrategy::Fixed {
+            threshold: THRESHOLD,
+        },
         detector: DetectorConfig {
             open_after: 1,
             resolve_after: 1,

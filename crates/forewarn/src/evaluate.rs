@@ -4,6 +4,7 @@
 //!
 //! Metrics and their formulas: `forewarn_eval` and docs/EVALUATION.md.
 
+mod calibrate;
 mod config;
 mod plot;
 mod replay;
@@ -12,21 +13,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use forewarn_core::engine::EngineConfig;
-use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
-use forewarn_core::threshold::quantile_sorted;
+use forewarn_core::threshold::ThresholdStrategy;
 use forewarn_eval::{Counts, FileInput, Metrics, WindowPosition};
 use forewarn_model::autoencoder::{AutoencoderTrainConfig, TrainedAutoencoder, train_autoencoder};
 use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
 use forewarn_model::multimodal::{MultimodalTrainConfig, TrainedMultimodal, train_multimodal};
-use forewarn_model::train::{TrainConfig, TrainedModel, train};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use forewarn_model::train::{TrainConfig, TrainedModel, calibration_scores, train};
 use serde::Serialize;
 
 use crate::config::parse_device;
-pub use config::{EvalConfig, ModelKind, ThresholdKind};
-use replay::{Decision, Strategy, decide, point_predictions, replay};
+pub use calibrate::calibrate;
+pub use config::{EvalConfig, ModelKind, ThresholdKind, ThresholdSection};
+use replay::{Decision, point_predictions, replay};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PositionArg {
@@ -119,11 +117,10 @@ pub struct Report {
     pub files: Vec<FileReport>,
 }
 
-/// A trained model with its threshold strategy.
+/// A trained model with its calibrated threshold strategy.
 struct Fitted {
     model: AnyModel,
-    strategy: Strategy,
-    threshold: f64,
+    strategy: ThresholdStrategy,
 }
 
 pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
@@ -263,7 +260,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             train_rows: skip,
             model_version: fitted.model.version().to_owned(),
             threshold_kind: cfg.threshold.kind,
-            threshold: fitted.threshold,
+            threshold: fitted.strategy.nominal_threshold(),
             metrics,
             counts,
         });
@@ -500,16 +497,6 @@ pub fn train_config(cfg: &EvalConfig) -> anyhow::Result<TrainConfig> {
     })
 }
 
-/// Engine settings for test replays: the model's, with the strategy's
-/// detector; strategies other than `fixed` threshold outside the engine.
-fn engine_config(model: &AnyModel, cfg: &EvalConfig) -> EngineConfig {
-    let mut e = model.engine_config(cfg.detector.detector());
-    if cfg.threshold.kind != ThresholdKind::Fixed {
-        e.threshold = f64::INFINITY;
-    }
-    e
-}
-
 /// Trains on `data` and calibrates the configured threshold strategy on
 /// the validation tail (the rows `train` held out).
 fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
@@ -597,8 +584,7 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
             let val = data.rows[m.trained.train_rows * c..].to_vec();
             let mut any = AnyModel::Autoencoder(m);
             let engine = any.engine_config(cfg.detector.detector());
-            let recs = replay_model(&mut any, engine, &val)?;
-            let scores: Vec<f64> = recs.iter().map(|r| r.score).collect();
+            let scores = calibration_scores(&mut any, engine, &val)?;
             let t = forewarn_core::Threshold::from_validation(
                 &scores,
                 forewarn_core::ThresholdRule {
@@ -616,52 +602,24 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
         }
     };
     let c = data.n_channels();
-    let val = data.rows[model.train_rows() * c..].to_vec();
-    let (strategy, threshold) = match cfg.threshold.kind {
-        ThresholdKind::Fixed => {
-            let t = model.fixed_threshold();
-            if model.reconstructs() {
-                (Strategy::Scalar { threshold: t }, t)
-            } else {
-                (Strategy::Fixed { threshold: t }, t)
-            }
-        }
-        ThresholdKind::Gaussian => {
-            let train_part = data.rows[..model.train_rows() * c].to_vec();
-            let (g, t) = calibrate_gaussian(&mut model, cfg, &train_part, &val)?;
-            (
-                Strategy::Gaussian {
-                    model: g,
-                    threshold: t,
-                },
-                t,
-            )
-        }
-        ThresholdKind::Dynamic => {
-            let mut engine = engine_config(&model, cfg);
-            engine.threshold = f64::INFINITY;
-            let recs = replay_model(&mut model, engine, &val)?;
-            let scores: Vec<f64> = recs.iter().map(|r| r.score).collect();
-            let floor = forewarn_core::dynamic_threshold::DynamicThreshold::new(
-                cfg.threshold.dynamic,
-                &scores,
-            )
-            .floor();
-            (
-                Strategy::Dynamic {
-                    cfg: cfg.threshold.dynamic,
-                    validation_scores: scores,
-                },
-                floor,
-            )
-        }
-    };
-    eprintln!("  threshold ({:?}): {threshold:.6}", cfg.threshold.kind);
-    Ok(Fitted {
-        model,
-        strategy,
-        threshold,
-    })
+    let (train_part, val) = data.rows.split_at(model.train_rows() * c);
+    let engine = model.engine_config(cfg.detector.detector());
+    let fixed = model.fixed_threshold();
+    let strategy = calibrate(
+        &mut model,
+        &engine,
+        &cfg.threshold,
+        cfg.model.seed,
+        train_part,
+        val,
+        fixed,
+    )?;
+    eprintln!(
+        "  threshold ({}): {:.6}",
+        strategy.kind(),
+        strategy.nominal_threshold()
+    );
+    Ok(Fitted { model, strategy })
 }
 
 /// A smaller window (warm-up) when the validation tail of `rows` rows is
@@ -675,112 +633,6 @@ fn fitting_window(rows: usize, tc: &TrainConfig) -> Option<usize> {
     Some(n_val.saturating_sub(2 * tc.horizon).max(tc.horizon))
 }
 
-/// Malhotra et al.: fit the Gaussian on the error vectors of the training
-/// part (replayed through the engine; Malhotra's vN1); score the unseen
-/// validation tail as the normal side (vN2); label an anomalous side by
-/// injecting synthetic faults (steps and drifts on 1-3 channels, magnitudes
-/// from `injection_sigmas`) into copies of the validation tail (vA); pick
-/// the threshold maximising class-balanced F-beta of clean batches against
-/// the injected copies' batches from the fault onset on. Without room for
-/// an injection, falls back to the quantile x margin rule on the normal
-/// validation scores.
-fn calibrate_gaussian(
-    model: &mut AnyModel,
-    cfg: &EvalConfig,
-    train_part: &[f32],
-    val: &[f32],
-) -> anyhow::Result<(GaussianErrorModel, f64)> {
-    let c = model.channels().len();
-    let mut engine = engine_config(model, cfg);
-    engine.threshold = f64::INFINITY;
-    let fitted_on = replay_model(model, engine.clone(), train_part)?;
-    let errors: Vec<f32> = fitted_on
-        .iter()
-        .flat_map(|r| r.errors.iter().copied())
-        .collect();
-    let g = GaussianErrorModel::fit_with_floor(&errors, c, cfg.threshold.gaussian_var_floor)
-        .context("gaussian threshold: the training part is too short for two error vectors")?;
-    let clean = replay_model(model, engine.clone(), val)?;
-    let normal: Vec<f64> = clean.iter().map(|r| g.score(&r.errors)).collect();
-    let mut anomalous = Vec::new();
-    let mut rng = StdRng::seed_from_u64(cfg.model.seed);
-    let t = &cfg.threshold;
-    for k in 0..t.injections {
-        let sigma = t.injection_sigmas[k % t.injection_sigmas.len()];
-        let Some((rows, onset)) = inject(val, &engine, k, sigma, &mut rng) else {
-            break;
-        };
-        let recs = replay_model(model, engine.clone(), &rows)?;
-        anomalous.extend(
-            recs.iter()
-                .filter(|r| r.end >= onset)
-                .map(|r| g.score(&r.errors)),
-        );
-    }
-    let threshold = match fbeta_threshold(&normal, &anomalous, t.beta) {
-        Some((tau, f)) => {
-            eprintln!(
-                "  gaussian: {} normal / {} injected validation batches, F{} = {f:.3}",
-                normal.len(),
-                anomalous.len(),
-                t.beta
-            );
-            tau * t.gaussian_margin
-        }
-        None => {
-            eprintln!("  gaussian: no room to inject faults; quantile x margin of normal scores");
-            let mut s = normal.clone();
-            s.sort_by(f64::total_cmp);
-            quantile_sorted(&s, t.quantile) * t.margin
-        }
-    };
-    Ok((g, threshold))
-}
-
-/// A copy of `val` with a synthetic fault from a random onset on: `k`
-/// even = a step, odd = a linear drift reaching the magnitude at the end;
-/// on `1 + k % 3` non-constant channels; `sigma` training standard
-/// deviations. `None` when the part is too short to place an onset after
-/// warm-up with two batches to follow.
-fn inject(
-    val: &[f32],
-    meta: &EngineConfig,
-    k: usize,
-    sigma: f64,
-    rng: &mut StdRng,
-) -> Option<(Vec<f32>, usize)> {
-    let c = meta.schema.len();
-    let n = val.len() / c;
-    let lo = meta.warmup + meta.horizon;
-    let hi = n.checked_sub(2 * meta.horizon)?;
-    if hi <= lo {
-        return None;
-    }
-    let onset = rng.random_range(lo..hi);
-    let mut candidates: Vec<usize> = (0..c)
-        .filter(|&j| !meta.scaler.constant.get(j).copied().unwrap_or(false))
-        .collect();
-    if candidates.is_empty() {
-        return None;
-    }
-    candidates.shuffle(rng);
-    let mut rows = val.to_vec();
-    let span = (n - onset) as f64;
-    for &j in candidates.iter().take(1 + k % 3) {
-        let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
-        let size = sign * sigma * meta.scaler.scale[j] as f64;
-        for r in onset..n {
-            let d = if k.is_multiple_of(2) {
-                size
-            } else {
-                size * (r - onset + 1) as f64 / span
-            };
-            rows[r * c + j] += d as f32;
-        }
-    }
-    Some((rows, onset))
-}
-
 /// Replays the whole file (training rows too, as history) through the
 /// streaming detector; returns batch decisions and per-point predictions.
 fn score_file(
@@ -788,9 +640,9 @@ fn score_file(
     data: &Dataset,
     cfg: &EvalConfig,
 ) -> anyhow::Result<(Vec<Decision>, Vec<bool>)> {
-    let engine = engine_config(&fitted.model, cfg);
-    let recs = replay_model(&mut fitted.model, engine, &data.rows)?;
-    let decisions = decide(&recs, &fitted.strategy, &cfg.detector.detector());
+    let mut engine = fitted.model.engine_config(cfg.detector.detector());
+    engine.strategy = fitted.strategy.clone();
+    let decisions = replay(&mut fitted.model, engine, &data.rows)?;
     let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
     Ok((decisions, pred))
 }
@@ -812,16 +664,6 @@ enum AnyModel {
     Autoencoder(AutoencoderModel),
 }
 
-/// [`replay`] in the mode the model needs.
-fn replay_model(
-    model: &mut AnyModel,
-    engine: EngineConfig,
-    rows: &[f32],
-) -> anyhow::Result<Vec<replay::BatchRec>> {
-    let reconstruct = model.reconstructs();
-    replay(model, engine, rows, reconstruct)
-}
-
 impl AnyModel {
     fn engine_config(&self, detector: forewarn_core::DetectorConfig) -> EngineConfig {
         match self {
@@ -835,18 +677,15 @@ impl AnyModel {
                 // Windows are independent: no history needed.
                 warmup: 0,
                 state_len: 1,
-                threshold: m.threshold,
+                strategy: ThresholdStrategy::Fixed {
+                    threshold: m.threshold,
+                },
                 detector,
                 model: m.name.clone(),
                 model_version: m.version.clone(),
                 max_batch: 1,
             },
         }
-    }
-
-    /// Whether the model reconstructs its batch instead of forecasting the next.
-    fn reconstructs(&self) -> bool {
-        matches!(self, Self::Autoencoder(_))
     }
 
     fn channels(&self) -> &[String] {
@@ -898,6 +737,14 @@ impl forewarn_core::Forecaster for AnyModel {
             Self::Joint(m) => m.forecaster.step(b),
             Self::PerVariable(m) => m.model.step(b),
             Self::Autoencoder(m) => m.trained.model.step(b),
+        }
+    }
+
+    fn reconstructs(&self) -> bool {
+        match self {
+            Self::Joint(m) => m.forecaster.reconstructs(),
+            Self::PerVariable(m) => m.model.reconstructs(),
+            Self::Autoencoder(m) => m.trained.model.reconstructs(),
         }
     }
 }

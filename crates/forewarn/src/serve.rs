@@ -39,7 +39,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         model = %model.meta.name, version = %model.meta.version,
         device = %forewarn_model::describe_device(device), threads,
-        channels = model.meta.channels.len(), horizon = model.meta.horizon, threshold = model.meta.threshold.value,
+        channels = model.meta.channels.len(), horizon = model.meta.horizon,
+        strategy = model.meta.strategy().kind(), threshold = model.meta.strategy().nominal_threshold(),
         "model loaded"
     );
     crate::runtime()?.block_on(serve(cfg, model, device))
@@ -230,7 +231,8 @@ fn describe(meta: &forewarn_model::ModelMeta, device: tch::Device) -> ModelInfo 
         channels: meta.channels.clone(),
         horizon: meta.horizon,
         window: meta.window,
-        threshold: meta.threshold.value,
+        threshold: meta.strategy().nominal_threshold(),
+        strategy: meta.strategy().kind().into(),
         device: forewarn_model::describe_device(device),
     }
 }
@@ -319,7 +321,7 @@ fn reloader(
             tracing::info!(
                 model = %new.name, version = %new.version,
                 previous = running.as_ref().map_or("", |r| r.version.as_str()),
-                threshold = new.threshold,
+                strategy = %new.strategy, threshold = new.threshold,
                 "model reloaded; the engine swaps it in before the next chunk"
             );
             Ok(new)

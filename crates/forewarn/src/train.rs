@@ -1,14 +1,29 @@
 //! `forewarn train`: fit the forecaster on normal history, calibrate the
-//! threshold on a held-out tail, write the model artifact.
+//! detector's threshold strategy on a held-out tail, write the model
+//! artifact (which `serve` then runs as it is).
+//!
+//! The strategy is `--threshold-kind` (default: the documented default,
+//! `gaussian`), or with `--config model.toml` everything `forewarn
+//! evaluate` reads from that file: `[model]` (joint forecaster only: the
+//! artifact stores that network) and `[threshold]`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use forewarn_core::ThresholdRule;
+use forewarn_core::{DetectorConfig, ThresholdRule};
 use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
 use forewarn_model::train::{TrainConfig, train};
 
 use crate::config::parse_device;
+use crate::evaluate::{EvalConfig, ModelKind, ThresholdKind, ThresholdSection, calibrate};
+
+/// The clap spelling of [`ThresholdKind`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KindArg {
+    Fixed,
+    Gaussian,
+    Dynamic,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -30,9 +45,18 @@ pub struct TrainArgs {
     /// Columns to leave out.
     #[arg(long, value_delimiter = ',')]
     ignore_columns: Vec<String>,
-    /// Model name recorded in the artifact and in alerts.
-    #[arg(long, default_value = "forecaster")]
-    name: String,
+    /// model.toml (as `forewarn evaluate --config` reads it): its `[model]`
+    /// and `[threshold]` sections replace the training flags below.
+    #[arg(long, conflicts_with_all = [
+        "window", "horizon", "hidden", "layers", "epochs", "learning_rate",
+        "validation_fraction", "patience", "seed", "threshold_quantile",
+        "threshold_margin", "threshold_kind",
+    ])]
+    config: Option<PathBuf>,
+    /// Model name recorded in the artifact and in alerts [default:
+    /// forecaster, or model.toml's].
+    #[arg(long)]
+    name: Option<String>,
     /// Window length w: truncated-BPTT length and warm-up before scoring.
     #[arg(long, default_value_t = 50)]
     window: usize,
@@ -55,14 +79,21 @@ pub struct TrainArgs {
     patience: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Threshold = quantile of validation batch errors x margin.
+    /// Detector strategy calibrated and stored in the artifact: fixed
+    /// (quantile x margin of validation batch MSEs), gaussian (Malhotra's
+    /// error model, F-beta threshold; docs/EVALUATION.md) or dynamic
+    /// (telemanom).
+    #[arg(long, value_enum, default_value = "gaussian")]
+    threshold_kind: KindArg,
+    /// Fixed threshold = quantile of validation batch errors x margin
+    /// (always calibrated; also the gaussian fallback).
     #[arg(long, default_value_t = ThresholdRule::default().quantile)]
     threshold_quantile: f64,
     #[arg(long, default_value_t = ThresholdRule::default().margin)]
     threshold_margin: f64,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// auto, cpu, cuda or cuda:N [default: auto, or model.toml's].
+    #[arg(long)]
+    device: Option<String>,
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
@@ -77,47 +108,102 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         ..CsvOptions::default()
     };
     let data = load_all(&a.data, &opts)?;
-    let device = parse_device(&a.device)?;
-    let cfg = TrainConfig {
-        name: a.name,
-        window: a.window,
-        horizon: a.horizon,
-        hidden: a.hidden,
-        layers: a.layers,
-        epochs: a.epochs,
-        learning_rate: a.learning_rate,
-        validation_fraction: a.validation_fraction,
-        patience: a.patience,
-        seed: a.seed,
-        threshold: ThresholdRule {
-            quantile: a.threshold_quantile,
-            margin: a.threshold_margin,
-        },
-        device,
-        ..TrainConfig::default()
+    let (cfg, section) = match &a.config {
+        Some(path) => {
+            let file = EvalConfig::load(Some(path))?;
+            if file.model.kind != ModelKind::Forecaster {
+                bail!(
+                    "{}: [model] kind {:?}: model artifacts (and serve) hold the joint \
+                     forecaster only; evaluate the other kinds with forewarn evaluate",
+                    path.display(),
+                    file.model.kind
+                );
+            }
+            let mut cfg = crate::evaluate::train_config(&file)?;
+            if let Some(name) = &a.name {
+                cfg.name = name.clone();
+            }
+            if let Some(d) = &a.device {
+                cfg.device = parse_device(d)?;
+            }
+            if file.model.threads > 0 {
+                forewarn_model::set_threads(file.model.threads);
+            }
+            (cfg, file.threshold)
+        }
+        None => {
+            let cfg = TrainConfig {
+                name: a.name.clone().unwrap_or_else(|| "forecaster".into()),
+                window: a.window,
+                horizon: a.horizon,
+                hidden: a.hidden,
+                layers: a.layers,
+                epochs: a.epochs,
+                learning_rate: a.learning_rate,
+                validation_fraction: a.validation_fraction,
+                patience: a.patience,
+                seed: a.seed,
+                threshold: ThresholdRule {
+                    quantile: a.threshold_quantile,
+                    margin: a.threshold_margin,
+                },
+                device: parse_device(a.device.as_deref().unwrap_or("auto"))?,
+                ..TrainConfig::default()
+            };
+            let section = ThresholdSection {
+                kind: match a.threshold_kind {
+                    KindArg::Fixed => ThresholdKind::Fixed,
+                    KindArg::Gaussian => ThresholdKind::Gaussian,
+                    KindArg::Dynamic => ThresholdKind::Dynamic,
+                },
+                quantile: a.threshold_quantile,
+                margin: a.threshold_margin,
+                ..ThresholdSection::default()
+            };
+            (cfg, section)
+        }
     };
     eprintln!(
         "training on {} rows x {} channels from {} file(s) on {}",
         data.len(),
         data.channels.len(),
         a.data.len(),
-        forewarn_model::describe_device(device)
+        forewarn_model::describe_device(cfg.device)
     );
-    let trained = train(&data, &cfg, |r| {
+    let mut trained = train(&data, &cfg, |r| {
         eprintln!(
             "epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
             r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
         )
     })
     .context("training")?;
+    // The configured strategy, calibrated on the same split the fixed
+    // threshold was (training part / validation tail), through the engine.
+    let c = data.n_channels();
+    let (train_part, val) = data.rows.split_at(trained.meta.train_rows * c);
+    let engine = trained.meta.engine_config(DetectorConfig::default(), 1);
+    let strategy = calibrate(
+        &mut trained.forecaster,
+        &engine,
+        &section,
+        cfg.seed,
+        train_part,
+        val,
+        trained.meta.threshold.value,
+    )
+    .context("calibrating the threshold strategy")?;
+    trained.meta.strategy = Some(strategy);
     forewarn_model::artifact::save(&trained, &a.out)
         .with_context(|| format!("saving model to {}", a.out.display()))?;
     let m = &trained.meta;
+    let strategy = m.strategy();
     println!(
-        "model {} version {} -> {}\n  threshold {:.6} (q{} x {} of {} validation batches)",
+        "model {} version {} -> {}\n  detector {} threshold {:.6} (fixed: {:.6}, q{} x {} of {} validation batches)",
         m.name,
         m.version,
         a.out.display(),
+        strategy.kind(),
+        strategy.nominal_threshold(),
         m.threshold.value,
         m.threshold.rule.quantile,
         m.threshold.rule.margin,

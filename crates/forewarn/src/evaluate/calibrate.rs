@@ -1,0 +1,167 @@
+//! Calibrating the threshold strategy of `model.toml`'s `[threshold]` on a
+//! trained model, for `forewarn train` (which stores it in the artifact)
+//! and `forewarn evaluate` (which runs it). Every score comes from
+//! replaying data through the [`forewarn_core::Engine`] with the strategy
+//! being calibrated, so the threshold means online what it meant here.
+
+use anyhow::Context;
+use forewarn_core::dynamic_threshold::seed_from_validation;
+use forewarn_core::engine::{EngineConfig, EngineEvent, Forecaster};
+use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
+use forewarn_core::threshold::{ThresholdStrategy, quantile_sorted};
+use forewarn_model::ModelError;
+use forewarn_model::train::{calibration_errors, calibration_scores, replay_rows};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::config::{ThresholdKind, ThresholdSection};
+
+/// The strategy `t.kind` asks for, calibrated for `model` run with `engine`
+/// (the model's engine settings; its strategy is replaced): `fixed` takes
+/// `fixed_threshold` (the model's own quantile x margin of validation
+/// MSEs); `gaussian` fits on `train_part` and picks its threshold on `val`;
+/// `dynamic` is seeded from `val`. `seed` drives the fault injection.
+pub fn calibrate<F>(
+    model: &mut F,
+    engine: &EngineConfig,
+    t: &ThresholdSection,
+    seed: u64,
+    train_part: &[f32],
+    val: &[f32],
+    fixed_threshold: f64,
+) -> anyhow::Result<ThresholdStrategy>
+where
+    F: Forecaster,
+    F::Error: Into<ModelError>,
+{
+    Ok(match t.kind {
+        ThresholdKind::Fixed => ThresholdStrategy::Fixed {
+            threshold: fixed_threshold,
+        },
+        ThresholdKind::Gaussian => {
+            let (model, threshold) = calibrate_gaussian(model, engine, t, seed, train_part, val)?;
+            ThresholdStrategy::Gaussian { model, threshold }
+        }
+        ThresholdKind::Dynamic => {
+            let scores = calibration_scores(model, engine.clone(), val)?;
+            let (seed, floor) = seed_from_validation(&t.dynamic, &scores);
+            ThresholdStrategy::Dynamic {
+                config: t.dynamic,
+                seed,
+                floor,
+            }
+        }
+    })
+}
+
+/// Malhotra et al.: fit the Gaussian on the error vectors of the training
+/// part (replayed through the engine; Malhotra's vN1); score the unseen
+/// validation tail as the normal side (vN2); label an anomalous side by
+/// injecting synthetic faults (steps and drifts on 1-3 channels, magnitudes
+/// from `injection_sigmas`) into copies of the validation tail (vA); pick
+/// the threshold maximising class-balanced F-beta of clean batches against
+/// the injected copies' batches from the fault onset on. Without room for
+/// an injection, falls back to the quantile x margin rule on the normal
+/// validation scores.
+fn calibrate_gaussian<F>(
+    model: &mut F,
+    engine: &EngineConfig,
+    t: &ThresholdSection,
+    seed: u64,
+    train_part: &[f32],
+    val: &[f32],
+) -> anyhow::Result<(GaussianErrorModel, f64)>
+where
+    F: Forecaster,
+    F::Error: Into<ModelError>,
+{
+    let c = engine.schema.len();
+    let errors = calibration_errors(model, engine.clone(), train_part)?;
+    let g = GaussianErrorModel::fit_with_floor(&errors, c, t.gaussian_var_floor)
+        .context("gaussian threshold: the training part is too short for two error vectors")?;
+    let mut scoring = engine.clone();
+    scoring.strategy = ThresholdStrategy::Gaussian {
+        model: g.clone(),
+        threshold: f64::INFINITY,
+    };
+    let normal = calibration_scores(model, scoring.clone(), val)?;
+    let mut anomalous = Vec::new();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for k in 0..t.injections {
+        let sigma = t.injection_sigmas[k % t.injection_sigmas.len()];
+        let Some((rows, onset)) = inject(val, engine, k, sigma, &mut rng) else {
+            break;
+        };
+        // Batches from the onset on (timestamps are row indices).
+        replay_rows(model, scoring.clone(), &rows, |_, event| {
+            if let EngineEvent::Scored { end_ts, score, .. } = event
+                && end_ts as usize >= onset
+            {
+                anomalous.push(score);
+            }
+        })?;
+    }
+    let threshold = match fbeta_threshold(&normal, &anomalous, t.beta) {
+        Some((tau, f)) => {
+            eprintln!(
+                "  gaussian: {} normal / {} injected validation batches, F{} = {f:.3}",
+                normal.len(),
+                anomalous.len(),
+                t.beta
+            );
+            tau * t.gaussian_margin
+        }
+        None => {
+            eprintln!("  gaussian: no room to inject faults; quantile x margin of normal scores");
+            let mut s = normal.clone();
+            s.sort_by(f64::total_cmp);
+            quantile_sorted(&s, t.quantile) * t.margin
+        }
+    };
+    Ok((g, threshold))
+}
+
+/// A copy of `val` with a synthetic fault from a random onset on: `k`
+/// even = a step, odd = a linear drift reaching the magnitude at the end;
+/// on `1 + k % 3` non-constant channels; `sigma` training standard
+/// deviations. `None` when the part is too short to place an onset after
+/// warm-up with two batches to follow.
+fn inject(
+    val: &[f32],
+    meta: &EngineConfig,
+    k: usize,
+    sigma: f64,
+    rng: &mut StdRng,
+) -> Option<(Vec<f32>, usize)> {
+    let c = meta.schema.len();
+    let n = val.len() / c;
+    let lo = meta.warmup + meta.horizon;
+    let hi = n.checked_sub(2 * meta.horizon)?;
+    if hi <= lo {
+        return None;
+    }
+    let onset = rng.random_range(lo..hi);
+    let mut candidates: Vec<usize> = (0..c)
+        .filter(|&j| !meta.scaler.constant.get(j).copied().unwrap_or(false))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    candidates.shuffle(rng);
+    let mut rows = val.to_vec();
+    let span = (n - onset) as f64;
+    for &j in candidates.iter().take(1 + k % 3) {
+        let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+        let size = sign * sigma * meta.scaler.scale[j] as f64;
+        for r in onset..n {
+            let d = if k.is_multiple_of(2) {
+                size
+            } else {
+                size * (r - onset + 1) as f64 / span
+            };
+            rows[r * c + j] += d as f32;
+        }
+    }
+    Some((rows, onset))
+}
