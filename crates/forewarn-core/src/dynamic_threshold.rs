@@ -82,48 +82,55 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Mean and standard deviation of the values of `v` at or below `eps`
-/// (two passes, no allocation: this runs once per `z` per batch).
-fn mean_std_below(v: &[f64], eps: f64) -> (f64, f64) {
-    let (mut n, mut sum) = (0usize, 0.0);
-    for x in v.iter().filter(|x| **x <= eps) {
-        n += 1;
-        sum += x;
-    }
-    if n == 0 {
-        return (0.0, 0.0);
-    }
-    let m = sum / n as f64;
-    let var = v
-        .iter()
-        .filter(|x| **x <= eps)
-        .map(|x| (x - m).powi(2))
-        .sum::<f64>()
-        / n as f64;
-    (m, var.sqrt())
-}
-
 /// telemanom's threshold over `history` (smoothed scores, oldest first).
+///
+/// Per candidate `z`: one pass counts the scores above `eps`, their runs
+/// and the sum of those below, a second the spread of those below; the
+/// search stops at the first `eps` no score exceeds (`eps` grows with `z`,
+/// so no later candidate has any). No allocation: this runs at every batch
+/// of every device.
 pub fn select_threshold(history: &[f64], cfg: &DynamicThresholdConfig) -> f64 {
     let (mu, sigma) = mean_std(history);
     if sigma <= 0.0 || mu <= 0.0 {
         return mu;
     }
     let mut best = (f64::NEG_INFINITY, mu + cfg.z_max * sigma);
+    let max = history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let steps = ((cfg.z_max - cfg.z_min) / cfg.z_step).round() as usize;
     for k in 0..=steps {
         let z = cfg.z_min + k as f64 * cfg.z_step;
         let eps = mu + z * sigma;
-        let above = history.iter().filter(|e| **e > eps).count();
+        if eps >= max {
+            break;
+        }
+        let (mut above, mut runs, mut sum_below) = (0usize, 0usize, 0.0);
+        let mut prev_above = false;
+        for e in history {
+            if *e > eps {
+                above += 1;
+                runs += usize::from(!prev_above);
+                prev_above = true;
+            } else {
+                sum_below += e;
+                prev_above = false;
+            }
+        }
         if above == 0 {
             continue;
         }
-        let runs = history
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| **e > eps && (*i == 0 || history[i - 1] <= eps))
-            .count();
-        let (mb, sb) = mean_std_below(history, eps);
+        let below = history.len() - above;
+        let (mb, sb) = if below == 0 {
+            (0.0, 0.0)
+        } else {
+            let m = sum_below / below as f64;
+            let var = history
+                .iter()
+                .filter(|e| **e <= eps)
+                .map(|e| (e - m).powi(2))
+                .sum::<f64>()
+                / below as f64;
+            (m, var.sqrt())
+        };
         let objective =
             ((mu - mb) / mu + (sigma - sb) / sigma) / (above as f64 + (runs * runs) as f64);
         if objective > best.0 {
