@@ -102,11 +102,27 @@ fn start(
     dir: &Path,
     group: &str,
 ) -> anyhow::Result<Serve> {
+    start_with_store(name, broker, model, dir, group, None)
+}
+
+/// [`start`], with the alerts in the Postgres database `store_url` if given.
+fn start_with_store(
+    name: &str,
+    broker: &Broker,
+    model: &Path,
+    dir: &Path,
+    group: &str,
+    store_url: Option<&str>,
+) -> anyhow::Result<Serve> {
     std::fs::create_dir_all(dir)?;
     let state_topic = format!("forewarn.state.{group}");
     // Instances of one run share a store (a restart finds its alerts).
     let store = dir.join("alerts.db");
     let store = store.to_str().expect("utf-8 temp path");
+    let (store_key, store) = match store_url {
+        Some(url) => ("FOREWARN_STORE__URL", url),
+        None => ("FOREWARN_STORE__PATH", store),
+    };
     Serve::start_with_env(
         name,
         &broker.bootstrap(),
@@ -117,7 +133,7 @@ fn start(
             ("FOREWARN_KAFKA__GROUP_ID", group),
             ("FOREWARN_KAFKA__STATE_TOPIC", &state_topic),
             ("FOREWARN_KAFKA__CHECKPOINT_INTERVAL", "2000"),
-            ("FOREWARN_STORE__PATH", store),
+            (store_key, store),
         ],
     )
 }
@@ -235,7 +251,8 @@ async fn kill_9_mid_stream_keeps_alerts_exactly_once() -> anyhow::Result<()> {
 
 /// Two instances split the partitions, a third joins, the first leaves:
 /// every move hands device state over through the state topic, and the
-/// group ends with exactly the reference alerts and every reading applied
+/// group ends with exactly the reference alerts, listed alike by every
+/// instance from their shared Postgres store, and every reading applied
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
@@ -244,8 +261,20 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
     let model = train_tep_model(dir.path())?;
     let producer = broker.producer();
     let group = "scale";
+    let pg = PgCluster::start().map_err(anyhow::Error::msg)?;
+    let url = pg.create_database();
+    let start = |name: &str, sub: &str| {
+        start_with_store(
+            name,
+            &broker,
+            &model,
+            &dir.path().join(sub),
+            group,
+            Some(&url),
+        )
+    };
 
-    let mut a = start("scale-a", &broker, &model, &dir.path().join("a"), group)?;
+    let mut a = start("scale-a", "a")?;
     a.wait_ready(Duration::from_secs(60)).await?;
     produce(&producer, "forewarn.readings", &part(0..300)).await?;
     eventually("part 1 on one instance", Duration::from_secs(60), || {
@@ -253,7 +282,7 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
     })
     .await?;
 
-    let b = start("scale-b", &broker, &model, &dir.path().join("b"), group)?;
+    let b = start("scale-b", "b")?;
     b.wait_ready(Duration::from_secs(60)).await?;
     eventually("b owns partitions", Duration::from_secs(60), || {
         owns_partitions(&b)
@@ -266,7 +295,7 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
     })
     .await?;
 
-    let c = start("scale-c", &broker, &model, &dir.path().join("c"), group)?;
+    let c = start("scale-c", "c")?;
     c.wait_ready(Duration::from_secs(60)).await?;
     eventually("c owns partitions", Duration::from_secs(60), || {
         owns_partitions(&c)
@@ -313,11 +342,27 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
             s.metric("forewarn_checkpoints_total").await?
         );
     }
-    let got = merge(vec![alerts_a, alerts(&b.api).await?, alerts(&c.api).await?]);
+    let log = b.proc.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("alert store open") && l.contains("postgres://")),
+        "b writes to the shared Postgres store:\n{log}"
+    );
+    let got = alerts(&b.api).await?;
     eprintln!("{} alerts across the group", got.len());
+    assert_eq!(
+        alerts(&c.api).await?,
+        got,
+        "instances sharing a store list the same alerts"
+    );
+    assert!(
+        alerts_a.iter().all(|x| got.iter().any(|y| y.0 == x.0)),
+        "alerts seen by the instance that left are kept"
+    );
     let want = reference(&broker, &model, dir.path()).await?;
     assert_eq!(
-        got, want,
+        merge(vec![got]),
+        want,
         "alerts across rebalances differ from one clean run"
     );
     Ok(())
