@@ -317,6 +317,20 @@ impl Serve {
         dir: &Path,
         extra: &str,
     ) -> anyhow::Result<Self> {
+        Self::spawn(name, brokers, model, dir, extra, "alerts.db", &[])
+    }
+
+    /// The config written, the child started: `db` is the SQLite file
+    /// under `dir` (unless `env` points the store elsewhere).
+    fn spawn(
+        name: &str,
+        brokers: &str,
+        model: &Path,
+        dir: &Path,
+        extra: &str,
+        db: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = free_port();
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -325,18 +339,18 @@ impl Serve {
                 "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"test\"\nsession_timeout_ms = 6000\ntopic_partitions = 4\n\
                  [model]\npath = \"{}\"\ndevice = \"cpu\"\nthreads = 1\n[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n{extra}",
                 model.display(),
-                dir.join("alerts.db").display()
+                dir.join(db).display()
             ),
         )?;
-        let proc = spawn_logged(
-            name,
-            Command::new(forewarn_bin())
-                .arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .env("RUST_LOG", "info"),
-            dir,
-        )?;
+        let mut cmd = Command::new(forewarn_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = spawn_logged(name, &mut cmd, dir)?;
         Ok(Self {
             proc,
             api: format!("http://127.0.0.1:{port}"),
@@ -402,30 +416,7 @@ impl Serve {
         extra: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let port = free_port();
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"test\"\nsession_timeout_ms = 6000\ntopic_partitions = 4\n\
-                 [model]\npath = \"{}\"\ndevice = \"cpu\"\nthreads = 1\n[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n{extra}",
-                model.display(),
-                dir.join(format!("{name}-alerts.db")).display()
-            ),
-        )?;
-        let mut cmd = Command::new(forewarn_bin());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let proc = spawn_logged(name, &mut cmd, dir)?;
-        Ok(Self {
-            proc,
-            api: format!("http://127.0.0.1:{port}"),
-            config,
-        })
+        let db = format!("{name}-alerts.db");
+        Self::spawn(name, brokers, model, dir, extra, &db, env)
     }
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::IngestConfig;
 use crate::admin::client_config;
+use crate::persist::first_error;
 
 /// Key of partition markers. Device ids cannot contain control characters,
 /// so it never collides with a device.
@@ -98,15 +99,6 @@ pub(crate) async fn write(
         )
     });
     first_error(futures::future::join_all(sends).await)
-}
-
-fn first_error<T, M>(
-    results: Vec<Result<T, (rdkafka::error::KafkaError, M)>>,
-) -> Result<(), String> {
-    match results.into_iter().find_map(Result::err) {
-        Some((e, _)) => Err(e.to_string()),
-        None => Ok(()),
-    }
 }
 
 /// Folds one partition's records, in order, into its last complete checkpoint.

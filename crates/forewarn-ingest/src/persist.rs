@@ -255,7 +255,8 @@ async fn publish_alerts(
     first_error(join_all(sends).await)
 }
 
-fn first_error<T, M>(
+/// The first failed delivery of a batch of sends, as text.
+pub(crate) fn first_error<T, M>(
     results: Vec<Result<T, (rdkafka::error::KafkaError, M)>>,
 ) -> Result<(), String> {
     match results.into_iter().find_map(Result::err) {
