@@ -98,7 +98,12 @@ pub(crate) fn create_consumer(
         // that does not answer a waiting fetch as soon as data arrives (Tansu)
         // adds up to this to every reading's latency; librdkafka's 500 ms
         // default made p50 ~200 ms. Costs ~100 empty fetches/s when idle.
-        .set("fetch.wait.max.ms", "10");
+        .set("fetch.wait.max.ms", "10")
+        // Prefetched messages are the one buffer that grows with a burst:
+        // librdkafka's default allows 64 MiB per assigned partition. 16 MiB
+        // (tens of thousands of readings per partition) keeps the pipeline
+        // fed and bounds a burst's memory; the backlog stays in Kafka.
+        .set("queued.max.messages.kbytes", "16384");
     for (k, v) in &cfg.client {
         c.set(k, v);
     }
