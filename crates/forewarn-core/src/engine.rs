@@ -577,7 +577,10 @@ impl Engine {
     /// forecast of the previous call (once a device has seen `warmup`
     /// readings before that forecast); a reconstructing model's against its
     /// reconstruction in this call (once `warmup` readings preceded the
-    /// batch).
+    /// batch). Readings are counted up to the end of each batch, not up to
+    /// the device's newest reading: a device whose later batches already
+    /// wait in the queue (a backlog) warms up exactly as one flushed after
+    /// every batch.
     fn scatter(
         &mut self,
         round: Vec<Job>,
@@ -591,20 +594,27 @@ impl Engine {
         let gaussian = self.cfg.strategy.gaussian();
         for (i, mut job) in round.into_iter().enumerate() {
             let dev = &mut self.devices[job.dev];
-            let warm = dev.predicted_at >= self.cfg.warmup as u64;
+            // Readings up to the end of this batch: all of them but those of
+            // the batch being filled and of the device's batches still queued
+            // behind this one (`take_round` already counted this one out).
+            let h = self.cfg.horizon as u64;
+            let at_end = dev
+                .readings
+                .saturating_sub((dev.pending_len / c) as u64 + u64::from(dev.queued) * h);
+            let warmup = self.cfg.warmup as u64;
             let scored = if reconstructs {
-                warm.then(|| {
+                (at_end.saturating_sub(h) >= warmup).then(|| {
                     let reconstruction = &batch.predictions[i * hc..(i + 1) * hc];
                     score_batch_with(&job.inputs, reconstruction, c, gaussian)
                 })
             } else {
-                (dev.predicted && warm)
+                (dev.predicted && dev.predicted_at >= warmup)
                     .then(|| score_batch_with(&job.inputs, &dev.floats[s..s + hc], c, gaussian))
             };
             dev.floats[..s].copy_from_slice(&batch.states[i * s..(i + 1) * s]);
             dev.floats[s..s + hc].copy_from_slice(&batch.predictions[i * hc..(i + 1) * hc]);
             dev.predicted = true;
-            dev.predicted_at = dev.readings - (dev.pending_len / c) as u64;
+            dev.predicted_at = at_end;
             if let Some(score) = scored {
                 Self::detect(&self.cfg, &job, dev, score, events);
             }
@@ -1159,6 +1169,63 @@ mod tests {
         // Forecasts made after 2, 4, 6 readings; only those after >= 4 count:
         // batches 3 and 4 are scored.
         assert_eq!(scored, 2);
+    }
+
+    /// Table: warm-up, flush after every reading or once at the end (a
+    /// backlog: all four batches queued before the first call) -> scored
+    /// batch ends. Both must agree: warm-up counts the readings up to each
+    /// batch, not the device's newest reading.
+    #[test]
+    fn a_backlog_warms_up_like_a_steady_stream() {
+        for (warmup, want) in [
+            (0, vec![4, 6, 8]),
+            (4, vec![6, 8]),
+            (6, vec![8]),
+            (8, vec![]),
+        ] {
+            for flush_each in [true, false] {
+                let mut e = engine(8);
+                e.cfg.warmup = warmup;
+                let mut f = Persistence { calls: vec![] };
+                let mut ends = vec![];
+                for ts in 1..=8 {
+                    e.push(&r("d", ts, 0.0, 0.0)).unwrap();
+                    if flush_each || ts == 8 {
+                        for ev in e.flush(&mut f).unwrap() {
+                            if let EngineEvent::Scored { end_ts, .. } = ev {
+                                ends.push(end_ts);
+                            }
+                        }
+                    }
+                }
+                assert_eq!(
+                    ends, want,
+                    "warmup {warmup}, flush each reading: {flush_each}"
+                );
+                // Reconstructions need no previous forecast: one batch more.
+                let mut e = engine(8);
+                e.cfg.warmup = warmup;
+                let mut ends = vec![];
+                for ts in 1..=8 {
+                    e.push(&r("d", ts, 0.0, 0.0)).unwrap();
+                    if flush_each || ts == 8 {
+                        for ev in e.flush(&mut Shifted).unwrap() {
+                            if let EngineEvent::Scored { end_ts, .. } = ev {
+                                ends.push(end_ts);
+                            }
+                        }
+                    }
+                }
+                let want_r: Vec<i64> = (1..=4)
+                    .map(|b| 2 * b)
+                    .filter(|end| end - 2 >= warmup as i64)
+                    .collect();
+                assert_eq!(
+                    ends, want_r,
+                    "reconstructing, warmup {warmup}, flush each: {flush_each}"
+                );
+            }
+        }
     }
 
     #[test]
