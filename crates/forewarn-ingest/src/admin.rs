@@ -30,6 +30,7 @@ pub async fn ensure_topics(
     if !cfg.create_topics {
         return Ok(());
     }
+    let cfg = &cfg.resolved();
     let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
     let mut topics: Vec<NewTopic<'_>> =
         [&cfg.input_topic, &cfg.alerts_topic, &cfg.dead_letter_topic]

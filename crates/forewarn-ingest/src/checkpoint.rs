@@ -45,6 +45,10 @@ pub(crate) struct Checkpoint {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Marker {
+    /// The stream the checkpoint belongs to: a state topic shared by
+    /// mistake with another group or input topic is never restored from.
+    pub input_topic: String,
+    pub group_id: String,
     pub next_offset: i64,
     /// Wall-clock time it was written (for operators reading the topic).
     pub written_at_ms: i64,
@@ -83,6 +87,8 @@ pub(crate) async fn write(
         .iter()
         .map(|(p, next)| {
             let m = Marker {
+                input_topic: cfg.input_topic.clone(),
+                group_id: cfg.group_id.clone(),
                 next_offset: *next,
                 written_at_ms: now_ms,
             };
@@ -101,20 +107,40 @@ pub(crate) async fn write(
     first_error(futures::future::join_all(sends).await)
 }
 
-/// Folds one partition's records, in order, into its last complete checkpoint.
-#[derive(Default)]
-pub(crate) struct Replay {
+/// Folds one partition's records, in order, into its last complete
+/// checkpoint of one stream (input topic and group).
+pub(crate) struct Replay<'a> {
+    input_topic: &'a str,
+    group_id: &'a str,
     complete: HashMap<Vec<u8>, Vec<u8>>,
     pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
     resume_at: Option<i64>,
     pub bad_markers: usize,
+    pub foreign_markers: usize,
 }
 
-impl Replay {
+impl<'a> Replay<'a> {
+    pub fn new(input_topic: &'a str, group_id: &'a str) -> Self {
+        Self {
+            input_topic,
+            group_id,
+            complete: HashMap::new(),
+            pending: HashMap::new(),
+            resume_at: None,
+            bad_markers: 0,
+            foreign_markers: 0,
+        }
+    }
+
     pub fn record(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
         let Some(key) = key else { return };
         if key == MARKER_KEY {
             match value.and_then(|v| serde_json::from_slice::<Marker>(v).ok()) {
+                Some(m) if m.input_topic != self.input_topic || m.group_id != self.group_id => {
+                    // Another stream's checkpoint: its records are not ours.
+                    self.pending.clear();
+                    self.foreign_markers += 1;
+                }
                 Some(m) => {
                     for (k, v) in self.pending.drain() {
                         match v {
@@ -167,8 +193,10 @@ pub(crate) fn read(
                 .map_err(|e| e.to_string())?;
         }
     }
-    let mut replays: HashMap<i32, Replay> =
-        partitions.iter().map(|&p| (p, Replay::default())).collect();
+    let mut replays: HashMap<i32, Replay> = partitions
+        .iter()
+        .map(|&p| (p, Replay::new(&cfg.input_topic, &cfg.group_id)))
+        .collect();
     if !ends.is_empty() {
         reader.assign(&tpl).map_err(|e| e.to_string())?;
     }
@@ -204,6 +232,14 @@ pub(crate) fn read(
                     "ignored unreadable checkpoint markers"
                 );
             }
+            if r.foreign_markers > 0 {
+                tracing::warn!(
+                    partition = p,
+                    count = r.foreign_markers,
+                    topic = %cfg.state_topic,
+                    "ignored checkpoints of another group or input topic on the state topic; give each group its own"
+                );
+            }
             r.finish(p)
         })
         .collect())
@@ -214,7 +250,13 @@ mod tests {
     use super::*;
 
     fn marker(next: i64) -> Vec<u8> {
+        marker_of("in", "g", next)
+    }
+
+    fn marker_of(topic: &str, group: &str, next: i64) -> Vec<u8> {
         serde_json::to_vec(&Marker {
+            input_topic: topic.into(),
+            group_id: group.into(),
             next_offset: next,
             written_at_ms: 0,
         })
@@ -266,6 +308,20 @@ mod tests {
                 vec![],
             ),
             (
+                "another group's or topic's checkpoints are ignored",
+                vec![
+                    (b"a", Some(b"a1".to_vec())),
+                    (MARKER_KEY, Some(marker(10))),
+                    (b"a", Some(b"other".to_vec())),
+                    (b"b", Some(b"other".to_vec())),
+                    (MARKER_KEY, Some(marker_of("in", "other-group", 99))),
+                    (b"c", Some(b"other".to_vec())),
+                    (MARKER_KEY, Some(marker_of("other-topic", "g", 99))),
+                ],
+                Some(10),
+                vec![b"a1"],
+            ),
+            (
                 "an unreadable marker completes nothing",
                 vec![
                     (b"a", Some(b"a1".to_vec())),
@@ -276,7 +332,7 @@ mod tests {
             ),
         ];
         for (name, records, resume, want) in cases {
-            let mut r = Replay::default();
+            let mut r = Replay::new("in", "g");
             for (k, v) in &records {
                 r.record(Some(k), v.as_deref());
             }

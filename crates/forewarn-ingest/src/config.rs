@@ -14,7 +14,9 @@ pub struct IngestConfig {
     pub alerts_topic: String,
     pub dead_letter_topic: String,
     /// Compacted topic of device-state checkpoints (same partition count as
-    /// the input topic; a device's state sits in its input partition).
+    /// the input topic; a device's state sits in its input partition). It
+    /// belongs to one consumer group: empty (the default) means
+    /// `<group_id>.state`, so a new group never restores another's state.
     pub state_topic: String,
     /// How often device state is checkpointed to `state_topic`; input
     /// offsets are stored only at checkpoints, so a restart or a partition
@@ -53,7 +55,7 @@ impl Default for IngestConfig {
             input_topic: "forewarn.readings".into(),
             alerts_topic: "forewarn.alerts".into(),
             dead_letter_topic: "forewarn.readings.dlq".into(),
-            state_topic: "forewarn.state".into(),
+            state_topic: String::new(),
             checkpoint_interval: Duration::from_secs(5),
             handover_timeout: Duration::from_secs(30),
             session_timeout_ms: 10_000,
@@ -74,14 +76,23 @@ impl IngestConfig {
         !self.checkpoint_interval.is_zero()
     }
 
+    /// The configuration with derived defaults filled in (the state topic).
+    pub fn resolved(&self) -> Self {
+        let mut c = self.clone();
+        if c.state_topic.trim().is_empty() {
+            c.state_topic = format!("{}.state", c.group_id);
+        }
+        c
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        let resolved = self.resolved();
         let nonempty = [
             ("kafka.brokers", &self.brokers),
             ("kafka.group_id", &self.group_id),
             ("kafka.input_topic", &self.input_topic),
             ("kafka.alerts_topic", &self.alerts_topic),
             ("kafka.dead_letter_topic", &self.dead_letter_topic),
-            ("kafka.state_topic", &self.state_topic),
         ];
         for (name, v) in nonempty {
             if v.trim().is_empty() {
@@ -92,7 +103,7 @@ impl IngestConfig {
             &self.input_topic,
             &self.alerts_topic,
             &self.dead_letter_topic,
-            &self.state_topic,
+            &resolved.state_topic,
         ];
         for (i, a) in topics.iter().enumerate() {
             if topics[i + 1..].contains(a) {
@@ -149,6 +160,15 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_named() {
         assert!(IngestConfig::default().validate().is_ok());
+        assert_eq!(
+            IngestConfig::default().resolved().state_topic,
+            "forewarn.state"
+        );
+        let other_group = IngestConfig {
+            group_id: "plant-b".into(),
+            ..Default::default()
+        };
+        assert_eq!(other_group.resolved().state_topic, "plant-b.state");
         let bad = IngestConfig {
             brokers: " ".into(),
             ..Default::default()

@@ -122,6 +122,7 @@ where
     F::Error: Display,
 {
     cfg.validate().map_err(IngestError::Config)?;
+    let cfg = cfg.resolved();
     ensure_topics(&cfg, &shutdown).await?;
     let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
     let consumer = Arc::new(consume::create_consumer(&cfg, &services, chunk_tx.clone())?);
