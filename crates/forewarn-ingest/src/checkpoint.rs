@@ -39,8 +39,9 @@ pub(crate) struct Checkpoint {
     pub records: Vec<StateRecord>,
     /// Input partition and the offset to resume it from.
     pub markers: Vec<(i32, i64)>,
-    /// Made because partitions were revoked.
-    pub handover: bool,
+    /// Made because partitions were revoked: the moment the rebalance
+    /// stops waiting for it. Past it, the checkpoint is not written.
+    pub handover: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -53,6 +53,9 @@ pub(crate) enum Input {
     Revoked {
         partitions: Vec<i32>,
         done: std::sync::mpsc::Sender<()>,
+        /// The rebalance goes on without the handover after this; a
+        /// checkpoint written later could interleave with the next owner's.
+        deadline: std::time::Instant,
     },
 }
 

@@ -11,12 +11,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use forewarn_telemetry::events::{InternalEvent, StateRestoreFailed};
 use forewarn_telemetry::{Health, Metrics};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::IngestConfig;
 use crate::checkpoint;
@@ -76,16 +77,20 @@ impl Handover {
         }
         let (done, finished) = std::sync::mpsc::channel();
         let t = Instant::now();
-        if tx
-            .blocking_send(Input::Revoked {
-                partitions: partitions.clone(),
-                done,
-            })
-            .is_err()
-        {
+        let deadline = t + self.cfg.handover_timeout;
+        let revoked = Input::Revoked {
+            partitions: partitions.clone(),
+            done,
+            deadline,
+        };
+        if !send_before(&tx, revoked, deadline) {
+            tracing::warn!(
+                ?partitions,
+                "the engine stage took no handover in time; the next owner resumes from the previous checkpoint"
+            );
             return;
         }
-        match finished.recv_timeout(self.cfg.handover_timeout) {
+        match finished.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(()) => tracing::info!(
                 ?partitions,
                 ms = t.elapsed().as_millis() as u64,
@@ -138,10 +143,11 @@ impl Handover {
             .iter()
             .filter_map(|s| s.resume_at.map(|at| (s.partition, at)))
             .collect();
-        if tx
-            .blocking_send(Input::Assigned { states, seconds })
-            .is_err()
-        {
+        let deadline = Instant::now() + self.cfg.handover_timeout;
+        if !send_before(&tx, Input::Assigned { states, seconds }, deadline) {
+            tracing::error!(
+                "the engine stage took no restored state in time; these partitions re-warm from their committed offsets"
+            );
             return;
         }
         if !resumed.is_empty() {
@@ -152,6 +158,24 @@ impl Handover {
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start partitions at their checkpoints")
                 }
+            }
+        }
+    }
+}
+
+/// Sends without blocking past `deadline` (a stalled engine stage must not
+/// hold a rebalance forever). False when it could not.
+fn send_before(tx: &Sender<Input>, mut input: Input, deadline: Instant) -> bool {
+    loop {
+        match tx.try_send(input) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                input = back;
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
     }

@@ -149,7 +149,11 @@ where
         let result = match next {
             Some(Some(Input::Chunk(chunk))) => stage.process(chunk),
             Some(Some(Input::Assigned { states, seconds })) => stage.assigned(states, seconds),
-            Some(Some(Input::Revoked { partitions, done })) => stage.revoked(&partitions, done),
+            Some(Some(Input::Revoked {
+                partitions,
+                done,
+                deadline,
+            })) => stage.revoked(&partitions, done, deadline),
             // Deadline passed, or the channel closed: run what waits.
             Some(None) | None => stage.forecast(true),
         };
@@ -341,7 +345,7 @@ where
         held.checkpoint = Some(Checkpoint {
             records,
             markers,
-            handover: false,
+            handover: None,
         });
     }
 
@@ -383,6 +387,7 @@ where
         &mut self,
         partitions: &[i32],
         done: std::sync::mpsc::Sender<()>,
+        deadline: Instant,
     ) -> Result<(), IngestError> {
         self.forecast(true)?;
         let (records, released) = self
@@ -401,7 +406,7 @@ where
         held.checkpoint = Some(Checkpoint {
             records,
             markers,
-            handover: true,
+            handover: Some(deadline),
         });
         held.done = Some(done);
         Ok(())

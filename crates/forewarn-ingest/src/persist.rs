@@ -114,21 +114,41 @@ pub(crate) async fn run(
         let offsets = match &p.checkpoint {
             Some(cp) => {
                 let t = std::time::Instant::now();
+                // A handover past its deadline is not written: the rebalance
+                // went on without it, the next owner resumed from the
+                // previous checkpoint, and this one could interleave with its.
+                let late = std::cell::Cell::new(false);
                 if !retry("state checkpoint", shutdown, || {
-                    checkpoint::write(cfg, producer, cp)
+                    let past = cp.handover.is_some_and(|d| std::time::Instant::now() >= d);
+                    late.set(past);
+                    async move {
+                        if past {
+                            Ok(())
+                        } else {
+                            checkpoint::write(cfg, producer, cp).await
+                        }
+                    }
                 })
                 .await
                 {
                     return Ok(());
                 }
-                CheckpointWritten {
-                    records: cp.records.len(),
-                    partitions: cp.markers.len(),
-                    seconds: t.elapsed().as_secs_f64(),
-                    handover: cp.handover,
+                if late.get() {
+                    tracing::warn!(
+                        records = cp.records.len(),
+                        "handover checkpoint too late; not written"
+                    );
+                    &[]
+                } else {
+                    CheckpointWritten {
+                        records: cp.records.len(),
+                        partitions: cp.markers.len(),
+                        seconds: t.elapsed().as_secs_f64(),
+                        handover: cp.handover.is_some(),
+                    }
+                    .emit(m);
+                    &cp.markers[..]
                 }
-                .emit(m);
-                &cp.markers[..]
             }
             None if cfg.checkpoints() => &[],
             None => &p.offsets[..],
