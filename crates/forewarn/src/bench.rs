@@ -808,7 +808,10 @@ impl Pipeline {
         })
     }
 
-    /// Readings whose effects are durable and offsets stored.
+    /// Readings whose effects are durable (alerts stored and published,
+    /// rejects dead-lettered). Their offsets are stored with the next
+    /// state checkpoint, the last one at stop; `committed_at_end` checks
+    /// that every offset was committed.
     fn done(&self) -> u64 {
         let m = &self.metrics;
         m.readings_accepted.get() + m.readings_duplicate.get() + m.dead_letters.get()
