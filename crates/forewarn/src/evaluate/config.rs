@@ -122,6 +122,11 @@ pub struct ThresholdSection {
     /// their mean, so channels forecast almost perfectly in training do not
     /// dominate the score.
     pub gaussian_var_floor: f64,
+    /// `gaussian`: the F-beta threshold is raised to the largest clean
+    /// validation score before the margin, so the threshold never flags the
+    /// normal data it was calibrated on (false: the threshold before this
+    /// rule, for reproducing older rows).
+    pub gaussian_normal_floor: bool,
     /// `dynamic`: telemanom settings.
     pub dynamic: DynamicThresholdConfig,
 }
@@ -137,6 +142,7 @@ impl Default for ThresholdSection {
             injection_sigmas: vec![1.0, 2.0, 3.0, 5.0],
             gaussian_margin: 1.5,
             gaussian_var_floor: forewarn_core::gaussian::VAR_FLOOR_RATIO,
+            gaussian_normal_floor: true,
             dynamic: DynamicThresholdConfig::default(),
         }
     }
