@@ -47,7 +47,8 @@ listen = "127.0.0.1:$port"
 TOML
 
 say "Starting forewarn serve on http://127.0.0.1:$port (log: $demo/serve.log)"
-"$bin" serve --config "$demo/forewarn.toml" >"$demo/serve.log" 2>&1 &
+# FOREWARN_* variables override serve's configuration; the demo's own is not one.
+env -u FOREWARN_DEMO_PORT "$bin" serve --config "$demo/forewarn.toml" >"$demo/serve.log" 2>&1 &
 serve_pid=$!
 trap '[ "${KEEP:-0}" = 1 ] || kill $serve_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do

@@ -122,10 +122,10 @@ pub struct ThresholdSection {
     /// their mean, so channels forecast almost perfectly in training do not
     /// dominate the score.
     pub gaussian_var_floor: f64,
-    /// `gaussian`: the F-beta threshold is raised to the largest clean
-    /// validation score before the margin, so the threshold never flags the
-    /// normal data it was calibrated on (false: the threshold before this
-    /// rule, for reproducing older rows).
+    /// `gaussian`: the F-beta threshold is raised to `quantile` of the clean
+    /// validation scores before the margin, so the threshold does not flag
+    /// the normal data it was calibrated on (false: the threshold before
+    /// this rule, for reproducing older rows).
     pub gaussian_normal_floor: bool,
     /// `dynamic`: telemanom settings.
     pub dynamic: DynamicThresholdConfig,
