@@ -8,6 +8,7 @@ mod calibrate;
 mod config;
 mod plot;
 mod replay;
+mod streams;
 
 use std::path::{Path, PathBuf};
 

@@ -6,16 +6,17 @@
 
 use anyhow::Context;
 use forewarn_core::dynamic_threshold::seed_from_validation;
-use forewarn_core::engine::{EngineConfig, EngineEvent, Forecaster};
+use forewarn_core::engine::{EngineConfig, Forecaster};
 use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
 use forewarn_core::threshold::{ThresholdStrategy, quantile_sorted};
 use forewarn_model::ModelError;
-use forewarn_model::train::{calibration_errors, calibration_scores, replay_rows};
+use forewarn_model::train::{calibration_errors, calibration_scores};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::config::{ThresholdKind, ThresholdSection};
+use super::streams::replay_streams;
 
 /// The strategy `t.kind` asks for, calibrated for `model` run with `engine`
 /// (the model's engine settings; its strategy is replaced): `fixed` takes
@@ -87,22 +88,25 @@ where
         threshold: f64::INFINITY,
     };
     let normal = calibration_scores(model, scoring.clone(), val)?;
-    let mut anomalous = Vec::new();
     let mut rng = StdRng::seed_from_u64(seed);
+    let (mut copies, mut onsets) = (Vec::new(), Vec::new());
     for k in 0..t.injections {
         let sigma = t.injection_sigmas[k % t.injection_sigmas.len()];
         let Some((rows, onset)) = inject(val, engine, k, sigma, &mut rng) else {
             break;
         };
-        // Batches from the onset on (timestamps are row indices).
-        replay_rows(model, scoring.clone(), &rows, |_, event| {
-            if let EngineEvent::Scored { end_ts, score, .. } = event
-                && end_ts as usize >= onset
-            {
-                anomalous.push(score);
-            }
-        })?;
+        copies.push(rows);
+        onsets.push(onset);
     }
+    // All copies advance together, one forecaster call per batch (one call
+    // per copy and batch made this most of training's time on long data).
+    let mut anomalous = Vec::new();
+    replay_streams(model, scoring.clone(), &copies, |k, end_ts, score| {
+        // Batches from the onset on (timestamps are row indices).
+        if end_ts as usize >= onsets[k] {
+            anomalous.push(score);
+        }
+    })?;
     let threshold = match fbeta_threshold(&normal, &anomalous, t.beta) {
         Some((tau, f)) => {
             let floor = if t.gaussian_normal_floor {

@@ -113,7 +113,7 @@ pub fn point_predictions(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use forewarn_core::gaussian::GaussianErrorModel;
     use forewarn_core::threshold::ThresholdStrategy;
