@@ -116,7 +116,7 @@ mod tests {
             out.push((k, end, score))
         })
         .unwrap();
-        out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out.sort_by_key(|a| (a.0, a.1));
         (out, f.0)
     }
 
