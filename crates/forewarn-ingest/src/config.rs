@@ -41,7 +41,10 @@ pub struct IngestConfig {
     /// Longest a chunk waits to fill before it is processed anyway.
     #[serde(with = "millis")]
     pub chunk_max_wait: Duration,
-    /// Chunks in flight between stages (back-pressure bound).
+    /// Chunks in flight between stages (back-pressure bound). Deep enough
+    /// to ride out the stages' uneven pace (a forecaster flush, a
+    /// checkpoint): 4 left both stages idle two thirds of the time and
+    /// halved throughput (docs/BENCHMARKS.md).
     pub pipeline_depth: usize,
     /// Extra librdkafka properties for consumer and producer (e.g. security).
     pub client: BTreeMap<String, String>,
@@ -64,7 +67,7 @@ impl Default for IngestConfig {
             replication_factor: 1,
             chunk_max_messages: 8192,
             chunk_max_wait: Duration::from_millis(5),
-            pipeline_depth: 4,
+            pipeline_depth: 32,
             client: BTreeMap::new(),
         }
     }
