@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use forewarn_system_tests::*;
+use rdkafka::producer::FutureProducer;
 
 /// TEP runs streamed as devices: the normal test run and fault runs whose
 /// faults (from sample 160) the model detects.
@@ -86,6 +87,34 @@ async fn all_applied(apis: Vec<String>, rows: u64) -> anyhow::Result<Option<()>>
     let apis: Vec<&str> = apis.iter().map(String::as_str).collect();
     let r = readings(&apis).await?;
     Ok((r.len() == RUNS.len() && r.values().all(|n| *n == rows)).then_some(()))
+}
+
+/// `joining` becomes ready and gets partitions (the group rebalanced);
+/// then `rows` of every run are streamed and must all be applied across
+/// `group`.
+async fn join_then_stream(
+    joining: &Serve,
+    group: &[&Serve],
+    producer: &FutureProducer,
+    rows: std::ops::Range<usize>,
+) -> anyhow::Result<()> {
+    joining.wait_ready(Duration::from_secs(60)).await?;
+    eventually(
+        "the new instance owns partitions",
+        Duration::from_secs(60),
+        || owns_partitions(joining),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", joining.proc.log()))?;
+    let end = rows.end as u64;
+    produce(producer, "forewarn.readings", &part(rows)).await?;
+    let apis: Vec<String> = group.iter().map(|s| s.api.clone()).collect();
+    eventually(
+        "the part applied across the group",
+        Duration::from_secs(90),
+        || all_applied(apis.clone(), end),
+    )
+    .await
 }
 
 async fn owns_partitions(s: &Serve) -> anyhow::Result<Option<()>> {
@@ -283,30 +312,9 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
     .await?;
 
     let b = start("scale-b", "b")?;
-    b.wait_ready(Duration::from_secs(60)).await?;
-    eventually("b owns partitions", Duration::from_secs(60), || {
-        owns_partitions(&b)
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", b.proc.log()))?;
-    produce(&producer, "forewarn.readings", &part(300..550)).await?;
-    eventually("part 2 on two instances", Duration::from_secs(90), || {
-        all_applied(vec![a.api.clone(), b.api.clone()], 550)
-    })
-    .await?;
-
+    join_then_stream(&b, &[&a, &b], &producer, 300..550).await?;
     let c = start("scale-c", "c")?;
-    c.wait_ready(Duration::from_secs(60)).await?;
-    eventually("c owns partitions", Duration::from_secs(60), || {
-        owns_partitions(&c)
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", c.proc.log()))?;
-    produce(&producer, "forewarn.readings", &part(550..750)).await?;
-    eventually("part 3 on three instances", Duration::from_secs(90), || {
-        all_applied(vec![a.api.clone(), b.api.clone(), c.api.clone()], 750)
-    })
-    .await?;
+    join_then_stream(&c, &[&a, &b, &c], &producer, 550..750).await?;
     let alerts_a = alerts(&a.api).await?;
     let status = a.proc.terminate(Duration::from_secs(30))?;
     assert!(status.success(), "{}", a.proc.log());
