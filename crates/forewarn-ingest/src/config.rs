@@ -38,7 +38,8 @@ pub struct IngestConfig {
     pub replication_factor: i32,
     /// Most messages decoded into one pipeline chunk.
     pub chunk_max_messages: usize,
-    /// Longest a chunk waits to fill before it is processed anyway.
+    /// Longest a chunk keeps taking messages while they keep coming; a
+    /// chunk also ends as soon as none is waiting (it never idles to fill).
     #[serde(with = "millis")]
     pub chunk_max_wait: Duration,
     /// Chunks in flight between stages (back-pressure bound). Deep enough

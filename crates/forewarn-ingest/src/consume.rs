@@ -183,9 +183,11 @@ fn poll_chunk(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     loop {
+        // Once a chunk has begun, take only what librdkafka already holds:
+        // waiting for more would leave the engine stage idle meanwhile.
         let timeout = match deadline {
             None => Duration::from_millis(100),
-            Some(d) => d.saturating_duration_since(Instant::now()),
+            Some(_) => Duration::ZERO,
         };
         let polled = consumer.poll(timeout);
         let now = ctx.generation.load(Ordering::SeqCst);
@@ -199,7 +201,7 @@ fn poll_chunk(
         }
         match polled {
             None => {
-                if deadline.is_none() && (shutdown.is_cancelled() || chunk.consumed == 0) {
+                if deadline.is_some() || shutdown.is_cancelled() || chunk.consumed == 0 {
                     return chunk;
                 }
             }
