@@ -71,10 +71,16 @@ pub(crate) struct Chunk {
 
 impl Chunk {
     fn note_offset(&mut self, partition: i32, offset: i64) {
-        match self.offsets.iter_mut().find(|(p, _)| *p == partition) {
-            Some((_, next)) => *next = (*next).max(offset + 1),
-            None => self.offsets.push((partition, offset + 1)),
-        }
+        advance_offset(&mut self.offsets, partition, offset + 1);
+    }
+}
+
+/// Moves `partition`'s entry in `offsets` (partition, next offset) forward
+/// to `next`, adding it when absent; never moves it back.
+pub(crate) fn advance_offset(offsets: &mut Vec<(i32, i64)>, partition: i32, next: i64) {
+    match offsets.iter_mut().find(|(p, _)| *p == partition) {
+        Some((_, at)) => *at = (*at).max(next),
+        None => offsets.push((partition, next)),
     }
 }
 

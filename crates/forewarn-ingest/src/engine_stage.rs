@@ -1,7 +1,6 @@
 //! Stage 2: windows, batched forecasting and detection on a dedicated
 //! thread (libtorch calls block; they must not run on the async runtime).
 
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, PartitionState};
-use crate::consume::{Chunk, Input, Rejected};
+use crate::consume::{Chunk, Input, Rejected, advance_offset};
 use crate::{IngestConfig, IngestError, Services};
 
 /// A chunk's outcome, handed to the persist stage.
@@ -93,7 +92,7 @@ where
         Checkpointing {
             interval: cfg.checkpoint_interval,
             last: Instant::now(),
-            positions: HashMap::new(),
+            positions: Vec::new(),
             unsaved: false,
         }
     });
@@ -200,7 +199,7 @@ struct Checkpointing {
     last: Instant,
     /// Per assigned partition, the offset after the last message the
     /// engine has applied: where a checkpoint taken now resumes.
-    positions: HashMap<i32, i64>,
+    positions: Vec<(i32, i64)>,
     /// Messages were applied since the last checkpoint.
     unsaved: bool,
 }
@@ -231,20 +230,13 @@ where
     /// empty.
     fn process(&mut self, chunk: Chunk) -> Result<(), IngestError> {
         let mut out = Processed {
-            changes: Vec::new(),
             rejects: chunk.rejects,
             offsets: chunk.offsets,
-            accepted: 0,
-            duplicates: 0,
-            batches_scored: 0,
-            max_ts: None,
-            checkpoint: None,
-            done: None,
+            ..Processed::empty()
         };
         if let Some(cp) = &mut self.checkpoints {
             for &(p, next) in &out.offsets {
-                let at = cp.positions.entry(p).or_insert(next);
-                *at = (*at).max(next);
+                advance_offset(&mut cp.positions, p, next);
             }
             cp.unsaved |= !out.offsets.is_empty();
         }
@@ -328,6 +320,12 @@ where
         let Some(cp) = &mut self.checkpoints else {
             return;
         };
+        if self.held.as_ref().is_some_and(|h| h.checkpoint.is_some()) {
+            // A handover's checkpoint goes out first, alone (it is not
+            // written at all when late, which must not take a timer
+            // checkpoint's records with it); this one is taken next turn.
+            return;
+        }
         let records = match self.engine.checkpoint() {
             Ok(r) => r,
             Err(e) => {
@@ -335,14 +333,13 @@ where
                 return;
             }
         };
-        let markers: Vec<(i32, i64)> = cp.positions.iter().map(|(p, at)| (*p, *at)).collect();
+        let markers = cp.positions.clone();
         cp.last = Instant::now();
         cp.unsaved = false;
         if records.is_empty() && markers.is_empty() {
             return;
         }
-        let held = self.held.get_or_insert_with(Processed::empty);
-        held.checkpoint = Some(Checkpoint {
+        self.held.get_or_insert_with(Processed::empty).checkpoint = Some(Checkpoint {
             records,
             markers,
             handover: None,
@@ -357,7 +354,8 @@ where
         let partitions = states.len();
         for s in states {
             if let (Some(cp), Some(at)) = (&mut self.checkpoints, s.resume_at) {
-                cp.positions.insert(s.partition, at);
+                cp.positions.retain(|(p, _)| *p != s.partition);
+                cp.positions.push((s.partition, at));
             }
             for bytes in &s.states {
                 match self.engine.restore(bytes) {
@@ -395,14 +393,20 @@ where
             .release_origins(partitions)
             .map_err(|e| IngestError::Config(format!("handover: {e}")))?;
         self.services.board.remove(released);
-        let markers = match &mut self.checkpoints {
-            Some(cp) => partitions
-                .iter()
-                .filter_map(|p| cp.positions.remove(p).map(|at| (*p, at)))
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut markers = Vec::new();
+        if let Some(cp) = &mut self.checkpoints {
+            cp.positions.retain(|&(p, at)| {
+                let revoked = partitions.contains(&p);
+                if revoked {
+                    markers.push((p, at));
+                }
+                !revoked
+            });
+        }
         let held = self.held.get_or_insert_with(Processed::empty);
+        // Timer checkpoints leave with the outcome they are taken for, so
+        // none is waiting here to be replaced.
+        debug_assert!(held.checkpoint.is_none());
         held.checkpoint = Some(Checkpoint {
             records,
             markers,
@@ -440,10 +444,7 @@ impl Processed {
         self.changes.extend(later.changes);
         self.rejects.extend(later.rejects);
         for (p, next) in later.offsets {
-            match self.offsets.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, at)) => *at = (*at).max(next),
-                None => self.offsets.push((p, next)),
-            }
+            advance_offset(&mut self.offsets, p, next);
         }
         self.accepted += later.accepted;
         self.duplicates += later.duplicates;
