@@ -351,6 +351,19 @@ impl Engine {
         victim
     }
 
+    /// The slot of device `id`, taking one (see [`Self::slot_for`]) for a
+    /// device not tracked yet. One map lookup when it is.
+    fn index_of(&mut self, id: &str) -> usize {
+        match self.index.get(id) {
+            Some(&i) => i,
+            None => {
+                let i = self.slot_for(id);
+                self.index.insert(id.to_owned(), i);
+                i
+            }
+        }
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
@@ -383,14 +396,7 @@ impl Engine {
                 got: reading.values.len(),
             });
         }
-        let idx = match self.index.get(reading.device.as_str()) {
-            Some(&i) => i,
-            None => {
-                let i = self.slot_for(&reading.device);
-                self.index.insert(reading.device.clone(), i);
-                i
-            }
-        };
+        let idx = self.index_of(&reading.device);
         let hc = self.cfg.horizon * channels;
         let pending = self.cfg.state_len + hc;
         let dev = &mut self.devices[idx];

@@ -209,14 +209,7 @@ impl Engine {
         self.check_shape(&dev)?;
         self.seq += 1;
         dev.last_seen = self.seq;
-        let idx = match self.index.get(dev.id.as_str()) {
-            Some(&i) => i,
-            None => {
-                let i = self.slot_for(&dev.id);
-                self.index.insert(dev.id.clone(), i);
-                i
-            }
-        };
+        let idx = self.index_of(&dev.id);
         let slot = &mut self.devices[idx];
         // The slot's list memberships stay with the slot.
         (dev.touched, dev.dirty, dev.round, dev.queued) =
