@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
 use crate::detector::{BatchScore, DetectorConfig, DetectorState, Transition, score_batch_with};
-use crate::reading::{Reading, RejectReason, Schema};
+use crate::reading::{Reading, ReadingRef, RejectReason, Schema};
 use crate::scaler::Scaler;
 use crate::threshold::{ThresholdState, ThresholdStrategy};
 use crate::window::Window;
@@ -389,6 +389,17 @@ impl Engine {
     /// [`Self::push`] for a reading from `origin` (its Kafka partition),
     /// which decides where the device's checkpoints go.
     pub fn push_from(&mut self, reading: &Reading, origin: i32) -> Result<Pushed, RejectReason> {
+        self.push_ref(reading.view(), origin)
+    }
+
+    /// [`Self::push_from`] for a borrowed reading (one of a
+    /// [`crate::reading::Readings`]): nothing is allocated for a device
+    /// already tracked.
+    pub fn push_ref(
+        &mut self,
+        reading: ReadingRef<'_>,
+        origin: i32,
+    ) -> Result<Pushed, RejectReason> {
         let channels = self.cfg.schema.len();
         if reading.values.len() != channels {
             return Err(RejectReason::WrongChannelCount {
@@ -396,7 +407,7 @@ impl Engine {
                 got: reading.values.len(),
             });
         }
-        let idx = self.index_of(&reading.device);
+        let idx = self.index_of(reading.device);
         let hc = self.cfg.horizon * channels;
         let pending = self.cfg.state_len + hc;
         let dev = &mut self.devices[idx];
@@ -416,7 +427,7 @@ impl Engine {
             dev.pending_start = reading.ts_ms;
         }
         let row = &mut dev.floats[at..at + channels];
-        row.copy_from_slice(&reading.values);
+        row.copy_from_slice(reading.values);
         self.cfg.scaler.transform(row);
         dev.window.push(row);
         dev.readings += 1;
@@ -866,6 +877,43 @@ mod tests {
             (v.readings, v.window_fill, v.last_score, v.warmed_up),
             (2, 2, None, true)
         );
+    }
+
+    /// Readings borrowed from a flat buffer take the same path as owned
+    /// ones: same push outcomes, same events, same device state.
+    #[test]
+    fn borrowed_readings_push_like_owned_ones() {
+        let mut rows = Vec::new();
+        for i in 0..12i64 {
+            let jump = if i >= 6 { 2.0 } else { 0.0 };
+            rows.push(r("a", 10 * (i + 1), 0.0, jump));
+            rows.push(r("bb", 10 * (i + 1), 1.0, 0.0));
+        }
+        rows.push(r("a", 5, 0.0, 0.0)); // out of order
+        rows.push(r("bb", 120, 1.0, 0.0)); // duplicate
+        rows.push(Reading {
+            device: "a".into(),
+            ts_ms: 500,
+            values: vec![1.0],
+        });
+        let mut flat = crate::reading::Readings::new();
+        for row in &rows {
+            flat.push(row.view());
+        }
+        let (mut owned, mut borrowed) = (engine(8), engine(8));
+        let (mut f1, mut f2) = (Persistence { calls: vec![] }, Persistence { calls: vec![] });
+        for (row, view) in rows.iter().zip(flat.iter()) {
+            assert_eq!(owned.push_from(row, 1), borrowed.push_ref(view, 1));
+            assert_eq!(
+                owned.flush(&mut f1).unwrap(),
+                borrowed.flush(&mut f2).unwrap()
+            );
+        }
+        for d in ["a", "bb"] {
+            let (x, y) = (owned.device(d).unwrap(), borrowed.device(d).unwrap());
+            assert_eq!(x, y);
+        }
+        assert_eq!(f1.calls, f2.calls);
     }
 
     #[test]

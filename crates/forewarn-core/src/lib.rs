@@ -17,7 +17,9 @@ pub mod window;
 pub use alert::{Alert, AlertState, ChannelShare, Severity};
 pub use detector::{BatchScore, DetectorConfig, DetectorState, Transition};
 pub use engine::{Engine, EngineConfig, EngineEvent, Forecaster, StepBatch};
-pub use reading::{Reading, RejectReason, Schema, decode_reading};
+pub use reading::{
+    Reading, ReadingRef, Readings, RejectReason, Schema, decode_reading, decode_reading_into,
+};
 pub use scaler::Scaler;
 pub use threshold::{Threshold, ThresholdRule};
 pub use window::Window;

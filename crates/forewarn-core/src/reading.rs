@@ -20,11 +20,13 @@ pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 3600 * 1000;
 
 /// Rejects a reading stamped more than [`MAX_FUTURE_SKEW_MS`] after `now_ms`.
 pub fn check_not_future(reading: &Reading, now_ms: i64) -> Result<(), RejectReason> {
-    if reading.ts_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
-        return Err(RejectReason::FutureTimestamp {
-            ts_ms: reading.ts_ms,
-            now_ms,
-        });
+    check_ts_not_future(reading.ts_ms, now_ms)
+}
+
+/// [`check_not_future`] for a reading's timestamp alone.
+pub fn check_ts_not_future(ts_ms: i64, now_ms: i64) -> Result<(), RejectReason> {
+    if ts_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
+        return Err(RejectReason::FutureTimestamp { ts_ms, now_ms });
     }
     Ok(())
 }
@@ -63,6 +65,126 @@ pub struct Reading {
     /// Milliseconds since the Unix epoch (UTC).
     pub ts_ms: i64,
     pub values: Vec<f32>,
+}
+
+impl Reading {
+    /// The reading borrowed.
+    pub fn view(&self) -> ReadingRef<'_> {
+        ReadingRef {
+            device: &self.device,
+            ts_ms: self.ts_ms,
+            values: &self.values,
+        }
+    }
+}
+
+/// A validated reading, borrowed (from a [`Reading`] or a [`Readings`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadingRef<'a> {
+    pub device: &'a str,
+    /// Milliseconds since the Unix epoch (UTC).
+    pub ts_ms: i64,
+    pub values: &'a [f32],
+}
+
+impl ReadingRef<'_> {
+    pub fn to_reading(&self) -> Reading {
+        Reading {
+            device: self.device.to_owned(),
+            ts_ms: self.ts_ms,
+            values: self.values.to_vec(),
+        }
+    }
+}
+
+/// Validated readings stored flat: every id in one string, every value in
+/// one vector, timestamps and ends in another. Many readings (a consumed
+/// chunk) cost a handful of allocations instead of two each, and none once
+/// the buffers are reused after [`Readings::clear`]; readers borrow each
+/// one as a [`ReadingRef`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Readings {
+    ids: String,
+    values: Vec<f32>,
+    entries: Vec<FlatEntry>,
+}
+
+/// Where one reading of [`Readings`] ends in its id and value buffers (it
+/// starts where the one before ends).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FlatEntry {
+    id_end: usize,
+    values_end: usize,
+    ts_ms: i64,
+}
+
+impl Readings {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes every reading, keeping the buffers' capacity.
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.values.clear();
+        self.entries.clear();
+    }
+
+    /// Appends a copy of `reading`.
+    pub fn push(&mut self, reading: ReadingRef<'_>) {
+        self.ids.push_str(reading.device);
+        self.values.extend_from_slice(reading.values);
+        self.entries.push(FlatEntry {
+            id_end: self.ids.len(),
+            values_end: self.values.len(),
+            ts_ms: reading.ts_ms,
+        });
+    }
+
+    /// Removes the last reading.
+    pub fn pop(&mut self) {
+        if self.entries.pop().is_some() {
+            let (id_end, values_end) = self
+                .entries
+                .last()
+                .map_or((0, 0), |e| (e.id_end, e.values_end));
+            self.ids.truncate(id_end);
+            self.values.truncate(values_end);
+        }
+    }
+
+    /// The `i`th reading; panics when out of range.
+    pub fn get(&self, i: usize) -> ReadingRef<'_> {
+        let e = self.entries[i];
+        let (id_start, values_start) = match i {
+            0 => (0, 0),
+            _ => {
+                let p = self.entries[i - 1];
+                (p.id_end, p.values_end)
+            }
+        };
+        ReadingRef {
+            device: &self.ids[id_start..e.id_end],
+            ts_ms: e.ts_ms,
+            values: &self.values[values_start..e.values_end],
+        }
+    }
+
+    pub fn last(&self) -> Option<ReadingRef<'_>> {
+        self.len().checked_sub(1).map(|i| self.get(i))
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = ReadingRef<'_>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
 }
 
 /// Why a message was rejected. Labels are a closed set (safe as metric labels).
@@ -146,6 +268,53 @@ pub fn decode_reading(
     key: Option<&[u8]>,
     schema: &Schema,
 ) -> Result<Reading, RejectReason> {
+    let mut values = Vec::with_capacity(schema.len());
+    let (device, ts_ms) = decode_parts(payload, key, schema, &mut values)?;
+    Ok(Reading {
+        device: device.into_owned(),
+        ts_ms,
+        values,
+    })
+}
+
+/// [`decode_reading`] into `out`: the same checks and the same result, the
+/// accepted reading appended to `out` (left as it was on a rejection).
+/// The values go straight into `out`'s buffer and an id without escapes is
+/// copied from the payload, so, with `out`'s buffers reused, the array
+/// form allocates only the parser's temporary list.
+pub fn decode_reading_into(
+    payload: &[u8],
+    key: Option<&[u8]>,
+    schema: &Schema,
+    out: &mut Readings,
+) -> Result<(), RejectReason> {
+    let start = out.values.len();
+    match decode_parts(payload, key, schema, &mut out.values) {
+        Ok((device, ts_ms)) => {
+            out.ids.push_str(&device);
+            out.entries.push(FlatEntry {
+                id_end: out.ids.len(),
+                values_end: out.values.len(),
+                ts_ms,
+            });
+            Ok(())
+        }
+        Err(reason) => {
+            out.values.truncate(start);
+            Err(reason)
+        }
+    }
+}
+
+/// The checks of [`decode_reading`]: the device id and timestamp, with the
+/// values appended to `values` (in schema order; on an error, some may
+/// have been appended).
+fn decode_parts<'p>(
+    payload: &'p [u8],
+    key: Option<&[u8]>,
+    schema: &Schema,
+    values: &mut Vec<f32>,
+) -> Result<(std::borrow::Cow<'p, str>, i64), RejectReason> {
     if payload.len() > MAX_MESSAGE_BYTES {
         return Err(RejectReason::TooLarge(payload.len()));
     }
@@ -167,12 +336,8 @@ pub fn decode_reading(
         });
     }
     let ts_ms = parse_timestamp(wire.ts.get())?;
-    let values = parse_values(wire.values.get(), schema)?;
-    Ok(Reading {
-        device: device.to_owned(),
-        ts_ms,
-        values,
-    })
+    parse_values(wire.values.get(), schema, values)?;
+    Ok((wire.device, ts_ms))
 }
 
 /// Parses the `ts` field: an RFC 3339 string or integer epoch milliseconds.
@@ -187,7 +352,8 @@ pub fn parse_timestamp(raw: &str) -> Result<i64, RejectReason> {
         .map_err(|_| bad())
 }
 
-fn parse_values(raw: &str, schema: &Schema) -> Result<Vec<f32>, RejectReason> {
+/// Appends the values in schema order to `out`.
+fn parse_values(raw: &str, schema: &Schema, out: &mut Vec<f32>) -> Result<(), RejectReason> {
     let raw = raw.trim_start();
     if raw.starts_with('[') {
         let list: Vec<Option<f64>> = serde_json::from_str(raw).map_err(|e| {
@@ -199,16 +365,18 @@ fn parse_values(raw: &str, schema: &Schema) -> Result<Vec<f32>, RejectReason> {
                 got: list.len(),
             });
         }
-        list.iter()
-            .enumerate()
-            .map(|(i, v)| finite(*v, &schema.channels()[i]))
-            .collect()
+        for (v, name) in list.iter().zip(schema.channels()) {
+            out.push(finite(*v, name)?);
+        }
+        Ok(())
     } else {
         let map: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(raw).map_err(|e| {
                 RejectReason::MalformedJson(format!("values must be an object or an array: {e}"))
             })?;
-        let mut out = vec![f32::NAN; schema.len()];
+        let start = out.len();
+        out.resize(start + schema.len(), f32::NAN);
+        let out = &mut out[start..];
         for (name, v) in &map {
             let i = schema
                 .index_of(name)
@@ -227,7 +395,7 @@ fn parse_values(raw: &str, schema: &Schema) -> Result<Vec<f32>, RejectReason> {
         if let Some(i) = out.iter().position(|v| v.is_nan()) {
             return Err(RejectReason::MissingChannel(schema.channels()[i].clone()));
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -394,6 +562,102 @@ mod tests {
                 values: vec![1.5, 2.5]
             }
         );
+    }
+
+    /// Every message of the tests above, under a few keys.
+    fn all_cases() -> Vec<(Vec<u8>, Option<&'static [u8]>)> {
+        let msgs = [
+            r#"{"device":"pump-07","ts":"2026-11-28T12:00:00.250Z","values":{"flow":31.8,"pressure":1.92}}"#,
+            r#"{"device":"pump-07","ts":1795867200250,"values":[1.92,31.8]}"#,
+            r#"{"device":"pump-07","ts":"2026-11-28T13:00:00.250+01:00","values":[1,2]}"#,
+            r#"{"device":"d","ts":5,"values":[1,2]}"#,
+            r#"{"device":"d\u0065v","ts":5,"values":[1,2]}"#,
+            r#"{"device":"dé","ts":5,"values":{"pressure":1,"flow":2}}"#,
+            "not json",
+            r#"{"device":"d","values":[1,2]}"#,
+            r#"{"device":"","ts":1,"values":[1,2]}"#,
+            r#"{"device":"other","ts":1,"values":[1,2]}"#,
+            r#"{"device":"d","ts":"yesterday","values":[1,2]}"#,
+            r#"{"device":"d","ts":1.5,"values":[1,2]}"#,
+            r#"{"device":"d","ts":1,"values":[1,2,3]}"#,
+            r#"{"device":"d","ts":1,"values":[1]}"#,
+            r#"{"device":"d","ts":1,"values":[1,"2"]}"#,
+            r#"{"device":"d","ts":1,"values":[1,null]}"#,
+            r#"{"device":"d","ts":1,"values":[null,1e39,3]}"#,
+            r#"{"device":"d","ts":1,"values":[1,1e400]}"#,
+            r#"{"device":"d","ts":1,"values":[1,1e39]}"#,
+            r#"{"device":"d","ts":1,"values":{"pressure":1,"temp":2}}"#,
+            r#"{"device":"d","ts":1,"values":{"pressure":1}}"#,
+            r#"{"device":"d","ts":1,"values":{"pressure":1,"flow":"x"}}"#,
+            r#"{"device":"d","ts":1,"values":{"pressure":null,"flow":1}}"#,
+            r#"{"device":"d","ts":1,"values":"1,2"}"#,
+        ];
+        let mut cases = Vec::new();
+        for m in msgs {
+            for key in [None, Some(&b"d"[..]), Some(&b"pump-07"[..])] {
+                cases.push((m.as_bytes().to_vec(), key));
+            }
+        }
+        cases.push((vec![b' '; MAX_MESSAGE_BYTES + 1], None));
+        cases
+    }
+
+    #[test]
+    fn flat_decoding_gives_the_owned_result_and_keeps_rejections_out() {
+        let mut flat = Readings::new();
+        let mut accepted = Vec::new();
+        for (msg, key) in all_cases() {
+            let owned = decode_reading(&msg, key, &schema());
+            let before = flat.clone();
+            let got = decode_reading_into(&msg, key, &schema(), &mut flat);
+            match owned {
+                Ok(r) => {
+                    assert_eq!(got, Ok(()));
+                    assert_eq!(flat.last(), Some(r.view()));
+                    accepted.push(r);
+                }
+                Err(e) => {
+                    assert_eq!(got, Err(e));
+                    assert_eq!(flat, before, "a rejection leaves the buffer as it was");
+                }
+            }
+        }
+        assert!(accepted.len() > 5);
+        assert_eq!(flat.len(), accepted.len());
+        let back: Vec<Reading> = flat.iter().map(|r| r.to_reading()).collect();
+        assert_eq!(back, accepted);
+    }
+
+    #[test]
+    fn flat_readings_push_pop_and_reuse() {
+        let a = Reading {
+            device: "a".into(),
+            ts_ms: 1,
+            values: vec![1.0, 2.0],
+        };
+        let b = Reading {
+            device: "bb".into(),
+            ts_ms: 2,
+            values: vec![3.0],
+        };
+        let mut flat = Readings::new();
+        assert_eq!(flat.last(), None);
+        flat.pop();
+        flat.push(a.view());
+        flat.push(b.view());
+        assert_eq!(flat.iter().collect::<Vec<_>>(), vec![a.view(), b.view()]);
+        flat.pop();
+        assert_eq!(flat.len(), 1);
+        assert_eq!(flat.last(), Some(a.view()));
+        flat.push(b.view());
+        assert_eq!(flat.get(1), b.view());
+        flat.clear();
+        assert!(flat.is_empty());
+        assert_eq!(flat, Readings::new());
+        flat.push(b.view());
+        assert_eq!(flat.get(0), b.view());
+        flat.pop();
+        assert_eq!(flat, Readings::new());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, PartitionState};
-use crate::consume::{Chunk, Input, Rejected, advance_offset};
+use crate::consume::{Chunk, Input, Rejected, SpareSender, advance_offset};
 use crate::{IngestConfig, IngestError, Services};
 
 /// A chunk's outcome, handed to the persist stage.
@@ -68,7 +68,7 @@ pub(crate) fn run<F>(
     mut engine: Engine,
     mut forecaster: F,
     services: &Services,
-    mut rx: Receiver<Input>,
+    (mut rx, spares): (Receiver<Input>, SpareSender),
     tx: Sender<Processed>,
     shutdown: &CancellationToken,
     swaps: &std::sync::mpsc::Receiver<crate::ModelSwap<F>>,
@@ -146,7 +146,13 @@ where
         }
         let closed = next.is_none();
         let result = match next {
-            Some(Some(Input::Chunk(chunk))) => stage.process(chunk),
+            Some(Some(Input::Chunk(mut chunk))) => {
+                let r = stage.process(&mut chunk);
+                // Back to the consume thread for reuse (dropped here when
+                // enough are waiting there already).
+                let _ = spares.try_send(chunk);
+                r
+            }
             Some(Some(Input::Assigned { states, seconds })) => stage.assigned(states, seconds),
             Some(Some(Input::Revoked {
                 partitions,
@@ -228,10 +234,10 @@ where
     /// of `max_batch` devices are queued; what is left waits for the next
     /// chunk, at most [`BATCH_DEADLINE`] from when the queue stopped being
     /// empty.
-    fn process(&mut self, chunk: Chunk) -> Result<(), IngestError> {
+    fn process(&mut self, chunk: &mut Chunk) -> Result<(), IngestError> {
         let mut out = Processed {
-            rejects: chunk.rejects,
-            offsets: chunk.offsets,
+            rejects: std::mem::take(&mut chunk.rejects),
+            offsets: std::mem::take(&mut chunk.offsets),
             ..Processed::empty()
         };
         if let Some(cp) = &mut self.checkpoints {
@@ -240,25 +246,21 @@ where
             }
             cp.unsaved |= !out.offsets.is_empty();
         }
-        for inc in chunk.readings {
-            match self.engine.push_from(&inc.reading, inc.partition) {
+        for (reading, &(partition, offset)) in chunk.readings.iter().zip(&chunk.origins) {
+            match self.engine.push_ref(reading, partition) {
                 Ok(Pushed::Duplicate) => out.duplicates += 1,
                 Ok(_) => {
                     out.accepted += 1;
-                    out.max_ts = out.max_ts.max(Some(inc.reading.ts_ms));
+                    out.max_ts = out.max_ts.max(Some(reading.ts_ms));
                 }
                 Err(reason) => out.rejects.push(Rejected {
                     // The original bytes are not kept for valid messages; the
                     // re-encoded reading carries the same content.
-                    payload: encode_reading(
-                        &inc.reading.device,
-                        inc.reading.ts_ms,
-                        &inc.reading.values,
-                    ),
-                    key: Some(inc.reading.device.into_bytes()),
+                    payload: encode_reading(reading.device, reading.ts_ms, reading.values),
+                    key: Some(reading.device.as_bytes().to_vec()),
                     reason,
-                    partition: inc.partition,
-                    offset: inc.offset,
+                    partition,
+                    offset,
                 }),
             }
             if self.engine.batch_full() {

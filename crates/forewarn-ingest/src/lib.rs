@@ -130,6 +130,7 @@ where
     let schema = engine.config().schema.clone();
 
     let (done_tx, done_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
+    let (spare_tx, spare_rx) = consume::spares();
 
     let consume = {
         let (consumer, services, shutdown, cfg) = (
@@ -140,7 +141,10 @@ where
         );
         std::thread::Builder::new()
             .name("forewarn-consume".into())
-            .spawn(move || consume::run(&consumer, &cfg, &schema, &services, chunk_tx, &shutdown))
+            .spawn(move || {
+                let input = (chunk_tx, spare_rx);
+                consume::run(&consumer, &cfg, &schema, &services, input, &shutdown)
+            })
             .expect("spawning a thread")
     };
     let engine_stage = {
@@ -148,8 +152,9 @@ where
         std::thread::Builder::new()
             .name("forewarn-engine".into())
             .spawn(move || {
+                let input = (chunk_rx, spare_tx);
                 engine_stage::run(
-                    &cfg, engine, forecaster, &services, chunk_rx, done_tx, &shutdown, &swaps,
+                    &cfg, engine, forecaster, &services, input, done_tx, &shutdown, &swaps,
                 )
             })
             .expect("spawning a thread")
