@@ -105,6 +105,10 @@ pub struct BenchArgs {
     /// e.g. `--client fetch.wait.max.ms=100`; repeatable.
     #[arg(long, value_parser = parse_key_value)]
     client: Vec<(String, String)>,
+    /// Device-state checkpoint interval of the pipelines (kafka.checkpoint_interval;
+    /// 0 turns checkpoints off). Default: what `serve` uses.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Duration,
     /// Where alert stores of the runs go.
     #[arg(long, default_value = ".run/bench")]
     work_dir: PathBuf,
@@ -623,6 +627,7 @@ fn ingest_config(args: &BenchArgs, prefix: &str) -> IngestConfig {
         dead_letter_topic: format!("{prefix}.dlq"),
         topic_partitions: args.partitions,
         client: args.client.iter().cloned().collect(),
+        checkpoint_interval: args.checkpoint_interval,
         ..IngestConfig::default()
     }
 }
