@@ -21,7 +21,7 @@ use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema, Threshold};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::forecaster::{LstmForecaster, ModelSpec};
+use crate::forecaster::{Highway, LstmForecaster, ModelSpec};
 use crate::train::TrainedModel;
 
 /// The artifact format this build writes and reads.
@@ -51,6 +51,12 @@ pub struct ModelMeta {
     pub horizon: usize,
     pub hidden: usize,
     pub layers: usize,
+    /// The forecaster's linear highway; absent (`none`) in artifacts
+    /// written before it existed, which load unchanged. A build without
+    /// highways refuses an artifact that has one (its weights file holds
+    /// an unexpected `highway.weight`).
+    #[serde(default, skip_serializing_if = "is_no_highway")]
+    pub highway: Highway,
     pub warmup: usize,
     /// The fixed threshold (quantile x margin of the validation batch
     /// MSEs), always calibrated; what runs when `strategy` is absent.
@@ -70,6 +76,10 @@ pub struct ModelMeta {
     pub final_val_loss: f64,
     /// [`LstmForecaster::weights_sha256`] of `model.safetensors`.
     pub weights_sha256: String,
+}
+
+fn is_no_highway(h: &Highway) -> bool {
+    *h == Highway::None
 }
 
 impl ModelMeta {
@@ -215,13 +225,18 @@ pub fn save(model: &TrainedModel, dir: &Path) -> Result<(), ModelError> {
         .meta
         .validate()
         .map_err(|m| ModelError::artifact(&meta_path, format!("refusing to save: {m}")))?;
-    if model.meta.spec() != *model.forecaster.spec() {
+    if model.meta.spec() != *model.forecaster.spec()
+        || model.meta.highway != model.forecaster.highway()
+    {
         return Err(ModelError::artifact(
             &meta_path,
             format!(
-                "refusing to save: metadata describes {:?} but the network is {:?}",
+                "refusing to save: metadata describes {:?} with highway {:?} but the network \
+                 is {:?} with highway {:?}",
                 model.meta.spec(),
-                model.forecaster.spec()
+                model.meta.highway,
+                model.forecaster.spec(),
+                model.forecaster.highway()
             ),
         ));
     }
@@ -281,7 +296,8 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<LoadedModel, ModelError> 
             "weights file is missing",
         ));
     }
-    let forecaster = LstmForecaster::load(meta.spec(), &weights_path, device)?;
+    let forecaster =
+        LstmForecaster::load_with_highway(meta.spec(), meta.highway, &weights_path, device)?;
     if forecaster.weights_sha256()? != meta.weights_sha256 {
         return Err(ModelError::artifact(
             &weights_path,
@@ -323,6 +339,7 @@ mod tests {
             horizon: spec.horizon,
             hidden: spec.hidden,
             layers: spec.layers,
+            highway: Highway::None,
             warmup: 8,
             threshold: Threshold {
                 value: 0.75,
@@ -578,6 +595,55 @@ mod tests {
             let e = load_err(&dir);
             assert!(e.contains(want), "want {want:?} in: {e}");
         }
+    }
+
+    /// A highway model round-trips; `model.json` records it (and only a
+    /// highway model has the key, so older artifacts are unchanged); a
+    /// description that disagrees with the weights is refused by name.
+    #[test]
+    fn highway_artifacts_round_trip_and_mismatches_are_errors() {
+        crate::test_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("hw");
+        let mut m = model();
+        save(&m, &dir).unwrap();
+        let plain: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
+        assert!(plain.get("highway").is_none());
+
+        let spec = small_spec();
+        m.forecaster =
+            LstmForecaster::with_highway(spec, Highway::Cross, tch::Device::Cpu).unwrap();
+        m.forecaster
+            .set_highway_weight(
+                &Highway::Cross
+                    .mask(&spec)
+                    .unwrap()
+                    .iter()
+                    .map(|v| 0.3 * v)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        m.meta.weights_sha256 = m.forecaster.weights_sha256().unwrap();
+        // The description must say highway too.
+        let e = save(&m, &dir).unwrap_err().to_string();
+        assert!(e.contains("highway"), "{e}");
+        m.meta.highway = Highway::Cross;
+        save(&m, &dir).unwrap();
+        let mut loaded = load(&dir, tch::Device::Cpu).unwrap();
+        assert_eq!(loaded.meta.highway, Highway::Cross);
+        assert_eq!(loaded.forecaster.highway(), Highway::Cross);
+        assert_eq!(predict(&mut loaded.forecaster), predict(&mut m.forecaster));
+
+        // model.json without the key (as an older build reads it) does not
+        // fit the weights.
+        edit_meta(&dir, |v| {
+            v.as_object_mut().unwrap().remove("highway");
+        });
+        let e = load_err(&dir);
+        assert!(e.contains("unexpected parameters highway.weight"), "{e}");
+        edit_meta(&dir, |v| v["highway"] = "sideways".into());
+        assert!(load_err(&dir).contains("not a valid"));
     }
 
     #[test]

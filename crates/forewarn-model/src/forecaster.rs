@@ -6,11 +6,20 @@
 //! and the streaming service (one batch of `horizon` rows for many devices
 //! at once, [`Forecaster::step`]); both run the identical libtorch LSTM, so
 //! stepping batch by batch with carried state reproduces the full sequence.
+//!
+//! An optional linear "highway" ([`Highway`], LSTNet's autoregressive
+//! component, Lai et al. 2018) adds a linear map of the current row to the
+//! head's forecast. A linear map extrapolates to operating points the
+//! training data never reached, where the tanh-saturated LSTM cannot; the
+//! `cross` variant forecasts each channel from the *other* channels only,
+//! so a fault on one channel breaks its relation to the rest instead of
+//! being followed by its own persistence.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use forewarn_core::engine::{Forecaster, StepBatch};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::nn::{self, LSTMState};
 use tch::{Device, Kind, Tensor};
@@ -96,6 +105,58 @@ impl ModelSpec {
     }
 }
 
+/// The linear map of the current row added to the LSTM head's forecast.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Highway {
+    /// The LSTM head alone (Filonov et al.; every artifact before the highway).
+    #[default]
+    None,
+    /// Every forecast channel from every channel of the current row.
+    Full,
+    /// Every forecast channel from the *other* channels of the current row
+    /// (the map's weights from a channel to its own forecast are held at
+    /// zero): cross-channel regression, as MSET and PCA residuals use.
+    Cross,
+}
+
+impl Highway {
+    /// Name and shape of the highway's parameter, if any: `[H*C, C]`, row
+    /// `h*C + j` forecasting channel `j` at row `h` after the current one.
+    pub fn param_shape(self, spec: &ModelSpec) -> Option<(String, Vec<i64>)> {
+        match self {
+            Highway::None => None,
+            Highway::Full | Highway::Cross => Some((
+                "highway.weight".into(),
+                vec![spec.output_len() as i64, spec.channels as i64],
+            )),
+        }
+    }
+
+    /// 1 where a weight is used, 0 where it is held at zero (`[H*C, C]`
+    /// row-major); `None` when every weight is used.
+    pub fn mask(self, spec: &ModelSpec) -> Option<Vec<f32>> {
+        match self {
+            Highway::None | Highway::Full => None,
+            Highway::Cross => {
+                let c = spec.channels;
+                Some(
+                    (0..spec.output_len() * c)
+                        .map(|i| if (i / c) % c == i % c { 0.0 } else { 1.0 })
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+/// Name and shape of every parameter of a network of `spec` with `highway`.
+pub fn param_shapes(spec: &ModelSpec, highway: Highway) -> Vec<(String, Vec<i64>)> {
+    let mut shapes = spec.param_shapes();
+    shapes.extend(highway.param_shape(spec));
+    shapes
+}
+
 /// Deep copies of all parameters by name.
 pub(crate) type Snapshot = Vec<(String, Tensor)>;
 
@@ -107,20 +168,34 @@ pub struct LstmForecaster {
     /// b_ih, b_hh), shared with `vs`. Kept so inference can call the
     /// fallible `f_lstm` instead of `nn::LSTM`, which panics on error.
     lstm_params: Vec<Tensor>,
+    highway: Highway,
+    /// The highway's weights (`[H*C, C]`, shared with `vs`) and its mask.
+    highway_params: Option<(Tensor, Option<Tensor>)>,
 }
 
 impl std::fmt::Debug for LstmForecaster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LstmForecaster")
             .field("spec", &self.spec)
+            .field("highway", &self.highway)
             .field("device", &self.vs.device())
             .finish_non_exhaustive()
     }
 }
 
 impl LstmForecaster {
-    /// A freshly initialised network on `device`.
+    /// A freshly initialised network on `device`, without a highway.
     pub fn new(spec: ModelSpec, device: Device) -> Result<Self, ModelError> {
+        Self::with_highway(spec, Highway::None, device)
+    }
+
+    /// A freshly initialised network with `highway` (its weights start at
+    /// zero, so the forecast starts as the LSTM head's alone).
+    pub fn with_highway(
+        spec: ModelSpec,
+        highway: Highway,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         spec.validate().map_err(ModelError::Config)?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -142,6 +217,22 @@ impl LstmForecaster {
             spec.output_len() as i64,
             Default::default(),
         );
+        let highway_params = match highway.param_shape(&spec) {
+            None => None,
+            Some((_, shape)) => {
+                let w = (&root / "highway").zeros("weight", &shape);
+                let mask = highway
+                    .mask(&spec)
+                    .map(|m| {
+                        Tensor::f_from_slice(&m)
+                            .and_then(|t| t.f_view([shape[0], shape[1]]))
+                            .and_then(|t| t.f_to_device(device))
+                    })
+                    .transpose()
+                    .ctx("highway mask")?;
+                Some((w, mask))
+            }
+        };
         let vars = vs.variables();
         let lstm_params = spec
             .param_shapes()
@@ -158,11 +249,41 @@ impl LstmForecaster {
             vs,
             head,
             lstm_params,
+            highway,
+            highway_params,
         })
     }
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    pub fn highway(&self) -> Highway {
+        self.highway
+    }
+
+    /// The highway's effective weights (`[H*C, C]`, masked), if any.
+    fn highway_weight(&self) -> Result<Option<Tensor>, ModelError> {
+        match &self.highway_params {
+            None => Ok(None),
+            Some((w, None)) => Ok(Some(w.shallow_clone())),
+            Some((w, Some(mask))) => w.f_mul(mask).map(Some).ctx("highway mask"),
+        }
+    }
+
+    /// Sets the highway's weights (`[H*C, C]` row-major; masked entries
+    /// must be zero). Used to start training from a least-squares fit.
+    pub(crate) fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
+        let Some((param, _)) = &self.highway_params else {
+            return Err(ModelError::Config("the model has no highway".into()));
+        };
+        let src = Tensor::f_from_slice(w)
+            .and_then(|t| t.f_view([self.spec.output_len() as i64, self.spec.channels as i64]))
+            .and_then(|t| t.f_to_device(self.device()))
+            .ctx("highway weights")?;
+        let mut param = param.shallow_clone();
+        tch::no_grad(|| param.f_copy_(&src)).ctx("setting highway weights")?;
+        Ok(())
     }
 
     pub fn device(&self) -> Device {
@@ -227,9 +348,15 @@ impl LstmForecaster {
                 true,
             )
             .ctx("lstm forward")?;
-        let y = out
+        let mut y = out
             .f_linear(&self.head.ws, self.head.bs.as_ref())
             .ctx("head forward")?;
+        if let Some(w) = self.highway_weight()? {
+            y = x
+                .f_linear::<&Tensor>(&w, None)
+                .and_then(|l| y.f_add(&l))
+                .ctx("highway forward")?;
+        }
         Ok((y, LSTMState((h, c))))
     }
 
@@ -246,13 +373,23 @@ impl LstmForecaster {
     /// copied: libtorch would otherwise broadcast a mis-shaped tensor into
     /// place or change a parameter's dtype without complaint.
     pub fn load(spec: ModelSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
+        Self::load_with_highway(spec, Highway::None, path, device)
+    }
+
+    /// [`Self::load`] for a network with `highway`.
+    pub fn load_with_highway(
+        spec: ModelSpec,
+        highway: Highway,
+        path: &Path,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         spec.validate().map_err(|m| ModelError::artifact(path, m))?;
         let bad = |m: String| ModelError::artifact(path, m);
         let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
             .map_err(|e| bad(format!("unreadable weights file: {e}")))?
             .into_iter()
             .collect();
-        let expected = spec.param_shapes();
+        let expected = param_shapes(&spec, highway);
         for (name, shape) in &expected {
             let t = tensors
                 .get(name)
@@ -287,7 +424,7 @@ impl LstmForecaster {
                 extra.join(", ")
             )));
         }
-        let model = Self::new(spec, device)?;
+        let model = Self::with_highway(spec, highway, device)?;
         let vars = model.vs.variables();
         tch::no_grad(|| -> Result<(), ModelError> {
             for (name, mut var) in vars {
@@ -431,10 +568,17 @@ impl Forecaster for LstmForecaster {
                 )
                 .ctx("lstm forward")?;
             // The forecast made after the batch's last row.
-            let y = out
+            let mut y = out
                 .f_select(1, t - 1)
                 .and_then(|last| last.f_linear(&self.head.ws, self.head.bs.as_ref()))
                 .ctx("head forward")?;
+            if let Some(w) = self.highway_weight()? {
+                y = x
+                    .f_select(1, t - 1)
+                    .and_then(|last| last.f_linear::<&Tensor>(&w, None))
+                    .and_then(|l| y.f_add(&l))
+                    .ctx("highway forward")?;
+            }
             y.f_copy_data(&mut b.predictions, (n * t * c) as usize)
                 .ctx("copying forecasts")?;
             // [2, layers, n, hidden] -> [n, 2, layers, hidden]
@@ -599,6 +743,117 @@ pub(crate) mod tests {
         let y = to_vec(&y);
         let d = max_abs_diff(&y[3 * hc..], &all.predictions[hc..2 * hc]);
         assert!(d < 1e-5, "layout: {d}");
+    }
+
+    /// Highway weights `w[(h*C + j)*C + k] = f(h, j, k)`, masked as `hw` masks.
+    fn highway_weights(spec: &ModelSpec, hw: Highway) -> Vec<f32> {
+        let c = spec.channels;
+        let mask = hw.mask(spec);
+        (0..spec.output_len() * c)
+            .map(|i| {
+                let v = 0.1 * (i as f32 * 0.7).sin() + 0.05;
+                mask.as_ref().map_or(v, |m| v * m[i])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn highway_shapes_masks_and_stepping_equal_the_full_sequence() {
+        crate::test_init();
+        let spec = small_spec();
+        assert_eq!(Highway::None.param_shape(&spec), None);
+        assert_eq!(
+            Highway::Cross.param_shape(&spec),
+            Some(("highway.weight".into(), vec![12, 3]))
+        );
+        assert_eq!(Highway::Full.mask(&spec), None);
+        // Cross: row h*C + j never reads channel j.
+        let mask = Highway::Cross.mask(&spec).unwrap();
+        for (i, m) in mask.iter().enumerate() {
+            let (row, k) = (i / 3, i % 3);
+            assert_eq!(*m == 0.0, row % 3 == k, "entry {i}");
+        }
+        for hw in [Highway::Full, Highway::Cross] {
+            let mut m = LstmForecaster::with_highway(spec, hw, Device::Cpu).unwrap();
+            assert_eq!(m.highway(), hw);
+            let vars = m.var_store().variables();
+            let shapes = param_shapes(&spec, hw);
+            assert_eq!(vars.len(), shapes.len());
+            for (name, shape) in shapes {
+                assert_eq!(vars[&name].size(), shape, "{name}");
+            }
+            m.set_highway_weight(&highway_weights(&spec, hw)).unwrap();
+            // The highway adds exactly W x_t to the LSTM head's forecast.
+            let plain = LstmForecaster::new(spec, Device::Cpu).unwrap();
+            tch::no_grad(|| {
+                for (name, mut v) in plain.var_store().variables() {
+                    v.copy_(&vars[&name]);
+                }
+            });
+            let data = wave(2 * spec.horizon * spec.channels, 0.9);
+            let x = Tensor::from_slice(&data).view([1, 2 * spec.horizon as i64, 3]);
+            let (with, _) = tch::no_grad(|| m.forward_seq(&x, None));
+            let (without, _) = tch::no_grad(|| plain.forward_seq(&x, None));
+            let (with, without) = (to_vec(&with), to_vec(&without));
+            let w = highway_weights(&spec, hw);
+            let hc = spec.output_len();
+            for t in 0..2 * spec.horizon {
+                for o in 0..hc {
+                    let lin: f32 = (0..3).map(|k| w[o * 3 + k] * data[t * 3 + k]).sum();
+                    let d = with[t * hc + o] - without[t * hc + o] - lin;
+                    assert!(d.abs() < 1e-5, "{hw:?} step {t} output {o}: {d}");
+                }
+            }
+            // Stepping batch by batch reproduces the full sequence.
+            let mut state = vec![0.0; spec.state_len()];
+            for k in 0..2 {
+                let chunk = data[k * hc..(k + 1) * hc].to_vec();
+                let mut b = batch(&spec, 1, chunk, state);
+                m.step(&mut b).unwrap();
+                let t = (k + 1) * spec.horizon - 1;
+                let d = max_abs_diff(&b.predictions, &with[t * hc..(t + 1) * hc]);
+                assert!(d < 1e-5, "{hw:?} batch {k}: {d}");
+                state = b.states;
+            }
+        }
+        let m = LstmForecaster::new(spec, Device::Cpu).unwrap();
+        assert!(m.set_highway_weight(&[0.0; 36]).is_err());
+    }
+
+    #[test]
+    fn highway_weights_round_trip_and_a_missing_highway_is_an_error() {
+        crate::test_init();
+        let dir = tempfile::tempdir().unwrap();
+        let spec = small_spec();
+        let mut m = LstmForecaster::with_highway(spec, Highway::Cross, Device::Cpu).unwrap();
+        m.set_highway_weight(&highway_weights(&spec, Highway::Cross))
+            .unwrap();
+        let with = dir.path().join("with.safetensors");
+        m.save(&with).unwrap();
+        let mut back =
+            LstmForecaster::load_with_highway(spec, Highway::Cross, &with, Device::Cpu).unwrap();
+        assert_eq!(m.weights_sha256().unwrap(), back.weights_sha256().unwrap());
+        let input = wave(spec.output_len(), 1.0);
+        let mut a = batch(&spec, 1, input.clone(), vec![0.0; spec.state_len()]);
+        let mut b = batch(&spec, 1, input, vec![0.0; spec.state_len()]);
+        m.step(&mut a).unwrap();
+        back.step(&mut b).unwrap();
+        assert_eq!(a.predictions, b.predictions);
+        // Weights with a highway are not a plain model, and the reverse.
+        let e = LstmForecaster::load(spec, &with, Device::Cpu).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unexpected parameters highway.weight"),
+            "{e}"
+        );
+        let without = dir.path().join("without.safetensors");
+        LstmForecaster::new(spec, Device::Cpu)
+            .unwrap()
+            .save(&without)
+            .unwrap();
+        let e = LstmForecaster::load_with_highway(spec, Highway::Full, &without, Device::Cpu)
+            .unwrap_err();
+        assert!(e.to_string().contains("highway.weight is missing"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Once;
 pub use artifact::{LoadedModel, ModelMeta, load, save};
 pub use dataset::{CsvOptions, Dataset, read_any, read_csv, read_tep};
 pub use error::ModelError;
-pub use forecaster::{LstmForecaster, ModelSpec};
+pub use forecaster::{Highway, LstmForecaster, ModelSpec};
 pub use tch::Device;
 pub use train::{
     EpochReport, TrainConfig, TrainedModel, calibration_errors, calibration_scores, replay_rows,

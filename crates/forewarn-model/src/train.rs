@@ -21,7 +21,7 @@ use tch::{Device, Kind, Tensor};
 use crate::artifact::{FORMAT_VERSION, ModelMeta};
 use crate::dataset::Dataset;
 use crate::error::{ModelError, TorchContext};
-use crate::forecaster::{LstmForecaster, ModelSpec, Snapshot};
+use crate::forecaster::{Highway, LstmForecaster, ModelSpec, Snapshot};
 
 /// Devices per forecaster call during calibration (one device is replayed,
 /// so this only has to be valid).
@@ -63,6 +63,10 @@ pub struct TrainConfig {
     /// deviation ([`forewarn_core::robust_scaler`]); the artifact format is
     /// the same either way.
     pub robust_scaling: bool,
+    /// The forecaster's linear highway ([`Highway`]); when present its
+    /// weights start at the ridge least-squares fit on the training part
+    /// ([`highway_least_squares`]) and are then trained with the LSTM.
+    pub highway: Highway,
     /// Model name, recorded in the artifact and in alerts.
     pub name: String,
     pub device: Device,
@@ -84,6 +88,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             threshold: ThresholdRule::default(),
             robust_scaling: false,
+            highway: Highway::None,
             name: "forewarn".into(),
             device: crate::default_device(),
         }
@@ -237,7 +242,10 @@ pub fn train(
         layers: cfg.layers,
         horizon: cfg.horizon,
     };
-    let mut model = LstmForecaster::new(spec, cfg.device)?;
+    let mut model = LstmForecaster::with_highway(spec, cfg.highway, cfg.device)?;
+    if let Some(w) = highway_least_squares(&scaled(train_raw), &spec, cfg.highway) {
+        model.set_highway_weight(&w)?;
+    }
     let train_seq = Sequence::new(&scaled(train_raw), c, cfg.horizon, cfg.device)?;
     let val_seq = Sequence::new(&scaled(val_raw), c, cfg.horizon, cfg.device)?;
     let streams = Streams::new(&train_seq, cfg.batch_streams, cfg.window)?;
@@ -298,6 +306,7 @@ pub fn train(
         horizon: cfg.horizon,
         hidden: cfg.hidden,
         layers: cfg.layers,
+        highway: cfg.highway,
         warmup: cfg.window,
         // Placeholder until calibrated below (not a valid artifact yet).
         threshold: Threshold {
@@ -491,6 +500,105 @@ where
         }
     }
     Ok(())
+}
+
+/// Ridge regression of every forecast target on the row before it, the
+/// start of a highway's training: for each of the `H` rows ahead and each
+/// channel `j`, least squares of `x[t+1+h][j]` on `x[t]` (on the channels
+/// other than `j` for [`Highway::Cross`]) over the scaled training `rows`,
+/// with a ridge of 1e-3 x the number of rows (the channels have unit
+/// variance). Returns the `[H*C, C]` weights row-major (masked entries 0),
+/// or `None` without a highway or with too few rows.
+pub fn highway_least_squares(rows: &[f32], spec: &ModelSpec, highway: Highway) -> Option<Vec<f32>> {
+    let (c, hz) = (spec.channels, spec.horizon);
+    if highway == Highway::None || c == 0 {
+        return None;
+    }
+    let n = rows.len() / c;
+    let samples = n.checked_sub(hz)?;
+    if samples < 2 {
+        return None;
+    }
+    let x = |t: usize, k: usize| f64::from(rows[t * c + k]);
+    // Gram matrix of the regressors and their products with every target.
+    let mut gram = vec![0.0; c * c];
+    let mut xy = vec![0.0; c * hz * c]; // [k][h*C + j]
+    for t in 0..samples {
+        for a in 0..c {
+            let xa = x(t, a);
+            for b in 0..c {
+                gram[a * c + b] += xa * x(t, b);
+            }
+            for h in 0..hz {
+                for j in 0..c {
+                    xy[a * hz * c + h * c + j] += xa * x(t + 1 + h, j);
+                }
+            }
+        }
+    }
+    let ridge = 1e-3 * samples as f64;
+    let mut w = vec![0f32; hz * c * c];
+    for j in 0..c {
+        let used: Vec<usize> = (0..c)
+            .filter(|&k| highway == Highway::Full || k != j)
+            .collect();
+        if used.is_empty() {
+            continue;
+        }
+        let m = used.len();
+        let mut a = vec![0.0; m * m];
+        for (p, &kp) in used.iter().enumerate() {
+            for (q, &kq) in used.iter().enumerate() {
+                a[p * m + q] = gram[kp * c + kq];
+            }
+            a[p * m + p] += ridge;
+        }
+        let chol = cholesky(&a, m)?;
+        for h in 0..hz {
+            let rhs: Vec<f64> = used.iter().map(|&k| xy[k * hz * c + h * c + j]).collect();
+            let beta = cholesky_solve(&chol, m, &rhs);
+            for (p, &k) in used.iter().enumerate() {
+                w[(h * c + j) * c + k] = beta[p] as f32;
+            }
+        }
+    }
+    Some(w)
+}
+
+/// Lower-triangular `L` with `L L^T = a` (`m x m`, symmetric positive
+/// definite), or `None` when `a` is not.
+fn cholesky(a: &[f64], m: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; m * m];
+    for i in 0..m {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * m + k] * l[j * m + k]).sum();
+            if i == j {
+                let d = a[i * m + i] - s;
+                if !(d > 0.0 && d.is_finite()) {
+                    return None;
+                }
+                l[i * m + i] = d.sqrt();
+            } else {
+                l[i * m + j] = (a[i * m + j] - s) / l[j * m + j];
+            }
+        }
+    }
+    Some(l)
+}
+
+/// Solves `L L^T x = b` for the factor of [`cholesky`].
+fn cholesky_solve(l: &[f64], m: usize, b: &[f64]) -> Vec<f64> {
+    let mut y = vec![0.0; m];
+    for i in 0..m {
+        let s: f64 = (0..i).map(|k| l[i * m + k] * y[k]).sum();
+        y[i] = (b[i] - s) / l[i * m + i];
+    }
+    let mut x = vec![0.0; m];
+    for i in (0..m).rev() {
+        let s: f64 = (i + 1..m).map(|k| l[k * m + i] * x[k]).sum();
+        x[i] = (y[i] - s) / l[i * m + i];
+    }
+    x
 }
 
 fn check_data(data: &Dataset) -> Result<(), ModelError> {
@@ -908,6 +1016,153 @@ mod tests {
         nan.rows[52 * 3 + 7] = f32::NAN;
         let e = train(&nan, &small_cfg(), |_| {}).unwrap_err().to_string();
         assert!(e.contains("row 3") && e.contains("xmeas_8"), "{e}");
+    }
+
+    #[test]
+    fn highway_least_squares_recovers_a_linear_process() {
+        // x0 and x1 wander; the next row is an exact linear map of this one:
+        // x2' = 0.5 x0 - x1, x0' = 0.9 x0 + 0.2 x1, x1' = 0.8 x1.
+        let spec = ModelSpec {
+            channels: 3,
+            hidden: 4,
+            layers: 1,
+            horizon: 1,
+        };
+        let n = 4000;
+        let mut rows = vec![0f32; n * 3];
+        // Independent innovations in [-1, 1) (xorshift).
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut draws = vec![0f32; 3 * n];
+        for d in &mut draws {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *d = (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+        }
+        for t in 0..n {
+            let e = |k: usize| draws[t * 3 + k];
+            if t == 0 {
+                rows[..3].copy_from_slice(&[e(0), e(1), e(2)]);
+                continue;
+            }
+            let (x0, x1) = (rows[(t - 1) * 3], rows[(t - 1) * 3 + 1]);
+            rows[t * 3] = 0.9 * x0 + 0.2 * x1 + e(0);
+            rows[t * 3 + 1] = 0.8 * x1 + e(1);
+            rows[t * 3 + 2] = 0.5 * x0 - x1;
+        }
+        assert_eq!(highway_least_squares(&rows, &spec, Highway::None), None);
+        let w = highway_least_squares(&rows, &spec, Highway::Full).unwrap();
+        let want = [0.9, 0.2, 0.0, 0.0, 0.8, 0.0, 0.5, -1.0, 0.0];
+        for (i, (got, want)) in w.iter().zip(want).enumerate() {
+            assert!((got - want).abs() < 0.05, "weight {i}: {got} vs {want}");
+        }
+        // Cross: nothing from a channel to itself; x2 still from x0, x1.
+        let w = highway_least_squares(&rows, &spec, Highway::Cross).unwrap();
+        assert_eq!((w[0], w[4], w[8]), (0.0, 0.0, 0.0));
+        assert!(
+            (w[6] - 0.5).abs() < 0.05 && (w[7] + 1.0).abs() < 0.05,
+            "{w:?}"
+        );
+    }
+
+    /// Channel b is twice channel a (plus noise), a wanders in [-1, 1]
+    /// during training. Scored at a level the training never reached
+    /// (a + 4), the cross highway forecasts b from a; the LSTM alone,
+    /// saturated, cannot. A step on b alone is not followed by b's forecast.
+    #[test]
+    fn cross_highway_extrapolates_a_relation_and_does_not_follow_a_fault() {
+        crate::test_init();
+        let noise = |t: usize, k: usize| 0.05 * ((t * 31 + k * 17) as f32 * 1.37).sin();
+        let row = |t: usize, shift: f32| {
+            let a = (t as f32 * 0.05).sin() * 0.7 + (t as f32 * 0.013).cos() * 0.3 + shift;
+            [a + noise(t, 0), 2.0 * a + noise(t, 1), noise(t, 2)]
+        };
+        let n = 400;
+        let data = Dataset {
+            channels: vec!["a".into(), "b".into(), "c".into()],
+            rows: (0..n).flat_map(|t| row(t, 0.0)).collect(),
+            timestamps: None,
+            labels: None,
+            source: "synthetic".into(),
+        };
+        let cfg = TrainConfig {
+            hidden: 8,
+            layers: 1,
+            horizon: 2,
+            window: 10,
+            epochs: 10,
+            learning_rate: 1e-2,
+            batch_streams: 4,
+            validation_fraction: 0.25,
+            patience: 0,
+            name: "hw".into(),
+            device: Device::Cpu,
+            ..TrainConfig::default()
+        };
+        let plain = train(&data, &cfg, |_| {}).unwrap();
+        let cross = train(
+            &data,
+            &TrainConfig {
+                highway: Highway::Cross,
+                ..cfg.clone()
+            },
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(cross.meta.highway, Highway::Cross);
+        assert_eq!(plain.meta.highway, Highway::None);
+        // Mean |error| of b's next-row forecast over rows 60.., in scaled units.
+        let b_error = |m: &TrainedModel, raw: &[f32]| {
+            let mut x = raw.to_vec();
+            m.meta.scaler.transform_all(&mut x);
+            let steps = x.len() / 3;
+            let xt = Tensor::from_slice(&x).view([1, steps as i64, 3]);
+            let (y, _) = tch::no_grad(|| m.forecaster.forward_seq(&xt, None));
+            let mut pred = vec![0f32; y.numel()];
+            y.copy_data(&mut pred, y.numel());
+            let errs: Vec<f32> = (60..steps - 1)
+                .map(|t| (pred[t * 6 + 1] - x[(t + 1) * 3 + 1]).abs())
+                .collect();
+            errs.iter().sum::<f32>() / errs.len() as f32
+        };
+        let far: Vec<f32> = (0..200).flat_map(|t| row(t, 4.0)).collect();
+        let (e_plain, e_cross) = (b_error(&plain, &far), b_error(&cross, &far));
+        // The shift is 8 units of b (about 5 training sd).
+        assert!(e_cross < 0.5, "cross highway off by {e_cross}");
+        assert!(
+            e_plain > 4.0 * e_cross,
+            "plain {e_plain} vs cross {e_cross}"
+        );
+
+        // A step of 3 scaled units on b alone: b's forecast keeps reading a.
+        let mut fault: Vec<f32> = (0..200).flat_map(|t| row(t, 0.0)).collect();
+        let step = 3.0 * cross.meta.scaler.scale[1];
+        for t in 100..200 {
+            fault[t * 3 + 1] += step;
+        }
+        let clean: Vec<f32> = (0..200).flat_map(|t| row(t, 0.0)).collect();
+        let lifted = b_error(&cross, &fault) - b_error(&cross, &clean);
+        // Rows 100.. are 139 of the 139 scored: most of the step stays error.
+        assert!(lifted > 0.6 * 3.0 * 100.0 / 139.0, "error rose by {lifted}");
+        // Training kept the masked weights at zero.
+        let w = cross
+            .forecaster
+            .var_store()
+            .variables()
+            .remove("highway.weight")
+            .unwrap();
+        let mut v = vec![0f32; w.numel()];
+        w.copy_data(&mut v, w.numel());
+        for (i, m) in Highway::Cross
+            .mask(cross.forecaster.spec())
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            if *m == 0.0 {
+                assert_eq!(v[i], 0.0, "masked weight {i}");
+            }
+        }
     }
 
     #[test]

@@ -489,6 +489,7 @@ pub fn train_config(cfg: &EvalConfig) -> anyhow::Result<TrainConfig> {
         seed: m.seed,
         grad_clip: m.grad_clip,
         robust_scaling: m.robust_scaling,
+        highway: m.highway(),
         threshold: forewarn_core::ThresholdRule {
             quantile: cfg.threshold.quantile,
             margin: cfg.threshold.margin,

@@ -17,6 +17,24 @@ use forewarn_model::train::{TrainConfig, train};
 use crate::config::parse_device;
 use crate::evaluate::{EvalConfig, ModelKind, ThresholdKind, ThresholdSection, calibrate};
 
+/// The clap spelling of [`forewarn_model::Highway`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HighwayArg {
+    None,
+    Full,
+    Cross,
+}
+
+impl From<HighwayArg> for forewarn_model::Highway {
+    fn from(h: HighwayArg) -> Self {
+        match h {
+            HighwayArg::None => Self::None,
+            HighwayArg::Full => Self::Full,
+            HighwayArg::Cross => Self::Cross,
+        }
+    }
+}
+
 /// The clap spelling of [`ThresholdKind`].
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KindArg {
@@ -50,7 +68,7 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with_all = [
         "window", "horizon", "hidden", "layers", "epochs", "learning_rate",
         "validation_fraction", "patience", "seed", "threshold_quantile",
-        "threshold_margin", "threshold_kind",
+        "threshold_margin", "threshold_kind", "highway",
     ])]
     config: Option<PathBuf>,
     /// Model name recorded in the artifact and in alerts [default:
@@ -67,6 +85,12 @@ pub struct TrainArgs {
     hidden: usize,
     #[arg(long, default_value_t = 2)]
     layers: usize,
+    /// Linear highway added to the LSTM head's forecast: none, full (every
+    /// channel from every channel of the current row) or cross (each
+    /// channel from the others; docs/ACCURACY.md). model.toml's `[model]
+    /// highway` with --config.
+    #[arg(long, value_enum, default_value = "none")]
+    highway: HighwayArg,
     #[arg(long, default_value_t = 30)]
     epochs: usize,
     #[arg(long, default_value_t = 1e-3)]
@@ -138,6 +162,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 horizon: a.horizon,
                 hidden: a.hidden,
                 layers: a.layers,
+                highway: a.highway.into(),
                 epochs: a.epochs,
                 learning_rate: a.learning_rate,
                 validation_fraction: a.validation_fraction,

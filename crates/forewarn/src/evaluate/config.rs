@@ -55,6 +55,12 @@ pub struct ModelSection {
     pub grad_clip: f64,
     /// Median / IQR scaling instead of mean / standard deviation.
     pub robust_scaling: bool,
+    /// `forecaster`: linear highway added to the LSTM head's forecast
+    /// (`none`, `full`, or `cross`: each channel from the other channels).
+    /// Unset: `cross` for the forecaster (the default since issue 3's
+    /// accuracy work, docs/ACCURACY.md), `none` for the other kinds;
+    /// [`EvalConfig::load`] resolves it, so reports show the value used.
+    pub highway: Option<forewarn_model::Highway>,
     /// auto, cpu, cuda or cuda:N.
     pub device: String,
     /// libtorch intra-op threads (0 = one per core).
@@ -79,6 +85,7 @@ impl Default for ModelSection {
             seed: 42,
             grad_clip: 1.0,
             robust_scaling: false,
+            highway: None,
             device: "cpu".into(),
             threads: 0,
         }
@@ -184,9 +191,19 @@ impl DetectorSection {
     }
 }
 
+impl ModelSection {
+    /// The highway this section asks for (see [`ModelSection::highway`]).
+    pub fn highway(&self) -> forewarn_model::Highway {
+        self.highway.unwrap_or(match self.kind {
+            ModelKind::Forecaster => forewarn_model::Highway::Cross,
+            ModelKind::PerVariable | ModelKind::Autoencoder => forewarn_model::Highway::None,
+        })
+    }
+}
+
 impl EvalConfig {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let cfg: Self = match path {
+        let mut cfg: Self = match path {
             None => Self::default(),
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -195,10 +212,16 @@ impl EvalConfig {
             }
         };
         cfg.validate()?;
+        cfg.model.highway = Some(cfg.model.highway());
         Ok(cfg)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.model.highway() != forewarn_model::Highway::None
+            && self.model.kind != ModelKind::Forecaster
+        {
+            bail!("[model] highway is a setting of kind = \"forecaster\" only");
+        }
         self.detector
             .detector()
             .validate()
@@ -249,5 +272,30 @@ mod tests {
         assert!(toml::from_str::<EvalConfig>("[model]\nhiden = 3\n").is_err());
         let bad: EvalConfig = toml::from_str("[detector]\nmin_event_length = 0\n").unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn the_highway_defaults_to_cross_for_the_forecaster_only() {
+        use forewarn_model::Highway;
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            let p = dir.path().join("m.toml");
+            std::fs::write(&p, text).unwrap();
+            EvalConfig::load(Some(&p))
+        };
+        assert_eq!(
+            EvalConfig::load(None).unwrap().model.highway,
+            Some(Highway::Cross)
+        );
+        assert_eq!(load("").unwrap().model.highway, Some(Highway::Cross));
+        let none = load("[model]\nhighway = \"none\"\n").unwrap();
+        assert_eq!(none.model.highway, Some(Highway::None));
+        let full = load("[model]\nhighway = \"full\"\n").unwrap();
+        assert_eq!(full.model.highway(), Highway::Full);
+        let ae = load("[model]\nkind = \"autoencoder\"\n").unwrap();
+        assert_eq!(ae.model.highway, Some(Highway::None));
+        let e = load("[model]\nkind = \"per_variable\"\nhighway = \"cross\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("highway"), "{e:#}");
+        assert!(load("[model]\nhighway = \"diagonal\"\n").is_err());
     }
 }
