@@ -66,6 +66,7 @@ pub struct TrainConfig {
     /// The forecaster's linear highway ([`Highway`]); when present its
     /// weights start at the ridge least-squares fit on the training part
     /// ([`highway_least_squares`]) and are then trained with the LSTM.
+    /// `Cross` on a single channel builds no highway (nothing to read).
     pub highway: Highway,
     /// Model name, recorded in the artifact and in alerts.
     pub name: String,
@@ -242,8 +243,13 @@ pub fn train(
         layers: cfg.layers,
         horizon: cfg.horizon,
     };
-    let mut model = LstmForecaster::with_highway(spec, cfg.highway, cfg.device)?;
-    if let Some(w) = highway_least_squares(&scaled(train_raw), &spec, cfg.highway) {
+    // A cross-channel highway needs another channel to read.
+    let highway = match cfg.highway {
+        Highway::Cross if c < 2 => Highway::None,
+        h => h,
+    };
+    let mut model = LstmForecaster::with_highway(spec, highway, cfg.device)?;
+    if let Some(w) = highway_least_squares(&scaled(train_raw), &spec, highway) {
         model.set_highway_weight(&w)?;
     }
     let train_seq = Sequence::new(&scaled(train_raw), c, cfg.horizon, cfg.device)?;
@@ -306,7 +312,7 @@ pub fn train(
         horizon: cfg.horizon,
         hidden: cfg.hidden,
         layers: cfg.layers,
-        highway: cfg.highway,
+        highway,
         warmup: cfg.window,
         // Placeholder until calibrated below (not a valid artifact yet).
         threshold: Threshold {
@@ -1163,6 +1169,41 @@ mod tests {
                 assert_eq!(v[i], 0.0, "masked weight {i}");
             }
         }
+    }
+
+    #[test]
+    fn a_cross_highway_on_one_channel_is_no_highway() {
+        crate::test_init();
+        let data = Dataset {
+            channels: vec!["a".into()],
+            rows: (0..200).map(|t| (t as f32 * 0.1).sin()).collect(),
+            timestamps: None,
+            labels: None,
+            source: "univariate".into(),
+        };
+        let cfg = TrainConfig {
+            hidden: 4,
+            layers: 1,
+            horizon: 2,
+            window: 10,
+            epochs: 2,
+            highway: Highway::Cross,
+            device: Device::Cpu,
+            ..TrainConfig::default()
+        };
+        let m = train(&data, &cfg, |_| {}).unwrap();
+        assert_eq!(m.meta.highway, Highway::None);
+        assert_eq!(m.forecaster.highway(), Highway::None);
+        let full = train(
+            &data,
+            &TrainConfig {
+                highway: Highway::Full,
+                ..cfg
+            },
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(full.meta.highway, Highway::Full);
     }
 
     #[test]

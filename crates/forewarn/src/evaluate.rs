@@ -607,10 +607,14 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
     let (train_part, val) = data.rows.split_at(model.train_rows() * c);
     let engine = model.engine_config(cfg.detector.detector());
     let fixed = model.fixed_threshold();
+    let highway = match &model {
+        AnyModel::Joint(m) => m.meta.highway,
+        AnyModel::PerVariable(_) | AnyModel::Autoencoder(_) => forewarn_model::Highway::None,
+    };
     let strategy = calibrate(
         &mut model,
         &engine,
-        &cfg.threshold,
+        &cfg.threshold.for_model(highway),
         cfg.model.seed,
         train_part,
         val,

@@ -210,7 +210,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let strategy = calibrate(
         &mut trained.forecaster,
         &engine,
-        &section,
+        &section.for_model(trained.meta.highway),
         cfg.seed,
         train_part,
         val,

@@ -128,7 +128,7 @@ where
                     String::new()
                 }
             );
-            floor * t.gaussian_margin
+            floor * t.gaussian_margin()
         }
         None => {
             eprintln!("  gaussian: no room to inject faults; quantile x margin of normal scores");

@@ -92,6 +92,15 @@ impl Default for ModelSection {
     }
 }
 
+/// The Gaussian threshold's margin for a model without a highway (and
+/// `forewarn train`'s default, which has none).
+pub const GAUSSIAN_MARGIN: f64 = 1.5;
+/// The margin for a forecaster with a linear highway: its errors stay
+/// closer to the training errors at new operating points, and the wider
+/// margin trades little TEP recall for far fewer simulator false alarms
+/// (docs/ACCURACY.md).
+pub const GAUSSIAN_MARGIN_HIGHWAY: f64 = 2.0;
+
 /// The default (`gaussian`) was chosen on the tuning sets of
 /// docs/ACCURACY.md; `serve` runs `fixed`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,8 +132,12 @@ pub struct ThresholdSection {
     /// `gaussian`: fault magnitudes, in training standard deviations of the
     /// affected channel, cycled through.
     pub injection_sigmas: Vec<f64>,
-    /// `gaussian`: the F-beta threshold is multiplied by this.
-    pub gaussian_margin: f64,
+    /// `gaussian`: the F-beta threshold is multiplied by this. Unset (null
+    /// in reports): [`GAUSSIAN_MARGIN_HIGHWAY`] for a trained model with a
+    /// linear highway (the evaluate default), [`GAUSSIAN_MARGIN`]
+    /// otherwise, each chosen on the tuning sets of docs/ACCURACY.md for
+    /// its model ([`ThresholdSection::for_model`]).
+    pub gaussian_margin: Option<f64>,
     /// `gaussian`: per-channel error variances are floored at this times
     /// their mean, so channels forecast almost perfectly in training do not
     /// dominate the score.
@@ -147,7 +160,7 @@ impl Default for ThresholdSection {
             beta: 0.5,
             injections: 24,
             injection_sigmas: vec![1.0, 2.0, 3.0, 5.0],
-            gaussian_margin: 1.5,
+            gaussian_margin: None,
             gaussian_var_floor: forewarn_core::gaussian::VAR_FLOOR_RATIO,
             gaussian_normal_floor: true,
             dynamic: DynamicThresholdConfig::default(),
@@ -201,6 +214,29 @@ impl ModelSection {
     }
 }
 
+impl ThresholdSection {
+    /// The margin this section asks for, [`GAUSSIAN_MARGIN`] when unset
+    /// (see [`Self::for_model`]).
+    pub fn gaussian_margin(&self) -> f64 {
+        self.gaussian_margin.unwrap_or(GAUSSIAN_MARGIN)
+    }
+
+    /// This section for a trained model with `highway`: an unset margin
+    /// becomes the one chosen for such a model. A `cross` highway on a
+    /// single channel is no highway (training builds none), so a
+    /// univariate series keeps [`GAUSSIAN_MARGIN`].
+    pub fn for_model(&self, highway: forewarn_model::Highway) -> Self {
+        let mut t = self.clone();
+        t.gaussian_margin.get_or_insert(match highway {
+            forewarn_model::Highway::None => GAUSSIAN_MARGIN,
+            forewarn_model::Highway::Full | forewarn_model::Highway::Cross => {
+                GAUSSIAN_MARGIN_HIGHWAY
+            }
+        });
+        t
+    }
+}
+
 impl EvalConfig {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let mut cfg: Self = match path {
@@ -237,7 +273,9 @@ impl EvalConfig {
         if !(t.beta.is_finite() && t.beta > 0.0) {
             bail!("[threshold] beta must be positive");
         }
-        if !(t.gaussian_margin.is_finite() && t.gaussian_margin > 0.0) {
+        if t.gaussian_margin
+            .is_some_and(|m| !(m.is_finite() && m > 0.0))
+        {
             bail!("[threshold] gaussian_margin must be positive");
         }
         if t.injection_sigmas.is_empty()
@@ -275,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn the_highway_defaults_to_cross_for_the_forecaster_only() {
+    fn the_highway_defaults_to_cross_for_the_forecaster_only_and_sets_the_margin() {
         use forewarn_model::Highway;
         let dir = tempfile::tempdir().unwrap();
         let load = |text: &str| {
@@ -297,5 +335,19 @@ mod tests {
         let e = load("[model]\nkind = \"per_variable\"\nhighway = \"cross\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("highway"), "{e:#}");
         assert!(load("[model]\nhighway = \"diagonal\"\n").is_err());
+        // The margin follows the trained model's highway unless set.
+        let t = load("").unwrap().threshold;
+        assert_eq!(t.gaussian_margin, None);
+        assert_eq!(t.gaussian_margin(), 1.5);
+        assert_eq!(t.for_model(Highway::Cross).gaussian_margin, Some(2.0));
+        assert_eq!(t.for_model(Highway::Full).gaussian_margin(), 2.0);
+        assert_eq!(t.for_model(Highway::None).gaussian_margin(), 1.5);
+        let set = load("[threshold]\ngaussian_margin = 1.75\n").unwrap();
+        assert_eq!(
+            set.threshold.for_model(Highway::Cross).gaussian_margin(),
+            1.75
+        );
+        assert_eq!(ThresholdSection::default().gaussian_margin(), 1.5);
+        assert!(load("[threshold]\ngaussian_margin = 0.0\n").is_err());
     }
 }
