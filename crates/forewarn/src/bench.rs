@@ -92,6 +92,15 @@ pub struct BenchArgs {
     latency_seconds: u64,
     #[arg(long)]
     skip_latency: bool,
+    /// Readings/s offered in the latency run [default: half the measured
+    /// end-to-end rate, the issue's "half load"].
+    #[arg(long)]
+    latency_rate: Option<f64>,
+    /// linger.ms of the latency run's producer (the plant gateway): how long
+    /// it may hold a reading to batch it. Counted in the latency, since a
+    /// reading's time is taken before it is handed to the producer.
+    #[arg(long, default_value_t = 1)]
+    latency_linger_ms: u32,
     /// Only the forecaster with synthetic batches (no broker): the GPU target.
     #[arg(long)]
     forecaster_only: bool,
@@ -315,6 +324,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         let lp = ingest_config(&args, &format!("forewarn.bench.{run_id}.lat"));
         let store = args.work_dir.join(format!("alerts-{run_id}-lat.db"));
+        let offered = args.latency_rate.unwrap_or(rate / 2.0);
         let r = latency_run(
             &rt,
             lp,
@@ -322,21 +332,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             model.clone(),
             &store,
             &sim,
-            rate / 2.0,
+            offered,
+            args.latency_linger_ms,
             args.latency_seconds,
         )?;
         say(format!(
             "latency at {:.0} readings/s offered ({:.0} achieved): reading -> alert visible on the alerts topic \
              (stored first), {} alert changes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; the broker's floor \
              (reading -> readable by a plain consumer): p50 {:.1} ms, p99 {:.1} ms",
-            rate / 2.0,
-            r.achieved_rate,
-            r.samples,
-            r.p50,
-            r.p99,
-            r.max,
-            r.floor_p50,
-            r.floor_p99
+            offered, r.achieved_rate, r.samples, r.p50, r.p99, r.max, r.floor_p50, r.floor_p99
         ));
         Some(r)
     };
@@ -955,6 +959,7 @@ fn latency_run(
     store: &Path,
     sim: &Generator,
     rate: f64,
+    linger_ms: u32,
     secs: u64,
 ) -> anyhow::Result<Latency> {
     rt.block_on(forewarn_ingest::ensure_topics(
@@ -989,7 +994,7 @@ fn latency_run(
         reading_ts,
     )?;
 
-    let (p, d) = producer(&cfg.brokers, 1)?;
+    let (p, d) = producer(&cfg.brokers, linger_ms)?;
     let mut buf = String::with_capacity(256);
     // Prime: one reading per device, then wait until they are through, so
     // the group join is not in the measurement.
