@@ -34,7 +34,7 @@ use anyhow::{Context, bail};
 use forewarn_core::engine::{Forecaster, StepBatch};
 use forewarn_core::{DetectorConfig, Engine, EngineConfig, Reading, Scaler, Schema};
 use forewarn_ingest::{IngestConfig, Services};
-use forewarn_model::{LstmForecaster, ModelError, ModelSpec};
+use forewarn_model::{Highway, LstmForecaster, ModelError, ModelSpec};
 use forewarn_store::AlertStore;
 use forewarn_telemetry::{DeviceBoard, Health, Metrics};
 use rdkafka::ClientContext;
@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// Readings per forecast batch.
     #[arg(long, default_value_t = 10)]
     horizon: usize,
+    /// The forecaster's linear highway: none, full or cross (what `forewarn
+    /// train` builds by default).
+    #[arg(long, default_value = "cross", value_parser = parse_highway)]
+    highway: Highway,
     /// Readings kept per device.
     #[arg(long, default_value_t = 50)]
     window: usize,
@@ -150,15 +154,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--devices and --max-batch must be at least 1");
     }
     tch::manual_seed(7);
-    let model = LstmForecaster::new(spec, device).context("creating the model")?;
-    let flops = flops_per_reading(&spec);
+    let model =
+        LstmForecaster::with_highway(spec, args.highway, device).context("creating the model")?;
+    let flops = flops_per_reading(&spec, args.highway);
     say(format!(
-        "model: random-init LSTM channels={} hidden={} layers={} horizon={} on {}; {:.0} FLOPs per reading \
-         (LSTM {:.0} + head {:.0} per batch / horizon)",
+        "model: random-init LSTM channels={} hidden={} layers={} horizon={} highway={:?} on {}; {:.0} FLOPs \
+         per reading (LSTM {:.0} + head and highway {:.0} per batch / horizon)",
         spec.channels,
         spec.hidden,
         spec.layers,
         spec.horizon,
+        args.highway,
         forewarn_model::describe_device(device),
         flops.total(),
         flops.lstm,
@@ -361,6 +367,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_highway(s: &str) -> Result<Highway, String> {
+    match s {
+        "none" => Ok(Highway::None),
+        "full" => Ok(Highway::Full),
+        "cross" => Ok(Highway::Cross),
+        _ => Err(format!("{s:?}: expected none, full or cross")),
+    }
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -437,7 +452,7 @@ impl Flops {
 /// GEMM FLOPs (2 per multiply-add) the forecaster needs per reading. Gate
 /// nonlinearities and bias adds (~10 per gate value) are not counted: they
 /// are not GEMM work and are < 5 % of it at hidden 64.
-fn flops_per_reading(s: &ModelSpec) -> Flops {
+fn flops_per_reading(s: &ModelSpec, highway: Highway) -> Flops {
     let (c, h) = (s.channels as f64, s.hidden as f64);
     let lstm: f64 = (0..s.layers)
         .map(|l| {
@@ -445,7 +460,13 @@ fn flops_per_reading(s: &ModelSpec) -> Flops {
             2.0 * 4.0 * h * (input + h)
         })
         .sum();
-    let head = 2.0 * h * (s.horizon as f64 * c) / s.horizon as f64;
+    // The highway maps the last row (C) to the batch forecast (horizon x C);
+    // a cross highway's masked weights are still multiplied.
+    let inputs = match highway {
+        Highway::None => h,
+        Highway::Full | Highway::Cross => h + c,
+    };
+    let head = 2.0 * inputs * (s.horizon as f64 * c) / s.horizon as f64;
     Flops { lstm, head }
 }
 
@@ -1393,16 +1414,19 @@ mod tests {
 
     #[test]
     fn flops_per_reading_for_the_default_shape() {
-        let f = flops_per_reading(&ModelSpec {
+        let spec = ModelSpec {
             channels: 8,
             hidden: 64,
             layers: 2,
             horizon: 10,
-        });
+        };
+        let f = flops_per_reading(&spec, Highway::None);
         // Layer 0: 2*256*(8+64) = 36864; layer 1: 2*256*128 = 65536.
         assert_eq!(f.lstm, 102_400.0);
         // Head: 2*64*80 per batch of 10 readings.
         assert_eq!(f.head, 1024.0);
+        // The highway adds [80 x 8] x [8] per batch: 2*8*80 / 10 = 128.
+        assert_eq!(flops_per_reading(&spec, Highway::Cross).head, 1152.0);
     }
 
     #[test]
