@@ -179,7 +179,10 @@ pub(crate) fn read(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10");
+        .set("fetch.wait.max.ms", "10")
+        // A large state topic fills librdkafka's prefetch buffer; its default
+        // 1 s pause after that would stall the restore (see consume.rs).
+        .set("fetch.queue.backoff.ms", "10");
     let reader: BaseConsumer = c.create().map_err(|e| e.to_string())?;
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
