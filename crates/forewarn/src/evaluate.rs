@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::config::parse_device;
 pub use calibrate::calibrate;
-pub use config::{EvalConfig, ModelKind, ThresholdKind, ThresholdSection};
+pub use config::{EvalConfig, ModelKind, ModelSection, ThresholdKind, ThresholdSection};
 use replay::{Decision, point_predictions, replay};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

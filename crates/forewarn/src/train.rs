@@ -5,7 +5,10 @@
 //! The strategy is `--threshold-kind` (default: the documented default,
 //! `gaussian`), or with `--config model.toml` everything `forewarn
 //! evaluate` reads from that file: `[model]` (joint forecaster only: the
-//! artifact stores that network) and `[threshold]`.
+//! artifact stores that network) and `[threshold]`. The highway and the
+//! Gaussian margin default as in `evaluate` (`ModelSection::highway`,
+//! `ThresholdSection::for_model`): cross, and margin 2.0 (1.5 without a
+//! highway).
 
 use std::path::PathBuf;
 
@@ -15,7 +18,9 @@ use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
 use forewarn_model::train::{TrainConfig, train};
 
 use crate::config::parse_device;
-use crate::evaluate::{EvalConfig, ModelKind, ThresholdKind, ThresholdSection, calibrate};
+use crate::evaluate::{
+    EvalConfig, ModelKind, ModelSection, ThresholdKind, ThresholdSection, calibrate,
+};
 
 /// The clap spelling of [`forewarn_model::Highway`].
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +28,24 @@ pub enum HighwayArg {
     None,
     Full,
     Cross,
+}
+
+impl HighwayArg {
+    /// `forewarn evaluate`'s default for the forecaster (an empty
+    /// model.toml), so `train` builds the highway `evaluate` measures.
+    fn default_forecaster() -> Self {
+        Self::from(ModelSection::default().highway())
+    }
+}
+
+impl From<forewarn_model::Highway> for HighwayArg {
+    fn from(h: forewarn_model::Highway) -> Self {
+        match h {
+            forewarn_model::Highway::None => Self::None,
+            forewarn_model::Highway::Full => Self::Full,
+            forewarn_model::Highway::Cross => Self::Cross,
+        }
+    }
 }
 
 impl From<HighwayArg> for forewarn_model::Highway {
@@ -87,9 +110,11 @@ pub struct TrainArgs {
     layers: usize,
     /// Linear highway added to the LSTM head's forecast: none, full (every
     /// channel from every channel of the current row) or cross (each
-    /// channel from the others; docs/ACCURACY.md). model.toml's `[model]
-    /// highway` with --config.
-    #[arg(long, value_enum, default_value = "none")]
+    /// channel from the others; a single channel gets none). The default
+    /// is `forewarn evaluate`'s (docs/ACCURACY.md). The gaussian
+    /// threshold's margin is 2.0 with a highway, 1.5 without. With
+    /// --config: model.toml's `[model] highway`.
+    #[arg(long, value_enum, default_value_t = HighwayArg::default_forecaster())]
     highway: HighwayArg,
     #[arg(long, default_value_t = 30)]
     epochs: usize,
@@ -260,4 +285,38 @@ pub(crate) fn load_all(paths: &[PathBuf], opts: &CsvOptions) -> anyhow::Result<D
         }
     }
     out.context("no data files given")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    #[test]
+    fn defaults_are_evaluates() {
+        let a = Cli::parse_from(["train", "--data", "x.csv", "--out", "m"]).train;
+        let eval = EvalConfig::load(None).unwrap();
+        assert_eq!(a.highway, HighwayArg::Cross);
+        assert_eq!(
+            forewarn_model::Highway::from(a.highway),
+            eval.model.highway()
+        );
+        let a = Cli::parse_from([
+            "train",
+            "--data",
+            "x.csv",
+            "--out",
+            "m",
+            "--highway",
+            "none",
+        ]);
+        assert_eq!(a.train.highway, HighwayArg::None);
+    }
 }

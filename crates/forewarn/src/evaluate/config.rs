@@ -58,8 +58,9 @@ pub struct ModelSection {
     /// `forecaster`: linear highway added to the LSTM head's forecast
     /// (`none`, `full`, or `cross`: each channel from the other channels).
     /// Unset: `cross` for the forecaster (the default since issue 3's
-    /// accuracy work, docs/ACCURACY.md), `none` for the other kinds;
-    /// [`EvalConfig::load`] resolves it, so reports show the value used.
+    /// accuracy work, docs/ACCURACY.md; `forewarn train --highway` defaults
+    /// to it too), `none` for the other kinds; [`EvalConfig::load`]
+    /// resolves it, so reports show the value used.
     pub highway: Option<forewarn_model::Highway>,
     /// auto, cpu, cuda or cuda:N.
     pub device: String,
@@ -92,8 +93,8 @@ impl Default for ModelSection {
     }
 }
 
-/// The Gaussian threshold's margin for a model without a highway (and
-/// `forewarn train`'s default, which has none).
+/// The Gaussian threshold's margin for a model without a highway
+/// (`highway = "none"`, `forewarn train --highway none`, a single channel).
 pub const GAUSSIAN_MARGIN: f64 = 1.5;
 /// The margin for a forecaster with a linear highway: its errors stay
 /// closer to the training errors at new operating points, and the wider
