@@ -10,7 +10,9 @@ use forewarn_core::{Engine, Forecaster};
 use forewarn_store::AlertChange;
 use forewarn_telemetry::DeviceSnapshot;
 use forewarn_telemetry::Metrics;
-use forewarn_telemetry::events::{DevicesEvicted, InferenceBatch, InternalEvent, StateRestored};
+use forewarn_telemetry::events::{
+    AlertDelay, DevicesEvicted, InferenceBatch, InternalEvent, StateRestored,
+};
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
@@ -173,6 +175,22 @@ where
             // At shutdown: the final checkpoint, so a restart resumes exactly.
             stage.checkpoint();
         }
+        if stage.waiting_since.is_some()
+            && let Some(held) = stage.held.as_mut()
+            && !held.changes.is_empty()
+        {
+            // Batches still wait for company, so the offsets stay held; the
+            // alert changes need not wait with them. Storing a change early
+            // is safe: it precedes its offsets either way, and a replay
+            // makes the same change again (upserts by alert id).
+            let early = Processed {
+                changes: std::mem::take(&mut held.changes),
+                ..Processed::empty()
+            };
+            if tx.blocking_send(early).is_err() {
+                return Err(IngestError::StageDied("persist"));
+            }
+        }
         if stage.waiting_since.is_none()
             && let Some(processed) = stage.held.take()
         {
@@ -299,11 +317,16 @@ where
         }
         let held = self.held.get_or_insert_with(Processed::empty);
         for ev in events {
-            match ev {
-                EngineEvent::Scored { .. } => held.batches_scored += 1,
-                EngineEvent::Opened(a) => held.changes.push(AlertChange::Opened(a)),
-                EngineEvent::Resolved(a) => held.changes.push(AlertChange::Resolved(a)),
-            }
+            let change = match ev {
+                EngineEvent::Scored { .. } => {
+                    held.batches_scored += 1;
+                    continue;
+                }
+                EngineEvent::Opened(a) => AlertChange::Opened(a),
+                EngineEvent::Resolved(a) => AlertChange::Resolved(a),
+            };
+            AlertDelay::since("scored", change.reading_ts()).emit(self.metrics);
+            held.changes.push(change);
         }
         Ok(())
     }

@@ -19,8 +19,9 @@ use std::time::Duration;
 use forewarn_core::AlertState;
 use forewarn_store::{AlertChange, AlertRecord};
 use forewarn_telemetry::events::{
-    AlertOpened, AlertResolved, BatchesScored, CheckpointWritten, DeadLettered, InternalEvent,
-    LastProcessed, MessageRejected, OffsetsStored, ReadingsAccepted, ReadingsDuplicate,
+    AlertDelay, AlertOpened, AlertResolved, BatchesScored, CheckpointWritten, DeadLettered,
+    InternalEvent, LastProcessed, MessageRejected, OffsetsStored, ReadingsAccepted,
+    ReadingsDuplicate,
 };
 use forewarn_telemetry::{AlertEvent, AlertEventKind};
 use futures::future::join_all;
@@ -86,12 +87,18 @@ pub(crate) async fn run(
         {
             return Ok(());
         }
+        for c in &p.changes {
+            AlertDelay::since("stored", c.reading_ts()).emit(m);
+        }
         if !retry("alert publication", shutdown, || {
             publish_alerts(cfg, producer, &p.changes)
         })
         .await
         {
             return Ok(());
+        }
+        for c in &p.changes {
+            AlertDelay::since("published", c.reading_ts()).emit(m);
         }
         for c in &p.changes {
             match c {

@@ -99,6 +99,16 @@ pub enum AlertChange {
     Resolved(Alert),
 }
 
+impl AlertChange {
+    /// Timestamp (epoch ms) of the reading that made this change.
+    pub fn reading_ts(&self) -> i64 {
+        match self {
+            AlertChange::Opened(a) => a.opened_at,
+            AlertChange::Resolved(a) => a.resolved_at.unwrap_or(a.opened_at),
+        }
+    }
+}
+
 /// Filters and page of [`AlertStore::list`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertQuery {

@@ -134,6 +134,41 @@ impl InternalEvent for InferenceBatch {
     }
 }
 
+/// An alert change reached a stage (`scored`, `stored`, `published`);
+/// `seconds` since the timestamp of the reading that caused it.
+#[derive(Debug, Clone)]
+pub struct AlertDelay {
+    pub stage: &'static str,
+    pub seconds: f64,
+}
+
+impl AlertDelay {
+    /// Every stage, so the series exist at zero.
+    pub const STAGES: [&'static str; 3] = ["scored", "stored", "published"];
+
+    /// The delay from a reading at `reading_ms` (epoch ms) to now.
+    pub fn since(stage: &'static str, reading_ms: i64) -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Self {
+            stage,
+            seconds: (now_ms - reading_ms) as f64 / 1000.0,
+        }
+    }
+}
+
+impl InternalEvent for AlertDelay {
+    fn emit(self, metrics: &Metrics) {
+        trace!(stage = self.stage, seconds = self.seconds, "alert delay");
+        // A reading stamped ahead of this clock (skew) is counted as 0.
+        metrics
+            .alert_delay
+            .with_label_values(&[self.stage])
+            .observe(self.seconds.max(0.0));
+    }
+}
+
 /// A forecaster call that failed; its batches stay queued.
 #[derive(Debug, Clone)]
 pub struct InferenceFailed {
@@ -480,6 +515,43 @@ mod tests {
             window_start: 1_000,
             window_end: 2_000,
         }
+    }
+
+    #[test]
+    fn alert_delay_observes_its_stage_and_counts_clock_skew_as_zero() {
+        let m = Metrics::new();
+        AlertDelay {
+            stage: "stored",
+            seconds: 0.25,
+        }
+        .emit(&m);
+        AlertDelay {
+            stage: "stored",
+            seconds: -3.0,
+        }
+        .emit(&m);
+        let text = m.render();
+        let stored = |s: &str| {
+            sample(
+                &text,
+                &format!("forewarn_alert_delay_seconds_{s}{{stage=\"stored\"}}"),
+            )
+        };
+        assert_eq!(stored("count"), Some(2.0));
+        assert_eq!(stored("sum"), Some(0.25));
+        let scored = sample(
+            &text,
+            r#"forewarn_alert_delay_seconds_count{stage="scored"}"#,
+        );
+        assert_eq!(scored, Some(0.0));
+        // `since` measures from a reading time against the wall clock.
+        let an_hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            - 3_600_000;
+        let d = AlertDelay::since("published", an_hour_ago);
+        assert!((3_600.0..3_610.0).contains(&d.seconds), "{}", d.seconds);
     }
 
     #[test]

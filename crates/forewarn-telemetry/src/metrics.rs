@@ -44,6 +44,8 @@ pub struct Metrics {
     pub alerts_resolved: IntCounter,
     pub alerts_open: IntGauge,
     pub store_apply_duration: Histogram,
+    /// Reading time → alert change scored / stored / published, by stage.
+    pub alert_delay: HistogramVec,
     pub store_errors: IntCounter,
 
     // Stream position.
@@ -173,6 +175,24 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+
+        let alert_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "forewarn_alert_delay_seconds",
+                "From the timestamp of the reading that opened or resolved an alert to the change being \
+                 scored by the engine, committed to the alert store and acknowledged on the alerts topic, \
+                 by stage (scored, stored, published). Event-time lag: includes device clock skew and \
+                 consumer lag.",
+            )
+            .buckets(latency_buckets()),
+            &["stage"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(alert_delay.clone()))
+            .expect("unique metric");
+        for stage in crate::events::AlertDelay::STAGES {
+            alert_delay.with_label_values(&[stage]);
+        }
 
         let http_request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -372,6 +392,7 @@ impl Metrics {
                 &["route", "method", "status"],
             ),
             http_request_duration,
+            alert_delay,
             registry: r,
         }
     }

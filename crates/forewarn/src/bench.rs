@@ -36,6 +36,7 @@ use forewarn_core::{DetectorConfig, Engine, EngineConfig, Reading, Scaler, Schem
 use forewarn_ingest::{IngestConfig, Services};
 use forewarn_model::{Highway, LstmForecaster, ModelError, ModelSpec};
 use forewarn_store::AlertStore;
+use forewarn_telemetry::events::AlertDelay;
 use forewarn_telemetry::{DeviceBoard, Health, Metrics};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -347,6 +348,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
              (stored first), {} alert changes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; the broker's floor \
              (reading -> readable by a plain consumer): p50 {:.1} ms, p99 {:.1} ms",
             offered, r.achieved_rate, r.samples, r.p50, r.p99, r.max, r.floor_p50, r.floor_p99
+        ));
+        say(format!(
+            "latency by stage (mean ms from the alert's reading, forewarn_alert_delay_seconds): {}",
+            r.stage_means
+                .iter()
+                .map(|(s, ms)| format!("{s} {ms:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         Some(r)
     };
@@ -969,6 +978,9 @@ struct Latency {
     floor_p50: f64,
     floor_p99: f64,
     achieved_rate: f64,
+    /// Mean ms from an alert's reading to each pipeline stage
+    /// (`forewarn_alert_delay_seconds`: scored, stored, published).
+    stage_means: Vec<(&'static str, f64)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1064,6 +1076,14 @@ fn latency_run(
     stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
     let _ = floor_reader.join();
+    let stage_means = AlertDelay::STAGES
+        .iter()
+        .map(|&stage| {
+            let h = pipe.metrics.alert_delay.with_label_values(&[stage]);
+            let n = h.get_sample_count().max(1) as f64;
+            (stage, h.get_sample_sum() / n * 1000.0)
+        })
+        .collect();
     pipe.stop()?;
 
     // The first 2 s are warm-up (devices need `window` readings before scoring).
@@ -1079,6 +1099,7 @@ fn latency_run(
         floor_p50: floor.1,
         floor_p99: floor.2,
         achieved_rate: (tick - 1) as f64 * devices as f64 / sent_secs,
+        stage_means,
     })
 }
 
