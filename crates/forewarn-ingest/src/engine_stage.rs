@@ -483,3 +483,145 @@ impl Processed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use forewarn_core::engine::EngineConfig;
+    use forewarn_core::threshold::ThresholdStrategy;
+    use forewarn_core::{DetectorConfig, ReadingRef, Scaler, Schema};
+    use forewarn_store::AlertStore;
+    use forewarn_telemetry::{AlertBus, DeviceBoard, Health};
+
+    use super::*;
+
+    /// Forecasts that the next batch repeats the last input row.
+    struct Persistence;
+
+    impl Forecaster for Persistence {
+        type Error = String;
+        fn state_len(&self) -> usize {
+            1
+        }
+        fn step(&mut self, b: &mut StepBatch) -> Result<(), String> {
+            let hc = b.horizon * b.channels;
+            for i in 0..b.n {
+                let last = b.inputs[(i + 1) * hc - b.channels..(i + 1) * hc].to_vec();
+                for r in 0..b.horizon {
+                    b.predictions[i * hc + r * b.channels..i * hc + (r + 1) * b.channels]
+                        .copy_from_slice(&last);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine::new(EngineConfig {
+            schema: Schema::new(vec!["a".into(), "b".into()]),
+            scaler: Scaler {
+                center: vec![0.0, 0.0],
+                scale: vec![1.0, 1.0],
+                constant: vec![false, false],
+            },
+            horizon: 2,
+            window: 4,
+            warmup: 2,
+            state_len: 1,
+            strategy: ThresholdStrategy::Fixed { threshold: 1.0 },
+            detector: DetectorConfig {
+                open_after: 1,
+                resolve_after: 1,
+                resolve_ratio: 1.0,
+            },
+            model: "m".into(),
+            model_version: "v1".into(),
+            // Two devices per call: a third device's batch waits for company.
+            max_batch: 2,
+        })
+    }
+
+    /// An alert opened by a call goes to the persist stage at once, while
+    /// the chunk's offsets stay held behind a batch still waiting for
+    /// company; the offsets follow once that batch has run.
+    #[test]
+    fn alert_changes_do_not_wait_for_held_offsets() {
+        // Devices d and e every tick (d's third batch, ticks 5-6, is off by
+        // 2 on channel b: it opens an alert); f joins at tick 5, so its
+        // first batch is due alone after the call that scores d's.
+        let mut chunk = Chunk::default();
+        let mut offset = 0;
+        for tick in 1..=6i64 {
+            let spike = if tick >= 5 { 2.0 } else { 0.0 };
+            for (device, b) in [("d", spike), ("e", 0.0), ("f", 0.0)] {
+                if device == "f" && tick < 5 {
+                    continue;
+                }
+                chunk.readings.push(ReadingRef {
+                    device,
+                    ts_ms: 10 * tick,
+                    values: &[0.0, b],
+                });
+                chunk.origins.push((0, offset));
+                offset += 1;
+            }
+        }
+        chunk.offsets = vec![(0, offset)];
+        chunk.consumed = offset as usize;
+
+        let metrics = Arc::new(Metrics::new());
+        let services = Services {
+            store: Arc::new(AlertStore::open_in_memory().unwrap()),
+            board: Arc::new(DeviceBoard::new()),
+            health: Arc::new(Health::with_metrics(&metrics)),
+            metrics,
+            bus: AlertBus::default(),
+        };
+        let cfg = IngestConfig {
+            checkpoint_interval: Duration::ZERO,
+            ..IngestConfig::default()
+        };
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel(4);
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(4);
+        let (spare_tx, _spares) = crate::consume::spares();
+        let (_swap_tx, swaps) = std::sync::mpsc::channel::<crate::ModelSwap<Persistence>>();
+        let shutdown = CancellationToken::new();
+        let stage = std::thread::spawn(move || {
+            run(
+                &cfg,
+                engine(),
+                Persistence,
+                &services,
+                (in_rx, spare_tx),
+                out_tx,
+                &shutdown,
+                &swaps,
+            )
+        });
+        in_tx.blocking_send(Input::Chunk(chunk)).unwrap();
+
+        let first = out_rx.blocking_recv().expect("the alert change");
+        assert!(
+            first.offsets.is_empty(),
+            "offsets went ahead: {:?}",
+            first.offsets
+        );
+        match first.changes.as_slice() {
+            [AlertChange::Opened(a)] => assert_eq!((a.device.as_str(), a.opened_at), ("d", 60)),
+            other => panic!("expected d's alert alone, got {other:?}"),
+        }
+        // After the 5 ms deadline f's batch runs and the offsets follow.
+        let second = out_rx.blocking_recv().expect("the held outcome");
+        assert!(second.changes.is_empty());
+        assert_eq!(second.offsets, vec![(0, offset)]);
+        assert_eq!(second.accepted, 14);
+
+        drop(in_tx);
+        stage.join().unwrap().unwrap();
+        // Whatever the stage hands over as it stops repeats nothing.
+        while let Some(p) = out_rx.blocking_recv() {
+            assert!(p.changes.is_empty() && p.accepted == 0, "{:?}", p.changes);
+        }
+    }
+}
