@@ -800,55 +800,7 @@ fn contributors(schema: &Schema, shares: &[f64]) -> Vec<ChannelShare> {
 mod tests {
     use super::*;
 
-    /// Forecasts that every value of the next batch equals the last input
-    /// row; the "state" counts steps taken. Simple enough to compute by hand.
-    pub(super) struct Persistence {
-        pub(super) calls: Vec<usize>,
-    }
-
-    impl Forecaster for Persistence {
-        type Error = String;
-        fn state_len(&self) -> usize {
-            1
-        }
-        fn step(&mut self, b: &mut StepBatch) -> Result<(), String> {
-            self.calls.push(b.n);
-            let hc = b.horizon * b.channels;
-            for i in 0..b.n {
-                b.states[i] += b.horizon as f32;
-                let last = &b.inputs[(i + 1) * hc - b.channels..(i + 1) * hc].to_vec();
-                for r in 0..b.horizon {
-                    b.predictions[i * hc + r * b.channels..i * hc + (r + 1) * b.channels]
-                        .copy_from_slice(last);
-                }
-            }
-            Ok(())
-        }
-    }
-
-    pub(super) fn engine(max_batch: usize) -> Engine {
-        Engine::new(EngineConfig {
-            schema: Schema::new(vec!["a".into(), "b".into()]),
-            scaler: Scaler {
-                center: vec![0.0, 0.0],
-                scale: vec![1.0, 1.0],
-                constant: vec![false, false],
-            },
-            horizon: 2,
-            window: 4,
-            warmup: 2,
-            state_len: 1,
-            strategy: ThresholdStrategy::Fixed { threshold: 1.0 },
-            detector: DetectorConfig {
-                open_after: 1,
-                resolve_after: 1,
-                resolve_ratio: 1.0,
-            },
-            model: "m".into(),
-            model_version: "v1".into(),
-            max_batch,
-        })
-    }
+    pub(super) use crate::testing::{Persistence, engine};
 
     pub(super) fn r(device: &str, ts: i64, a: f32, b: f32) -> Reading {
         Reading {

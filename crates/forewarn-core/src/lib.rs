@@ -11,6 +11,8 @@ pub mod gaussian;
 pub mod reading;
 pub mod robust_scaler;
 pub mod scaler;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod threshold;
 pub mod window;
 

@@ -488,59 +488,12 @@ impl Processed {
 mod tests {
     use std::sync::Arc;
 
-    use forewarn_core::engine::EngineConfig;
-    use forewarn_core::threshold::ThresholdStrategy;
-    use forewarn_core::{DetectorConfig, ReadingRef, Scaler, Schema};
+    use forewarn_core::ReadingRef;
+    use forewarn_core::testing::{Persistence, engine};
     use forewarn_store::AlertStore;
     use forewarn_telemetry::{AlertBus, DeviceBoard, Health};
 
     use super::*;
-
-    /// Forecasts that the next batch repeats the last input row.
-    struct Persistence;
-
-    impl Forecaster for Persistence {
-        type Error = String;
-        fn state_len(&self) -> usize {
-            1
-        }
-        fn step(&mut self, b: &mut StepBatch) -> Result<(), String> {
-            let hc = b.horizon * b.channels;
-            for i in 0..b.n {
-                let last = b.inputs[(i + 1) * hc - b.channels..(i + 1) * hc].to_vec();
-                for r in 0..b.horizon {
-                    b.predictions[i * hc + r * b.channels..i * hc + (r + 1) * b.channels]
-                        .copy_from_slice(&last);
-                }
-            }
-            Ok(())
-        }
-    }
-
-    fn engine() -> Engine {
-        Engine::new(EngineConfig {
-            schema: Schema::new(vec!["a".into(), "b".into()]),
-            scaler: Scaler {
-                center: vec![0.0, 0.0],
-                scale: vec![1.0, 1.0],
-                constant: vec![false, false],
-            },
-            horizon: 2,
-            window: 4,
-            warmup: 2,
-            state_len: 1,
-            strategy: ThresholdStrategy::Fixed { threshold: 1.0 },
-            detector: DetectorConfig {
-                open_after: 1,
-                resolve_after: 1,
-                resolve_ratio: 1.0,
-            },
-            model: "m".into(),
-            model_version: "v1".into(),
-            // Two devices per call: a third device's batch waits for company.
-            max_batch: 2,
-        })
-    }
 
     /// An alert opened by a call goes to the persist stage at once, while
     /// the chunk's offsets stay held behind a batch still waiting for
@@ -590,8 +543,9 @@ mod tests {
         let stage = std::thread::spawn(move || {
             run(
                 &cfg,
-                engine(),
-                Persistence,
+                // Two devices per call: a third device's batch waits for company.
+                engine(2),
+                Persistence { calls: vec![] },
                 &services,
                 (in_rx, spare_tx),
                 out_tx,
