@@ -140,12 +140,17 @@ impl Readings {
 
     /// Appends a copy of `reading`.
     pub fn push(&mut self, reading: ReadingRef<'_>) {
-        self.ids.push_str(reading.device);
         self.values.extend_from_slice(reading.values);
+        self.seal(reading.device, reading.ts_ms);
+    }
+
+    /// Ends a reading whose values were appended to `values`.
+    fn seal(&mut self, device: &str, ts_ms: i64) {
+        self.ids.push_str(device);
         self.entries.push(FlatEntry {
             id_end: self.ids.len(),
             values_end: self.values.len(),
-            ts_ms: reading.ts_ms,
+            ts_ms,
         });
     }
 
@@ -291,12 +296,7 @@ pub fn decode_reading_into(
     let start = out.values.len();
     match decode_parts(payload, key, schema, &mut out.values) {
         Ok((device, ts_ms)) => {
-            out.ids.push_str(&device);
-            out.entries.push(FlatEntry {
-                id_end: out.ids.len(),
-                values_end: out.values.len(),
-                ts_ms,
-            });
+            out.seal(&device, ts_ms);
             Ok(())
         }
         Err(reason) => {
