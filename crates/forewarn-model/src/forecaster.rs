@@ -273,6 +273,18 @@ impl LstmForecaster {
 
     /// Sets the highway's weights (`[H*C, C]` row-major; masked entries
     /// must be zero). Used to start training from a least-squares fit.
+    /// The head's forecasts `y` plus the highway's map of `rows` (the
+    /// input row each forecast was made after); `y` itself without one.
+    fn add_highway(&self, y: Tensor, rows: &Tensor) -> Result<Tensor, ModelError> {
+        match self.highway_weight()? {
+            None => Ok(y),
+            Some(w) => rows
+                .f_linear::<&Tensor>(&w, None)
+                .and_then(|l| y.f_add(&l))
+                .ctx("highway forward"),
+        }
+    }
+
     pub(crate) fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
         let Some((param, _)) = &self.highway_params else {
             return Err(ModelError::Config("the model has no highway".into()));
@@ -348,16 +360,10 @@ impl LstmForecaster {
                 true,
             )
             .ctx("lstm forward")?;
-        let mut y = out
+        let y = out
             .f_linear(&self.head.ws, self.head.bs.as_ref())
             .ctx("head forward")?;
-        if let Some(w) = self.highway_weight()? {
-            y = x
-                .f_linear::<&Tensor>(&w, None)
-                .and_then(|l| y.f_add(&l))
-                .ctx("highway forward")?;
-        }
-        Ok((y, LSTMState((h, c))))
+        Ok((self.add_highway(y, x)?, LSTMState((h, c))))
     }
 
     /// Writes the weights as safetensors to `path` (any file name).
@@ -568,17 +574,11 @@ impl Forecaster for LstmForecaster {
                 )
                 .ctx("lstm forward")?;
             // The forecast made after the batch's last row.
-            let mut y = out
+            let y = out
                 .f_select(1, t - 1)
                 .and_then(|last| last.f_linear(&self.head.ws, self.head.bs.as_ref()))
                 .ctx("head forward")?;
-            if let Some(w) = self.highway_weight()? {
-                y = x
-                    .f_select(1, t - 1)
-                    .and_then(|last| last.f_linear::<&Tensor>(&w, None))
-                    .and_then(|l| y.f_add(&l))
-                    .ctx("highway forward")?;
-            }
+            let y = self.add_highway(y, &x.f_select(1, t - 1).ctx("last row")?)?;
             y.f_copy_data(&mut b.predictions, (n * t * c) as usize)
                 .ctx("copying forecasts")?;
             // [2, layers, n, hidden] -> [n, 2, layers, hidden]
