@@ -35,6 +35,8 @@ use forewarn_core::engine::{Forecaster, StepBatch};
 use forewarn_core::{DetectorConfig, Engine, EngineConfig, Reading, Scaler, Schema};
 use forewarn_ingest::{IngestConfig, Services};
 use forewarn_model::{Highway, LstmForecaster, ModelError, ModelSpec};
+
+use crate::train::HighwayArg;
 use forewarn_store::AlertStore;
 use forewarn_telemetry::events::AlertDelay;
 use forewarn_telemetry::{DeviceBoard, Health, Metrics};
@@ -70,8 +72,8 @@ pub struct BenchArgs {
     horizon: usize,
     /// The forecaster's linear highway: none, full or cross (what `forewarn
     /// train` builds by default).
-    #[arg(long, default_value = "cross", value_parser = parse_highway)]
-    highway: Highway,
+    #[arg(long, value_enum, default_value_t = HighwayArg::default_forecaster())]
+    highway: HighwayArg,
     /// Readings kept per device.
     #[arg(long, default_value_t = 50)]
     window: usize,
@@ -155,9 +157,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--devices and --max-batch must be at least 1");
     }
     tch::manual_seed(7);
+    let highway = Highway::from(args.highway);
     let model =
-        LstmForecaster::with_highway(spec, args.highway, device).context("creating the model")?;
-    let flops = flops_per_reading(&spec, args.highway);
+        LstmForecaster::with_highway(spec, highway, device).context("creating the model")?;
+    let flops = flops_per_reading(&spec, highway);
     say(format!(
         "model: random-init LSTM channels={} hidden={} layers={} horizon={} highway={:?} on {}; {:.0} FLOPs \
          per reading (LSTM {:.0} + head and highway {:.0} per batch / horizon)",
@@ -165,7 +168,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         spec.hidden,
         spec.layers,
         spec.horizon,
-        args.highway,
+        highway,
         forewarn_model::describe_device(device),
         flops.total(),
         flops.lstm,
@@ -374,15 +377,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         mem.measured
     );
     Ok(())
-}
-
-fn parse_highway(s: &str) -> Result<Highway, String> {
-    match s {
-        "none" => Ok(Highway::None),
-        "full" => Ok(Highway::Full),
-        "cross" => Ok(Highway::Cross),
-        _ => Err(format!("{s:?}: expected none, full or cross")),
-    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

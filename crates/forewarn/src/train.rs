@@ -33,7 +33,7 @@ pub enum HighwayArg {
 impl HighwayArg {
     /// `forewarn evaluate`'s default for the forecaster (an empty
     /// model.toml), so `train` builds the highway `evaluate` measures.
-    fn default_forecaster() -> Self {
+    pub(crate) fn default_forecaster() -> Self {
         Self::from(ModelSection::default().highway())
     }
 }
