@@ -80,9 +80,7 @@ pub(crate) async fn write(
         producer.send(record, SEND_QUEUE_TIMEOUT)
     });
     first_error(futures::future::join_all(sends).await)?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = forewarn_telemetry::unix_now_ms();
     let markers: Vec<(i32, Vec<u8>)> = cp
         .markers
         .iter()

@@ -262,9 +262,7 @@ fn poll_chunk(
     let ctx = consumer.context();
     let mut generation = ctx.generation.load(Ordering::SeqCst);
     // One clock read per chunk: the future-timestamp bound is a day wide.
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = forewarn_telemetry::unix_now_ms();
     loop {
         // Once a chunk has begun, take only what librdkafka already holds:
         // waiting for more would leave the engine stage idle meanwhile.

@@ -148,12 +148,9 @@ impl AlertDelay {
 
     /// The delay from a reading at `reading_ms` (epoch ms) to now.
     pub fn since(stage: &'static str, reading_ms: i64) -> Self {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         Self {
             stage,
-            seconds: (now_ms - reading_ms) as f64 / 1000.0,
+            seconds: (crate::unix_now_ms() - reading_ms) as f64 / 1000.0,
         }
     }
 }
@@ -545,11 +542,7 @@ mod tests {
         );
         assert_eq!(scored, Some(0.0));
         // `since` measures from a reading time against the wall clock.
-        let an_hour_ago = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-            - 3_600_000;
+        let an_hour_ago = crate::unix_now_ms() - 3_600_000;
         let d = AlertDelay::since("published", an_hour_ago);
         assert!((3_600.0..3_610.0).contains(&d.seconds), "{}", d.seconds);
     }
