@@ -149,6 +149,8 @@ pub struct DeviceScoresDoc {
 pub struct ModelDoc {
     name: String,
     version: String,
+    /// The network: `forecaster`, `per_variable` or `autoencoder`.
+    kind: String,
     /// The schema: channel names in the order the model expects them.
     channels: Vec<String>,
     /// Readings per forecast batch.

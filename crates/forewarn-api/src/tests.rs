@@ -90,6 +90,7 @@ fn fixture() -> Fixture {
         Arc::new(RwLock::new(Some(ModelInfo {
             name: "lstm".into(),
             version: "v1".into(),
+            kind: "forecaster".into(),
             channels: vec!["pressure".into(), "flow".into()],
             horizon: 10,
             window: 100,
@@ -324,7 +325,7 @@ async fn devices_and_models() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"models": [{"name": "lstm", "version": "v1", "channels": ["pressure", "flow"],
+        json!({"models": [{"name": "lstm", "version": "v1", "kind": "forecaster", "channels": ["pressure", "flow"],
                            "horizon": 10, "window": 100, "threshold": 1.0, "strategy": "fixed", "device": "cpu"}]})
     );
     *f.state.model.write().unwrap() = None;

@@ -1,6 +1,12 @@
 //! Model artifacts: a directory with `model.json` (metadata, scaler,
 //! threshold) and `model.safetensors` (weights).
 //!
+//! An artifact holds one network of any [`ModelKind`] — the joint
+//! forecaster, the per-variable model or the autoencoder — recorded as
+//! `model.json`'s `kind` (absent in artifacts written before there were
+//! kinds: the forecaster). [`load`] gives it back as a [`Network`], which
+//! the engine runs whatever the kind.
+//!
 //! Loading trusts nothing: every field is checked and a bad artifact is an
 //! error naming the file and the problem, never a panic, because the
 //! service hot-reloads models and must keep running on the old one.
@@ -16,12 +22,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use forewarn_core::engine::{Forecaster, StepBatch};
 use forewarn_core::threshold::ThresholdStrategy;
 use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema, Threshold};
 use serde::{Deserialize, Serialize};
 
+use crate::autoencoder::{AutoencoderSpec, LstmAutoencoder};
 use crate::error::ModelError;
 use crate::forecaster::{Highway, LstmForecaster, ModelSpec};
+use crate::multimodal::{MultimodalForecaster, MultimodalSpec};
 use crate::train::TrainedModel;
 
 /// The artifact format this build writes and reads.
@@ -32,9 +41,49 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// model, it stops a corrupt file from sizing per-device buffers.
 pub const MAX_WINDOW: usize = 1_000_000;
 
+/// The network an artifact holds (`model.json`'s `kind`, and `[model]
+/// kind` in model.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Joint multivariate stacked LSTM forecasting the next batch (Filonov et al. 2016).
+    #[default]
+    Forecaster,
+    /// One small LSTM encoder per channel, features concatenated into the
+    /// joint stacked LSTM, then the forecasting head (the multimodal design).
+    PerVariable,
+    /// LSTM encoder-decoder reconstructing each batch of `horizon` rows;
+    /// scored by reconstruction error (Malhotra et al. 2016).
+    Autoencoder,
+}
+
+impl ModelKind {
+    /// Every kind, in the order error messages list them.
+    pub const ALL: [ModelKind; 3] = [Self::Forecaster, Self::PerVariable, Self::Autoencoder];
+
+    /// The name `model.json` and model.toml use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forecaster => "forecaster",
+            Self::PerVariable => "per_variable",
+            Self::Autoencoder => "autoencoder",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
     pub format_version: u32,
+    /// The network in the weights file; absent in artifacts written before
+    /// there were kinds, which load as the forecaster, unchanged.
+    #[serde(default)]
+    pub kind: ModelKind,
     pub name: String,
     /// `"{name}-{first 12 hex of weights_sha256}"`: the same weights always
     /// get the same version and different weights a different one, so alert
@@ -49,8 +98,15 @@ pub struct ModelMeta {
     pub scaler: Scaler,
     pub window: usize,
     pub horizon: usize,
+    /// Width of the LSTM: the forecaster's, the per-variable model's joint
+    /// LSTM, the autoencoder's encoder and decoder.
     pub hidden: usize,
+    /// Stacked LSTM layers (the autoencoder: 1).
     pub layers: usize,
+    /// `per_variable`: width of each channel's encoder (absent for the
+    /// other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_hidden: Option<usize>,
     /// The forecaster's linear highway; absent (`none`) in artifacts
     /// written before it existed, which load unchanged. A build without
     /// highways refuses an artifact that has one (its weights file holds
@@ -88,12 +144,45 @@ impl ModelMeta {
         format!("{name}-{short}")
     }
 
+    /// The forecaster's shape (for the other kinds: their sizes, which
+    /// [`Self::validate`] bounds the same way).
     pub fn spec(&self) -> ModelSpec {
         ModelSpec {
             channels: self.channels.len(),
             hidden: self.hidden,
             layers: self.layers,
             horizon: self.horizon,
+        }
+    }
+
+    /// The per-variable model's shape (`encoder_hidden` 0 when absent,
+    /// which [`Self::validate`] refuses).
+    pub fn multimodal_spec(&self) -> MultimodalSpec {
+        MultimodalSpec {
+            channels: self.channels.len(),
+            encoder_hidden: self.encoder_hidden.unwrap_or(0),
+            hidden: self.hidden,
+            layers: self.layers,
+            horizon: self.horizon,
+        }
+    }
+
+    /// The autoencoder's shape.
+    pub fn autoencoder_spec(&self) -> AutoencoderSpec {
+        AutoencoderSpec {
+            channels: self.channels.len(),
+            hidden: self.hidden,
+            horizon: self.horizon,
+        }
+    }
+
+    /// Length of one device's recurrent state for this model's kind.
+    pub fn state_len(&self) -> usize {
+        match self.kind {
+            ModelKind::Forecaster => self.spec().state_len(),
+            ModelKind::PerVariable => self.multimodal_spec().state_len(),
+            // Batches are independent: one unused value.
+            ModelKind::Autoencoder => 1,
         }
     }
 
@@ -116,7 +205,7 @@ impl ModelMeta {
             horizon: self.horizon,
             window: self.window,
             warmup: self.warmup,
-            state_len: self.spec().state_len(),
+            state_len: self.state_len(),
             strategy: self.strategy(),
             detector,
             model: self.name.clone(),
@@ -180,6 +269,7 @@ impl ModelMeta {
             ));
         }
         self.spec().validate()?;
+        self.validate_kind()?;
         let t = self.threshold.value;
         if !(t.is_finite() && t > 0.0) {
             return Err(format!("threshold {t} is not a positive finite number"));
@@ -197,14 +287,140 @@ impl ModelMeta {
     }
 }
 
-/// A model read back from disk.
-#[derive(Debug)]
-pub struct LoadedModel {
-    pub meta: ModelMeta,
-    pub forecaster: LstmForecaster,
+impl ModelMeta {
+    /// The fields that only some kinds have, and the autoencoder's single
+    /// layer.
+    fn validate_kind(&self) -> Result<(), String> {
+        let kind = self.kind;
+        if kind != ModelKind::Forecaster && self.highway != Highway::None {
+            return Err(format!(
+                "highway {:?} is a setting of the forecaster, not of kind {kind}",
+                self.highway
+            ));
+        }
+        match (kind, self.encoder_hidden) {
+            (ModelKind::PerVariable, None) => {
+                return Err("kind per_variable needs encoder_hidden".into());
+            }
+            (ModelKind::PerVariable, Some(e)) => {
+                if e == 0 || e > 1 << 16 || self.channels.len() * e > 1 << 24 {
+                    return Err(format!(
+                        "encoder_hidden {e} is outside 1..=65536 or too large for {} channels",
+                        self.channels.len()
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err(format!(
+                    "encoder_hidden is a setting of kind per_variable, not of kind {kind}"
+                ));
+            }
+            (_, None) => {}
+        }
+        if kind == ModelKind::Autoencoder && self.layers != 1 {
+            return Err(format!(
+                "the autoencoder has one encoder and one decoder layer, not {} layers",
+                self.layers
+            ));
+        }
+        Ok(())
+    }
 }
 
-impl LoadedModel {
+/// The network of an artifact, of whichever kind it holds. The engine runs
+/// every kind through the one [`Forecaster`] interface (the autoencoder
+/// [reconstructs](Forecaster::reconstructs) its batch instead of
+/// forecasting the next one).
+#[derive(Debug)]
+pub enum Network {
+    Forecaster(LstmForecaster),
+    PerVariable(MultimodalForecaster),
+    Autoencoder(LstmAutoencoder),
+}
+
+impl Network {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Self::Forecaster(_) => ModelKind::Forecaster,
+            Self::PerVariable(_) => ModelKind::PerVariable,
+            Self::Autoencoder(_) => ModelKind::Autoencoder,
+        }
+    }
+
+    /// SHA-256 (hex) of the weights, as `model.json` pins them.
+    pub fn weights_sha256(&self) -> Result<String, ModelError> {
+        self.as_ref().weights_sha256()
+    }
+
+    fn as_ref(&self) -> NetworkRef<'_> {
+        match self {
+            Self::Forecaster(m) => NetworkRef::Forecaster(m),
+            Self::PerVariable(m) => NetworkRef::PerVariable(m),
+            Self::Autoencoder(m) => NetworkRef::Autoencoder(m),
+        }
+    }
+
+    /// The network `meta` describes, with the weights in `path` (checked
+    /// against the description before anything is copied).
+    fn load(meta: &ModelMeta, path: &Path, device: tch::Device) -> Result<Self, ModelError> {
+        Ok(match meta.kind {
+            ModelKind::Forecaster => Self::Forecaster(LstmForecaster::load_with_highway(
+                meta.spec(),
+                meta.highway,
+                path,
+                device,
+            )?),
+            ModelKind::PerVariable => Self::PerVariable(MultimodalForecaster::load(
+                meta.multimodal_spec(),
+                path,
+                device,
+            )?),
+            ModelKind::Autoencoder => Self::Autoencoder(LstmAutoencoder::load(
+                meta.autoencoder_spec(),
+                path,
+                device,
+            )?),
+        })
+    }
+}
+
+impl Forecaster for Network {
+    type Error = ModelError;
+
+    fn state_len(&self) -> usize {
+        match self {
+            Self::Forecaster(m) => m.state_len(),
+            Self::PerVariable(m) => m.state_len(),
+            Self::Autoencoder(m) => m.state_len(),
+        }
+    }
+
+    fn step(&mut self, b: &mut StepBatch) -> Result<(), ModelError> {
+        match self {
+            Self::Forecaster(m) => m.step(b),
+            Self::PerVariable(m) => m.step(b),
+            Self::Autoencoder(m) => m.step(b),
+        }
+    }
+
+    fn reconstructs(&self) -> bool {
+        match self {
+            Self::Forecaster(m) => m.reconstructs(),
+            Self::PerVariable(m) => m.reconstructs(),
+            Self::Autoencoder(m) => m.reconstructs(),
+        }
+    }
+}
+
+/// A model of any kind with its description: read back by [`load`], or
+/// trained and written by [`save_model`].
+#[derive(Debug)]
+pub struct Model {
+    pub meta: ModelMeta,
+    pub network: Network,
+}
+
+impl Model {
     pub fn engine_config(&self, detector: DetectorConfig, max_batch: usize) -> EngineConfig {
         self.meta.engine_config(detector, max_batch)
     }
@@ -214,47 +430,122 @@ impl LoadedModel {
     }
 }
 
+impl From<TrainedModel> for Model {
+    fn from(t: TrainedModel) -> Self {
+        Self {
+            meta: t.meta,
+            network: Network::Forecaster(t.forecaster),
+        }
+    }
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `model` into the directory `dir` (created if needed), replacing
-/// any model there.
+/// Writes the trained forecaster `model` into the directory `dir`
+/// ([`save_model`]).
 pub fn save(model: &TrainedModel, dir: &Path) -> Result<(), ModelError> {
+    write(&model.meta, NetworkRef::Forecaster(&model.forecaster), dir)
+}
+
+/// Writes `model` (any kind) into the directory `dir` (created if needed),
+/// replacing any model there.
+pub fn save_model(model: &Model, dir: &Path) -> Result<(), ModelError> {
+    write(&model.meta, model.network.as_ref(), dir)
+}
+
+/// A borrowed [`Network`], so that the forecaster of a [`TrainedModel`]
+/// is saved by the same code as a [`Model`].
+#[derive(Clone, Copy)]
+enum NetworkRef<'a> {
+    Forecaster(&'a LstmForecaster),
+    PerVariable(&'a MultimodalForecaster),
+    Autoencoder(&'a LstmAutoencoder),
+}
+
+impl NetworkRef<'_> {
+    fn kind(self) -> ModelKind {
+        match self {
+            Self::Forecaster(_) => ModelKind::Forecaster,
+            Self::PerVariable(_) => ModelKind::PerVariable,
+            Self::Autoencoder(_) => ModelKind::Autoencoder,
+        }
+    }
+
+    fn weights_sha256(self) -> Result<String, ModelError> {
+        match self {
+            Self::Forecaster(m) => m.weights_sha256(),
+            Self::PerVariable(m) => m.weights_sha256(),
+            Self::Autoencoder(m) => m.weights_sha256(),
+        }
+    }
+
+    fn save(self, path: &Path) -> Result<(), ModelError> {
+        match self {
+            Self::Forecaster(m) => m.save(path),
+            Self::PerVariable(m) => m.save(path),
+            Self::Autoencoder(m) => m.save(path),
+        }
+    }
+
+    /// Where `meta` does not describe this network: (described, actual).
+    fn mismatch(self, meta: &ModelMeta) -> Option<(String, String)> {
+        if meta.kind != self.kind() {
+            return Some((
+                format!("kind {}", meta.kind),
+                format!("kind {}", self.kind()),
+            ));
+        }
+        match self {
+            Self::Forecaster(m) => {
+                (meta.spec() != *m.spec() || meta.highway != m.highway()).then(|| {
+                    (
+                        format!("{:?} with highway {:?}", meta.spec(), meta.highway),
+                        format!("{:?} with highway {:?}", m.spec(), m.highway()),
+                    )
+                })
+            }
+            Self::PerVariable(m) => (meta.multimodal_spec() != *m.spec()).then(|| {
+                (
+                    format!("{:?}", meta.multimodal_spec()),
+                    format!("{:?}", m.spec()),
+                )
+            }),
+            Self::Autoencoder(m) => (meta.autoencoder_spec() != *m.spec()).then(|| {
+                (
+                    format!("{:?}", meta.autoencoder_spec()),
+                    format!("{:?}", m.spec()),
+                )
+            }),
+        }
+    }
+}
+
+fn write(meta: &ModelMeta, net: NetworkRef<'_>, dir: &Path) -> Result<(), ModelError> {
     let meta_path = dir.join(META_FILE);
     let weights_path = dir.join(WEIGHTS_FILE);
-    model
-        .meta
-        .validate()
+    meta.validate()
         .map_err(|m| ModelError::artifact(&meta_path, format!("refusing to save: {m}")))?;
-    if model.meta.spec() != *model.forecaster.spec()
-        || model.meta.highway != model.forecaster.highway()
-    {
+    if let Some((described, actual)) = net.mismatch(meta) {
         return Err(ModelError::artifact(
             &meta_path,
-            format!(
-                "refusing to save: metadata describes {:?} with highway {:?} but the network \
-                 is {:?} with highway {:?}",
-                model.meta.spec(),
-                model.meta.highway,
-                model.forecaster.spec(),
-                model.forecaster.highway()
-            ),
+            format!("refusing to save: metadata describes {described} but the network is {actual}"),
         ));
     }
-    if model.forecaster.weights_sha256()? != model.meta.weights_sha256 {
+    if net.weights_sha256()? != meta.weights_sha256 {
         return Err(ModelError::artifact(
             &meta_path,
             "refusing to save: weights_sha256 does not match the network's weights",
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let json = serde_json::to_vec_pretty(&model.meta)
+    let json = serde_json::to_vec_pretty(meta)
         .map_err(|e| ModelError::artifact(&meta_path, e.to_string()))?;
 
     let k = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = |name: &str| dir.join(format!(".{name}.tmp.{}.{k}", std::process::id()));
     let (tmp_weights, tmp_meta) = (tmp(WEIGHTS_FILE), tmp(META_FILE));
     let result = (|| {
-        model.forecaster.save(&tmp_weights)?;
+        net.save(&tmp_weights)?;
         sync(&tmp_weights)?;
         let mut f = File::create(&tmp_meta).map_err(|e| ModelError::io(&tmp_meta, e))?;
         f.write_all(&json)
@@ -280,14 +571,30 @@ fn sync(path: &Path) -> Result<(), ModelError> {
         .map_err(|e| ModelError::io(path, e))
 }
 
-/// Reads and fully validates the model in `dir`, placing it on `device`.
-pub fn load(dir: &Path, device: tch::Device) -> Result<LoadedModel, ModelError> {
+/// Reads and fully validates the model in `dir` (of any kind), placing it
+/// on `device`.
+pub fn load(dir: &Path, device: tch::Device) -> Result<Model, ModelError> {
     let meta_path = dir.join(META_FILE);
     let weights_path: PathBuf = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&meta_path).map_err(|e| ModelError::io(&meta_path, e))?;
-    let meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| {
-        ModelError::artifact(&meta_path, format!("not a valid model description: {e}"))
-    })?;
+    let invalid = |e: serde_json::Error| format!("not a valid model description: {e}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ModelError::artifact(&meta_path, invalid(e)))?;
+    // A kind this build does not know (a newer one wrote it) is named as
+    // such, rather than as a generic parse error.
+    if let Some(kind) = json.get("kind")
+        && serde_json::from_value::<ModelKind>(kind.clone()).is_err()
+    {
+        return Err(ModelError::artifact(
+            &meta_path,
+            format!(
+                "model kind {kind} is not one this build runs ({})",
+                ModelKind::ALL.map(ModelKind::as_str).join(", ")
+            ),
+        ));
+    }
+    let meta: ModelMeta =
+        serde_json::from_value(json).map_err(|e| ModelError::artifact(&meta_path, invalid(e)))?;
     meta.validate()
         .map_err(|m| ModelError::artifact(&meta_path, m))?;
     if !weights_path.is_file() {
@@ -296,9 +603,8 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<LoadedModel, ModelError> 
             "weights file is missing",
         ));
     }
-    let forecaster =
-        LstmForecaster::load_with_highway(meta.spec(), meta.highway, &weights_path, device)?;
-    if forecaster.weights_sha256()? != meta.weights_sha256 {
+    let network = Network::load(&meta, &weights_path, device)?;
+    if network.weights_sha256()? != meta.weights_sha256 {
         return Err(ModelError::artifact(
             &weights_path,
             format!(
@@ -307,7 +613,7 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<LoadedModel, ModelError> 
             ),
         ));
     }
-    Ok(LoadedModel { meta, forecaster })
+    Ok(Model { meta, network })
 }
 
 #[cfg(test)]
@@ -325,6 +631,7 @@ mod tests {
         let weights_sha256 = forecaster.weights_sha256().unwrap();
         let meta = ModelMeta {
             format_version: FORMAT_VERSION,
+            kind: ModelKind::Forecaster,
             name: "pump".into(),
             version: ModelMeta::version_for("pump", &weights_sha256),
             created_at: "2026-01-01T00:00:00Z".into(),
@@ -339,6 +646,7 @@ mod tests {
             horizon: spec.horizon,
             hidden: spec.hidden,
             layers: spec.layers,
+            encoder_hidden: None,
             highway: Highway::None,
             warmup: 8,
             threshold: Threshold {
@@ -363,22 +671,234 @@ mod tests {
 
     fn predict(f: &mut LstmForecaster) -> (Vec<f32>, Vec<f32>) {
         let spec = *f.spec();
-        let n = 2;
+        step(f, spec.channels, spec.horizon)
+    }
+
+    /// Two devices' batch of `horizon` rows x `channels` through `f`:
+    /// (predictions, states after).
+    fn step<F: Forecaster<Error = ModelError>>(
+        f: &mut F,
+        channels: usize,
+        horizon: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (n, hc, state_len) = (2, horizon * channels, f.state_len());
         let mut b = StepBatch {
             n,
-            horizon: spec.horizon,
-            channels: spec.channels,
-            state_len: spec.state_len(),
-            inputs: (0..n * spec.output_len())
-                .map(|i| (i as f32 * 0.1).cos())
-                .collect(),
-            states: (0..n * spec.state_len())
+            horizon,
+            channels,
+            state_len,
+            inputs: (0..n * hc).map(|i| (i as f32 * 0.1).cos()).collect(),
+            states: (0..n * state_len)
                 .map(|i| (i as f32 * 0.2).sin() * 0.3)
                 .collect(),
-            predictions: vec![0.0; n * spec.output_len()],
+            predictions: vec![0.0; n * hc],
         };
         f.step(&mut b).unwrap();
         (b.predictions, b.states)
+    }
+
+    /// `network` (untrained) with `model()`'s description adapted to it.
+    fn model_of(network: Network) -> Model {
+        let mut meta = model().meta;
+        meta.kind = network.kind();
+        (meta.hidden, meta.layers, meta.horizon) = match &network {
+            Network::Forecaster(m) => (m.spec().hidden, m.spec().layers, m.spec().horizon),
+            Network::PerVariable(m) => (m.spec().hidden, m.spec().layers, m.spec().horizon),
+            Network::Autoencoder(m) => (m.spec().hidden, 1, m.spec().horizon),
+        };
+        meta.encoder_hidden = match &network {
+            Network::PerVariable(m) => Some(m.spec().encoder_hidden),
+            _ => None,
+        };
+        meta.highway = match &network {
+            Network::Forecaster(m) => m.highway(),
+            _ => Highway::None,
+        };
+        if meta.kind == ModelKind::Autoencoder {
+            meta.warmup = 0;
+        }
+        meta.weights_sha256 = network.weights_sha256().unwrap();
+        meta.version = ModelMeta::version_for(&meta.name, &meta.weights_sha256);
+        Model { meta, network }
+    }
+
+    /// One untrained network of each kind over `model()`'s 3 channels.
+    fn networks() -> Vec<Network> {
+        let cpu = tch::Device::Cpu;
+        vec![
+            Network::Forecaster(
+                LstmForecaster::with_highway(small_spec(), Highway::Cross, cpu).unwrap(),
+            ),
+            Network::PerVariable(
+                MultimodalForecaster::new(
+                    MultimodalSpec {
+                        channels: 3,
+                        encoder_hidden: 2,
+                        hidden: 5,
+                        layers: 2,
+                        horizon: 4,
+                    },
+                    cpu,
+                )
+                .unwrap(),
+            ),
+            Network::Autoencoder(
+                LstmAutoencoder::new(
+                    AutoencoderSpec {
+                        channels: 3,
+                        hidden: 6,
+                        horizon: 4,
+                    },
+                    cpu,
+                )
+                .unwrap(),
+            ),
+        ]
+    }
+
+    /// Every kind: saved, then loaded, the network gives the same step
+    /// outputs (forecasts or reconstructions, and states), `model.json`
+    /// records the kind, and the engine runs it with the kind's state
+    /// length, warm-up and scoring mode.
+    #[test]
+    fn every_kind_round_trips_with_identical_step_outputs() {
+        crate::test_init();
+        let tmp = tempfile::tempdir().unwrap();
+        for network in networks() {
+            let kind = network.kind();
+            let dir = tmp.path().join(kind.as_str());
+            let mut m = model_of(network);
+            save_model(&m, &dir).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
+            assert_eq!(json["kind"], kind.as_str());
+            assert_eq!(
+                json.get("encoder_hidden").is_some(),
+                kind == ModelKind::PerVariable
+            );
+            let mut loaded = load(&dir, tch::Device::Cpu).unwrap();
+            assert_eq!(loaded.meta, m.meta, "{kind}");
+            assert_eq!(loaded.network.kind(), kind);
+            let (c, h) = (3, m.meta.horizon);
+            let want = step(&mut m.network, c, h);
+            assert_eq!(step(&mut loaded.network, c, h), want, "{kind}");
+            let cfg = loaded.engine_config(DetectorConfig::default(), 16);
+            assert_eq!(cfg.state_len, loaded.network.state_len(), "{kind}");
+            assert_eq!(
+                (cfg.warmup, loaded.network.reconstructs()),
+                match kind {
+                    ModelKind::Autoencoder => (0, true),
+                    _ => (8, false),
+                },
+                "{kind}"
+            );
+            let state_len = match kind {
+                ModelKind::Forecaster => 32,
+                // 2 x 3 channels x 2 + 2 x 2 layers x 5.
+                ModelKind::PerVariable => 32,
+                ModelKind::Autoencoder => 1,
+            };
+            assert_eq!(cfg.state_len, state_len, "{kind}");
+        }
+    }
+
+    /// Artifacts from before kinds have no `kind` key: the forecaster,
+    /// unchanged. A kind this build does not know is refused by name; a
+    /// description of one kind over the weights of another, or with
+    /// another kind's settings, is refused with the reason, never a panic.
+    #[test]
+    fn kinds_old_unknown_and_mismatched() {
+        crate::test_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        let m = model();
+        save(&m, &dir).unwrap();
+        edit_meta(&dir, |v| {
+            v.as_object_mut().unwrap().remove("kind");
+        });
+        let loaded = load(&dir, tch::Device::Cpu).unwrap();
+        assert_eq!(loaded.meta.kind, ModelKind::Forecaster);
+        assert_eq!(loaded.meta, m.meta);
+
+        edit_meta(&dir, |v| v["kind"] = "lstm_vae".into());
+        let e = load_err(&dir);
+        assert!(
+            e.contains("model kind \"lstm_vae\" is not one this build runs")
+                && e.contains("forecaster, per_variable, autoencoder"),
+            "{e}"
+        );
+        edit_meta(&dir, |v| v["kind"] = 3.into());
+        assert!(load_err(&dir).contains("model kind 3"));
+
+        let mut nets = networks();
+        let ae = model_of(nets.pop().unwrap());
+        let pv = model_of(nets.pop().unwrap());
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&Model, &str, Edit)> = vec![
+            // The autoencoder's weights described as a forecaster's.
+            (
+                &ae,
+                "parameter lstm.weight_ih_l0 is missing",
+                Box::new(|v| v["kind"] = "forecaster".into()),
+            ),
+            (
+                &ae,
+                "needs encoder_hidden",
+                Box::new(|v| v["kind"] = "per_variable".into()),
+            ),
+            (
+                &ae,
+                "one encoder and one decoder layer",
+                Box::new(|v| v["layers"] = 2.into()),
+            ),
+            (
+                &ae,
+                "a setting of the forecaster",
+                Box::new(|v| v["highway"] = "cross".into()),
+            ),
+            (&ae, "has shape", Box::new(|v| v["hidden"] = 7.into())),
+            (
+                &pv,
+                "has shape",
+                Box::new(|v| v["encoder_hidden"] = 3.into()),
+            ),
+            (
+                &pv,
+                "encoder_hidden 0 is outside",
+                Box::new(|v| v["encoder_hidden"] = 0.into()),
+            ),
+            (
+                &pv,
+                "parameter decoder.bias_hh_l0 is missing",
+                Box::new(|v| {
+                    v["kind"] = "autoencoder".into();
+                    v["layers"] = 1.into();
+                    v["hidden"] = 5.into();
+                    v.as_object_mut().unwrap().remove("encoder_hidden");
+                }),
+            ),
+            (
+                &pv,
+                "a setting of kind per_variable, not of kind forecaster",
+                Box::new(|v| v["kind"] = "forecaster".into()),
+            ),
+        ];
+        for (m, want, edit) in cases {
+            save_model(m, &dir).unwrap();
+            edit_meta(&dir, edit);
+            let e = load_err(&dir);
+            assert!(e.contains(want), "{}: want {want:?} in: {e}", m.meta.kind);
+        }
+
+        // Saving refuses a description of another kind than the network.
+        let mut wrong = model_of(networks().pop().unwrap());
+        wrong.meta.kind = ModelKind::Forecaster;
+        wrong.meta.layers = 2;
+        let e = save_model(&wrong, &dir).unwrap_err().to_string();
+        assert!(
+            e.contains("describes kind forecaster but the network is kind autoencoder"),
+            "{e}"
+        );
     }
 
     fn load_err(dir: &Path) -> String {
@@ -412,7 +932,7 @@ mod tests {
 
         let mut loaded = load(&dir, tch::Device::Cpu).unwrap();
         assert_eq!(loaded.meta, m.meta);
-        assert_eq!(predict(&mut loaded.forecaster), predict(&mut m.forecaster));
+        assert_eq!(step(&mut loaded.network, 3, 4), predict(&mut m.forecaster));
 
         let cfg = loaded.engine_config(DetectorConfig::default(), 64);
         assert_eq!(cfg.schema.channels(), &["a", "b", "c"]);
@@ -632,8 +1152,11 @@ mod tests {
         save(&m, &dir).unwrap();
         let mut loaded = load(&dir, tch::Device::Cpu).unwrap();
         assert_eq!(loaded.meta.highway, Highway::Cross);
-        assert_eq!(loaded.forecaster.highway(), Highway::Cross);
-        assert_eq!(predict(&mut loaded.forecaster), predict(&mut m.forecaster));
+        let Network::Forecaster(f) = &mut loaded.network else {
+            panic!("a forecaster artifact loads as the forecaster")
+        };
+        assert_eq!(f.highway(), Highway::Cross);
+        assert_eq!(predict(f), predict(&mut m.forecaster));
 
         // model.json without the key (as an older build reads it) does not
         // fit the weights.
@@ -649,7 +1172,7 @@ mod tests {
     #[test]
     fn loaded_model_can_move_to_another_thread() {
         fn assert_send<T: Send>() {}
-        assert_send::<LoadedModel>();
+        assert_send::<Model>();
         assert_send::<TrainedModel>();
     }
 

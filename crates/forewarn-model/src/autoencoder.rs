@@ -6,10 +6,12 @@
 //! The window is the engine's batch (`horizon` rows). Through
 //! [`forewarn_core::Forecaster::step`] the model writes the reconstruction
 //! of the batch it is given into `predictions`; it keeps no state between
-//! batches (`state_len` 1, unused). The engine itself pairs predictions
-//! with the *next* batch, so `forewarn evaluate` scores this model in
-//! reconstruction mode: the error of a batch against its own reconstruction
-//! (see `crates/forewarn/src/evaluate/replay.rs`).
+//! batches (`state_len` 1, unused). It [reconstructs](Forecaster::reconstructs),
+//! so the engine (in `serve`, calibration and `forewarn evaluate` alike)
+//! scores each batch against its own reconstruction instead of the
+//! previous batch's forecast.
+
+use std::path::Path;
 
 use forewarn_core::Scaler;
 use forewarn_core::engine::{Forecaster, StepBatch};
@@ -70,6 +72,24 @@ impl LstmAutoencoder {
 
     pub fn spec(&self) -> &AutoencoderSpec {
         &self.spec
+    }
+
+    /// Writes the weights as safetensors to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        crate::weights::save(&self.vs, path)
+    }
+
+    /// A network of `spec` with the weights in the safetensors file `path`,
+    /// checked against it first (names, dtypes, shapes, finite values).
+    pub fn load(spec: AutoencoderSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
+        let model = Self::new(spec, device)?;
+        crate::weights::load_into(&model.vs, path)?;
+        Ok(model)
+    }
+
+    /// SHA-256 (hex) of the parameters (what `model.json` pins).
+    pub fn weights_sha256(&self) -> Result<String, ModelError> {
+        crate::weights::sha256(&self.vs)
     }
 
     /// Reconstructs windows `x` (`[B, T, C]`): the decoder starts from the
@@ -149,6 +169,9 @@ pub struct TrainedAutoencoder {
     pub model: LstmAutoencoder,
     pub scaler: Scaler,
     pub train_rows: usize,
+    /// Training loss per epoch.
+    pub train_losses: Vec<f64>,
+    /// Validation loss per epoch.
     pub val_losses: Vec<f64>,
 }
 
@@ -213,7 +236,7 @@ pub fn train_autoencoder(
     let bs = (cfg.batch_size as i64).max(1);
     let mut best: Option<(f64, Vec<(String, Tensor)>)> = None;
     let mut since = 0;
-    let mut val_losses = Vec::new();
+    let (mut train_losses, mut val_losses) = (Vec::new(), Vec::new());
     for epoch in 1..=cfg.epochs {
         let perm = Tensor::randperm(count, (Kind::Int64, cfg.device));
         let (mut total, mut k) = (0.0, 0.0);
@@ -235,6 +258,7 @@ pub fn train_autoencoder(
                 .double_value(&[])
         });
         on_epoch(epoch, train_loss, val_loss);
+        train_losses.push(train_loss);
         val_losses.push(val_loss);
         if !train_loss.is_finite() {
             return Err(ModelError::Config(format!(
@@ -273,6 +297,7 @@ pub fn train_autoencoder(
         model,
         scaler,
         train_rows: n_train,
+        train_losses,
         val_losses,
     })
 }

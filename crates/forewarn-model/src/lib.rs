@@ -10,10 +10,11 @@ pub mod forecaster;
 pub mod heads;
 pub mod multimodal;
 pub mod train;
+mod weights;
 
 use std::sync::Once;
 
-pub use artifact::{LoadedModel, ModelMeta, load, save};
+pub use artifact::{Model, ModelKind, ModelMeta, Network, load, save, save_model};
 pub use dataset::{CsvOptions, Dataset, read_any, read_csv, read_tep};
 pub use error::ModelError;
 pub use forecaster::{Highway, LstmForecaster, ModelSpec};

@@ -12,6 +12,8 @@
 //! kept, like [`crate::train`]; the threshold is calibrated by replaying the
 //! validation tail through the engine ([`crate::calibration_scores`]).
 
+use std::path::Path;
+
 use forewarn_core::engine::{Forecaster, StepBatch};
 use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema, Threshold, ThresholdRule};
 use tch::nn::{self, LSTMState, Module, OptimizerConfig, RNN};
@@ -131,6 +133,24 @@ impl MultimodalForecaster {
 
     pub fn spec(&self) -> &MultimodalSpec {
         &self.spec
+    }
+
+    /// Writes the weights as safetensors to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        crate::weights::save(&self.vs, path)
+    }
+
+    /// A network of `spec` with the weights in the safetensors file `path`,
+    /// checked against it first (names, dtypes, shapes, finite values).
+    pub fn load(spec: MultimodalSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
+        let model = Self::new(spec, device)?;
+        crate::weights::load_into(&model.vs, path)?;
+        Ok(model)
+    }
+
+    /// SHA-256 (hex) of the parameters (what `model.json` pins).
+    pub fn weights_sha256(&self) -> Result<String, ModelError> {
+        crate::weights::sha256(&self.vs)
     }
 
     pub fn zero_state(&self, batch: i64) -> MultimodalState {
@@ -325,6 +345,8 @@ pub struct TrainedMultimodal {
     pub version: String,
     pub name: String,
     pub window: usize,
+    /// Training loss per epoch.
+    pub train_losses: Vec<f64>,
     /// Validation loss per epoch.
     pub val_losses: Vec<f64>,
 }
@@ -438,7 +460,7 @@ pub fn train_multimodal(
         .ctx("optimizer")?;
     let mut best: Option<(f64, Vec<(String, Tensor)>)> = None;
     let mut since = 0;
-    let mut val_losses = Vec::new();
+    let (mut train_losses, mut val_losses) = (Vec::new(), Vec::new());
     for epoch in 1..=cfg.epochs {
         let mut state: Option<MultimodalState> = None;
         let (mut total, mut count) = (0.0, 0.0);
@@ -462,6 +484,7 @@ pub fn train_multimodal(
             sum.double_value(&[]) / k.max(1.0)
         });
         on_epoch(epoch, train_loss, val_loss);
+        train_losses.push(train_loss);
         val_losses.push(val_loss);
         if !train_loss.is_finite() {
             return Err(ModelError::Config(format!(
@@ -495,6 +518,7 @@ pub fn train_multimodal(
         version,
         name: cfg.name.clone(),
         window: cfg.window,
+        train_losses,
         val_losses,
     };
     let engine = trained.engine_config(DetectorConfig::default(), 1);

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tch::nn::{self, LSTMState, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::artifact::{FORMAT_VERSION, ModelMeta};
+use crate::artifact::{FORMAT_VERSION, ModelKind, ModelMeta};
 use crate::dataset::Dataset;
 use crate::error::{ModelError, TorchContext};
 use crate::forecaster::{Highway, LstmForecaster, ModelSpec, Snapshot};
@@ -302,6 +302,7 @@ pub fn train(
     let weights_sha256 = model.weights_sha256()?;
     let mut meta = ModelMeta {
         format_version: FORMAT_VERSION,
+        kind: ModelKind::Forecaster,
         name: cfg.name.clone(),
         version: ModelMeta::version_for(&cfg.name, &weights_sha256),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -312,6 +313,7 @@ pub fn train(
         horizon: cfg.horizon,
         hidden: cfg.hidden,
         layers: cfg.layers,
+        encoder_hidden: None,
         highway,
         warmup: cfg.window,
         // Placeholder until calibrated below (not a valid artifact yet).
@@ -936,7 +938,7 @@ mod tests {
         crate::artifact::save(&m, dir.path()).unwrap();
         let mut loaded = crate::artifact::load(dir.path(), Device::Cpu).unwrap();
         let cfg2 = loaded.engine_config(DetectorConfig::default(), 8);
-        let again = calibration_scores(&mut loaded.forecaster, cfg2, val).unwrap();
+        let again = calibration_scores(&mut loaded.network, cfg2, val).unwrap();
         assert_eq!(again, by_engine);
     }
 

@@ -65,6 +65,10 @@ impl DeviceSnapshot {
 pub struct ModelInfo {
     pub name: String,
     pub version: String,
+    /// The network: `forecaster`, `per_variable` or `autoencoder`
+    /// (`model.json`'s `kind`).
+    #[serde(default = "forecaster")]
+    pub kind: String,
     /// Channel names in the order the model expects them.
     pub channels: Vec<String>,
     /// Readings per forecast batch.
@@ -83,6 +87,10 @@ pub struct ModelInfo {
 
 fn fixed() -> String {
     "fixed".into()
+}
+
+fn forecaster() -> String {
+    "forecaster".into()
 }
 
 /// Score points kept per device by [`DeviceBoard::scores`].

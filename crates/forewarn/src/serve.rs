@@ -37,7 +37,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let model = forewarn_model::load(&cfg.model.path, device)
         .with_context(|| format!("loading model from {}", cfg.model.path.display()))?;
     tracing::info!(
-        model = %model.meta.name, version = %model.meta.version,
+        model = %model.meta.name, version = %model.meta.version, kind = %model.meta.kind,
         device = %forewarn_model::describe_device(device), threads,
         channels = model.meta.channels.len(), horizon = model.meta.horizon,
         strategy = model.meta.strategy().kind(), threshold = model.meta.strategy().nominal_threshold(),
@@ -48,7 +48,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(
     cfg: Config,
-    model: forewarn_model::LoadedModel,
+    model: forewarn_model::Model,
     device: tch::Device,
 ) -> anyhow::Result<()> {
     let shutdown = crate::shutdown_on_signal();
@@ -156,7 +156,7 @@ async fn serve(
     let result = forewarn_ingest::run_reloadable(
         cfg.kafka.clone(),
         engine,
-        model.forecaster,
+        model.network,
         services,
         swaps,
         shutdown.clone(),
@@ -228,6 +228,7 @@ fn describe(meta: &forewarn_model::ModelMeta, device: tch::Device) -> ModelInfo 
     ModelInfo {
         name: meta.name.clone(),
         version: meta.version.clone(),
+        kind: meta.kind.to_string(),
         channels: meta.channels.clone(),
         horizon: meta.horizon,
         window: meta.window,
@@ -248,7 +249,7 @@ fn reloader(
     device: tch::Device,
     info: Arc<RwLock<Option<ModelInfo>>>,
     metrics: Arc<Metrics>,
-    swaps: std::sync::mpsc::Sender<forewarn_ingest::ModelSwap<forewarn_model::LstmForecaster>>,
+    swaps: std::sync::mpsc::Sender<forewarn_ingest::ModelSwap<forewarn_model::Network>>,
 ) -> forewarn_api::ModelReloader {
     let path = cfg.model.path.clone();
     let detector = cfg.detector;
@@ -299,7 +300,7 @@ fn reloader(
                 Engine::new(model.engine_config(detector, max_batch)).with_max_devices(max_devices);
             let swap = forewarn_ingest::ModelSwap {
                 engine,
-                forecaster: model.forecaster,
+                forecaster: model.network,
             };
             if swaps
                 .lock()
@@ -319,7 +320,7 @@ fn reloader(
             }
             .emit(&metrics);
             tracing::info!(
-                model = %new.name, version = %new.version,
+                model = %new.name, version = %new.version, kind = %new.kind,
                 previous = running.as_ref().map_or("", |r| r.version.as_str()),
                 strategy = %new.strategy, threshold = new.threshold,
                 "model reloaded; the engine swaps it in before the next chunk"
