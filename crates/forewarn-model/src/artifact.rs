@@ -420,7 +420,75 @@ pub struct Model {
     pub network: Network,
 }
 
+/// What describes a newly trained network besides its shape, which
+/// [`Model::new`] takes from the network itself.
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub name: String,
+    pub channels: Vec<String>,
+    pub scaler: Scaler,
+    pub window: usize,
+    pub warmup: usize,
+    /// The fixed threshold (may be a placeholder until calibrated: the
+    /// artifact is validated when saved).
+    pub threshold: Threshold,
+    pub train_data_sha256: String,
+    pub train_rows: usize,
+    pub validation_rows: usize,
+    pub final_train_loss: f64,
+    pub final_val_loss: f64,
+}
+
 impl Model {
+    /// A newly trained `network` with its description: kind, sizes,
+    /// highway, weights hash and version come from the network, so they
+    /// cannot disagree with it. No strategy yet (the fixed threshold runs
+    /// until one is set).
+    pub fn new(network: Network, d: Description) -> Result<Self, ModelError> {
+        let weights_sha256 = network.weights_sha256()?;
+        let (hidden, layers, horizon, encoder_hidden, highway) = match &network {
+            Network::Forecaster(m) => {
+                let s = m.spec();
+                (s.hidden, s.layers, s.horizon, None, m.highway())
+            }
+            Network::PerVariable(m) => {
+                let s = m.spec();
+                let e = Some(s.encoder_hidden);
+                (s.hidden, s.layers, s.horizon, e, Highway::None)
+            }
+            Network::Autoencoder(m) => {
+                let s = m.spec();
+                (s.hidden, 1, s.horizon, None, Highway::None)
+            }
+        };
+        let meta = ModelMeta {
+            format_version: FORMAT_VERSION,
+            kind: network.kind(),
+            version: ModelMeta::version_for(&d.name, &weights_sha256),
+            name: d.name,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            forewarn_version: env!("CARGO_PKG_VERSION").to_owned(),
+            channels: d.channels,
+            scaler: d.scaler,
+            window: d.window,
+            horizon,
+            hidden,
+            layers,
+            encoder_hidden,
+            highway,
+            warmup: d.warmup,
+            threshold: d.threshold,
+            strategy: None,
+            train_data_sha256: d.train_data_sha256,
+            train_rows: d.train_rows,
+            validation_rows: d.validation_rows,
+            final_train_loss: d.final_train_loss,
+            final_val_loss: d.final_val_loss,
+            weights_sha256,
+        };
+        Ok(Self { meta, network })
+    }
+
     pub fn engine_config(&self, detector: DetectorConfig, max_batch: usize) -> EngineConfig {
         self.meta.engine_config(detector, max_batch)
     }
@@ -697,29 +765,30 @@ mod tests {
         (b.predictions, b.states)
     }
 
-    /// `network` (untrained) with `model()`'s description adapted to it.
+    /// `network` (untrained) with `model()`'s description ([`Model::new`]).
     fn model_of(network: Network) -> Model {
-        let mut meta = model().meta;
-        meta.kind = network.kind();
-        (meta.hidden, meta.layers, meta.horizon) = match &network {
-            Network::Forecaster(m) => (m.spec().hidden, m.spec().layers, m.spec().horizon),
-            Network::PerVariable(m) => (m.spec().hidden, m.spec().layers, m.spec().horizon),
-            Network::Autoencoder(m) => (m.spec().hidden, 1, m.spec().horizon),
+        let m = model().meta;
+        let warmup = match network.kind() {
+            ModelKind::Autoencoder => 0,
+            _ => m.warmup,
         };
-        meta.encoder_hidden = match &network {
-            Network::PerVariable(m) => Some(m.spec().encoder_hidden),
-            _ => None,
-        };
-        meta.highway = match &network {
-            Network::Forecaster(m) => m.highway(),
-            _ => Highway::None,
-        };
-        if meta.kind == ModelKind::Autoencoder {
-            meta.warmup = 0;
-        }
-        meta.weights_sha256 = network.weights_sha256().unwrap();
-        meta.version = ModelMeta::version_for(&meta.name, &meta.weights_sha256);
-        Model { meta, network }
+        Model::new(
+            network,
+            Description {
+                name: m.name,
+                channels: m.channels,
+                scaler: m.scaler,
+                window: m.window,
+                warmup,
+                threshold: m.threshold,
+                train_data_sha256: m.train_data_sha256,
+                train_rows: m.train_rows,
+                validation_rows: m.validation_rows,
+                final_train_loss: m.final_train_loss,
+                final_val_loss: m.final_val_loss,
+            },
+        )
+        .unwrap()
     }
 
     /// One untrained network of each kind over `model()`'s 3 channels.

@@ -14,7 +14,7 @@ mod weights;
 
 use std::sync::Once;
 
-pub use artifact::{Model, ModelKind, ModelMeta, Network, load, save, save_model};
+pub use artifact::{Description, Model, ModelKind, ModelMeta, Network, load, save, save_model};
 pub use dataset::{CsvOptions, Dataset, read_any, read_csv, read_tep};
 pub use error::ModelError;
 pub use forecaster::{Highway, LstmForecaster, ModelSpec};

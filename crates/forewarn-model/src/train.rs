@@ -97,7 +97,9 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    fn validate(&self) -> Result<(), ModelError> {
+    /// Checks the settings every model kind shares (sizes, learning rate,
+    /// validation fraction, threshold rule); the message names the setting.
+    pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Config(m));
         for (name, v) in [
             ("hidden", self.hidden),

@@ -6,6 +6,7 @@
 
 mod calibrate;
 mod config;
+mod fit;
 mod plot;
 mod replay;
 mod streams;
@@ -13,18 +14,15 @@ mod streams;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use forewarn_core::engine::EngineConfig;
-use forewarn_core::threshold::ThresholdStrategy;
 use forewarn_eval::{Counts, FileInput, Metrics, WindowPosition};
-use forewarn_model::autoencoder::{AutoencoderTrainConfig, TrainedAutoencoder, train_autoencoder};
+use forewarn_model::Model;
 use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
-use forewarn_model::multimodal::{MultimodalTrainConfig, TrainedMultimodal, train_multimodal};
-use forewarn_model::train::{TrainConfig, TrainedModel, calibration_scores, train};
+use forewarn_model::train::TrainConfig;
 use serde::Serialize;
 
 use crate::config::parse_device;
-pub use calibrate::calibrate;
 pub use config::{EvalConfig, ModelKind, ModelSection, ThresholdKind, ThresholdSection};
+pub use fit::fit;
 use replay::{Decision, point_predictions, replay};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,12 +116,6 @@ pub struct Report {
     pub files: Vec<FileReport>,
 }
 
-/// A trained model with its calibrated threshold strategy.
-struct Fitted {
-    model: AnyModel,
-    strategy: ThresholdStrategy,
-}
-
 pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
     let cfg = EvalConfig::load(a.config.as_deref())?;
     if cfg.model.threads > 0 {
@@ -163,7 +155,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             data.n_channels(),
             train_files.len()
         );
-        Some(fit(&data, &cfg)?)
+        Some(fit_file(&data, &cfg)?)
     } else {
         None
     };
@@ -180,7 +172,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         )?;
         let mut per_file = None;
         let skip;
-        let fitted: &mut Fitted = match (shared.as_mut(), a.train_rows) {
+        let fitted: &mut Model = match (shared.as_mut(), a.train_rows) {
             (Some(f), _) => {
                 skip = 0;
                 f
@@ -197,13 +189,13 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
                 let mut train_part = loaded.data.slice(0..n);
                 train_part.labels = None;
                 eprintln!("{}: training on the first {n} rows", path.display());
-                per_file.insert(fit(&train_part, &cfg)?)
+                per_file.insert(fit_file(&train_part, &cfg)?)
             }
             (None, None) => unreachable!("clap requires --train or --train-rows"),
         };
         let data = loaded
             .data
-            .select_channels(fitted.model.channels())
+            .select_channels(&fitted.meta.channels)
             .with_context(|| format!("{} does not have the model's channels", path.display()))?;
         let (decisions, pred) = score_file(fitted, &data, &cfg)?;
         let n = data.len();
@@ -259,9 +251,9 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             rows: n,
             channels: data.n_channels(),
             train_rows: skip,
-            model_version: fitted.model.version().to_owned(),
+            model_version: fitted.meta.version.clone(),
             threshold_kind: cfg.threshold.kind,
-            threshold: fitted.strategy.nominal_threshold(),
+            threshold: fitted.meta.strategy().nominal_threshold(),
             metrics,
             counts,
         });
@@ -500,8 +492,9 @@ pub fn train_config(cfg: &EvalConfig) -> anyhow::Result<TrainConfig> {
 }
 
 /// Trains on `data` and calibrates the configured threshold strategy on
-/// the validation tail (the rows `train` held out).
-fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
+/// the validation tail (the rows training held out): [`fit::fit`], as
+/// `forewarn train` does, with the window shrunk for short training parts.
+fn fit_file(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Model> {
     let mut tc = train_config(cfg)?;
     if let Some(w) = fitting_window(data.len(), &tc) {
         eprintln!(
@@ -512,120 +505,14 @@ fn fit(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Fitted> {
         );
         tc.window = w;
     }
-    let mut model = match cfg.model.kind {
-        ModelKind::Forecaster => AnyModel::Joint(
-            train(data, &tc, |r| {
-                eprintln!(
-                    "  epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
-                    r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
-                )
-            })
-            .with_context(|| format!("training on {}", data.source))?,
-        ),
-        ModelKind::PerVariable => {
-            let mc = MultimodalTrainConfig {
-                encoder_hidden: cfg.model.encoder_hidden,
-                hidden: tc.hidden,
-                layers: tc.layers,
-                horizon: tc.horizon,
-                window: tc.window,
-                epochs: tc.epochs,
-                learning_rate: tc.learning_rate,
-                batch_streams: tc.batch_streams,
-                validation_fraction: tc.validation_fraction,
-                patience: tc.patience,
-                seed: tc.seed,
-                grad_clip: tc.grad_clip,
-                threshold: tc.threshold,
-                robust_scaling: tc.robust_scaling,
-                name: tc.name.clone(),
-                device: tc.device,
-            };
-            AnyModel::PerVariable(
-                train_multimodal(&data.rows, &data.channels, &mc, |e, t, v| {
-                    eprintln!(
-                        "  epoch {e:>3}/{}  train loss {t:.5}  val loss {v:.5}",
-                        mc.epochs
-                    )
-                })
-                .with_context(|| format!("training on {}", data.source))?,
-            )
-        }
-        ModelKind::Autoencoder => {
-            let ac = AutoencoderTrainConfig {
-                hidden: tc.hidden,
-                horizon: tc.horizon,
-                epochs: tc.epochs,
-                learning_rate: tc.learning_rate,
-                batch_size: 64,
-                validation_fraction: tc.validation_fraction,
-                patience: tc.patience,
-                seed: tc.seed,
-                grad_clip: tc.grad_clip,
-                robust_scaling: tc.robust_scaling,
-                device: tc.device,
-            };
-            let t = train_autoencoder(&data.rows, data.n_channels(), &ac, |e, t, v| {
-                eprintln!(
-                    "  epoch {e:>3}/{}  train loss {t:.5}  val loss {v:.5}",
-                    ac.epochs
-                )
-            })
-            .with_context(|| format!("training on {}", data.source))?;
-            let mut m = AutoencoderModel {
-                version: format!("{}-autoencoder-{}", tc.name, tc.seed),
-                name: tc.name.clone(),
-                channels: data.channels.clone(),
-                window: tc.window,
-                threshold: f64::INFINITY,
-                trained: t,
-            };
-            // Fixed threshold: quantile x margin of the validation tail's
-            // reconstruction errors, replayed through the engine.
-            let c = data.n_channels();
-            let val = data.rows[m.trained.train_rows * c..].to_vec();
-            let mut any = AnyModel::Autoencoder(m);
-            let engine = any.engine_config(cfg.detector.detector());
-            let scores = calibration_scores(&mut any, engine, &val)?;
-            let t = forewarn_core::Threshold::from_validation(
-                &scores,
-                forewarn_core::ThresholdRule {
-                    quantile: cfg.threshold.quantile,
-                    margin: cfg.threshold.margin,
-                },
-            )
-            .context("autoencoder threshold")?;
-            let AnyModel::Autoencoder(inner) = any else {
-                unreachable!()
-            };
-            m = inner;
-            m.threshold = t.value;
-            AnyModel::Autoencoder(m)
-        }
-    };
-    let c = data.n_channels();
-    let (train_part, val) = data.rows.split_at(model.train_rows() * c);
-    let engine = model.engine_config(cfg.detector.detector());
-    let fixed = model.fixed_threshold();
-    let highway = match &model {
-        AnyModel::Joint(m) => m.meta.highway,
-        AnyModel::PerVariable(_) | AnyModel::Autoencoder(_) => forewarn_model::Highway::None,
-    };
-    let strategy = calibrate(
-        &mut model,
-        &engine,
-        &cfg.threshold.for_model(highway),
-        cfg.model.seed,
-        train_part,
-        val,
-        fixed,
-    )?;
+    let model = fit(data, cfg, &tc, "  ")?;
+    let strategy = model.meta.strategy();
     eprintln!(
         "  threshold ({}): {:.6}",
         strategy.kind(),
         strategy.nominal_threshold()
     );
-    Ok(Fitted { model, strategy })
+    Ok(model)
 }
 
 /// A smaller window (warm-up) when the validation tail of `rows` rows is
@@ -642,117 +529,14 @@ fn fitting_window(rows: usize, tc: &TrainConfig) -> Option<usize> {
 /// Replays the whole file (training rows too, as history) through the
 /// streaming detector; returns batch decisions and per-point predictions.
 fn score_file(
-    fitted: &mut Fitted,
+    fitted: &mut Model,
     data: &Dataset,
     cfg: &EvalConfig,
 ) -> anyhow::Result<(Vec<Decision>, Vec<bool>)> {
-    let mut engine = fitted.model.engine_config(cfg.detector.detector());
-    engine.strategy = fitted.strategy.clone();
-    let decisions = replay(&mut fitted.model, engine, &data.rows)?;
+    let engine = fitted.engine_config(cfg.detector.detector(), 1);
+    let decisions = replay(&mut fitted.network, engine, &data.rows)?;
     let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
     Ok((decisions, pred))
-}
-
-/// The LSTM autoencoder with what the engine needs to run it.
-struct AutoencoderModel {
-    trained: TrainedAutoencoder,
-    channels: Vec<String>,
-    name: String,
-    version: String,
-    window: usize,
-    threshold: f64,
-}
-
-/// The trained model of any kind, as the engine drives it.
-enum AnyModel {
-    Joint(TrainedModel),
-    PerVariable(TrainedMultimodal),
-    Autoencoder(AutoencoderModel),
-}
-
-impl AnyModel {
-    fn engine_config(&self, detector: forewarn_core::DetectorConfig) -> EngineConfig {
-        match self {
-            Self::Joint(m) => m.meta.engine_config(detector, 1),
-            Self::PerVariable(m) => m.engine_config(detector, 1),
-            Self::Autoencoder(m) => EngineConfig {
-                schema: forewarn_core::Schema::new(m.channels.clone()),
-                scaler: m.trained.scaler.clone(),
-                horizon: m.trained.model.spec().horizon,
-                window: m.window,
-                // Windows are independent: no history needed.
-                warmup: 0,
-                state_len: 1,
-                strategy: ThresholdStrategy::Fixed {
-                    threshold: m.threshold,
-                },
-                detector,
-                model: m.name.clone(),
-                model_version: m.version.clone(),
-                max_batch: 1,
-            },
-        }
-    }
-
-    fn channels(&self) -> &[String] {
-        match self {
-            Self::Joint(m) => &m.meta.channels,
-            Self::PerVariable(m) => &m.channels,
-            Self::Autoencoder(m) => &m.channels,
-        }
-    }
-
-    fn train_rows(&self) -> usize {
-        match self {
-            Self::Joint(m) => m.meta.train_rows,
-            Self::PerVariable(m) => m.train_rows,
-            Self::Autoencoder(m) => m.trained.train_rows,
-        }
-    }
-
-    fn fixed_threshold(&self) -> f64 {
-        match self {
-            Self::Joint(m) => m.meta.threshold.value,
-            Self::PerVariable(m) => m.threshold.value,
-            Self::Autoencoder(m) => m.threshold,
-        }
-    }
-
-    fn version(&self) -> &str {
-        match self {
-            Self::Joint(m) => &m.meta.version,
-            Self::PerVariable(m) => &m.version,
-            Self::Autoencoder(m) => &m.version,
-        }
-    }
-}
-
-impl forewarn_core::Forecaster for AnyModel {
-    type Error = forewarn_model::ModelError;
-
-    fn state_len(&self) -> usize {
-        match self {
-            Self::Joint(m) => m.forecaster.state_len(),
-            Self::PerVariable(m) => m.model.state_len(),
-            Self::Autoencoder(m) => m.trained.model.state_len(),
-        }
-    }
-
-    fn step(&mut self, b: &mut forewarn_core::StepBatch) -> Result<(), Self::Error> {
-        match self {
-            Self::Joint(m) => m.forecaster.step(b),
-            Self::PerVariable(m) => m.model.step(b),
-            Self::Autoencoder(m) => m.trained.model.step(b),
-        }
-    }
-
-    fn reconstructs(&self) -> bool {
-        match self {
-            Self::Joint(m) => m.forecaster.reconstructs(),
-            Self::PerVariable(m) => m.model.reconstructs(),
-            Self::Autoencoder(m) => m.trained.model.reconstructs(),
-        }
-    }
 }
 
 #[cfg(test)]

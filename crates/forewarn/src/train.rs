@@ -1,25 +1,26 @@
-//! `forewarn train`: fit the forecaster on normal history, calibrate the
+//! `forewarn train`: fit a model on normal history, calibrate the
 //! detector's threshold strategy on a held-out tail, write the model
 //! artifact (which `serve` then runs as it is).
 //!
-//! The strategy is `--threshold-kind` (default: the documented default,
-//! `gaussian`), or with `--config model.toml` everything `forewarn
-//! evaluate` reads from that file: `[model]` (joint forecaster only: the
-//! artifact stores that network) and `[threshold]`. The highway and the
-//! Gaussian margin default as in `evaluate` (`ModelSection::highway`,
-//! `ThresholdSection::for_model`): cross, and margin 2.0 (1.5 without a
-//! highway).
+//! The model, its training and the strategy are what `forewarn evaluate`
+//! reads from model.toml: with `--config model.toml`, that file's `[model]`
+//! (any `kind`: forecaster, per_variable, autoencoder), `[threshold]` and
+//! `[detector]`; without it, the flags below, which stand for the same
+//! fields and default to the same values ([`ModelSection::default`],
+//! [`ThresholdSection::default`]). Either way the configuration goes
+//! through [`EvalConfig::resolved`] and the model through
+//! [`crate::evaluate::fit`], the code `evaluate` trains and calibrates
+//! with, so an empty model.toml and no flags give the same model. The one
+//! difference: `--device` defaults to `auto` (a GPU when there is one),
+//! model.toml's `device` to `cpu`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use forewarn_core::{DetectorConfig, ThresholdRule};
 use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
-use forewarn_model::train::{TrainConfig, train};
 
-use crate::config::parse_device;
 use crate::evaluate::{
-    EvalConfig, ModelKind, ModelSection, ThresholdKind, ThresholdSection, calibrate,
+    EvalConfig, ModelKind, ModelSection, ThresholdKind, ThresholdSection, fit, train_config,
 };
 
 /// The clap spelling of [`forewarn_model::Highway`].
@@ -58,12 +59,62 @@ impl From<HighwayArg> for forewarn_model::Highway {
     }
 }
 
+/// The clap spelling of [`ModelKind`] (model.toml's names; `per-variable`
+/// is accepted too).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKindArg {
+    Forecaster,
+    #[value(name = "per_variable", alias = "per-variable")]
+    PerVariable,
+    Autoencoder,
+}
+
+impl From<ModelKind> for ModelKindArg {
+    fn from(k: ModelKind) -> Self {
+        match k {
+            ModelKind::Forecaster => Self::Forecaster,
+            ModelKind::PerVariable => Self::PerVariable,
+            ModelKind::Autoencoder => Self::Autoencoder,
+        }
+    }
+}
+
+impl From<ModelKindArg> for ModelKind {
+    fn from(k: ModelKindArg) -> Self {
+        match k {
+            ModelKindArg::Forecaster => Self::Forecaster,
+            ModelKindArg::PerVariable => Self::PerVariable,
+            ModelKindArg::Autoencoder => Self::Autoencoder,
+        }
+    }
+}
+
 /// The clap spelling of [`ThresholdKind`].
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KindArg {
     Fixed,
     Gaussian,
     Dynamic,
+}
+
+impl From<ThresholdKind> for KindArg {
+    fn from(k: ThresholdKind) -> Self {
+        match k {
+            ThresholdKind::Fixed => Self::Fixed,
+            ThresholdKind::Gaussian => Self::Gaussian,
+            ThresholdKind::Dynamic => Self::Dynamic,
+        }
+    }
+}
+
+impl From<KindArg> for ThresholdKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Fixed => Self::Fixed,
+            KindArg::Gaussian => Self::Gaussian,
+            KindArg::Dynamic => Self::Dynamic,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,10 +138,11 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     ignore_columns: Vec<String>,
     /// model.toml (as `forewarn evaluate --config` reads it): its `[model]`
-    /// and `[threshold]` sections replace the training flags below.
+    /// (any kind), `[threshold]` and `[detector]` sections replace the
+    /// model, training and threshold flags below.
     #[arg(long, conflicts_with_all = [
-        "window", "horizon", "hidden", "layers", "epochs", "learning_rate",
-        "validation_fraction", "patience", "seed", "threshold_quantile",
+        "kind", "window", "horizon", "hidden", "layers", "encoder_hidden", "epochs",
+        "learning_rate", "validation_fraction", "patience", "seed", "threshold_quantile",
         "threshold_margin", "threshold_kind", "highway",
     ])]
     config: Option<PathBuf>,
@@ -98,51 +150,98 @@ pub struct TrainArgs {
     /// forecaster, or model.toml's].
     #[arg(long)]
     name: Option<String>,
+    /// The network: forecaster (joint stacked LSTM forecasting the next
+    /// batch), per_variable (one small LSTM encoder per channel merged
+    /// into the joint LSTM) or autoencoder (LSTM encoder-decoder scored by
+    /// reconstruction error). `serve` runs whichever the artifact holds.
+    #[arg(long, value_enum, default_value_t = ModelKindArg::from(ModelSection::default().kind))]
+    kind: ModelKindArg,
     /// Window length w: truncated-BPTT length and warm-up before scoring.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = ModelSection::default().window)]
     window: usize,
-    /// Readings per forecast batch.
-    #[arg(long, default_value_t = 10)]
+    /// Readings per forecast batch (the autoencoder: per reconstructed window).
+    #[arg(long, default_value_t = ModelSection::default().horizon)]
     horizon: usize,
-    #[arg(long, default_value_t = 64)]
+    /// LSTM width (per_variable: the joint LSTM's; autoencoder: encoder and decoder).
+    #[arg(long, default_value_t = ModelSection::default().hidden)]
     hidden: usize,
-    #[arg(long, default_value_t = 2)]
+    /// Stacked LSTM layers (forecaster, per_variable).
+    #[arg(long, default_value_t = ModelSection::default().layers)]
     layers: usize,
-    /// Linear highway added to the LSTM head's forecast: none, full (every
+    /// per_variable: width of each channel's encoder.
+    #[arg(long, default_value_t = ModelSection::default().encoder_hidden)]
+    encoder_hidden: usize,
+    /// Linear highway added to the forecaster's forecast: none, full (every
     /// channel from every channel of the current row) or cross (each
-    /// channel from the others; a single channel gets none). The default
-    /// is `forewarn evaluate`'s (docs/ACCURACY.md). The gaussian
+    /// channel from the others; a single channel gets none). Forecaster
+    /// only. Default: `forewarn evaluate`'s, cross for the forecaster
+    /// (docs/ACCURACY.md), none for the other kinds. The gaussian
     /// threshold's margin is 2.0 with a highway, 1.5 without. With
     /// --config: model.toml's `[model] highway`.
-    #[arg(long, value_enum, default_value_t = HighwayArg::default_forecaster())]
-    highway: HighwayArg,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_enum)]
+    highway: Option<HighwayArg>,
+    #[arg(long, default_value_t = ModelSection::default().epochs)]
     epochs: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = ModelSection::default().learning_rate)]
     learning_rate: f64,
     /// Fraction of the data (its tail) held out for validation and the threshold.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = ModelSection::default().validation_fraction)]
     validation_fraction: f64,
     /// Epochs without validation improvement before stopping.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = ModelSection::default().patience)]
     patience: usize,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = ModelSection::default().seed)]
     seed: u64,
     /// Detector strategy calibrated and stored in the artifact: fixed
-    /// (quantile x margin of validation batch MSEs), gaussian (Malhotra's
+    /// (quantile x margin of validation batch scores), gaussian (Malhotra's
     /// error model, F-beta threshold; docs/EVALUATION.md) or dynamic
     /// (telemanom).
-    #[arg(long, value_enum, default_value = "gaussian")]
+    #[arg(long, value_enum, default_value_t = KindArg::from(ThresholdSection::default().kind))]
     threshold_kind: KindArg,
     /// Fixed threshold = quantile of validation batch errors x margin
     /// (always calibrated; also the gaussian fallback).
-    #[arg(long, default_value_t = ThresholdRule::default().quantile)]
+    #[arg(long, default_value_t = ThresholdSection::default().quantile)]
     threshold_quantile: f64,
-    #[arg(long, default_value_t = ThresholdRule::default().margin)]
+    #[arg(long, default_value_t = ThresholdSection::default().margin)]
     threshold_margin: f64,
     /// auto, cpu, cuda or cuda:N [default: auto, or model.toml's].
     #[arg(long)]
     device: Option<String>,
+}
+
+impl TrainArgs {
+    /// The model.toml these flags stand for (before [`EvalConfig::resolved`]).
+    fn eval_config(&self) -> EvalConfig {
+        EvalConfig {
+            model: ModelSection {
+                kind: self.kind.into(),
+                name: self
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| ModelSection::default().name),
+                hidden: self.hidden,
+                layers: self.layers,
+                encoder_hidden: self.encoder_hidden,
+                horizon: self.horizon,
+                window: self.window,
+                epochs: self.epochs,
+                learning_rate: self.learning_rate,
+                validation_fraction: self.validation_fraction,
+                patience: self.patience,
+                seed: self.seed,
+                highway: self.highway.map(Into::into),
+                device: self.device.clone().unwrap_or_else(|| "auto".into()),
+                ..ModelSection::default()
+            },
+            threshold: ThresholdSection {
+                kind: self.threshold_kind.into(),
+                quantile: self.threshold_quantile,
+                margin: self.threshold_margin,
+                ..ThresholdSection::default()
+            },
+            ..EvalConfig::default()
+        }
+    }
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
@@ -156,100 +255,41 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         ignore_columns: a.ignore_columns.clone(),
         ..CsvOptions::default()
     };
-    let data = load_all(&a.data, &opts)?;
-    let (cfg, section) = match &a.config {
+    let cfg = match &a.config {
         Some(path) => {
-            let file = EvalConfig::load(Some(path))?;
-            if file.model.kind != ModelKind::Forecaster {
-                bail!(
-                    "{}: [model] kind {:?}: model artifacts (and serve) hold the joint \
-                     forecaster only; evaluate the other kinds with forewarn evaluate",
-                    path.display(),
-                    file.model.kind
-                );
-            }
-            let mut cfg = crate::evaluate::train_config(&file)?;
+            let mut file = EvalConfig::load(Some(path))?;
             if let Some(name) = &a.name {
-                cfg.name = name.clone();
+                file.model.name = name.clone();
             }
             if let Some(d) = &a.device {
-                cfg.device = parse_device(d)?;
+                file.model.device = d.clone();
             }
-            if file.model.threads > 0 {
-                forewarn_model::set_threads(file.model.threads);
-            }
-            (cfg, file.threshold)
+            file
         }
-        None => {
-            let cfg = TrainConfig {
-                name: a.name.clone().unwrap_or_else(|| "forecaster".into()),
-                window: a.window,
-                horizon: a.horizon,
-                hidden: a.hidden,
-                layers: a.layers,
-                highway: a.highway.into(),
-                epochs: a.epochs,
-                learning_rate: a.learning_rate,
-                validation_fraction: a.validation_fraction,
-                patience: a.patience,
-                seed: a.seed,
-                threshold: ThresholdRule {
-                    quantile: a.threshold_quantile,
-                    margin: a.threshold_margin,
-                },
-                device: parse_device(a.device.as_deref().unwrap_or("auto"))?,
-                ..TrainConfig::default()
-            };
-            let section = ThresholdSection {
-                kind: match a.threshold_kind {
-                    KindArg::Fixed => ThresholdKind::Fixed,
-                    KindArg::Gaussian => ThresholdKind::Gaussian,
-                    KindArg::Dynamic => ThresholdKind::Dynamic,
-                },
-                quantile: a.threshold_quantile,
-                margin: a.threshold_margin,
-                ..ThresholdSection::default()
-            };
-            (cfg, section)
-        }
+        None => a.eval_config().resolved()?,
     };
+    let tc = train_config(&cfg)?;
+    if cfg.model.threads > 0 {
+        forewarn_model::set_threads(cfg.model.threads);
+    }
+    let data = load_all(&a.data, &opts)?;
     eprintln!(
-        "training on {} rows x {} channels from {} file(s) on {}",
+        "training the {} on {} rows x {} channels from {} file(s) on {}",
+        cfg.model.kind,
         data.len(),
         data.channels.len(),
         a.data.len(),
-        forewarn_model::describe_device(cfg.device)
+        forewarn_model::describe_device(tc.device)
     );
-    let mut trained = train(&data, &cfg, |r| {
-        eprintln!(
-            "epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
-            r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
-        )
-    })
-    .context("training")?;
-    // The configured strategy, calibrated on the same split the fixed
-    // threshold was (training part / validation tail), through the engine.
-    let c = data.n_channels();
-    let (train_part, val) = data.rows.split_at(trained.meta.train_rows * c);
-    let engine = trained.meta.engine_config(DetectorConfig::default(), 1);
-    let strategy = calibrate(
-        &mut trained.forecaster,
-        &engine,
-        &section.for_model(trained.meta.highway),
-        cfg.seed,
-        train_part,
-        val,
-        trained.meta.threshold.value,
-    )
-    .context("calibrating the threshold strategy")?;
-    trained.meta.strategy = Some(strategy);
-    forewarn_model::artifact::save(&trained, &a.out)
+    let model = fit(&data, &cfg, &tc, "")?;
+    forewarn_model::save_model(&model, &a.out)
         .with_context(|| format!("saving model to {}", a.out.display()))?;
-    let m = &trained.meta;
+    let m = &model.meta;
     let strategy = m.strategy();
     println!(
-        "model {} version {} -> {}\n  detector {} threshold {:.6} (fixed: {:.6}, q{} x {} of {} validation batches)",
+        "model {} ({}) version {} -> {}\n  detector {} threshold {:.6} (fixed: {:.6}, q{} x {} of {} validation batches)",
         m.name,
+        m.kind,
         m.version,
         a.out.display(),
         strategy.kind(),
@@ -299,24 +339,231 @@ mod tests {
         train: TrainArgs,
     }
 
+    fn parse(extra: &[&str]) -> TrainArgs {
+        let mut args = vec!["train", "--data", "x.csv", "--out", "m"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap().train
+    }
+
+    /// No flags = an empty model.toml (evaluate's defaults), except the
+    /// device; the highway follows the kind as in model.toml.
     #[test]
     fn defaults_are_evaluates() {
-        let a = Cli::parse_from(["train", "--data", "x.csv", "--out", "m"]).train;
-        let eval = EvalConfig::load(None).unwrap();
-        assert_eq!(a.highway, HighwayArg::Cross);
+        let a = parse(&[]);
+        let mut eval = EvalConfig::load(None).unwrap();
+        eval.model.device = "auto".into();
+        assert_eq!(a.eval_config().resolved().unwrap(), eval);
+        let tc = train_config(&a.eval_config().resolved().unwrap()).unwrap();
+        let m = ModelSection::default();
         assert_eq!(
-            forewarn_model::Highway::from(a.highway),
-            eval.model.highway()
+            (
+                tc.hidden,
+                tc.horizon,
+                tc.learning_rate,
+                tc.validation_fraction
+            ),
+            (m.hidden, m.horizon, m.learning_rate, m.validation_fraction)
         );
-        let a = Cli::parse_from([
+        assert_eq!(tc.highway, forewarn_model::Highway::Cross);
+
+        let none = parse(&["--highway", "none"])
+            .eval_config()
+            .resolved()
+            .unwrap();
+        assert_eq!(none.model.highway, Some(forewarn_model::Highway::None));
+        for kind in ["autoencoder", "per_variable", "per-variable"] {
+            let c = parse(&["--kind", kind]).eval_config().resolved().unwrap();
+            assert_ne!(c.model.kind, ModelKind::Forecaster);
+            assert_eq!(c.model.highway, Some(forewarn_model::Highway::None));
+            let e = parse(&["--kind", kind, "--highway", "cross"])
+                .eval_config()
+                .resolved()
+                .unwrap_err();
+            assert!(format!("{e:#}").contains("highway"), "{e:#}");
+        }
+        assert!(
+            Cli::try_parse_from(["train", "--data", "x", "--out", "m", "--kind", "vae"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "train",
+                "--data",
+                "x",
+                "--out",
+                "m",
+                "--config",
+                "m.toml",
+                "--kind",
+                "autoencoder"
+            ])
+            .is_err()
+        );
+    }
+
+    /// 400 rows 1 s apart of two smooth channels; with `fault`, `a` jumps
+    /// by 50 from row 300 on.
+    fn write_csv(path: &std::path::Path, fault: bool) -> Vec<f32> {
+        let mut s = String::from("time,a,b\n");
+        let mut rows = Vec::new();
+        for i in 0..400 {
+            let noise = ((i * 7919) % 13) as f32 / 130.0;
+            let mut a = (i as f32 * 0.2).sin() + noise;
+            let b = (i as f32 * 0.2).cos() * 2.0 - noise;
+            if fault && i >= 300 {
+                a += 50.0;
+            }
+            s.push_str(&format!("{},{a},{b}\n", 1_767_225_600 + i));
+            rows.extend([a, b]);
+        }
+        std::fs::write(path, s).unwrap();
+        rows
+    }
+
+    /// Whether the alert is open after each scored batch, with its score.
+    fn decisions(model: &mut forewarn_model::Model, rows: &[f32]) -> Vec<(i64, f64, bool)> {
+        let detector = forewarn_core::DetectorConfig {
+            open_after: 1,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        forewarn_model::replay_rows(
+            &mut model.network,
+            model.meta.engine_config(detector, 4),
+            rows,
+            |_, e| {
+                if let forewarn_core::EngineEvent::Scored {
+                    start_ts,
+                    score,
+                    alert_open,
+                    ..
+                } = e
+                {
+                    out.push((start_ts, score, alert_open));
+                }
+            },
+        )
+        .unwrap();
+        out
+    }
+
+    /// Every kind, through `forewarn train` (flags and --config): the
+    /// artifact records the kind and the calibrated strategy, and loaded
+    /// back it decides every batch as the trained model did and catches
+    /// the fault; old-style flags-free runs are the forecaster.
+    #[test]
+    fn every_kind_is_trained_stored_and_runs_as_trained() {
+        forewarn_model::set_threads(1);
+        let dir = tempfile::tempdir().unwrap();
+        let normal = dir.path().join("normal.csv");
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&normal, false);
+        let faulty_rows = write_csv(&faulty, true);
+        let small = [
+            "--time-column",
+            "time",
+            "--hidden",
+            "8",
+            "--layers",
+            "1",
+            "--encoder-hidden",
+            "2",
+            "--window",
+            "20",
+            "--epochs",
+            "3",
+            "--threshold-kind",
+            "fixed",
+            "--threshold-margin",
+            "3.0",
+            "--device",
+            "cpu",
+        ];
+        for kind in ModelKind::ALL {
+            // The fitted model, saved and loaded: the same decisions.
+            let out = dir.path().join(kind.as_str());
+            let mut flags = vec!["--kind", kind.as_str()];
+            flags.extend_from_slice(&small);
+            let a = parse(&flags);
+            let cfg = a.eval_config().resolved().unwrap();
+            let data = load_all(
+                &[normal.clone()],
+                &CsvOptions {
+                    time_column: Some("time".into()),
+                    ..CsvOptions::default()
+                },
+            )
+            .unwrap();
+            let mut fitted = fit(&data, &cfg, &train_config(&cfg).unwrap(), "").unwrap();
+            forewarn_model::save_model(&fitted, &out).unwrap();
+            let mut loaded = forewarn_model::load(&out, forewarn_model::Device::Cpu).unwrap();
+            // model.json as written (serde_json's float parsing may put a
+            // threshold 1 ulp off what was computed, before and after).
+            let written: forewarn_model::ModelMeta =
+                serde_json::from_slice(&serde_json::to_vec(&fitted.meta).unwrap()).unwrap();
+            assert_eq!(loaded.meta, written, "{kind}");
+            assert_eq!(loaded.meta.kind, kind);
+            assert_eq!(loaded.meta.strategy().kind(), "fixed");
+            let want = decisions(&mut fitted, &faulty_rows);
+            let got = decisions(&mut loaded, &faulty_rows);
+            assert_eq!(got, want, "{kind}");
+            // The 50-unit step from row 300 is caught at its first batch
+            // and nothing before it is flagged.
+            let first_open = got.iter().find(|d| d.2).map(|d| d.0);
+            assert_eq!(first_open, Some(300), "{kind}: {got:?}");
+        }
+
+        // The CLI: --kind, and --config with [model] kind.
+        let out = dir.path().join("cli-autoencoder");
+        let mut args = vec![
             "train",
             "--data",
-            "x.csv",
+            normal.to_str().unwrap(),
             "--out",
-            "m",
-            "--highway",
-            "none",
-        ]);
-        assert_eq!(a.train.highway, HighwayArg::None);
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&["--kind", "autoencoder"]);
+        args.extend_from_slice(&small);
+        run(Cli::try_parse_from(args).unwrap().train).unwrap();
+        let m = forewarn_model::load(&out, forewarn_model::Device::Cpu).unwrap();
+        assert_eq!(
+            (m.meta.kind, m.meta.warmup, m.meta.layers),
+            (ModelKind::Autoencoder, 0, 1)
+        );
+        assert_eq!(m.meta.strategy().kind(), "fixed");
+
+        let toml = dir.path().join("model.toml");
+        std::fs::write(
+            &toml,
+            "[model]\nkind = \"per_variable\"\nencoder_hidden = 2\nhidden = 8\nlayers = 1\n\
+             window = 20\nepochs = 3\nthreads = 1\n[threshold]\nkind = \"dynamic\"\n",
+        )
+        .unwrap();
+        let out = dir.path().join("cli-per-variable");
+        run(Cli::try_parse_from([
+            "train",
+            "--data",
+            normal.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--time-column",
+            "time",
+            "--config",
+            toml.to_str().unwrap(),
+            "--name",
+            "pv",
+        ])
+        .unwrap()
+        .train)
+        .unwrap();
+        let m = forewarn_model::load(&out, forewarn_model::Device::Cpu).unwrap();
+        assert_eq!(
+            (m.meta.kind, m.meta.encoder_hidden),
+            (ModelKind::PerVariable, Some(2))
+        );
+        assert_eq!(
+            (m.meta.name.as_str(), m.meta.strategy().kind()),
+            ("pv", "dynamic")
+        );
+        assert!(m.meta.version.starts_with("pv-"));
     }
 }

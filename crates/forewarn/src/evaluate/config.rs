@@ -18,19 +18,9 @@ pub struct EvalConfig {
     pub detector: DetectorSection,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// Joint multivariate stacked LSTM forecasting the next batch (Filonov et al. 2016).
-    #[default]
-    Forecaster,
-    /// One small LSTM encoder per channel, features concatenated into the
-    /// joint stacked LSTM, then the forecasting head (the multimodal design).
-    PerVariable,
-    /// LSTM encoder-decoder reconstructing each batch of `horizon` rows;
-    /// scored by reconstruction error (Malhotra et al. 2016).
-    Autoencoder,
-}
+/// `[model] kind`: the same enum as the artifact's `kind`, so every kind
+/// `evaluate` measures is one `forewarn train` stores and `serve` runs.
+pub use forewarn_model::ModelKind;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -240,7 +230,7 @@ impl ThresholdSection {
 
 impl EvalConfig {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let mut cfg: Self = match path {
+        let cfg: Self = match path {
             None => Self::default(),
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -248,9 +238,16 @@ impl EvalConfig {
                 toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
             }
         };
-        cfg.validate()?;
-        cfg.model.highway = Some(cfg.model.highway());
-        Ok(cfg)
+        cfg.resolved()
+    }
+
+    /// This configuration validated, with the highway resolved (so
+    /// reports show the value used): what [`Self::load`] returns, and what
+    /// `forewarn train` runs when its flags stand in for the file.
+    pub fn resolved(mut self) -> anyhow::Result<Self> {
+        self.validate()?;
+        self.model.highway = Some(self.model.highway());
+        Ok(self)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
