@@ -187,6 +187,11 @@ struct Device {
     /// Changed since the last checkpoint; listed in `Engine::dirty`.
     #[serde(skip)]
     dirty: bool,
+    /// Its state may be on the state topic (it went into a checkpoint or
+    /// came from one), so dropping it needs a tombstone. A device seen and
+    /// dropped between two checkpoints (a flood of one-off ids) needs none.
+    #[serde(skip)]
+    stored: bool,
 }
 
 impl Device {
@@ -212,6 +217,7 @@ impl Device {
             queued: 0,
             last_seen: 0,
             dirty: false,
+            stored: false,
         }
     }
 }
@@ -342,7 +348,9 @@ impl Engine {
         // Keep the slot's place in `touched` and `dirty` consistent.
         self.devices[victim].touched = old.touched;
         self.devices[victim].dirty = old.dirty;
-        if let Some(t) = &mut self.checkpoints {
+        if let Some(t) = &mut self.checkpoints
+            && old.stored
+        {
             t.tombstones.push((old.origin, old.id.clone()));
         }
         self.index.remove(&old.id);
