@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use forewarn_core::engine::{Forecaster, StepBatch};
-use forewarn_core::{DetectorConfig, Engine, EngineConfig, Reading, Scaler, Schema};
+use forewarn_core::{DetectorConfig, Engine, EngineConfig, ReadingRef, Scaler, Schema};
 use forewarn_ingest::{IngestConfig, Services};
 use forewarn_model::{Highway, LstmForecaster, ModelError, ModelSpec};
 
@@ -1245,7 +1245,9 @@ impl Forecaster for Zeros {
 
 fn measure_bytes_per_device(cfg: &EngineConfig, devices: usize) -> Memory {
     let ids: Vec<String> = (0..devices).map(|d| format!("plant-{d:05}")).collect();
-    let values = vec![1.0f32; cfg.schema.len()];
+    // Readings at the scaler's centre, forecast exactly by `Zeros`: normal
+    // devices, none in alarm (an open alert adds ~600 B to its device).
+    let values = cfg.scaler.center.clone();
     let mut f = Zeros(cfg.state_len);
     let before = status_kib("VmRSS:");
     let mut engine = Engine::new(EngineConfig {
@@ -1256,11 +1258,15 @@ fn measure_bytes_per_device(cfg: &EngineConfig, devices: usize) -> Memory {
     // device, flushed as serve flushes (whenever a call's worth is queued).
     for ts in 0..cfg.window.max(cfg.horizon) as i64 {
         for id in &ids {
-            let _ = engine.push(&Reading {
-                device: id.clone(),
-                ts_ms: ts,
-                values: values.clone(),
-            });
+            // Borrowed, as serve's engine stage pushes decoded chunks.
+            let _ = engine.push_ref(
+                ReadingRef {
+                    device: id,
+                    ts_ms: ts,
+                    values: &values,
+                },
+                0,
+            );
             if engine.batch_full() {
                 let _ = engine.flush(&mut f);
             }
