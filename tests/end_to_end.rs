@@ -25,20 +25,9 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
         .arg(shared_data("tep/d00.dat"))
         .arg("--out")
         .arg(&model)
-        .args([
-            "--name",
-            "tep",
-            "--window",
-            "50",
-            "--horizon",
-            "10",
-            "--hidden",
-            "32",
-            "--epochs",
-            "40",
-            "--device",
-            "cpu",
-        ])
+        // train's defaults: evaluate's default model and detector
+        // (docs/ACCURACY.md's default row).
+        .args(["--name", "tep", "--device", "cpu"])
         .output()?;
     assert!(
         train.status.success(),
@@ -220,12 +209,13 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
     let (status, one) = get_json(&format!("{api}/api/v1/alerts/{id}")).await?;
     assert_eq!((status, &one["id"]), (200, &a["id"]));
 
-    // 6. The normal device. `forewarn train` calibrates the documented
-    // default detector, the Gaussian error model (docs/ACCURACY.md), which
-    // `serve` runs from the artifact, with evaluate's default highway
-    // (cross, margin 2.0). With this test's model it raises no alert here
-    // (docs/TEP.md); without the highway (`--highway none`, margin 1.5)
-    // it raised 2 short ones. The Gaussian detector trades such
+    // 6. The normal device. `forewarn train` builds evaluate's default
+    // model and calibrates the documented default detector, the Gaussian
+    // error model (docs/ACCURACY.md), which `serve` runs from the
+    // artifact, with the default highway (cross, margin 2.0). With this
+    // test's model it raises no alert here (docs/TEP.md); without the
+    // highway (`--highway none`, margin 1.5, train's old horizon 10) it
+    // raised 2 short ones. The Gaussian detector trades such
     // false alarms for faults the fixed threshold misses, so the old "no
     // alert at all" stays relaxed to: at most 2, each resolved again,
     // none critical.
@@ -260,6 +250,111 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
         status.success(),
         "serve exited with {status}:\n{}",
         serve.log()
+    );
+    Ok(())
+}
+
+/// A model of another kind than the forecaster, served end to end:
+/// `forewarn train --kind autoencoder` (train's defaults otherwise) writes
+/// the artifact, `serve` loads it, shows its kind and runs it through the
+/// same engine: the TEP fault 1 run alerts after its onset, the normal
+/// run's device is scored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tep_autoencoder_artifact_is_served() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(dir.path())?;
+    let model = dir.path().join("model");
+    let train = Command::new(forewarn_bin())
+        .args(["train", "--data"])
+        .arg(shared_data("tep/d00.dat"))
+        .arg("--out")
+        .arg(&model)
+        .args([
+            "--kind",
+            "autoencoder",
+            "--name",
+            "tep-ae",
+            "--device",
+            "cpu",
+        ])
+        .output()?;
+    assert!(
+        train.status.success(),
+        "train failed:\n{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    let train_out = String::from_utf8_lossy(&train.stdout);
+    assert!(
+        train_out.contains("(autoencoder)") && train_out.contains("detector gaussian"),
+        "{train_out}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("model.json"))?)?;
+    assert_eq!(meta["kind"], "autoencoder", "{meta}");
+
+    let serve = Serve::start("serve-ae", &broker.bootstrap(), &model, dir.path(), "")?;
+    serve.wait_ready(Duration::from_secs(60)).await?;
+    let api = serve.api.clone();
+    let (_, models) = get_json(&format!("{api}/api/v1/models")).await?;
+    let m = &models["models"][0];
+    assert_eq!(
+        (&m["kind"], &m["strategy"], &m["name"]),
+        (&"autoencoder".into(), &"gaussian".into(), &"tep-ae".into()),
+        "{models}"
+    );
+    let version = m["version"].as_str().unwrap().to_owned();
+
+    let mut messages = tep_messages("tep-fault-01", "tep/d01_te.dat");
+    messages.extend(tep_messages("tep-normal", "tep/d00_te.dat"));
+    let total = messages.len();
+    produce(&broker.producer(), "forewarn.readings", &messages).await?;
+    eventually(
+        "all messages consumed",
+        Duration::from_secs(120),
+        || async {
+            Ok(
+                (serve.metric("forewarn_readings_accepted_total").await? == Some(total as f64))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+
+    let fault_start = T0 + FAULT_START_SAMPLE * SAMPLE_MS;
+    let alerts = eventually("an alert on fault 1", Duration::from_secs(30), || async {
+        let (_, b) = get_json(&format!("{api}/api/v1/alerts?device=tep-fault-01")).await?;
+        Ok(b["alerts"].as_array().filter(|a| !a.is_empty()).cloned())
+    })
+    .await?;
+    let first = alerts
+        .iter()
+        .map(|a| a["opened_at"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    assert!(first >= fault_start, "alert before the fault: {alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(
+        (&a["model"], a["model_version"].as_str()),
+        (&"tep-ae".into(), Some(version.as_str()))
+    );
+    assert!(!a["contributors"].as_array().unwrap().is_empty());
+    let (_, normal) = get_json(&format!("{api}/api/v1/alerts?device=tep-normal")).await?;
+    eprintln!(
+        "autoencoder: fault 1 first alert {} samples after onset; {} alert(s) on tep-normal",
+        (first - fault_start) / SAMPLE_MS,
+        normal["alerts"].as_array().map_or(0, Vec::len)
+    );
+    let (status, dev) = get_json(&format!("{api}/api/v1/devices/tep-normal")).await?;
+    assert_eq!(status, 200, "{dev}");
+    assert_eq!(dev["readings"], 960);
+    assert_eq!(dev["model_version"], version.as_str());
+    assert!(dev["last_score"].as_f64().is_some());
+    let mut serve = serve;
+    let status = serve.proc.terminate(Duration::from_secs(20))?;
+    assert!(
+        status.success(),
+        "serve exited with {status}:\n{}",
+        serve.proc.log()
     );
     Ok(())
 }
