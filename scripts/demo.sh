@@ -4,6 +4,8 @@
 # injected faults, and shows the alerts Forewarn raises.
 #   FOREWARN_DEMO_PORT  HTTP port (default 8080)
 #   KEEP=1              leave the service running afterwards
+#   DEMO_TRAIN_FLAGS    extra `forewarn train` flags for a fresh model, e.g.
+#                       "--threshold-kind fixed" or "--kind autoencoder"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${FOREWARN_DEMO_PORT:-8080}
@@ -21,8 +23,9 @@ if [ ! -f "$demo/model/model.json" ]; then
   say "Training a model on 3 hours of normal data from 16 simulated pumps"
   rm -rf "$demo/train"
   "$bin" simulate --csv-dir "$demo/train" --devices 16 --duration 3h --period 1s --seed 7
+  # train's defaults: evaluate's default model and detector (docs/ACCURACY.md)
   "$bin" train --data "$demo"/train/*.csv --time-column ts --out "$demo/model" \
-    --name plant-demo --hidden 32 --epochs 40 --device cpu
+    --name plant-demo --device cpu ${DEMO_TRAIN_FLAGS:-}
 else
   say "Reusing the model in $demo/model (delete it to retrain)"
 fi
@@ -47,8 +50,8 @@ listen = "127.0.0.1:$port"
 TOML
 
 say "Starting forewarn serve on http://127.0.0.1:$port (log: $demo/serve.log)"
-# FOREWARN_* variables override serve's configuration; the demo's own is not one.
-env -u FOREWARN_DEMO_PORT "$bin" serve --config "$demo/forewarn.toml" >"$demo/serve.log" 2>&1 &
+# FOREWARN_* variables override serve's configuration; the demo's own are not.
+env -u FOREWARN_DEMO_PORT -u FOREWARN_BROKER_PORT "$bin" serve --config "$demo/forewarn.toml" >"$demo/serve.log" 2>&1 &
 serve_pid=$!
 trap '[ "${KEEP:-0}" = 1 ] || kill $serve_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
