@@ -486,7 +486,7 @@ mod tests {
             let a = parse(&flags);
             let cfg = a.eval_config().resolved().unwrap();
             let data = load_all(
-                &[normal.clone()],
+                std::slice::from_ref(&normal),
                 &CsvOptions {
                     time_column: Some("time".into()),
                     ..CsvOptions::default()
