@@ -33,8 +33,8 @@ async fn model_version(api: &str) -> anyhow::Result<String> {
 }
 
 /// A TEP model unlike `train_tep_model`'s (another hidden size: other
-/// weights, other version), same channels.
-fn train_other(dir: &Path, hidden: &str) -> anyhow::Result<std::path::PathBuf> {
+/// weights, other version; `extra` train flags), same channels.
+fn train_other(dir: &Path, hidden: &str, extra: &[&str]) -> anyhow::Result<std::path::PathBuf> {
     let out = dir.join("model");
     let run = Command::new(forewarn_bin())
         .args(["train", "--data"])
@@ -44,6 +44,7 @@ fn train_other(dir: &Path, hidden: &str) -> anyhow::Result<std::path::PathBuf> {
         .args([
             "--name", "tep", "--hidden", hidden, "--epochs", "40", "--device", "cpu",
         ])
+        .args(extra)
         .output()?;
     anyhow::ensure!(
         run.status.success(),
@@ -66,7 +67,7 @@ async fn hot_reload_acknowledge_and_openapi() -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.path().join("a"))?;
     std::fs::create_dir_all(dir.path().join("b"))?;
     let model = train_tep_model(&dir.path().join("a"))?;
-    let other = train_other(&dir.path().join("b"), "24")?;
+    let other = train_other(&dir.path().join("b"), "24", &[])?;
     let serve = Serve::start(
         "serve",
         &broker.bootstrap(),
@@ -128,8 +129,9 @@ async fn hot_reload_acknowledge_and_openapi() -> anyhow::Result<()> {
     let (_, dev) = get_json(&format!("{api}/api/v1/devices/tep-fault-01")).await?;
     assert_eq!(dev["model_version"], v2.as_str());
 
-    // SIGHUP reloads too (back to the first model).
-    let first = train_other(&dir.path().join("a2"), "16")?;
+    // SIGHUP reloads too, here to a model of another kind (same
+    // channels): the autoencoder, run by the same engine stage.
+    let first = train_other(&dir.path().join("a2"), "16", &["--kind", "autoencoder"])?;
     copy_model(&first, &model);
     signal(serve.proc.child.id(), "-HUP")?;
     eventually("the SIGHUP reload", Duration::from_secs(30), || async {
@@ -141,6 +143,26 @@ async fn hot_reload_acknowledge_and_openapi() -> anyhow::Result<()> {
     })
     .await?;
     assert_ne!(model_version(&api).await?, v2);
+    let (_, m) = get_json(&format!("{api}/api/v1/models")).await?;
+    assert_eq!(m["models"][0]["kind"], "autoencoder", "{m}");
+    // The swapped-in autoencoder scores readings and alerts on a fault.
+    produce(
+        &broker.producer(),
+        "forewarn.readings",
+        &tep_messages("tep-fault-06", "tep/d06_te.dat"),
+    )
+    .await?;
+    let v3 = model_version(&api).await?;
+    let ae_alert = eventually(
+        "an alert of the autoencoder",
+        Duration::from_secs(120),
+        || async {
+            let (_, b) = get_json(&format!("{api}/api/v1/alerts?device=tep-fault-06")).await?;
+            Ok(b["alerts"].as_array().and_then(|a| a.first().cloned()))
+        },
+    )
+    .await?;
+    assert_eq!(ae_alert["model_version"], v3.as_str(), "{ae_alert}");
 
     // Acknowledge with the token; filters see it.
     let id = alert["id"].as_str().unwrap();
