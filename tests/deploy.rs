@@ -977,19 +977,10 @@ async fn live_metrics_cover_dashboard_and_rules() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Broker::start(dir.path())?;
 
-    let model = dir.path().join("model");
-    let train = Command::new(forewarn_bin())
-        .args(["train", "--data"])
-        .arg(shared_data("tep/d00.dat"))
-        .arg("--out")
-        .arg(&model)
-        .args(["--epochs", "2", "--hidden", "8", "--device", "cpu"])
-        .output()?;
-    assert!(
-        train.status.success(),
-        "train failed:\n{}",
-        String::from_utf8_lossy(&train.stderr)
-    );
+    let (model, _) = train_tep(
+        dir.path(),
+        &["--epochs", "2", "--hidden", "8", "--device", "cpu"],
+    )?;
 
     let http_port = free_port();
     let mut env = deployment_env();

@@ -18,22 +18,9 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Broker::start(dir.path())?;
 
-    // 1. Train on the normal-operation run.
-    let model = dir.path().join("model");
-    let train = Command::new(forewarn_bin())
-        .args(["train", "--data"])
-        .arg(shared_data("tep/d00.dat"))
-        .arg("--out")
-        .arg(&model)
-        // train's defaults: evaluate's default model and detector
-        // (docs/ACCURACY.md's default row).
-        .args(["--name", "tep", "--device", "cpu"])
-        .output()?;
-    assert!(
-        train.status.success(),
-        "train failed:\n{}",
-        String::from_utf8_lossy(&train.stderr)
-    );
+    // 1. Train on the normal-operation run, with train's defaults:
+    // evaluate's default model and detector (docs/ACCURACY.md's default row).
+    let (model, train) = train_tep(dir.path(), &["--name", "tep", "--device", "cpu"])?;
     let train_log = String::from_utf8_lossy(&train.stderr);
     assert!(
         train_log.contains("epoch   1/"),
@@ -263,26 +250,17 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
 async fn tep_autoencoder_artifact_is_served() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Broker::start(dir.path())?;
-    let model = dir.path().join("model");
-    let train = Command::new(forewarn_bin())
-        .args(["train", "--data"])
-        .arg(shared_data("tep/d00.dat"))
-        .arg("--out")
-        .arg(&model)
-        .args([
+    let (model, train) = train_tep(
+        dir.path(),
+        &[
             "--kind",
             "autoencoder",
             "--name",
             "tep-ae",
             "--device",
             "cpu",
-        ])
-        .output()?;
-    assert!(
-        train.status.success(),
-        "train failed:\n{}",
-        String::from_utf8_lossy(&train.stderr)
-    );
+        ],
+    )?;
     let train_out = String::from_utf8_lossy(&train.stdout);
     assert!(
         train_out.contains("(autoencoder)") && train_out.contains("detector gaussian"),

@@ -35,23 +35,11 @@ async fn model_version(api: &str) -> anyhow::Result<String> {
 /// A TEP model unlike `train_tep_model`'s (another hidden size: other
 /// weights, other version; `extra` train flags), same channels.
 fn train_other(dir: &Path, hidden: &str, extra: &[&str]) -> anyhow::Result<std::path::PathBuf> {
-    let out = dir.join("model");
-    let run = Command::new(forewarn_bin())
-        .args(["train", "--data"])
-        .arg(shared_data("tep/d00.dat"))
-        .arg("--out")
-        .arg(&out)
-        .args([
-            "--name", "tep", "--hidden", hidden, "--epochs", "40", "--device", "cpu",
-        ])
-        .args(extra)
-        .output()?;
-    anyhow::ensure!(
-        run.status.success(),
-        "train: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    Ok(out)
+    let mut args = vec![
+        "--name", "tep", "--hidden", hidden, "--epochs", "40", "--device", "cpu",
+    ];
+    args.extend_from_slice(extra);
+    Ok(train_tep(dir, &args)?.0)
 }
 
 fn copy_model(from: &Path, to: &Path) {

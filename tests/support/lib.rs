@@ -280,15 +280,26 @@ where
 /// Trains a small model on the TEP normal run into `dir/model` with the
 /// real `forewarn train` (a few seconds on CPU).
 pub fn train_tep_model(dir: &Path) -> anyhow::Result<PathBuf> {
+    Ok(train_tep(
+        dir,
+        &[
+            "--name", "tep", "--hidden", "32", "--epochs", "40", "--device", "cpu",
+        ],
+    )?
+    .0)
+}
+
+/// Runs `forewarn train` on the TEP normal run into `dir/model` with `args`;
+/// an error carries train's stderr. Returns the model folder and train's
+/// output (its log and summary, for tests that check them).
+pub fn train_tep(dir: &Path, args: &[&str]) -> anyhow::Result<(PathBuf, std::process::Output)> {
     let model = dir.join("model");
     let out = Command::new(forewarn_bin())
         .args(["train", "--data"])
         .arg(shared_data("tep/d00.dat"))
         .arg("--out")
         .arg(&model)
-        .args([
-            "--name", "tep", "--hidden", "32", "--epochs", "40", "--device", "cpu",
-        ])
+        .args(args)
         .output()?;
     if !out.status.success() {
         bail!(
@@ -296,7 +307,7 @@ pub fn train_tep_model(dir: &Path) -> anyhow::Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(model)
+    Ok((model, out))
 }
 
 /// A running `forewarn serve` child with its own config file.
