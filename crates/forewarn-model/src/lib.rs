@@ -9,6 +9,7 @@ mod error;
 pub mod forecaster;
 pub mod heads;
 pub mod multimodal;
+pub mod precision;
 pub mod train;
 mod weights;
 
@@ -18,6 +19,7 @@ pub use artifact::{Description, Model, ModelKind, ModelMeta, Network, load, save
 pub use dataset::{CsvOptions, Dataset, read_any, read_csv, read_tep};
 pub use error::ModelError;
 pub use forecaster::{Highway, LstmForecaster, ModelSpec};
+pub use precision::Precision;
 pub use tch::Device;
 pub use train::{
     EpochReport, TrainConfig, TrainedModel, calibration_errors, calibration_scores, replay_rows,

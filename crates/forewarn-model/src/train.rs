@@ -944,6 +944,137 @@ mod tests {
         assert_eq!(again, by_engine);
     }
 
+    /// A model trained on TEP's normal run, in f32 and in bf16, over the
+    /// normal run and a whole fault run (d01_te: 960 rows, 320 batches
+    /// carried from one state; the fault starts at row 160):
+    /// - through the engine, every batch score (MSE of 52 scaled channels
+    ///   over 3 rows) within 2 % of f32, and the same batches above the
+    ///   f32-calibrated threshold;
+    /// - on normal data nothing accumulates through the carried state:
+    ///   stepped by hand, bf16 forecasts carried from bf16's own state
+    ///   stay within 0.01 of f32 (scaled units) and within 1.5x of what one
+    ///   bf16 step from f32's exact state gives (measured: 0.0066 vs
+    ///   0.0062 on d00);
+    /// - in the fault (inputs at 15-27 standard deviations for 800 rows)
+    ///   some cells saturate and their c integrates without bound, in f32
+    ///   too (to ~580 by the end); the bf16 difference of the state grows
+    ///   with it but stays within 2 % of the state's size (measured under
+    ///   1 %), and forecasts within 0.5 (measured 0.21, one step 0.009)
+    ///   while the scores are far above the threshold.
+    #[test]
+    fn bf16_scores_of_a_trained_model_stay_close_to_f32() {
+        crate::test_init();
+        if crate::precision::CpuBf16::detect().check().is_err() {
+            eprintln!("skipped: this CPU has no native bf16");
+            return;
+        }
+        let data = d00();
+        let m = train(&data, &small_cfg(), |_| {}).unwrap();
+        let fault = read_tep(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/tep/d01_te.dat"
+        )))
+        .unwrap();
+        let cfg = m.meta.engine_config(DetectorConfig::default(), 8);
+        let threshold = m.meta.threshold.value;
+        let mut f32m = m.forecaster;
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("w.safetensors");
+        f32m.save(&weights).unwrap();
+        let mut bf = crate::LstmForecaster::load_with_highway(
+            *f32m.spec(),
+            f32m.highway(),
+            &weights,
+            Device::Cpu,
+        )
+        .unwrap();
+        bf.set_precision(crate::Precision::Bf16).unwrap();
+        let spec = *f32m.spec();
+        let (hc, sl) = (spec.output_len(), spec.state_len());
+        let step = |f: &mut crate::LstmForecaster, input: &[f32], state: &[f32]| {
+            let mut b = StepBatch {
+                n: 1,
+                horizon: spec.horizon,
+                channels: spec.channels,
+                state_len: sl,
+                inputs: input.to_vec(),
+                states: state.to_vec(),
+                predictions: vec![0.0; hc],
+            };
+            f.step(&mut b).unwrap();
+            (b.predictions, b.states)
+        };
+        let diff = |p: &[f32], q: &[f32]| {
+            p.iter()
+                .zip(q)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        };
+        // Batches that end before the fault's onset (all of d00).
+        for (what, rows, normal_batches) in [
+            ("d00", &data.rows, usize::MAX),
+            ("d01_te", &fault.rows, 160 / 3),
+        ] {
+            let a = calibration_scores(&mut f32m, cfg.clone(), rows).unwrap();
+            let b = calibration_scores(&mut bf, cfg.clone(), rows).unwrap();
+            assert_eq!(a.len(), b.len());
+            let max_rel = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs() / x)
+                .fold(0.0, f64::max);
+            let flips = a
+                .iter()
+                .zip(&b)
+                .filter(|(x, y)| (**x > threshold) != (**y > threshold))
+                .count();
+            assert!(
+                max_rel < 0.02,
+                "{what}: a bf16 score is {max_rel} off (relative)"
+            );
+            assert_eq!(flips, 0, "{what}");
+
+            let mut x = rows.clone();
+            m.meta.scaler.transform_all(&mut x);
+            let (mut s32, mut s16) = (vec![0.0; sl], vec![0.0; sl]);
+            // Worst forecast differences: (carried, one step) on normal
+            // batches, carried in the fault; worst state difference
+            // relative to the state's size (at least 1).
+            let (mut normal, mut faulty, mut state_rel) = ((0f32, 0f32), 0f32, 0f32);
+            for (k, chunk) in x.chunks_exact(hc).enumerate() {
+                let (p32, n32) = step(&mut f32m, chunk, &s32);
+                let (p16, n16) = step(&mut bf, chunk, &s16);
+                let carried = diff(&p16, &p32);
+                if k < normal_batches {
+                    let (p1, _) = step(&mut bf, chunk, &s32);
+                    normal = (normal.0.max(carried), normal.1.max(diff(&p1, &p32)));
+                } else {
+                    faulty = faulty.max(carried);
+                }
+                let size = n32.iter().fold(1f32, |m, v| m.max(v.abs()));
+                state_rel = state_rel.max(diff(&n16, &n32) / size);
+                (s32, s16) = (n32, n16);
+            }
+            eprintln!(
+                "{what}: {} scores, bf16 vs f32 at most {:.2} % apart, {flips} on the other side \
+                 of the threshold {threshold:.4}; forecasts on normal batches: carried {:.4}, one \
+                 step from the f32 state {:.4}; in the fault: carried {faulty:.4}; states {:.2} % \
+                 of their size",
+                a.len(),
+                100.0 * max_rel,
+                normal.0,
+                normal.1,
+                100.0 * state_rel
+            );
+            assert!(
+                normal.0 < 0.01 && normal.0 <= 1.5 * normal.1,
+                "{what}: the carried state drifts on normal data: {normal:?}"
+            );
+            assert!(faulty < 0.5, "{what}: {faulty}");
+            assert!(state_rel < 0.02, "{what}: {state_rel}");
+        }
+    }
+
     #[test]
     fn early_stopping_keeps_the_best_epoch() {
         crate::test_init();
