@@ -31,6 +31,7 @@ use crate::autoencoder::{AutoencoderSpec, LstmAutoencoder};
 use crate::error::ModelError;
 use crate::forecaster::{Highway, LstmForecaster, ModelSpec};
 use crate::multimodal::{MultimodalForecaster, MultimodalSpec};
+use crate::precision::Precision;
 use crate::train::TrainedModel;
 
 /// The artifact format this build writes and reads.
@@ -350,6 +351,20 @@ impl Network {
     /// SHA-256 (hex) of the weights, as `model.json` pins them.
     pub fn weights_sha256(&self) -> Result<String, ModelError> {
         self.as_ref().weights_sha256()
+    }
+
+    /// The inference precision ([`LstmForecaster::set_precision`]); bf16
+    /// is implemented for the forecaster kind only, and refused for the
+    /// others.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), ModelError> {
+        match self {
+            Self::Forecaster(m) => m.set_precision(precision),
+            Self::PerVariable(_) | Self::Autoencoder(_) if precision == Precision::F32 => Ok(()),
+            Self::PerVariable(_) | Self::Autoencoder(_) => Err(ModelError::Config(format!(
+                "{precision} inference is implemented for the forecaster only, not the {} model",
+                self.kind()
+            ))),
+        }
     }
 
     fn as_ref(&self) -> NetworkRef<'_> {

@@ -36,6 +36,12 @@ pub struct ModelSection {
     pub device: String,
     /// libtorch intra-op threads; 0 lets the service choose (cores / 2, at least 1).
     pub threads: usize,
+    /// Inference precision: `f32` (as trained) or `bf16` (the LSTM in
+    /// bf16, cast at load; the artifact stays f32). bf16 needs a CPU with
+    /// AVX512_BF16 or AMX_BF16 (or a GPU libtorch runs it on) and is
+    /// refused at load otherwise, as is bf16 for a model kind other than
+    /// the forecaster. docs/BENCHMARKS.md has the numbers.
+    pub precision: forewarn_model::Precision,
 }
 
 impl Default for ModelSection {
@@ -44,6 +50,7 @@ impl Default for ModelSection {
             path: "models/current".into(),
             device: "auto".into(),
             threads: 0,
+            precision: forewarn_model::Precision::F32,
         }
     }
 }
@@ -309,6 +316,10 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("FOREWARN_HTTP__LISTEN", "0.0.0.0:9999");
             let c = Config::load(Some(&f)).unwrap();
+            assert_eq!(c.model.precision, forewarn_model::Precision::F32);
+            jail.set_env("FOREWARN_MODEL__PRECISION", "bf16");
+            let c = Config::load(Some(&f)).unwrap();
+            assert_eq!(c.model.precision, forewarn_model::Precision::Bf16);
             assert_eq!(c.kafka.brokers, "b:1");
             assert_eq!(c.detector.open_after, 4);
             assert_eq!(c.http.listen.port(), 9999);
@@ -324,6 +335,7 @@ mod tests {
             ("[kafka]\nbrokerz = \"x\"\n", "brokerz"),
             ("[pipeline]\nmax_batch = 0\n", "pipeline.max_batch"),
             ("[model]\ndevice = \"tpu\"\n", "model.device"),
+            ("[model]\nprecision = \"f16\"\n", "precision"),
             (
                 "[detector]\nopen_after = 0\nresolve_after = 1\nresolve_ratio = 0.5\n",
                 "open_after",

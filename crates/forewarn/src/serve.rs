@@ -1,5 +1,6 @@
 //! `forewarn serve`: wires config, model, store, HTTP API and the Kafka pipeline.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -34,11 +35,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     forewarn_model::set_threads(threads);
     let device = parse_device(&cfg.model.device)?;
-    let model = forewarn_model::load(&cfg.model.path, device)
+    let precision = cfg.model.precision;
+    let model = load_model(&cfg.model.path, device, precision)
         .with_context(|| format!("loading model from {}", cfg.model.path.display()))?;
     tracing::info!(
         model = %model.meta.name, version = %model.meta.version, kind = %model.meta.kind,
-        device = %forewarn_model::describe_device(device), threads,
+        device = %forewarn_model::describe_device(device), threads, %precision,
         channels = model.meta.channels.len(), horizon = model.meta.horizon,
         strategy = model.meta.strategy().kind(), threshold = model.meta.strategy().nominal_threshold(),
         "model loaded"
@@ -69,7 +71,7 @@ async fn serve(
     metrics.set_alerts_open(open);
     let board = Arc::new(DeviceBoard::new());
     let meta = &model.meta;
-    let info = describe(meta, device);
+    let info = describe(meta, device, cfg.model.precision);
     ModelLoaded {
         name: &meta.name,
         version: &meta.version,
@@ -224,7 +226,28 @@ async fn open_store(
     }
 }
 
-fn describe(meta: &forewarn_model::ModelMeta, device: tch::Device) -> ModelInfo {
+/// [`forewarn_model::load`], then the inference precision: a device that
+/// cannot run it natively fails the load (at startup, or a reload that is
+/// then rejected), never the first batch.
+fn load_model(
+    path: &std::path::Path,
+    device: tch::Device,
+    precision: forewarn_model::Precision,
+) -> Result<forewarn_model::Model, forewarn_model::ModelError> {
+    let mut model = forewarn_model::load(path, device)?;
+    model.network.set_precision(precision)?;
+    Ok(model)
+}
+
+fn describe(
+    meta: &forewarn_model::ModelMeta,
+    device: tch::Device,
+    precision: forewarn_model::Precision,
+) -> ModelInfo {
+    let mut device = forewarn_model::describe_device(device);
+    if precision != forewarn_model::Precision::F32 {
+        write!(device, ", {precision} inference").expect("writing to a String");
+    }
     ModelInfo {
         name: meta.name.clone(),
         version: meta.version.clone(),
@@ -234,7 +257,7 @@ fn describe(meta: &forewarn_model::ModelMeta, device: tch::Device) -> ModelInfo 
         window: meta.window,
         threshold: meta.strategy().nominal_threshold(),
         strategy: meta.strategy().kind().into(),
-        device: forewarn_model::describe_device(device),
+        device,
     }
 }
 
@@ -252,6 +275,7 @@ fn reloader(
     swaps: std::sync::mpsc::Sender<forewarn_ingest::ModelSwap<forewarn_model::Network>>,
 ) -> forewarn_api::ModelReloader {
     let path = cfg.model.path.clone();
+    let precision = cfg.model.precision;
     let detector = cfg.detector;
     let max_batch = cfg.pipeline.max_batch;
     let max_devices = cfg.pipeline.max_devices;
@@ -272,7 +296,7 @@ fn reloader(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
             let shown = path.display().to_string();
-            let loaded = tokio::task::spawn_blocking(move || forewarn_model::load(&path, device))
+            let loaded = tokio::task::spawn_blocking(move || load_model(&path, device, precision))
                 .await
                 .map_err(|e| format!("loading task failed: {e}"))
                 .and_then(|r| r.map_err(|e| format!("{e:#}")));
@@ -295,7 +319,7 @@ fn reloader(
                     return Err(e);
                 }
             };
-            let new = describe(&model.meta, device);
+            let new = describe(&model.meta, device, precision);
             let engine =
                 Engine::new(model.engine_config(detector, max_batch)).with_max_devices(max_devices);
             let swap = forewarn_ingest::ModelSwap {
