@@ -3,7 +3,8 @@
 //! same data in the same run. docs/BENCHMARKS.md explains every number.
 //!
 //! Steps (each printed as it runs):
-//! 1. GEMM rate libtorch reaches here (the roofline), FLOPs per reading.
+//! 1. GEMM rate libtorch reaches here in the precision the LSTM runs in
+//!    (the roofline), FLOPs per reading.
 //! 2. Bytes per device: RSS delta of an engine holding many warmed devices.
 //! 3. Forecaster alone: synthetic full batches straight into `step`.
 //! 4. Preload a fresh topic with `readings` synthetic readings of `devices`
@@ -34,7 +35,7 @@ use anyhow::{Context, bail};
 use forewarn_core::engine::{Forecaster, StepBatch};
 use forewarn_core::{DetectorConfig, Engine, EngineConfig, ReadingRef, Scaler, Schema};
 use forewarn_ingest::{IngestConfig, Services};
-use forewarn_model::{Highway, LstmForecaster, ModelError, ModelSpec};
+use forewarn_model::{Highway, LstmForecaster, ModelError, ModelSpec, Precision};
 
 use crate::train::HighwayArg;
 use forewarn_store::AlertStore;
@@ -86,6 +87,10 @@ pub struct BenchArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Inference precision (serve's model.precision): f32, or bf16 for the
+    /// LSTM; the roofline is then the bf16 GEMM rate.
+    #[arg(long, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Partitions of the benchmark topics.
     #[arg(long, default_value_t = 8)]
     partitions: i32,
@@ -158,31 +163,46 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     tch::manual_seed(7);
     let highway = Highway::from(args.highway);
-    let model =
+    let mut model =
         LstmForecaster::with_highway(spec, highway, device).context("creating the model")?;
+    model.set_precision(args.precision).context("--precision")?;
     let flops = flops_per_reading(&spec, highway);
     say(format!(
-        "model: random-init LSTM channels={} hidden={} layers={} horizon={} highway={:?} on {}; {:.0} FLOPs \
-         per reading (LSTM {:.0} + head and highway {:.0} per batch / horizon)",
+        "model: random-init LSTM channels={} hidden={} layers={} horizon={} highway={:?} precision={} on {}; \
+         {:.0} FLOPs per reading (LSTM {:.0} + head and highway {:.0} per batch / horizon)",
         spec.channels,
         spec.hidden,
         spec.layers,
         spec.horizon,
         highway,
+        args.precision,
         forewarn_model::describe_device(device),
         flops.total(),
         flops.lstm,
         flops.head
     ));
 
-    // 1. Roofline.
-    let gemm = measure_gemm(device, 1.5)?;
+    // 1. Roofline: the GEMM rate in the precision the LSTM runs in (the
+    // shares below are against it); with bf16, the fp32 rate for reference.
+    if args.precision == Precision::Bf16 {
+        let fp32 = measure_gemm(device, Kind::Float, 1.5)?;
+        say(format!(
+            "roofline (reference only): GEMM {0}x{0}x{0} fp32 reaches {1:.1} GFLOP/s ({2:.1} per CPU-second); at \
+             the recurrent shape {3:.1} GFLOP/s",
+            fp32.size, fp32.peak, fp32.peak_cpu, fp32.small
+        ));
+    }
+    let gemm = measure_gemm(device, gemm_kind(args.precision), 1.5)?;
     say(format!(
-        "roofline: GEMM {}x{}x{} fp32 reaches {:.1} GFLOP/s on {threads} libtorch thread(s) ({:.1} per CPU-second of \
+        "roofline: GEMM {}x{}x{} {} reaches {:.1} GFLOP/s on {threads} libtorch thread(s) ({:.1} per CPU-second of \
          the calling thread); at the LSTM's recurrent shape [{}x{}]x[{}x{}] {:.1} GFLOP/s",
         gemm.size,
         gemm.size,
         gemm.size,
+        match args.precision {
+            Precision::F32 => "fp32",
+            Precision::Bf16 => "bf16",
+        },
         gemm.peak,
         gemm.peak_cpu,
         args.max_batch,
@@ -475,7 +495,7 @@ fn flops_per_reading(s: &ModelSpec, highway: Highway) -> Flops {
 
 struct Gemm {
     size: i64,
-    /// GFLOP/s of a large square fp32 GEMM, by wall time.
+    /// GFLOP/s of a large square GEMM in the LSTM's precision, by wall time.
     peak: f64,
     /// The same by the calling thread's CPU time: what a core does when it
     /// is not preempted (meaningful with one libtorch thread, which
@@ -500,10 +520,18 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// (wall GFLOP/s, thread-CPU GFLOP/s) of `[m, k] x [k, n]`.
-fn gemm_rate(device: Device, m: i64, k: i64, n: i64, secs: f64) -> (f64, f64) {
+/// The dtype of the GEMMs the LSTM runs at `precision`.
+fn gemm_kind(precision: Precision) -> Kind {
+    match precision {
+        Precision::F32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+    }
+}
+
+fn gemm_rate(device: Device, kind: Kind, m: i64, k: i64, n: i64, secs: f64) -> (f64, f64) {
     tch::no_grad(|| {
-        let a = Tensor::randn([m, k], (Kind::Float, device));
-        let b = Tensor::randn([k, n], (Kind::Float, device));
+        let a = Tensor::randn([m, k], (kind, device));
+        let b = Tensor::randn([k, n], (kind, device));
         for _ in 0..3 {
             let _ = a.mm(&b);
         }
@@ -527,15 +555,15 @@ fn gemm_rate(device: Device, m: i64, k: i64, n: i64, secs: f64) -> (f64, f64) {
     })
 }
 
-fn measure_gemm(device: Device, secs: f64) -> anyhow::Result<Gemm> {
+fn measure_gemm(device: Device, kind: Kind, secs: f64) -> anyhow::Result<Gemm> {
     let size = if device.is_cuda() { 8192 } else { 1024 };
     let (mut peak, mut peak_cpu) = (0.0f64, 0.0f64);
     for s in [512, size] {
-        let (w, c) = gemm_rate(device, s, s, s, secs / 3.0);
+        let (w, c) = gemm_rate(device, kind, s, s, s, secs / 3.0);
         peak = peak.max(w);
         peak_cpu = peak_cpu.max(c);
     }
-    let small = gemm_rate(device, 256, 64, 256, secs / 3.0).0;
+    let small = gemm_rate(device, kind, 256, 64, 256, secs / 3.0).0;
     Ok(Gemm {
         size,
         peak,
