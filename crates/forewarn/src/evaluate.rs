@@ -73,6 +73,12 @@ pub struct EvaluateArgs {
     /// Folder for one PNG per file: channels, score, threshold, labelled and detected segments.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Inference precision of the scoring replay (serve's model.precision):
+    /// f32, or bf16 (the forecaster only). Training and calibration run in
+    /// f32, as `forewarn train` does, so bf16 scores the files against the
+    /// thresholds an f32 calibration set: what `serve` with bf16 does.
+    #[arg(long, default_value_t = forewarn_model::Precision::F32)]
+    precision: forewarn_model::Precision,
 }
 
 /// A test file as loaded.
@@ -108,6 +114,9 @@ pub struct Report {
     pub time_unit: String,
     pub nab_window: Option<f64>,
     pub nab_window_position: WindowPosition,
+    /// Inference precision of the scoring replay (`--precision`; not
+    /// `precision`, which is the metric).
+    pub inference_precision: forewarn_model::Precision,
     pub config: EvalConfig,
     /// Pooled over all files.
     #[serde(flatten)]
@@ -155,7 +164,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             data.n_channels(),
             train_files.len()
         );
-        Some(fit_file(&data, &cfg)?)
+        Some(fit_for_scoring(&data, &cfg, a.precision)?)
     } else {
         None
     };
@@ -189,7 +198,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
                 let mut train_part = loaded.data.slice(0..n);
                 train_part.labels = None;
                 eprintln!("{}: training on the first {n} rows", path.display());
-                per_file.insert(fit_file(&train_part, &cfg)?)
+                per_file.insert(fit_for_scoring(&train_part, &cfg, a.precision)?)
             }
             (None, None) => unreachable!("clap requires --train or --train-rows"),
         };
@@ -269,6 +278,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         time_unit: time_unit.unwrap_or("rows").into(),
         nab_window,
         nab_window_position: position,
+        inference_precision: a.precision,
         config: cfg,
         metrics: pooled.metrics(),
         counts: pooled,
@@ -515,6 +525,18 @@ fn fit_file(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Model> {
     Ok(model)
 }
 
+/// [`fit_file`], then the network switched to `precision` for scoring
+/// (bf16 is refused for a kind other than the forecaster).
+fn fit_for_scoring(
+    data: &Dataset,
+    cfg: &EvalConfig,
+    precision: forewarn_model::Precision,
+) -> anyhow::Result<Model> {
+    let mut model = fit_file(data, cfg)?;
+    model.network.set_precision(precision)?;
+    Ok(model)
+}
+
 /// A smaller window (warm-up) when the validation tail of `rows` rows is
 /// too short for the configured one plus two batches, as happens with short
 /// per-file training parts; `None` when the configured window fits.
@@ -591,6 +613,7 @@ mod tests {
             nab_window_position: PositionArg::Centered,
             report: dir.join("out/report.json"),
             plot: None,
+            precision: forewarn_model::Precision::F32,
         }
     }
 
@@ -786,6 +809,55 @@ mod tests {
             assert_eq!(r["counts"]["point"]["tp"], 100, "{kind}: {r}");
             assert_eq!(r["mean_detection_delay"], 0.0, "{kind}");
         }
+    }
+
+    /// `--precision bf16` scores with the f32-trained, f32-calibrated
+    /// model in bf16: same detections on a clear fault, recorded in the
+    /// report; a model kind without bf16 is refused.
+    #[test]
+    fn bf16_scoring_detects_the_same_and_is_recorded() {
+        if forewarn_model::precision::CpuBf16::detect()
+            .check()
+            .is_err()
+        {
+            eprintln!("skipped: this CPU has no native bf16");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        let normal = dir.path().join("normal.csv");
+        write_csv(&faulty, true);
+        write_csv(&normal, false);
+        let mut reports = vec![];
+        for precision in [
+            forewarn_model::Precision::F32,
+            forewarn_model::Precision::Bf16,
+        ] {
+            let mut a = args(
+                dir.path(),
+                vec![faulty.clone(), normal.clone()],
+                vec![normal.clone()],
+                None,
+                "fixed",
+            );
+            a.precision = precision;
+            run(a).unwrap();
+            let r = read(dir.path());
+            assert_eq!(r["inference_precision"], precision.to_string());
+            reports.push(r);
+        }
+        assert_eq!(reports[0]["counts"], reports[1]["counts"]);
+        assert_eq!(reports[1]["counts"]["point"]["tp"], 100, "{}", reports[1]);
+
+        let mut a = args(dir.path(), vec![faulty], vec![normal], None, "fixed");
+        std::fs::write(
+            dir.path().join("model.toml"),
+            "[model]\nkind = \"autoencoder\"\nhidden = 4\nhorizon = 5\nwindow = 20\nepochs = 1\nthreads = 1\n",
+        )
+        .unwrap();
+        a.precision = forewarn_model::Precision::Bf16;
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("forecaster only"), "{e}");
     }
 
     #[test]
