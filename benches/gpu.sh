@@ -6,7 +6,8 @@
 #   3. the forecaster alone on CUDA at growing batch sizes: the >= 5,000,000
 #      readings/s target (synthetic full batches, host buffers in and out,
 #      exactly what `serve` hands the forecaster),
-#   4. `forewarn bench --device cuda` end to end (local broker, Python peer).
+#   4. the same at the largest batch in bf16 (--precision bf16),
+#   5. `forewarn bench --device cuda` end to end (local broker, Python peer).
 # Results are appended to .run/bench/gpu-<date>.txt; the last line of each
 # run is the bench's summary line.
 # Usage: bash benches/gpu.sh [--quick]   (--quick: forecaster only)
@@ -29,6 +30,12 @@ for n in 1024 4096 16384 65536; do
   "$bin" bench --device cuda --forecaster-only --forecaster-batch "$n" --max-batch "$n" \
     --forecaster-seconds 5 --threads "$cores" 2>&1 | tee -a "$out"
 done
+# bf16 (serve's model.precision = bf16) at the largest batch; never run on a
+# GPU so far, so a failure is logged rather than fatal.
+log "forecaster only, 65536 devices per call, bf16"
+"$bin" bench --device cuda --forecaster-only --forecaster-batch 65536 --max-batch 65536 \
+  --forecaster-seconds 5 --threads "$cores" --precision bf16 2>&1 | tee -a "$out" \
+  || log "bf16 on this GPU failed (see above)"
 if [ "${1:-}" != "--quick" ]; then
   log "end to end on CUDA"
   "$bin" bench --device cuda --devices 10000 --readings 5000000 --max-batch 4096 --threads "$cores" 2>&1 | tee -a "$out"
