@@ -15,12 +15,10 @@
 //! so a fault on one channel breaks its relation to the rest instead of
 //! being followed by its own persistence.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use forewarn_core::engine::{Forecaster, StepBatch};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tch::nn::{self, LSTMState};
 use tch::{Device, Kind, Tensor};
 
@@ -447,10 +445,7 @@ impl LstmForecaster {
 
     /// Writes the weights as safetensors to `path` (any file name).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        Tensor::write_safetensors(&named, path)
-            .ctx(&format!("writing weights to {}", path.display()))
+        crate::weights::save(&self.vs, path)
     }
 
     /// A network of `spec` with the weights in the safetensors file `path`.
@@ -469,58 +464,8 @@ impl LstmForecaster {
         device: Device,
     ) -> Result<Self, ModelError> {
         spec.validate().map_err(|m| ModelError::artifact(path, m))?;
-        let bad = |m: String| ModelError::artifact(path, m);
-        let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|e| bad(format!("unreadable weights file: {e}")))?
-            .into_iter()
-            .collect();
-        let expected = param_shapes(&spec, highway);
-        for (name, shape) in &expected {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| bad(format!("parameter {name} is missing")))?;
-            if t.kind() != Kind::Float {
-                return Err(bad(format!("parameter {name} is {:?}, not f32", t.kind())));
-            }
-            if t.size() != *shape {
-                return Err(bad(format!(
-                    "parameter {name} has shape {:?}, the model spec {spec:?} needs {shape:?}",
-                    t.size()
-                )));
-            }
-            let finite = t
-                .f_isfinite()
-                .and_then(|f| f.f_all())
-                .and_then(|a| a.f_int64_value(&[]))
-                .map_err(|e| bad(format!("checking {name}: {e}")))?;
-            if finite == 0 {
-                return Err(bad(format!("parameter {name} has NaN or infinite values")));
-            }
-        }
-        if tensors.len() != expected.len() {
-            let mut extra: Vec<&str> = tensors
-                .keys()
-                .filter(|k| !expected.iter().any(|(n, _)| n == *k))
-                .map(String::as_str)
-                .collect();
-            extra.sort_unstable();
-            return Err(bad(format!(
-                "unexpected parameters {}: not a model of this spec",
-                extra.join(", ")
-            )));
-        }
         let model = Self::with_highway(spec, highway, device)?;
-        let vars = model.vs.variables();
-        tch::no_grad(|| -> Result<(), ModelError> {
-            for (name, mut var) in vars {
-                let src = tensors
-                    .get(&name)
-                    .ok_or_else(|| bad(format!("parameter {name} is missing")))?;
-                var.f_copy_(src)
-                    .map_err(|e| bad(format!("loading {name}: {e}")))?;
-            }
-            Ok(())
-        })?;
+        crate::weights::load_into(&model.vs, path)?;
         Ok(model)
     }
 
@@ -528,25 +473,7 @@ impl LstmForecaster {
     /// name order. Independent of file layout, so `model.json` can pin the
     /// exact weights it belongs to.
     pub fn weights_sha256(&self) -> Result<String, ModelError> {
-        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut h = Sha256::new();
-        for (name, t) in named {
-            h.update((name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            let size = t.size();
-            h.update((size.len() as u64).to_le_bytes());
-            for d in &size {
-                h.update(d.to_le_bytes());
-            }
-            let mut values = vec![0f32; t.numel()];
-            t.f_copy_data(&mut values, t.numel())
-                .ctx("reading weights")?;
-            for v in values {
-                h.update(v.to_le_bytes());
-            }
-        }
-        Ok(hex::encode(h.finalize()))
+        crate::weights::sha256(&self.vs)
     }
 
     /// Deep copy of every parameter (for keeping the best epoch).
@@ -1134,10 +1061,7 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("shape"), "{e}");
         let deeper = ModelSpec { layers: 3, ..spec };
         let e = LstmForecaster::load(deeper, &path, Device::Cpu).unwrap_err();
-        assert!(
-            e.to_string().contains("lstm.weight_ih_l2 is missing"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("lstm.bias_hh_l2 is missing"), "{e}");
         let shallower = ModelSpec { layers: 1, ..spec };
         let e = LstmForecaster::load(shallower, &path, Device::Cpu).unwrap_err();
         assert!(e.to_string().contains("unexpected parameters"), "{e}");

@@ -1,10 +1,9 @@
-//! Weights files of the networks other than the joint forecaster (the
-//! per-variable model and the autoencoder): every parameter of a
+//! Weights files of every network kind: every parameter of a
 //! [`nn::VarStore`] as safetensors, read back only after each tensor was
 //! checked against the network built from the artifact's description
-//! (name, dtype, shape, finite values, nothing extra), and hashed the way
-//! [`crate::LstmForecaster::weights_sha256`] hashes (names, shapes and f32
-//! values in name order), so `model.json` can pin the exact weights.
+//! (name, dtype, shape, finite values, nothing extra), and hashed (names,
+//! shapes and f32 values in name order), so `model.json` can pin the exact
+//! weights.
 
 use std::collections::HashMap;
 use std::path::Path;
