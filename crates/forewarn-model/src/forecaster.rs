@@ -149,13 +149,6 @@ impl Highway {
     }
 }
 
-/// Name and shape of every parameter of a network of `spec` with `highway`.
-pub fn param_shapes(spec: &ModelSpec, highway: Highway) -> Vec<(String, Vec<i64>)> {
-    let mut shapes = spec.param_shapes();
-    shapes.extend(highway.param_shape(spec));
-    shapes
-}
-
 /// Deep copies of all parameters by name.
 pub(crate) type Snapshot = Vec<(String, Tensor)>;
 
@@ -284,8 +277,6 @@ impl LstmForecaster {
         }
     }
 
-    /// Sets the highway's weights (`[H*C, C]` row-major; masked entries
-    /// must be zero). Used to start training from a least-squares fit.
     /// The head's forecasts `y` plus the highway's map of `rows` (the
     /// input row each forecast was made after); `y` itself without one.
     fn add_highway(&self, y: Tensor, rows: &Tensor) -> Result<Tensor, ModelError> {
@@ -298,6 +289,8 @@ impl LstmForecaster {
         }
     }
 
+    /// Sets the highway's weights (`[H*C, C]` row-major; masked entries
+    /// must be zero). Used to start training from a least-squares fit.
     pub(crate) fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
         let Some((param, _)) = &self.highway_params else {
             return Err(ModelError::Config("the model has no highway".into()));
@@ -814,7 +807,8 @@ pub(crate) mod tests {
             let mut m = LstmForecaster::with_highway(spec, hw, Device::Cpu).unwrap();
             assert_eq!(m.highway(), hw);
             let vars = m.var_store().variables();
-            let shapes = param_shapes(&spec, hw);
+            let mut shapes = spec.param_shapes();
+            shapes.extend(hw.param_shape(&spec));
             assert_eq!(vars.len(), shapes.len());
             for (name, shape) in shapes {
                 assert_eq!(vars[&name].size(), shape, "{name}");
