@@ -341,11 +341,7 @@ pub enum Network {
 
 impl Network {
     pub fn kind(&self) -> ModelKind {
-        match self {
-            Self::Forecaster(_) => ModelKind::Forecaster,
-            Self::PerVariable(_) => ModelKind::PerVariable,
-            Self::Autoencoder(_) => ModelKind::Autoencoder,
-        }
+        self.as_ref().kind()
     }
 
     /// SHA-256 (hex) of the weights, as `model.json` pins them.
@@ -545,7 +541,7 @@ enum NetworkRef<'a> {
     Autoencoder(&'a LstmAutoencoder),
 }
 
-impl NetworkRef<'_> {
+impl<'a> NetworkRef<'a> {
     fn kind(self) -> ModelKind {
         match self {
             Self::Forecaster(_) => ModelKind::Forecaster,
@@ -554,20 +550,21 @@ impl NetworkRef<'_> {
         }
     }
 
-    fn weights_sha256(self) -> Result<String, ModelError> {
+    /// The parameters: every kind saves and hashes them alike (`weights`).
+    fn var_store(self) -> &'a tch::nn::VarStore {
         match self {
-            Self::Forecaster(m) => m.weights_sha256(),
-            Self::PerVariable(m) => m.weights_sha256(),
-            Self::Autoencoder(m) => m.weights_sha256(),
+            Self::Forecaster(m) => m.var_store(),
+            Self::PerVariable(m) => m.var_store(),
+            Self::Autoencoder(m) => m.var_store(),
         }
     }
 
+    fn weights_sha256(self) -> Result<String, ModelError> {
+        crate::weights::sha256(self.var_store())
+    }
+
     fn save(self, path: &Path) -> Result<(), ModelError> {
-        match self {
-            Self::Forecaster(m) => m.save(path),
-            Self::PerVariable(m) => m.save(path),
-            Self::Autoencoder(m) => m.save(path),
-        }
+        crate::weights::save(self.var_store(), path)
     }
 
     /// Where `meta` does not describe this network: (described, actual).

@@ -74,11 +74,6 @@ impl LstmAutoencoder {
         &self.spec
     }
 
-    /// Writes the weights as safetensors to `path`.
-    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        crate::weights::save(&self.vs, path)
-    }
-
     /// A network of `spec` with the weights in the safetensors file `path`,
     /// checked against it first (names, dtypes, shapes, finite values).
     pub fn load(spec: AutoencoderSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
@@ -87,9 +82,9 @@ impl LstmAutoencoder {
         Ok(model)
     }
 
-    /// SHA-256 (hex) of the parameters (what `model.json` pins).
-    pub fn weights_sha256(&self) -> Result<String, ModelError> {
-        crate::weights::sha256(&self.vs)
+    /// The parameters (what the artifact saves and its hash pins).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
     }
 
     /// Reconstructs windows `x` (`[B, T, C]`): the decoder starts from the

@@ -135,11 +135,6 @@ impl MultimodalForecaster {
         &self.spec
     }
 
-    /// Writes the weights as safetensors to `path`.
-    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        crate::weights::save(&self.vs, path)
-    }
-
     /// A network of `spec` with the weights in the safetensors file `path`,
     /// checked against it first (names, dtypes, shapes, finite values).
     pub fn load(spec: MultimodalSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
@@ -148,9 +143,9 @@ impl MultimodalForecaster {
         Ok(model)
     }
 
-    /// SHA-256 (hex) of the parameters (what `model.json` pins).
-    pub fn weights_sha256(&self) -> Result<String, ModelError> {
-        crate::weights::sha256(&self.vs)
+    /// The parameters (what the artifact saves and its hash pins).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
     }
 
     pub fn zero_state(&self, batch: i64) -> MultimodalState {
