@@ -289,6 +289,55 @@ impl ModelMeta {
 }
 
 impl ModelMeta {
+    /// The description of a newly trained `net`: kind, sizes, highway,
+    /// weights hash and version come from the network, so they cannot
+    /// disagree with it; the rest from `d`. No strategy yet.
+    pub(crate) fn describe(net: NetworkRef<'_>, d: Description) -> Result<Self, ModelError> {
+        let weights_sha256 = net.weights_sha256()?;
+        let (hidden, layers, horizon, encoder_hidden, highway) = match net {
+            NetworkRef::Forecaster(m) => {
+                let s = m.spec();
+                (s.hidden, s.layers, s.horizon, None, m.highway())
+            }
+            NetworkRef::PerVariable(m) => {
+                let s = m.spec();
+                let e = Some(s.encoder_hidden);
+                (s.hidden, s.layers, s.horizon, e, Highway::None)
+            }
+            NetworkRef::Autoencoder(m) => {
+                let s = m.spec();
+                (s.hidden, 1, s.horizon, None, Highway::None)
+            }
+        };
+        Ok(Self {
+            format_version: FORMAT_VERSION,
+            kind: net.kind(),
+            version: Self::version_for(&d.name, &weights_sha256),
+            name: d.name,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            forewarn_version: env!("CARGO_PKG_VERSION").to_owned(),
+            channels: d.channels,
+            scaler: d.scaler,
+            window: d.window,
+            horizon,
+            hidden,
+            layers,
+            encoder_hidden,
+            highway,
+            warmup: d.warmup,
+            threshold: d.threshold,
+            strategy: None,
+            train_data_sha256: d.train_data_sha256,
+            train_rows: d.train_rows,
+            validation_rows: d.validation_rows,
+            final_train_loss: d.final_train_loss,
+            final_val_loss: d.final_val_loss,
+            weights_sha256,
+        })
+    }
+}
+
+impl ModelMeta {
     /// The fields that only some kinds have, and the autoencoder's single
     /// layer.
     fn validate_kind(&self) -> Result<(), String> {
@@ -451,52 +500,11 @@ pub struct Description {
 }
 
 impl Model {
-    /// A newly trained `network` with its description: kind, sizes,
-    /// highway, weights hash and version come from the network, so they
-    /// cannot disagree with it. No strategy yet (the fixed threshold runs
+    /// A newly trained `network` with its description
+    /// ([`ModelMeta::describe`]). No strategy yet (the fixed threshold runs
     /// until one is set).
     pub fn new(network: Network, d: Description) -> Result<Self, ModelError> {
-        let weights_sha256 = network.weights_sha256()?;
-        let (hidden, layers, horizon, encoder_hidden, highway) = match &network {
-            Network::Forecaster(m) => {
-                let s = m.spec();
-                (s.hidden, s.layers, s.horizon, None, m.highway())
-            }
-            Network::PerVariable(m) => {
-                let s = m.spec();
-                let e = Some(s.encoder_hidden);
-                (s.hidden, s.layers, s.horizon, e, Highway::None)
-            }
-            Network::Autoencoder(m) => {
-                let s = m.spec();
-                (s.hidden, 1, s.horizon, None, Highway::None)
-            }
-        };
-        let meta = ModelMeta {
-            format_version: FORMAT_VERSION,
-            kind: network.kind(),
-            version: ModelMeta::version_for(&d.name, &weights_sha256),
-            name: d.name,
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            forewarn_version: env!("CARGO_PKG_VERSION").to_owned(),
-            channels: d.channels,
-            scaler: d.scaler,
-            window: d.window,
-            horizon,
-            hidden,
-            layers,
-            encoder_hidden,
-            highway,
-            warmup: d.warmup,
-            threshold: d.threshold,
-            strategy: None,
-            train_data_sha256: d.train_data_sha256,
-            train_rows: d.train_rows,
-            validation_rows: d.validation_rows,
-            final_train_loss: d.final_train_loss,
-            final_val_loss: d.final_val_loss,
-            weights_sha256,
-        };
+        let meta = ModelMeta::describe(network.as_ref(), d)?;
         Ok(Self { meta, network })
     }
 
@@ -535,7 +543,7 @@ pub fn save_model(model: &Model, dir: &Path) -> Result<(), ModelError> {
 /// A borrowed [`Network`], so that the forecaster of a [`TrainedModel`]
 /// is saved by the same code as a [`Model`].
 #[derive(Clone, Copy)]
-enum NetworkRef<'a> {
+pub(crate) enum NetworkRef<'a> {
     Forecaster(&'a LstmForecaster),
     PerVariable(&'a MultimodalForecaster),
     Autoencoder(&'a LstmAutoencoder),

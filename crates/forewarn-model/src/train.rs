@@ -18,7 +18,7 @@ use serde::Serialize;
 use tch::nn::{self, LSTMState, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::artifact::{FORMAT_VERSION, ModelKind, ModelMeta};
+use crate::artifact::{Description, ModelMeta, NetworkRef};
 use crate::dataset::Dataset;
 use crate::error::{ModelError, TorchContext};
 use crate::forecaster::{Highway, LstmForecaster, ModelSpec, Snapshot};
@@ -301,37 +301,27 @@ pub fn train(
     };
     model.restore(&weights)?;
 
-    let weights_sha256 = model.weights_sha256()?;
-    let mut meta = ModelMeta {
-        format_version: FORMAT_VERSION,
-        kind: ModelKind::Forecaster,
-        name: cfg.name.clone(),
-        version: ModelMeta::version_for(&cfg.name, &weights_sha256),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        forewarn_version: env!("CARGO_PKG_VERSION").to_owned(),
-        channels: data.channels.clone(),
-        scaler,
-        window: cfg.window,
-        horizon: cfg.horizon,
-        hidden: cfg.hidden,
-        layers: cfg.layers,
-        encoder_hidden: None,
-        highway,
-        warmup: cfg.window,
-        // Placeholder until calibrated below (not a valid artifact yet).
-        threshold: Threshold {
-            value: f64::INFINITY,
-            rule: cfg.threshold,
-            samples: 0,
+    let mut meta = ModelMeta::describe(
+        NetworkRef::Forecaster(&model),
+        Description {
+            name: cfg.name.clone(),
+            channels: data.channels.clone(),
+            scaler,
+            window: cfg.window,
+            warmup: cfg.window,
+            // Placeholder until calibrated below (not a valid artifact yet).
+            threshold: Threshold {
+                value: f64::INFINITY,
+                rule: cfg.threshold,
+                samples: 0,
+            },
+            train_data_sha256: data.sha256(),
+            train_rows: n_train,
+            validation_rows: n_val,
+            final_train_loss: history[best_epoch - 1].train_loss,
+            final_val_loss: best_val,
         },
-        strategy: None,
-        train_data_sha256: data.sha256(),
-        train_rows: n_train,
-        validation_rows: n_val,
-        final_train_loss: history[best_epoch - 1].train_loss,
-        final_val_loss: best_val,
-        weights_sha256,
-    };
+    )?;
     let engine_cfg = meta.engine_config(DetectorConfig::default(), CALIBRATION_MAX_BATCH);
     let scores = calibration_scores(&mut model, engine_cfg, val_raw)?;
     meta.threshold = Threshold::from_validation(&scores, cfg.threshold)?;
