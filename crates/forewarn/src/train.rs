@@ -89,34 +89,6 @@ impl From<ModelKindArg> for ModelKind {
     }
 }
 
-/// The clap spelling of [`ThresholdKind`].
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KindArg {
-    Fixed,
-    Gaussian,
-    Dynamic,
-}
-
-impl From<ThresholdKind> for KindArg {
-    fn from(k: ThresholdKind) -> Self {
-        match k {
-            ThresholdKind::Fixed => Self::Fixed,
-            ThresholdKind::Gaussian => Self::Gaussian,
-            ThresholdKind::Dynamic => Self::Dynamic,
-        }
-    }
-}
-
-impl From<KindArg> for ThresholdKind {
-    fn from(k: KindArg) -> Self {
-        match k {
-            KindArg::Fixed => Self::Fixed,
-            KindArg::Gaussian => Self::Gaussian,
-            KindArg::Dynamic => Self::Dynamic,
-        }
-    }
-}
-
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Normal-operation data: CSV files or Tennessee Eastman .dat files (repeatable).
@@ -196,8 +168,8 @@ pub struct TrainArgs {
     /// (quantile x margin of validation batch scores), gaussian (Malhotra's
     /// error model, F-beta threshold; docs/EVALUATION.md) or dynamic
     /// (telemanom).
-    #[arg(long, value_enum, default_value_t = KindArg::from(ThresholdSection::default().kind))]
-    threshold_kind: KindArg,
+    #[arg(long, value_enum, default_value_t = ThresholdSection::default().kind)]
+    threshold_kind: ThresholdKind,
     /// Fixed threshold = quantile of validation batch errors x margin
     /// (always calibrated; also the gaussian fallback).
     #[arg(long, default_value_t = ThresholdSection::default().quantile)]
@@ -234,7 +206,7 @@ impl TrainArgs {
                 ..ModelSection::default()
             },
             threshold: ThresholdSection {
-                kind: self.threshold_kind.into(),
+                kind: self.threshold_kind,
                 quantile: self.threshold_quantile,
                 margin: self.threshold_margin,
                 ..ThresholdSection::default()

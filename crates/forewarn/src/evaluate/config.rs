@@ -93,12 +93,13 @@ pub const GAUSSIAN_MARGIN: f64 = 1.5;
 pub const GAUSSIAN_MARGIN_HIGHWAY: f64 = 2.0;
 
 /// The default (`gaussian`) was chosen on the tuning sets of
-/// docs/ACCURACY.md; `serve` runs `fixed`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// docs/ACCURACY.md; `serve` runs whichever strategy `forewarn train`
+/// stored in the artifact. Also `forewarn train --threshold-kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ThresholdKind {
-    /// Quantile of normal validation batch errors times a margin (the
-    /// threshold `serve` uses).
+    /// Quantile of normal validation batch errors times a margin (always
+    /// calibrated; what runs when an artifact stores no strategy).
     Fixed,
     /// Malhotra et al.: Gaussian model of error vectors, threshold by F-beta.
     #[default]
