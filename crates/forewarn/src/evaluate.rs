@@ -504,7 +504,13 @@ pub fn train_config(cfg: &EvalConfig) -> anyhow::Result<TrainConfig> {
 /// Trains on `data` and calibrates the configured threshold strategy on
 /// the validation tail (the rows training held out): [`fit::fit`], as
 /// `forewarn train` does, with the window shrunk for short training parts.
-fn fit_file(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Model> {
+/// Then switches the network to `precision` for scoring (bf16 is refused
+/// for a kind other than the forecaster).
+fn fit_for_scoring(
+    data: &Dataset,
+    cfg: &EvalConfig,
+    precision: forewarn_model::Precision,
+) -> anyhow::Result<Model> {
     let mut tc = train_config(cfg)?;
     if let Some(w) = fitting_window(data.len(), &tc) {
         eprintln!(
@@ -515,24 +521,13 @@ fn fit_file(data: &Dataset, cfg: &EvalConfig) -> anyhow::Result<Model> {
         );
         tc.window = w;
     }
-    let model = fit(data, cfg, &tc, "  ")?;
+    let mut model = fit(data, cfg, &tc, "  ")?;
     let strategy = model.meta.strategy();
     eprintln!(
         "  threshold ({}): {:.6}",
         strategy.kind(),
         strategy.nominal_threshold()
     );
-    Ok(model)
-}
-
-/// [`fit_file`], then the network switched to `precision` for scoring
-/// (bf16 is refused for a kind other than the forecaster).
-fn fit_for_scoring(
-    data: &Dataset,
-    cfg: &EvalConfig,
-    precision: forewarn_model::Precision,
-) -> anyhow::Result<Model> {
-    let mut model = fit_file(data, cfg)?;
     model.network.set_precision(precision)?;
     Ok(model)
 }
