@@ -519,7 +519,6 @@ fn thread_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// (wall GFLOP/s, thread-CPU GFLOP/s) of `[m, k] x [k, n]`.
 /// The dtype of the GEMMs the LSTM runs at `precision`.
 fn gemm_kind(precision: Precision) -> Kind {
     match precision {
@@ -528,6 +527,7 @@ fn gemm_kind(precision: Precision) -> Kind {
     }
 }
 
+/// (wall GFLOP/s, thread-CPU GFLOP/s) of `[m, k] x [k, n]` in `kind`.
 fn gemm_rate(device: Device, kind: Kind, m: i64, k: i64, n: i64, secs: f64) -> (f64, f64) {
     tch::no_grad(|| {
         let a = Tensor::randn([m, k], (kind, device));
@@ -1274,7 +1274,7 @@ impl Forecaster for Zeros {
 fn measure_bytes_per_device(cfg: &EngineConfig, devices: usize) -> Memory {
     let ids: Vec<String> = (0..devices).map(|d| format!("plant-{d:05}")).collect();
     // Readings at the scaler's centre, forecast exactly by `Zeros`: normal
-    // devices, none in alarm (an open alert adds ~600 B to its device).
+    // devices, none in alarm (an open alert adds ~680 B to its device).
     let values = cfg.scaler.center.clone();
     let mut f = Zeros(cfg.state_len);
     let before = status_kib("VmRSS:");
