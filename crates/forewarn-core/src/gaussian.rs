@@ -70,6 +70,31 @@ impl GaussianErrorModel {
         self.mean.len()
     }
 
+    /// Gives each channel that was constant in training (`constant[c]`, the
+    /// scaler's flags) the mean variance of the channels that were not.
+    /// The scaler reads such a channel as its constant, so its error is
+    /// only the forecast's wobble around it, which says nothing about the
+    /// plant; fitted, that variance sits at the floor, a thousandth of the
+    /// average, and a wobble a little larger than in training (the other
+    /// channels at operating points training never reached) would
+    /// outweigh every real error. At the average variance it weighs as
+    /// little as it is. With no varying channel at all, the variance is 1.
+    pub fn average_constant_channels(&mut self, constant: &[bool]) {
+        let is_const = |c: usize| constant.get(c).copied().unwrap_or(false);
+        let varying: Vec<f64> = (0..self.channels())
+            .filter(|&c| !is_const(c))
+            .map(|c| self.var[c])
+            .collect();
+        let average = if varying.is_empty() {
+            1.0
+        } else {
+            varying.iter().sum::<f64>() / varying.len() as f64
+        };
+        for c in (0..self.channels()).filter(|&c| is_const(c)) {
+            self.var[c] = average;
+        }
+    }
+
     /// Mean over the rows of `errors` (`rows x channels`) of the normalised
     /// squared Mahalanobis distance of each row.
     pub fn score(&self, errors: &[f32]) -> f64 {
@@ -182,6 +207,28 @@ mod tests {
         let s = g.score(&[4.0, 0.0, 2.0, 0.01]);
         assert!((s - (1.0 + 0.05) / 2.0).abs() < 1e-6, "{s}");
         assert!(GaussianErrorModel::fit(&[1.0, 2.0], 2).is_none());
+    }
+
+    /// A channel constant in training weighs as an average channel, not as
+    /// the floor: an error of 1 on it scores like a one-sd error elsewhere.
+    #[test]
+    fn constant_channels_get_the_average_variance() {
+        // Channels 0 and 1 vary (var 2 and 8); channel 2 is constant.
+        let mut g = GaussianErrorModel::fit(&[1.0, 0.0, 0.0, 3.0, 4.0, 0.0], 3).unwrap();
+        assert_eq!(&g.var[..2], &[2.0, 8.0]);
+        assert!(g.var[2] < 1e-2);
+        let step = [2.0, 2.0, 1.0]; // errors at the means, and 1 on channel 2
+        let before = g.score(&step);
+        g.average_constant_channels(&[false, false, true]);
+        assert_eq!(g.var, vec![2.0, 8.0, 5.0]);
+        assert!(before > 50.0, "{before}");
+        assert!((g.score(&step) - 1.0 / 5.0 / 3.0).abs() < 1e-12);
+        // Without flags (older artifacts) nothing changes; all constant: var 1.
+        let mut h = g.clone();
+        h.average_constant_channels(&[]);
+        assert_eq!(h, g);
+        h.average_constant_channels(&[true, true, true]);
+        assert_eq!(h.var, vec![1.0; 3]);
     }
 
     /// The sorted sweep picks exactly what scanning every score for every

@@ -18,8 +18,14 @@ pub struct Scaler {
     pub center: Vec<f32>,
     /// Each channel is divided by this (never below [`MIN_SCALE`]).
     pub scale: Vec<f32>,
-    /// Channels that were constant in training; their scale is 1 so a
-    /// change shows up in physical units instead of exploding.
+    /// Channels that were constant in training. [`Self::transform`] reads
+    /// them as that constant (0 once scaled), whatever they do later: the
+    /// model never saw them move, so no training step shaped its input
+    /// weights for them (a change would push its forecasts of every
+    /// channel by untrained amounts) and nothing says how much of a change
+    /// is normal. A command or mode flag that switches, a setpoint that is
+    /// moved, a spare sensor coming alive: none alarms by itself; what it
+    /// does to the other channels still does. Their scale is 1.
     #[serde(default)]
     pub constant: Vec<bool>,
 }
@@ -62,10 +68,20 @@ impl Scaler {
         self.center.len()
     }
 
-    /// Scales one row in place.
+    /// Scales one row in place; a channel constant in training becomes 0
+    /// (see [`Self::constant`]).
     pub fn transform(&self, row: &mut [f32]) {
-        for ((v, c), s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
-            *v = ((*v - c) / s.max(MIN_SCALE)).clamp(-SCALED_LIMIT, SCALED_LIMIT);
+        for (j, ((v, c), s)) in row
+            .iter_mut()
+            .zip(&self.center)
+            .zip(&self.scale)
+            .enumerate()
+        {
+            *v = if self.constant.get(j).copied().unwrap_or(false) {
+                0.0
+            } else {
+                ((*v - c) / s.max(MIN_SCALE)).clamp(-SCALED_LIMIT, SCALED_LIMIT)
+            };
         }
     }
 
@@ -109,10 +125,19 @@ mod tests {
         assert_eq!(s.center, vec![2.0, 5.0]);
         assert_eq!(s.scale, vec![1.0, 1.0]);
         assert_eq!(s.constant, vec![false, true]);
+        // The constant channel reads as its training value whatever it does.
         let mut row = [4.0, 7.0];
         s.transform(&mut row);
-        assert_eq!(row, [2.0, 2.0]);
+        assert_eq!(row, [2.0, 0.0]);
         s.inverse(&mut row);
-        assert_eq!(row, [4.0, 7.0]);
+        assert_eq!(row, [4.0, 5.0]);
+        // Flags absent (artifacts before them): every channel is scaled.
+        let unflagged = Scaler {
+            constant: vec![],
+            ..s
+        };
+        let mut row = [4.0, 7.0];
+        unflagged.transform(&mut row);
+        assert_eq!(row, [2.0, 2.0]);
     }
 }

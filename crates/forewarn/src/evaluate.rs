@@ -560,12 +560,20 @@ fn score_file(
 mod tests {
     use super::*;
     use forewarn_eval::nab::scaled_sigmoid;
+    use std::ops::Range;
 
     /// 400 rows, 1 s apart, two smooth channels with small deterministic
     /// noise; with `fault`, channel `a` jumps by 50 from row 300 to the end
     /// (labelled 1 there).
     fn write_csv(path: &Path, fault: bool) {
-        let mut s = String::from("time;a;b;site;label\n");
+        write_csv_with_command(path, fault, None);
+    }
+
+    /// [`write_csv`], plus with `command` a third channel `cmd` that is 0
+    /// but for the rows of `command`, where it is 1 (a command flag).
+    fn write_csv_with_command(path: &Path, fault: bool, command: Option<Range<u64>>) {
+        let cmd_header = if command.is_some() { "cmd;" } else { "" };
+        let mut s = format!("time;a;b;{cmd_header}site;label\n");
         for i in 0..400 {
             let t = 1_767_225_600 + i;
             let noise = ((i * 7919) % 13) as f64 / 130.0;
@@ -575,7 +583,14 @@ mod tests {
             if anomalous {
                 a += 50.0;
             }
-            s.push_str(&format!("{t};{a:.4};{b:.4};x;{}\n", u8::from(anomalous)));
+            let cmd = match &command {
+                Some(rows) => format!("{};", u8::from(rows.contains(&i))),
+                None => String::new(),
+            };
+            s.push_str(&format!(
+                "{t};{a:.4};{b:.4};{cmd}x;{}\n",
+                u8::from(anomalous)
+            ));
         }
         std::fs::write(path, s).unwrap();
     }
@@ -712,6 +727,33 @@ mod tests {
         assert_eq!(r["counts"]["point"]["tp"], 100, "{r}");
         assert_eq!(r["counts"]["point"]["fp"], 0, "{r}");
         assert_eq!(r["event_f1"], 1.0);
+    }
+
+    /// A channel constant in the training rows (a command flag) that
+    /// switches for 30 normal rows of the scored part raises nothing by
+    /// itself, whatever the threshold; the step on `a` is still caught
+    /// whole. Before the scaler read such channels as their constant, the
+    /// switch alarmed with the Gaussian and dynamic thresholds (an error of
+    /// 1 against the smooth channels' hundredths).
+    #[test]
+    fn a_channel_constant_in_training_does_not_alarm_when_it_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmd.csv");
+        write_csv_with_command(&path, true, Some(240..270));
+        for kind in ["fixed", "gaussian", "dynamic"] {
+            run(args(
+                dir.path(),
+                vec![path.clone()],
+                vec![],
+                Some(200),
+                kind,
+            ))
+            .unwrap();
+            let f = &read(dir.path())["files"][0];
+            assert_eq!(f["counts"]["point"]["fp"], 0, "{kind}: {f}");
+            assert_eq!(f["counts"]["events"]["tp"], 1, "{kind}: {f}");
+            assert_eq!(f["mean_detection_delay"], 0.0, "{kind}: {f}");
+        }
     }
 
     #[test]

@@ -80,8 +80,9 @@ where
 {
     let c = engine.schema.len();
     let errors = calibration_errors(model, engine.clone(), train_part)?;
-    let g = GaussianErrorModel::fit_with_floor(&errors, c, t.gaussian_var_floor)
+    let mut g = GaussianErrorModel::fit_with_floor(&errors, c, t.gaussian_var_floor)
         .context("gaussian threshold: the training part is too short for two error vectors")?;
+    g.average_constant_channels(&engine.scaler.constant);
     let mut scoring = engine.clone();
     scoring.strategy = ThresholdStrategy::Gaussian {
         model: g.clone(),

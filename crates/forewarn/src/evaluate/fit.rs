@@ -130,6 +130,18 @@ pub fn fit(
             m
         }
     };
+    let constant: Vec<&str> = (model.meta.channels.iter())
+        .zip(&model.meta.scaler.constant)
+        .filter_map(|(name, &constant)| constant.then_some(name.as_str()))
+        .collect();
+    if !constant.is_empty() {
+        // The scaler reads them as their constant from now on; say so, as
+        // their later changes will never alarm by themselves.
+        eprintln!(
+            "{indent}constant in training, read as that constant: {}",
+            constant.join(", ")
+        );
+    }
     let c = data.n_channels();
     let (train_part, val) = data.rows.split_at(model.meta.train_rows * c);
     let engine = model.engine_config(cfg.detector.detector(), 1);
