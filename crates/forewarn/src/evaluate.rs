@@ -31,6 +31,58 @@ pub enum PositionArg {
     Centered,
 }
 
+/// How much of each file `--train-rows` trains on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TrainRows {
+    Rows(usize),
+    /// A share of the file's rows, in percent (0, 100).
+    Percent(f64),
+}
+
+impl TrainRows {
+    /// The rows to train on in a file of `total` rows (a share rounds
+    /// down); an error when that leaves nothing to train on or to score.
+    fn resolve(self, total: usize) -> Result<usize, String> {
+        let n = match self {
+            Self::Rows(n) => n,
+            Self::Percent(p) => (total as f64 * p / 100.0).floor() as usize,
+        };
+        if n == 0 {
+            return Err(format!("--train-rows {self} is no row of {total}"));
+        }
+        if n >= total {
+            return Err(format!(
+                "--train-rows {self} leaves no rows to score ({total} rows)"
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl std::fmt::Display for TrainRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rows(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+fn parse_train_rows(s: &str) -> Result<TrainRows, String> {
+    let s = s.trim();
+    if let Some(p) = s.strip_suffix('%') {
+        return match p.trim().parse::<f64>() {
+            Ok(p) if p > 0.0 && p < 100.0 => Ok(TrainRows::Percent(p)),
+            _ => Err(format!(
+                "{s:?}: a share must be a number of percent strictly between 0 and 100"
+            )),
+        };
+    }
+    s.parse::<usize>().map(TrainRows::Rows).map_err(|_| {
+        format!("{s:?}: expected a number of rows (400) or a share of each file (15%)")
+    })
+}
+
 #[derive(clap::Args, Debug)]
 pub struct EvaluateArgs {
     /// Labelled test data: CSV files, folders of them, or TEP .dat files (repeatable).
@@ -51,9 +103,11 @@ pub struct EvaluateArgs {
     /// Columns that are neither channels nor time/label.
     #[arg(long, value_delimiter = ',')]
     ignore_columns: Vec<String>,
-    /// Per file: train on its first N rows, score the rest (one model per file).
-    #[arg(long, conflicts_with = "train", required_unless_present = "train")]
-    train_rows: Option<usize>,
+    /// Per file: train on its first N rows, score the rest (one model per
+    /// file). "15%" trains on that share of each file's rows (NAB's
+    /// probationary period), for folders of files of different lengths.
+    #[arg(long, conflicts_with = "train", required_unless_present = "train", value_parser = parse_train_rows)]
+    train_rows: Option<TrainRows>,
     /// Train one model on these normal files and score every --data file.
     #[arg(long, num_args = 1..)]
     train: Vec<PathBuf>,
@@ -186,14 +240,9 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
                 skip = 0;
                 f
             }
-            (None, Some(n)) => {
-                if n >= loaded.data.len() {
-                    bail!(
-                        "{}: --train-rows {n} leaves no rows to score ({} rows)",
-                        path.display(),
-                        loaded.data.len()
-                    );
-                }
+            (None, Some(rows)) => {
+                let n = (rows.resolve(loaded.data.len()))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 skip = n;
                 let mut train_part = loaded.data.slice(0..n);
                 train_part.labels = None;
@@ -616,7 +665,7 @@ mod tests {
             label_column: Some("label".into()),
             changepoint_column: None,
             ignore_columns: vec!["site".into()],
-            train_rows,
+            train_rows: train_rows.map(TrainRows::Rows),
             train,
             config: Some(config),
             nab_window: None,
@@ -754,6 +803,35 @@ mod tests {
             assert_eq!(f["counts"]["events"]["tp"], 1, "{kind}: {f}");
             assert_eq!(f["mean_detection_delay"], 0.0, "{kind}: {f}");
         }
+    }
+
+    #[test]
+    fn train_rows_is_a_count_or_a_share_of_each_file() {
+        assert_eq!(parse_train_rows("400"), Ok(TrainRows::Rows(400)));
+        assert_eq!(parse_train_rows(" 15% "), Ok(TrainRows::Percent(15.0)));
+        for bad in ["0%", "100%", "-5%", "x%", "1.5", "-3", ""] {
+            assert!(parse_train_rows(bad).is_err(), "{bad}");
+        }
+        // A share rounds down; nothing to train on or to score is an error.
+        assert_eq!(TrainRows::Percent(15.0).resolve(1001), Ok(150));
+        assert_eq!(TrainRows::Rows(400).resolve(1200), Ok(400));
+        let e = TrainRows::Percent(0.1).resolve(500).unwrap_err();
+        assert!(e.contains("no row of 500"), "{e}");
+        let e = TrainRows::Rows(500).resolve(500).unwrap_err();
+        assert!(e.contains("leaves no rows to score (500 rows)"), "{e}");
+
+        // Through evaluate: 50% of the 400-row file is the 200 rows of the
+        // report test, with the same result.
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        let mut a = args(dir.path(), vec![faulty], vec![], None, "fixed");
+        a.train_rows = Some(TrainRows::Percent(50.0));
+        run(a).unwrap();
+        let f = &read(dir.path())["files"][0];
+        assert_eq!(f["train_rows"], 200, "{f}");
+        assert_eq!(f["counts"]["point"]["tp"], 100, "{f}");
+        assert_eq!(f["counts"]["point"]["fp"], 0, "{f}");
     }
 
     #[test]
