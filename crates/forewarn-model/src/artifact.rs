@@ -108,9 +108,10 @@ pub struct ModelMeta {
     /// other kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_hidden: Option<usize>,
-    /// The forecaster's linear highway; absent (`none`) in artifacts
-    /// written before it existed, which load unchanged. A build without
-    /// highways refuses an artifact that has one (its weights file holds
+    /// The linear highway of any kind (the autoencoder: `none` or
+    /// `cross`); absent (`none`) in artifacts written before it existed,
+    /// which load unchanged. A build without highways (or without them for
+    /// this kind) refuses an artifact that has one (its weights file holds
     /// an unexpected `highway.weight`).
     #[serde(default, skip_serializing_if = "is_no_highway")]
     pub highway: Highway,
@@ -302,11 +303,11 @@ impl ModelMeta {
             NetworkRef::PerVariable(m) => {
                 let s = m.spec();
                 let e = Some(s.encoder_hidden);
-                (s.hidden, s.layers, s.horizon, e, Highway::None)
+                (s.hidden, s.layers, s.horizon, e, m.highway())
             }
             NetworkRef::Autoencoder(m) => {
                 let s = m.spec();
-                (s.hidden, 1, s.horizon, None, Highway::None)
+                (s.hidden, 1, s.horizon, None, m.highway())
             }
         };
         Ok(Self {
@@ -338,15 +339,14 @@ impl ModelMeta {
 }
 
 impl ModelMeta {
-    /// The fields that only some kinds have, and the autoencoder's single
-    /// layer.
+    /// The fields that only some kinds have, the autoencoder's single
+    /// layer and the highways it refuses.
     fn validate_kind(&self) -> Result<(), String> {
         let kind = self.kind;
-        if kind != ModelKind::Forecaster && self.highway != Highway::None {
-            return Err(format!(
-                "highway {:?} is a setting of the forecaster, not of kind {kind}",
-                self.highway
-            ));
+        if kind == ModelKind::Autoencoder
+            && let Some(why) = crate::autoencoder::highway_refusal(self.highway)
+        {
+            return Err(why);
         }
         match (kind, self.encoder_hidden) {
             (ModelKind::PerVariable, None) => {
@@ -432,11 +432,13 @@ impl Network {
             )?),
             ModelKind::PerVariable => Self::PerVariable(MultimodalForecaster::load(
                 meta.multimodal_spec(),
+                meta.highway,
                 path,
                 device,
             )?),
             ModelKind::Autoencoder => Self::Autoencoder(LstmAutoencoder::load(
                 meta.autoencoder_spec(),
+                meta.highway,
                 path,
                 device,
             )?),
@@ -592,18 +594,30 @@ impl<'a> NetworkRef<'a> {
                     )
                 })
             }
-            Self::PerVariable(m) => (meta.multimodal_spec() != *m.spec()).then(|| {
-                (
-                    format!("{:?}", meta.multimodal_spec()),
-                    format!("{:?}", m.spec()),
-                )
-            }),
-            Self::Autoencoder(m) => (meta.autoencoder_spec() != *m.spec()).then(|| {
-                (
-                    format!("{:?}", meta.autoencoder_spec()),
-                    format!("{:?}", m.spec()),
-                )
-            }),
+            Self::PerVariable(m) => {
+                (meta.multimodal_spec() != *m.spec() || meta.highway != m.highway()).then(|| {
+                    (
+                        format!(
+                            "{:?} with highway {:?}",
+                            meta.multimodal_spec(),
+                            meta.highway
+                        ),
+                        format!("{:?} with highway {:?}", m.spec(), m.highway()),
+                    )
+                })
+            }
+            Self::Autoencoder(m) => {
+                (meta.autoencoder_spec() != *m.spec() || meta.highway != m.highway()).then(|| {
+                    (
+                        format!(
+                            "{:?} with highway {:?}",
+                            meta.autoencoder_spec(),
+                            meta.highway
+                        ),
+                        format!("{:?} with highway {:?}", m.spec(), m.highway()),
+                    )
+                })
+            }
         }
     }
 }
@@ -941,10 +955,22 @@ mod tests {
                 "one encoder and one decoder layer",
                 Box::new(|v| v["layers"] = 2.into()),
             ),
+            // A highway the weights lack is refused by parameter name; a
+            // full one on the autoencoder by the reason.
             (
                 &ae,
-                "a setting of the forecaster",
+                "parameter highway.weight is missing",
                 Box::new(|v| v["highway"] = "cross".into()),
+            ),
+            (
+                &ae,
+                "would learn the identity",
+                Box::new(|v| v["highway"] = "full".into()),
+            ),
+            (
+                &pv,
+                "parameter highway.weight is missing",
+                Box::new(|v| v["highway"] = "full".into()),
             ),
             (&ae, "has shape", Box::new(|v| v["hidden"] = 7.into())),
             (
@@ -1257,6 +1283,122 @@ mod tests {
         assert!(e.contains("unexpected parameters highway.weight"), "{e}");
         edit_meta(&dir, |v| v["highway"] = "sideways".into());
         assert!(load_err(&dir).contains("not a valid"));
+    }
+
+    /// The per-variable model (full and cross) and the autoencoder (cross)
+    /// with a highway, its weights set away from zero so that they count.
+    fn highway_networks() -> Vec<Network> {
+        let cpu = tch::Device::Cpu;
+        let spec = MultimodalSpec {
+            channels: 3,
+            encoder_hidden: 2,
+            hidden: 5,
+            layers: 2,
+            horizon: 4,
+        };
+        let mut out = Vec::new();
+        for hw in [Highway::Cross, Highway::Full] {
+            let m = MultimodalForecaster::with_highway(spec, hw, cpu).unwrap();
+            let mask = hw.mask_for(4, 3).unwrap_or_else(|| vec![1.0; 36]);
+            let w: Vec<f32> = mask
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * (0.05 * i as f32 - 0.4))
+                .collect();
+            m.set_highway_weight(&w).unwrap();
+            out.push(Network::PerVariable(m));
+        }
+        let ae_spec = AutoencoderSpec {
+            channels: 3,
+            hidden: 6,
+            horizon: 4,
+        };
+        let ae = LstmAutoencoder::with_highway(ae_spec, Highway::Cross, cpu).unwrap();
+        ae.set_highway_weight(&[0.0, 0.5, -0.3, 0.2, 0.0, 0.7, -0.6, 0.1, 0.0])
+            .unwrap();
+        out.push(Network::Autoencoder(ae));
+        out
+    }
+
+    /// The per-variable model and the autoencoder with a highway: saved and
+    /// loaded, the same outputs; `model.json` records the highway; an
+    /// artifact whose description and weights disagree about it is refused
+    /// by name, both ways; the autoencoder refuses a full highway.
+    #[test]
+    fn highways_of_the_other_kinds_round_trip_and_mismatches_are_errors() {
+        crate::test_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("hw");
+        for network in highway_networks() {
+            let kind = network.kind();
+            let mut m = model_of(network);
+            let highway = m.meta.highway;
+            assert_ne!(highway, Highway::None, "{kind}");
+            save_model(&m, &dir).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
+            assert_eq!(json["highway"], serde_json::to_value(highway).unwrap());
+            let mut loaded = load(&dir, tch::Device::Cpu).unwrap();
+            assert_eq!(loaded.meta, m.meta, "{kind}");
+            let (c, h) = (3, m.meta.horizon);
+            let want = step(&mut m.network, c, h);
+            assert_eq!(step(&mut loaded.network, c, h), want, "{kind} {highway:?}");
+            // The highway counts: the same network without it differs.
+            let plain = match &m.network {
+                Network::PerVariable(p) => Network::PerVariable(
+                    MultimodalForecaster::new(*p.spec(), tch::Device::Cpu).unwrap(),
+                ),
+                Network::Autoencoder(a) => {
+                    Network::Autoencoder(LstmAutoencoder::new(*a.spec(), tch::Device::Cpu).unwrap())
+                }
+                Network::Forecaster(_) => unreachable!(),
+            };
+            tch::no_grad(|| {
+                let src = m.network.as_ref().var_store().variables();
+                for (name, mut v) in plain.as_ref().var_store().variables() {
+                    v.copy_(&src[&name]);
+                }
+            });
+            let mut plain = plain;
+            assert_ne!(step(&mut plain, c, h).0, want.0, "{kind}");
+
+            // Without the key (as a build without these highways reads
+            // it) the description does not fit the weights.
+            edit_meta(&dir, |v| {
+                v.as_object_mut().unwrap().remove("highway");
+            });
+            let e = load_err(&dir);
+            assert!(
+                e.contains("unexpected parameters highway.weight"),
+                "{kind}: {e}"
+            );
+            // Saving refuses a description that disagrees with the network.
+            let mut wrong = model_of(plain);
+            wrong.meta.highway = highway;
+            let e = save_model(&wrong, &dir).unwrap_err().to_string();
+            assert!(e.contains("highway"), "{kind}: {e}");
+        }
+        // Weights without a highway under a description with one.
+        let plain = model_of(networks().pop().unwrap());
+        save_model(&plain, &dir).unwrap();
+        edit_meta(&dir, |v| v["highway"] = "cross".into());
+        let e = load_err(&dir);
+        assert!(e.contains("parameter highway.weight is missing"), "{e}");
+        // The autoencoder refuses full, in the network and in model.json.
+        let spec = AutoencoderSpec {
+            channels: 3,
+            hidden: 6,
+            horizon: 4,
+        };
+        let e = LstmAutoencoder::with_highway(spec, Highway::Full, tch::Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("identity"), "{e}");
+        let ae = model_of(highway_networks().pop().unwrap());
+        save_model(&ae, &dir).unwrap();
+        edit_meta(&dir, |v| v["highway"] = "full".into());
+        let e = load_err(&dir);
+        assert!(e.contains("highway \"full\" on the autoencoder"), "{e}");
     }
 
     #[test]

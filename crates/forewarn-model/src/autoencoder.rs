@@ -10,6 +10,14 @@
 //! so the engine (in `serve`, calibration and `forewarn evaluate` alike)
 //! scores each batch against its own reconstruction instead of the
 //! previous batch's forecast.
+//!
+//! An optional cross-channel highway ([`Highway::Cross`]) adds `W x_t` to
+//! the decoder's reconstruction of row `t`, `W` `[C, C]` with a zero
+//! diagonal: each channel is also reconstructed linearly from the other
+//! channels of the same row (a PCA/MSET-like residual), which extrapolates
+//! to operating points training never reached, while a fault on one
+//! channel breaks its relation to the others. `full` would learn the
+//! identity (every fault reconstructed perfectly) and is refused.
 
 use std::path::Path;
 
@@ -19,6 +27,7 @@ use tch::nn::{self, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ModelError, TorchContext};
+use crate::highway::{Highway, HighwayLayer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoencoderSpec {
@@ -34,22 +43,51 @@ pub struct LstmAutoencoder {
     encoder: nn::LSTM,
     decoder: nn::LSTM,
     head: nn::Linear,
+    highway: Highway,
+    /// The highway's weights (`[C, C]`, shared with `vs`) and its mask.
+    highway_layer: Option<HighwayLayer>,
 }
 
 impl std::fmt::Debug for LstmAutoencoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LstmAutoencoder")
             .field("spec", &self.spec)
+            .field("highway", &self.highway)
             .finish_non_exhaustive()
     }
 }
 
+/// Why the autoencoder refuses `highway`, if it does: only `none` and
+/// `cross` reconstruct a row from anything but itself.
+pub fn highway_refusal(highway: Highway) -> Option<String> {
+    (highway == Highway::Full).then(|| {
+        "highway \"full\" on the autoencoder would learn the identity (each row \
+         reconstructed from itself, every fault included); use \"cross\" or \"none\""
+            .to_owned()
+    })
+}
+
 impl LstmAutoencoder {
+    /// A freshly initialised network on `device`, without a highway.
     pub fn new(spec: AutoencoderSpec, device: Device) -> Result<Self, ModelError> {
+        Self::with_highway(spec, Highway::None, device)
+    }
+
+    /// A freshly initialised network with `highway` (`none` or `cross`; its
+    /// weights start at zero, so the reconstruction starts as the
+    /// decoder's alone).
+    pub fn with_highway(
+        spec: AutoencoderSpec,
+        highway: Highway,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         if spec.channels == 0 || spec.hidden == 0 || spec.horizon == 0 {
             return Err(ModelError::Config(format!(
                 "autoencoder spec {spec:?}: every size must be at least 1"
             )));
+        }
+        if let Some(why) = highway_refusal(highway) {
+            return Err(ModelError::Config(why));
         }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -61,12 +99,16 @@ impl LstmAutoencoder {
         let encoder = nn::lstm(&root / "encoder", c, h, cfg);
         let decoder = nn::lstm(&root / "decoder", c, h, cfg);
         let head = nn::linear(&root / "head", h, c, Default::default());
+        // One output row: the row the map reads.
+        let highway_layer = HighwayLayer::new(&root, highway, 1, spec.channels, device)?;
         Ok(Self {
             spec,
             vs,
             encoder,
             decoder,
             head,
+            highway,
+            highway_layer,
         })
     }
 
@@ -74,10 +116,27 @@ impl LstmAutoencoder {
         &self.spec
     }
 
-    /// A network of `spec` with the weights in the safetensors file `path`,
-    /// checked against it first (names, dtypes, shapes, finite values).
-    pub fn load(spec: AutoencoderSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
-        let model = Self::new(spec, device)?;
+    pub fn highway(&self) -> Highway {
+        self.highway
+    }
+
+    /// Sets the highway's weights (`[C, C]` row-major, zero diagonal).
+    /// Used to start training from a least-squares fit.
+    pub(crate) fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
+        crate::highway::set_weight(self.highway_layer.as_ref(), w)
+    }
+
+    /// A network of `spec` with `highway` and the weights in the
+    /// safetensors file `path`, checked against it first (names, dtypes,
+    /// shapes, finite values: a highway the description lacks, or the
+    /// reverse, is refused by parameter name).
+    pub fn load(
+        spec: AutoencoderSpec,
+        highway: Highway,
+        path: &Path,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        let model = Self::with_highway(spec, highway, device)?;
         crate::weights::load_into(&model.vs, path)?;
         Ok(model)
     }
@@ -90,14 +149,16 @@ impl LstmAutoencoder {
     /// Reconstructs windows `x` (`[B, T, C]`): the decoder starts from the
     /// encoder's final state and is fed the window shifted right by one row
     /// (zeros first), as in EncDec-AD's teacher forcing of the reversed
-    /// sequence, here in forward order.
+    /// sequence, here in forward order. With a highway, each row's
+    /// reconstruction adds `W x_t` of that same row.
     pub fn reconstruct(&self, x: &Tensor) -> Tensor {
         let (b, t, c) = x.size3().expect("[B, T, C] input");
         let (_, state) = self.encoder.seq(x);
         let zero = Tensor::zeros([b, 1, c], (Kind::Float, x.device()));
         let shifted = Tensor::cat(&[zero, x.narrow(1, 0, t - 1)], 1);
         let (out, _) = self.decoder.seq_init(&shifted, &state);
-        self.head.forward(&out)
+        crate::highway::add(self.highway_layer.as_ref(), self.head.forward(&out), x)
+            .unwrap_or_else(|e| panic!("reconstruct: {e}"))
     }
 }
 
@@ -156,6 +217,11 @@ pub struct AutoencoderTrainConfig {
     pub seed: u64,
     pub grad_clip: f64,
     pub robust_scaling: bool,
+    /// `none` or `cross` (`full` is refused, [`highway_refusal`]): its
+    /// weights start at the ridge fit of each channel on the other
+    /// channels of the same row over the training part, then train with
+    /// the LSTMs; `cross` on one channel builds none.
+    pub highway: Highway,
     pub device: Device,
 }
 
@@ -216,14 +282,22 @@ pub fn train_autoencoder(
     let h = cfg.horizon as i64;
     let wt = windows(&scaled(train_raw), h);
     let wv = windows(&scaled(val_raw), h);
-    let model = LstmAutoencoder::new(
+    let highway = cfg.highway.for_channels(c);
+    let model = LstmAutoencoder::with_highway(
         AutoencoderSpec {
             channels: c,
             hidden: cfg.hidden,
             horizon: cfg.horizon,
         },
+        highway,
         cfg.device,
     )?;
+    let mut train_scaled = train_raw.to_vec();
+    scaler.transform_all(&mut train_scaled);
+    // Lead 0, one row: each channel of x_t on the others of x_t.
+    if let Some(w) = crate::highway::least_squares(&train_scaled, c, 1, 0, highway) {
+        model.set_highway_weight(&w)?;
+    }
     let mut opt = nn::Adam::default()
         .build(&model.vs, cfg.learning_rate)
         .ctx("optimizer")?;
@@ -322,6 +396,7 @@ mod tests {
             seed: 3,
             grad_clip: 1.0,
             robust_scaling: false,
+            highway: Highway::None,
             device: Device::Cpu,
         };
         let mut t = train_autoencoder(&rows, 2, &cfg, |_, _, _| {}).unwrap();
@@ -346,5 +421,167 @@ mod tests {
         let mut want = vec![0f32; 10];
         y.copy_data(&mut want, 10);
         assert_eq!(b.predictions, want);
+    }
+
+    /// x2 = 0.5 x0 - x1 exactly, x0 and x1 independent: the same-row cross
+    /// fit (lead 0, one row) explains each channel by the other two and
+    /// never by itself.
+    #[test]
+    fn same_row_least_squares_recovers_a_linear_relation() {
+        let n = 4000;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut draw = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Uniform with unit variance, as scaled training rows have
+            // (the ridge assumes it).
+            ((state >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * 3f32.sqrt()
+        };
+        let rows: Vec<f32> = (0..n)
+            .flat_map(|_| {
+                let (x0, x1) = (draw(), draw());
+                [x0, x1, 0.5 * x0 - x1]
+            })
+            .collect();
+        let ls = |h| crate::highway::least_squares(&rows, 3, 1, 0, h);
+        assert_eq!(ls(Highway::None), None);
+        let w = ls(Highway::Cross).unwrap();
+        // Rows: x0 = 2 x1 + 2 x2, x1 = 0.5 x0 - x2, x2 = 0.5 x0 - x1.
+        let want = [0.0, 2.0, 2.0, 0.5, 0.0, -1.0, 0.5, -1.0, 0.0];
+        for (i, (got, want)) in w.iter().zip(want).enumerate() {
+            assert!((got - want).abs() < 0.05, "weight {i}: {got} vs {want}");
+        }
+        assert_eq!((w[0], w[4], w[8]), (0.0, 0.0, 0.0));
+    }
+
+    /// The highway adds exactly `W x_t` of each row to its reconstruction,
+    /// and `step` (the engine's call) equals `reconstruct` with it.
+    #[test]
+    fn the_highway_adds_w_x_of_the_same_row_and_step_equals_reconstruct() {
+        crate::test_init();
+        let spec = AutoencoderSpec {
+            channels: 3,
+            hidden: 5,
+            horizon: 4,
+        };
+        let mut m = LstmAutoencoder::with_highway(spec, Highway::Cross, Device::Cpu).unwrap();
+        assert_eq!(m.highway(), Highway::Cross);
+        let w = [0.0, 0.4, -0.2, 0.3, 0.0, 0.6, -0.5, 0.2, 0.0];
+        m.set_highway_weight(&w).unwrap();
+        let plain = LstmAutoencoder::new(spec, Device::Cpu).unwrap();
+        tch::no_grad(|| {
+            let src = m.var_store().variables();
+            for (name, mut v) in plain.var_store().variables() {
+                v.copy_(&src[&name]);
+            }
+        });
+        let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
+        let xt = Tensor::from_slice(&x).view([2, 4, 3]);
+        let read = |t: Tensor| {
+            let mut v = vec![0f32; 24];
+            t.copy_data(&mut v, 24);
+            v
+        };
+        let with = read(tch::no_grad(|| m.reconstruct(&xt)));
+        let without = read(tch::no_grad(|| plain.reconstruct(&xt)));
+        for r in 0..8 {
+            for j in 0..3 {
+                let lin: f32 = (0..3).map(|k| w[j * 3 + k] * x[r * 3 + k]).sum();
+                let d = with[r * 3 + j] - without[r * 3 + j] - lin;
+                assert!(d.abs() < 1e-5, "row {r} channel {j}: {d}");
+            }
+        }
+        let mut b = StepBatch {
+            n: 2,
+            horizon: 4,
+            channels: 3,
+            state_len: 1,
+            inputs: x,
+            states: vec![0.0; 2],
+            predictions: vec![0.0; 24],
+        };
+        m.step(&mut b).unwrap();
+        assert_eq!(b.predictions, with);
+        assert!(LstmAutoencoder::with_highway(spec, Highway::Full, Device::Cpu).is_err());
+        assert!(
+            LstmAutoencoder::new(spec, Device::Cpu)
+                .unwrap()
+                .set_highway_weight(&w)
+                .is_err()
+        );
+    }
+
+    /// Channel b is twice channel a (plus noise), a wanders in [-1, 1]
+    /// during training. At a level training never reached (a + 4) the
+    /// cross highway still reconstructs b from a; the LSTMs alone,
+    /// saturated, cannot. Training keeps the diagonal at zero.
+    #[test]
+    fn cross_highway_reconstructs_a_relation_at_a_new_operating_point() {
+        crate::test_init();
+        let noise = |t: usize, k: usize| 0.05 * ((t * 31 + k * 17) as f32 * 1.37).sin();
+        let row = |t: usize, shift: f32| {
+            let a = (t as f32 * 0.05).sin() * 0.7 + (t as f32 * 0.013).cos() * 0.3 + shift;
+            [a + noise(t, 0), 2.0 * a + noise(t, 1), noise(t, 2)]
+        };
+        let rows: Vec<f32> = (0..400).flat_map(|t| row(t, 0.0)).collect();
+        let cfg = AutoencoderTrainConfig {
+            hidden: 8,
+            horizon: 5,
+            epochs: 6,
+            learning_rate: 1e-2,
+            batch_size: 32,
+            validation_fraction: 0.25,
+            patience: 0,
+            seed: 3,
+            grad_clip: 1.0,
+            robust_scaling: false,
+            highway: Highway::None,
+            device: Device::Cpu,
+        };
+        let plain = train_autoencoder(&rows, 3, &cfg, |_, _, _| {}).unwrap();
+        let cross = train_autoencoder(
+            &rows,
+            3,
+            &AutoencoderTrainConfig {
+                highway: Highway::Cross,
+                ..cfg.clone()
+            },
+            |_, _, _| {},
+        )
+        .unwrap();
+        assert_eq!(cross.model.highway(), Highway::Cross);
+        assert_eq!(plain.model.highway(), Highway::None);
+        // Mean |error| of b's reconstruction, in scaled units.
+        let b_error = |t: &TrainedAutoencoder, raw: &[f32]| {
+            let mut x = raw.to_vec();
+            t.scaler.transform_all(&mut x);
+            let windows = x.len() / 15;
+            let xt = Tensor::from_slice(&x[..windows * 15]).view([windows as i64, 5, 3]);
+            let y = tch::no_grad(|| t.model.reconstruct(&xt));
+            let mut v = vec![0f32; y.numel()];
+            y.copy_data(&mut v, y.numel());
+            let errs: Vec<f32> = (0..windows * 5)
+                .map(|r| (v[r * 3 + 1] - x[r * 3 + 1]).abs())
+                .collect();
+            errs.iter().sum::<f32>() / errs.len() as f32
+        };
+        let far: Vec<f32> = (0..200).flat_map(|t| row(t, 4.0)).collect();
+        let (e_plain, e_cross) = (b_error(&plain, &far), b_error(&cross, &far));
+        eprintln!("b error at a + 4: plain {e_plain}, cross {e_cross}");
+        assert!(e_cross < 0.5, "cross highway off by {e_cross}");
+        assert!(
+            e_plain > 4.0 * e_cross,
+            "plain {e_plain} vs cross {e_cross}"
+        );
+        let w = cross
+            .model
+            .var_store()
+            .variables()
+            .remove("highway.weight")
+            .unwrap();
+        let mut v = vec![0f32; 9];
+        w.copy_data(&mut v, 9);
+        assert_eq!((v[0], v[4], v[8]), (0.0, 0.0, 0.0));
     }
 }

@@ -18,11 +18,11 @@
 use std::path::Path;
 
 use forewarn_core::engine::{Forecaster, StepBatch};
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, LSTMState};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ModelError, TorchContext};
+use crate::highway::HighwayLayer;
 use crate::precision::{CpuBf16, Precision};
 
 /// Default LSTM width.
@@ -104,48 +104,19 @@ impl ModelSpec {
     }
 }
 
-/// The linear map of the current row added to the LSTM head's forecast.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Highway {
-    /// The LSTM head alone (Filonov et al.; every artifact before the highway).
-    #[default]
-    None,
-    /// Every forecast channel from every channel of the current row.
-    Full,
-    /// Every forecast channel from the *other* channels of the current row
-    /// (the map's weights from a channel to its own forecast are held at
-    /// zero): cross-channel regression, as MSET and PCA residuals use.
-    Cross,
-}
+pub use crate::highway::Highway;
 
 impl Highway {
-    /// Name and shape of the highway's parameter, if any: `[H*C, C]`, row
-    /// `h*C + j` forecasting channel `j` at row `h` after the current one.
+    /// Name and shape of the forecaster's highway parameter, if any:
+    /// `[H*C, C]`, row `h*C + j` forecasting channel `j` at row `h` after
+    /// the current one.
     pub fn param_shape(self, spec: &ModelSpec) -> Option<(String, Vec<i64>)> {
-        match self {
-            Highway::None => None,
-            Highway::Full | Highway::Cross => Some((
-                "highway.weight".into(),
-                vec![spec.output_len() as i64, spec.channels as i64],
-            )),
-        }
+        self.param_shape_for(spec.horizon, spec.channels)
     }
 
-    /// 1 where a weight is used, 0 where it is held at zero (`[H*C, C]`
-    /// row-major); `None` when every weight is used.
+    /// The forecaster's mask ([`Highway::mask_for`] of `spec`).
     pub fn mask(self, spec: &ModelSpec) -> Option<Vec<f32>> {
-        match self {
-            Highway::None | Highway::Full => None,
-            Highway::Cross => {
-                let c = spec.channels;
-                Some(
-                    (0..spec.output_len() * c)
-                        .map(|i| if (i / c) % c == i % c { 0.0 } else { 1.0 })
-                        .collect(),
-                )
-            }
-        }
+        self.mask_for(spec.horizon, spec.channels)
     }
 }
 
@@ -162,7 +133,7 @@ pub struct LstmForecaster {
     lstm_params: Vec<Tensor>,
     highway: Highway,
     /// The highway's weights (`[H*C, C]`, shared with `vs`) and its mask.
-    highway_params: Option<(Tensor, Option<Tensor>)>,
+    highway_layer: Option<HighwayLayer>,
     /// Set by [`Self::set_precision`] for bf16 inference; `None`: f32.
     bf16: Option<Bf16Lstm>,
 }
@@ -222,22 +193,7 @@ impl LstmForecaster {
             spec.output_len() as i64,
             Default::default(),
         );
-        let highway_params = match highway.param_shape(&spec) {
-            None => None,
-            Some((_, shape)) => {
-                let w = (&root / "highway").zeros("weight", &shape);
-                let mask = highway
-                    .mask(&spec)
-                    .map(|m| {
-                        Tensor::f_from_slice(&m)
-                            .and_then(|t| t.f_view([shape[0], shape[1]]))
-                            .and_then(|t| t.f_to_device(device))
-                    })
-                    .transpose()
-                    .ctx("highway mask")?;
-                Some((w, mask))
-            }
-        };
+        let highway_layer = HighwayLayer::new(&root, highway, spec.horizon, spec.channels, device)?;
         let vars = vs.variables();
         let lstm_params = spec
             .param_shapes()
@@ -255,7 +211,7 @@ impl LstmForecaster {
             head,
             lstm_params,
             highway,
-            highway_params,
+            highway_layer,
             bf16: None,
         })
     }
@@ -268,40 +224,16 @@ impl LstmForecaster {
         self.highway
     }
 
-    /// The highway's effective weights (`[H*C, C]`, masked), if any.
-    fn highway_weight(&self) -> Result<Option<Tensor>, ModelError> {
-        match &self.highway_params {
-            None => Ok(None),
-            Some((w, None)) => Ok(Some(w.shallow_clone())),
-            Some((w, Some(mask))) => w.f_mul(mask).map(Some).ctx("highway mask"),
-        }
-    }
-
     /// The head's forecasts `y` plus the highway's map of `rows` (the
     /// input row each forecast was made after); `y` itself without one.
     fn add_highway(&self, y: Tensor, rows: &Tensor) -> Result<Tensor, ModelError> {
-        match self.highway_weight()? {
-            None => Ok(y),
-            Some(w) => rows
-                .f_linear::<&Tensor>(&w, None)
-                .and_then(|l| y.f_add(&l))
-                .ctx("highway forward"),
-        }
+        crate::highway::add(self.highway_layer.as_ref(), y, rows)
     }
 
     /// Sets the highway's weights (`[H*C, C]` row-major; masked entries
     /// must be zero). Used to start training from a least-squares fit.
     pub(crate) fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
-        let Some((param, _)) = &self.highway_params else {
-            return Err(ModelError::Config("the model has no highway".into()));
-        };
-        let src = Tensor::f_from_slice(w)
-            .and_then(|t| t.f_view([self.spec.output_len() as i64, self.spec.channels as i64]))
-            .and_then(|t| t.f_to_device(self.device()))
-            .ctx("highway weights")?;
-        let mut param = param.shallow_clone();
-        tch::no_grad(|| param.f_copy_(&src)).ctx("setting highway weights")?;
-        Ok(())
+        crate::highway::set_weight(self.highway_layer.as_ref(), w)
     }
 
     pub fn device(&self) -> Device {

@@ -8,6 +8,7 @@ pub mod dataset;
 mod error;
 pub mod forecaster;
 pub mod heads;
+pub mod highway;
 pub mod multimodal;
 pub mod precision;
 pub mod train;
@@ -18,7 +19,8 @@ use std::sync::Once;
 pub use artifact::{Description, Model, ModelKind, ModelMeta, Network, load, save, save_model};
 pub use dataset::{CsvOptions, Dataset, read_any, read_csv, read_tep};
 pub use error::ModelError;
-pub use forecaster::{Highway, LstmForecaster, ModelSpec};
+pub use forecaster::{LstmForecaster, ModelSpec};
+pub use highway::Highway;
 pub use precision::Precision;
 pub use tch::Device;
 pub use train::{

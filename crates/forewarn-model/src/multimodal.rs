@@ -1,8 +1,10 @@
 //! Per-variable encoders merged (the multimodal design): one small LSTM
 //! encoder per channel, their features concatenated into a joint stacked
 //! LSTM, and a linear head forecasting the next `horizon` rows, as the
-//! joint [`crate::LstmForecaster`] does. It implements
-//! [`forewarn_core::Forecaster`], so the engine runs it unchanged.
+//! joint [`crate::LstmForecaster`] does, optionally plus the same linear
+//! highway of the current row ([`crate::Highway`]: `head(..) + W x_t`).
+//! It implements [`forewarn_core::Forecaster`], so the engine runs it
+//! unchanged.
 //!
 //! Per-device state: every encoder's `(h, c)` and the joint LSTM's, packed
 //! as `[enc_h (C x e) | enc_c (C x e) | joint_h (L x H) | joint_c (L x H)]`.
@@ -20,6 +22,7 @@ use tch::nn::{self, LSTMState, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ModelError, TorchContext};
+use crate::highway::{Highway, HighwayLayer};
 use crate::train::calibration_scores;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,18 +72,33 @@ pub struct MultimodalForecaster {
     encoders: Vec<nn::LSTM>,
     joint: nn::LSTM,
     head: nn::Linear,
+    highway: Highway,
+    /// The highway's weights (`[H*C, C]`, shared with `vs`) and its mask.
+    highway_layer: Option<HighwayLayer>,
 }
 
 impl std::fmt::Debug for MultimodalForecaster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MultimodalForecaster")
             .field("spec", &self.spec)
+            .field("highway", &self.highway)
             .finish_non_exhaustive()
     }
 }
 
 impl MultimodalForecaster {
+    /// A freshly initialised network on `device`, without a highway.
     pub fn new(spec: MultimodalSpec, device: Device) -> Result<Self, ModelError> {
+        Self::with_highway(spec, Highway::None, device)
+    }
+
+    /// A freshly initialised network with `highway` (its weights start at
+    /// zero, so the forecast starts as the head's alone).
+    pub fn with_highway(
+        spec: MultimodalSpec,
+        highway: Highway,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         if spec.channels == 0
             || spec.encoder_hidden == 0
             || spec.hidden == 0
@@ -122,12 +140,15 @@ impl MultimodalForecaster {
             spec.output_len() as i64,
             Default::default(),
         );
+        let highway_layer = HighwayLayer::new(&root, highway, spec.horizon, spec.channels, device)?;
         Ok(Self {
             spec,
             vs,
             encoders,
             joint,
             head,
+            highway,
+            highway_layer,
         })
     }
 
@@ -135,10 +156,27 @@ impl MultimodalForecaster {
         &self.spec
     }
 
-    /// A network of `spec` with the weights in the safetensors file `path`,
-    /// checked against it first (names, dtypes, shapes, finite values).
-    pub fn load(spec: MultimodalSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
-        let model = Self::new(spec, device)?;
+    pub fn highway(&self) -> Highway {
+        self.highway
+    }
+
+    /// Sets the highway's weights (`[H*C, C]` row-major; masked entries
+    /// must be zero). Used to start training from a least-squares fit.
+    pub(crate) fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
+        crate::highway::set_weight(self.highway_layer.as_ref(), w)
+    }
+
+    /// A network of `spec` with `highway` and the weights in the
+    /// safetensors file `path`, checked against it first (names, dtypes,
+    /// shapes, finite values: a highway the description lacks, or the
+    /// reverse, is refused by parameter name).
+    pub fn load(
+        spec: MultimodalSpec,
+        highway: Highway,
+        path: &Path,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        let model = Self::with_highway(spec, highway, device)?;
         crate::weights::load_into(&model.vs, path)?;
         Ok(model)
     }
@@ -156,7 +194,8 @@ impl MultimodalForecaster {
     }
 
     /// `x`: `[B, T, C]` scaled rows. Returns the forecasts at every step
-    /// (`[B, T, H*C]`) and the final state.
+    /// (`[B, T, H*C]`, the highway's map of each step's row added) and the
+    /// final state.
     pub fn forward_seq(
         &self,
         x: &Tensor,
@@ -181,8 +220,10 @@ impl MultimodalForecaster {
         }
         let f = Tensor::cat(&feats, 2);
         let (out, joint) = self.joint.seq_init(&f, &state.joint);
+        let y = crate::highway::add(self.highway_layer.as_ref(), self.head.forward(&out), x)
+            .unwrap_or_else(|e| panic!("forward_seq: {e}"));
         (
-            self.head.forward(&out),
+            y,
             MultimodalState {
                 encoders: enc_states,
                 joint,
@@ -325,6 +366,10 @@ pub struct MultimodalTrainConfig {
     pub grad_clip: f64,
     pub threshold: ThresholdRule,
     pub robust_scaling: bool,
+    /// The linear highway, as the joint forecaster's: its weights start at
+    /// the ridge least-squares fit on the training part and then train
+    /// with the LSTMs; `cross` on one channel builds none.
+    pub highway: Highway,
     pub name: String,
     pub device: Device,
 }
@@ -434,9 +479,15 @@ pub fn train_multimodal(
         layers: cfg.layers,
         horizon: cfg.horizon,
     };
-    let model = MultimodalForecaster::new(spec, cfg.device)?;
+    let highway = cfg.highway.for_channels(c);
+    let model = MultimodalForecaster::with_highway(spec, highway, cfg.device)?;
     let h = cfg.horizon as i64;
     let xt = scaled(train_raw);
+    let mut train_scaled = train_raw.to_vec();
+    scaler.transform_all(&mut train_scaled);
+    if let Some(w) = crate::highway::least_squares(&train_scaled, c, cfg.horizon, 1, highway) {
+        model.set_highway_weight(&w)?;
+    }
     let (yt, mt) = targets(&xt, h);
     let xv = scaled(val_raw);
     let (yv, mv) = targets(&xv, h);
@@ -542,7 +593,54 @@ mod tests {
             layers: 2,
             horizon: 4,
         };
-        let mut m = MultimodalForecaster::new(spec, Device::Cpu).unwrap();
+        for hw in [Highway::None, Highway::Cross, Highway::Full] {
+            stepping_equals_the_full_sequence(spec, hw);
+        }
+    }
+
+    /// Highway weights `0.05 i - 0.3`, masked as `hw` masks.
+    fn highway_weights(spec: MultimodalSpec, hw: Highway) -> Vec<f32> {
+        let n = spec.output_len() * spec.channels;
+        let mask = hw.mask_for(spec.horizon, spec.channels);
+        (0..n)
+            .map(|i| mask.as_ref().map_or(1.0, |m| m[i]) * (0.05 * (i % 13) as f32 - 0.3))
+            .collect()
+    }
+
+    fn stepping_equals_the_full_sequence(spec: MultimodalSpec, hw: Highway) {
+        let mut m = MultimodalForecaster::with_highway(spec, hw, Device::Cpu).unwrap();
+        assert_eq!(m.highway(), hw);
+        if hw != Highway::None {
+            m.set_highway_weight(&highway_weights(spec, hw)).unwrap();
+            // The highway adds exactly W x_t to the head's forecast.
+            let plain = MultimodalForecaster::new(spec, Device::Cpu).unwrap();
+            tch::no_grad(|| {
+                let src = m.var_store().variables();
+                for (name, mut v) in plain.var_store().variables() {
+                    v.copy_(&src[&name]);
+                }
+            });
+            let data = wave(8 * 3, 0.9);
+            let x = Tensor::from_slice(&data).view([1, 8, 3]);
+            let read = |t: Tensor| {
+                let mut v = vec![0f32; t.numel()];
+                t.copy_data(&mut v, t.numel());
+                v
+            };
+            let with = read(tch::no_grad(|| m.forward_seq(&x, None)).0);
+            let without = read(tch::no_grad(|| plain.forward_seq(&x, None)).0);
+            let w = highway_weights(spec, hw);
+            let hc = spec.output_len();
+            for t in 0..8 {
+                for o in 0..hc {
+                    let lin: f32 = (0..3).map(|k| w[o * 3 + k] * data[t * 3 + k]).sum();
+                    let d = with[t * hc + o] - without[t * hc + o] - lin;
+                    assert!(d.abs() < 1e-5, "{hw:?} step {t} output {o}: {d}");
+                }
+            }
+        } else {
+            assert!(m.set_highway_weight(&[0.0; 36]).is_err());
+        }
         let steps = 12;
         let data = wave(steps * 3, 0.3);
         let x = Tensor::from_slice(&data).view([1, steps as i64, 3]);
@@ -627,6 +725,7 @@ mod tests {
             grad_clip: 1.0,
             threshold: ThresholdRule::default(),
             robust_scaling: false,
+            highway: Highway::None,
             name: "mm".into(),
             device: Device::Cpu,
         };

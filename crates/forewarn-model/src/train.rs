@@ -63,10 +63,11 @@ pub struct TrainConfig {
     /// deviation ([`forewarn_core::robust_scaler`]); the artifact format is
     /// the same either way.
     pub robust_scaling: bool,
-    /// The forecaster's linear highway ([`Highway`]); when present its
-    /// weights start at the ridge least-squares fit on the training part
+    /// The linear highway ([`Highway`]); when present its weights start at
+    /// the ridge least-squares fit on the training part
     /// ([`highway_least_squares`]) and are then trained with the LSTM.
     /// `Cross` on a single channel builds no highway (nothing to read).
+    /// `forewarn`'s fit hands it to the other kinds' trainers too.
     pub highway: Highway,
     /// Model name, recorded in the artifact and in alerts.
     pub name: String,
@@ -245,11 +246,7 @@ pub fn train(
         layers: cfg.layers,
         horizon: cfg.horizon,
     };
-    // A cross-channel highway needs another channel to read.
-    let highway = match cfg.highway {
-        Highway::Cross if c < 2 => Highway::None,
-        h => h,
-    };
+    let highway = cfg.highway.for_channels(c);
     let mut model = LstmForecaster::with_highway(spec, highway, cfg.device)?;
     if let Some(w) = highway_least_squares(&scaled(train_raw), &spec, highway) {
         model.set_highway_weight(&w)?;
@@ -503,102 +500,11 @@ where
 }
 
 /// Ridge regression of every forecast target on the row before it, the
-/// start of a highway's training: for each of the `H` rows ahead and each
-/// channel `j`, least squares of `x[t+1+h][j]` on `x[t]` (on the channels
-/// other than `j` for [`Highway::Cross`]) over the scaled training `rows`,
-/// with a ridge of 1e-3 x the number of rows (the channels have unit
-/// variance). Returns the `[H*C, C]` weights row-major (masked entries 0),
-/// or `None` without a highway or with too few rows.
+/// start of a highway's training ([`crate::highway::least_squares`] with
+/// the targets `x[t+1..=t+H]`): the `[H*C, C]` weights row-major (masked
+/// entries 0), or `None` without a highway or with too few rows.
 pub fn highway_least_squares(rows: &[f32], spec: &ModelSpec, highway: Highway) -> Option<Vec<f32>> {
-    let (c, hz) = (spec.channels, spec.horizon);
-    if highway == Highway::None || c == 0 {
-        return None;
-    }
-    let n = rows.len() / c;
-    let samples = n.checked_sub(hz)?;
-    if samples < 2 {
-        return None;
-    }
-    let x = |t: usize, k: usize| f64::from(rows[t * c + k]);
-    // Gram matrix of the regressors and their products with every target.
-    let mut gram = vec![0.0; c * c];
-    let mut xy = vec![0.0; c * hz * c]; // [k][h*C + j]
-    for t in 0..samples {
-        for a in 0..c {
-            let xa = x(t, a);
-            for b in 0..c {
-                gram[a * c + b] += xa * x(t, b);
-            }
-            for h in 0..hz {
-                for j in 0..c {
-                    xy[a * hz * c + h * c + j] += xa * x(t + 1 + h, j);
-                }
-            }
-        }
-    }
-    let ridge = 1e-3 * samples as f64;
-    let mut w = vec![0f32; hz * c * c];
-    for j in 0..c {
-        let used: Vec<usize> = (0..c)
-            .filter(|&k| highway == Highway::Full || k != j)
-            .collect();
-        if used.is_empty() {
-            continue;
-        }
-        let m = used.len();
-        let mut a = vec![0.0; m * m];
-        for (p, &kp) in used.iter().enumerate() {
-            for (q, &kq) in used.iter().enumerate() {
-                a[p * m + q] = gram[kp * c + kq];
-            }
-            a[p * m + p] += ridge;
-        }
-        let chol = cholesky(&a, m)?;
-        for h in 0..hz {
-            let rhs: Vec<f64> = used.iter().map(|&k| xy[k * hz * c + h * c + j]).collect();
-            let beta = cholesky_solve(&chol, m, &rhs);
-            for (p, &k) in used.iter().enumerate() {
-                w[(h * c + j) * c + k] = beta[p] as f32;
-            }
-        }
-    }
-    Some(w)
-}
-
-/// Lower-triangular `L` with `L L^T = a` (`m x m`, symmetric positive
-/// definite), or `None` when `a` is not.
-fn cholesky(a: &[f64], m: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; m * m];
-    for i in 0..m {
-        for j in 0..=i {
-            let s: f64 = (0..j).map(|k| l[i * m + k] * l[j * m + k]).sum();
-            if i == j {
-                let d = a[i * m + i] - s;
-                if !(d > 0.0 && d.is_finite()) {
-                    return None;
-                }
-                l[i * m + i] = d.sqrt();
-            } else {
-                l[i * m + j] = (a[i * m + j] - s) / l[j * m + j];
-            }
-        }
-    }
-    Some(l)
-}
-
-/// Solves `L L^T x = b` for the factor of [`cholesky`].
-fn cholesky_solve(l: &[f64], m: usize, b: &[f64]) -> Vec<f64> {
-    let mut y = vec![0.0; m];
-    for i in 0..m {
-        let s: f64 = (0..i).map(|k| l[i * m + k] * y[k]).sum();
-        y[i] = (b[i] - s) / l[i * m + i];
-    }
-    let mut x = vec![0.0; m];
-    for i in (0..m).rev() {
-        let s: f64 = (i + 1..m).map(|k| l[k * m + i] * x[k]).sum();
-        x[i] = (y[i] - s) / l[i * m + i];
-    }
-    x
+    crate::highway::least_squares(rows, spec.channels, spec.horizon, 1, highway)
 }
 
 fn check_data(data: &Dataset) -> Result<(), ModelError> {

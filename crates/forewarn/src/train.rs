@@ -143,9 +143,11 @@ pub struct TrainArgs {
     /// per_variable: width of each channel's encoder.
     #[arg(long, default_value_t = ModelSection::default().encoder_hidden)]
     encoder_hidden: usize,
-    /// Linear highway added to the forecaster's forecast: none, full (every
+    /// Linear highway added to the network's output: none, full (every
     /// channel from every channel of the current row) or cross (each
-    /// channel from the others; a single channel gets none). Forecaster
+    /// channel from the others; a single channel gets none). forecaster
+    /// and per_variable: added to the forecast of the next batch;
+    /// autoencoder: to each row's reconstruction from the same row, cross
     /// only. Default: `forewarn evaluate`'s, cross for the forecaster
     /// (docs/ACCURACY.md), none for the other kinds. The gaussian
     /// threshold's margin is 2.0 with a highway, 1.5 without. With
@@ -347,12 +349,21 @@ mod tests {
             let c = parse(&["--kind", kind]).eval_config().resolved().unwrap();
             assert_ne!(c.model.kind, ModelKind::Forecaster);
             assert_eq!(c.model.highway, Some(forewarn_model::Highway::None));
-            let e = parse(&["--kind", kind, "--highway", "cross"])
+            let c = parse(&["--kind", kind, "--highway", "cross"])
                 .eval_config()
                 .resolved()
-                .unwrap_err();
-            assert!(format!("{e:#}").contains("highway"), "{e:#}");
+                .unwrap();
+            assert_eq!(c.model.highway, Some(forewarn_model::Highway::Cross));
         }
+        parse(&["--kind", "per_variable", "--highway", "full"])
+            .eval_config()
+            .resolved()
+            .unwrap();
+        let e = parse(&["--kind", "autoencoder", "--highway", "full"])
+            .eval_config()
+            .resolved()
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("identity"), "{e:#}");
         assert!(
             Cli::try_parse_from(["train", "--data", "x", "--out", "m", "--kind", "vae"]).is_err()
         );
@@ -418,10 +429,11 @@ mod tests {
         out
     }
 
-    /// Every kind, through `forewarn train` (flags and --config): the
-    /// artifact records the kind and the calibrated strategy, and loaded
-    /// back it decides every batch as the trained model did and catches
-    /// the fault; old-style flags-free runs are the forecaster.
+    /// Every kind, with and without the cross highway, through `forewarn
+    /// train` (flags and --config): the artifact records the kind, the
+    /// highway and the calibrated strategy, and loaded back it decides
+    /// every batch as the trained model did and catches the fault;
+    /// old-style flags-free runs are the forecaster.
     #[test]
     fn every_kind_is_trained_stored_and_runs_as_trained() {
         forewarn_model::set_threads(1);
@@ -450,10 +462,14 @@ mod tests {
             "--device",
             "cpu",
         ];
-        for kind in ModelKind::ALL {
+        for (kind, highway) in ModelKind::ALL
+            .into_iter()
+            .flat_map(|k| [(k, "none"), (k, "cross")])
+        {
             // The fitted model, saved and loaded: the same decisions.
-            let out = dir.path().join(kind.as_str());
-            let mut flags = vec!["--kind", kind.as_str()];
+            let kind_highway = format!("{kind}-{highway}");
+            let out = dir.path().join(&kind_highway);
+            let mut flags = vec!["--kind", kind.as_str(), "--highway", highway];
             flags.extend_from_slice(&small);
             let a = parse(&flags);
             let cfg = a.eval_config().resolved().unwrap();
@@ -472,16 +488,21 @@ mod tests {
             // threshold 1 ulp off what was computed, before and after).
             let written: forewarn_model::ModelMeta =
                 serde_json::from_slice(&serde_json::to_vec(&fitted.meta).unwrap()).unwrap();
-            assert_eq!(loaded.meta, written, "{kind}");
+            assert_eq!(loaded.meta, written, "{kind_highway}");
             assert_eq!(loaded.meta.kind, kind);
+            assert_eq!(
+                serde_json::to_value(loaded.meta.highway).unwrap(),
+                highway,
+                "{kind_highway}"
+            );
             assert_eq!(loaded.meta.strategy().kind(), "fixed");
             let want = decisions(&mut fitted, &faulty_rows);
             let got = decisions(&mut loaded, &faulty_rows);
-            assert_eq!(got, want, "{kind}");
+            assert_eq!(got, want, "{kind_highway}");
             // The 50-unit step from row 300 is caught at its first batch
             // and nothing before it is flagged.
             let first_open = got.iter().find(|d| d.2).map(|d| d.0);
-            assert_eq!(first_open, Some(300), "{kind}: {got:?}");
+            assert_eq!(first_open, Some(300), "{kind_highway}: {got:?}");
         }
 
         // The CLI: --kind, and --config with [model] kind.
@@ -493,21 +514,28 @@ mod tests {
             "--out",
             out.to_str().unwrap(),
         ];
-        args.extend_from_slice(&["--kind", "autoencoder"]);
+        args.extend_from_slice(&["--kind", "autoencoder", "--highway", "cross"]);
         args.extend_from_slice(&small);
-        run(Cli::try_parse_from(args).unwrap().train).unwrap();
+        run(Cli::try_parse_from(&args).unwrap().train).unwrap();
         let m = forewarn_model::load(&out, forewarn_model::Device::Cpu).unwrap();
         assert_eq!(
-            (m.meta.kind, m.meta.warmup, m.meta.layers),
-            (ModelKind::Autoencoder, 0, 1)
+            (m.meta.kind, m.meta.warmup, m.meta.layers, m.meta.highway),
+            (ModelKind::Autoencoder, 0, 1, forewarn_model::Highway::Cross)
         );
+        // A full highway on the autoencoder is a configuration error.
+        let full: Vec<&str> = (args.iter())
+            .map(|a| if *a == "cross" { "full" } else { a })
+            .collect();
+        let e = run(Cli::try_parse_from(full).unwrap().train).unwrap_err();
+        assert!(format!("{e:#}").contains("identity"), "{e:#}");
         assert_eq!(m.meta.strategy().kind(), "fixed");
 
         let toml = dir.path().join("model.toml");
         std::fs::write(
             &toml,
             "[model]\nkind = \"per_variable\"\nencoder_hidden = 2\nhidden = 8\nlayers = 1\n\
-             window = 20\nepochs = 3\nthreads = 1\n[threshold]\nkind = \"dynamic\"\n",
+             window = 20\nepochs = 3\nthreads = 1\nhighway = \"full\"\n\
+             [threshold]\nkind = \"dynamic\"\n",
         )
         .unwrap();
         let out = dir.path().join("cli-per-variable");
@@ -529,8 +557,12 @@ mod tests {
         .unwrap();
         let m = forewarn_model::load(&out, forewarn_model::Device::Cpu).unwrap();
         assert_eq!(
-            (m.meta.kind, m.meta.encoder_hidden),
-            (ModelKind::PerVariable, Some(2))
+            (m.meta.kind, m.meta.encoder_hidden, m.meta.highway),
+            (
+                ModelKind::PerVariable,
+                Some(2),
+                forewarn_model::Highway::Full
+            )
         );
         assert_eq!(
             (m.meta.name.as_str(), m.meta.strategy().kind()),

@@ -45,8 +45,11 @@ pub struct ModelSection {
     pub grad_clip: f64,
     /// Median / IQR scaling instead of mean / standard deviation.
     pub robust_scaling: bool,
-    /// `forecaster`: linear highway added to the LSTM head's forecast
-    /// (`none`, `full`, or `cross`: each channel from the other channels).
+    /// Linear highway added to the network's output (`none`, `full`, or
+    /// `cross`: each channel from the other channels): to the forecast of
+    /// the next batch from the current row (`forecaster`, `per_variable`),
+    /// or to the reconstruction of each row from that same row
+    /// (`autoencoder`: `cross` only, `full` would learn the identity).
     /// Unset: `cross` for the forecaster (the default since issue 3's
     /// accuracy work, docs/ACCURACY.md; `forewarn train --highway` defaults
     /// to it too), `none` for the other kinds; [`EvalConfig::load`]
@@ -86,7 +89,7 @@ impl Default for ModelSection {
 /// The Gaussian threshold's margin for a model without a highway
 /// (`highway = "none"`, `forewarn train --highway none`, a single channel).
 pub const GAUSSIAN_MARGIN: f64 = 1.5;
-/// The margin for a forecaster with a linear highway: its errors stay
+/// The margin for a model with a linear highway: a forecaster's errors stay
 /// closer to the training errors at new operating points, and the wider
 /// margin trades little TEP recall for far fewer simulator false alarms
 /// (docs/ACCURACY.md).
@@ -252,10 +255,10 @@ impl EvalConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.model.highway() != forewarn_model::Highway::None
-            && self.model.kind != ModelKind::Forecaster
+        if self.model.kind == ModelKind::Autoencoder
+            && let Some(why) = forewarn_model::autoencoder::highway_refusal(self.model.highway())
         {
-            bail!("[model] highway is a setting of kind = \"forecaster\" only");
+            bail!("[model] {why}");
         }
         self.detector
             .detector()
@@ -331,8 +334,19 @@ mod tests {
         assert_eq!(full.model.highway(), Highway::Full);
         let ae = load("[model]\nkind = \"autoencoder\"\n").unwrap();
         assert_eq!(ae.model.highway, Some(Highway::None));
-        let e = load("[model]\nkind = \"per_variable\"\nhighway = \"cross\"\n").unwrap_err();
-        assert!(format!("{e:#}").contains("highway"), "{e:#}");
+        // The other kinds take a highway when asked; the autoencoder only
+        // the cross one (full would learn the identity).
+        for (kind, highway) in [
+            ("per_variable", Highway::Cross),
+            ("per_variable", Highway::Full),
+            ("autoencoder", Highway::Cross),
+        ] {
+            let text = format!("[model]\nkind = \"{kind}\"\nhighway = \"{highway:?}\"\n");
+            let c = load(&text.to_lowercase()).unwrap();
+            assert_eq!(c.model.highway, Some(highway), "{kind}");
+        }
+        let e = load("[model]\nkind = \"autoencoder\"\nhighway = \"full\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("identity"), "{e:#}");
         assert!(load("[model]\nhighway = \"diagonal\"\n").is_err());
         // The margin follows the trained model's highway unless set.
         let t = load("").unwrap().threshold;

@@ -54,6 +54,7 @@ pub fn fit(
                 grad_clip: tc.grad_clip,
                 threshold: tc.threshold,
                 robust_scaling: tc.robust_scaling,
+                highway: tc.highway,
                 name: tc.name.clone(),
                 device: tc.device,
             };
@@ -91,6 +92,7 @@ pub fn fit(
                 seed: tc.seed,
                 grad_clip: tc.grad_clip,
                 robust_scaling: tc.robust_scaling,
+                highway: tc.highway,
                 device: tc.device,
             };
             let t = train_autoencoder(&data.rows, data.n_channels(), &ac, |e, t, v| {
