@@ -34,7 +34,8 @@ pub struct Dataset {
     pub rows: Vec<f32>,
     /// Milliseconds since the Unix epoch, one per row.
     pub timestamps: Option<Vec<i64>>,
-    /// One per row; non-zero marks an anomalous row.
+    /// One per row; non-zero marks an anomalous row (its value may name the
+    /// class: TEP files carry their fault number).
     pub labels: Option<Vec<u8>>,
     /// Where the data came from (a path), for messages and provenance.
     pub source: String,
@@ -522,10 +523,18 @@ fn tep_labels(path: &Path, samples: usize) -> Option<Vec<u8>> {
     if num.len() != 2 {
         return None;
     }
-    let fault: u32 = num.parse().ok()?;
+    // The fault number, not just 1: non-zero still marks an anomalous row
+    // for `evaluate`, and `classify` learns which fault.
+    let fault: u8 = num.parse().ok()?;
     Some(
         (0..samples)
-            .map(|i| u8::from(fault != 0 && (!test || i >= TEP_TEST_FAULT_START)))
+            .map(|i| {
+                if !test || i >= TEP_TEST_FAULT_START {
+                    fault
+                } else {
+                    0
+                }
+            })
             .collect(),
     )
 }
@@ -730,6 +739,11 @@ mod tests {
         let train = read_tep(&tep("d01.dat")).unwrap();
         assert_eq!(train.len(), 480);
         assert!(train.labels.unwrap().iter().all(|&l| l == 1));
+        // Labels carry the fault number.
+        let l13 = read_tep(&tep("d13_te.dat")).unwrap().labels.unwrap();
+        assert_eq!((l13[159], l13[160]), (0, 13));
+        let l21 = read_tep(&tep("d21.dat")).unwrap().labels.unwrap();
+        assert!(l21.iter().all(|&l| l == 21));
     }
 
     #[test]

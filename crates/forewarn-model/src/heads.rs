@@ -1,20 +1,13 @@
 //! Classification heads on a stacked LSTM, for labelled faults: a
 //! logistic head (fault / no fault) and a softmax head (which fault class).
 //! The LSTM reads a window of `window` scaled rows; the head reads its last
-//! hidden state.
-//!
-//! [`tep_softmax_report`] trains the softmax head on the Tennessee Eastman
-//! fault *training* runs (`dNN.dat`, 21 classes) and reports per-class
-//! accuracy and the confusion matrix on the fault *test* runs
-//! (`dNN_te.dat`, windows entirely after the onset at sample 160).
-
-use std::path::Path;
+//! hidden state. `forewarn classify` trains and reports them
+//! (docs/ACCURACY.md has the Tennessee Eastman run).
 
 use forewarn_core::Scaler;
 use tch::nn::{self, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 
-use crate::dataset::{TEP_TEST_FAULT_START, read_tep};
 use crate::error::{ModelError, TorchContext};
 
 /// What the head outputs.
@@ -130,6 +123,10 @@ impl LstmClassifier {
     }
 
     /// Trains on windows `x` (`[N, T, C]`) with labels `y` (class index).
+    /// Each class weighs in the loss in inverse proportion to its windows
+    /// ([`class_weights`]): labelled plant data is mostly normal, or mostly
+    /// one fault, and unweighted the head would learn to name the common
+    /// class whatever it reads.
     pub fn fit(
         &mut self,
         x: &Tensor,
@@ -138,6 +135,14 @@ impl LstmClassifier {
     ) -> Result<Vec<f64>, ModelError> {
         let n = x.size()[0];
         let labels = Tensor::from_slice(y).to_device(cfg.device);
+        let k = self.head_kind.outputs().max(2) as usize;
+        let weights = class_weights(y, k);
+        // Logistic: BCE's positive-class weight n0 / n1 gives the same balance.
+        let pos_weight =
+            Tensor::from_slice(&[(weights[1] / weights[0]) as f32]).to_device(cfg.device);
+        let class_weight =
+            Tensor::from_slice(&weights.iter().map(|w| *w as f32).collect::<Vec<_>>())
+                .to_device(cfg.device);
         let mut opt = nn::Adam::default()
             .build(&self.vs, cfg.learning_rate)
             .ctx("optimizer")?;
@@ -152,15 +157,19 @@ impl LstmClassifier {
                 let logits = self.logits(&x.index_select(0, &idx));
                 let target = labels.index_select(0, &idx);
                 let loss = match self.head_kind {
-                    Head::Logistic => logits
-                        .squeeze_dim(1)
-                        .binary_cross_entropy_with_logits::<Tensor>(
-                            &target.to_kind(Kind::Float),
-                            None,
-                            None,
-                            tch::Reduction::Mean,
-                        ),
-                    Head::Softmax { .. } => logits.cross_entropy_for_logits(&target),
+                    Head::Logistic => logits.squeeze_dim(1).binary_cross_entropy_with_logits(
+                        &target.to_kind(Kind::Float),
+                        None,
+                        Some(&pos_weight),
+                        tch::Reduction::Mean,
+                    ),
+                    Head::Softmax { .. } => logits.cross_entropy_loss(
+                        &target,
+                        Some(&class_weight),
+                        tch::Reduction::Mean,
+                        -100,
+                        0.0,
+                    ),
                 };
                 opt.backward_step_clip_norm(&loss, 1.0);
                 total += loss.double_value(&[]) * m as f64;
@@ -171,6 +180,29 @@ impl LstmClassifier {
         }
         Ok(losses)
     }
+}
+
+/// Loss weight per class (`0..k`) for labels `y`: `n / (k' n_c)` over the
+/// `k'` classes present, so every present class weighs the same in total;
+/// an absent class gets 1 (it contributes nothing either way).
+pub fn class_weights(y: &[i64], k: usize) -> Vec<f64> {
+    let mut counts = vec![0usize; k];
+    for c in y {
+        if let Some(n) = counts.get_mut(*c as usize) {
+            *n += 1;
+        }
+    }
+    let present = counts.iter().filter(|n| **n > 0).count().max(1);
+    counts
+        .iter()
+        .map(|n| {
+            if *n == 0 {
+                1.0
+            } else {
+                y.len() as f64 / (present * n) as f64
+            }
+        })
+        .collect()
 }
 
 /// Windows of `window` rows every `stride` rows of row-major `rows` (`c`
@@ -216,36 +248,6 @@ pub fn class_report(truth: &[i64], pred: &[i64], classes: usize) -> ClassReport 
     }
 }
 
-/// Softmax head on TEP: scaler fitted on `d00.dat`; trained on the
-/// windows of `d01.dat`..`d{faults}.dat` (class = fault - 1); tested on the
-/// windows of `dNN_te.dat` lying entirely after the onset (sample 160).
-pub fn tep_softmax_report(
-    tep_dir: &Path,
-    faults: usize,
-    cfg: &ClassifierConfig,
-) -> Result<ClassReport, ModelError> {
-    let normal = read_tep(&tep_dir.join("d00.dat"))?;
-    let c = normal.n_channels();
-    let scaler = Scaler::fit(&normal.rows, c);
-    let (mut xs, mut ys, mut xt, mut yt) = (vec![], vec![], vec![], vec![]);
-    for f in 1..=faults {
-        let train = read_tep(&tep_dir.join(format!("d{f:02}.dat")))?;
-        let w = windows(&train.rows, c, &scaler, cfg.window, cfg.stride);
-        ys.extend(std::iter::repeat_n((f - 1) as i64, w.size()[0] as usize));
-        xs.push(w);
-        let test = read_tep(&tep_dir.join(format!("d{f:02}_te.dat")))?;
-        let after = &test.rows[TEP_TEST_FAULT_START * c..];
-        let w = windows(after, c, &scaler, cfg.window, cfg.window);
-        yt.extend(std::iter::repeat_n((f - 1) as i64, w.size()[0] as usize));
-        xt.push(w);
-    }
-    let x = Tensor::cat(&xs, 0).to_device(cfg.device);
-    let mut model = LstmClassifier::new(c, Head::Softmax { classes: faults }, cfg);
-    model.fit(&x, &ys, cfg)?;
-    let pred = model.predict(&Tensor::cat(&xt, 0).to_device(cfg.device));
-    Ok(class_report(&yt, &pred, faults))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +259,14 @@ mod tests {
         assert_eq!(r.matrix, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]);
         assert_eq!(r.per_class, vec![0.5, 1.0, 0.0]);
         assert!((r.accuracy - 0.6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn class_weights_balance_the_classes_present() {
+        // 6 of class 0, 2 of class 1, none of class 2: 8 / (2 x 6), 8 / (2 x 2).
+        let w = class_weights(&[0, 0, 0, 0, 0, 0, 1, 1], 3);
+        assert_eq!(w, vec![8.0 / 12.0, 2.0, 1.0]);
+        assert_eq!(class_weights(&[0, 1], 2), vec![1.0, 1.0]);
     }
 
     #[test]
@@ -293,47 +303,5 @@ mod tests {
         // Other tests share libtorch's global RNG, so the exact result
         // varies with scheduling; the margin covers that.
         assert!(r.accuracy > 0.9, "{r:?}");
-    }
-
-    /// Prints the TEP softmax report for docs/ACCURACY.md:
-    /// `cargo test -p forewarn-model --lib tep_softmax -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "trains on all 21 TEP fault runs (about a minute)"]
-    fn tep_softmax() {
-        crate::test_init();
-        let dir = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/tep"
-        ));
-        let r = tep_softmax_report(dir, 21, &ClassifierConfig::default()).unwrap();
-        println!("accuracy {:.3}", r.accuracy);
-        println!("| fault | accuracy | predicted as (count) |");
-        println!("| --- | --- | --- |");
-        for (k, row) in r.matrix.iter().enumerate() {
-            let top: Vec<String> = {
-                let mut v: Vec<(usize, u64)> = row
-                    .iter()
-                    .copied()
-                    .enumerate()
-                    .filter(|(_, n)| *n > 0)
-                    .collect();
-                v.sort_by_key(|e| std::cmp::Reverse(e.1));
-                v.iter()
-                    .take(3)
-                    .map(|(j, n)| format!("{} ({n})", j + 1))
-                    .collect()
-            };
-            println!("| {} | {:.2} | {} |", k + 1, r.per_class[k], top.join(", "));
-        }
-        println!("confusion matrix (rows true fault 1..21, columns predicted):");
-        for row in &r.matrix {
-            println!(
-                "{}",
-                row.iter()
-                    .map(|n| format!("{n:3}"))
-                    .collect::<Vec<_>>()
-                    .join("")
-            );
-        }
     }
 }

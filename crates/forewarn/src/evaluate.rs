@@ -5,7 +5,7 @@
 //! Metrics and their formulas: `forewarn_eval` and docs/EVALUATION.md.
 
 mod calibrate;
-mod config;
+pub(crate) mod config;
 mod fit;
 mod plot;
 mod replay;
@@ -361,7 +361,8 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.3}"))
 }
 
-fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
+/// Writes `report` as pretty JSON, creating its folder.
+pub(crate) fn write_report<T: Serialize>(path: &Path, report: &T) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -421,7 +422,7 @@ fn report_times(data: &Dataset, skip: usize) -> Vec<f64> {
 
 /// Files named by `paths`; folders are searched recursively for
 /// .csv/.txt/.tsv/.dat files, in name order.
-fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -803,6 +804,25 @@ mod tests {
             assert_eq!(f["counts"]["events"]["tp"], 1, "{kind}: {f}");
             assert_eq!(f["mean_detection_delay"], 0.0, "{kind}: {f}");
         }
+    }
+
+    /// The classifier heads need labelled faults: evaluate (and train,
+    /// through the same `fit`) send them to `forewarn classify`.
+    #[test]
+    fn classifier_heads_are_refused_with_a_pointer_to_classify() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        let a = args(dir.path(), vec![faulty], vec![], Some(200), "fixed");
+        let config = a.config.clone().unwrap();
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("[model]\n", "[model]\nhead = \"softmax\"\n"),
+        )
+        .unwrap();
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("forewarn classify"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `forewarn`: train, serve, simulate.
 
 mod bench;
+mod classify;
 mod config;
 mod evaluate;
 mod serve;
@@ -35,6 +36,8 @@ enum Command {
     Openapi,
     /// Train, replay labelled data through the streaming detector, and report accuracy metrics.
     Evaluate(evaluate::EvaluateArgs),
+    /// Train a classifier head (fault or not, which fault) on labelled fault data and report per-class accuracy.
+    Classify(classify::ClassifyArgs),
     /// Benchmark serve end to end on a local broker, with a Python peer and the GEMM roofline.
     Bench(bench::BenchArgs),
     /// Configuration helpers.
@@ -65,6 +68,10 @@ fn main() -> std::process::ExitCode {
         Command::Evaluate(args) => {
             init_cli_logging();
             evaluate::run(args)
+        }
+        Command::Classify(args) => {
+            init_cli_logging();
+            classify::run(args)
         }
         Command::Simulate(args) => {
             init_cli_logging();

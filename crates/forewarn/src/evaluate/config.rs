@@ -55,6 +55,11 @@ pub struct ModelSection {
     /// to it too), `none` for the other kinds; [`EvalConfig::load`]
     /// resolves it, so reports show the value used.
     pub highway: Option<forewarn_model::Highway>,
+    /// What the LSTM's output feeds: `identity`, the forecast of the next
+    /// batch that `evaluate`, `train` and `serve` score (fitted on normal
+    /// data); `logistic` (fault or not) or `softmax` (which fault), the
+    /// classifiers `forewarn classify` trains on labelled fault data.
+    pub head: HeadKind,
     /// auto, cpu, cuda or cuda:N.
     pub device: String,
     /// libtorch intra-op threads (0 = one per core).
@@ -80,10 +85,24 @@ impl Default for ModelSection {
             grad_clip: 1.0,
             robust_scaling: false,
             highway: None,
+            head: HeadKind::Identity,
             device: "cpu".into(),
             threads: 0,
         }
     }
+}
+
+/// `[model] head`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// The forecast of the next batch, scored by its error (the detector).
+    #[default]
+    Identity,
+    /// Fault or not, from labelled data (`forewarn classify`).
+    Logistic,
+    /// Which fault class, from labelled data (`forewarn classify`).
+    Softmax,
 }
 
 /// The Gaussian threshold's margin for a model without a highway

@@ -10,7 +10,7 @@ use forewarn_model::train::{TrainConfig, calibration_scores, train};
 use forewarn_model::{Description, Model, Network};
 
 use super::calibrate::calibrate;
-use super::config::{EvalConfig, ModelKind};
+use super::config::{EvalConfig, HeadKind, ModelKind};
 
 /// Trains `cfg.model.kind` on `data` with `tc` (the training settings
 /// resolved from `cfg`, after any overrides), then calibrates `cfg`'s
@@ -24,6 +24,13 @@ pub fn fit(
     indent: &str,
 ) -> anyhow::Result<Model> {
     tc.validate()?;
+    if cfg.model.head != HeadKind::Identity {
+        anyhow::bail!(
+            "[model] head = {:?} is a classifier that needs labelled faults to train: run \
+             `forewarn classify`; evaluate and train fit the forecasting head (identity) on normal data",
+            cfg.model.head
+        );
+    }
     let context = || format!("training on {}", data.source);
     let epoch = |e: usize, epochs: usize, t: f64, v: f64| {
         eprintln!("{indent}epoch {e:>3}/{epochs}  train loss {t:.5}  val loss {v:.5}")
