@@ -118,8 +118,15 @@ async fn hot_reload_acknowledge_and_openapi() -> anyhow::Result<()> {
     assert_eq!(dev["model_version"], v2.as_str());
 
     // SIGHUP reloads too, here to a model of another kind (same
-    // channels): the autoencoder, run by the same engine stage.
-    let first = train_other(&dir.path().join("a2"), "16", &["--kind", "autoencoder"])?;
+    // channels): the autoencoder with its cross-channel highway, run by
+    // the same engine stage.
+    let first = train_other(
+        &dir.path().join("a2"),
+        "16",
+        &["--kind", "autoencoder", "--highway", "cross"],
+    )?;
+    let meta: Value = serde_json::from_slice(&std::fs::read(first.join("model.json"))?)?;
+    assert_eq!(meta["highway"], "cross", "{meta}");
     copy_model(&first, &model);
     signal(serve.proc.child.id(), "-HUP")?;
     eventually("the SIGHUP reload", Duration::from_secs(30), || async {
