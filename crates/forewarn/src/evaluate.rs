@@ -94,7 +94,7 @@ pub struct EvaluateArgs {
     /// Time column (ISO-8601 or epoch); absent = the row index is the time.
     #[arg(long)]
     time_column: Option<String>,
-    /// Column with 0/1 anomaly labels (TEP .dat files are labelled by name).
+    /// Column with anomaly labels: 0 normal, non-zero anomalous (TEP .dat files are labelled by name).
     #[arg(long)]
     label_column: Option<String>,
     /// Column marking changepoints (non-zero); anchors the NAB windows instead of labelled segments.
