@@ -4,7 +4,7 @@ Writes OUT/train.csv (d00.dat samples 0-349, the model's training data) and
 OUT/normal_tail.csv (d00.dat samples 350-499, unseen normal data for false
 alarms), with a time column (3-minute samples) and an all-zero label column.
 The fault side of the tuning set is the dNN.dat training runs themselves
-(labelled all 1 by name). Usage: python3 tep_tuning_set.py TEP_DIR OUT_DIR
+(labelled by name, every row with the fault number). Usage: python3 tep_tuning_set.py TEP_DIR OUT_DIR
 """
 import os
 import sys
