@@ -519,11 +519,7 @@ mod tests {
     #[test]
     fn cross_highway_reconstructs_a_relation_at_a_new_operating_point() {
         crate::test_init();
-        let noise = |t: usize, k: usize| 0.05 * ((t * 31 + k * 17) as f32 * 1.37).sin();
-        let row = |t: usize, shift: f32| {
-            let a = (t as f32 * 0.05).sin() * 0.7 + (t as f32 * 0.013).cos() * 0.3 + shift;
-            [a + noise(t, 0), 2.0 * a + noise(t, 1), noise(t, 2)]
-        };
+        let row = crate::related_row;
         let rows: Vec<f32> = (0..400).flat_map(|t| row(t, 0.0)).collect();
         let cfg = AutoencoderTrainConfig {
             hidden: 8,

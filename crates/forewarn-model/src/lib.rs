@@ -81,6 +81,17 @@ pub(crate) fn test_init() {
     ONCE.call_once(|| set_threads(1));
 }
 
+/// Row `t` of the highway tests' plant: channel b is twice channel a
+/// (plus a little deterministic noise), c is noise, and a wanders in
+/// about [-1, 1] around `shift`; a `shift` training never saw is an
+/// operating point the LSTM alone cannot extrapolate to.
+#[cfg(test)]
+pub(crate) fn related_row(t: usize, shift: f32) -> [f32; 3] {
+    let noise = |k: usize| 0.05 * ((t * 31 + k * 17) as f32 * 1.37).sin();
+    let a = (t as f32 * 0.05).sin() * 0.7 + (t as f32 * 0.013).cos() * 0.3 + shift;
+    [a + noise(0), 2.0 * a + noise(1), noise(2)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

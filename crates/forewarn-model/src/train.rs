@@ -1109,11 +1109,7 @@ mod tests {
     #[test]
     fn cross_highway_extrapolates_a_relation_and_does_not_follow_a_fault() {
         crate::test_init();
-        let noise = |t: usize, k: usize| 0.05 * ((t * 31 + k * 17) as f32 * 1.37).sin();
-        let row = |t: usize, shift: f32| {
-            let a = (t as f32 * 0.05).sin() * 0.7 + (t as f32 * 0.013).cos() * 0.3 + shift;
-            [a + noise(t, 0), 2.0 * a + noise(t, 1), noise(t, 2)]
-        };
+        let row = crate::related_row;
         let n = 400;
         let data = Dataset {
             channels: vec!["a".into(), "b".into(), "c".into()],
