@@ -127,6 +127,11 @@ pub struct EvaluateArgs {
     /// Folder for one PNG per file: channels, score, threshold, labelled and detected segments.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Folder for one CSV per file, a line per row: its label, the score
+    /// and threshold of the batch it was scored in, and whether it was
+    /// flagged (for inspecting or combining detections elsewhere).
+    #[arg(long)]
+    decisions: Option<PathBuf>,
     /// Inference precision of the scoring replay (serve's model.precision):
     /// f32, or bf16 (the forecaster only). Training and calibration run in
     /// f32, as `forewarn train` does, so bf16 scores the files against the
@@ -299,6 +304,11 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             fmt(metrics.far),
             fmt(metrics.mean_detection_delay)
         );
+        if let Some(dir) = &a.decisions {
+            let out = dir.join(plot_name(path)).with_extension("csv");
+            write_decisions(&out, &data, &loaded.labels, &pred, &decisions, skip)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
         if let Some(dir) = &a.plot {
             let out = dir.join(plot_name(path));
             plot::plot_file(&out, &data, &loaded.labels, &pred, &decisions, skip)
@@ -368,6 +378,49 @@ pub(crate) fn write_report<T: Serialize>(path: &Path, report: &T) -> anyhow::Res
     }
     let json = serde_json::to_vec_pretty(report)?;
     std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `--decisions`: a line per row of `data`: `row`, `time_ms` (empty
+/// without a time column), `label`, `train` (1 for the rows a
+/// `--train-rows` model was trained on: replayed as history, never
+/// counted), `score` and `threshold` of the batch the row was in (empty
+/// during warm-up), and `flagged`, the point prediction the metrics count
+/// (0 on training rows).
+fn write_decisions(
+    path: &Path,
+    data: &Dataset,
+    labels: &[bool],
+    pred: &[bool],
+    decisions: &[Decision],
+    skip: usize,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let n = data.len();
+    let mut batch: Vec<Option<(f64, f64)>> = vec![None; n];
+    for d in decisions {
+        for b in &mut batch[d.start.min(n)..=d.end.min(n.saturating_sub(1))] {
+            *b = Some((d.score, d.threshold));
+        }
+    }
+    let mut out = String::from("row,time_ms,label,train,score,threshold,flagged\n");
+    for i in 0..n {
+        let time = (data.timestamps.as_ref()).map_or(String::new(), |t| t[i].to_string());
+        let (score, threshold) = batch[i].map_or((String::new(), String::new()), |(s, t)| {
+            (s.to_string(), t.to_string())
+        });
+        let _ = writeln!(
+            out,
+            "{i},{time},{},{},{score},{threshold},{}",
+            u8::from(labels.get(i).copied().unwrap_or(false)),
+            u8::from(i < skip),
+            u8::from(i >= skip && pred.get(i).copied().unwrap_or(false)),
+        );
+    }
+    std::fs::write(path, out)?;
+    Ok(())
 }
 
 fn plot_name(path: &Path) -> String {
@@ -673,6 +726,7 @@ mod tests {
             nab_window_position: PositionArg::Centered,
             report: dir.join("out/report.json"),
             plot: None,
+            decisions: None,
             precision: forewarn_model::Precision::F32,
         }
     }
@@ -823,6 +877,59 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", run(a).unwrap_err());
         assert!(e.contains("forewarn classify"), "{e}");
+    }
+
+    /// `--decisions`: a line per row, agreeing with the report's counts.
+    #[test]
+    fn decisions_are_written_a_row_each_as_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        let mut a = args(dir.path(), vec![faulty], vec![], Some(200), "fixed");
+        a.decisions = Some(dir.path().join("decisions"));
+        run(a).unwrap();
+        // Named as the plots are: after the file and its folder.
+        let csv = std::fs::read_dir(dir.path().join("decisions"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with("_faulty.csv"))
+            .unwrap();
+        let text = std::fs::read_to_string(csv).unwrap();
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(
+            lines[0],
+            [
+                "row",
+                "time_ms",
+                "label",
+                "train",
+                "score",
+                "threshold",
+                "flagged"
+            ]
+        );
+        let rows = &lines[1..];
+        assert_eq!(rows.len(), 400);
+        // Training rows: marked, never flagged; replayed, so scored after
+        // the 20-row warm-up.
+        assert!(rows[..200].iter().all(|r| r[3] == "1" && r[6] == "0"));
+        assert!(rows[..20].iter().all(|r| r[4].is_empty()));
+        assert!(rows[20..200].iter().all(|r| !r[4].is_empty()));
+        assert_eq!(rows[0][1], "1767225600000");
+        // Scored rows: every one in a scored batch; the flags are the
+        // report's 100 true positives, rows 300-399, whose batches score
+        // over their threshold.
+        for r in &rows[200..] {
+            assert_eq!(r[3], "0");
+            let (score, threshold): (f64, f64) = (r[4].parse().unwrap(), r[5].parse().unwrap());
+            assert_eq!(r[6] == "1", r[2] == "1", "{r:?}");
+            if r[6] == "1" {
+                assert!(score > threshold, "{r:?}");
+            }
+        }
+        let flagged = rows.iter().filter(|r| r[6] == "1").count();
+        assert_eq!(flagged, 100);
+        assert_eq!(read(dir.path())["counts"]["point"]["tp"], 100);
     }
 
     #[test]
