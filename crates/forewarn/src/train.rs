@@ -484,11 +484,8 @@ mod tests {
             let mut fitted = fit(&data, &cfg, &train_config(&cfg).unwrap(), "").unwrap();
             forewarn_model::save_model(&fitted, &out).unwrap();
             let mut loaded = forewarn_model::load(&out, forewarn_model::Device::Cpu).unwrap();
-            // model.json as written (serde_json's float parsing may put a
-            // threshold 1 ulp off what was computed, before and after).
-            let written: forewarn_model::ModelMeta =
-                serde_json::from_slice(&serde_json::to_vec(&fitted.meta).unwrap()).unwrap();
-            assert_eq!(loaded.meta, written, "{kind_highway}");
+            // Every float of model.json reads back exactly (float_roundtrip).
+            assert_eq!(loaded.meta, fitted.meta, "{kind_highway}");
             assert_eq!(loaded.meta.kind, kind);
             assert_eq!(
                 serde_json::to_value(loaded.meta.highway).unwrap(),
