@@ -267,21 +267,16 @@ pub fn train_autoencoder(
     }
     tch::manual_seed(cfg.seed as i64);
     let (train_raw, val_raw) = rows.split_at(n_train * c);
-    let scaler = if cfg.robust_scaling {
-        forewarn_core::robust_scaler::fit(train_raw, c)
-    } else {
-        Scaler::fit(train_raw, c)
-    };
-    let scaled = |raw: &[f32]| -> Tensor {
-        let mut v = raw.to_vec();
-        scaler.transform_all(&mut v);
-        Tensor::from_slice(&v)
-            .view([(raw.len() / c) as i64, c as i64])
+    let scaler = Scaler::fit_with(train_raw, c, cfg.robust_scaling);
+    let tensor = |scaled: &[f32]| -> Tensor {
+        Tensor::from_slice(scaled)
+            .view([(scaled.len() / c) as i64, c as i64])
             .to_device(cfg.device)
     };
+    let train_scaled = scaler.transformed(train_raw);
     let h = cfg.horizon as i64;
-    let wt = windows(&scaled(train_raw), h);
-    let wv = windows(&scaled(val_raw), h);
+    let wt = windows(&tensor(&train_scaled), h);
+    let wv = windows(&tensor(&scaler.transformed(val_raw)), h);
     let highway = cfg.highway.for_channels(c);
     let model = LstmAutoencoder::with_highway(
         AutoencoderSpec {
@@ -292,8 +287,6 @@ pub fn train_autoencoder(
         highway,
         cfg.device,
     )?;
-    let mut train_scaled = train_raw.to_vec();
-    scaler.transform_all(&mut train_scaled);
     // Lead 0, one row: each channel of x_t on the others of x_t.
     if let Some(w) = crate::highway::least_squares(&train_scaled, c, 1, 0, highway) {
         model.set_highway_weight(&w)?;
@@ -404,8 +397,7 @@ mod tests {
         assert!(v[v.len() - 1] < 0.5 * v[0], "{v:?}");
         assert_eq!(t.train_rows, 210);
         // step() writes the reconstruction of the batch it is given.
-        let mut x = rows[..10].to_vec();
-        t.scaler.transform_all(&mut x);
+        let x = t.scaler.transformed(&rows[..10]);
         let mut b = StepBatch {
             n: 1,
             horizon: 5,
@@ -550,8 +542,7 @@ mod tests {
         assert_eq!(plain.model.highway(), Highway::None);
         // Mean |error| of b's reconstruction, in scaled units.
         let b_error = |t: &TrainedAutoencoder, raw: &[f32]| {
-            let mut x = raw.to_vec();
-            t.scaler.transform_all(&mut x);
+            let x = t.scaler.transformed(raw);
             let windows = x.len() / 15;
             let xt = Tensor::from_slice(&x[..windows * 15]).view([windows as i64, 5, 3]);
             let y = tch::no_grad(|| t.model.reconstruct(&xt));

@@ -208,8 +208,7 @@ pub fn class_weights(y: &[i64], k: usize) -> Vec<f64> {
 /// Windows of `window` rows every `stride` rows of row-major `rows` (`c`
 /// channels), scaled: `[N, window, c]`.
 pub fn windows(rows: &[f32], c: usize, scaler: &Scaler, window: usize, stride: usize) -> Tensor {
-    let mut v = rows.to_vec();
-    scaler.transform_all(&mut v);
+    let v = scaler.transformed(rows);
     let n = rows.len() / c;
     let x = Tensor::from_slice(&v).view([n as i64, c as i64]);
     x.unfold(0, window as i64, stride as i64)

@@ -460,16 +460,10 @@ pub fn train_multimodal(
     }
     tch::manual_seed(cfg.seed as i64);
     let (train_raw, val_raw) = rows.split_at(n_train * c);
-    let scaler = if cfg.robust_scaling {
-        forewarn_core::robust_scaler::fit(train_raw, c)
-    } else {
-        Scaler::fit(train_raw, c)
-    };
-    let scaled = |raw: &[f32]| -> Tensor {
-        let mut v = raw.to_vec();
-        scaler.transform_all(&mut v);
-        Tensor::from_slice(&v)
-            .view([(raw.len() / c) as i64, c as i64])
+    let scaler = Scaler::fit_with(train_raw, c, cfg.robust_scaling);
+    let tensor = |scaled: &[f32]| -> Tensor {
+        Tensor::from_slice(scaled)
+            .view([(scaled.len() / c) as i64, c as i64])
             .to_device(cfg.device)
     };
     let spec = MultimodalSpec {
@@ -482,14 +476,13 @@ pub fn train_multimodal(
     let highway = cfg.highway.for_channels(c);
     let model = MultimodalForecaster::with_highway(spec, highway, cfg.device)?;
     let h = cfg.horizon as i64;
-    let xt = scaled(train_raw);
-    let mut train_scaled = train_raw.to_vec();
-    scaler.transform_all(&mut train_scaled);
+    let train_scaled = scaler.transformed(train_raw);
+    let xt = tensor(&train_scaled);
     if let Some(w) = crate::highway::least_squares(&train_scaled, c, cfg.horizon, 1, highway) {
         model.set_highway_weight(&w)?;
     }
     let (yt, mt) = targets(&xt, h);
-    let xv = scaled(val_raw);
+    let xv = tensor(&scaler.transformed(val_raw));
     let (yv, mv) = targets(&xv, h);
     let _ = mv.narrow(0, 0, (cfg.window as i64 - 1).max(0)).fill_(0.0);
     // Parallel contiguous streams, each long enough for 8 chunks.

@@ -230,16 +230,8 @@ pub fn train(
     }
     let (train_raw, val_raw) = data.rows.split_at(n_train * c);
     // Fitted on the training part only: validation must look like unseen data.
-    let scaler = if cfg.robust_scaling {
-        forewarn_core::robust_scaler::fit(train_raw, c)
-    } else {
-        Scaler::fit(train_raw, c)
-    };
-    let scaled = |raw: &[f32]| {
-        let mut v = raw.to_vec();
-        scaler.transform_all(&mut v);
-        v
-    };
+    let scaler = Scaler::fit_with(train_raw, c, cfg.robust_scaling);
+    let train_scaled = scaler.transformed(train_raw);
     let spec = ModelSpec {
         channels: c,
         hidden: cfg.hidden,
@@ -248,11 +240,11 @@ pub fn train(
     };
     let highway = cfg.highway.for_channels(c);
     let mut model = LstmForecaster::with_highway(spec, highway, cfg.device)?;
-    if let Some(w) = highway_least_squares(&scaled(train_raw), &spec, highway) {
+    if let Some(w) = highway_least_squares(&train_scaled, &spec, highway) {
         model.set_highway_weight(&w)?;
     }
-    let train_seq = Sequence::new(&scaled(train_raw), c, cfg.horizon, cfg.device)?;
-    let val_seq = Sequence::new(&scaled(val_raw), c, cfg.horizon, cfg.device)?;
+    let train_seq = Sequence::new(&train_scaled, c, cfg.horizon, cfg.device)?;
+    let val_seq = Sequence::new(&scaler.transformed(val_raw), c, cfg.horizon, cfg.device)?;
     let streams = Streams::new(&train_seq, cfg.batch_streams, cfg.window)?;
     let mut opt = nn::Adam::default()
         .build(model.var_store(), cfg.learning_rate)
@@ -744,8 +736,7 @@ mod tests {
     fn scores_by_hand(model: &LstmForecaster, meta: &ModelMeta, val: &[f32]) -> Vec<f64> {
         let c = meta.channels.len();
         let h = meta.horizon;
-        let mut x = val.to_vec();
-        meta.scaler.transform_all(&mut x);
+        let x = meta.scaler.transformed(val);
         let steps = x.len() / c;
         let xt = Tensor::from_slice(&x).view([1, steps as i64, c as i64]);
         let (y, _) = tch::no_grad(|| model.forward_seq(&xt, None));
@@ -1146,8 +1137,7 @@ mod tests {
         assert_eq!(plain.meta.highway, Highway::None);
         // Mean |error| of b's next-row forecast over rows 60.., in scaled units.
         let b_error = |m: &TrainedModel, raw: &[f32]| {
-            let mut x = raw.to_vec();
-            m.meta.scaler.transform_all(&mut x);
+            let x = m.meta.scaler.transformed(raw);
             let steps = x.len() / 3;
             let xt = Tensor::from_slice(&x).view([1, steps as i64, 3]);
             let (y, _) = tch::no_grad(|| m.forecaster.forward_seq(&xt, None));

@@ -239,11 +239,7 @@ fn fit_scaler(files: &[Dataset], robust: bool) -> Scaler {
     } else {
         files.iter().flat_map(|f| f.rows.iter().copied()).collect()
     };
-    if robust {
-        forewarn_core::robust_scaler::fit(&rows, c)
-    } else {
-        Scaler::fit(&rows, c)
-    }
+    Scaler::fit_with(&rows, c, robust)
 }
 
 /// Windows of `cfg.window` rows every `cfg.stride` rows of each file
