@@ -118,12 +118,14 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         seed: m.seed,
         device: crate::config::parse_device(&m.device)?,
     };
+    // The logistic head tells fault (any non-zero label) from normal.
+    let class_of = |label: u8| match head {
+        HeadKind::Logistic => u8::from(label != 0),
+        _ => label,
+    };
     let scaler = fit_scaler(&train, cfg.model.robust_scaling);
     let (x, labels) = windows_of(&train, &scaler, &cc)?;
-    let labels: Vec<u8> = match head {
-        HeadKind::Logistic => labels.iter().map(|l| u8::from(*l != 0)).collect(),
-        _ => labels,
-    };
+    let labels: Vec<u8> = labels.into_iter().map(class_of).collect();
     let classes: Vec<u8> = {
         let mut c = labels.clone();
         c.sort_unstable();
@@ -164,12 +166,7 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
 
     let (xt, test_labels) = windows_of(&test, &scaler, &cc)?;
     let mut truth = Vec::with_capacity(test_labels.len());
-    for l in &test_labels {
-        let l = if head == HeadKind::Logistic {
-            u8::from(*l != 0)
-        } else {
-            *l
-        };
+    for l in test_labels.into_iter().map(class_of) {
         match index.get(&l) {
             Some(i) => truth.push(*i),
             None => bail!(
