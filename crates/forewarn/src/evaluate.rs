@@ -371,11 +371,17 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.3}"))
 }
 
-/// Writes `report` as pretty JSON, creating its folder.
-pub(crate) fn write_report<T: Serialize>(path: &Path, report: &T) -> anyhow::Result<()> {
+/// Creates the folder `path` is to be written in, if it names one.
+pub(crate) fn create_parent(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    Ok(())
+}
+
+/// Writes `report` as pretty JSON, creating its folder.
+pub(crate) fn write_report<T: Serialize>(path: &Path, report: &T) -> anyhow::Result<()> {
+    create_parent(path)?;
     let json = serde_json::to_vec_pretty(report)?;
     std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
 }
@@ -395,9 +401,7 @@ fn write_decisions(
     skip: usize,
 ) -> anyhow::Result<()> {
     use std::fmt::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    create_parent(path)?;
     let n = data.len();
     let mut batch: Vec<Option<(f64, f64)>> = vec![None; n];
     for d in decisions {

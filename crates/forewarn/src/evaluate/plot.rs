@@ -32,9 +32,7 @@ pub fn plot_file(
     decisions: &[Decision],
     skip: usize,
 ) -> anyhow::Result<()> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    super::create_parent(out)?;
     let n = data.len().max(2);
     let xr = 0f64..n as f64;
     let root = BitMapBackend::new(out, (WIDTH, 720)).into_drawing_area();
