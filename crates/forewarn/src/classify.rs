@@ -12,13 +12,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use forewarn_core::Scaler;
-use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
+use forewarn_model::dataset::{CsvOptions, Dataset};
 use forewarn_model::heads::{ClassReport, ClassifierConfig, Head, LstmClassifier, class_report};
 use serde::Serialize;
 use tch::Tensor;
 
 use crate::evaluate::config::{EvalConfig, HeadKind};
-use crate::evaluate::{expand, write_report};
+use crate::evaluate::{expand, read_labelled, write_report};
 
 #[derive(clap::Args, Debug)]
 pub struct ClassifyArgs {
@@ -196,13 +196,7 @@ fn load_labelled(
     }
     let mut out: Vec<Dataset> = Vec::with_capacity(files.len());
     for path in &files {
-        let d = read_any(path, opts).with_context(|| format!("reading {}", path.display()))?;
-        if d.labels.is_none() {
-            bail!(
-                "{}: no labels: pass --label-column (TEP files are labelled by their name)",
-                path.display()
-            );
-        }
+        let d = read_labelled(path, opts)?;
         let want = channels.or(out.first().map(|f| f.channels.as_slice()));
         let d = match want {
             Some(names) => d.select_channels(names).with_context(|| {

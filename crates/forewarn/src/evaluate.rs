@@ -516,14 +516,8 @@ fn load_test(
     cp_column: Option<&str>,
     time_column: Option<&str>,
 ) -> anyhow::Result<Loaded> {
-    let data = read_any(path, opts).with_context(|| format!("reading {}", path.display()))?;
-    let labels: Vec<bool> = match &data.labels {
-        Some(l) => l.iter().map(|v| *v != 0).collect(),
-        None => bail!(
-            "{}: no labels: pass --label-column (TEP files are labelled by their name)",
-            path.display()
-        ),
-    };
+    let data = read_labelled(path, opts)?;
+    let labels: Vec<bool> = (data.labels.iter().flatten()).map(|v| *v != 0).collect();
     let changepoints = match cp_column {
         Some(col) if !is_dat(path) => {
             let cp_opts = CsvOptions {
@@ -555,6 +549,19 @@ fn load_test(
         labels,
         changepoints,
     })
+}
+
+/// Reads `path`, which must have labels (a label column, or a TEP file's
+/// name): what `evaluate` scores against and `classify` learns.
+pub(crate) fn read_labelled(path: &Path, opts: &CsvOptions) -> anyhow::Result<Dataset> {
+    let data = read_any(path, opts).with_context(|| format!("reading {}", path.display()))?;
+    if data.labels.is_none() {
+        bail!(
+            "{}: no labels: pass --label-column (TEP files are labelled by their name)",
+            path.display()
+        );
+    }
+    Ok(data)
 }
 
 fn is_dat(path: &Path) -> bool {
