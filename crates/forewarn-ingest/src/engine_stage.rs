@@ -4,11 +4,11 @@
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
+use forewarn_api::DeviceSnapshot;
 use forewarn_core::engine::{EngineEvent, Pushed, StepBatch};
 use forewarn_core::reading::encode_reading;
 use forewarn_core::{Engine, Forecaster};
 use forewarn_store::AlertChange;
-use forewarn_telemetry::DeviceSnapshot;
 use forewarn_telemetry::Metrics;
 use forewarn_telemetry::events::{
     AlertDelay, DevicesEvicted, InferenceBatch, InternalEvent, StateRestored,
@@ -488,10 +488,11 @@ impl Processed {
 mod tests {
     use std::sync::Arc;
 
+    use forewarn_api::{AlertBus, DeviceBoard};
     use forewarn_core::ReadingRef;
     use forewarn_core::testing::{Persistence, engine};
     use forewarn_store::AlertStore;
-    use forewarn_telemetry::{AlertBus, DeviceBoard, Health};
+    use forewarn_telemetry::Health;
 
     use super::*;
 

@@ -38,9 +38,10 @@ mod persist;
 use std::fmt::Display;
 use std::sync::Arc;
 
+use forewarn_api::{AlertBus, DeviceBoard};
 use forewarn_core::{Engine, Forecaster};
 use forewarn_store::AlertStore;
-use forewarn_telemetry::{AlertBus, DeviceBoard, Health, Metrics};
+use forewarn_telemetry::{Health, Metrics};
 use rdkafka::consumer::{CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 

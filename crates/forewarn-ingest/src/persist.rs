@@ -9,13 +9,14 @@
 //! deterministic, so replays do not duplicate alerts).
 //!
 //! Once a chunk's alert changes are durable and on the alerts topic, they
-//! are published on the [`AlertBus`](forewarn_telemetry::AlertBus) for live
+//! are published on the [`AlertBus`](forewarn_api::AlertBus) for live
 //! consumers (SSE, webhook). Publishing never blocks; a replayed chunk
 //! publishes its changes again, so consumers see at-least-once events.
 
 use std::future::Future;
 use std::time::Duration;
 
+use forewarn_api::{AlertEvent, AlertEventKind};
 use forewarn_core::AlertState;
 use forewarn_store::{AlertChange, AlertRecord};
 use forewarn_telemetry::events::{
@@ -23,7 +24,6 @@ use forewarn_telemetry::events::{
     InternalEvent, LastProcessed, MessageRejected, OffsetsStored, ReadingsAccepted,
     ReadingsDuplicate,
 };
-use forewarn_telemetry::{AlertEvent, AlertEventKind};
 use futures::future::join_all;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
