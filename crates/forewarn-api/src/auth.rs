@@ -10,13 +10,15 @@
 //! (so lengths do not leak either) and compared with `subtle`, against
 //! every configured token without stopping at the first match.
 
-use axum::extract::FromRequestParts;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{ApiError, AppState};
+use crate::error::ApiError;
 
 /// Who may call what. Debug never prints the tokens.
 #[derive(Clone, Default)]
@@ -108,15 +110,22 @@ fn query_token(parts: &Parts) -> Option<String> {
         .find_map(|(k, v)| (k == "access_token").then_some(v))
 }
 
+// The extractors read the [`Auth`] of any state that provides one
+// (`AppState` does), so this file needs nothing of the state's.
+
 /// Extractor: the request may change state.
 #[derive(Debug)]
 pub struct WriteAccess;
 
-impl FromRequestParts<AppState> for WriteAccess {
+impl<S: Send + Sync> FromRequestParts<S> for WriteAccess
+where
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        s.auth.check(bearer(parts)).map(|()| WriteAccess)
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        let auth = Arc::<Auth>::from_ref(s);
+        auth.check(bearer(parts)).map(|()| WriteAccess)
     }
 }
 
@@ -124,14 +133,18 @@ impl FromRequestParts<AppState> for WriteAccess {
 #[derive(Debug)]
 pub struct ReadAccess;
 
-impl FromRequestParts<AppState> for ReadAccess {
+impl<S: Send + Sync> FromRequestParts<S> for ReadAccess
+where
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        if !s.auth.read_requires_token {
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        let auth = Arc::<Auth>::from_ref(s);
+        if !auth.read_requires_token {
             return Ok(ReadAccess);
         }
-        s.auth.check(bearer(parts)).map(|()| ReadAccess)
+        auth.check(bearer(parts)).map(|()| ReadAccess)
     }
 }
 
@@ -140,16 +153,20 @@ impl FromRequestParts<AppState> for ReadAccess {
 #[derive(Debug)]
 pub struct StreamAccess;
 
-impl FromRequestParts<AppState> for StreamAccess {
+impl<S: Send + Sync> FromRequestParts<S> for StreamAccess
+where
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        if !s.auth.read_requires_token {
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        let auth = Arc::<Auth>::from_ref(s);
+        if !auth.read_requires_token {
             return Ok(StreamAccess);
         }
         let q = query_token(parts);
         let presented = bearer(parts).or(q.as_deref());
-        s.auth.check(presented).map(|()| StreamAccess)
+        auth.check(presented).map(|()| StreamAccess)
     }
 }
 

@@ -4,7 +4,9 @@
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 
-use crate::ApiError;
+use forewarn_core::reading::MAX_DEVICE_ID_LEN;
+
+use crate::error::ApiError;
 
 /// Longest accepted query string, in bytes.
 pub const MAX_QUERY_LEN: usize = 4096;
@@ -111,6 +113,32 @@ pub fn parse_time(v: &str) -> Result<i64, String> {
                 bad()
             }
         })
+}
+
+pub(crate) fn device_id(v: &str) -> Result<String, String> {
+    if v.chars().count() > MAX_DEVICE_ID_LEN || v.chars().any(char::is_control) {
+        Err(format!(
+            "must be a device id of at most {MAX_DEVICE_ID_LEN} characters without control characters"
+        ))
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+pub(crate) fn channel_name(v: &str) -> Result<String, String> {
+    if v.chars().count() > 256 || v.chars().any(char::is_control) {
+        Err("must be a channel name of at most 256 characters without control characters".into())
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("must be `true` or `false`, got {v:?}")),
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! (data: `{"missed": n}`). A comment line every 15 s keeps proxies from
 //! closing an idle stream. Streams end when the service shuts down.
 //!
-//! [`AlertBus`]: forewarn_telemetry::AlertBus
+//! [`AlertBus`]: crate::bus::AlertBus
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,15 +20,18 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use forewarn_telemetry::{AlertEvent, Metrics};
+use forewarn_telemetry::Metrics;
 use futures::Stream;
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::StreamAccess;
-use crate::params::QueryParams;
-use crate::{ApiError, AppState, device_id};
+use crate::bus::AlertEvent;
+use crate::error::ApiError;
+use crate::params::{QueryParams, device_id};
+use crate::schema;
+use crate::state::AppState;
 
 /// Counts the client in `forewarn_sse_clients` while the stream lives.
 struct ClientGuard(Arc<Metrics>);
@@ -63,7 +66,7 @@ fn event(ev: &AlertEvent) -> Event {
         ("access_token" = Option<String>, Query, description = "Bearer token for clients that cannot set headers (EventSource)"),
     ),
     responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
-        (status = 400, description = "A bad parameter", body = crate::openapi::ErrorDoc)),
+        (status = 400, description = "A bad parameter", body = schema::ErrorDoc)),
     security((), ("bearer" = [])))]
 pub(crate) async fn alerts(
     State(s): State<AppState>,

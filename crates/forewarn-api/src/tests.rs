@@ -1,10 +1,13 @@
+use std::sync::RwLock;
+
 use super::*;
 use axum::http::{HeaderMap, Method};
 use forewarn_core::alert::alert_id;
 use forewarn_core::engine::DeviceView;
-use forewarn_core::{Alert, ChannelShare};
-use forewarn_store::AlertChange;
-use forewarn_telemetry::DeviceSnapshot;
+use forewarn_core::{Alert, AlertState, ChannelShare, Severity};
+use forewarn_store::{AlertChange, AlertStore};
+use forewarn_telemetry::Health;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn alert(device: &str, opened_at: i64, severity: Severity, resolved_at: Option<i64>) -> Alert {
@@ -695,7 +698,7 @@ async fn live_stream_sends_events_and_tells_lagging_clients() {
     use futures::StreamExt;
     let f = fixture();
     let mut state = f.state.clone();
-    state.bus = forewarn_telemetry::AlertBus::new(4);
+    state.bus = AlertBus::new(4);
     let app = router(state.clone());
     let req = Request::builder()
         .uri("/api/v1/alerts/stream?device=pump-1")
@@ -880,7 +883,7 @@ async fn openapi_document_describes_every_route_and_real_payloads() {
     let (_, scores) = get_json(&f.app, "/api/v1/devices/pump-1/scores").await;
     assert_eq!(keys(scores.clone()), schema_keys("DeviceScores"));
     assert_eq!(
-        keys(json!(forewarn_telemetry::ScorePoint {
+        keys(json!(ScorePoint {
             ts: 1,
             score: 1.0,
             threshold: 1.0

@@ -37,7 +37,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use forewarn_core::AlertState;
 use forewarn_store::{AlertQuery, AlertRecord, AlertStore, MAX_LIMIT};
-use forewarn_telemetry::{AlertBus, AlertEventKind, Metrics};
+use forewarn_telemetry::Metrics;
+
+use crate::bus::{AlertBus, AlertEventKind};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -313,12 +315,12 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::AlertEvent;
     use axum::Json;
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
     use forewarn_core::{Alert, ChannelShare, Severity};
     use forewarn_store::{Acknowledgement, AlertChange};
-    use forewarn_telemetry::AlertEvent;
     use std::sync::Mutex;
 
     /// (time since start, auth header, body) of each accepted POST.

@@ -4,20 +4,12 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio_util::sync::CancellationToken;
 
-use crate::{IngestConfig, IngestError};
-
-pub(crate) fn client_config(cfg: &IngestConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in &cfg.client {
-        c.set(k, v);
-    }
-    c
-}
+use crate::client;
+use crate::config::IngestConfig;
+use crate::error::IngestError;
 
 /// Creates the input, alerts and dead-letter topics if `create_topics` is on.
 /// While the broker is unreachable it retries with back-off (logging each
@@ -31,7 +23,7 @@ pub async fn ensure_topics(
         return Ok(());
     }
     let cfg = &cfg.resolved();
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
+    let admin: AdminClient<DefaultClientContext> = client::base(cfg).create()?;
     let mut topics: Vec<NewTopic<'_>> =
         [&cfg.input_topic, &cfg.alerts_topic, &cfg.dead_letter_topic]
             .into_iter()
@@ -109,7 +101,7 @@ fn check_state_partitions(cfg: &IngestConfig) -> Result<(), IngestError> {
         return Ok(());
     }
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = client_config(cfg).create()?;
+    let consumer: BaseConsumer = client::base(cfg).create()?;
     let count = |topic: &str| -> Result<usize, IngestError> {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         Ok(md.topics().first().map_or(0, |t| t.partitions().len()))

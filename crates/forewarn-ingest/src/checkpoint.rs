@@ -13,36 +13,24 @@
 //! checkpoint cut short (by a crash) and are ignored on restore: the
 //! restored state and the resume position always match.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use forewarn_core::engine::StateRecord;
+use futures::future::join_all;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::IngestConfig;
-use crate::admin::client_config;
-use crate::persist::first_error;
+use crate::client::{self, SEND_QUEUE_TIMEOUT, first_error};
+use crate::config::IngestConfig;
+use crate::messages::{Checkpoint, PartitionState};
 
 /// Key of partition markers. Device ids cannot contain control characters,
 /// so it never collides with a device.
 pub(crate) const MARKER_KEY: &[u8] = b"\x01checkpoint";
-
-const SEND_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What a checkpoint writes: device records, then per-partition markers.
-#[derive(Debug, Default)]
-pub(crate) struct Checkpoint {
-    pub records: Vec<StateRecord>,
-    /// Input partition and the offset to resume it from.
-    pub markers: Vec<(i32, i64)>,
-    /// Made because partitions were revoked: the moment the rebalance
-    /// stops waiting for it. Past it, the checkpoint is not written.
-    pub handover: Option<std::time::Instant>,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Marker {
@@ -55,55 +43,81 @@ pub(crate) struct Marker {
     pub written_at_ms: i64,
 }
 
-/// State read back for one assigned partition.
-#[derive(Debug, Default)]
-pub(crate) struct PartitionState {
+/// One message for the state topic: a device record (no payload: a
+/// tombstone) or a partition marker.
+#[derive(Debug, PartialEq)]
+pub(crate) struct StateMessage<'a> {
     pub partition: i32,
-    /// The last complete checkpoint's position; `None` when there is none.
-    pub resume_at: Option<i64>,
-    /// Encoded device states of that checkpoint (latest per device).
-    pub states: Vec<Vec<u8>>,
+    pub key: &'a [u8],
+    pub payload: Option<Cow<'a, [u8]>>,
 }
 
+/// A checkpoint's device records, the first wave of its messages.
+pub(crate) fn records(cp: &Checkpoint) -> Vec<StateMessage<'_>> {
+    cp.records
+        .iter()
+        .map(|r| StateMessage {
+            partition: r.origin,
+            key: r.device.as_bytes(),
+            payload: r.state.as_deref().map(Cow::Borrowed),
+        })
+        .collect()
+}
+
+/// A checkpoint's partition markers, the second wave: written only once
+/// every record is acknowledged, so a marker completes only durable records.
+pub(crate) fn markers<'a>(
+    cfg: &IngestConfig,
+    cp: &'a Checkpoint,
+    now_ms: i64,
+) -> Vec<StateMessage<'a>> {
+    cp.markers
+        .iter()
+        .map(|&(partition, next_offset)| {
+            let m = Marker {
+                input_topic: cfg.input_topic.clone(),
+                group_id: cfg.group_id.clone(),
+                next_offset,
+                written_at_ms: now_ms,
+            };
+            StateMessage {
+                partition,
+                key: MARKER_KEY,
+                payload: Some(Cow::Owned(
+                    serde_json::to_vec(&m).expect("markers serialise"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Writes `cp`: its records, and once they are acknowledged its markers.
 pub(crate) async fn write(
     cfg: &IngestConfig,
     producer: &FutureProducer,
     cp: &Checkpoint,
 ) -> Result<(), String> {
-    let sends = cp.records.iter().map(|r| {
+    send(cfg, producer, &records(cp)).await?;
+    let now_ms = forewarn_telemetry::unix_now_ms();
+    send(cfg, producer, &markers(cfg, cp, now_ms)).await
+}
+
+/// Sends every message and waits for all of them.
+async fn send(
+    cfg: &IngestConfig,
+    producer: &FutureProducer,
+    messages: &[StateMessage<'_>],
+) -> Result<(), String> {
+    let sends = messages.iter().map(|m| {
         let mut record = FutureRecord::<[u8], [u8]>::to(&cfg.state_topic)
-            .partition(r.origin)
-            .key(r.device.as_bytes());
-        if let Some(state) = &r.state {
-            record = record.payload(&state[..]);
+            .partition(m.partition)
+            .key(m.key);
+        if let Some(payload) = &m.payload {
+            record = record.payload(&payload[..]);
         }
         producer.send(record, SEND_QUEUE_TIMEOUT)
     });
-    first_error(futures::future::join_all(sends).await)?;
-    let now_ms = forewarn_telemetry::unix_now_ms();
-    let markers: Vec<(i32, Vec<u8>)> = cp
-        .markers
-        .iter()
-        .map(|(p, next)| {
-            let m = Marker {
-                input_topic: cfg.input_topic.clone(),
-                group_id: cfg.group_id.clone(),
-                next_offset: *next,
-                written_at_ms: now_ms,
-            };
-            (*p, serde_json::to_vec(&m).expect("markers serialise"))
-        })
-        .collect();
-    let sends = markers.iter().map(|(p, body)| {
-        producer.send(
-            FutureRecord::<[u8], [u8]>::to(&cfg.state_topic)
-                .partition(*p)
-                .key(MARKER_KEY)
-                .payload(&body[..]),
-            SEND_QUEUE_TIMEOUT,
-        )
-    });
-    first_error(futures::future::join_all(sends).await)
+    first_error(join_all(sends).await)
 }
 
 /// Folds one partition's records, in order, into its last complete
@@ -172,16 +186,9 @@ pub(crate) fn read(
     timeout: Duration,
 ) -> Result<Vec<PartitionState>, String> {
     let deadline = Instant::now() + timeout;
-    let mut c = client_config(cfg);
-    c.set("group.id", format!("{}.state-reader", cfg.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
-        // A large state topic fills librdkafka's prefetch buffer; its default
-        // 1 s pause after that would stall the restore (see consume.rs).
-        .set("fetch.queue.backoff.ms", "10");
-    let reader: BaseConsumer = c.create().map_err(|e| e.to_string())?;
+    let reader: BaseConsumer = client::state_reader(cfg)
+        .create()
+        .map_err(|e| e.to_string())?;
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
@@ -263,6 +270,58 @@ mod tests {
             written_at_ms: 0,
         })
         .unwrap()
+    }
+
+    /// What `write` sends, read back in topic order per partition, restores
+    /// exactly the checkpoint: its records (tombstones remove) and its
+    /// positions. The markers go last, after every record.
+    #[test]
+    fn a_written_checkpoint_replays_to_itself() {
+        use forewarn_core::engine::StateRecord;
+        let cfg = IngestConfig {
+            input_topic: "in".into(),
+            group_id: "g".into(),
+            ..IngestConfig::default()
+        };
+        let record = |origin, device: &str, state: Option<&[u8]>| StateRecord {
+            origin,
+            device: device.into(),
+            state: state.map(<[u8]>::to_vec),
+        };
+        let earlier = Checkpoint {
+            records: vec![record(0, "a", Some(b"a1")), record(1, "b", Some(b"b1"))],
+            markers: vec![(0, 10), (1, 20)],
+            handover: None,
+        };
+        let later = Checkpoint {
+            records: vec![record(0, "a", None), record(1, "c", Some(b"c1"))],
+            markers: vec![(0, 15), (1, 25)],
+            handover: None,
+        };
+        let mut topic: Vec<StateMessage<'_>> = Vec::new();
+        for cp in [&earlier, &later] {
+            let first = records(cp);
+            assert_eq!(first.len(), cp.records.len());
+            assert!(first.iter().all(|m| m.key != MARKER_KEY));
+            topic.extend(first);
+            let second = markers(&cfg, cp, 1_000);
+            assert!(second.iter().all(|m| m.key == MARKER_KEY));
+            topic.extend(second);
+        }
+        let restored = |p: i32| {
+            let mut r = Replay::new("in", "g");
+            for m in topic.iter().filter(|m| m.partition == p) {
+                r.record(Some(m.key), m.payload.as_deref());
+            }
+            let mut got = r.finish(p);
+            got.states.sort();
+            (got.resume_at, got.states)
+        };
+        assert_eq!(restored(0), (Some(15), vec![]));
+        assert_eq!(
+            restored(1),
+            (Some(25), vec![b"b1".to_vec(), b"c1".to_vec()])
+        );
     }
 
     /// Input: records in topic order; expected: resume offset and the

@@ -10,112 +10,17 @@ use forewarn_core::reading::{
 };
 use forewarn_telemetry::events::{ConsumerLag, InternalEvent, MessagesConsumed};
 use rdkafka::Offset;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::client_config;
-use crate::checkpoint::PartitionState;
-use crate::context::{Handover, PipelineContext};
-use crate::{IngestConfig, IngestError, Services};
-
-pub(crate) type PipelineConsumer = BaseConsumer<PipelineContext>;
-
-/// A message that will go to the dead-letter topic.
-pub(crate) struct Rejected {
-    pub reason: RejectReason,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-/// What the consume thread hands the engine stage, in order.
-pub(crate) enum Input {
-    Chunk(Chunk),
-    /// Partitions were assigned: their last checkpoint, ahead of any of
-    /// their messages (checkpoints on).
-    Assigned {
-        states: Vec<PartitionState>,
-        /// Time spent reading them.
-        seconds: f64,
-    },
-    /// Partitions are being revoked: checkpoint and drop their devices,
-    /// and signal `done` once that checkpoint and its offsets are stored.
-    Revoked {
-        partitions: Vec<i32>,
-        done: std::sync::mpsc::Sender<()>,
-        /// The rebalance goes on without the handover after this; a
-        /// checkpoint written later could interleave with the next owner's.
-        deadline: std::time::Instant,
-    },
-}
-
-/// Messages polled together; `offsets` holds, per partition, the offset
-/// after the last message of the chunk (what to store once it is durable).
-///
-/// The decoded readings are stored flat (a handful of buffers, not two
-/// allocations per reading), and the engine stage sends a processed chunk
-/// back ([`Spares`]) so that its buffers are reused: in steady state a
-/// chunk allocates nothing per reading, on either thread.
-#[derive(Default)]
-pub(crate) struct Chunk {
-    pub readings: Readings,
-    /// Each reading's partition and offset, in the order of `readings`.
-    pub origins: Vec<(i32, i64)>,
-    pub rejects: Vec<Rejected>,
-    pub offsets: Vec<(i32, i64)>,
-    pub consumed: usize,
-}
-
-impl Chunk {
-    fn note_offset(&mut self, partition: i32, offset: i64) {
-        advance_offset(&mut self.offsets, partition, offset + 1);
-    }
-
-    /// Empties the chunk, keeping its buffers.
-    pub fn clear(&mut self) {
-        self.readings.clear();
-        self.origins.clear();
-        self.rejects.clear();
-        self.offsets.clear();
-        self.consumed = 0;
-    }
-}
-
-/// Processed chunks on their way back from the engine stage to the consume
-/// thread, to be refilled. Bounded: past [`SPARE_CHUNKS`] waiting, the
-/// engine stage drops a chunk instead (a burst's buffers are not kept).
-pub(crate) fn spares() -> (SpareSender, Spares) {
-    std::sync::mpsc::sync_channel(SPARE_CHUNKS)
-}
-
-/// Empty chunks kept for reuse at most.
-const SPARE_CHUNKS: usize = 4;
-
-pub(crate) type SpareSender = std::sync::mpsc::SyncSender<Chunk>;
-pub(crate) type Spares = std::sync::mpsc::Receiver<Chunk>;
-
-/// An empty chunk: a returned one when there is one.
-fn empty_chunk(spares: &Spares) -> Chunk {
-    match spares.try_recv() {
-        Ok(mut chunk) => {
-            chunk.clear();
-            chunk
-        }
-        Err(_) => Chunk::default(),
-    }
-}
-
-/// Moves `partition`'s entry in `offsets` (partition, next offset) forward
-/// to `next`, adding it when absent; never moves it back.
-pub(crate) fn advance_offset(offsets: &mut Vec<(i32, i64)>, partition: i32, next: i64) {
-    match offsets.iter_mut().find(|(p, _)| *p == partition) {
-        Some((_, at)) => *at = (*at).max(next),
-        None => offsets.push((partition, next)),
-    }
-}
+use crate::client;
+use crate::config::IngestConfig;
+use crate::context::{Handover, PipelineConsumer, PipelineContext};
+use crate::error::IngestError;
+use crate::messages::{Chunk, Input, Rejected, Spares, empty_chunk};
+use crate::services::Services;
 
 /// The group consumer; `input` is the engine stage's channel, which the
 /// rebalance callbacks use for state handover.
@@ -124,46 +29,17 @@ pub(crate) fn create_consumer(
     services: &Services,
     input: Sender<Input>,
 ) -> Result<PipelineConsumer, IngestError> {
-    let mut c = client_config(cfg);
-    c.set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        // At-least-once: we store offsets ourselves once effects are durable.
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (cfg.session_timeout_ms / 3).max(100).to_string(),
-        )
-        // An idle partition's fetch returns after at most this long. A broker
-        // that does not answer a waiting fetch as soon as data arrives (Tansu)
-        // adds up to this to every reading's latency; librdkafka's 500 ms
-        // default made p50 ~200 ms. Costs ~100 empty fetches/s when idle.
-        .set("fetch.wait.max.ms", "10")
-        // Prefetched messages are the one buffer that grows with a burst:
-        // librdkafka's default allows 64 MiB per assigned partition. 16 MiB
-        // (tens of thousands of readings per partition) keeps the pipeline
-        // fed and bounds a burst's memory; the backlog stays in Kafka.
-        .set("queued.max.messages.kbytes", "16384")
-        // Once that buffer is full librdkafka pauses fetching for
-        // `fetch.queue.backoff.ms` (1 s by default) even after the engine
-        // has drained it: the pipeline then ran in bursts, idle ~60 % of
-        // the time (docs/BENCHMARKS.md). 10 ms resumes fetching promptly.
-        .set("fetch.queue.backoff.ms", "10");
-    for (k, v) in &cfg.client {
-        c.set(k, v);
-    }
     let handover = cfg.checkpoints().then(|| Handover {
         cfg: cfg.clone(),
         metrics: services.metrics.clone(),
         tx: std::sync::Mutex::new(Some(input)),
     });
-    let consumer: PipelineConsumer = c.create_with_context(PipelineContext {
-        health: services.health.clone(),
-        handover,
-        generation: AtomicU64::new(0),
-    })?;
+    let consumer: PipelineConsumer =
+        client::group_consumer(cfg).create_with_context(PipelineContext {
+            health: services.health.clone(),
+            handover,
+            generation: AtomicU64::new(0),
+        })?;
     consumer.subscribe(&[&cfg.input_topic])?;
     Ok(consumer)
 }
@@ -590,28 +466,6 @@ mod tests {
         assert!(want.len() >= 6, "{} accepted", want.len());
         let got: Vec<Reading> = out.iter().map(|r| r.to_reading()).collect();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn returned_chunks_come_back_empty() {
-        let (tx, spares) = spares();
-        let mut chunk = empty_chunk(&spares);
-        chunk.readings.push(ReadingRef {
-            device: "d",
-            ts_ms: 1,
-            values: &[1.0, 2.0],
-        });
-        chunk.origins.push((0, 5));
-        chunk.note_offset(0, 5);
-        chunk.consumed = 1;
-        assert!(tx.try_send(chunk).is_ok(), "room for a spare");
-        let chunk = empty_chunk(&spares);
-        assert!(chunk.readings.is_empty() && chunk.origins.is_empty());
-        assert!(chunk.offsets.is_empty() && chunk.consumed == 0);
-        for _ in 0..SPARE_CHUNKS {
-            assert!(tx.try_send(Chunk::default()).is_ok(), "room for a spare");
-        }
-        assert!(tx.try_send(Chunk::default()).is_err(), "bounded");
     }
 
     const CASES: &[Case] = &[

@@ -15,17 +15,20 @@ use std::time::{Duration, Instant};
 
 use forewarn_telemetry::events::{InternalEvent, StateRestoreFailed};
 use forewarn_telemetry::{Health, Metrics};
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc::Sender;
-use tokio::sync::mpsc::error::TrySendError;
-
-use crate::IngestConfig;
-use crate::checkpoint;
-use crate::consume::Input;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::checkpoint;
+use crate::config::IngestConfig;
+use crate::messages::{Input, PartitionState};
+
+/// The pipeline's group consumer, with these callbacks.
+pub(crate) type PipelineConsumer = BaseConsumer<PipelineContext>;
 
 pub(crate) struct PipelineContext {
     pub health: Arc<Health>,
@@ -105,7 +108,7 @@ impl Handover {
     }
 
     /// Restores the assigned partitions' state and positions.
-    fn take_over(&self, consumer: &BaseConsumer<PipelineContext>, tpl: &TopicPartitionList) {
+    fn take_over(&self, consumer: &PipelineConsumer, tpl: &TopicPartitionList) {
         let Some(tx) = self.sender() else { return };
         let partitions = self.partitions(tpl);
         let t = Instant::now();
@@ -119,7 +122,7 @@ impl Handover {
                 .emit(&self.metrics);
                 partitions
                     .iter()
-                    .map(|&partition| checkpoint::PartitionState {
+                    .map(|&partition| PartitionState {
                         partition,
                         ..Default::default()
                     })

@@ -1,14 +1,25 @@
 //! Stage 2: windows, batched forecasting and detection on a dedicated
 //! thread (libtorch calls block; they must not run on the async runtime).
+//!
+//! One turn of [`run`]: wait for the next input, at most until the waiting
+//! batches' deadline or the next checkpoint ([`Inbox`], [`Stage::wait`]);
+//! swap in a reloaded model if one is ready and nothing is held
+//! ([`Stage::swap_if_ready`]); apply the input ([`Stage::dispatch`]); take
+//! a checkpoint if one is due ([`Stage::checkpoint_if_due`]); hand on what
+//! may go to the persist stage ([`Stage::release`]). What to hold and when
+//! to let it go is decided without I/O in [`outbox`] and [`checkpointing`].
+
+mod checkpointing;
+mod outbox;
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
+use forewarn_api::DeviceSnapshot;
 use forewarn_core::engine::{EngineEvent, Pushed, StepBatch};
 use forewarn_core::reading::encode_reading;
 use forewarn_core::{Engine, Forecaster};
 use forewarn_store::AlertChange;
-use forewarn_telemetry::DeviceSnapshot;
 use forewarn_telemetry::Metrics;
 use forewarn_telemetry::events::{
     AlertDelay, DevicesEvicted, InferenceBatch, InternalEvent, StateRestored,
@@ -16,25 +27,14 @@ use forewarn_telemetry::events::{
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoint, PartitionState};
-use crate::consume::{Chunk, Input, Rejected, SpareSender, advance_offset};
-use crate::{IngestConfig, IngestError, Services};
-
-/// A chunk's outcome, handed to the persist stage.
-pub(crate) struct Processed {
-    pub changes: Vec<AlertChange>,
-    pub rejects: Vec<Rejected>,
-    pub offsets: Vec<(i32, i64)>,
-    pub accepted: usize,
-    pub duplicates: usize,
-    pub batches_scored: usize,
-    pub max_ts: Option<i64>,
-    /// Device state to make durable; with checkpoints on, only a
-    /// checkpoint's markers are stored as offsets, never `offsets`.
-    pub checkpoint: Option<Checkpoint>,
-    /// Signalled once everything above is durable (a handover waits on it).
-    pub done: Option<std::sync::mpsc::Sender<()>>,
-}
+use crate::config::IngestConfig;
+use crate::error::IngestError;
+use crate::messages::{
+    Checkpoint, Chunk, Input, ModelSwap, PartitionState, Processed, Rejected, SpareSender,
+};
+use crate::services::Services;
+use checkpointing::Checkpointing;
+use outbox::{Outbox, Release};
 
 /// Wraps the forecaster to time each batched call in one place.
 struct Timed<'a, F> {
@@ -67,149 +67,34 @@ pub(crate) const BATCH_DEADLINE: Duration = Duration::from_millis(5);
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run<F>(
     cfg: &IngestConfig,
-    mut engine: Engine,
-    mut forecaster: F,
+    engine: Engine,
+    forecaster: F,
     services: &Services,
-    (mut rx, spares): (Receiver<Input>, SpareSender),
+    (rx, spares): (Receiver<Input>, SpareSender),
     tx: Sender<Processed>,
     shutdown: &CancellationToken,
-    swaps: &std::sync::mpsc::Receiver<crate::ModelSwap<F>>,
+    swaps: &std::sync::mpsc::Receiver<ModelSwap<F>>,
 ) -> Result<(), IngestError>
 where
     F: Forecaster,
     F::Error: Display,
 {
-    let (mut model, mut version, mut threshold) = {
-        let c = engine.config();
-        (c.model.clone(), c.model_version.clone(), c.threshold())
-    };
-    // Only for waiting on the channel with a timeout; libtorch runs here,
-    // on this thread, never on the async runtime.
-    let timer = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| IngestError::Config(format!("engine stage timer: {e}")))?;
-    let checkpoints = cfg.checkpoints().then(|| {
-        engine.enable_checkpoints();
-        Checkpointing {
-            interval: cfg.checkpoint_interval,
-            last: Instant::now(),
-            positions: Vec::new(),
-            unsaved: false,
-        }
-    });
-    let mut stage = Stage {
-        engine: &mut engine,
-        forecaster: &mut forecaster,
-        metrics: &services.metrics,
-        services,
-        held: None,
-        waiting_since: None,
-        checkpoints,
-    };
+    let mut inbox = Inbox::new(rx)?;
+    let mut stage = Stage::new(cfg, engine, forecaster, services);
     loop {
-        // Batches are waiting for company: wait for the next chunk only
-        // until their deadline; a checkpoint is due: only until then.
-        let wait = match stage.waiting_since {
-            Some(since) => Some(BATCH_DEADLINE.saturating_sub(since.elapsed())),
-            None => stage.checkpoint_due_in(),
-        };
-        let next = match wait {
-            None => rx.blocking_recv().map(Some),
-            Some(left) => {
-                match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
-                    Ok(input) => input.map(Some),
-                    Err(_) => Some(None),
-                }
-            }
-        };
-        // Hot reload (`crate::run_reloadable`): between chunks, nothing held.
-        if stage.held.is_none()
-            && stage.waiting_since.is_none()
-            && let Ok(swap) = swaps.try_recv()
-        {
-            (model, version, threshold) = swap.describe();
-            let closed = stage.engine.close_open_alerts();
-            if !closed.is_empty() {
-                tracing::info!(
-                    count = closed.len(),
-                    "resolving the replaced model's open alerts"
-                );
-            }
-            *stage.engine = swap.engine;
-            *stage.forecaster = swap.forecaster;
-            if stage.checkpoints.is_some() {
-                stage.engine.enable_checkpoints();
-            }
-            services.board.clear();
-            let mut out = Processed::empty();
-            out.changes = closed.into_iter().map(AlertChange::Resolved).collect();
-            stage.hold(out);
-        }
-        let closed = next.is_none();
-        let result = match next {
-            Some(Some(Input::Chunk(mut chunk))) => {
-                let r = stage.process(&mut chunk);
-                // Back to the consume thread for reuse (dropped here when
-                // enough are waiting there already).
-                let _ = spares.try_send(chunk);
-                r
-            }
-            Some(Some(Input::Assigned { states, seconds })) => stage.assigned(states, seconds),
-            Some(Some(Input::Revoked {
-                partitions,
-                done,
-                deadline,
-            })) => stage.revoked(&partitions, done, deadline),
-            // Deadline passed, or the channel closed: run what waits.
-            Some(None) | None => stage.forecast(true),
-        };
-        if let Err(e) = result {
+        let next = inbox.next(stage.wait(Instant::now()));
+        stage.swap_if_ready(swaps);
+        let closed = matches!(next, Next::Closed);
+        if let Err(e) = stage.dispatch(next, &spares) {
             tracing::error!(error = %e, "forecaster failed; stopping so that nothing is committed past it");
             shutdown.cancel();
             return Err(e);
         }
-        if stage.waiting_since.is_none()
-            && (closed || stage.checkpoint_due_in() == Some(Duration::ZERO))
+        stage.checkpoint_if_due(closed);
+        if let Some(out) = stage.release()
+            && tx.blocking_send(out).is_err()
         {
-            // At shutdown: the final checkpoint, so a restart resumes exactly.
-            stage.checkpoint();
-        }
-        if stage.waiting_since.is_some()
-            && let Some(held) = stage.held.as_mut()
-            && !held.changes.is_empty()
-        {
-            // Batches still wait for company, so the offsets stay held; the
-            // alert changes need not wait with them. Storing a change early
-            // is safe: it precedes its offsets either way, and a replay
-            // makes the same change again (upserts by alert id).
-            let early = Processed {
-                changes: std::mem::take(&mut held.changes),
-                ..Processed::empty()
-            };
-            if tx.blocking_send(early).is_err() {
-                return Err(IngestError::StageDied("persist"));
-            }
-        }
-        if stage.waiting_since.is_none()
-            && let Some(processed) = stage.held.take()
-        {
-            // Each device the chunks touched, once, however many readings it took.
-            let touched = stage.engine.drain_touched();
-            let evicted = stage.engine.drain_evicted();
-            DevicesEvicted {
-                count: evicted.len(),
-            }
-            .emit(&services.metrics);
-            services.board.remove(evicted);
-            services.board.update(
-                touched
-                    .into_iter()
-                    .map(|v| DeviceSnapshot::from_view(v, &model, &version, threshold)),
-            );
-            if tx.blocking_send(processed).is_err() {
-                return Err(IngestError::StageDied("persist"));
-            }
+            return Err(IngestError::StageDied("persist"));
         }
         if closed {
             return Ok(());
@@ -217,37 +102,162 @@ where
     }
 }
 
-/// Checkpoint bookkeeping of the engine stage.
-struct Checkpointing {
-    interval: Duration,
-    last: Instant,
-    /// Per assigned partition, the offset after the last message the
-    /// engine has applied: where a checkpoint taken now resumes.
-    positions: Vec<(i32, i64)>,
-    /// Messages were applied since the last checkpoint.
-    unsaved: bool,
+/// What the stage's input brought.
+enum Next {
+    Input(Input),
+    /// The wait ran out first.
+    Timeout,
+    /// The consume thread is gone: its input is closed.
+    Closed,
 }
 
-/// The engine stage's state between chunks.
+/// The stage's input, waited on with a timeout.
+struct Inbox {
+    rx: Receiver<Input>,
+    /// Only for waiting on the channel with a timeout; libtorch runs on
+    /// this thread, never on the async runtime.
+    timer: tokio::runtime::Runtime,
+}
+
+impl Inbox {
+    fn new(rx: Receiver<Input>) -> Result<Self, IngestError> {
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| IngestError::Config(format!("engine stage timer: {e}")))?;
+        Ok(Self { rx, timer })
+    }
+
+    /// The next input, waiting at most `wait` (`None`: until one comes).
+    fn next(&mut self, wait: Option<Duration>) -> Next {
+        let Some(left) = wait else {
+            return self.rx.blocking_recv().map_or(Next::Closed, Next::Input);
+        };
+        let rx = &mut self.rx;
+        match self
+            .timer
+            .block_on(async { tokio::time::timeout(left, rx.recv()).await })
+        {
+            Ok(Some(input)) => Next::Input(input),
+            Ok(None) => Next::Closed,
+            Err(_) => Next::Timeout,
+        }
+    }
+}
+
+/// How long the stage may wait for input: batches waiting for company
+/// only until their deadline; otherwise until a checkpoint is due, if one
+/// will be (`checkpoint_due_in`); `None`: until input comes.
+fn wait_for_input(
+    waiting_since: Option<Instant>,
+    checkpoint_due_in: Option<Duration>,
+    now: Instant,
+) -> Option<Duration> {
+    match waiting_since {
+        Some(since) => Some(BATCH_DEADLINE.saturating_sub(now.saturating_duration_since(since))),
+        None => checkpoint_due_in,
+    }
+}
+
+/// The engine stage's state between inputs.
 struct Stage<'a, F> {
-    engine: &'a mut Engine,
-    forecaster: &'a mut F,
-    metrics: &'a Metrics,
+    engine: Engine,
+    forecaster: F,
     services: &'a Services,
+    /// (model, version, threshold) the device snapshots carry.
+    model: (String, String, f64),
+    /// Present when checkpoints are on.
     checkpoints: Option<Checkpointing>,
-    /// Outcome of the chunks taken since the queue was last empty. Their
-    /// offsets are handed on only once every batch they completed has been
-    /// through the forecaster.
-    held: Option<Processed>,
+    outbox: Outbox,
     /// When batches started waiting in the engine's queue.
     waiting_since: Option<Instant>,
 }
 
-impl<F> Stage<'_, F>
+impl<'a, F> Stage<'a, F>
 where
     F: Forecaster,
     F::Error: Display,
 {
+    fn new(cfg: &IngestConfig, mut engine: Engine, forecaster: F, services: &'a Services) -> Self {
+        let c = engine.config();
+        let model = (c.model.clone(), c.model_version.clone(), c.threshold());
+        let checkpoints = cfg.checkpoints().then(|| {
+            engine.enable_checkpoints();
+            Checkpointing::new(cfg.checkpoint_interval, Instant::now())
+        });
+        Self {
+            engine,
+            forecaster,
+            services,
+            model,
+            checkpoints,
+            outbox: Outbox::default(),
+            waiting_since: None,
+        }
+    }
+
+    fn batches_waiting(&self) -> bool {
+        self.waiting_since.is_some()
+    }
+
+    fn checkpoint_due_in(&self, now: Instant) -> Option<Duration> {
+        self.checkpoints.as_ref()?.due_in(now)
+    }
+
+    /// How long to wait for the next input ([`wait_for_input`]).
+    fn wait(&self, now: Instant) -> Option<Duration> {
+        wait_for_input(self.waiting_since, self.checkpoint_due_in(now), now)
+    }
+
+    /// Hot reload (`crate::run_reloadable`): swaps in a waiting model, only
+    /// between chunks with nothing held and no batch waiting. The replaced
+    /// engine's open alerts are resolved and go out like any change.
+    fn swap_if_ready(&mut self, swaps: &std::sync::mpsc::Receiver<ModelSwap<F>>) {
+        if !self.outbox.is_empty() || self.batches_waiting() {
+            return;
+        }
+        let Ok(swap) = swaps.try_recv() else { return };
+        self.model = swap.describe();
+        let closed = self.engine.close_open_alerts();
+        if !closed.is_empty() {
+            tracing::info!(
+                count = closed.len(),
+                "resolving the replaced model's open alerts"
+            );
+        }
+        self.engine = swap.engine;
+        self.forecaster = swap.forecaster;
+        if self.checkpoints.is_some() {
+            self.engine.enable_checkpoints();
+        }
+        self.services.board.clear();
+        self.outbox.hold(Processed {
+            changes: closed.into_iter().map(AlertChange::Resolved).collect(),
+            ..Processed::default()
+        });
+    }
+
+    /// Applies one input. A timeout or the end of the input runs every
+    /// waiting batch.
+    fn dispatch(&mut self, next: Next, spares: &SpareSender) -> Result<(), IngestError> {
+        match next {
+            Next::Input(Input::Chunk(mut chunk)) => {
+                let r = self.process(&mut chunk);
+                // Back to the consume thread for reuse (dropped here when
+                // enough are waiting there already).
+                let _ = spares.try_send(chunk);
+                r
+            }
+            Next::Input(Input::Assigned { states, seconds }) => self.assigned(states, seconds),
+            Next::Input(Input::Revoked {
+                partitions,
+                done,
+                deadline,
+            }) => self.revoked(&partitions, done, deadline),
+            Next::Timeout | Next::Closed => self.forecast(true),
+        }
+    }
+
     /// Feeds a chunk to the engine. A forecaster call runs whenever batches
     /// of `max_batch` devices are queued; what is left waits for the next
     /// chunk, at most [`BATCH_DEADLINE`] from when the queue stopped being
@@ -256,13 +266,10 @@ where
         let mut out = Processed {
             rejects: std::mem::take(&mut chunk.rejects),
             offsets: std::mem::take(&mut chunk.offsets),
-            ..Processed::empty()
+            ..Processed::default()
         };
         if let Some(cp) = &mut self.checkpoints {
-            for &(p, next) in &out.offsets {
-                advance_offset(&mut cp.positions, p, next);
-            }
-            cp.unsaved |= !out.offsets.is_empty();
+            cp.applied(&out.offsets);
         }
         for (reading, &(partition, offset)) in chunk.readings.iter().zip(&chunk.origins) {
             match self.engine.push_ref(reading, partition) {
@@ -282,12 +289,12 @@ where
                 }),
             }
             if self.engine.batch_full() {
-                self.hold(out);
+                self.outbox.hold(out);
                 self.forecast(false)?;
-                out = Processed::empty();
+                out = Processed::default();
             }
         }
-        self.hold(out);
+        self.outbox.hold(out);
         if self.engine.queued() == 0 {
             self.waiting_since = None;
         } else {
@@ -300,11 +307,11 @@ where
     }
 
     /// Runs every queued batch (`all`), or only full forecaster calls, and
-    /// records the outcome in `held`.
+    /// holds the outcome.
     fn forecast(&mut self, all: bool) -> Result<(), IngestError> {
         let mut timed = Timed {
-            inner: &mut *self.forecaster,
-            metrics: self.metrics,
+            inner: &mut self.forecaster,
+            metrics: &self.services.metrics,
         };
         let events = if all {
             self.engine.flush(&mut timed)
@@ -315,7 +322,7 @@ where
         if self.engine.queued() == 0 {
             self.waiting_since = None;
         }
-        let held = self.held.get_or_insert_with(Processed::empty);
+        let held = self.outbox.held();
         for ev in events {
             let change = match ev {
                 EngineEvent::Scored { .. } => {
@@ -325,30 +332,25 @@ where
                 EngineEvent::Opened(a) => AlertChange::Opened(a),
                 EngineEvent::Resolved(a) => AlertChange::Resolved(a),
             };
-            AlertDelay::since("scored", change.reading_ts()).emit(self.metrics);
+            AlertDelay::since("scored", change.reading_ts()).emit(&self.services.metrics);
             held.changes.push(change);
         }
         Ok(())
     }
 
-    /// How long until a checkpoint is due (zero: now); `None` when
-    /// checkpoints are off or nothing changed since the last one.
-    fn checkpoint_due_in(&self) -> Option<Duration> {
-        let cp = self.checkpoints.as_ref()?;
-        cp.unsaved
-            .then(|| cp.interval.saturating_sub(cp.last.elapsed()))
-    }
-
-    /// Attaches a checkpoint of every changed device and every partition's
-    /// position to the held outcome. Only with no batch queued.
-    fn checkpoint(&mut self) {
-        let Some(cp) = &mut self.checkpoints else {
-            return;
-        };
-        if self.held.as_ref().is_some_and(|h| h.checkpoint.is_some()) {
-            // A handover's checkpoint goes out first, alone (it is not
-            // written at all when late, which must not take a timer
-            // checkpoint's records with it); this one is taken next turn.
+    /// Takes a timer checkpoint when [`outbox::checkpoint_now`] says so
+    /// (`closing`: the input has ended).
+    fn checkpoint_if_due(&mut self, closing: bool) {
+        let now = Instant::now();
+        let due = self.checkpoint_due_in(now) == Some(Duration::ZERO);
+        if self.checkpoints.is_none()
+            || !outbox::checkpoint_now(
+                due,
+                closing,
+                self.batches_waiting(),
+                self.outbox.has_checkpoint(),
+            )
+        {
             return;
         }
         let records = match self.engine.checkpoint() {
@@ -358,13 +360,14 @@ where
                 return;
             }
         };
-        let markers = cp.positions.clone();
-        cp.last = Instant::now();
-        cp.unsaved = false;
+        let Some(cp) = &mut self.checkpoints else {
+            return;
+        };
+        let markers = cp.take(Instant::now());
         if records.is_empty() && markers.is_empty() {
             return;
         }
-        self.held.get_or_insert_with(Processed::empty).checkpoint = Some(Checkpoint {
+        self.outbox.held().checkpoint = Some(Checkpoint {
             records,
             markers,
             handover: None,
@@ -379,8 +382,7 @@ where
         let partitions = states.len();
         for s in states {
             if let (Some(cp), Some(at)) = (&mut self.checkpoints, s.resume_at) {
-                cp.positions.retain(|(p, _)| *p != s.partition);
-                cp.positions.push((s.partition, at));
+                cp.assigned(s.partition, at);
             }
             for bytes in &s.states {
                 match self.engine.restore(bytes) {
@@ -400,7 +402,7 @@ where
             rejected,
             seconds,
         }
-        .emit(self.metrics);
+        .emit(&self.services.metrics);
         Ok(())
     }
 
@@ -418,69 +420,49 @@ where
             .release_origins(partitions)
             .map_err(|e| IngestError::Config(format!("handover: {e}")))?;
         self.services.board.remove(released);
-        let mut markers = Vec::new();
-        if let Some(cp) = &mut self.checkpoints {
-            cp.positions.retain(|&(p, at)| {
-                let revoked = partitions.contains(&p);
-                if revoked {
-                    markers.push((p, at));
-                }
-                !revoked
-            });
-        }
-        let held = self.held.get_or_insert_with(Processed::empty);
-        // Timer checkpoints leave with the outcome they are taken for, so
-        // none is waiting here to be replaced.
-        debug_assert!(held.checkpoint.is_none());
-        held.checkpoint = Some(Checkpoint {
+        let markers = match &mut self.checkpoints {
+            Some(cp) => cp.revoked(partitions),
+            None => Vec::new(),
+        };
+        let cp = Checkpoint {
             records,
             markers,
             handover: Some(deadline),
-        });
-        held.done = Some(done);
+        };
+        self.outbox.hand_over(cp, done);
         Ok(())
     }
 
-    fn hold(&mut self, p: Processed) {
-        match &mut self.held {
-            None => self.held = Some(p),
-            Some(held) => held.merge(p),
-        }
-    }
-}
-
-impl Processed {
-    fn empty() -> Self {
-        Self {
-            changes: Vec::new(),
-            rejects: Vec::new(),
-            offsets: Vec::new(),
-            accepted: 0,
-            duplicates: 0,
-            batches_scored: 0,
-            max_ts: None,
-            checkpoint: None,
-            done: None,
+    /// What goes to the persist stage now ([`Outbox::release`]). With
+    /// everything released, the device board first shows the devices the
+    /// held chunks touched and drops the evicted ones.
+    fn release(&mut self) -> Option<Processed> {
+        match self.outbox.release(self.batches_waiting())? {
+            Release::Changes(p) => Some(p),
+            Release::All(p) => {
+                self.show_devices();
+                Some(p)
+            }
         }
     }
 
-    /// Appends a later outcome: its offsets are at or past ours.
-    fn merge(&mut self, later: Processed) {
-        self.changes.extend(later.changes);
-        self.rejects.extend(later.rejects);
-        for (p, next) in later.offsets {
-            advance_offset(&mut self.offsets, p, next);
+    /// Each device the chunks touched, once, however many readings it
+    /// took; evicted devices leave the board.
+    fn show_devices(&mut self) {
+        let touched = self.engine.drain_touched();
+        let evicted = self.engine.drain_evicted();
+        DevicesEvicted {
+            count: evicted.len(),
         }
-        self.accepted += later.accepted;
-        self.duplicates += later.duplicates;
-        self.batches_scored += later.batches_scored;
-        self.max_ts = self.max_ts.max(later.max_ts);
-        if later.checkpoint.is_some() {
-            self.checkpoint = later.checkpoint;
-        }
-        if later.done.is_some() {
-            self.done = later.done;
-        }
+        .emit(&self.services.metrics);
+        let board = &self.services.board;
+        board.remove(evicted);
+        let (model, version, threshold) = &self.model;
+        board.update(
+            touched
+                .into_iter()
+                .map(|v| DeviceSnapshot::from_view(v, model, version, *threshold)),
+        );
     }
 }
 
@@ -488,23 +470,27 @@ impl Processed {
 mod tests {
     use std::sync::Arc;
 
+    use forewarn_api::{AlertBus, DeviceBoard};
     use forewarn_core::ReadingRef;
     use forewarn_core::testing::{Persistence, engine};
     use forewarn_store::AlertStore;
-    use forewarn_telemetry::{AlertBus, DeviceBoard, Health};
+    use forewarn_telemetry::Health;
 
     use super::*;
 
-    /// An alert opened by a call goes to the persist stage at once, while
-    /// the chunk's offsets stay held behind a batch still waiting for
-    /// company; the offsets follow once that batch has run.
-    #[test]
-    fn alert_changes_do_not_wait_for_held_offsets() {
-        // Devices d and e every tick (d's third batch, ticks 5-6, is off by
-        // 2 on channel b: it opens an alert); f joins at tick 5, so its
-        // first batch is due alone after the call that scores d's.
+    /// Devices d and e every tick (d's third batch, ticks 5-6, is off by 2
+    /// on channel b: it opens an alert); f joins at tick 5, so with two
+    /// devices per call its first batch is due alone after the call that
+    /// scores d's. All on `partition`, offsets from 0; the ids of
+    /// partitions other than 0 end in the partition's number.
+    fn spiking_chunk(partition: i32) -> Chunk {
         let mut chunk = Chunk::default();
         let mut offset = 0;
+        let suffix = if partition == 0 {
+            String::new()
+        } else {
+            partition.to_string()
+        };
         for tick in 1..=6i64 {
             let spike = if tick >= 5 { 2.0 } else { 0.0 };
             for (device, b) in [("d", spike), ("e", 0.0), ("f", 0.0)] {
@@ -512,33 +498,50 @@ mod tests {
                     continue;
                 }
                 chunk.readings.push(ReadingRef {
-                    device,
+                    device: &format!("{device}{suffix}"),
                     ts_ms: 10 * tick,
                     values: &[0.0, b],
                 });
-                chunk.origins.push((0, offset));
+                chunk.origins.push((partition, offset));
                 offset += 1;
             }
         }
-        chunk.offsets = vec![(0, offset)];
+        chunk.offsets = vec![(partition, offset)];
         chunk.consumed = offset as usize;
+        chunk
+    }
 
+    fn services() -> Services {
         let metrics = Arc::new(Metrics::new());
-        let services = Services {
+        Services {
             store: Arc::new(AlertStore::open_in_memory().unwrap()),
             board: Arc::new(DeviceBoard::new()),
             health: Arc::new(Health::with_metrics(&metrics)),
             metrics,
             bus: AlertBus::default(),
-        };
-        let cfg = IngestConfig {
-            checkpoint_interval: Duration::ZERO,
+        }
+    }
+
+    fn config(checkpoint_interval: Duration) -> IngestConfig {
+        IngestConfig {
+            checkpoint_interval,
             ..IngestConfig::default()
-        };
+        }
+    }
+
+    /// An alert opened by a call goes to the persist stage at once, while
+    /// the chunk's offsets stay held behind a batch still waiting for
+    /// company; the offsets follow once that batch has run.
+    #[test]
+    fn alert_changes_do_not_wait_for_held_offsets() {
+        let chunk = spiking_chunk(0);
+        let offset = chunk.offsets[0].1;
+        let services = services();
+        let cfg = config(Duration::ZERO);
         let (in_tx, in_rx) = tokio::sync::mpsc::channel(4);
         let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(4);
-        let (spare_tx, _spares) = crate::consume::spares();
-        let (_swap_tx, swaps) = std::sync::mpsc::channel::<crate::ModelSwap<Persistence>>();
+        let (spare_tx, _spares) = crate::messages::spares();
+        let (_swap_tx, swaps) = std::sync::mpsc::channel::<ModelSwap<Persistence>>();
         let shutdown = CancellationToken::new();
         let stage = std::thread::spawn(move || {
             run(
@@ -577,5 +580,126 @@ mod tests {
         while let Some(p) = out_rx.blocking_recv() {
             assert!(p.changes.is_empty() && p.accepted == 0, "{:?}", p.changes);
         }
+    }
+
+    #[test]
+    fn the_wait_for_input_ends_at_the_batch_deadline_or_the_checkpoint() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // (batches waiting since ms ago, checkpoint due in ms) -> wait in ms
+        let cases = [
+            ((None, None), None),
+            ((None, Some(300)), Some(300)),
+            ((None, Some(0)), Some(0)),
+            ((Some(2), None), Some(3)),
+            ((Some(2), Some(0)), Some(3)),
+            ((Some(9), Some(300)), Some(0)),
+        ];
+        for ((since, due), want) in cases {
+            let since = since.map(|ago| now - ms(ago));
+            assert_eq!(
+                wait_for_input(since, due.map(ms), now),
+                want.map(ms),
+                "{since:?} {due:?}"
+            );
+        }
+    }
+
+    /// A reloaded model is taken only with nothing held; the replaced
+    /// engine's open alert is resolved and goes out like any change.
+    #[test]
+    fn a_swap_waits_until_nothing_is_held() {
+        let services = services();
+        let mut stage = Stage::new(
+            &config(Duration::ZERO),
+            engine(2),
+            Persistence { calls: vec![] },
+            &services,
+        );
+        let (swap_tx, swaps) = std::sync::mpsc::channel();
+        let (spare_tx, _spares) = crate::messages::spares();
+        stage
+            .dispatch(Next::Input(Input::Chunk(spiking_chunk(0))), &spare_tx)
+            .unwrap();
+        swap_tx
+            .send(ModelSwap {
+                engine: engine(4),
+                forecaster: Persistence { calls: vec![] },
+            })
+            .unwrap();
+        stage.swap_if_ready(&swaps);
+        assert_eq!(stage.engine.config().max_batch, 2, "swapped while held");
+        // f's batch waits; the early release carries d's alert.
+        let Some(early) = stage.release() else {
+            panic!("d's alert goes ahead")
+        };
+        assert_eq!(early.changes.len(), 1);
+        stage.swap_if_ready(&swaps);
+        assert_eq!(
+            stage.engine.config().max_batch,
+            2,
+            "swapped with a batch waiting"
+        );
+        stage.dispatch(Next::Timeout, &spare_tx).unwrap();
+        let held = stage.release().expect("the chunk's outcome");
+        assert_eq!(held.offsets, [(0, 14)]);
+        assert_eq!(services.board.len(), 3);
+
+        stage.swap_if_ready(&swaps);
+        assert_eq!(stage.engine.config().max_batch, 4, "not swapped");
+        assert!(services.board.is_empty(), "the board starts over");
+        let out = stage.release().expect("the replaced engine's alerts");
+        match out.changes.as_slice() {
+            [AlertChange::Resolved(a)] => assert_eq!(a.device, "d"),
+            other => panic!("expected d's alert resolved, got {other:?}"),
+        }
+    }
+
+    /// A handover's checkpoint goes out alone: a timer checkpoint (here the
+    /// final one, at the end of the input) waits until it has left, then
+    /// marks the partitions still held.
+    #[test]
+    fn a_handover_checkpoint_goes_out_alone() {
+        let services = services();
+        let mut stage = Stage::new(
+            &config(Duration::from_secs(3600)),
+            engine(8),
+            Persistence { calls: vec![] },
+            &services,
+        );
+        let (spare_tx, _spares) = crate::messages::spares();
+        for partition in [0, 1] {
+            stage
+                .dispatch(
+                    Next::Input(Input::Chunk(spiking_chunk(partition))),
+                    &spare_tx,
+                )
+                .unwrap();
+        }
+        stage.dispatch(Next::Timeout, &spare_tx).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let revoked = Input::Revoked {
+            partitions: vec![0],
+            done,
+            deadline,
+        };
+        stage.dispatch(Next::Input(revoked), &spare_tx).unwrap();
+        stage.checkpoint_if_due(true);
+
+        let handover = stage.release().expect("the handover");
+        let cp = handover.checkpoint.expect("its checkpoint");
+        assert_eq!(cp.handover, Some(deadline));
+        assert_eq!(cp.markers, [(0, 14)]);
+        assert!(!cp.records.is_empty());
+        assert!(cp.records.iter().all(|r| r.origin == 0));
+        handover.done.expect("its signal").send(()).unwrap();
+        assert!(finished.try_recv().is_ok());
+
+        stage.checkpoint_if_due(true);
+        let last = stage.release().expect("the final checkpoint");
+        let cp = last.checkpoint.expect("a timer checkpoint");
+        assert_eq!((cp.handover, cp.markers), (None, vec![(1, 14)]));
+        assert!(cp.records.iter().all(|r| r.origin == 1));
     }
 }

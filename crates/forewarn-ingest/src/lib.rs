@@ -26,69 +26,37 @@
 //! from exactly there, reproducing the same batches and so the same
 //! deterministic alert ids, which the store upserts. Revoked partitions hand
 //! their latest state over before the rebalance completes (see `context`).
+//!
+//! Files import in one direction: the stages (`consume` with its rebalance
+//! callbacks in `context`, `engine_stage`, `persist`) share only the
+//! [`messages`] passed between them, the configuration (`config`, and
+//! `client`, where every Kafka client is configured) and `checkpoint` (the
+//! state topic's format); this file wires them.
 
 mod admin;
 mod checkpoint;
+mod client;
 mod config;
 mod consume;
 mod context;
 mod engine_stage;
+mod error;
+mod messages;
 mod persist;
+mod services;
 
 use std::fmt::Display;
 use std::sync::Arc;
 
 use forewarn_core::{Engine, Forecaster};
-use forewarn_store::AlertStore;
-use forewarn_telemetry::{AlertBus, DeviceBoard, Health, Metrics};
 use rdkafka::consumer::{CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 
 pub use admin::ensure_topics;
 pub use config::IngestConfig;
-
-/// Shared services the pipeline reports into.
-#[derive(Clone)]
-pub struct Services {
-    pub store: Arc<AlertStore>,
-    pub board: Arc<DeviceBoard>,
-    pub health: Arc<Health>,
-    pub metrics: Arc<Metrics>,
-    /// Alert events, published by the persist stage once a change is durable.
-    pub bus: AlertBus,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("forecaster failed: {0}")]
-    Forecaster(String),
-    #[error("pipeline stage {0} stopped unexpectedly")]
-    StageDied(&'static str),
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
-
-/// A validated model to swap in while the pipeline runs (hot reload): a
-/// fresh engine for it and its forecaster. The engine thread takes it
-/// between chunks; device state starts over (windows re-warm), and the
-/// model's channel schema must equal the running one (the consume stage
-/// decodes with it). The old engine's open alerts are resolved at the swap
-/// (stamped with their device's last reading) and go through the persist
-/// stage like any change; alerts after the swap carry the new model version.
-pub struct ModelSwap<F> {
-    pub engine: Engine,
-    pub forecaster: F,
-}
-
-impl<F> ModelSwap<F> {
-    /// (model, version, threshold) of the new engine.
-    fn describe(&self) -> (String, String, f64) {
-        let c = self.engine.config();
-        (c.model.clone(), c.model_version.clone(), c.threshold())
-    }
-}
+pub use error::IngestError;
+pub use messages::ModelSwap;
+pub use services::Services;
 
 /// Runs the pipeline until `shutdown` is cancelled (or a stage fails, which
 /// cancels it too). Returns after the last durable offsets are committed.
@@ -126,11 +94,11 @@ where
     ensure_topics(&cfg, &shutdown).await?;
     let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
     let consumer = Arc::new(consume::create_consumer(&cfg, &services, chunk_tx.clone())?);
-    let producer = persist::create_producer(&cfg)?;
+    let producer = client::producer(&cfg)?;
     let schema = engine.config().schema.clone();
 
     let (done_tx, done_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
-    let (spare_tx, spare_rx) = consume::spares();
+    let (spare_tx, spare_rx) = messages::spares();
 
     let consume = {
         let (consumer, services, shutdown, cfg) = (

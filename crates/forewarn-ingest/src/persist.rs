@@ -1,29 +1,31 @@
 //! Stage 3: make a chunk's effects durable, then store its offsets.
 //!
-//! Order per chunk: dead letters delivered, alert changes committed to the
-//! store, alerts delivered to the alerts topic, device-state checkpoint
-//! (if one is due) written to the state topic, and only then offsets stored
-//! (with checkpoints on, only a checkpoint's own positions).
+//! Order per chunk ([`plan`], which decides it without I/O): dead letters
+//! delivered, alert changes committed to the store, alerts delivered to the
+//! alerts topic, device-state checkpoint (if one is due) written to the
+//! state topic, and only then offsets stored (with checkpoints on, only a
+//! checkpoint's own positions).
 //! A step that fails is retried with back-off; nothing after it happens until
 //! it succeeds, so a crash at any point replays the chunk (alert ids are
 //! deterministic, so replays do not duplicate alerts).
 //!
 //! Once a chunk's alert changes are durable and on the alerts topic, they
-//! are published on the [`AlertBus`](forewarn_telemetry::AlertBus) for live
+//! are published on the [`AlertBus`](forewarn_api::AlertBus) for live
 //! consumers (SSE, webhook). Publishing never blocks; a replayed chunk
 //! publishes its changes again, so consumers see at-least-once events.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use forewarn_api::{AlertEvent, AlertEventKind};
 use forewarn_core::AlertState;
 use forewarn_store::{AlertChange, AlertRecord};
+use forewarn_telemetry::Metrics;
 use forewarn_telemetry::events::{
     AlertDelay, AlertOpened, AlertResolved, BatchesScored, CheckpointWritten, DeadLettered,
     InternalEvent, LastProcessed, MessageRejected, OffsetsStored, ReadingsAccepted,
     ReadingsDuplicate,
 };
-use forewarn_telemetry::{AlertEvent, AlertEventKind};
 use futures::future::join_all;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -32,20 +34,25 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::client_config;
 use crate::checkpoint;
-use crate::consume::{PipelineConsumer, Rejected};
-use crate::engine_stage::Processed;
-use crate::{IngestConfig, IngestError, Services};
+use crate::client::{SEND_QUEUE_TIMEOUT, first_error};
+use crate::config::IngestConfig;
+use crate::context::PipelineConsumer;
+use crate::error::IngestError;
+use crate::messages::{Checkpoint, Processed, Rejected};
+use crate::services::Services;
 
-const SEND_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+mod plan;
 
-pub(crate) fn create_producer(cfg: &IngestConfig) -> Result<FutureProducer, IngestError> {
-    let mut c = client_config(cfg);
-    c.set("acks", "all")
-        .set("linger.ms", "2")
-        .set("message.timeout.ms", "30000");
-    Ok(c.create()?)
+use plan::{Step, Written};
+
+/// The stage's I/O: where each step's effects go.
+struct Sinks<'a> {
+    cfg: &'a IngestConfig,
+    producer: &'a FutureProducer,
+    consumer: &'a PipelineConsumer,
+    services: &'a Services,
+    shutdown: &'a CancellationToken,
 }
 
 pub(crate) async fn run(
@@ -56,133 +63,180 @@ pub(crate) async fn run(
     mut rx: Receiver<Processed>,
     shutdown: &CancellationToken,
 ) -> Result<(), IngestError> {
+    let sinks = Sinks {
+        cfg,
+        producer,
+        consumer,
+        services,
+        shutdown,
+    };
     while let Some(p) = rx.recv().await {
-        let m = &services.metrics;
-        for r in &p.rejects {
-            MessageRejected {
-                reason: r.reason.label(),
-                detail: r.reason.to_string(),
-                partition: r.partition,
-                offset: r.offset,
-            }
-            .emit(m);
-        }
-        if !retry("dead-letter delivery", shutdown, || {
-            send_dead_letters(cfg, producer, &p.rejects)
-        })
-        .await
-        {
+        let Some(stored) = sinks.persist(&p).await else {
+            // Shutdown interrupted a step: the outcome is replayed from
+            // the last stored offsets.
             return Ok(());
-        }
-        for r in &p.rejects {
-            DeadLettered {
-                reason: r.reason.label(),
-            }
-            .emit(m);
-        }
-        if !retry("alert store", shutdown, || {
-            store_changes(services, p.changes.clone())
-        })
-        .await
-        {
-            return Ok(());
-        }
-        for c in &p.changes {
-            AlertDelay::since("stored", c.reading_ts()).emit(m);
-        }
-        if !retry("alert publication", shutdown, || {
-            publish_alerts(cfg, producer, &p.changes)
-        })
-        .await
-        {
-            return Ok(());
-        }
-        for c in &p.changes {
-            AlertDelay::since("published", c.reading_ts()).emit(m);
-        }
-        for c in &p.changes {
-            match c {
-                AlertChange::Opened(a) => AlertOpened { alert: a }.emit(m),
-                AlertChange::Resolved(a) => AlertResolved { alert: a }.emit(m),
-            }
-        }
-        for c in &p.changes {
-            let (kind, a) = match c {
-                AlertChange::Opened(a) => (AlertEventKind::Opened, a),
-                AlertChange::Resolved(a) => (AlertEventKind::Resolved, a),
-            };
-            services.bus.publish(AlertEvent {
-                kind,
-                alert: AlertRecord::from(a.clone()),
-            });
-        }
-        // With checkpoints on, offsets move only with a durable checkpoint
-        // (its markers), so a restart never resumes past the state it restores.
-        let offsets = match &p.checkpoint {
-            Some(cp) => {
-                let t = std::time::Instant::now();
-                // A handover past its deadline is not written: the rebalance
-                // went on without it, the next owner resumed from the
-                // previous checkpoint, and this one could interleave with its.
-                let late = std::cell::Cell::new(false);
-                if !retry("state checkpoint", shutdown, || {
-                    let past = cp.handover.is_some_and(|d| std::time::Instant::now() >= d);
-                    late.set(past);
-                    async move {
-                        if past {
-                            Ok(())
-                        } else {
-                            checkpoint::write(cfg, producer, cp).await
-                        }
-                    }
-                })
-                .await
-                {
-                    return Ok(());
-                }
-                if late.get() {
-                    tracing::warn!(
-                        records = cp.records.len(),
-                        "handover checkpoint too late; not written"
-                    );
-                    &[]
-                } else {
-                    CheckpointWritten {
-                        records: cp.records.len(),
-                        partitions: cp.markers.len(),
-                        seconds: t.elapsed().as_secs_f64(),
-                        handover: cp.handover.is_some(),
-                    }
-                    .emit(m);
-                    &cp.markers[..]
-                }
-            }
-            None if cfg.checkpoints() => &[],
-            None => &p.offsets[..],
         };
-        store_offsets(cfg, consumer, offsets);
-        if let Some(done) = &p.done {
-            // The handover waiting on it may have timed out already.
-            let _ = done.send(());
-        }
-        ReadingsAccepted { count: p.accepted }.emit(m);
-        ReadingsDuplicate {
-            count: p.duplicates,
-        }
-        .emit(m);
-        BatchesScored {
-            count: p.batches_scored,
-        }
-        .emit(m);
-        OffsetsStored {
-            count: offsets.len(),
-        }
-        .emit(m);
-        if let Some(ts) = p.max_ts {
-            LastProcessed { ts_ms: ts }.emit(m);
-        }
+        count(&services.metrics, &p, stored);
     }
     Ok(())
+}
+
+impl Sinks<'_> {
+    /// Runs `p`'s [`plan`] step by step; the number of offsets stored, or
+    /// `None` when shutdown interrupted a step.
+    async fn persist(&self, p: &Processed) -> Option<usize> {
+        let m = &self.services.metrics;
+        let checkpoints = self.cfg.checkpoints();
+        let mut written = None;
+        let mut stored = 0;
+        for step in plan::plan(p, checkpoints) {
+            match step {
+                Step::DeadLetters => {
+                    for r in &p.rejects {
+                        MessageRejected {
+                            reason: r.reason.label(),
+                            detail: r.reason.to_string(),
+                            partition: r.partition,
+                            offset: r.offset,
+                        }
+                        .emit(m);
+                    }
+                    self.retry("dead-letter delivery", || {
+                        send_dead_letters(self.cfg, self.producer, &p.rejects)
+                    })
+                    .await?;
+                    for r in &p.rejects {
+                        DeadLettered {
+                            reason: r.reason.label(),
+                        }
+                        .emit(m);
+                    }
+                }
+                Step::StoreAlerts => {
+                    self.retry("alert store", || {
+                        store_changes(self.services, p.changes.clone())
+                    })
+                    .await?;
+                    for c in &p.changes {
+                        AlertDelay::since("stored", c.reading_ts()).emit(m);
+                    }
+                }
+                Step::PublishAlerts => {
+                    self.retry("alert publication", || {
+                        publish_alerts(self.cfg, self.producer, &p.changes)
+                    })
+                    .await?;
+                    for c in &p.changes {
+                        AlertDelay::since("published", c.reading_ts()).emit(m);
+                    }
+                }
+                Step::Announce => announce(self.services, &p.changes),
+                Step::WriteCheckpoint => {
+                    let cp = p.checkpoint.as_ref().expect("planned with a checkpoint");
+                    written = Some(self.write_checkpoint(cp).await?);
+                }
+                Step::StoreOffsets => {
+                    let offsets = plan::offsets_to_store(p, checkpoints, written);
+                    if !offsets.is_empty() {
+                        store_offsets(self.cfg, self.consumer, offsets);
+                    }
+                    stored = offsets.len();
+                }
+                Step::SignalDone => {
+                    if let Some(done) = &p.done {
+                        // The handover waiting on it may have timed out already.
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+        Some(stored)
+    }
+
+    /// Writes `cp` to the state topic, unless it is (or becomes, while
+    /// retrying) a handover past its deadline.
+    async fn write_checkpoint(&self, cp: &Checkpoint) -> Option<Written> {
+        let t = Instant::now();
+        let late = std::cell::Cell::new(false);
+        self.retry("state checkpoint", || {
+            let past = plan::too_late(cp, Instant::now());
+            late.set(past);
+            async move {
+                if past {
+                    Ok(())
+                } else {
+                    checkpoint::write(self.cfg, self.producer, cp).await
+                }
+            }
+        })
+        .await?;
+        if late.get() {
+            tracing::warn!(
+                records = cp.records.len(),
+                "handover checkpoint too late; not written"
+            );
+            return Some(Written::TooLate);
+        }
+        CheckpointWritten {
+            records: cp.records.len(),
+            partitions: cp.markers.len(),
+            seconds: t.elapsed().as_secs_f64(),
+            handover: cp.handover.is_some(),
+        }
+        .emit(&self.services.metrics);
+        Some(Written::Yes)
+    }
+
+    /// Retries `op` with back-off until it succeeds, or `None` at shutdown.
+    async fn retry<F, Fut>(&self, what: &str, op: F) -> Option<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        retry(what, self.shutdown, op).await.then_some(())
+    }
+}
+
+/// Logs and counts durable alert changes and broadcasts them to live
+/// consumers (SSE, webhook). Publishing never blocks.
+fn announce(services: &Services, changes: &[AlertChange]) {
+    let m = &services.metrics;
+    for c in changes {
+        match c {
+            AlertChange::Opened(a) => AlertOpened { alert: a }.emit(m),
+            AlertChange::Resolved(a) => AlertResolved { alert: a }.emit(m),
+        }
+    }
+    for c in changes {
+        let (kind, a) = match c {
+            AlertChange::Opened(a) => (AlertEventKind::Opened, a),
+            AlertChange::Resolved(a) => (AlertEventKind::Resolved, a),
+        };
+        services.bus.publish(AlertEvent {
+            kind,
+            alert: AlertRecord::from(a.clone()),
+        });
+    }
+}
+
+/// Counts a persisted outcome.
+fn count(m: &Metrics, p: &Processed, offsets_stored: usize) {
+    ReadingsAccepted { count: p.accepted }.emit(m);
+    ReadingsDuplicate {
+        count: p.duplicates,
+    }
+    .emit(m);
+    BatchesScored {
+        count: p.batches_scored,
+    }
+    .emit(m);
+    OffsetsStored {
+        count: offsets_stored,
+    }
+    .emit(m);
+    if let Some(ts) = p.max_ts {
+        LastProcessed { ts_ms: ts }.emit(m);
+    }
 }
 
 /// Retries `op` with back-off until it succeeds (true) or shutdown (false).
@@ -280,16 +334,6 @@ async fn publish_alerts(
         )
     });
     first_error(join_all(sends).await)
-}
-
-/// The first failed delivery of a batch of sends, as text.
-pub(crate) fn first_error<T, M>(
-    results: Vec<Result<T, (rdkafka::error::KafkaError, M)>>,
-) -> Result<(), String> {
-    match results.into_iter().find_map(Result::err) {
-        Some((e, _)) => Err(e.to_string()),
-        None => Ok(()),
-    }
 }
 
 async fn store_changes(services: &Services, changes: Vec<AlertChange>) -> Result<(), String> {

@@ -144,13 +144,13 @@ pub struct AlertDelay {
 
 impl AlertDelay {
     /// Every stage, so the series exist at zero.
-    pub const STAGES: [&'static str; 3] = ["scored", "stored", "published"];
+    pub const STAGES: [&'static str; 3] = crate::metrics::ALERT_DELAY_STAGES;
 
     /// The delay from a reading at `reading_ms` (epoch ms) to now.
     pub fn since(stage: &'static str, reading_ms: i64) -> Self {
         Self {
             stage,
-            seconds: (crate::unix_now_ms() - reading_ms) as f64 / 1000.0,
+            seconds: (crate::clock::unix_now_ms() - reading_ms) as f64 / 1000.0,
         }
     }
 }
@@ -542,7 +542,7 @@ mod tests {
         );
         assert_eq!(scored, Some(0.0));
         // `since` measures from a reading time against the wall clock.
-        let an_hour_ago = crate::unix_now_ms() - 3_600_000;
+        let an_hour_ago = crate::clock::unix_now_ms() - 3_600_000;
         let d = AlertDelay::since("published", an_hour_ago);
         assert!((3_600.0..3_610.0).contains(&d.seconds), "{}", d.seconds);
     }

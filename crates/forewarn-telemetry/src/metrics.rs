@@ -18,6 +18,10 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// (methods are client-chosen tokens, so they must not become labels as is).
 const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
+/// The `stage` labels of `forewarn_alert_delay_seconds`, each registered at
+/// zero.
+pub const ALERT_DELAY_STAGES: [&str; 3] = ["scored", "stored", "published"];
+
 /// The service's metrics. Fields are public so callers with unusual needs
 /// can reach a series directly; the usual way to move them is an
 /// [`InternalEvent`](crate::InternalEvent), which also logs.
@@ -190,7 +194,7 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(alert_delay.clone()))
             .expect("unique metric");
-        for stage in crate::events::AlertDelay::STAGES {
+        for stage in ALERT_DELAY_STAGES {
             alert_delay.with_label_values(&[stage]);
         }
 

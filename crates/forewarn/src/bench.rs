@@ -38,9 +38,10 @@ use forewarn_ingest::{IngestConfig, Services};
 use forewarn_model::{Highway, LstmForecaster, ModelError, ModelSpec, Precision};
 
 use crate::train::HighwayArg;
+use forewarn_api::DeviceBoard;
 use forewarn_store::AlertStore;
 use forewarn_telemetry::events::AlertDelay;
-use forewarn_telemetry::{DeviceBoard, Health, Metrics};
+use forewarn_telemetry::{Health, Metrics};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -843,7 +844,7 @@ impl Pipeline {
             board: Arc::new(DeviceBoard::new()),
             health,
             metrics: metrics.clone(),
-            bus: forewarn_telemetry::AlertBus::default(),
+            bus: forewarn_api::AlertBus::default(),
         };
         let probe = Arc::new(Probe::default());
         let forecaster = Probed {

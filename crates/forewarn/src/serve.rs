@@ -6,10 +6,11 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use forewarn_api::AppState;
+use forewarn_api::{AlertBus, DeviceBoard, ModelInfo};
 use forewarn_core::Engine;
 use forewarn_store::AlertStore;
 use forewarn_telemetry::events::{InternalEvent, ModelLoaded};
-use forewarn_telemetry::{AlertBus, DeviceBoard, Health, Metrics, ModelInfo};
+use forewarn_telemetry::{Health, Metrics};
 
 use crate::config::{Config, LogFormat, LogSection, StoreSection, parse_device};
 
