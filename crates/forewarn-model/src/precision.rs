@@ -6,8 +6,8 @@
 //! by casting a copy of the LSTM's weights at load
 //! ([`crate::LstmForecaster::set_precision`]).
 //!
-//! libtorch does not refuse bf16 where the hardware lacks it: on this
-//! libtorch (2.13) a CPU without AVX512_BF16 or AMX runs the same LSTM
+//! libtorch does not refuse bf16 where the hardware lacks it: on libtorch
+//! 2.13 (measured there) a CPU without AVX512_BF16 or AMX runs the same LSTM
 //! through oneDNN's emulation (AVX-512 without BF16: 8.3 ms per
 //! 256-device call against 3.5 ms in f32) or, below AVX-512, through the
 //! reference path (60 ms, GEMM at 0.8 GFLOP/s), with correct results. So

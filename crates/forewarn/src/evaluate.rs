@@ -138,6 +138,14 @@ pub struct EvaluateArgs {
     /// thresholds an f32 calibration set: what `serve` with bf16 does.
     #[arg(long, default_value_t = forewarn_model::Precision::F32)]
     precision: forewarn_model::Precision,
+    /// Device of the scoring replay (auto, cpu, cuda, cuda:N; serve's
+    /// model.device) when it differs from model.toml's `[model] device`:
+    /// the model is trained and calibrated there, then saved and loaded
+    /// on this one, as `serve` loads an artifact. With `--score-device
+    /// cuda` a CPU-trained network is scored on the GPU, so its decisions
+    /// compare with a CPU run's row for row (benches/gpu.sh).
+    #[arg(long)]
+    score_device: Option<String>,
 }
 
 /// A test file as loaded.
@@ -176,6 +184,8 @@ pub struct Report {
     /// Inference precision of the scoring replay (`--precision`; not
     /// `precision`, which is the metric).
     pub inference_precision: forewarn_model::Precision,
+    /// `--score-device`, when given (else the scoring ran on `[model] device`).
+    pub score_device: Option<String>,
     pub config: EvalConfig,
     /// Pooled over all files.
     #[serde(flatten)]
@@ -213,6 +223,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         PositionArg::Centered => WindowPosition::Centered,
     };
     let nab_window = a.nab_window.as_deref().map(parse_width).transpose()?;
+    let score_device = a.score_device.as_deref().map(parse_device).transpose()?;
 
     let mut shared = if a.train_rows.is_none() {
         let train_files = expand(&a.train)?;
@@ -223,7 +234,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             data.n_channels(),
             train_files.len()
         );
-        Some(fit_for_scoring(&data, &cfg, a.precision)?)
+        Some(fit_for_scoring(&data, &cfg, a.precision, score_device)?)
     } else {
         None
     };
@@ -252,7 +263,12 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
                 let mut train_part = loaded.data.slice(0..n);
                 train_part.labels = None;
                 eprintln!("{}: training on the first {n} rows", path.display());
-                per_file.insert(fit_for_scoring(&train_part, &cfg, a.precision)?)
+                per_file.insert(fit_for_scoring(
+                    &train_part,
+                    &cfg,
+                    a.precision,
+                    score_device,
+                )?)
             }
             (None, None) => unreachable!("clap requires --train or --train-rows"),
         };
@@ -338,6 +354,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         nab_window,
         nab_window_position: position,
         inference_precision: a.precision,
+        score_device: a.score_device.clone(),
         config: cfg,
         metrics: pooled.metrics(),
         counts: pooled,
@@ -618,12 +635,14 @@ pub fn train_config(cfg: &EvalConfig) -> anyhow::Result<TrainConfig> {
 /// Trains on `data` and calibrates the configured threshold strategy on
 /// the validation tail (the rows training held out): [`fit::fit`], as
 /// `forewarn train` does, with the window shrunk for short training parts.
-/// Then switches the network to `precision` for scoring (bf16 is refused
-/// for a kind other than the forecaster).
+/// Then moves it to `score_device` (when given and not the training
+/// device) and switches the network to `precision` for scoring (bf16 is
+/// refused for a kind other than the forecaster).
 fn fit_for_scoring(
     data: &Dataset,
     cfg: &EvalConfig,
     precision: forewarn_model::Precision,
+    score_device: Option<tch::Device>,
 ) -> anyhow::Result<Model> {
     let mut tc = train_config(cfg)?;
     if let Some(w) = fitting_window(data.len(), &tc) {
@@ -642,8 +661,25 @@ fn fit_for_scoring(
         strategy.kind(),
         strategy.nominal_threshold()
     );
+    if let Some(device) = score_device.filter(|d| *d != tc.device) {
+        model = moved_to(&model, device)?;
+    }
     model.network.set_precision(precision)?;
     Ok(model)
+}
+
+/// `model` on `device`, through the artifact `serve` would load: saved to a
+/// scratch folder and loaded from it (weights, scaler and threshold
+/// strategy travel exactly as to a serving machine).
+fn moved_to(model: &Model, device: tch::Device) -> anyhow::Result<Model> {
+    static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SCRATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("forewarn-evaluate-{}-{n}", std::process::id()));
+    let moved = forewarn_model::save_model(model, &dir)
+        .and_then(|()| forewarn_model::load(&dir, device))
+        .with_context(|| format!("moving the model to {device:?}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    moved
 }
 
 /// A smaller window (warm-up) when the validation tail of `rows` rows is
@@ -739,7 +775,38 @@ mod tests {
             plot: None,
             decisions: None,
             precision: forewarn_model::Precision::F32,
+            score_device: None,
         }
+    }
+
+    /// `--score-device` moves the fitted model through its artifact; the
+    /// moved copy (onto the CPU again here; benches/gpu.sh moves it onto
+    /// CUDA) is the same model and scores every batch exactly alike.
+    #[test]
+    fn a_model_moved_through_its_artifact_scores_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        let a = args(dir.path(), vec![], vec![], None, "gaussian");
+        let cfg = EvalConfig::load(a.config.as_deref()).unwrap();
+        let opts = CsvOptions {
+            delimiter: b';',
+            time_column: Some("time".into()),
+            label_column: Some("label".into()),
+            ignore_columns: vec!["site".into()],
+            ..CsvOptions::default()
+        };
+        let data = read_labelled(&faulty, &opts).unwrap();
+        let mut train_part = data.slice(0..200);
+        train_part.labels = None;
+        let f32 = forewarn_model::Precision::F32;
+        let mut fitted = fit_for_scoring(&train_part, &cfg, f32, None).unwrap();
+        let mut moved = moved_to(&fitted, tch::Device::Cpu).unwrap();
+        assert_eq!(moved.meta, fitted.meta);
+        let (want, _) = score_file(&mut fitted, &data, &cfg).unwrap();
+        let (got, _) = score_file(&mut moved, &data, &cfg).unwrap();
+        assert!(want.len() > 30 && want.iter().any(|d| d.open), "{want:?}");
+        assert_eq!(got, want);
     }
 
     fn read(dir: &Path) -> serde_json::Value {

@@ -7,6 +7,7 @@ mod evaluate;
 mod serve;
 mod simulate;
 mod train;
+mod version;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Benchmark serve end to end on a local broker, with a Python peer and the GEMM roofline.
     Bench(bench::BenchArgs),
+    /// Print the version and the libtorch this binary loaded; --devices: what it sees of CUDA and cuDNN.
+    Version(version::VersionArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Version(args) => version::run(args),
         Command::Openapi => serde_json::to_string_pretty(&forewarn_api::openapi::document_json())
             .map(|text| println!("{text}"))
             .map_err(Into::into),
