@@ -2,7 +2,6 @@
 //! (Tansu, installed by scripts/setup.sh), the real `forewarn` binary as a
 //! child process, and small HTTP and Kafka clients.
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,7 +183,7 @@ pub async fn produce(
 }
 
 /// Tennessee Eastman samples are 3 minutes apart.
-pub const TEP_SAMPLE_MS: i64 = 180_000;
+pub const TEP_SAMPLE_MS: i64 = forewarn_data::tep::SAMPLE_MS;
 /// Where streamed TEP runs start: 2026-01-01T00:00:00Z.
 pub const TEP_T0_MS: i64 = 1_767_225_600_000;
 
@@ -208,29 +207,14 @@ pub fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
     tep_slice(device, file, 0..n)
 }
 
-/// Reads a Tennessee Eastman `.dat` file as samples x 52 (d00.dat is stored
-/// transposed).
+/// Reads a Tennessee Eastman `.dat` file as samples x 52, as every command
+/// reads it (`forewarn_data`).
 pub fn read_tep(path: &Path) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
-        .read_to_string(&mut text)?;
-    let rows: Vec<Vec<f32>> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            l.split_whitespace()
-                .map(|v| v.parse::<f32>().map_err(Into::into))
-                .collect::<anyhow::Result<_>>()
-        })
-        .collect::<anyhow::Result<_>>()?;
-    if rows.len() == 52 && rows[0].len() > 52 {
-        let n = rows[0].len();
-        return Ok((0..n)
-            .map(|i| rows.iter().map(|r| r[i]).collect())
-            .collect());
-    }
-    Ok(rows)
+    let d = forewarn_data::tep::read_tep(path)?;
+    Ok(d.rows
+        .chunks_exact(d.n_channels())
+        .map(<[f32]>::to_vec)
+        .collect())
 }
 
 /// GET returning (status, JSON body).

@@ -25,42 +25,12 @@ use crate::threshold::{ThresholdState, ThresholdStrategy};
 use crate::window::Window;
 
 mod checkpoint;
+mod forecaster;
 pub use checkpoint::{CHECKPOINT_FORMAT, CheckpointError, RestoreError, StateRecord};
+pub use forecaster::{Forecaster, StepBatch};
 
 /// How many contributing channels an alert names.
 pub const MAX_CONTRIBUTORS: usize = 5;
-
-/// One batched forecaster call: `n` devices, each advanced `horizon` steps.
-#[derive(Debug, Clone, Default)]
-pub struct StepBatch {
-    pub n: usize,
-    pub horizon: usize,
-    pub channels: usize,
-    pub state_len: usize,
-    /// `n x horizon x channels` scaled readings, device-major.
-    pub inputs: Vec<f32>,
-    /// `n x state_len`: each device's recurrent state before the batch;
-    /// the forecaster overwrites it with the state after the batch.
-    pub states: Vec<f32>,
-    /// `n x horizon x channels`: filled by the forecaster with the forecast
-    /// of each device's next batch.
-    pub predictions: Vec<f32>,
-}
-
-/// A model that advances many devices' recurrent state at once.
-pub trait Forecaster {
-    type Error;
-    /// Length of one device's flattened recurrent state.
-    fn state_len(&self) -> usize;
-    fn step(&mut self, batch: &mut StepBatch) -> Result<(), Self::Error>;
-    /// Whether `predictions` is a reconstruction of the batch itself (an
-    /// autoencoder) rather than a forecast of the next one. The engine then
-    /// scores each batch against its own reconstruction, right after the
-    /// call, instead of against the previous call's forecast.
-    fn reconstructs(&self) -> bool {
-        false
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -263,7 +233,7 @@ pub struct Engine {
     evicted: Vec<String>,
     evicted_total: u64,
     /// Checkpoint bookkeeping; `None` until [`Engine::enable_checkpoints`].
-    checkpoints: Option<checkpoint::Tracker>,
+    checkpoints: Option<Tracker>,
 }
 
 /// Devices sampled when looking for one to evict (Redis-style approximate
@@ -792,6 +762,14 @@ impl Engine {
 }
 
 /// The largest error shares, largest first.
+/// Which devices changed since the last checkpoint
+/// ([`Engine::checkpoint`]).
+#[derive(Default)]
+struct Tracker {
+    dirty: Vec<usize>,
+    tombstones: Vec<(i32, String)>,
+}
+
 fn contributors(schema: &Schema, shares: &[f64]) -> Vec<ChannelShare> {
     let mut idx: Vec<usize> = (0..shares.len()).filter(|i| shares[*i] > 0.0).collect();
     idx.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));

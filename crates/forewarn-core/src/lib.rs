@@ -20,7 +20,8 @@ pub use alert::{Alert, AlertState, ChannelShare, Severity};
 pub use detector::{BatchScore, DetectorConfig, DetectorState, Transition};
 pub use engine::{Engine, EngineConfig, EngineEvent, Forecaster, StepBatch};
 pub use reading::{
-    Reading, ReadingRef, Readings, RejectReason, Schema, decode_reading, decode_reading_into,
+    ObjectKeys, Reading, ReadingRef, Readings, RejectReason, Schema, decode_reading,
+    decode_reading_into, encode_object, encode_reading,
 };
 pub use scaler::Scaler;
 pub use threshold::{Threshold, ThresholdRule};

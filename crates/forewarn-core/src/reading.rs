@@ -1,8 +1,12 @@
-//! Input messages: decoding and validation.
+//! Input messages, the wire format: decoding and validation, and the
+//! encoders of both forms (the simulator's, the bench's and the tests'),
+//! so the format has one home and its round trip one test.
 //!
 //! Two JSON forms are accepted (key = device id):
 //! `{"device":"pump-07","ts":"2026-11-28T12:00:00.250Z","values":{"pressure":1.92}}`
 //! `{"device":"pump-07","ts":1795867200250,"values":[1.92,31.8]}`
+//! On the wire an integer `ts` is always epoch milliseconds (data files
+//! have their own rule, `forewarn_data::parse_time`).
 //!
 //! Every way a message can be wrong maps to one [`RejectReason`], whose
 //! [`RejectReason::label`] is a bounded metric label and a dead-letter header.
@@ -410,10 +414,60 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// Encodes a reading in the array form (used by the simulator and tests).
+/// Encodes a reading in the array form: `{"device":..,"ts":<epoch
+/// ms>,"values":[..]}` (values in schema order).
 pub fn encode_reading(device: &str, ts_ms: i64, values: &[f32]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"device": device, "ts": ts_ms, "values": values}))
         .expect("serialising plain numbers cannot fail")
+}
+
+/// The object form's channel names, each encoded once as a JSON string
+/// followed by `:`, for [`encode_object`].
+#[derive(Debug, Clone)]
+pub struct ObjectKeys(Vec<Vec<u8>>);
+
+impl ObjectKeys {
+    pub fn new(channels: &[String]) -> Self {
+        Self(
+            channels
+                .iter()
+                .map(|c| {
+                    let mut k = serde_json::to_vec(c).expect("a string serialises");
+                    k.push(b':');
+                    k
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Encodes a reading in the object form into `buf` (cleared first):
+/// `{"device":..,"ts":"<RFC 3339, UTC, ms>","values":{"name":value,..}}`,
+/// `values` in the order of `keys`.
+pub fn encode_object(
+    buf: &mut Vec<u8>,
+    device: &str,
+    ts_ms: i64,
+    keys: &ObjectKeys,
+    values: &[f32],
+) {
+    buf.clear();
+    buf.extend_from_slice(b"{\"device\":");
+    serde_json::to_writer(&mut *buf, device).expect("writing to a Vec cannot fail");
+    buf.extend_from_slice(b",\"ts\":");
+    let ts = chrono::DateTime::from_timestamp_millis(ts_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ts_ms.to_string());
+    serde_json::to_writer(&mut *buf, &ts).expect("writing to a Vec cannot fail");
+    buf.extend_from_slice(b",\"values\":{");
+    for (i, (key, v)) in keys.0.iter().zip(values).enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(key);
+        serde_json::to_writer(&mut *buf, v).expect("writing to a Vec cannot fail");
+    }
+    buf.extend_from_slice(b"}}");
 }
 
 #[cfg(test)]
@@ -691,5 +745,38 @@ mod tests {
             assert!(RejectReason::LABELS.contains(&r.label()));
         }
         assert_eq!(RejectReason::LABELS.len(), 11);
+    }
+
+    /// Both forms the encoders write decode to the reading they encode
+    /// (the simulator publishes either), names with quotes included.
+    #[test]
+    fn both_encoded_forms_decode_to_the_same_reading() {
+        let channels = vec!["flow".to_owned(), "odd \"name\"".to_owned()];
+        let schema = Schema::new(channels.clone());
+        let keys = ObjectKeys::new(&channels);
+        let mut buf = Vec::new();
+        encode_object(
+            &mut buf,
+            "plant-0001",
+            1_795_867_200_250,
+            &keys,
+            &[31.8, -2.5],
+        );
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"device":"plant-0001","ts":"2026-11-28T12:00:00.250Z","values":{"flow":31.8,"odd \"name\"":-2.5}}"#
+        );
+        let want = Reading {
+            device: "plant-0001".into(),
+            ts_ms: 1_795_867_200_250,
+            values: vec![31.8, -2.5],
+        };
+        assert_eq!(
+            decode_reading(&buf, Some(b"plant-0001"), &schema).unwrap(),
+            want
+        );
+        let array = encode_reading("plant-0001", 1_795_867_200_250, &[31.8, -2.5]);
+        assert_eq!(decode_reading(&array, None, &schema).unwrap(), want);
     }
 }

@@ -50,6 +50,19 @@ pub fn fit(rows: &[f32], channels: usize) -> Scaler {
     }
 }
 
+impl Scaler {
+    /// Fitted on row-major `rows`: median / IQR ([`fit`]) when `robust`,
+    /// mean / standard deviation ([`Scaler::fit`]) otherwise; what every
+    /// trainer fits.
+    pub fn fit_with(rows: &[f32], channels: usize, robust: bool) -> Self {
+        if robust {
+            fit(rows, channels)
+        } else {
+            Self::fit(rows, channels)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

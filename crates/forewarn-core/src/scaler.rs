@@ -68,17 +68,6 @@ impl Scaler {
         self.center.len()
     }
 
-    /// Fitted on row-major `rows`: median / IQR
-    /// ([`crate::robust_scaler::fit`]) when `robust`, mean / standard
-    /// deviation ([`Self::fit`]) otherwise; what every trainer fits.
-    pub fn fit_with(rows: &[f32], channels: usize, robust: bool) -> Self {
-        if robust {
-            crate::robust_scaler::fit(rows, channels)
-        } else {
-            Self::fit(rows, channels)
-        }
-    }
-
     /// A scaled copy of row-major `rows`.
     pub fn transformed(&self, rows: &[f32]) -> Vec<f32> {
         let mut v = rows.to_vec();

@@ -32,7 +32,6 @@ use crate::error::ModelError;
 use crate::forecaster::{Highway, LstmForecaster, ModelSpec};
 use crate::multimodal::{MultimodalForecaster, MultimodalSpec};
 use crate::precision::Precision;
-use crate::train::TrainedModel;
 
 /// The artifact format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -45,6 +44,7 @@ pub const MAX_WINDOW: usize = 1_000_000;
 /// The network an artifact holds (`model.json`'s `kind`, and `[model]
 /// kind` in model.toml).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// Joint multivariate stacked LSTM forecasting the next batch (Filonov et al. 2016).
@@ -52,6 +52,7 @@ pub enum ModelKind {
     Forecaster,
     /// One small LSTM encoder per channel, features concatenated into the
     /// joint stacked LSTM, then the forecasting head (the multimodal design).
+    #[cfg_attr(feature = "clap", value(name = "per_variable", alias = "per-variable"))]
     PerVariable,
     /// LSTM encoder-decoder reconstructing each batch of `horizon` rows;
     /// scored by reconstruction error (Malhotra et al. 2016).
@@ -398,6 +399,15 @@ impl Network {
         self.as_ref().weights_sha256()
     }
 
+    /// The network's linear highway.
+    pub fn highway(&self) -> Highway {
+        match self {
+            Self::Forecaster(m) => m.highway(),
+            Self::PerVariable(m) => m.highway(),
+            Self::Autoencoder(m) => m.highway(),
+        }
+    }
+
     /// The inference precision ([`LstmForecaster::set_precision`]); bf16
     /// is implemented for the forecaster kind only, and refused for the
     /// others.
@@ -519,22 +529,7 @@ impl Model {
     }
 }
 
-impl From<TrainedModel> for Model {
-    fn from(t: TrainedModel) -> Self {
-        Self {
-            meta: t.meta,
-            network: Network::Forecaster(t.forecaster),
-        }
-    }
-}
-
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes the trained forecaster `model` into the directory `dir`
-/// ([`save_model`]).
-pub fn save(model: &TrainedModel, dir: &Path) -> Result<(), ModelError> {
-    write(&model.meta, NetworkRef::Forecaster(&model.forecaster), dir)
-}
 
 /// Writes `model` (any kind) into the directory `dir` (created if needed),
 /// replacing any model there.
@@ -542,8 +537,7 @@ pub fn save_model(model: &Model, dir: &Path) -> Result<(), ModelError> {
     write(&model.meta, model.network.as_ref(), dir)
 }
 
-/// A borrowed [`Network`], so that the forecaster of a [`TrainedModel`]
-/// is saved by the same code as a [`Model`].
+/// A borrowed [`Network`]: what describing, hashing and saving read.
 #[derive(Clone, Copy)]
 pub(crate) enum NetworkRef<'a> {
     Forecaster(&'a LstmForecaster),
@@ -727,7 +721,7 @@ mod tests {
 
     /// An untrained model with consistent metadata: artifact handling does
     /// not need a trained network, and this keeps the tests fast.
-    fn model() -> TrainedModel {
+    fn model() -> Model {
         let spec = small_spec();
         let forecaster = LstmForecaster::new(spec, tch::Device::Cpu).unwrap();
         let weights_sha256 = forecaster.weights_sha256().unwrap();
@@ -764,10 +758,17 @@ mod tests {
             final_val_loss: 0.6,
             weights_sha256,
         };
-        TrainedModel {
-            forecaster,
+        Model {
             meta,
-            history: vec![],
+            network: Network::Forecaster(forecaster),
+        }
+    }
+
+    /// The forecaster of `model()`.
+    fn fc(m: &mut Model) -> &mut LstmForecaster {
+        match &mut m.network {
+            Network::Forecaster(f) => f,
+            other => panic!("{other:?}"),
         }
     }
 
@@ -915,7 +916,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("m");
         let m = model();
-        save(&m, &dir).unwrap();
+        save_model(&m, &dir).unwrap();
         edit_meta(&dir, |v| {
             v.as_object_mut().unwrap().remove("kind");
         });
@@ -1037,7 +1038,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("models/pump");
         let mut m = model();
-        save(&m, &dir).unwrap();
+        save_model(&m, &dir).unwrap();
         // Only the two artifact files remain (temporaries renamed away).
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
@@ -1048,7 +1049,7 @@ mod tests {
 
         let mut loaded = load(&dir, tch::Device::Cpu).unwrap();
         assert_eq!(loaded.meta, m.meta);
-        assert_eq!(step(&mut loaded.network, 3, 4), predict(&mut m.forecaster));
+        assert_eq!(step(&mut loaded.network, 3, 4), predict(fc(&mut m)));
 
         let cfg = loaded.engine_config(DetectorConfig::default(), 64);
         assert_eq!(cfg.schema.channels(), &["a", "b", "c"]);
@@ -1062,7 +1063,7 @@ mod tests {
         assert_eq!(loaded.schema().len(), 3);
 
         // Saving again over an existing model works.
-        save(&m, &dir).unwrap();
+        save_model(&m, &dir).unwrap();
         load(&dir, tch::Device::Cpu).unwrap();
     }
 
@@ -1097,7 +1098,7 @@ mod tests {
         ] {
             let mut m = model();
             m.meta.strategy = stored.clone();
-            save(&m, &dir).unwrap();
+            save_model(&m, &dir).unwrap();
             let json: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
             assert_eq!(json.get("strategy").is_some(), stored.is_some());
@@ -1118,12 +1119,12 @@ mod tests {
             threshold: 1.0,
         });
         assert!(
-            save(&m, &dir)
+            save_model(&m, &dir)
                 .unwrap_err()
                 .to_string()
                 .contains("3 channels")
         );
-        save(&model(), &dir).unwrap();
+        save_model(&model(), &dir).unwrap();
         edit_meta(&dir, |v| {
             v["strategy"] = serde_json::json!({"kind": "dynamic",
                 "config": {"history": 1}, "seed": [], "floor": 0.5})
@@ -1145,13 +1146,13 @@ mod tests {
 
         assert!(load_err(&dir).contains(META_FILE));
 
-        save(&m, &dir).unwrap();
+        save_model(&m, &dir).unwrap();
         std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
         let e = load_err(&dir);
         assert!(e.contains(WEIGHTS_FILE) && e.contains("missing"), "{e}");
 
         // Truncated weights.
-        save(&m, &dir).unwrap();
+        save_model(&m, &dir).unwrap();
         let w = std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
         std::fs::write(dir.join(WEIGHTS_FILE), &w[..w.len() / 2]).unwrap();
         let e = load_err(&dir);
@@ -1166,7 +1167,7 @@ mod tests {
         assert!(e.contains("weights_sha256 differs"), "{e}");
 
         // Garbage JSON.
-        save(&m, &dir).unwrap();
+        save_model(&m, &dir).unwrap();
         std::fs::write(dir.join(META_FILE), b"{\"format_version\": 1, ").unwrap();
         let e = load_err(&dir);
         assert!(e.contains(META_FILE) && e.contains("not a valid"), "{e}");
@@ -1226,7 +1227,7 @@ mod tests {
             ("window", Box::new(|v| v["window"] = 0.into())),
         ];
         for (want, edit) in cases {
-            save(&m, &dir).unwrap();
+            save_model(&m, &dir).unwrap();
             edit_meta(&dir, edit);
             let e = load_err(&dir);
             assert!(e.contains(want), "want {want:?} in: {e}");
@@ -1242,15 +1243,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("hw");
         let mut m = model();
-        save(&m, &dir).unwrap();
+        save_model(&m, &dir).unwrap();
         let plain: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
         assert!(plain.get("highway").is_none());
 
         let spec = small_spec();
-        m.forecaster =
-            LstmForecaster::with_highway(spec, Highway::Cross, tch::Device::Cpu).unwrap();
-        m.forecaster
+        m.network = Network::Forecaster(
+            LstmForecaster::with_highway(spec, Highway::Cross, tch::Device::Cpu).unwrap(),
+        );
+        fc(&mut m)
             .set_highway_weight(
                 &Highway::Cross
                     .mask(&spec)
@@ -1260,19 +1262,19 @@ mod tests {
                     .collect::<Vec<_>>(),
             )
             .unwrap();
-        m.meta.weights_sha256 = m.forecaster.weights_sha256().unwrap();
+        m.meta.weights_sha256 = m.network.weights_sha256().unwrap();
         // The description must say highway too.
-        let e = save(&m, &dir).unwrap_err().to_string();
+        let e = save_model(&m, &dir).unwrap_err().to_string();
         assert!(e.contains("highway"), "{e}");
         m.meta.highway = Highway::Cross;
-        save(&m, &dir).unwrap();
+        save_model(&m, &dir).unwrap();
         let mut loaded = load(&dir, tch::Device::Cpu).unwrap();
         assert_eq!(loaded.meta.highway, Highway::Cross);
         let Network::Forecaster(f) = &mut loaded.network else {
             panic!("a forecaster artifact loads as the forecaster")
         };
         assert_eq!(f.highway(), Highway::Cross);
-        assert_eq!(predict(f), predict(&mut m.forecaster));
+        assert_eq!(predict(f), predict(fc(&mut m)));
 
         // model.json without the key (as an older build reads it) does not
         // fit the weights.
@@ -1405,7 +1407,6 @@ mod tests {
     fn loaded_model_can_move_to_another_thread() {
         fn assert_send<T: Send>() {}
         assert_send::<Model>();
-        assert_send::<TrainedModel>();
     }
 
     #[test]
@@ -1414,11 +1415,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut m = model();
         m.meta.threshold.value = f64::NAN;
-        assert!(save(&m, tmp.path()).is_err());
+        assert!(save_model(&m, tmp.path()).is_err());
         let mut m = model();
         m.meta.weights_sha256 = "f".repeat(64);
         assert!(
-            save(&m, tmp.path())
+            save_model(&m, tmp.path())
                 .unwrap_err()
                 .to_string()
                 .contains("weights_sha256")

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use forewarn_core::threshold::ThresholdError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{}: {source}", path.display())]
@@ -12,19 +10,9 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    /// A value in a data file that cannot be used, located exactly.
-    #[error("{}: line {line}, column {column:?}: {message}", path.display())]
-    Parse {
-        path: PathBuf,
-        /// 1-based line in the file.
-        line: u64,
-        /// Column name (or `c<index>` / `<index>` where there is no header).
-        column: String,
-        message: String,
-    },
-    /// A data file that is unusable as a whole (empty, missing column, ...).
-    #[error("{}: {message}", path.display())]
-    Data { path: PathBuf, message: String },
+    /// A data file, or data, that cannot be used.
+    #[error(transparent)]
+    Data(#[from] forewarn_data::DataError),
     /// A model artifact file that is missing, corrupt or inconsistent.
     #[error("model artifact {}: {message}", path.display())]
     Artifact { path: PathBuf, message: String },
@@ -34,8 +22,6 @@ pub enum ModelError {
     /// Input to the forecaster that does not match the model.
     #[error("shape mismatch: {0}")]
     Shape(String),
-    #[error("threshold calibration failed: {0}")]
-    Threshold(#[from] ThresholdError),
     #[error("libtorch: {context}: {source}")]
     Torch {
         context: String,
@@ -49,13 +35,6 @@ impl ModelError {
         Self::Io {
             path: path.into(),
             source,
-        }
-    }
-
-    pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self::Data {
-            path: path.into(),
-            message: message.into(),
         }
     }
 

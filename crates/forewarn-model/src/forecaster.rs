@@ -120,9 +120,6 @@ impl Highway {
     }
 }
 
-/// Deep copies of all parameters by name.
-pub(crate) type Snapshot = Vec<(String, Tensor)>;
-
 pub struct LstmForecaster {
     spec: ModelSpec,
     vs: nn::VarStore,
@@ -299,7 +296,7 @@ impl LstmForecaster {
         self.bf16 = None;
         Err(ModelError::Config(format!(
             "bf16 inference does not run on {}: {}",
-            crate::describe_device(device),
+            crate::device::describe_device(device),
             first_error.map_or_else(String::new, |e| e.to_string())
         )))
     }
@@ -399,29 +396,6 @@ impl LstmForecaster {
     /// exact weights it belongs to.
     pub fn weights_sha256(&self) -> Result<String, ModelError> {
         crate::weights::sha256(&self.vs)
-    }
-
-    /// Deep copy of every parameter (for keeping the best epoch).
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        tch::no_grad(|| {
-            self.vs
-                .variables()
-                .into_iter()
-                .map(|(n, t)| (n, t.detach().copy()))
-                .collect()
-        })
-    }
-
-    pub(crate) fn restore(&self, snapshot: &Snapshot) -> Result<(), ModelError> {
-        let vars = self.vs.variables();
-        tch::no_grad(|| {
-            for (name, src) in snapshot {
-                if let Some(mut var) = vars.get(name).map(Tensor::shallow_clone) {
-                    var.f_copy_(src).ctx("restoring best weights")?;
-                }
-            }
-            Ok(())
-        })
     }
 
     fn check_batch(&self, b: &StepBatch) -> Result<(), ModelError> {

@@ -23,6 +23,7 @@ use crate::error::{ModelError, TorchContext};
 
 /// The linear map of the current row added to the network's output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Highway {
     /// The network alone (every artifact before the highway).
@@ -269,4 +270,51 @@ fn cholesky_solve(l: &[f64], m: usize, b: &[f64]) -> Vec<f64> {
         x[i] = (y[i] - s) / l[i * m + i];
     }
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The forecasters' fit (lead 1): the next row from this one.
+    #[test]
+    fn least_squares_recovers_a_linear_process() {
+        // x0 and x1 wander; the next row is an exact linear map of this one:
+        // x2' = 0.5 x0 - x1, x0' = 0.9 x0 + 0.2 x1, x1' = 0.8 x1.
+        let n = 4000;
+        let mut rows = vec![0f32; n * 3];
+        // Independent innovations in [-1, 1) (xorshift).
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut draws = vec![0f32; 3 * n];
+        for d in &mut draws {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *d = (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+        }
+        for t in 0..n {
+            let e = |k: usize| draws[t * 3 + k];
+            if t == 0 {
+                rows[..3].copy_from_slice(&[e(0), e(1), e(2)]);
+                continue;
+            }
+            let (x0, x1) = (rows[(t - 1) * 3], rows[(t - 1) * 3 + 1]);
+            rows[t * 3] = 0.9 * x0 + 0.2 * x1 + e(0);
+            rows[t * 3 + 1] = 0.8 * x1 + e(1);
+            rows[t * 3 + 2] = 0.5 * x0 - x1;
+        }
+        assert_eq!(least_squares(&rows, 3, 1, 1, Highway::None), None);
+        let w = least_squares(&rows, 3, 1, 1, Highway::Full).unwrap();
+        let want = [0.9, 0.2, 0.0, 0.0, 0.8, 0.0, 0.5, -1.0, 0.0];
+        for (i, (got, want)) in w.iter().zip(want).enumerate() {
+            assert!((got - want).abs() < 0.05, "weight {i}: {got} vs {want}");
+        }
+        // Cross: nothing from a channel to itself; x2 still from x0, x1.
+        let w = least_squares(&rows, 3, 1, 1, Highway::Cross).unwrap();
+        assert_eq!((w[0], w[4], w[8]), (0.0, 0.0, 0.0));
+        assert!(
+            (w[6] - 0.5).abs() < 0.05 && (w[7] + 1.0).abs() < 0.05,
+            "{w:?}"
+        );
+    }
 }

@@ -9,21 +9,17 @@
 //! Per-device state: every encoder's `(h, c)` and the joint LSTM's, packed
 //! as `[enc_h (C x e) | enc_c (C x e) | joint_h (L x H) | joint_c (L x H)]`.
 //!
-//! Training is stateful truncated BPTT over parallel contiguous streams,
-//! with early stopping on the validation tail and the best epoch's weights
-//! kept, like [`crate::train`]; the threshold is calibrated by replaying the
-//! validation tail through the engine ([`crate::calibration_scores`]).
+//! It trains as the joint forecaster does (stateful truncated BPTT over
+//! parallel contiguous streams, [`crate::train`]).
 
 use std::path::Path;
 
 use forewarn_core::engine::{Forecaster, StepBatch};
-use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema, Threshold, ThresholdRule};
-use tch::nn::{self, LSTMState, Module, OptimizerConfig, RNN};
-use tch::{Device, Kind, Tensor};
+use tch::nn::{self, LSTMState, Module, RNN};
+use tch::{Device, Tensor};
 
 use crate::error::{ModelError, TorchContext};
 use crate::highway::{Highway, HighwayLayer};
-use crate::train::calibration_scores;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MultimodalSpec {
@@ -54,7 +50,9 @@ pub struct MultimodalState {
 }
 
 impl MultimodalState {
-    fn detach(&self) -> Self {
+    /// The same state cut from the graph that computed it (truncated BPTT
+    /// carries the state, not the graph).
+    pub(crate) fn detach(&self) -> Self {
         Self {
             encoders: self
                 .encoders
@@ -231,28 +229,6 @@ impl MultimodalForecaster {
         )
     }
 
-    fn snapshot(&self) -> Vec<(String, Tensor)> {
-        tch::no_grad(|| {
-            self.vs
-                .variables()
-                .into_iter()
-                .map(|(n, t)| (n, t.detach().copy()))
-                .collect()
-        })
-    }
-
-    fn restore(&self, snap: &[(String, Tensor)]) -> Result<(), ModelError> {
-        let vars = self.vs.variables();
-        tch::no_grad(|| {
-            for (name, src) in snap {
-                if let Some(mut v) = vars.get(name).map(Tensor::shallow_clone) {
-                    v.f_copy_(src).ctx("restoring best weights")?;
-                }
-            }
-            Ok(())
-        })
-    }
-
     fn unpack(&self, states: &[f32], n: i64) -> Result<MultimodalState, ModelError> {
         let s = self.spec;
         let (c, e, l, h) = (
@@ -347,223 +323,6 @@ impl Forecaster for MultimodalForecaster {
             self.pack(&st1, &mut b.states)
         })
     }
-}
-
-/// Training settings of the multimodal model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MultimodalTrainConfig {
-    pub encoder_hidden: usize,
-    pub hidden: usize,
-    pub layers: usize,
-    pub horizon: usize,
-    pub window: usize,
-    pub epochs: usize,
-    pub learning_rate: f64,
-    pub batch_streams: usize,
-    pub validation_fraction: f64,
-    pub patience: usize,
-    pub seed: u64,
-    pub grad_clip: f64,
-    pub threshold: ThresholdRule,
-    pub robust_scaling: bool,
-    /// The linear highway, as the joint forecaster's: its weights start at
-    /// the ridge least-squares fit on the training part and then train
-    /// with the LSTMs; `cross` on one channel builds none.
-    pub highway: Highway,
-    pub name: String,
-    pub device: Device,
-}
-
-/// A trained multimodal model with what the engine needs to run it.
-#[derive(Debug)]
-pub struct TrainedMultimodal {
-    pub model: MultimodalForecaster,
-    pub scaler: Scaler,
-    pub channels: Vec<String>,
-    pub train_rows: usize,
-    pub threshold: Threshold,
-    pub version: String,
-    pub name: String,
-    pub window: usize,
-    /// Training loss per epoch.
-    pub train_losses: Vec<f64>,
-    /// Validation loss per epoch.
-    pub val_losses: Vec<f64>,
-}
-
-impl TrainedMultimodal {
-    pub fn engine_config(&self, detector: DetectorConfig, max_batch: usize) -> EngineConfig {
-        EngineConfig {
-            schema: Schema::new(self.channels.clone()),
-            scaler: self.scaler.clone(),
-            horizon: self.model.spec.horizon,
-            window: self.window,
-            warmup: self.window,
-            state_len: self.model.spec.state_len(),
-            strategy: forewarn_core::threshold::ThresholdStrategy::Fixed {
-                threshold: self.threshold.value,
-            },
-            detector,
-            model: self.name.clone(),
-            model_version: self.version.clone(),
-            max_batch,
-        }
-    }
-}
-
-/// Targets `[N, H*C]` (rows t+1..=t+H of each step t) and mask `[N]`.
-fn targets(x: &Tensor, horizon: i64) -> (Tensor, Tensor) {
-    let n = x.size()[0];
-    let c = x.size()[1];
-    let pad = Tensor::zeros([horizon, c], (Kind::Float, x.device()));
-    let padded = Tensor::cat(&[x.narrow(0, 1, n - 1), pad.narrow(0, 0, horizon)], 0);
-    // [N, C, H] windows -> [N, H, C] -> [N, H*C]
-    let y = padded
-        .unfold(0, horizon, 1)
-        .narrow(0, 0, n)
-        .permute([0, 2, 1])
-        .reshape([n, -1]);
-    let mask: Vec<f32> = (0..n)
-        .map(|t| if t + horizon < n { 1.0 } else { 0.0 })
-        .collect();
-    (y, Tensor::from_slice(&mask).to_device(x.device()))
-}
-
-fn loss(pred: &Tensor, y: &Tensor, mask: &Tensor) -> (Tensor, f64) {
-    let per = (pred - y).square().mean_dim(-1, false, Kind::Float);
-    let count = mask.sum(Kind::Float).double_value(&[]);
-    ((per * mask).sum(Kind::Float), count)
-}
-
-/// Trains on `data` rows (`channels` named), early-stops on the validation
-/// tail and calibrates the fixed threshold there through the engine.
-pub fn train_multimodal(
-    rows: &[f32],
-    channels: &[String],
-    cfg: &MultimodalTrainConfig,
-    mut on_epoch: impl FnMut(usize, f64, f64),
-) -> Result<TrainedMultimodal, ModelError> {
-    let c = channels.len();
-    if c == 0 || !rows.len().is_multiple_of(c) {
-        return Err(ModelError::Config(
-            "multimodal: rows do not fit the channels".into(),
-        ));
-    }
-    let n = rows.len() / c;
-    let n_val = (n as f64 * cfg.validation_fraction).round() as usize;
-    let n_train = n - n_val;
-    if n_val < cfg.window + 2 * cfg.horizon || n_train < cfg.window + cfg.horizon {
-        return Err(ModelError::Config(format!(
-            "multimodal: {n} rows are too few for window {} and horizon {}",
-            cfg.window, cfg.horizon
-        )));
-    }
-    tch::manual_seed(cfg.seed as i64);
-    let (train_raw, val_raw) = rows.split_at(n_train * c);
-    let scaler = Scaler::fit_with(train_raw, c, cfg.robust_scaling);
-    let tensor = |scaled: &[f32]| -> Tensor {
-        Tensor::from_slice(scaled)
-            .view([(scaled.len() / c) as i64, c as i64])
-            .to_device(cfg.device)
-    };
-    let spec = MultimodalSpec {
-        channels: c,
-        encoder_hidden: cfg.encoder_hidden,
-        hidden: cfg.hidden,
-        layers: cfg.layers,
-        horizon: cfg.horizon,
-    };
-    let highway = cfg.highway.for_channels(c);
-    let model = MultimodalForecaster::with_highway(spec, highway, cfg.device)?;
-    let h = cfg.horizon as i64;
-    let train_scaled = scaler.transformed(train_raw);
-    let xt = tensor(&train_scaled);
-    if let Some(w) = crate::highway::least_squares(&train_scaled, c, cfg.horizon, 1, highway) {
-        model.set_highway_weight(&w)?;
-    }
-    let (yt, mt) = targets(&xt, h);
-    let xv = tensor(&scaler.transformed(val_raw));
-    let (yv, mv) = targets(&xv, h);
-    let _ = mv.narrow(0, 0, (cfg.window as i64 - 1).max(0)).fill_(0.0);
-    // Parallel contiguous streams, each long enough for 8 chunks.
-    let streams = (cfg.batch_streams as i64)
-        .min(n_train as i64 / (8 * cfg.window as i64))
-        .max(1);
-    let len = n_train as i64 / streams;
-    let start = n_train as i64 - streams * len;
-    let sx = xt.narrow(0, start, streams * len).view([streams, len, -1]);
-    let sy = yt.narrow(0, start, streams * len).view([streams, len, -1]);
-    let sm = mt.narrow(0, start, streams * len).view([streams, len]);
-    let mut opt = nn::Adam::default()
-        .build(&model.vs, cfg.learning_rate)
-        .ctx("optimizer")?;
-    let mut best: Option<(f64, Vec<(String, Tensor)>)> = None;
-    let mut since = 0;
-    let (mut train_losses, mut val_losses) = (Vec::new(), Vec::new());
-    for epoch in 1..=cfg.epochs {
-        let mut state: Option<MultimodalState> = None;
-        let (mut total, mut count) = (0.0, 0.0);
-        let mut t0 = 0;
-        while t0 < len {
-            let t = (cfg.window as i64).min(len - t0);
-            let (pred, st) = model.forward_seq(&sx.narrow(1, t0, t), state.as_ref());
-            let (sum, k) = loss(&pred, &sy.narrow(1, t0, t), &sm.narrow(1, t0, t));
-            if k > 0.0 {
-                opt.backward_step_clip_norm(&(&sum / k), cfg.grad_clip);
-                total += sum.double_value(&[]);
-                count += k;
-            }
-            state = Some(st.detach());
-            t0 += t;
-        }
-        let train_loss = total / count.max(1.0);
-        let val_loss = tch::no_grad(|| {
-            let (pred, _) = model.forward_seq(&xv.unsqueeze(0), None);
-            let (sum, k) = loss(&pred.squeeze_dim(0), &yv, &mv);
-            sum.double_value(&[]) / k.max(1.0)
-        });
-        on_epoch(epoch, train_loss, val_loss);
-        train_losses.push(train_loss);
-        val_losses.push(val_loss);
-        if !train_loss.is_finite() {
-            return Err(ModelError::Config(format!(
-                "multimodal training diverged at epoch {epoch}"
-            )));
-        }
-        if val_loss.is_finite() && best.as_ref().is_none_or(|(b, _)| val_loss < *b) {
-            best = Some((val_loss, model.snapshot()));
-            since = 0;
-        } else {
-            since += 1;
-            if cfg.patience > 0 && since >= cfg.patience {
-                break;
-            }
-        }
-    }
-    let (_, weights) =
-        best.ok_or_else(|| ModelError::Config("no finite validation loss".into()))?;
-    model.restore(&weights)?;
-    let version = format!("{}-multimodal-{}", cfg.name, cfg.seed);
-    let mut trained = TrainedMultimodal {
-        model,
-        scaler,
-        channels: channels.to_vec(),
-        train_rows: n_train,
-        threshold: Threshold {
-            value: 1.0,
-            rule: cfg.threshold,
-            samples: 0,
-        },
-        version,
-        name: cfg.name.clone(),
-        window: cfg.window,
-        train_losses,
-        val_losses,
-    };
-    let engine = trained.engine_config(DetectorConfig::default(), 1);
-    let scores = calibration_scores(&mut trained.model, engine, val_raw)?;
-    trained.threshold = Threshold::from_validation(&scores, cfg.threshold)?;
-    Ok(trained)
 }
 
 #[cfg(test)]
@@ -693,43 +452,5 @@ mod tests {
         for (a, w) in one.states.iter().zip(&both.states[sl..]) {
             assert!((a - w).abs() < 1e-6);
         }
-    }
-
-    #[test]
-    fn trains_on_tep_and_calibrates() {
-        crate::test_init();
-        let d = crate::dataset::read_tep(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/tep/d00.dat"
-        )))
-        .unwrap();
-        let cfg = MultimodalTrainConfig {
-            encoder_hidden: 2,
-            hidden: 16,
-            layers: 1,
-            horizon: 5,
-            window: 20,
-            epochs: 6,
-            learning_rate: 1e-2,
-            batch_streams: 4,
-            validation_fraction: 0.3,
-            patience: 0,
-            seed: 1,
-            grad_clip: 1.0,
-            threshold: ThresholdRule::default(),
-            robust_scaling: false,
-            highway: Highway::None,
-            name: "mm".into(),
-            device: Device::Cpu,
-        };
-        let t = train_multimodal(&d.rows, &d.channels, &cfg, |_, _, _| {}).unwrap();
-        let v = &t.val_losses;
-        assert_eq!(v.len(), 6);
-        assert!(
-            v.iter().cloned().fold(f64::INFINITY, f64::min) < v[0],
-            "{v:?}"
-        );
-        assert!(t.threshold.value.is_finite() && t.threshold.value > 0.0);
-        assert_eq!(t.train_rows, 350);
     }
 }

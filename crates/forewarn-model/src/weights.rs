@@ -20,6 +20,33 @@ fn sorted(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     named
 }
 
+/// Deep copies of every parameter by name.
+pub(crate) type Snapshot = Vec<(String, Tensor)>;
+
+/// A deep copy of every parameter of `vs` (training keeps the best
+/// epoch's weights while it goes on).
+pub(crate) fn snapshot(vs: &nn::VarStore) -> Snapshot {
+    tch::no_grad(|| {
+        vs.variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect()
+    })
+}
+
+/// Copies `snapshot` back into the parameters of `vs`.
+pub(crate) fn restore(vs: &nn::VarStore, snapshot: &Snapshot) -> Result<(), ModelError> {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for (name, src) in snapshot {
+            if let Some(mut var) = vars.get(name).map(Tensor::shallow_clone) {
+                var.f_copy_(src).ctx("restoring best weights")?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Writes every parameter of `vs` to the safetensors file `path`.
 pub(crate) fn save(vs: &nn::VarStore, path: &Path) -> Result<(), ModelError> {
     Tensor::write_safetensors(&sorted(vs), path)

@@ -10,23 +10,30 @@
 //!   channel of one device, sized in units of that channel's normal standard
 //!   deviation, and parsed from compact strings such as
 //!   `plant-0003:bearing_temp:drift:3@10m`.
-//! * [`Replay`] reads a CSV file or a Tennessee Eastman `.dat` file and
-//!   yields its rows as readings.
+//! * [`Replay`] reads a CSV file or a Tennessee Eastman `.dat` file (with
+//!   `forewarn_data`, as every command reads data files) and yields its
+//!   rows as readings.
 //!
-//! No I/O other than reading a replay file; no clocks (the caller supplies
-//! the start time).
+//! * [`Stream`] merges the plant's devices and a replayed file into the
+//!   readings `forewarn simulate` sends, tick by tick, [`Pace`]d in wall
+//!   time; [`write_csv`] exports a plant as CSV.
+//!
+//! No I/O other than reading a replay file (CSV export writes to any
+//! writer); no clocks (the caller supplies the start time).
 
 mod duration;
 mod fault;
 mod plant;
 mod replay;
+mod stream;
 
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use fault::{Fault, FaultKind};
 pub use plant::{
     DEFAULT_CHANNELS, DEFAULT_START_MS, Plant, PlantConfig, Tick, device_id, parse_device_id,
 };
-pub use replay::{Replay, ReplayOptions, Separator, TEP_CHANNELS, TEP_PERIOD_MS, tep_channels};
+pub use replay::{Replay, ReplayOptions};
+pub use stream::{Origin, Pace, Replayed, Stream, TickReadings, write_csv};
 
 /// Everything that can go wrong building a plant, parsing a fault or reading
 /// a replay file. Messages name the offending input (and file and line).
@@ -50,22 +57,15 @@ pub enum SimError {
         channel: String,
         known: String,
     },
-    #[error(
-        "invalid separator {0:?}: use one character (',', ';', '\\t' or 'tab') or 'whitespace'"
-    )]
-    Separator(String),
     #[error("{path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {msg}")]
-    Parse {
-        path: String,
-        line: u64,
-        msg: String,
-    },
+    /// A replay file that cannot be read as data.
+    #[error(transparent)]
+    Data(#[from] forewarn_data::DataError),
     #[error("{path}: {msg}")]
     Replay { path: String, msg: String },
 }

@@ -246,7 +246,8 @@ impl Config {
                 self.pipeline.max_batch
             );
         }
-        parse_device(&self.model.device).context("invalid configuration: model.device")?;
+        forewarn_model::parse_device(&self.model.device)
+            .context("invalid configuration: model.device")?;
         if self.http.tokens.iter().any(|t| t.trim().len() < 16) {
             bail!("invalid configuration: http.tokens must each be at least 16 characters");
         }
@@ -290,19 +291,6 @@ impl Config {
     }
 }
 
-/// `auto`, `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
-    Ok(match s {
-        "auto" => tch::Device::cuda_if_available(),
-        "cpu" => tch::Device::Cpu,
-        "cuda" => tch::Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => tch::Device::Cuda(n),
-            None => bail!("expected auto, cpu, cuda or cuda:N, got {other:?}"),
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +317,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
     fn bad_values_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
@@ -354,13 +343,18 @@ mod tests {
                 "store.url postgres://u:***@db/x",
             ),
         ];
-        for (i, (text, needle)) in cases.iter().enumerate() {
-            let f = dir.path().join(format!("c{i}.toml"));
-            std::fs::write(&f, text).unwrap();
-            let err = format!("{:#}", Config::load(Some(&f)).unwrap_err());
-            assert!(err.contains(needle), "{text}: {err}");
-        }
-        assert!(Config::load(Some(Path::new("/nonexistent.toml"))).is_err());
+        // In a jail: the other tests set FOREWARN_* variables in the jail,
+        // and a concurrent load would read them.
+        figment::Jail::expect_with(|_| {
+            for (i, (text, needle)) in cases.iter().enumerate() {
+                let f = dir.path().join(format!("c{i}.toml"));
+                std::fs::write(&f, text).unwrap();
+                let err = format!("{:#}", Config::load(Some(&f)).unwrap_err());
+                assert!(err.contains(needle), "{text}: {err}");
+            }
+            assert!(Config::load(Some(Path::new("/nonexistent.toml"))).is_err());
+            Ok(())
+        });
     }
 
     #[test]

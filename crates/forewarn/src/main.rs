@@ -1,9 +1,16 @@
-//! `forewarn`: train, serve, simulate.
+//! `forewarn`: serve (detect anomalies in a Kafka stream), train and
+//! evaluate models, classify faults, simulate a plant, benchmark, print the
+//! OpenAPI document and check a configuration. This crate parses the
+//! arguments, wires the libraries together and prints; the logic is in the
+//! libraries (`forewarn-offline` for train, evaluate and classify,
+//! `forewarn-ingest` for serve's pipeline, `forewarn-simulator`,
+//! `forewarn-bench`).
 
-mod bench;
 mod classify;
+mod cli;
 mod config;
 mod evaluate;
+mod progress;
 mod serve;
 mod simulate;
 mod train;
@@ -12,7 +19,6 @@ mod version;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,7 +46,8 @@ enum Command {
     /// Train a classifier head (fault or not, which fault) on labelled fault data and report per-class accuracy.
     Classify(classify::ClassifyArgs),
     /// Benchmark serve end to end on a local broker, with a Python peer and the GEMM roofline.
-    Bench(bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(forewarn_bench::BenchArgs),
     /// Print the version and the libtorch this binary loaded; --devices: what it sees of CUDA and cuDNN.
     Version(version::VersionArgs),
     /// Configuration helpers.
@@ -60,27 +67,28 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => {
-            init_cli_logging();
+            cli::init_logging();
             train::run(args)
         }
         Command::Serve(args) => serve::run(args),
-        Command::Bench(args) => bench::run(args),
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => forewarn_bench::run(args),
         Command::Version(args) => version::run(args),
         Command::Openapi => serde_json::to_string_pretty(&forewarn_api::openapi::document_json())
             .map(|text| println!("{text}"))
             .map_err(Into::into),
         Command::Evaluate(args) => {
-            init_cli_logging();
+            cli::init_logging();
             evaluate::run(args)
         }
         Command::Classify(args) => {
-            init_cli_logging();
+            cli::init_logging();
             classify::run(args)
         }
         Command::Simulate(args) => {
-            init_cli_logging();
-            runtime().and_then(|rt| {
-                rt.block_on(async { simulate::run(args, shutdown_on_signal()).await })
+            cli::init_logging();
+            cli::runtime().and_then(|rt| {
+                rt.block_on(async { simulate::run(args, cli::shutdown_on_signal()).await })
             })
         }
         Command::Config {
@@ -96,39 +104,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
-fn init_cli_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal; files and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
-/// A token cancelled on SIGINT or SIGTERM: the one shutdown signal every
-/// task watches. Must be called inside a tokio runtime.
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutdown requested");
-        t.cancel();
-    });
-    token
 }

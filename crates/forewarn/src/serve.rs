@@ -12,7 +12,8 @@ use forewarn_store::AlertStore;
 use forewarn_telemetry::events::{InternalEvent, ModelLoaded};
 use forewarn_telemetry::{Health, Metrics};
 
-use crate::config::{Config, LogFormat, LogSection, StoreSection, parse_device};
+use crate::config::{Config, LogFormat, LogSection, StoreSection};
+use forewarn_model::parse_device;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -46,7 +47,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         strategy = model.meta.strategy().kind(), threshold = model.meta.strategy().nominal_threshold(),
         "model loaded"
     );
-    crate::runtime()?.block_on(serve(cfg, model, device))
+    crate::cli::runtime()?.block_on(serve(cfg, model, device))
 }
 
 async fn serve(
@@ -54,7 +55,7 @@ async fn serve(
     model: forewarn_model::Model,
     device: tch::Device,
 ) -> anyhow::Result<()> {
-    let shutdown = crate::shutdown_on_signal();
+    let shutdown = crate::cli::shutdown_on_signal();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::with_metrics(&metrics));
     let Some(store) = open_store(&cfg.store, &shutdown).await? else {

@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use forewarn_core::reading::{MAX_DEVICE_ID_LEN, encode_reading};
+use forewarn_core::reading::{ObjectKeys, encode_object, encode_reading};
+use forewarn_data::Separator;
 use forewarn_simulator::{
-    DEFAULT_CHANNELS, Fault, Plant, PlantConfig, Replay, ReplayOptions, Separator,
-    parse_duration_ms,
+    DEFAULT_CHANNELS, Fault, Origin, Pace, Plant, PlantConfig, Replay, ReplayOptions, Replayed,
+    Stream, parse_duration_ms,
 };
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -99,10 +100,15 @@ pub struct SimulateArgs {
     /// [default: whitespace for .dat, else guessed from the first line].
     #[arg(long, value_name = "SEP", requires = "replay", value_parser = parse_separator)]
     pub replay_sep: Option<Separator>,
-    /// Time column of the replay file (epoch ms or RFC 3339) [default: a column
+    /// Time column of the replay file (as every command reads times: epoch
+    /// seconds below 1e11, else milliseconds, or RFC 3339) [default: a column
     /// named ts, time, timestamp or datetime, if any].
     #[arg(long, value_name = "NAME", requires = "replay")]
     pub replay_time_column: Option<String>,
+    /// Columns of the replay file that are not channels (e.g. a label
+    /// column), comma-separated.
+    #[arg(long, value_name = "NAMES", requires = "replay", value_delimiter = ',')]
+    pub replay_ignore_columns: Vec<String>,
     /// Ignore the replay file's timestamps: re-time its rows from --start every
     /// --replay-period.
     #[arg(long, requires = "replay")]
@@ -201,56 +207,17 @@ fn export_csv(args: &SimulateArgs, dir: &std::path::Path) -> anyhow::Result<()> 
     let mut files = (0..plant.devices())
         .map(|i| {
             let path = dir.join(format!("{}.csv", plant.device_id(i)));
-            let mut w = std::io::BufWriter::new(
-                std::fs::File::create(&path)
-                    .with_context(|| format!("creating {}", path.display()))?,
-            );
-            writeln!(w, "ts,{}", plant.channels().join(","))?;
-            Ok(w)
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            Ok(std::io::BufWriter::new(file))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    for _ in 0..ticks {
-        let tick = plant.next_tick();
-        for (i, values) in tick.iter() {
-            let w = &mut files[i];
-            write!(w, "{}", tick.ts_ms)?;
-            for v in values {
-                write!(w, ",{v}")?;
-            }
-            writeln!(w)?;
-        }
-    }
+    forewarn_simulator::write_csv(&mut plant, ticks, &mut files)?;
     for mut f in files {
         f.flush()?;
     }
     tracing::info!(devices = plant.devices(), rows = ticks, dir = %dir.display(), "wrote CSV files");
     Ok(())
-}
-
-/// One source of readings: the simulated plant, or the replayed file.
-struct Source {
-    /// `"name":` JSON prefixes, for the object form.
-    keys: Vec<Vec<u8>>,
-}
-
-impl Source {
-    fn new(channels: &[String]) -> anyhow::Result<Self> {
-        let keys = channels
-            .iter()
-            .map(|c| {
-                let mut k = serde_json::to_vec(c)?;
-                k.push(b':');
-                Ok(k)
-            })
-            .collect::<Result<_, serde_json::Error>>()?;
-        Ok(Self { keys })
-    }
-}
-
-struct Replayed {
-    id: String,
-    data: Replay,
-    source: Source,
 }
 
 async fn run_with_sink(
@@ -275,15 +242,14 @@ async fn run_with_sink(
         noise: args.noise,
         daily_drift: args.daily_drift,
     };
-    let mut plant = Plant::new(cfg, args.faults.clone())?;
-    let plant_source = Source::new(plant.channels())?;
-
+    let plant = Plant::new(cfg, args.faults.clone())?;
     let replay = match &args.replay {
         None => None,
         Some(path) => {
             let opts = ReplayOptions {
                 separator: args.replay_sep,
                 time_column: args.replay_time_column.clone(),
+                ignore_columns: args.replay_ignore_columns.clone(),
                 retime: args.replay_retime,
                 start_ms,
                 period_ms: args.replay_period.unwrap_or(args.period_ms),
@@ -296,55 +262,36 @@ async fn run_with_sink(
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "replay".to_owned()),
             };
-            if id.is_empty()
-                || id.chars().count() > MAX_DEVICE_ID_LEN
-                || id.chars().any(char::is_control)
-            {
-                bail!(
-                    "replay device id {id:?} must be 1 to {MAX_DEVICE_ID_LEN} characters without control characters"
-                );
-            }
-            if plant.device_index(&id).is_some() {
-                bail!(
-                    "replay device id {id:?} collides with a simulated device; pick another with --replay-device"
-                );
-            }
-            let source = Source::new(data.channels())?;
-            Some(Replayed { id, data, source })
+            Some(Replayed { id, data })
         }
     };
-    if args.devices == 0 && replay.is_none() {
-        bail!("nothing to simulate: --devices is 0 and there is no --replay");
-    }
-
     // How many ticks (readings per device) to produce.
-    let mut ticks: Option<u64> = match (args.count, args.duration_ms) {
+    let ticks: Option<u64> = match (args.count, args.duration_ms) {
         (Some(n), _) => Some(n),
         (None, Some(d)) => Some((d.max(0) as u64).div_ceil(args.period_ms as u64)),
         (None, None) => None,
     };
-    if args.devices == 0
-        && let Some(r) = &replay
-    {
-        let rows = r.data.len() as u64;
-        ticks = Some(ticks.map_or(rows, |t| t.min(rows)));
-    }
+    let mut stream = Stream::new(plant, replay, ticks)?;
+    let plant_keys = ObjectKeys::new(stream.plant().channels());
+    let replay_keys = (stream.replay()).map(|r| ObjectKeys::new(r.data.channels()));
 
-    let period_s = args.period_ms as f64 / 1000.0;
     let pace = match args.rate {
-        None => Pace::RealTime { period_s },
+        None => Pace::RealTime {
+            period_s: args.period_ms as f64 / 1000.0,
+        },
         Some(0.0) => Pace::Unpaced,
         Some(r) => Pace::Rate(r),
     };
+    let plant = stream.plant();
     tracing::info!(
         devices = args.devices,
         channels = plant.channels().len(),
         period_ms = args.period_ms,
         start = %fmt_ts(start_ms),
-        ticks = ?ticks,
+        ticks = ?stream.ticks(),
         pace = ?pace,
         faults = ?plant.faults().iter().map(ToString::to_string).collect::<Vec<_>>(),
-        replay = ?replay.as_ref().map(|r| format!("{} as {} ({} rows, {} channels)", r.data.source(), r.id, r.data.len(), r.data.channels().len())),
+        replay = ?stream.replay().map(|r| format!("{} as {} ({} rows, {} channels)", r.data.source(), r.id, r.data.len(), r.data.channels().len())),
         sink = %sink.describe(),
         format = ?args.format,
         "simulating"
@@ -355,32 +302,20 @@ async fn run_with_sink(
     let mut sent = 0u64;
     let mut last_progress = (t0, 0u64);
     let mut buf = Vec::with_capacity(1024);
-    let mut tick_no = 0u64;
     let mut stopped = false;
     let mut last_ts = start_ms;
 
-    'ticks: while ticks.is_none_or(|t| tick_no < t) {
+    'ticks: loop {
         if shutdown.is_cancelled() {
             stopped = true;
             break;
         }
-        let replay_row = replay
-            .as_ref()
-            .filter(|r| (tick_no as usize) < r.data.len())
-            .map(|r| (r, r.data.row(tick_no as usize)));
-        let readings = plant.devices() + usize::from(replay_row.is_some());
-        let step_s = match pace {
-            Pace::RealTime { period_s } => period_s / readings.max(1) as f64,
-            Pace::Rate(r) => 1.0 / r,
-            Pace::Unpaced => 0.0,
+        let Some(tick) = stream.next_tick() else {
+            break;
         };
-        let tick = plant.next_tick();
-        last_ts = tick.ts_ms;
-        let sim = tick
-            .readings()
-            .map(|(id, v)| (id, tick.ts_ms, v, &plant_source));
-        let rep = replay_row.map(|(r, (ts, v))| (r.id.as_str(), ts, v, &r.source));
-        for (device, ts_ms, values, source) in sim.chain(rep) {
+        let step_s = pace.step_s(tick.len());
+        last_ts = tick.ts_ms();
+        for (device, ts_ms, values, origin) in tick.readings() {
             // Pacing: reading n is due at t0 + Σ steps.
             if step_s > 0.0 {
                 let due = t0 + Duration::from_secs_f64(due_s);
@@ -400,7 +335,11 @@ async fn run_with_sink(
                     &array
                 }
                 Format::Object => {
-                    encode_object(&mut buf, device, ts_ms, &source.keys, values)?;
+                    let keys = match origin {
+                        Origin::Plant => &plant_keys,
+                        Origin::Replay => replay_keys.as_ref().unwrap_or(&plant_keys),
+                    };
+                    encode_object(&mut buf, device, ts_ms, keys, values);
                     &buf
                 }
             };
@@ -425,14 +364,13 @@ async fn run_with_sink(
                 }
             }
         }
-        tick_no += 1;
     }
 
     let elapsed = t0.elapsed().as_secs_f64();
     let outcome = sink.finish().await;
     tracing::info!(
         sent,
-        ticks = tick_no,
+        ticks = stream.produced(),
         seconds = format!("{elapsed:.1}"),
         rate = format!("{:.0}", sent as f64 / elapsed.max(1e-9)),
         last = %fmt_ts(last_ts),
@@ -442,47 +380,10 @@ async fn run_with_sink(
     outcome
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Pace {
-    /// One tick per period of wall time.
-    RealTime {
-        period_s: f64,
-    },
-    /// Readings per second.
-    Rate(f64),
-    Unpaced,
-}
-
 fn fmt_ts(ts_ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ts_ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| ts_ms.to_string())
-}
-
-/// The object form: `{"device":..,"ts":"<RFC 3339>","values":{"name":value,..}}`.
-/// `keys` are the JSON-encoded channel names followed by `:`.
-fn encode_object(
-    buf: &mut Vec<u8>,
-    device: &str,
-    ts_ms: i64,
-    keys: &[Vec<u8>],
-    values: &[f32],
-) -> anyhow::Result<()> {
-    buf.clear();
-    buf.extend_from_slice(b"{\"device\":");
-    serde_json::to_writer(&mut *buf, device)?;
-    buf.extend_from_slice(b",\"ts\":");
-    serde_json::to_writer(&mut *buf, &fmt_ts(ts_ms))?;
-    buf.extend_from_slice(b",\"values\":{");
-    for (i, (key, v)) in keys.iter().zip(values).enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        buf.extend_from_slice(key);
-        serde_json::to_writer(&mut *buf, v)?;
-    }
-    buf.extend_from_slice(b"}}");
-    Ok(())
 }
 
 enum Sent {
@@ -835,35 +736,6 @@ mod tests {
         assert!(parse_duration_arg("5 weeks").is_err());
     }
 
-    #[test]
-    fn both_forms_decode() {
-        let channels = vec!["flow".to_owned(), "odd \"name\"".to_owned()];
-        let schema = Schema::new(channels.clone());
-        let source = Source::new(&channels).unwrap();
-        let mut buf = Vec::new();
-        encode_object(
-            &mut buf,
-            "plant-0001",
-            1_795_867_200_250,
-            &source.keys,
-            &[31.8, -2.5],
-        )
-        .unwrap();
-        let text = String::from_utf8(buf.clone()).unwrap();
-        assert!(
-            text.contains("\"ts\":\"2026-11-28T12:00:00.250Z\""),
-            "{text}"
-        );
-        let r = decode_reading(&buf, Some(b"plant-0001"), &schema).unwrap();
-        assert_eq!(r.ts_ms, 1_795_867_200_250);
-        assert_eq!(r.values, vec![31.8, -2.5]);
-        let array = encode_reading("plant-0001", 5, &[1.0, 2.0]);
-        assert_eq!(
-            decode_reading(&array, None, &schema).unwrap().values,
-            vec![1.0, 2.0]
-        );
-    }
-
     /// A writer the test can read back.
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -961,7 +833,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(lines.len(), 960);
-        let schema = Schema::new(forewarn_simulator::tep_channels());
+        let schema = Schema::new(forewarn_data::tep::channels());
         let r = decode_reading(lines[0].as_bytes(), Some(b"d01_te"), &schema).unwrap();
         assert_eq!(r.values.len(), 52);
         let lines = print(&[

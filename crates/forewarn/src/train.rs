@@ -8,8 +8,8 @@
 //! `[detector]`; without it, the flags below, which stand for the same
 //! fields and default to the same values ([`ModelSection::default`],
 //! [`ThresholdSection::default`]). Either way the configuration goes
-//! through [`EvalConfig::resolved`] and the model through
-//! [`crate::evaluate::fit`], the code `evaluate` trains and calibrates
+//! through [`ModelConfig::resolved`] and the model through
+//! [`forewarn_offline::fit`], the code `evaluate` trains and calibrates
 //! with, so an empty model.toml and no flags give the same model. The one
 //! difference: `--device` defaults to `auto` (a GPU when there is one),
 //! model.toml's `device` to `cpu`.
@@ -17,77 +17,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use forewarn_model::dataset::{CsvOptions, Dataset, read_any};
-
-use crate::evaluate::{
-    EvalConfig, ModelKind, ModelSection, ThresholdKind, ThresholdSection, fit, train_config,
-};
-
-/// The clap spelling of [`forewarn_model::Highway`].
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HighwayArg {
-    None,
-    Full,
-    Cross,
-}
-
-impl HighwayArg {
-    /// `forewarn evaluate`'s default for the forecaster (an empty
-    /// model.toml), so `train` builds the highway `evaluate` measures.
-    pub(crate) fn default_forecaster() -> Self {
-        Self::from(ModelSection::default().highway())
-    }
-}
-
-impl From<forewarn_model::Highway> for HighwayArg {
-    fn from(h: forewarn_model::Highway) -> Self {
-        match h {
-            forewarn_model::Highway::None => Self::None,
-            forewarn_model::Highway::Full => Self::Full,
-            forewarn_model::Highway::Cross => Self::Cross,
-        }
-    }
-}
-
-impl From<HighwayArg> for forewarn_model::Highway {
-    fn from(h: HighwayArg) -> Self {
-        match h {
-            HighwayArg::None => Self::None,
-            HighwayArg::Full => Self::Full,
-            HighwayArg::Cross => Self::Cross,
-        }
-    }
-}
-
-/// The clap spelling of [`ModelKind`] (model.toml's names; `per-variable`
-/// is accepted too).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModelKindArg {
-    Forecaster,
-    #[value(name = "per_variable", alias = "per-variable")]
-    PerVariable,
-    Autoencoder,
-}
-
-impl From<ModelKind> for ModelKindArg {
-    fn from(k: ModelKind) -> Self {
-        match k {
-            ModelKind::Forecaster => Self::Forecaster,
-            ModelKind::PerVariable => Self::PerVariable,
-            ModelKind::Autoencoder => Self::Autoencoder,
-        }
-    }
-}
-
-impl From<ModelKindArg> for ModelKind {
-    fn from(k: ModelKindArg) -> Self {
-        match k {
-            ModelKindArg::Forecaster => Self::Forecaster,
-            ModelKindArg::PerVariable => Self::PerVariable,
-            ModelKindArg::Autoencoder => Self::Autoencoder,
-        }
-    }
-}
+use forewarn_data::{CsvOptions, Separator, read_joined};
+use forewarn_model::{Highway, ModelKind};
+use forewarn_offline::{ModelConfig, ModelSection, ThresholdKind, ThresholdSection, fit};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -126,8 +58,8 @@ pub struct TrainArgs {
     /// batch), per_variable (one small LSTM encoder per channel merged
     /// into the joint LSTM) or autoencoder (LSTM encoder-decoder scored by
     /// reconstruction error). `serve` runs whichever the artifact holds.
-    #[arg(long, value_enum, default_value_t = ModelKindArg::from(ModelSection::default().kind))]
-    kind: ModelKindArg,
+    #[arg(long, value_enum, default_value_t = ModelSection::default().kind)]
+    kind: ModelKind,
     /// Window length w: truncated-BPTT length and warm-up before scoring.
     #[arg(long, default_value_t = ModelSection::default().window)]
     window: usize,
@@ -153,7 +85,7 @@ pub struct TrainArgs {
     /// threshold's margin is 2.0 with a highway, 1.5 without. With
     /// --config: model.toml's `[model] highway`.
     #[arg(long, value_enum)]
-    highway: Option<HighwayArg>,
+    highway: Option<Highway>,
     #[arg(long, default_value_t = ModelSection::default().epochs)]
     epochs: usize,
     #[arg(long, default_value_t = ModelSection::default().learning_rate)]
@@ -184,11 +116,11 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// The model.toml these flags stand for (before [`EvalConfig::resolved`]).
-    fn eval_config(&self) -> EvalConfig {
-        EvalConfig {
+    /// The model.toml these flags stand for (before [`ModelConfig::resolved`]).
+    fn model_config(&self) -> ModelConfig {
+        ModelConfig {
             model: ModelSection {
-                kind: self.kind.into(),
+                kind: self.kind,
                 name: self
                     .name
                     .clone()
@@ -203,7 +135,7 @@ impl TrainArgs {
                 validation_fraction: self.validation_fraction,
                 patience: self.patience,
                 seed: self.seed,
-                highway: self.highway.map(Into::into),
+                highway: self.highway,
                 device: self.device.clone().unwrap_or_else(|| "auto".into()),
                 ..ModelSection::default()
             },
@@ -213,7 +145,7 @@ impl TrainArgs {
                 margin: self.threshold_margin,
                 ..ThresholdSection::default()
             },
-            ..EvalConfig::default()
+            ..ModelConfig::default()
         }
     }
 }
@@ -223,7 +155,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         bail!("--sep must be a single ASCII character");
     }
     let opts = CsvOptions {
-        delimiter: a.sep as u8,
+        separator: Separator::Char(a.sep as u8),
         time_column: a.time_column.clone(),
         channels: a.channels.clone(),
         ignore_columns: a.ignore_columns.clone(),
@@ -231,31 +163,31 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     let cfg = match &a.config {
         Some(path) => {
-            let mut file = EvalConfig::load(Some(path))?;
+            let mut file = ModelConfig::load(Some(path))?;
             if let Some(name) = &a.name {
                 file.model.name = name.clone();
             }
             if let Some(d) = &a.device {
                 file.model.device = d.clone();
             }
-            file
+            file.resolved()?
         }
-        None => a.eval_config().resolved()?,
+        None => a.model_config().resolved()?,
     };
-    let tc = train_config(&cfg)?;
     if cfg.model.threads > 0 {
         forewarn_model::set_threads(cfg.model.threads);
     }
-    let data = load_all(&a.data, &opts)?;
+    let device = forewarn_model::parse_device(&cfg.model.device)?;
+    let data = read_joined(&a.data, &opts)?;
     eprintln!(
         "training the {} on {} rows x {} channels from {} file(s) on {}",
         cfg.model.kind,
         data.len(),
         data.channels.len(),
         a.data.len(),
-        forewarn_model::describe_device(tc.device)
+        forewarn_model::describe_device(device)
     );
-    let model = fit(&data, &cfg, &tc, "")?;
+    let model = fit(&data, &cfg, &mut |p| crate::progress::print("", p))?;
     forewarn_model::save_model(&model, &a.out)
         .with_context(|| format!("saving model to {}", a.out.display()))?;
     let m = &model.meta;
@@ -274,31 +206,6 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         m.threshold.samples
     );
     Ok(())
-}
-
-/// Reads every file and joins them into one series (same channels required).
-pub(crate) fn load_all(paths: &[PathBuf], opts: &CsvOptions) -> anyhow::Result<Dataset> {
-    let mut out: Option<Dataset> = None;
-    for p in paths {
-        let d = read_any(p, opts).with_context(|| format!("reading {}", p.display()))?;
-        match &mut out {
-            None => out = Some(d),
-            Some(acc) => {
-                let d = d.select_channels(&acc.channels).with_context(|| {
-                    format!(
-                        "{} has other channels than {}",
-                        p.display(),
-                        paths[0].display()
-                    )
-                })?;
-                acc.rows.extend_from_slice(&d.rows);
-                acc.timestamps = None;
-                acc.labels = None;
-                acc.source = format!("{}+{}", acc.source, d.source);
-            }
-        }
-    }
-    out.context("no data files given")
 }
 
 #[cfg(test)]
@@ -324,10 +231,12 @@ mod tests {
     #[test]
     fn defaults_are_evaluates() {
         let a = parse(&[]);
-        let mut eval = EvalConfig::load(None).unwrap();
+        let mut eval = ModelConfig::load(None).unwrap();
         eval.model.device = "auto".into();
-        assert_eq!(a.eval_config().resolved().unwrap(), eval);
-        let tc = train_config(&a.eval_config().resolved().unwrap()).unwrap();
+        assert_eq!(a.model_config().resolved().unwrap(), eval);
+        let tc = (a.model_config().resolved().unwrap().model)
+            .train_settings()
+            .unwrap();
         let m = ModelSection::default();
         assert_eq!(
             (
@@ -341,26 +250,26 @@ mod tests {
         assert_eq!(tc.highway, forewarn_model::Highway::Cross);
 
         let none = parse(&["--highway", "none"])
-            .eval_config()
+            .model_config()
             .resolved()
             .unwrap();
         assert_eq!(none.model.highway, Some(forewarn_model::Highway::None));
         for kind in ["autoencoder", "per_variable", "per-variable"] {
-            let c = parse(&["--kind", kind]).eval_config().resolved().unwrap();
+            let c = parse(&["--kind", kind]).model_config().resolved().unwrap();
             assert_ne!(c.model.kind, ModelKind::Forecaster);
             assert_eq!(c.model.highway, Some(forewarn_model::Highway::None));
             let c = parse(&["--kind", kind, "--highway", "cross"])
-                .eval_config()
+                .model_config()
                 .resolved()
                 .unwrap();
             assert_eq!(c.model.highway, Some(forewarn_model::Highway::Cross));
         }
         parse(&["--kind", "per_variable", "--highway", "full"])
-            .eval_config()
+            .model_config()
             .resolved()
             .unwrap();
         let e = parse(&["--kind", "autoencoder", "--highway", "full"])
-            .eval_config()
+            .model_config()
             .resolved()
             .unwrap_err();
         assert!(format!("{e:#}").contains("identity"), "{e:#}");
@@ -403,30 +312,17 @@ mod tests {
     }
 
     /// Whether the alert is open after each scored batch, with its score.
-    fn decisions(model: &mut forewarn_model::Model, rows: &[f32]) -> Vec<(i64, f64, bool)> {
+    fn decisions(model: &mut forewarn_model::Model, rows: &[f32]) -> Vec<(usize, f64, bool)> {
         let detector = forewarn_core::DetectorConfig {
             open_after: 1,
             ..Default::default()
         };
-        let mut out = Vec::new();
-        forewarn_model::replay_rows(
-            &mut model.network,
-            model.meta.engine_config(detector, 4),
-            rows,
-            |_, e| {
-                if let forewarn_core::EngineEvent::Scored {
-                    start_ts,
-                    score,
-                    alert_open,
-                    ..
-                } = e
-                {
-                    out.push((start_ts, score, alert_open));
-                }
-            },
-        )
-        .unwrap();
-        out
+        let engine = model.meta.engine_config(detector, 4);
+        forewarn_offline::replay::decisions(&mut model.network, engine, rows)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.start, d.score, d.open))
+            .collect()
     }
 
     /// Every kind, with and without the cross highway, through `forewarn
@@ -472,8 +368,8 @@ mod tests {
             let mut flags = vec!["--kind", kind.as_str(), "--highway", highway];
             flags.extend_from_slice(&small);
             let a = parse(&flags);
-            let cfg = a.eval_config().resolved().unwrap();
-            let data = load_all(
+            let cfg = a.model_config().resolved().unwrap();
+            let data = read_joined(
                 std::slice::from_ref(&normal),
                 &CsvOptions {
                     time_column: Some("time".into()),
@@ -481,7 +377,7 @@ mod tests {
                 },
             )
             .unwrap();
-            let mut fitted = fit(&data, &cfg, &train_config(&cfg).unwrap(), "").unwrap();
+            let mut fitted = fit(&data, &cfg, &mut |_| {}).unwrap();
             forewarn_model::save_model(&fitted, &out).unwrap();
             let mut loaded = forewarn_model::load(&out, forewarn_model::Device::Cpu).unwrap();
             // Every float of model.json reads back exactly (float_roundtrip).

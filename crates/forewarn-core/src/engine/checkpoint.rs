@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Device, Engine};
+use super::{Device, Engine, Tracker};
 use crate::threshold::ThresholdStrategy;
 
 /// Version of the checkpoint encoding.
@@ -34,13 +34,6 @@ pub struct StateRecord {
     /// The encoded state; `None` is a tombstone: the engine dropped the
     /// device (eviction), so a restore must not bring old state back.
     pub state: Option<Vec<u8>>,
-}
-
-/// Which devices changed since the last checkpoint.
-#[derive(Default)]
-pub(super) struct Tracker {
-    pub dirty: Vec<usize>,
-    pub tombstones: Vec<(i32, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

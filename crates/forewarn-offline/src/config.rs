@@ -1,18 +1,21 @@
 //! `model.toml`: the model, its training, the threshold strategy and the
-//! detector, as `forewarn evaluate --config` reads them. Every key is
-//! optional; `forewarn evaluate` writes the effective configuration into
-//! the report.
+//! detector, as `forewarn train --config`, `evaluate --config` and
+//! `classify --config` read them (`train`'s flags stand for the same
+//! fields). Every key is optional, and these are the only defaults;
+//! `forewarn evaluate` writes the effective configuration into the report.
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use forewarn_core::DetectorConfig;
 use forewarn_core::dynamic_threshold::DynamicThresholdConfig;
+use forewarn_core::{DetectorConfig, ThresholdRule};
+use forewarn_model::{Highway, TrainSettings};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, OfflineError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct EvalConfig {
+pub struct ModelConfig {
     pub model: ModelSection,
     pub threshold: ThresholdSection,
     pub detector: DetectorSection,
@@ -21,6 +24,13 @@ pub struct EvalConfig {
 /// `[model] kind`: the same enum as the artifact's `kind`, so every kind
 /// `evaluate` measures is one `forewarn train` stores and `serve` runs.
 pub use forewarn_model::ModelKind;
+
+/// Bails out of a validation with a configuration error.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(OfflineError::Config(format!($($arg)*)))
+    };
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,7 +47,11 @@ pub struct ModelSection {
     pub window: usize,
     pub epochs: usize,
     pub learning_rate: f64,
+    /// forecaster, per_variable: contiguous streams trained side by side.
     pub batch_streams: usize,
+    /// autoencoder, and the classifier heads of `forewarn classify`:
+    /// windows per optimizer step.
+    pub batch_windows: usize,
     /// Tail of the training data held out for early stopping and thresholds.
     pub validation_fraction: f64,
     pub patience: usize,
@@ -52,9 +66,9 @@ pub struct ModelSection {
     /// (`autoencoder`: `cross` only, `full` would learn the identity).
     /// Unset: `cross` for the forecaster (the default since issue 3's
     /// accuracy work, docs/ACCURACY.md; `forewarn train --highway` defaults
-    /// to it too), `none` for the other kinds; [`EvalConfig::load`]
+    /// to it too), `none` for the other kinds; [`ModelConfig::load`]
     /// resolves it, so reports show the value used.
-    pub highway: Option<forewarn_model::Highway>,
+    pub highway: Option<Highway>,
     /// What the LSTM's output feeds: `identity`, the forecast of the next
     /// batch that `evaluate`, `train` and `serve` score (fitted on normal
     /// data); `logistic` (fault or not) or `softmax` (which fault), the
@@ -79,6 +93,7 @@ impl Default for ModelSection {
             epochs: 30,
             learning_rate: 5e-3,
             batch_streams: 16,
+            batch_windows: 64,
             validation_fraction: 0.3,
             patience: 5,
             seed: 42,
@@ -93,7 +108,8 @@ impl Default for ModelSection {
 }
 
 /// `[model] head`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum HeadKind {
     /// The forecast of the next batch, scored by its error (the detector).
@@ -117,7 +133,8 @@ pub const GAUSSIAN_MARGIN_HIGHWAY: f64 = 2.0;
 /// The default (`gaussian`) was chosen on the tuning sets of
 /// docs/ACCURACY.md; `serve` runs whichever strategy `forewarn train`
 /// stored in the artifact. Also `forewarn train --threshold-kind`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum ThresholdKind {
     /// Quantile of normal validation batch errors times a margin (always
@@ -220,10 +237,35 @@ impl DetectorSection {
 
 impl ModelSection {
     /// The highway this section asks for (see [`ModelSection::highway`]).
-    pub fn highway(&self) -> forewarn_model::Highway {
+    pub fn highway(&self) -> Highway {
         self.highway.unwrap_or(match self.kind {
-            ModelKind::Forecaster => forewarn_model::Highway::Cross,
-            ModelKind::PerVariable | ModelKind::Autoencoder => forewarn_model::Highway::None,
+            ModelKind::Forecaster => Highway::Cross,
+            ModelKind::PerVariable | ModelKind::Autoencoder => Highway::None,
+        })
+    }
+
+    /// How the training loop trains this section's model: the one place
+    /// model.toml's training keys become `forewarn_model`'s settings.
+    pub fn train_settings(&self) -> Result<TrainSettings, OfflineError> {
+        Ok(TrainSettings {
+            kind: self.kind,
+            hidden: self.hidden,
+            layers: self.layers,
+            encoder_hidden: self.encoder_hidden,
+            horizon: self.horizon,
+            window: self.window,
+            epochs: self.epochs,
+            learning_rate: self.learning_rate,
+            batch_streams: self.batch_streams,
+            batch_windows: self.batch_windows,
+            validation_fraction: self.validation_fraction,
+            patience: self.patience,
+            seed: self.seed,
+            grad_clip: self.grad_clip,
+            robust_scaling: self.robust_scaling,
+            highway: self.highway(),
+            device: forewarn_model::parse_device(&self.device)
+                .map_err(|e| OfflineError::Config(format!("[model] device: {e}")))?,
         })
     }
 }
@@ -239,26 +281,36 @@ impl ThresholdSection {
     /// becomes the one chosen for such a model. A `cross` highway on a
     /// single channel is no highway (training builds none), so a
     /// univariate series keeps [`GAUSSIAN_MARGIN`].
-    pub fn for_model(&self, highway: forewarn_model::Highway) -> Self {
+    pub fn for_model(&self, highway: Highway) -> Self {
         let mut t = self.clone();
         t.gaussian_margin.get_or_insert(match highway {
-            forewarn_model::Highway::None => GAUSSIAN_MARGIN,
-            forewarn_model::Highway::Full | forewarn_model::Highway::Cross => {
-                GAUSSIAN_MARGIN_HIGHWAY
-            }
+            Highway::None => GAUSSIAN_MARGIN,
+            Highway::Full | Highway::Cross => GAUSSIAN_MARGIN_HIGHWAY,
         });
         t
     }
+
+    /// The fixed rule: `quantile` of the validation batch scores times
+    /// `margin`.
+    pub fn rule(&self) -> ThresholdRule {
+        ThresholdRule {
+            quantile: self.quantile,
+            margin: self.margin,
+        }
+    }
 }
 
-impl EvalConfig {
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+impl ModelConfig {
+    /// model.toml at `path` (the defaults without one), validated and
+    /// resolved ([`Self::resolved`]).
+    pub fn load(path: Option<&Path>) -> Result<Self, OfflineError> {
         let cfg: Self = match path {
             None => Self::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+                let text = std::fs::read_to_string(p).map_err(|e| OfflineError::io(p, e))?;
+                toml::from_str(&text)
+                    .map_err(|e| OfflineError::Config(e.to_string()))
+                    .context(|| format!("parsing {}", p.display()))?
             }
         };
         cfg.resolved()
@@ -267,30 +319,46 @@ impl EvalConfig {
     /// This configuration validated, with the highway resolved (so
     /// reports show the value used): what [`Self::load`] returns, and what
     /// `forewarn train` runs when its flags stand in for the file.
-    pub fn resolved(mut self) -> anyhow::Result<Self> {
+    pub fn resolved(mut self) -> Result<Self, OfflineError> {
         self.validate()?;
         self.model.highway = Some(self.model.highway());
         Ok(self)
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.model.kind == ModelKind::Autoencoder
-            && let Some(why) = forewarn_model::autoencoder::highway_refusal(self.model.highway())
+    pub fn validate(&self) -> Result<(), OfflineError> {
+        let m = &self.model;
+        if m.kind == ModelKind::Autoencoder
+            && let Some(why) = forewarn_model::autoencoder::highway_refusal(m.highway())
         {
             bail!("[model] {why}");
         }
+        if m.name.trim().is_empty() {
+            bail!("[model] name must not be empty");
+        }
+        m.train_settings()?.validate().map_err(|e| match e {
+            forewarn_model::ModelError::Config(why) => {
+                OfflineError::Config(format!("[model] {why}"))
+            }
+            e => e.into(),
+        })?;
         self.detector
             .detector()
             .validate()
-            .map_err(|m| anyhow::anyhow!("[detector] {m}"))?;
+            .map_err(|m| OfflineError::Config(format!("[detector] {m}")))?;
         if self.detector.min_event_length == 0 {
             bail!("[detector] min_event_length must be at least 1");
         }
         self.threshold
             .dynamic
             .validate()
-            .map_err(|m| anyhow::anyhow!("[threshold.dynamic] {m}"))?;
+            .map_err(|m| OfflineError::Config(format!("[threshold.dynamic] {m}")))?;
         let t = &self.threshold;
+        if !(0.0..=1.0).contains(&t.quantile) {
+            bail!("[threshold] quantile must be in [0, 1], got {}", t.quantile);
+        }
+        if !(t.margin.is_finite() && t.margin > 0.0) {
+            bail!("[threshold] margin must be positive, got {}", t.margin);
+        }
         if !(t.beta.is_finite() && t.beta > 0.0) {
             bail!("[threshold] beta must be positive");
         }
@@ -314,7 +382,7 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_defaults_and_unknown_keys_fail() {
-        let c: EvalConfig = toml::from_str(
+        let c: ModelConfig = toml::from_str(
             "[model]\nhidden = 16\n[threshold]\nkind = \"dynamic\"\n[threshold.dynamic]\nsmoothing = 0.5\n[detector]\nmin_event_length = 3\n",
         )
         .unwrap();
@@ -328,22 +396,21 @@ mod tests {
         );
         assert_eq!(c.detector.min_event_length, 3);
         c.validate().unwrap();
-        assert!(toml::from_str::<EvalConfig>("[model]\nhiden = 3\n").is_err());
-        let bad: EvalConfig = toml::from_str("[detector]\nmin_event_length = 0\n").unwrap();
+        assert!(toml::from_str::<ModelConfig>("[model]\nhiden = 3\n").is_err());
+        let bad: ModelConfig = toml::from_str("[detector]\nmin_event_length = 0\n").unwrap();
         assert!(bad.validate().is_err());
     }
 
     #[test]
     fn the_highway_defaults_to_cross_for_the_forecaster_only_and_sets_the_margin() {
-        use forewarn_model::Highway;
         let dir = tempfile::tempdir().unwrap();
         let load = |text: &str| {
             let p = dir.path().join("m.toml");
             std::fs::write(&p, text).unwrap();
-            EvalConfig::load(Some(&p))
+            ModelConfig::load(Some(&p))
         };
         assert_eq!(
-            EvalConfig::load(None).unwrap().model.highway,
+            ModelConfig::load(None).unwrap().model.highway,
             Some(Highway::Cross)
         );
         assert_eq!(load("").unwrap().model.highway, Some(Highway::Cross));
@@ -381,5 +448,74 @@ mod tests {
         );
         assert_eq!(ThresholdSection::default().gaussian_margin(), 1.5);
         assert!(load("[threshold]\ngaussian_margin = 0.0\n").is_err());
+    }
+
+    /// The training loop gets every training key of `[model]`, and a bad
+    /// value is refused at load, named.
+    #[test]
+    fn training_settings_come_from_model_section_and_bad_values_are_named() {
+        let m = ModelSection::default();
+        let s = m.train_settings().unwrap();
+        assert_eq!(
+            (
+                s.kind,
+                s.hidden,
+                s.layers,
+                s.encoder_hidden,
+                s.horizon,
+                s.window
+            ),
+            (
+                m.kind,
+                m.hidden,
+                m.layers,
+                m.encoder_hidden,
+                m.horizon,
+                m.window
+            )
+        );
+        assert_eq!(
+            (
+                s.epochs,
+                s.batch_streams,
+                s.batch_windows,
+                s.patience,
+                s.seed
+            ),
+            (
+                m.epochs,
+                m.batch_streams,
+                m.batch_windows,
+                m.patience,
+                m.seed
+            )
+        );
+        assert_eq!(
+            (s.learning_rate, s.validation_fraction, s.grad_clip),
+            (m.learning_rate, m.validation_fraction, m.grad_clip)
+        );
+        assert_eq!((s.highway, s.device), (Highway::Cross, tch::Device::Cpu));
+        for (text, want) in [
+            ("[model]\nhidden = 0\n", "[model] hidden must be at least 1"),
+            ("[model]\nbatch_windows = 0\n", "[model] batch_windows"),
+            (
+                "[model]\nvalidation_fraction = 1.0\n",
+                "[model] validation_fraction",
+            ),
+            ("[model]\ndevice = \"tpu\"\n", "[model] device: "),
+            ("[model]\nname = \" \"\n", "[model] name must not be empty"),
+            (
+                "[threshold]\nquantile = 2.0\n",
+                "[threshold] quantile must be in [0, 1]",
+            ),
+            (
+                "[threshold]\nmargin = 0.0\n",
+                "[threshold] margin must be positive",
+            ),
+        ] {
+            let c: ModelConfig = toml::from_str(text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

@@ -10,18 +10,19 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
+use forewarn_data::Dataset;
 use forewarn_eval::segments;
-use forewarn_model::dataset::Dataset;
 use plotters::prelude::*;
 
-use super::replay::Decision;
+use crate::error::OfflineError;
+use crate::files::create_parent;
+use crate::replay::Decision;
 
 const WIDTH: u32 = 1400;
 const MAX_CHANNELS: usize = 24;
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing: {e:?}")
+fn err<E: std::fmt::Debug>(e: E) -> OfflineError {
+    OfflineError::Plot(format!("{e:?}"))
 }
 
 pub fn plot_file(
@@ -31,8 +32,8 @@ pub fn plot_file(
     pred: &[bool],
     decisions: &[Decision],
     skip: usize,
-) -> anyhow::Result<()> {
-    super::create_parent(out)?;
+) -> Result<(), OfflineError> {
+    create_parent(out)?;
     let n = data.len().max(2);
     let xr = 0f64..n as f64;
     let root = BitMapBackend::new(out, (WIDTH, 720)).into_drawing_area();

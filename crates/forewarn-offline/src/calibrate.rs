@@ -2,27 +2,48 @@
 //! trained model, for `forewarn train` (which stores it in the artifact)
 //! and `forewarn evaluate` (which runs it). Every score comes from
 //! replaying data through the [`forewarn_core::Engine`] with the strategy
-//! being calibrated, so the threshold means online what it meant here.
+//! being calibrated ([`crate::replay`]), so the threshold means online what
+//! it meant here.
 
-use anyhow::Context;
 use forewarn_core::dynamic_threshold::seed_from_validation;
 use forewarn_core::engine::{EngineConfig, Forecaster};
 use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
 use forewarn_core::threshold::{ThresholdStrategy, quantile_sorted};
 use forewarn_model::ModelError;
-use forewarn_model::train::{calibration_errors, calibration_scores};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::config::{ThresholdKind, ThresholdSection};
-use super::streams::replay_streams;
+use crate::config::{ThresholdKind, ThresholdSection};
+use crate::error::OfflineError;
+use crate::replay::{errors, scores, stream_scores};
+
+/// How the Gaussian threshold was chosen, for the record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GaussianFit {
+    /// By F-beta against injected faults.
+    Injected {
+        /// Clean validation batches scored.
+        normal: usize,
+        /// Batches of the injected copies from their onsets on.
+        injected: usize,
+        beta: f64,
+        /// The best F-beta, and the threshold giving it.
+        fbeta: f64,
+        tau: f64,
+        /// Raised to this quantile of the clean scores, to this value.
+        raised: Option<(f64, f64)>,
+    },
+    /// No room to inject a fault: quantile x margin of the clean scores.
+    NoRoom,
+}
 
 /// The strategy `t.kind` asks for, calibrated for `model` run with `engine`
 /// (the model's engine settings; its strategy is replaced): `fixed` takes
 /// `fixed_threshold` (the model's own quantile x margin of validation
 /// MSEs); `gaussian` fits on `train_part` and picks its threshold on `val`;
 /// `dynamic` is seeded from `val`. `seed` drives the fault injection.
+/// How a Gaussian threshold was chosen comes back with it.
 pub fn calibrate<F>(
     model: &mut F,
     engine: &EngineConfig,
@@ -31,27 +52,32 @@ pub fn calibrate<F>(
     train_part: &[f32],
     val: &[f32],
     fixed_threshold: f64,
-) -> anyhow::Result<ThresholdStrategy>
+) -> Result<(ThresholdStrategy, Option<GaussianFit>), OfflineError>
 where
     F: Forecaster,
     F::Error: Into<ModelError>,
 {
     Ok(match t.kind {
-        ThresholdKind::Fixed => ThresholdStrategy::Fixed {
-            threshold: fixed_threshold,
-        },
+        ThresholdKind::Fixed => (
+            ThresholdStrategy::Fixed {
+                threshold: fixed_threshold,
+            },
+            None,
+        ),
         ThresholdKind::Gaussian => {
-            let (model, threshold) = calibrate_gaussian(model, engine, t, seed, train_part, val)?;
-            ThresholdStrategy::Gaussian { model, threshold }
+            let (model, threshold, fit) =
+                calibrate_gaussian(model, engine, t, seed, train_part, val)?;
+            (ThresholdStrategy::Gaussian { model, threshold }, Some(fit))
         }
         ThresholdKind::Dynamic => {
-            let scores = calibration_scores(model, engine.clone(), val)?;
+            let scores = scores(model, engine.clone(), val)?;
             let (seed, floor) = seed_from_validation(&t.dynamic, &scores);
-            ThresholdStrategy::Dynamic {
+            let strategy = ThresholdStrategy::Dynamic {
                 config: t.dynamic,
                 seed,
                 floor,
-            }
+            };
+            (strategy, None)
         }
     })
 }
@@ -73,22 +99,26 @@ fn calibrate_gaussian<F>(
     seed: u64,
     train_part: &[f32],
     val: &[f32],
-) -> anyhow::Result<(GaussianErrorModel, f64)>
+) -> Result<(GaussianErrorModel, f64, GaussianFit), OfflineError>
 where
     F: Forecaster,
     F::Error: Into<ModelError>,
 {
     let c = engine.schema.len();
-    let errors = calibration_errors(model, engine.clone(), train_part)?;
-    let mut g = GaussianErrorModel::fit_with_floor(&errors, c, t.gaussian_var_floor)
-        .context("gaussian threshold: the training part is too short for two error vectors")?;
+    let errors = errors(model, engine.clone(), train_part)?;
+    let mut g =
+        GaussianErrorModel::fit_with_floor(&errors, c, t.gaussian_var_floor).ok_or_else(|| {
+            OfflineError::Config(
+                "gaussian threshold: the training part is too short for two error vectors".into(),
+            )
+        })?;
     g.average_constant_channels(&engine.scaler.constant);
     let mut scoring = engine.clone();
     scoring.strategy = ThresholdStrategy::Gaussian {
         model: g.clone(),
         threshold: f64::INFINITY,
     };
-    let normal = calibration_scores(model, scoring.clone(), val)?;
+    let normal = scores(model, scoring.clone(), val)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut copies, mut onsets) = (Vec::new(), Vec::new());
     for k in 0..t.injections {
@@ -102,43 +132,40 @@ where
     // All copies advance together, one forecaster call per batch (one call
     // per copy and batch made this most of training's time on long data).
     let mut anomalous = Vec::new();
-    replay_streams(model, scoring.clone(), &copies, |k, end_ts, score| {
+    let copies: Vec<&[f32]> = copies.iter().map(Vec::as_slice).collect();
+    stream_scores(model, scoring.clone(), &copies, |k, end_ts, score| {
         // Batches from the onset on (timestamps are row indices).
         if end_ts as usize >= onsets[k] {
             anomalous.push(score);
         }
     })?;
-    let threshold = match fbeta_threshold(&normal, &anomalous, t.beta) {
+    let (threshold, fit) = match fbeta_threshold(&normal, &anomalous, t.beta) {
         Some((tau, f)) => {
             let floor = if t.gaussian_normal_floor {
                 floored(tau, &normal, t.quantile)
             } else {
                 tau
             };
-            eprintln!(
-                "  gaussian: {} normal / {} injected validation batches, F{} = {f:.3} at {tau:.4}{}",
-                normal.len(),
-                anomalous.len(),
-                t.beta,
-                if floor > tau {
-                    format!(
-                        ", raised to q{} of the normal scores, {floor:.4}",
-                        t.quantile
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            floor * t.gaussian_margin()
+            let fit = GaussianFit::Injected {
+                normal: normal.len(),
+                injected: anomalous.len(),
+                beta: t.beta,
+                fbeta: f,
+                tau,
+                raised: (floor > tau).then_some((t.quantile, floor)),
+            };
+            (floor * t.gaussian_margin(), fit)
         }
         None => {
-            eprintln!("  gaussian: no room to inject faults; quantile x margin of normal scores");
             let mut s = normal.clone();
             s.sort_by(f64::total_cmp);
-            quantile_sorted(&s, t.quantile) * t.margin
+            (
+                quantile_sorted(&s, t.quantile) * t.margin,
+                GaussianFit::NoRoom,
+            )
         }
     };
-    Ok((g, threshold))
+    Ok((g, threshold, fit))
 }
 
 /// The F-beta threshold `tau`, raised to the `quantile` (the fixed rule's,

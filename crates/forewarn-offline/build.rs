@@ -1,0 +1,4 @@
+include!("../../build-support/torch_link.rs");
+fn main() {
+    link_libtorch();
+}

@@ -1,0 +1,1093 @@
+//! An evaluation run (`forewarn evaluate`): fit a model ([`crate::fit`]),
+//! per file on its first rows or once on normal files, replay every test
+//! file through the service's streaming detector ([`crate::replay`]), and
+//! score the alerts against the labels.
+//!
+//! Metrics and their formulas: `forewarn_eval` and docs/EVALUATION.md.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use forewarn_data::{CsvOptions, Dataset, expand, read_any, read_joined};
+use forewarn_eval::{Counts, FileInput, Metrics, WindowPosition};
+use forewarn_model::{Model, Precision};
+use serde::Serialize;
+
+use crate::config::{ModelConfig, ThresholdKind};
+use crate::error::{Context, OfflineError};
+use crate::files::{create_parent, read_labelled};
+use crate::fit::{Progress, fit};
+use crate::plot::plot_file;
+use crate::replay::{Decision, decisions, point_predictions};
+
+/// What an evaluation trains on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainOn {
+    /// Per file: its first rows, then score the rest (one model per file).
+    Rows(TrainRows),
+    /// One model on these normal files; every test file scored whole.
+    Files(Vec<PathBuf>),
+}
+
+/// How much of each file `--train-rows` trains on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TrainRows {
+    Rows(usize),
+    /// A share of the file's rows, in percent (0, 100).
+    Percent(f64),
+}
+
+impl TrainRows {
+    /// The rows to train on in a file of `total` rows (a share rounds
+    /// down); an error when that leaves nothing to train on or to score.
+    pub fn resolve(self, total: usize) -> Result<usize, String> {
+        let n = match self {
+            Self::Rows(n) => n,
+            Self::Percent(p) => (total as f64 * p / 100.0).floor() as usize,
+        };
+        if n == 0 {
+            return Err(format!("--train-rows {self} is no row of {total}"));
+        }
+        if n >= total {
+            return Err(format!(
+                "--train-rows {self} leaves no rows to score ({total} rows)"
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl std::fmt::Display for TrainRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rows(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl FromStr for TrainRows {
+    type Err = String;
+    /// A number of rows (`400`) or a share of each file (`15%`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_suffix('%') {
+            return match p.trim().parse::<f64>() {
+                Ok(p) if p > 0.0 && p < 100.0 => Ok(TrainRows::Percent(p)),
+                _ => Err(format!(
+                    "{s:?}: a share must be a number of percent strictly between 0 and 100"
+                )),
+            };
+        }
+        s.parse::<usize>().map(TrainRows::Rows).map_err(|_| {
+            format!("{s:?}: expected a number of rows (400) or a share of each file (15%)")
+        })
+    }
+}
+
+/// Everything an evaluation run needs.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Labelled test files and folders of them.
+    pub data: Vec<PathBuf>,
+    /// How the files are read (the label column included).
+    pub csv: CsvOptions,
+    /// Column marking changepoints (non-zero), anchoring the NAB windows;
+    /// not a channel.
+    pub changepoint_column: Option<String>,
+    pub train: TrainOn,
+    pub config: ModelConfig,
+    /// NAB window width in report units; `None`: NAB's default.
+    pub nab_window: Option<f64>,
+    pub nab_position: WindowPosition,
+    /// Folder for one PNG per file.
+    pub plot: Option<PathBuf>,
+    /// Folder for one CSV of per-row decisions per file.
+    pub decisions: Option<PathBuf>,
+    /// Inference precision of the scoring replay (training and
+    /// calibration are f32).
+    pub precision: Precision,
+    /// Device of the scoring replay when it differs from `[model] device`:
+    /// the model is trained and calibrated there, then moved through its
+    /// artifact as `serve` loads one (benches/gpu.sh scores a CPU-trained
+    /// network on CUDA, so its decisions compare with a CPU run's).
+    pub score_device: Option<String>,
+}
+
+/// What an evaluation reports while it runs (the command line prints it).
+#[derive(Debug, Clone, Copy)]
+pub enum EvalProgress<'a> {
+    /// One model is trained on the joined training files.
+    TrainingShared {
+        rows: usize,
+        channels: usize,
+        files: usize,
+    },
+    /// A model is trained on the first `rows` rows of `file`.
+    TrainingOn { file: &'a Path, rows: usize },
+    /// The training part of `source` is too short for the window.
+    Window {
+        source: &'a str,
+        rows: usize,
+        window: usize,
+        using: usize,
+    },
+    /// Fitting.
+    Fit(Progress<'a>),
+    /// A model is fitted; its strategy and the threshold it compares with.
+    Fitted { strategy: &'a str, threshold: f64 },
+    /// A file is scored.
+    Scored {
+        file: &'a Path,
+        metrics: &'a Metrics,
+    },
+}
+
+/// A test file as loaded.
+struct Loaded {
+    data: Dataset,
+    labels: Vec<bool>,
+    changepoints: Option<Vec<bool>>,
+}
+
+/// What one file's evaluation produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub file: String,
+    pub rows: usize,
+    pub channels: usize,
+    /// Rows used for training (`--train-rows`), not scored.
+    pub train_rows: usize,
+    pub model_version: String,
+    pub threshold_kind: ThresholdKind,
+    /// The threshold the strategy compares with (for `dynamic`, its floor).
+    pub threshold: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub forewarn_version: String,
+    /// `train_rows` or `train`.
+    pub mode: String,
+    /// Unit of `mean_detection_delay` and NAB windows: `seconds` or `rows`.
+    pub time_unit: String,
+    pub nab_window: Option<f64>,
+    pub nab_window_position: WindowPosition,
+    /// Inference precision of the scoring replay (`--precision`; not
+    /// `precision`, which is the metric).
+    pub inference_precision: Precision,
+    /// `--score-device`, when given (else the scoring ran on `[model] device`).
+    pub score_device: Option<String>,
+    pub config: ModelConfig,
+    /// Pooled over all files.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    pub counts: Counts,
+    pub files: Vec<FileReport>,
+}
+
+/// Runs `e`: fits, replays every file, writes its plots and decisions,
+/// and returns the report.
+pub fn evaluate(
+    e: &Evaluation,
+    progress: &mut dyn FnMut(EvalProgress<'_>),
+) -> Result<Report, OfflineError> {
+    let cfg = &e.config;
+    let files = expand(&e.data)?;
+    if files.is_empty() {
+        return Err(OfflineError::Config(format!(
+            "no data files found in {:?}",
+            e.data
+        )));
+    }
+    let opts = CsvOptions {
+        ignore_columns: (e.csv.ignore_columns.iter().cloned())
+            .chain(e.changepoint_column.clone())
+            .collect(),
+        ..e.csv.clone()
+    };
+    let score_device = (e.score_device.as_deref())
+        .map(forewarn_model::parse_device)
+        .transpose()?;
+    let mut shared = match &e.train {
+        TrainOn::Files(paths) => {
+            let train_files = expand(paths)?;
+            let data = load_training(&train_files, &opts)?;
+            progress(EvalProgress::TrainingShared {
+                rows: data.len(),
+                channels: data.n_channels(),
+                files: train_files.len(),
+            });
+            Some(fit_for_scoring(
+                &data,
+                cfg,
+                e.precision,
+                score_device,
+                progress,
+            )?)
+        }
+        TrainOn::Rows(_) => None,
+    };
+
+    let mut reports = Vec::new();
+    let mut pooled = Counts::default();
+    let mut time_unit = None;
+    for path in &files {
+        let loaded = load_test(
+            path,
+            &opts,
+            e.changepoint_column.as_deref(),
+            e.csv.time_column.as_deref(),
+        )?;
+        let mut per_file = None;
+        let skip;
+        let fitted: &mut Model = match (shared.as_mut(), &e.train) {
+            (Some(f), _) => {
+                skip = 0;
+                f
+            }
+            (None, TrainOn::Rows(rows)) => {
+                let n = (rows.resolve(loaded.data.len()))
+                    .map_err(|why| OfflineError::Config(format!("{}: {why}", path.display())))?;
+                skip = n;
+                let mut train_part = loaded.data.slice(0..n);
+                train_part.labels = None;
+                progress(EvalProgress::TrainingOn {
+                    file: path,
+                    rows: n,
+                });
+                per_file.insert(fit_for_scoring(
+                    &train_part,
+                    cfg,
+                    e.precision,
+                    score_device,
+                    progress,
+                )?)
+            }
+            (None, TrainOn::Files(_)) => unreachable!("a shared model is fitted first"),
+        };
+        let data = (loaded.data.select_channels(&fitted.meta.channels))
+            .context(|| format!("{} does not have the model's channels", path.display()))?;
+        let engine = fitted.engine_config(cfg.detector.detector(), 1);
+        let decisions = decisions(&mut fitted.network, engine, &data.rows)?;
+        let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
+        let n = data.len();
+        let truth = &loaded.labels[skip..];
+        let pred_scored = &pred[skip..];
+        let unit = if data.timestamps.is_some() {
+            "seconds"
+        } else {
+            "rows"
+        };
+        match time_unit {
+            None => time_unit = Some(unit),
+            Some(u) if u != unit => {
+                return Err(OfflineError::Config(
+                    "some files have a time column and others not: cannot pool delays".into(),
+                ));
+            }
+            _ => {}
+        }
+        let times = report_times(&data, skip);
+        let cps: Option<Vec<usize>> = loaded.changepoints.as_ref().map(|c| {
+            c[skip..]
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v)
+                .map(|(i, _)| i)
+                .collect()
+        });
+        let counts = Counts::of(&FileInput {
+            truth,
+            pred: pred_scored,
+            times: &times,
+            changepoints: cps.as_deref(),
+            nab_width: e.nab_window,
+            nab_position: e.nab_position,
+        });
+        pooled.add(&counts);
+        let metrics = counts.metrics();
+        progress(EvalProgress::Scored {
+            file: path,
+            metrics: &metrics,
+        });
+        if let Some(dir) = &e.decisions {
+            let out = dir.join(format!("{}.csv", file_name(path)));
+            write_decisions(&out, &data, &loaded.labels, &pred, &decisions, skip)?;
+        }
+        if let Some(dir) = &e.plot {
+            let out = dir.join(format!("{}.png", file_name(path)));
+            plot_file(&out, &data, &loaded.labels, &pred, &decisions, skip)
+                .context(|| format!("plotting {}", out.display()))?;
+        }
+        reports.push(FileReport {
+            file: path.display().to_string(),
+            rows: n,
+            channels: data.n_channels(),
+            train_rows: skip,
+            model_version: fitted.meta.version.clone(),
+            threshold_kind: cfg.threshold.kind,
+            threshold: fitted.meta.strategy().nominal_threshold(),
+            metrics,
+            counts,
+        });
+    }
+    Ok(Report {
+        forewarn_version: env!("CARGO_PKG_VERSION").into(),
+        mode: match e.train {
+            TrainOn::Rows(_) => "train_rows",
+            TrainOn::Files(_) => "train",
+        }
+        .into(),
+        time_unit: time_unit.unwrap_or("rows").into(),
+        nab_window: e.nab_window,
+        nab_window_position: e.nab_position,
+        inference_precision: e.precision,
+        score_device: e.score_device.clone(),
+        config: cfg.clone(),
+        metrics: pooled.metrics(),
+        counts: pooled,
+        files: reports,
+    })
+}
+
+/// Fits on `data` as `forewarn train` does ([`fit`]), with the window
+/// shrunk for short training parts, then moves it to `score_device` (when
+/// given and not the training device) and switches the network to
+/// `precision` for scoring (bf16 is refused for a kind other than the
+/// forecaster).
+fn fit_for_scoring(
+    data: &Dataset,
+    cfg: &ModelConfig,
+    precision: Precision,
+    score_device: Option<tch::Device>,
+    progress: &mut dyn FnMut(EvalProgress<'_>),
+) -> Result<Model, OfflineError> {
+    let mut cfg = cfg.clone();
+    let m = &mut cfg.model;
+    if let Some(w) = fitting_window(data.len(), m.validation_fraction, m.window, m.horizon) {
+        progress(EvalProgress::Window {
+            source: &data.source,
+            rows: data.len(),
+            window: m.window,
+            using: w,
+        });
+        m.window = w;
+    }
+    let mut model = fit(data, &cfg, &mut |p| progress(EvalProgress::Fit(p)))?;
+    let strategy = model.meta.strategy();
+    progress(EvalProgress::Fitted {
+        strategy: strategy.kind(),
+        threshold: strategy.nominal_threshold(),
+    });
+    let trained_on = forewarn_model::parse_device(&cfg.model.device)?;
+    if let Some(device) = score_device.filter(|d| *d != trained_on) {
+        model = moved_to(&model, device)?;
+    }
+    model.network.set_precision(precision)?;
+    Ok(model)
+}
+
+/// `model` on `device`, through the artifact `serve` would load: saved to a
+/// scratch folder and loaded from it (weights, scaler and threshold
+/// strategy travel exactly as to a serving machine).
+fn moved_to(model: &Model, device: tch::Device) -> Result<Model, OfflineError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SCRATCH: AtomicU64 = AtomicU64::new(0);
+    let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("forewarn-evaluate-{}-{n}", std::process::id()));
+    let moved = forewarn_model::save_model(model, &dir)
+        .and_then(|()| forewarn_model::load(&dir, device))
+        .context(|| format!("moving the model to {device:?}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    moved
+}
+
+/// A smaller window (warm-up) when the validation tail of `rows` rows is
+/// too short for the configured one plus two batches, as happens with short
+/// per-file training parts; `None` when the configured window fits.
+fn fitting_window(
+    rows: usize,
+    validation_fraction: f64,
+    window: usize,
+    horizon: usize,
+) -> Option<usize> {
+    let n_val = (rows as f64 * validation_fraction).round() as usize;
+    if n_val >= window + 2 * horizon {
+        return None;
+    }
+    Some(n_val.saturating_sub(2 * horizon).max(horizon))
+}
+
+/// Every training file joined into one series (same channels required);
+/// their labels are not used.
+fn load_training(paths: &[PathBuf], opts: &CsvOptions) -> Result<Dataset, OfflineError> {
+    let opts = CsvOptions {
+        label_column: None,
+        ignore_columns: (opts.ignore_columns.iter().cloned())
+            .chain(opts.label_column.clone())
+            .collect(),
+        ..opts.clone()
+    };
+    if paths.is_empty() {
+        return Err(OfflineError::Config("no training files given".into()));
+    }
+    let mut d = read_joined(paths, &opts)?;
+    d.labels = None;
+    Ok(d)
+}
+
+fn load_test(
+    path: &Path,
+    opts: &CsvOptions,
+    cp_column: Option<&str>,
+    time_column: Option<&str>,
+) -> Result<Loaded, OfflineError> {
+    let data = read_labelled(path, opts)?;
+    let labels: Vec<bool> = (data.labels.iter().flatten()).map(|v| *v != 0).collect();
+    let changepoints = match cp_column {
+        Some(col) if !is_dat(path) => {
+            let cp_opts = CsvOptions {
+                label_column: Some(col.to_owned()),
+                time_column: time_column.map(str::to_owned),
+                ignore_columns: (opts.ignore_columns.iter())
+                    .filter(|c| *c != col)
+                    .cloned()
+                    .chain(opts.label_column.clone())
+                    .collect(),
+                ..opts.clone()
+            };
+            let d = read_any(path, &cp_opts)
+                .context(|| format!("reading changepoints of {}", path.display()))?;
+            Some(
+                (d.labels.unwrap_or_default().iter())
+                    .map(|v| *v != 0)
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
+    Ok(Loaded {
+        data,
+        labels,
+        changepoints,
+    })
+}
+
+fn is_dat(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("dat"))
+}
+
+/// Times of rows `skip..` in report units: seconds since the file's first
+/// row, or the row index.
+fn report_times(data: &Dataset, skip: usize) -> Vec<f64> {
+    match &data.timestamps {
+        Some(ts) => ts[skip..]
+            .iter()
+            .map(|t| (t - ts[0]) as f64 / 1000.0)
+            .collect(),
+        None => (skip..data.len()).map(|i| i as f64).collect(),
+    }
+}
+
+/// The name of a file's plot or decisions, without extension: the file
+/// and its folder, in characters safe anywhere (`<folder>_<stem>`).
+fn file_name(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
+    let parent = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str())
+        .unwrap_or("");
+    let safe = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    if parent.is_empty() {
+        safe(stem)
+    } else {
+        format!("{}_{}", safe(parent), safe(stem))
+    }
+}
+
+/// `--decisions`: a line per row of `data`: `row`, `time_ms` (empty
+/// without a time column), `label`, `train` (1 for the rows a
+/// `--train-rows` model was trained on: replayed as history, never
+/// counted), `score` and `threshold` of the batch the row was in (empty
+/// during warm-up), and `flagged`, the point prediction the metrics count
+/// (0 on training rows).
+fn write_decisions(
+    path: &Path,
+    data: &Dataset,
+    labels: &[bool],
+    pred: &[bool],
+    decisions: &[Decision],
+    skip: usize,
+) -> Result<(), OfflineError> {
+    create_parent(path)?;
+    let n = data.len();
+    let mut batch: Vec<Option<(f64, f64)>> = vec![None; n];
+    for d in decisions {
+        for b in &mut batch[d.start.min(n)..=d.end.min(n.saturating_sub(1))] {
+            *b = Some((d.score, d.threshold));
+        }
+    }
+    let mut out = String::from("row,time_ms,label,train,score,threshold,flagged\n");
+    for i in 0..n {
+        let time = (data.timestamps.as_ref()).map_or(String::new(), |t| t[i].to_string());
+        let (score, threshold) = batch[i].map_or((String::new(), String::new()), |(s, t)| {
+            (s.to_string(), t.to_string())
+        });
+        let _ = writeln!(
+            out,
+            "{i},{time},{},{},{score},{threshold},{}",
+            u8::from(labels.get(i).copied().unwrap_or(false)),
+            u8::from(i < skip),
+            u8::from(i >= skip && pred.get(i).copied().unwrap_or(false)),
+        );
+    }
+    std::fs::write(path, out).map_err(|e| OfflineError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forewarn_data::Separator;
+    use forewarn_eval::nab::scaled_sigmoid;
+    use std::ops::Range;
+
+    /// `forewarn evaluate`'s arguments, as the tests vary them.
+    struct Args {
+        data: Vec<PathBuf>,
+        time_column: Option<String>,
+        changepoint_column: Option<String>,
+        ignore_columns: Vec<String>,
+        train_rows: Option<TrainRows>,
+        train: Vec<PathBuf>,
+        config: Option<PathBuf>,
+        nab_window: Option<String>,
+        nab_window_position: WindowPosition,
+        report: PathBuf,
+        plot: Option<PathBuf>,
+        decisions: Option<PathBuf>,
+        precision: Precision,
+    }
+
+    /// Evaluates as `forewarn evaluate` does and writes the report.
+    fn run(a: Args) -> Result<(), OfflineError> {
+        let e = Evaluation {
+            data: a.data,
+            csv: CsvOptions {
+                separator: Separator::Char(b';'),
+                time_column: a.time_column,
+                label_column: Some("label".into()),
+                ignore_columns: a.ignore_columns,
+                ..CsvOptions::default()
+            },
+            changepoint_column: a.changepoint_column,
+            train: match a.train_rows {
+                Some(rows) => TrainOn::Rows(rows),
+                None => TrainOn::Files(a.train),
+            },
+            config: ModelConfig::load(a.config.as_deref())?,
+            nab_window: a.nab_window.map(|w| w.parse().unwrap()),
+            nab_position: a.nab_window_position,
+            plot: a.plot,
+            decisions: a.decisions,
+            precision: a.precision,
+            score_device: None,
+        };
+        let report = evaluate(&e, &mut |_| {})?;
+        crate::files::write_json(&a.report, &report)
+    }
+
+    /// 400 rows, 1 s apart, two smooth channels with small deterministic
+    /// noise; with `fault`, channel `a` jumps by 50 from row 300 to the end
+    /// (labelled 1 there).
+    fn write_csv(path: &Path, fault: bool) {
+        write_csv_with_command(path, fault, None);
+    }
+
+    /// [`write_csv`], plus with `command` a third channel `cmd` that is 0
+    /// but for the rows of `command`, where it is 1 (a command flag).
+    fn write_csv_with_command(path: &Path, fault: bool, command: Option<Range<u64>>) {
+        let cmd_header = if command.is_some() { "cmd;" } else { "" };
+        let mut s = format!("time;a;b;{cmd_header}site;label\n");
+        for i in 0..400 {
+            let t = 1_767_225_600 + i;
+            let noise = ((i * 7919) % 13) as f64 / 130.0;
+            let mut a = (i as f64 * 0.2).sin() + noise;
+            let b = (i as f64 * 0.2).cos() * 2.0 - noise;
+            let anomalous = fault && i >= 300;
+            if anomalous {
+                a += 50.0;
+            }
+            let cmd = match &command {
+                Some(rows) => format!("{};", u8::from(rows.contains(&i))),
+                None => String::new(),
+            };
+            s.push_str(&format!(
+                "{t};{a:.4};{b:.4};{cmd}x;{}\n",
+                u8::from(anomalous)
+            ));
+        }
+        std::fs::write(path, s).unwrap();
+    }
+
+    fn args(
+        dir: &Path,
+        data: Vec<PathBuf>,
+        train: Vec<PathBuf>,
+        train_rows: Option<usize>,
+        kind: &str,
+    ) -> Args {
+        let config = dir.join("model.toml");
+        std::fs::write(
+            &config,
+            format!("[model]\nhidden = 8\nlayers = 1\nhorizon = 5\nwindow = 20\nepochs = 3\nthreads = 1\n\
+             validation_fraction = 0.3\n[threshold]\nkind = \"{kind}\"\nmargin = 3.0\n[detector]\nopen_after = 1\n"),
+        )
+        .unwrap();
+        Args {
+            data,
+            time_column: Some("time".into()),
+            changepoint_column: None,
+            ignore_columns: vec!["site".into()],
+            train_rows: train_rows.map(TrainRows::Rows),
+            train,
+            config: Some(config),
+            nab_window: None,
+            nab_window_position: WindowPosition::Centered,
+            report: dir.join("out/report.json"),
+            plot: None,
+            decisions: None,
+            precision: Precision::F32,
+        }
+    }
+
+    fn read(dir: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("out/report.json")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn evaluate_on_a_generated_labelled_file_gives_the_expected_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        let normal = dir.path().join("normal.csv");
+        write_csv(&faulty, true);
+        write_csv(&normal, false);
+
+        // --train-rows: one model per file on its first 200 rows.
+        run(args(
+            dir.path(),
+            vec![faulty.clone(), normal.clone()],
+            vec![],
+            Some(200),
+            "fixed",
+        ))
+        .unwrap();
+        let r = read(dir.path());
+        // Faulty file: the 100 labelled rows (300..=399) are all caught from
+        // the first anomalous batch (rows 300..=304, open_after 1) and the
+        // 100 normal scored rows are quiet.
+        let f = &r["files"][0];
+        assert_eq!(
+            (f["rows"].as_u64(), f["train_rows"].as_u64()),
+            (Some(400), Some(200))
+        );
+        assert_eq!(f["counts"]["point"]["tp"], 100, "{f}");
+        assert_eq!(f["counts"]["point"]["fp"], 0, "{f}");
+        assert_eq!(f["counts"]["point"]["fn_"], 0, "{f}");
+        assert_eq!(f["counts"]["point"]["tn"], 100, "{f}");
+        for k in [
+            "precision",
+            "recall",
+            "f1",
+            "pa_f1",
+            "event_precision",
+            "event_recall",
+            "event_f1",
+        ] {
+            assert_eq!(f[k], 1.0, "{k}: {f}");
+        }
+        assert_eq!(
+            (f["far"].as_f64(), f["mar"].as_f64()),
+            (Some(0.0), Some(0.0))
+        );
+        assert_eq!(f["mean_detection_delay"], 0.0);
+        // NAB: default width 0.1 x 199 s / 1 window = 19.9 s, centered on
+        // the segment 100..=199 (scored part): window from t >= 90.05 (row
+        // 91) to the end (199), 109 points; detection at 100:
+        // y = -(199 - 100 + 1) / 109.
+        let want = 100.0 * (scaled_sigmoid(-100.0 / 109.0) / scaled_sigmoid(-1.0) + 1.0) / 2.0;
+        assert!(
+            (f["nab_standard"].as_f64().unwrap() - want).abs() < 1e-9,
+            "{f}"
+        );
+        // NAB normalised against null (-1) and perfect (+1); low-FN: null -2.
+        let want_fn = 100.0 * (scaled_sigmoid(-100.0 / 109.0) / scaled_sigmoid(-1.0) + 2.0) / 3.0;
+        assert!(
+            (f["nab_low_fn"].as_f64().unwrap() - want_fn).abs() < 1e-9,
+            "{f}"
+        );
+
+        // Normal file: nothing labelled, nothing detected.
+        let n = &r["files"][1];
+        assert_eq!(n["counts"]["point"]["fp"], 0, "{n}");
+        assert_eq!(n["far"], 0.0);
+        assert!(n["recall"].is_null() && n["nab_standard"].is_null());
+
+        // Pooled: counts summed; NAB only has the faulty file's window.
+        assert_eq!(
+            (r["points"].as_u64(), r["files"].as_array().unwrap().len()),
+            (Some(400), 2)
+        );
+        assert_eq!(r["f1"], 1.0);
+        assert_eq!(r["far"], 0.0);
+        assert_eq!(r["event_f1"], 1.0);
+        assert!((r["nab_standard"].as_f64().unwrap() - want).abs() < 1e-9);
+        assert_eq!(r["mode"], "train_rows");
+        assert_eq!(r["time_unit"], "seconds");
+
+        // --train: one model on the normal file, every --data row scored
+        // (the first 20 are warm-up and cannot be flagged).
+        run(args(
+            dir.path(),
+            vec![faulty.clone()],
+            vec![normal.clone()],
+            None,
+            "fixed",
+        ))
+        .unwrap();
+        let r = read(dir.path());
+        assert_eq!(r["mode"], "train");
+        assert_eq!(r["points"], 400);
+        assert_eq!(r["counts"]["point"]["tp"], 100, "{r}");
+        assert_eq!(r["counts"]["point"]["fp"], 0, "{r}");
+        assert_eq!(r["event_f1"], 1.0);
+    }
+
+    /// A channel constant in the training rows (a command flag) that
+    /// switches for 30 normal rows of the scored part raises nothing by
+    /// itself, whatever the threshold; the step on `a` is still caught
+    /// whole. Before the scaler read such channels as their constant, the
+    /// switch alarmed with the Gaussian and dynamic thresholds (an error of
+    /// 1 against the smooth channels' hundredths).
+    #[test]
+    fn a_channel_constant_in_training_does_not_alarm_when_it_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmd.csv");
+        write_csv_with_command(&path, true, Some(240..270));
+        for kind in ["fixed", "gaussian", "dynamic"] {
+            run(args(
+                dir.path(),
+                vec![path.clone()],
+                vec![],
+                Some(200),
+                kind,
+            ))
+            .unwrap();
+            let f = &read(dir.path())["files"][0];
+            assert_eq!(f["counts"]["point"]["fp"], 0, "{kind}: {f}");
+            assert_eq!(f["counts"]["events"]["tp"], 1, "{kind}: {f}");
+            assert_eq!(f["mean_detection_delay"], 0.0, "{kind}: {f}");
+        }
+    }
+
+    /// `--score-device` moves the fitted model through its artifact; the
+    /// moved copy (onto the CPU again here; benches/gpu.sh moves it onto
+    /// CUDA) is the same model and decides every batch exactly alike.
+    #[test]
+    fn a_model_moved_through_its_artifact_decides_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faulty.csv");
+        write_csv(&path, true);
+        let a = args(dir.path(), vec![], vec![], None, "gaussian");
+        let cfg = ModelConfig::load(a.config.as_deref()).unwrap();
+        let opts = CsvOptions {
+            separator: Separator::Char(b';'),
+            time_column: Some("time".into()),
+            label_column: Some("label".into()),
+            ignore_columns: vec!["site".into()],
+            ..CsvOptions::default()
+        };
+        let data = read_labelled(&path, &opts).unwrap();
+        let mut train_part = data.slice(0..200);
+        train_part.labels = None;
+        let mut fitted =
+            fit_for_scoring(&train_part, &cfg, Precision::F32, None, &mut |_| {}).unwrap();
+        let mut moved = moved_to(&fitted, tch::Device::Cpu).unwrap();
+        assert_eq!(moved.meta, fitted.meta);
+        let decide = |m: &mut Model| {
+            let engine = m.engine_config(cfg.detector.detector(), 1);
+            decisions(&mut m.network, engine, &data.rows).unwrap()
+        };
+        let want = decide(&mut fitted);
+        let got = decide(&mut moved);
+        assert!(want.len() > 30 && want.iter().any(|d| d.open), "{want:?}");
+        assert_eq!(got, want);
+    }
+
+    /// The classifier heads need labelled faults: evaluate (and train,
+    /// through the same `fit`) send them to `forewarn classify`.
+    #[test]
+    fn classifier_heads_are_refused_with_a_pointer_to_classify() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        let a = args(dir.path(), vec![faulty], vec![], Some(200), "fixed");
+        let config = a.config.clone().unwrap();
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("[model]\n", "[model]\nhead = \"softmax\"\n"),
+        )
+        .unwrap();
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("forewarn classify"), "{e}");
+    }
+
+    /// `--decisions`: a line per row, agreeing with the report's counts.
+    #[test]
+    fn decisions_are_written_a_row_each_as_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        let mut a = args(dir.path(), vec![faulty], vec![], Some(200), "fixed");
+        a.decisions = Some(dir.path().join("decisions"));
+        run(a).unwrap();
+        // Named as the plots are: after the file and its folder.
+        let csv = std::fs::read_dir(dir.path().join("decisions"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with("_faulty.csv"))
+            .unwrap();
+        let text = std::fs::read_to_string(csv).unwrap();
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(
+            lines[0],
+            [
+                "row",
+                "time_ms",
+                "label",
+                "train",
+                "score",
+                "threshold",
+                "flagged"
+            ]
+        );
+        let rows = &lines[1..];
+        assert_eq!(rows.len(), 400);
+        // Training rows: marked, never flagged; replayed, so scored after
+        // the 20-row warm-up.
+        assert!(rows[..200].iter().all(|r| r[3] == "1" && r[6] == "0"));
+        assert!(rows[..20].iter().all(|r| r[4].is_empty()));
+        assert!(rows[20..200].iter().all(|r| !r[4].is_empty()));
+        assert_eq!(rows[0][1], "1767225600000");
+        // Scored rows: every one in a scored batch; the flags are the
+        // report's 100 true positives, rows 300-399, whose batches score
+        // over their threshold.
+        for r in &rows[200..] {
+            assert_eq!(r[3], "0");
+            let (score, threshold): (f64, f64) = (r[4].parse().unwrap(), r[5].parse().unwrap());
+            assert_eq!(r[6] == "1", r[2] == "1", "{r:?}");
+            if r[6] == "1" {
+                assert!(score > threshold, "{r:?}");
+            }
+        }
+        let flagged = rows.iter().filter(|r| r[6] == "1").count();
+        assert_eq!(flagged, 100);
+        assert_eq!(read(dir.path())["counts"]["point"]["tp"], 100);
+    }
+
+    #[test]
+    fn train_rows_is_a_count_or_a_share_of_each_file() {
+        assert_eq!("400".parse(), Ok(TrainRows::Rows(400)));
+        assert_eq!(" 15% ".parse(), Ok(TrainRows::Percent(15.0)));
+        for bad in ["0%", "100%", "-5%", "x%", "1.5", "-3", ""] {
+            assert!(bad.parse::<TrainRows>().is_err(), "{bad}");
+        }
+        // A share rounds down; nothing to train on or to score is an error.
+        assert_eq!(TrainRows::Percent(15.0).resolve(1001), Ok(150));
+        assert_eq!(TrainRows::Rows(400).resolve(1200), Ok(400));
+        let e = TrainRows::Percent(0.1).resolve(500).unwrap_err();
+        assert!(e.contains("no row of 500"), "{e}");
+        let e = TrainRows::Rows(500).resolve(500).unwrap_err();
+        assert!(e.contains("leaves no rows to score (500 rows)"), "{e}");
+
+        // Through evaluate: 50% of the 400-row file is the 200 rows of the
+        // report test, with the same result.
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        let mut a = args(dir.path(), vec![faulty], vec![], None, "fixed");
+        a.train_rows = Some(TrainRows::Percent(50.0));
+        run(a).unwrap();
+        let f = &read(dir.path())["files"][0];
+        assert_eq!(f["train_rows"], 200, "{f}");
+        assert_eq!(f["counts"]["point"]["tp"], 100, "{f}");
+        assert_eq!(f["counts"]["point"]["fp"], 0, "{f}");
+    }
+
+    #[test]
+    fn gaussian_and_dynamic_thresholds_and_plots_run_end_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        for kind in ["gaussian", "dynamic"] {
+            let mut a = args(dir.path(), vec![faulty.clone()], vec![], Some(200), kind);
+            a.plot = Some(dir.path().join("plots"));
+            run(a).unwrap();
+            let r = read(dir.path());
+            assert_eq!(r["config"]["threshold"]["kind"], kind);
+            // The 50-unit step is caught, and from its first batch.
+            assert_eq!(r["counts"]["events"]["tp"], 1, "{kind}: {r}");
+            assert_eq!(r["mean_detection_delay"], 0.0, "{kind}: {r}");
+            // Named after the file and its folder.
+            let png = std::fs::read_dir(dir.path().join("plots"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.to_string_lossy().ends_with("_faulty.png"))
+                .unwrap();
+            let png = std::fs::read(png).unwrap();
+            assert_eq!(&png[..4], b"\x89PNG");
+        }
+    }
+
+    #[test]
+    fn changepoint_column_anchors_nab_windows_and_row_index_is_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        // No time column: times are row indices, widths and delays in rows.
+        let path = dir.path().join("cp.csv");
+        let mut s = String::from("a;b;label;cp\n");
+        for i in 0..400 {
+            let noise = ((i * 7919) % 13) as f64 / 130.0;
+            let anomalous = i >= 300;
+            let a = (i as f64 * 0.2).sin() + noise + if anomalous { 50.0 } else { 0.0 };
+            let b = (i as f64 * 0.2).cos() * 2.0 - noise;
+            s.push_str(&format!(
+                "{a:.4};{b:.4};{};{}\n",
+                u8::from(anomalous),
+                u8::from(i == 300)
+            ));
+        }
+        std::fs::write(&path, s).unwrap();
+        let mut a = args(dir.path(), vec![path], vec![], Some(200), "fixed");
+        a.time_column = None;
+        a.ignore_columns = vec![];
+        a.changepoint_column = Some("cp".into());
+        a.nab_window = Some("20".into());
+        a.nab_window_position = WindowPosition::Right;
+        run(a).unwrap();
+        let r = read(dir.path());
+        assert_eq!(r["time_unit"], "rows");
+        assert_eq!(r["nab_window"], 20.0);
+        assert_eq!(r["nab_window_position"], "right");
+        // The changepoint column is not a channel.
+        assert_eq!(r["files"][0]["channels"], 2);
+        assert_eq!(r["counts"]["point"]["tp"], 100, "{r}");
+        // One window from the changepoint (scored row 100) to 20 rows after
+        // it: rows 100..=120, 21 rows; the alert opens at 100: y = -21/21.
+        assert_eq!(r["counts"]["nab_windows"], 1);
+        assert!(
+            (r["nab_standard"].as_f64().unwrap() - 100.0).abs() < 1e-9,
+            "{r}"
+        );
+        assert_eq!(r["mean_detection_delay"], 0.0);
+    }
+
+    #[test]
+    fn per_variable_and_autoencoder_models_run_through_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        write_csv(&faulty, true);
+        for kind in ["per_variable", "autoencoder"] {
+            let a = args(dir.path(), vec![faulty.clone()], vec![], Some(200), "fixed");
+            std::fs::write(
+                a.config.as_ref().unwrap(),
+                format!(
+                    "[model]\nkind = \"{kind}\"\nencoder_hidden = 2\nhidden = 8\nlayers = 1\n\
+                     horizon = 5\nwindow = 20\nepochs = 3\nthreads = 1\nvalidation_fraction = 0.3\n\
+                     [threshold]\nkind = \"fixed\"\nmargin = 3.0\n[detector]\nopen_after = 1\n"
+                ),
+            )
+            .unwrap();
+            run(a).unwrap();
+            let r = read(dir.path());
+            assert_eq!(r["config"]["model"]["kind"], kind);
+            assert_eq!(r["counts"]["events"]["tp"], 1, "{kind}: {r}");
+            assert_eq!(r["counts"]["point"]["tp"], 100, "{kind}: {r}");
+            assert_eq!(r["mean_detection_delay"], 0.0, "{kind}");
+        }
+    }
+
+    /// `--precision bf16` scores with the f32-trained, f32-calibrated
+    /// model in bf16: same detections on a clear fault, recorded in the
+    /// report; a model kind without bf16 is refused.
+    #[test]
+    fn bf16_scoring_detects_the_same_and_is_recorded() {
+        if forewarn_model::precision::CpuBf16::detect()
+            .check()
+            .is_err()
+        {
+            eprintln!("skipped: this CPU has no native bf16");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = dir.path().join("faulty.csv");
+        let normal = dir.path().join("normal.csv");
+        write_csv(&faulty, true);
+        write_csv(&normal, false);
+        let mut reports = vec![];
+        for precision in [Precision::F32, Precision::Bf16] {
+            let mut a = args(
+                dir.path(),
+                vec![faulty.clone(), normal.clone()],
+                vec![normal.clone()],
+                None,
+                "fixed",
+            );
+            a.precision = precision;
+            run(a).unwrap();
+            let r = read(dir.path());
+            assert_eq!(r["inference_precision"], precision.to_string());
+            reports.push(r);
+        }
+        assert_eq!(reports[0]["counts"], reports[1]["counts"]);
+        assert_eq!(reports[1]["counts"]["point"]["tp"], 100, "{}", reports[1]);
+
+        let mut a = args(dir.path(), vec![faulty], vec![normal], None, "fixed");
+        std::fs::write(
+            dir.path().join("model.toml"),
+            "[model]\nkind = \"autoencoder\"\nhidden = 4\nhorizon = 5\nwindow = 20\nepochs = 1\nthreads = 1\n",
+        )
+        .unwrap();
+        a.precision = Precision::Bf16;
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("forecaster only"), "{e}");
+    }
+
+    #[test]
+    fn short_training_parts_shrink_the_window() {
+        let m = crate::config::ModelSection::default();
+        let w = |rows| fitting_window(rows, m.validation_fraction, m.window, m.horizon);
+        // Defaults: window 50, horizon 5, validation 30 %.
+        assert_eq!(w(400), None);
+        // 100 rows: 30 validation rows -> window 30 - 10 = 20.
+        assert_eq!(w(100), Some(20));
+        // Tiny: never below one batch.
+        assert_eq!(w(20), Some(5));
+    }
+}

@@ -1,0 +1,290 @@
+//! What `forewarn simulate` streams: the simulated plant's devices tick by
+//! tick, and a replayed file beside them as one more device while its rows
+//! last; when each reading is due in wall time; and the CSV export of a
+//! plant. The command only sends (to Kafka or stdout) and sleeps.
+
+use std::io::Write;
+
+use crate::SimError;
+use crate::plant::{Plant, Tick};
+use crate::replay::Replay;
+
+/// Longest device id (the service's, `forewarn_core::reading`).
+const MAX_DEVICE_ID_LEN: usize = 128;
+
+/// A replayed file and the device id it streams as.
+#[derive(Debug)]
+pub struct Replayed {
+    pub id: String,
+    pub data: Replay,
+}
+
+/// Where a reading comes from (its channels differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Plant,
+    Replay,
+}
+
+/// The readings of a simulation, tick by tick.
+#[derive(Debug)]
+pub struct Stream {
+    plant: Plant,
+    replay: Option<Replayed>,
+    ticks: Option<u64>,
+    tick: u64,
+}
+
+impl Stream {
+    /// `ticks`: readings per device (`None`: until stopped; with no
+    /// simulated device, the replayed file's rows at most). The replay's
+    /// id must be a valid device id and not a simulated device's.
+    pub fn new(
+        plant: Plant,
+        replay: Option<Replayed>,
+        ticks: Option<u64>,
+    ) -> Result<Self, SimError> {
+        let bad = |m: String| Err(SimError::Config(m));
+        if let Some(r) = &replay {
+            let id = &r.id;
+            if id.is_empty()
+                || id.chars().count() > MAX_DEVICE_ID_LEN
+                || id.chars().any(char::is_control)
+            {
+                return bad(format!(
+                    "replay device id {id:?} must be 1 to {MAX_DEVICE_ID_LEN} characters without control characters"
+                ));
+            }
+            if plant.device_index(id).is_some() {
+                return bad(format!(
+                    "replay device id {id:?} collides with a simulated device; pick another with --replay-device"
+                ));
+            }
+        }
+        let ticks = match &replay {
+            None if plant.devices() == 0 => {
+                return bad("nothing to simulate: --devices is 0 and there is no --replay".into());
+            }
+            Some(r) if plant.devices() == 0 => {
+                let rows = r.data.len() as u64;
+                Some(ticks.map_or(rows, |t| t.min(rows)))
+            }
+            _ => ticks,
+        };
+        Ok(Self {
+            plant,
+            replay,
+            ticks,
+            tick: 0,
+        })
+    }
+
+    pub fn plant(&self) -> &Plant {
+        &self.plant
+    }
+
+    pub fn replay(&self) -> Option<&Replayed> {
+        self.replay.as_ref()
+    }
+
+    /// Readings per device to produce (`None`: until stopped).
+    pub fn ticks(&self) -> Option<u64> {
+        self.ticks
+    }
+
+    /// Ticks produced so far.
+    pub fn produced(&self) -> u64 {
+        self.tick
+    }
+
+    /// The next tick's readings, `None` once every tick is produced.
+    pub fn next_tick(&mut self) -> Option<TickReadings<'_>> {
+        if self.ticks.is_some_and(|t| self.tick >= t) {
+            return None;
+        }
+        let i = self.tick as usize;
+        self.tick += 1;
+        let replay = (self.replay.as_ref())
+            .filter(|r| i < r.data.len())
+            .map(|r| {
+                let (ts, values) = r.data.row(i);
+                (r.id.as_str(), ts, values)
+            });
+        Some(TickReadings {
+            tick: self.plant.next_tick(),
+            replay,
+        })
+    }
+}
+
+/// One tick: every simulated device's reading, then the replay's.
+#[derive(Debug)]
+pub struct TickReadings<'a> {
+    tick: Tick<'a>,
+    replay: Option<(&'a str, i64, &'a [f32])>,
+}
+
+impl<'a> TickReadings<'a> {
+    /// The simulated time of the plant's readings.
+    pub fn ts_ms(&self) -> i64 {
+        self.tick.ts_ms
+    }
+
+    /// Readings in the tick.
+    pub fn len(&self) -> usize {
+        self.tick.len() + usize::from(self.replay.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(device, ts_ms, values, origin)` of every reading, in order.
+    pub fn readings(&self) -> impl Iterator<Item = (&'a str, i64, &'a [f32], Origin)> + '_ {
+        let ts = self.tick.ts_ms;
+        (self.tick.readings())
+            .map(move |(id, v)| (id, ts, v, Origin::Plant))
+            .chain(self.replay.map(|(id, ts, v)| (id, ts, v, Origin::Replay)))
+    }
+}
+
+/// How fast readings go out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// One tick per period of wall time.
+    RealTime {
+        period_s: f64,
+    },
+    /// Readings per second.
+    Rate(f64),
+    Unpaced,
+}
+
+impl Pace {
+    /// Seconds between two readings of a tick of `readings`.
+    pub fn step_s(self, readings: usize) -> f64 {
+        match self {
+            Pace::RealTime { period_s } => period_s / readings.max(1) as f64,
+            Pace::Rate(r) => 1.0 / r,
+            Pace::Unpaced => 0.0,
+        }
+    }
+}
+
+/// Writes `ticks` ticks of `plant` as CSV, device `i` into `out[i]`
+/// (`ts,<channels>`, ts in epoch ms): training and evaluation data.
+pub fn write_csv<W: Write>(plant: &mut Plant, ticks: u64, out: &mut [W]) -> std::io::Result<()> {
+    let header = format!("ts,{}", plant.channels().join(","));
+    for w in out.iter_mut() {
+        writeln!(w, "{header}")?;
+    }
+    for _ in 0..ticks {
+        let tick = plant.next_tick();
+        for (i, values) in tick.iter() {
+            let w = &mut out[i];
+            write!(w, "{}", tick.ts_ms)?;
+            for v in values {
+                write!(w, ",{v}")?;
+            }
+            writeln!(w)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plant::PlantConfig;
+    use crate::replay::ReplayOptions;
+
+    fn plant(devices: usize) -> Plant {
+        Plant::new(
+            PlantConfig {
+                devices,
+                channels: vec!["a".into(), "b".into()],
+                start_ms: 0,
+                ..PlantConfig::default()
+            },
+            vec![],
+        )
+        .unwrap()
+    }
+
+    fn replayed(id: &str) -> Replayed {
+        let data = Replay::from_reader(
+            "r.csv",
+            "ts,x\n1767225600,1\n1767225660,2\n1767225720,3\n".as_bytes(),
+            &ReplayOptions::default(),
+        )
+        .unwrap();
+        Replayed {
+            id: id.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn ticks_hold_every_device_then_the_replay_while_it_lasts() {
+        let mut s = Stream::new(plant(2), Some(replayed("r")), Some(4)).unwrap();
+        let mut seen = vec![];
+        while let Some(t) = s.next_tick() {
+            let ts = t.ts_ms();
+            seen.push(
+                (t.readings())
+                    .map(|(id, at, v, o)| {
+                        (
+                            id.to_owned(),
+                            at - if o == Origin::Plant { ts } else { 0 },
+                            v.len(),
+                            o,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0].len(), 3);
+        assert_eq!(
+            seen[0][2],
+            ("r".into(), 1_767_225_600_000, 1, Origin::Replay)
+        );
+        assert_eq!(seen[2][2].1, 1_767_225_720_000);
+        // The replay's three rows are done: the plant goes on alone.
+        assert_eq!(seen[3].len(), 2);
+        assert!(seen[3].iter().all(|r| r.3 == Origin::Plant));
+        // The replay alone stops with its rows.
+        let mut s = Stream::new(plant(0), Some(replayed("r")), None).unwrap();
+        assert_eq!(s.ticks(), Some(3));
+        let mut n = 0;
+        while s.next_tick().is_some() {
+            n += 1;
+        }
+        assert_eq!((n, s.produced()), (3, 3));
+    }
+
+    #[test]
+    fn bad_setups_are_refused() {
+        let e = |r: Result<Stream, SimError>| r.unwrap_err().to_string();
+        assert!(e(Stream::new(plant(0), None, None)).contains("nothing to simulate"));
+        assert!(e(Stream::new(plant(2), Some(replayed("plant-0001")), None)).contains("collides"));
+        assert!(e(Stream::new(plant(1), Some(replayed("")), None)).contains("1 to 128"));
+        assert_eq!(Pace::RealTime { period_s: 1.0 }.step_s(4), 0.25);
+        assert_eq!(Pace::Rate(100.0).step_s(4), 0.01);
+        assert_eq!(Pace::Unpaced.step_s(4), 0.0);
+    }
+
+    #[test]
+    fn csv_export_writes_a_file_per_device() {
+        let mut p = plant(2);
+        let mut out = vec![Vec::new(), Vec::new()];
+        write_csv(&mut p, 3, &mut out).unwrap();
+        for o in &out {
+            let text = String::from_utf8(o.clone()).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 4);
+            assert_eq!(lines[0], "ts,a,b");
+            assert!(lines[2].starts_with("1000,"), "{}", lines[2]);
+        }
+    }
+}
