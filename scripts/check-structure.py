@@ -10,8 +10,9 @@
   over 800 must say why in its first lines (a line starting `//! Over 800
   lines:`), and the `forewarn` binary crate stays under 2,500;
 - every repository path (`crates/...`, `scripts/...`, `tests/...`, ...)
-  named in ARCHITECTURE.md and docs/DEVELOPING.md exists (the code map
-  stays true).
+  named in ARCHITECTURE.md and docs/DEVELOPING.md exists, and every source
+  file they name in backquotes (`engine/forecaster.rs`) exists in some
+  crate's src/ (the code map stays true).
 
 Usage: python3 scripts/check-structure.py [--edges] [CRATE ...]
   (default: every crate; --edges also prints each file's dependencies)
@@ -299,6 +300,14 @@ def missing_paths():
         for m in sorted(set(REPO_PATH.findall(text))):
             if not os.path.exists(os.path.join(ROOT, m)):
                 out.append(f"{doc}: {m} does not exist")
+        # A source file named within a crate's entry (`engine/forecaster.rs`)
+        # must exist in some crate's src/.
+        srcs = [os.path.join(ROOT, "crates", c, "src") for c in os.listdir(os.path.join(ROOT, "crates"))]
+        for m in sorted(set(re.findall(r"`([\w/]+\.rs)`", text))):
+            if REPO_PATH.match(m) or m.startswith("build-support/"):
+                continue
+            if not any(os.path.exists(os.path.join(d, m)) for d in srcs):
+                out.append(f"{doc}: no crate has src/{m}")
     return out
 
 
