@@ -8,11 +8,16 @@
   to a re-exported item counts as a path to the module that defines it;
 - production lines (test modules left out) per file and per crate; a file
   over 800 must say why in its first lines (a line starting `//! Over 800
-  lines:`), and the `forewarn` binary crate stays under 2,500.
+  lines:`), and the `forewarn` binary crate stays under 2,500;
+- every repository path (`crates/...`, `scripts/...`, `tests/...`, ...)
+  named in ARCHITECTURE.md and docs/DEVELOPING.md exists, and every source
+  file they name in backquotes (`engine/forecaster.rs`) exists in some
+  crate's src/ (the code map stays true).
 
-Usage: python3 scripts/check-structure.py [CRATE ...]   (default: every crate)
+Usage: python3 scripts/check-structure.py [--edges] [CRATE ...]
+  (default: every crate; --edges also prints each file's dependencies)
 Prints each crate's cycles and largest files; exits 1 if a checked crate
-breaks a rule.
+breaks a rule or a documented path is missing.
 """
 import os
 import re
@@ -22,6 +27,13 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FILE_LIMIT = 800
 BINARY = "forewarn"
 BINARY_LIMIT = 2500
+# Documents whose repository paths must exist.
+CODE_MAPS = ["ARCHITECTURE.md", "docs/DEVELOPING.md"]
+REPO_PATH = re.compile(
+    r"(?<![\w./-])(?:crates|scripts|tests|benches|deploy|docs|build-support|fuzz)/[\w./-]*[\w/]")
+
+CHAR = re.compile(r"'(\\u\{[0-9a-fA-F]+\}|\\.|[^'\\])'")
+
 
 def blank(text):
     """`text` with comments and string and char literals blanked out (their
@@ -35,8 +47,15 @@ def blank(text):
             out.append(" " * (j - i))
             i = j
         elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            j = n if j < 0 else j + 2
+            # Rust block comments nest.
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if text.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif text.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
             out.append(re.sub(r"[^\n]", " ", text[i:j]))
             i = j
         elif c == "r" and re.match(r'r#*"', text[i:i + 10]) and not (i and (text[i - 1].isalnum() or text[i - 1] == "_")):
@@ -52,8 +71,9 @@ def blank(text):
             j = min(j + 1, n)
             out.append(re.sub(r"[^\n]", " ", text[i:j]))
             i = j
-        elif c == "'" and re.match(r"'(\\.|[^'\\])'", text[i:i + 4]):
-            m = re.match(r"'(\\.|[^'\\])'", text[i:i + 4])
+        elif c == "'" and CHAR.match(text, i):
+            # A char literal ('a', '\n', '\u{..}'), not a lifetime ('a).
+            m = CHAR.match(text, i)
             out.append(" " * len(m.group(0)))
             i += len(m.group(0))
         else:
@@ -268,8 +288,33 @@ def name(src, mods, m):
     return os.path.relpath(mods[m], src)
 
 
+def missing_paths():
+    """Repository paths named in the code maps that do not exist (globs and
+    `{a,b}` alternatives are not expanded: name files plainly)."""
+    out = []
+    for doc in CODE_MAPS:
+        path = os.path.join(ROOT, doc)
+        if not os.path.exists(path):
+            continue
+        text = open(path, encoding="utf-8").read()
+        for m in sorted(set(REPO_PATH.findall(text))):
+            if not os.path.exists(os.path.join(ROOT, m)):
+                out.append(f"{doc}: {m} does not exist")
+        # A source file named within a crate's entry (`engine/forecaster.rs`)
+        # must exist in some crate's src/.
+        srcs = [os.path.join(ROOT, "crates", c, "src") for c in os.listdir(os.path.join(ROOT, "crates"))]
+        for m in sorted(set(re.findall(r"`([\w/]+\.rs)`", text))):
+            if REPO_PATH.match(m) or m.startswith("build-support/"):
+                continue
+            if not any(os.path.exists(os.path.join(d, m)) for d in srcs):
+                out.append(f"{doc}: no crate has src/{m}")
+    return out
+
+
 def main():
-    wanted = sys.argv[1:]
+    args = sys.argv[1:]
+    show_edges = "--edges" in args
+    wanted = [a for a in args if not a.startswith("--")]
     crates_dir = os.path.join(ROOT, "crates")
     failed = False
     total = 0
@@ -298,8 +343,15 @@ def main():
               + ", ".join(f"{name(src, mods, m)} {n}" for m, n in biggest) + f" -- {status}")
         for p in problems:
             print(f"  {p}")
+        if show_edges and checked:
+            for m in sorted(mods):
+                deps = sorted(name(src, mods, t) for t in edges[m])
+                print(f"  {name(src, mods, m)} -> {', '.join(deps) or '-'}")
         failed |= checked and bool(problems)
     print(f"workspace: {total} production lines")
+    for p in missing_paths():
+        print(p)
+        failed = True
     sys.exit(1 if failed else 0)
 
 

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::bus::{AlertEvent, AlertEventKind};
 use crate::error::ApiError;
-use crate::params::{IdPath, QueryParams, channel_name, device_id, parse_bool, parse_time};
+use crate::params::{
+    IdPath, QueryParams, channel_name, device_id, parse_bool, parse_rfc3339_or_epoch_ms,
+};
 use crate::schema;
 use crate::state::AppState;
 
@@ -69,8 +71,8 @@ fn alert_query(p: &QueryParams) -> Result<AlertQuery, ApiError> {
         })?,
         channel: p.parse("channel", channel_name)?,
         acknowledged: ack_from_state.or(acknowledged),
-        from: p.parse("from", parse_time)?,
-        to: p.parse("to", parse_time)?,
+        from: p.parse("from", parse_rfc3339_or_epoch_ms)?,
+        to: p.parse("to", parse_rfc3339_or_epoch_ms)?,
         limit: p.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
         cursor: p.get("cursor")?.map(str::to_owned),
         order: p

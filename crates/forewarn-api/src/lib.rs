@@ -67,7 +67,7 @@ pub use board::{DeviceBoard, DeviceSnapshot, ModelInfo, ScorePoint};
 pub use bus::{AlertBus, AlertEvent, AlertEventKind};
 pub use error::ApiError;
 pub use ops::METRICS_CONTENT_TYPE;
-pub use params::{IdPath, QueryParams, parse_time};
+pub use params::{IdPath, QueryParams, parse_rfc3339_or_epoch_ms};
 pub use state::{AppState, ModelReloader};
 
 /// Longest a request may take before it is answered with 503 `timeout`.

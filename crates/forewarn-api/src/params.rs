@@ -97,8 +97,10 @@ impl QueryParams {
     }
 }
 
-/// An RFC 3339 timestamp or integer epoch milliseconds, as epoch ms.
-pub fn parse_time(v: &str) -> Result<i64, String> {
+/// An RFC 3339 timestamp or integer epoch milliseconds, as epoch ms. Not
+/// `forewarn_data::parse_time` (integers below 1e11 are seconds there): the
+/// API's integers are always milliseconds, like every time it returns.
+pub fn parse_rfc3339_or_epoch_ms(v: &str) -> Result<i64, String> {
     let bad = || format!("must be an RFC 3339 timestamp or integer epoch milliseconds, got {v:?}");
     if v.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
         return v.parse().map_err(|_| bad());
@@ -147,14 +149,17 @@ mod tests {
 
     #[test]
     fn times() {
-        assert_eq!(parse_time("1795867200250"), Ok(1_795_867_200_250));
-        assert_eq!(parse_time("0"), Ok(0));
         assert_eq!(
-            parse_time("2026-11-28T12:00:00.250Z"),
+            parse_rfc3339_or_epoch_ms("1795867200250"),
+            Ok(1_795_867_200_250)
+        );
+        assert_eq!(parse_rfc3339_or_epoch_ms("0"), Ok(0));
+        assert_eq!(
+            parse_rfc3339_or_epoch_ms("2026-11-28T12:00:00.250Z"),
             Ok(1_795_867_200_250)
         );
         assert_eq!(
-            parse_time("2026-11-28T13:00:00.250+01:00"),
+            parse_rfc3339_or_epoch_ms("2026-11-28T13:00:00.250+01:00"),
             Ok(1_795_867_200_250)
         );
         for bad in [
@@ -164,7 +169,7 @@ mod tests {
             "--1",
             "99999999999999999999",
         ] {
-            assert!(parse_time(bad).is_err(), "{bad}");
+            assert!(parse_rfc3339_or_epoch_ms(bad).is_err(), "{bad}");
         }
     }
 }

@@ -23,10 +23,12 @@ use postgres::config::SslMode;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row};
 
-use crate::{
+use crate::error::StoreError;
+use crate::record::{
     Acknowledgement, AlertChange, AlertPage, AlertQuery, AlertRecord, MAX_LIMIT, Order, RawAlert,
-    StoreError, decode_cursor, page_from, redact_url,
+    decode_cursor, page_from,
 };
+use crate::url::redact_url;
 
 /// Schema migrations; migration `i` is recorded as version `i + 1` in
 /// `forewarn_schema_migrations`.

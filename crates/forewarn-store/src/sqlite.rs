@@ -8,9 +8,10 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 
-use crate::{
+use crate::error::StoreError;
+use crate::record::{
     Acknowledgement, AlertChange, AlertPage, AlertQuery, AlertRecord, MAX_LIMIT, Order, RawAlert,
-    StoreError, decode_cursor, page_from,
+    decode_cursor, page_from,
 };
 
 /// Schema migrations; migration `i` brings `user_version` from `i` to `i + 1`.

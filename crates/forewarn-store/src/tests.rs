@@ -5,7 +5,9 @@
 //! not installed). File and schema tests are per backend.
 
 use super::*;
+use crate::record::{decode_cursor, encode_cursor};
 use forewarn_core::alert::alert_id;
+use forewarn_core::{Alert, AlertState, ChannelShare, Severity};
 use rusqlite::{Connection, params};
 
 use crate::testing::PgCluster;
