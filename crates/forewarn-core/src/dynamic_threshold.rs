@@ -388,7 +388,9 @@ mod tests {
 
     #[test]
     fn excluded_exceedances_do_not_teach_the_threshold() {
-        let seed: Vec<f64> = (0..20).map(|i| if i % 2 == 0 { 1.0 } else { 3.0 }).collect();
+        let seed: Vec<f64> = (0..20)
+            .map(|i| if i % 2 == 0 { 1.0 } else { 3.0 })
+            .collect();
         // A long anomaly: 30 batches at 41 after normal history; how many
         // are flagged, and the threshold of a normal batch after it.
         let run = |exclude_flagged: bool| {

@@ -97,7 +97,9 @@ impl Suite {
         let suite: Self = toml::from_str(&text)
             .map_err(|e| OfflineError::Config(e.to_string()))
             .context(|| format!("parsing {}", path.display()))?;
-        suite.validate().context(|| format!("in {}", path.display()))?;
+        suite
+            .validate()
+            .context(|| format!("in {}", path.display()))?;
         Ok(suite)
     }
 
@@ -132,8 +134,9 @@ impl Suite {
                 return bad(format!("set {:?}: sep must be one ASCII character", s.name));
             }
             if let Some(rows) = &s.train_rows {
-                rows.parse::<TrainRows>()
-                    .map_err(|e| OfflineError::Config(format!("set {:?}: train_rows {e}", s.name)))?;
+                rows.parse::<TrainRows>().map_err(|e| {
+                    OfflineError::Config(format!("set {:?}: train_rows {e}", s.name))
+                })?;
             }
         }
         Ok(())
@@ -142,7 +145,10 @@ impl Suite {
     /// The sets to run: those named in `only` (every name must exist), or
     /// all but the held-out ones (with `held_out`, those too).
     pub fn select(&self, only: &[String], held_out: bool) -> Result<Vec<&SetSpec>, OfflineError> {
-        if let Some(missing) = only.iter().find(|n| !self.sets.iter().any(|s| &s.name == *n)) {
+        if let Some(missing) = only
+            .iter()
+            .find(|n| !self.sets.iter().any(|s| &s.name == *n))
+        {
             let names: Vec<&str> = self.sets.iter().map(|s| s.name.as_str()).collect();
             return Err(OfflineError::Config(format!(
                 "no set named {missing:?} (the suite has {names:?})"
@@ -350,12 +356,18 @@ mod tests {
         assert_eq!(e.train, TrainOn::Paired(root.join("t")));
         assert_eq!(e.data, vec![root.join("y")]);
         for (text, want) in [
-            ("[[set]]\nname = \"a\"\ndata = [\"x\"]\nheadline = \"f1\"\n", "exactly one of train"),
+            (
+                "[[set]]\nname = \"a\"\ndata = [\"x\"]\nheadline = \"f1\"\n",
+                "exactly one of train",
+            ),
             (
                 "[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"1\"\ntrain_dir = \"t\"\nheadline = \"f1\"\n",
                 "exactly one of train",
             ),
-            ("[[set]]\nname = \"a\"\ntrain_rows = \"1\"\nheadline = \"f1\"\n", "data and simulate"),
+            (
+                "[[set]]\nname = \"a\"\ntrain_rows = \"1\"\nheadline = \"f1\"\n",
+                "data and simulate",
+            ),
             (
                 "[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"0%\"\nheadline = \"f1\"\n",
                 "train_rows",
@@ -365,7 +377,10 @@ mod tests {
                  [[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"5\"\nheadline = \"f1\"\n",
                 "two sets are named",
             ),
-            ("[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"5\"\nheadline = \"auc\"\n", "auc"),
+            (
+                "[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"5\"\nheadline = \"auc\"\n",
+                "auc",
+            ),
         ] {
             let e = suite(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");

@@ -319,7 +319,9 @@ mod tests {
         write_csv(&mut p, 6, &mut out).unwrap();
         let labels = |o: &[u8]| -> Vec<String> {
             let text = String::from_utf8(o.to_vec()).unwrap();
-            text.lines().map(|l| l.rsplit(',').next().unwrap().to_owned()).collect()
+            text.lines()
+                .map(|l| l.rsplit(',').next().unwrap().to_owned())
+                .collect()
         };
         assert_eq!(labels(&out[0]), ["anomaly", "0", "0", "0", "0", "0", "0"]);
         // Ticks at 0..5 s; the fault acts on [2 s, 4 s).

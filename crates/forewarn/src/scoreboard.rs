@@ -92,11 +92,9 @@ fn generated(spec: &SetSpec, work: &Path) -> Result<Option<PathBuf>, OfflineErro
         #[command(flatten)]
         args: SimulateArgs,
     }
-    let args = Sim::try_parse_from(
-        std::iter::once("simulate").chain(flags.split_whitespace()),
-    )
-    .map_err(|e| fail(e.into()))?
-    .args;
+    let args = Sim::try_parse_from(std::iter::once("simulate").chain(flags.split_whitespace()))
+        .map_err(|e| fail(e.into()))?
+        .args;
     let _ = std::fs::remove_dir_all(&dir);
     export_csv(&args, &dir).map_err(fail)?;
     std::fs::write(&stamp, flags)
