@@ -95,6 +95,7 @@ fn fixture() -> Fixture {
             version: "v1".into(),
             kind: "forecaster".into(),
             channels: vec!["pressure".into(), "flow".into()],
+            context: vec![],
             horizon: 10,
             window: 100,
             threshold: 1.0,

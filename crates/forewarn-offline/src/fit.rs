@@ -279,6 +279,7 @@ mod tests {
                 n: 1,
                 horizon: spec.horizon,
                 channels: spec.channels,
+                outputs: spec.outputs,
                 state_len: sl,
                 inputs: input.to_vec(),
                 states: state.to_vec(),
