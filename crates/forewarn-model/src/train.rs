@@ -123,7 +123,10 @@ fn run<N: Trainable>(
     let monitored: Vec<usize> = (0..c).filter(|&j| !context[j]).collect();
     let (train_raw, val_raw) = data.rows.split_at(n_train * c);
     // Fitted on the training part only: validation must look like unseen data.
-    let scaler = Scaler::fit_with(train_raw, c, s.robust_scaling);
+    let mut scaler = Scaler::fit_with(train_raw, c, s.robust_scaling);
+    // A monitored channel constant in training must still alarm when it
+    // moves; a context channel is read as its constant.
+    scaler.monitor_constant_channels(train_raw, &context);
     let train_scaled = scaler.transformed(train_raw);
     let highway = s.highway.for_channels(c);
     let net = N::build(c, &monitored, s, highway)?;

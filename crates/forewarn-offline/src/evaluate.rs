@@ -818,6 +818,58 @@ mod tests {
         }
     }
 
+    /// A monitored channel constant in the training rows (a flag that was
+    /// never moved, or a stuck sensor) that switches for 30 rows of the
+    /// scored part alarms, with every threshold, and the alert names it
+    /// first; a channel that varied in training keeps its scale.
+    #[test]
+    fn a_monitored_channel_constant_in_training_alarms_when_it_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmd.csv");
+        write_csv_with_command(&path, false, Some(240..270));
+        let opts = CsvOptions {
+            separator: Separator::Char(b';'),
+            time_column: Some("time".into()),
+            label_column: Some("label".into()),
+            ignore_columns: vec!["site".into()],
+            ..CsvOptions::default()
+        };
+        let data = read_labelled(&path, &opts).unwrap();
+        let mut train_part = data.slice(0..200);
+        train_part.labels = None;
+        for kind in ["fixed", "gaussian", "dynamic"] {
+            let a = args(dir.path(), vec![], vec![], None, kind);
+            let cfg = ModelConfig::load(a.config.as_deref()).unwrap();
+            let mut seen = vec![];
+            let mut m = fit_for_scoring(&train_part, &cfg, Precision::F32, None, &mut |p| {
+                if let EvalProgress::Fit(Progress::MonitoredConstant(names)) = p {
+                    seen.extend(names.iter().map(|n| n.to_string()));
+                }
+            })
+            .unwrap();
+            assert_eq!(seen, vec!["cmd".to_string()], "{kind}");
+            let cmd = m.meta.channels.iter().position(|c| c == "cmd").unwrap();
+            assert!(!m.meta.scaler.constant[cmd], "{kind}");
+            // Constant 0 in training: scaled by the floor 0.01 x 1e-3.
+            assert!((m.meta.scaler.scale[cmd] - 1e-5).abs() < 1e-9, "{kind}");
+            let engine = m.engine_config(cfg.detector.detector(), 1);
+            let mut opened = vec![];
+            crate::replay::replay(&mut m.network, engine, &[&data.rows], |_, _, e| {
+                if let forewarn_core::engine::EngineEvent::Opened(a) = e {
+                    opened.push(a);
+                }
+            })
+            .unwrap();
+            let at_switch: Vec<_> = opened
+                .iter()
+                .filter(|a| (240..270).contains(&a.window_start))
+                .collect();
+            assert_eq!(at_switch.len(), 1, "{kind}: {opened:?}");
+            assert_eq!(at_switch[0].contributors[0].channel, "cmd", "{kind}");
+            assert!(at_switch[0].contributors[0].share > 0.9, "{kind}");
+        }
+    }
+
     /// 400 rows, 1 s apart: `b` smooth, a command `cmd` (0 or 1) that
     /// switches every 50 rows in the first 200 (the training part), and
     /// `a`, which follows the command 5 rows later (a plant answering a
