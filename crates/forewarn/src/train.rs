@@ -259,6 +259,14 @@ mod tests {
         );
         assert_eq!(tc.highway, forewarn_model::Highway::Cross);
 
+        // --context-columns is model.toml's `[model] context`.
+        let ctx = parse(&["--context-columns", "cmd*,mode"]).model_config();
+        assert_eq!(ctx.model.context, vec!["cmd*".to_string(), "mode".into()]);
+        assert_eq!(
+            ctx.model.train_settings().unwrap().context,
+            ctx.model.context
+        );
+
         let none = parse(&["--highway", "none"])
             .model_config()
             .resolved()
