@@ -2,10 +2,11 @@
 //! a nonparametric dynamic threshold, made causal for streaming.
 //!
 //! Each batch score is smoothed (`s_t = a * e_t + (1 - a) * s_{t-1}`) and
-//! appended to a trailing history of the last `history` smoothed scores
-//! (seeded with the normal validation scores, so the first test batch
-//! already has a reference). The threshold is `eps = mu + z * sigma` of the
-//! history, with `z` in `z_min..=z_max` (step `z_step`) maximising
+//! compared with a threshold computed from a trailing history of the last
+//! `history` smoothed scores (seeded with the normal validation scores, so
+//! the first test batch already has a reference). The threshold is
+//! `eps = mu + z * sigma` of the history, with `z` in `z_min..=z_max`
+//! (step `z_step`) maximising
 //!
 //! ```text
 //!   (dmu / mu + dsigma / sigma) / (|E_a| + |E_seq|^2)
@@ -14,10 +15,20 @@
 //! where `dmu`, `dsigma` are how much the mean and standard deviation drop
 //! when the scores above `eps` are removed, `E_a` those scores and `E_seq`
 //! their contiguous runs. A batch is anomalous when its smoothed score
-//! exceeds `max(eps, floor)`. The floor (the largest smoothed validation
-//! score times `floor_margin`) replaces telemanom's pruning step: on
-//! purely normal history the optimisation still picks some `eps`, and the
-//! floor keeps normal noise from being flagged.
+//! exceeds the largest of
+//! - `eps`,
+//! - the floor (the largest smoothed validation score times
+//!   `floor_margin`): on purely normal history the optimisation still
+//!   picks some `eps`, and the floor keeps normal noise from being flagged;
+//! - with `prune = p > 0`, `m / (1 - p)` where `m` is the largest history
+//!   score at or below `eps`: telemanom's pruning, made causal — an
+//!   exceedance counts only when it stands at least the share `p` above
+//!   the highest score that was not one.
+//!
+//! With `exclude_flagged`, the threshold is computed from the history
+//! before the batch, and a batch above it does not enter the history, so a
+//! long anomaly does not teach the threshold that it is normal (and the
+//! alert resolves when the scores come back down).
 
 use std::collections::VecDeque;
 
@@ -36,6 +47,24 @@ pub struct DynamicThresholdConfig {
     /// Multiplier of the largest smoothed validation score: the lowest
     /// threshold ever used.
     pub floor_margin: f64,
+    /// Causal pruning share `p` in [0, 1): an exceedance must stand this
+    /// share above the largest non-exceeding history score (0 = off).
+    pub prune: f64,
+    /// Batches above the threshold stay out of the history.
+    pub exclude_flagged: bool,
+    /// What is smoothed: the batch mean squared error, or the batch's
+    /// score under a Gaussian model of the error vectors (Malhotra et al.;
+    /// fitted on the training part when the strategy is calibrated).
+    pub score: DynamicScore,
+}
+
+/// `[threshold.dynamic] score`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DynamicScore {
+    #[default]
+    Mse,
+    Gaussian,
 }
 
 impl Default for DynamicThresholdConfig {
@@ -47,6 +76,9 @@ impl Default for DynamicThresholdConfig {
             z_max: 10.0,
             z_step: 0.5,
             floor_margin: 1.0,
+            prune: 0.0,
+            exclude_flagged: false,
+            score: DynamicScore::Mse,
         }
     }
 }
@@ -67,6 +99,9 @@ impl DynamicThresholdConfig {
         }
         if !(self.floor_margin.is_finite() && self.floor_margin >= 0.0) {
             return Err("floor_margin must be a non-negative number".into());
+        }
+        if !(0.0..1.0).contains(&self.prune) {
+            return Err(format!("prune must be in [0, 1), got {}", self.prune));
         }
         Ok(())
     }
@@ -140,6 +175,20 @@ pub fn select_threshold(history: &[f64], cfg: &DynamicThresholdConfig) -> f64 {
     best.1
 }
 
+/// The threshold a smoothed score is compared with, from `history`
+/// (oldest first): `max(eps, floor, m / (1 - prune))` (module docs).
+pub fn threshold_of(history: &[f64], cfg: &DynamicThresholdConfig, floor: f64) -> f64 {
+    let eps = select_threshold(history, cfg);
+    let mut t = eps.max(floor);
+    if cfg.prune > 0.0 {
+        let m = (history.iter().copied())
+            .filter(|v| *v <= eps)
+            .fold(0f64, f64::max);
+        t = t.max(m / (1.0 - cfg.prune));
+    }
+    t
+}
+
 /// One device's dynamic-threshold state: the smoothed score and the ring of
 /// the last `history` smoothed scores. The configuration and floor are the
 /// strategy's, shared by every device ([`crate::threshold::ThresholdStrategy`]).
@@ -159,13 +208,14 @@ impl DynamicState {
         }
     }
 
-    fn smooth(&mut self, cfg: &DynamicThresholdConfig, e: f64) -> f64 {
-        let a = cfg.smoothing;
-        let v = match self.smoothed {
-            Some(prev) => a * e + (1.0 - a) * prev,
+    fn smoothed(&self, cfg: &DynamicThresholdConfig, e: f64) -> f64 {
+        match self.smoothed {
+            Some(prev) => cfg.smoothing * e + (1.0 - cfg.smoothing) * prev,
             None => e,
-        };
-        self.smoothed = Some(v);
+        }
+    }
+
+    fn push(&mut self, cfg: &DynamicThresholdConfig, v: f64) {
         // Reserve once, up front: the ring then never reallocates.
         if self.history.capacity() < cfg.history + 1 {
             self.history.reserve(cfg.history + 1 - self.history.len());
@@ -174,16 +224,30 @@ impl DynamicState {
         while self.history.len() > cfg.history {
             self.history.pop_front();
         }
+    }
+
+    fn smooth(&mut self, cfg: &DynamicThresholdConfig, e: f64) -> f64 {
+        let v = self.smoothed(cfg, e);
+        self.smoothed = Some(v);
+        self.push(cfg, v);
         v
     }
 
     /// Feeds one batch score; returns the smoothed score and the threshold
-    /// it is compared with, `max(eps, floor)` (both known before the next
-    /// batch arrives). No allocation once the ring is full.
+    /// it is compared with (module docs; both known before the next batch
+    /// arrives). No allocation once the ring is full.
     pub fn observe(&mut self, cfg: &DynamicThresholdConfig, floor: f64, score: f64) -> (f64, f64) {
+        if cfg.exclude_flagged {
+            let v = self.smoothed(cfg, score);
+            self.smoothed = Some(v);
+            let t = threshold_of(self.history.make_contiguous(), cfg, floor);
+            if v <= t {
+                self.push(cfg, v);
+            }
+            return (v, t);
+        }
         let v = self.smooth(cfg, score);
-        let eps = select_threshold(self.history.make_contiguous(), cfg);
-        (v, eps.max(floor))
+        (v, threshold_of(self.history.make_contiguous(), cfg, floor))
     }
 }
 
@@ -292,5 +356,72 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn pruning_raises_the_threshold_over_weak_exceedances() {
+        // 18 ones and two 3s: mu = 1.2, sigma = 0.6; both 3s stay above
+        // eps for z < 3, ties go to z = 2: eps = 2.4. The largest score not
+        // above it is 1: pruning 0.5 asks 1 / 0.5 = 2 (below eps, no
+        // change); pruning 0.7 asks 1 / 0.3, which the 3s do not reach.
+        let mut h = vec![1.0; 18];
+        h.extend([3.0, 3.0]);
+        for (prune, floor, want) in [
+            (0.0, 0.0, 2.4),
+            (0.5, 0.0, 2.4),
+            (0.7, 0.0, 1.0 / 0.3),
+            (0.0, 5.0, 5.0),
+        ] {
+            let cfg = DynamicThresholdConfig {
+                prune,
+                ..Default::default()
+            };
+            let t = threshold_of(&h, &cfg, floor);
+            assert!((t - want).abs() < 1e-9, "prune {prune} floor {floor}: {t}");
+        }
+        let bad = DynamicThresholdConfig {
+            prune: 1.0,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("prune"));
+    }
+
+    #[test]
+    fn excluded_exceedances_do_not_teach_the_threshold() {
+        let seed: Vec<f64> = (0..20)
+            .map(|i| if i % 2 == 0 { 1.0 } else { 3.0 })
+            .collect();
+        // A long anomaly: 30 batches at 41 after normal history; how many
+        // are flagged, and the threshold of a normal batch after it.
+        let run = |exclude_flagged: bool| {
+            let cfg = DynamicThresholdConfig {
+                smoothing: 1.0,
+                exclude_flagged,
+                ..Default::default()
+            };
+            let mut s = DynamicState::seeded(&seed);
+            s.observe(&cfg, 0.0, 2.0);
+            let mut at = Vec::new();
+            let flagged = (0..30)
+                .filter(|_| {
+                    let (v, t) = s.observe(&cfg, 0.0, 41.0);
+                    at.push(t);
+                    v > t
+                })
+                .count();
+            let before = at[0];
+            let (_, after) = s.observe(&cfg, 0.0, 2.0);
+            (flagged, before, after)
+        };
+        // Excluded: the anomaly never enters the history, every batch of
+        // it is flagged and the threshold after it is the one before it.
+        let (flagged, before, after) = run(true);
+        assert_eq!(flagged, 30);
+        assert!((after - before).abs() < 1e-9, "{before} -> {after}");
+        // Kept: the anomaly becomes the history's normal and stops being
+        // flagged long before it ends.
+        let (flagged, _, after) = run(false);
+        assert!(flagged < 15, "{flagged}");
+        assert!(after > 41.0, "{after}");
     }
 }

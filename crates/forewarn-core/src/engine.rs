@@ -1070,6 +1070,7 @@ mod tests {
                     config: dyn_cfg,
                     seed: vec![0.0; 10],
                     floor: 0.1,
+                    gaussian: None,
                 },
                 (
                     vec![

@@ -96,15 +96,18 @@ pub enum ThresholdStrategy {
         model: GaussianErrorModel,
         threshold: f64,
     },
-    /// Hundman et al. (telemanom): the EWMA-smoothed batch mean squared
-    /// error against a dynamic threshold over each device's trailing
-    /// history, never below `floor`. Every device's history starts as
-    /// `seed` (the smoothed validation errors, oldest first, at most
-    /// `config.history` of them).
+    /// Hundman et al. (telemanom): the EWMA-smoothed batch score (the mean
+    /// squared error, or with `gaussian` the batch's score under that
+    /// error model) against a dynamic threshold over each device's
+    /// trailing history, never below `floor`. Every device's history
+    /// starts as `seed` (the smoothed validation scores, oldest first, at
+    /// most `config.history` of them).
     Dynamic {
         config: DynamicThresholdConfig,
         seed: Vec<f64>,
         floor: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gaussian: Option<GaussianErrorModel>,
     },
 }
 
@@ -131,7 +134,8 @@ impl ThresholdStrategy {
     pub fn gaussian(&self) -> Option<&GaussianErrorModel> {
         match self {
             Self::Gaussian { model, .. } => Some(model),
-            _ => None,
+            Self::Dynamic { gaussian, .. } => gaussian.as_ref(),
+            Self::Fixed { .. } => None,
         }
     }
 
@@ -147,6 +151,7 @@ impl ThresholdStrategy {
                 config,
                 seed,
                 floor,
+                ..
             } => {
                 let s = state
                     .0
@@ -181,25 +186,13 @@ impl ThresholdStrategy {
             Self::Fixed { threshold } => positive("threshold", *threshold),
             Self::Gaussian { model, threshold } => {
                 positive("gaussian threshold", *threshold)?;
-                if model.mean.len() != channels || model.var.len() != channels {
-                    return Err(format!(
-                        "gaussian model has {} means and {} variances for {channels} channels",
-                        model.mean.len(),
-                        model.var.len()
-                    ));
-                }
-                if model.mean.iter().any(|m| !m.is_finite()) {
-                    return Err("gaussian model has a non-finite mean".into());
-                }
-                if model.var.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-                    return Err("gaussian model has a variance that is not positive".into());
-                }
-                Ok(())
+                validate_gaussian(model, channels)
             }
             Self::Dynamic {
                 config,
                 seed,
                 floor,
+                gaussian,
             } => {
                 config
                     .validate()
@@ -213,10 +206,29 @@ impl ThresholdStrategy {
                         config.history
                     ));
                 }
-                Ok(())
+                gaussian
+                    .as_ref()
+                    .map_or(Ok(()), |g| validate_gaussian(g, channels))
             }
         }
     }
+}
+
+fn validate_gaussian(model: &GaussianErrorModel, channels: usize) -> Result<(), String> {
+    if model.mean.len() != channels || model.var.len() != channels {
+        return Err(format!(
+            "gaussian model has {} means and {} variances for {channels} channels",
+            model.mean.len(),
+            model.var.len()
+        ));
+    }
+    if model.mean.iter().any(|m| !m.is_finite()) {
+        return Err("gaussian model has a non-finite mean".into());
+    }
+    if model.var.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err("gaussian model has a variance that is not positive".into());
+    }
+    Ok(())
 }
 
 /// A device's part of the threshold strategy: nothing (`None`, no
@@ -319,6 +331,7 @@ mod tests {
             // Constant history: telemanom's threshold is its mean.
             seed: vec![1.0, 1.0],
             floor: 1.5,
+            gaussian: None,
         };
         type Case = (ThresholdStrategy, Vec<f64>, Vec<(f64, f64)>);
         let cases: Vec<Case> = vec![
@@ -400,6 +413,7 @@ mod tests {
             config: DynamicThresholdConfig::default(),
             seed: vec![0.5; 101],
             floor: 1.0,
+            gaussian: None,
         };
         assert!(d.validate(1).unwrap_err().contains("at most 100"));
         let f = ThresholdStrategy::Fixed { threshold: 0.5 };

@@ -108,7 +108,7 @@ impl Counts {
 }
 
 /// The metrics of `report.json` (`null` where undefined).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Metrics {
     pub precision: Option<f64>,
     pub recall: Option<f64>,

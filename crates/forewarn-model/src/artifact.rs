@@ -1279,6 +1279,7 @@ mod tests {
             config: DynamicThresholdConfig::default(),
             seed: vec![0.2, 0.3, 0.25],
             floor: 0.4,
+            gaussian: None,
         };
         let fixed = ThresholdStrategy::Fixed { threshold: 0.75 };
         for (stored, runs) in [

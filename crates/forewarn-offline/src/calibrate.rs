@@ -5,7 +5,7 @@
 //! being calibrated ([`crate::replay`]), so the threshold means online what
 //! it meant here.
 
-use forewarn_core::dynamic_threshold::seed_from_validation;
+use forewarn_core::dynamic_threshold::{DynamicScore, seed_from_validation};
 use forewarn_core::engine::{EngineConfig, Forecaster};
 use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
 use forewarn_core::threshold::{ThresholdStrategy, quantile_sorted};
@@ -70,16 +70,72 @@ where
             (ThresholdStrategy::Gaussian { model, threshold }, Some(fit))
         }
         ThresholdKind::Dynamic => {
-            let scores = scores(model, engine.clone(), val)?;
+            let gaussian = match t.dynamic.score {
+                DynamicScore::Mse => None,
+                DynamicScore::Gaussian => Some(fit_gaussian(model, engine, t, train_part)?),
+            };
+            let scores = scores(model, gaussian_scoring(engine, gaussian.as_ref()), val)?;
             let (seed, floor) = seed_from_validation(&t.dynamic, &scores);
             let strategy = ThresholdStrategy::Dynamic {
                 config: t.dynamic,
                 seed,
                 floor,
+                gaussian,
             };
             (strategy, None)
         }
     })
+}
+
+/// The Gaussian error model of the error vectors of `train_part` replayed
+/// through the engine (Malhotra's vN1).
+fn fit_gaussian<F>(
+    model: &mut F,
+    engine: &EngineConfig,
+    t: &ThresholdSection,
+    train_part: &[f32],
+) -> Result<GaussianErrorModel, OfflineError>
+where
+    F: Forecaster,
+    F::Error: Into<ModelError>,
+{
+    // The error model is of the monitored channels (context channels
+    // have no error).
+    let c = engine.monitored.len();
+    let errors = errors(model, engine.clone(), train_part)?;
+    let mut g =
+        GaussianErrorModel::fit_with_floor(&errors, c, t.gaussian_var_floor).ok_or_else(|| {
+            OfflineError::Config(
+                "gaussian score: the training part is too short for two error vectors".into(),
+            )
+        })?;
+    // Monitored channels constant in the training part (scaled by a floor,
+    // not frozen: their forecast error there is only the network's wobble
+    // around the constant) weigh as the average channel, not as the
+    // floored variance that would turn a little wobble into an alarm; a
+    // real move of theirs is hundreds of scaled units all the same.
+    let all = engine.schema.len();
+    let constant: Vec<bool> = (engine.monitored.iter())
+        .map(|&j| {
+            let mut col = train_part.chunks_exact(all).map(|r| r[j]);
+            let first = col.next();
+            engine.scaler.constant.get(j).copied().unwrap_or(false) || col.all(|v| Some(v) == first)
+        })
+        .collect();
+    g.average_constant_channels(&constant);
+    Ok(g)
+}
+
+/// `engine` scoring batches by `g` (never alerting), or as it is.
+fn gaussian_scoring(engine: &EngineConfig, g: Option<&GaussianErrorModel>) -> EngineConfig {
+    let mut scoring = engine.clone();
+    if let Some(g) = g {
+        scoring.strategy = ThresholdStrategy::Gaussian {
+            model: g.clone(),
+            threshold: f64::INFINITY,
+        };
+    }
+    scoring
 }
 
 /// Malhotra et al.: fit the Gaussian on the error vectors of the training
@@ -104,35 +160,8 @@ where
     F: Forecaster,
     F::Error: Into<ModelError>,
 {
-    // The error model is of the monitored channels (context channels
-    // have no error).
-    let c = engine.monitored.len();
-    let errors = errors(model, engine.clone(), train_part)?;
-    let mut g =
-        GaussianErrorModel::fit_with_floor(&errors, c, t.gaussian_var_floor).ok_or_else(|| {
-            OfflineError::Config(
-                "gaussian threshold: the training part is too short for two error vectors".into(),
-            )
-        })?;
-    // Monitored channels constant in the training part (scaled by a floor,
-    // not frozen: their forecast error there is only the network's wobble
-    // around the constant) weigh as the average channel, not as the
-    // floored variance that would turn a little wobble into an alarm; a
-    // real move of theirs is hundreds of scaled units all the same.
-    let all = engine.schema.len();
-    let constant: Vec<bool> = (engine.monitored.iter())
-        .map(|&j| {
-            let mut col = train_part.chunks_exact(all).map(|r| r[j]);
-            let first = col.next();
-            engine.scaler.constant.get(j).copied().unwrap_or(false) || col.all(|v| Some(v) == first)
-        })
-        .collect();
-    g.average_constant_channels(&constant);
-    let mut scoring = engine.clone();
-    scoring.strategy = ThresholdStrategy::Gaussian {
-        model: g.clone(),
-        threshold: f64::INFINITY,
-    };
+    let g = fit_gaussian(model, engine, t, train_part)?;
+    let scoring = gaussian_scoring(engine, Some(&g));
     let normal = scores(model, scoring.clone(), val)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut copies, mut onsets) = (Vec::new(), Vec::new());

@@ -28,6 +28,10 @@ pub enum TrainOn {
     Rows(TrainRows),
     /// One model on these normal files; every test file scored whole.
     Files(Vec<PathBuf>),
+    /// Per file: a model trained on the file of the same name in this
+    /// folder (its labels unused), the test file scored whole (telemanom's
+    /// one model per channel, train/ and test/ paired by name).
+    Paired(PathBuf),
 }
 
 /// How much of each file `--train-rows` trains on.
@@ -171,7 +175,7 @@ pub struct FileReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub forewarn_version: String,
-    /// `train_rows` or `train`.
+    /// `train_rows`, `train` or `train_dir`.
     pub mode: String,
     /// Unit of `mean_detection_delay` and NAB windows: `seconds` or `rows`.
     pub time_unit: String,
@@ -230,7 +234,7 @@ pub fn evaluate(
                 progress,
             )?)
         }
-        TrainOn::Rows(_) => None,
+        TrainOn::Rows(_) | TrainOn::Paired(_) => None,
     };
 
     let mut reports = Vec::new();
@@ -259,6 +263,23 @@ pub fn evaluate(
                 progress(EvalProgress::TrainingOn {
                     file: path,
                     rows: n,
+                });
+                per_file.insert(fit_for_scoring(
+                    &train_part,
+                    cfg,
+                    e.precision,
+                    score_device,
+                    progress,
+                )?)
+            }
+            (None, TrainOn::Paired(dir)) => {
+                skip = 0;
+                let train_path = dir.join(path.file_name().unwrap_or_default());
+                let train_part = load_training(std::slice::from_ref(&train_path), &opts)
+                    .context(|| format!("the training file paired with {}", path.display()))?;
+                progress(EvalProgress::TrainingOn {
+                    file: &train_path,
+                    rows: train_part.len(),
                 });
                 per_file.insert(fit_for_scoring(
                     &train_part,
@@ -341,6 +362,7 @@ pub fn evaluate(
         mode: match e.train {
             TrainOn::Rows(_) => "train_rows",
             TrainOn::Files(_) => "train",
+            TrainOn::Paired(_) => "train_dir",
         }
         .into(),
         time_unit: time_unit.unwrap_or("rows").into(),

@@ -11,7 +11,8 @@
 //! - [`replay`]: the one replay of rows through the service's engine, for
 //!   every offline score (calibration and evaluation alike).
 //! - [`evaluate()`] and [`classify()`]: the evaluation and classification
-//!   runs, returning their reports.
+//!   runs, returning their reports; [`scoreboard`] runs one
+//!   configuration over every development set of a suite.
 
 pub mod calibrate;
 pub mod classify;
@@ -22,6 +23,7 @@ pub mod files;
 pub mod fit;
 mod plot;
 pub mod replay;
+pub mod scoreboard;
 
 pub use classify::{Classification, ClassifyReport, classify};
 pub use config::{

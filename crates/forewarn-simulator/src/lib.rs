@@ -33,7 +33,7 @@ pub use plant::{
     DEFAULT_CHANNELS, DEFAULT_START_MS, Plant, PlantConfig, Tick, device_id, parse_device_id,
 };
 pub use replay::{Replay, ReplayOptions};
-pub use stream::{Origin, Pace, Replayed, Stream, TickReadings, write_csv};
+pub use stream::{LABEL_COLUMN, Origin, Pace, Replayed, Stream, TickReadings, write_csv};
 
 /// Everything that can go wrong building a plant, parsing a fault or reading
 /// a replay file. Messages name the offending input (and file and line).

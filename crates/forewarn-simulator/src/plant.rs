@@ -433,6 +433,11 @@ impl Plant {
     pub fn faults(&self) -> &[Fault] {
         &self.faults
     }
+    /// Whether an injected fault acts on device `i` at `ts_ms`: the label
+    /// of that device's reading.
+    pub fn faulty(&self, i: usize, ts_ms: i64) -> bool {
+        (self.active.iter()).any(|f| f.device == i && f.start_ms <= ts_ms && ts_ms < f.end_ms)
+    }
     /// Id of device `i` (`plant-0003`), without allocating.
     pub fn device_id(&self, i: usize) -> &str {
         &self.ids[i]

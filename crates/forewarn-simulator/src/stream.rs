@@ -174,23 +174,39 @@ impl Pace {
 /// Writes `ticks` ticks of `plant` as CSV, device `i` into `out[i]`
 /// (`ts,<channels>`, ts in epoch ms): training and evaluation data.
 pub fn write_csv<W: Write>(plant: &mut Plant, ticks: u64, out: &mut [W]) -> std::io::Result<()> {
-    let header = format!("ts,{}", plant.channels().join(","));
+    // With faults injected, each row carries its label: 1 while a fault
+    // acts on that device (evaluation data with its ground truth).
+    let labelled = !plant.faults().is_empty();
+    let mut header = format!("ts,{}", plant.channels().join(","));
+    if labelled {
+        header.push_str(&format!(",{LABEL_COLUMN}"));
+    }
     for w in out.iter_mut() {
         writeln!(w, "{header}")?;
     }
     for _ in 0..ticks {
         let tick = plant.next_tick();
-        for (i, values) in tick.iter() {
+        let ts = tick.ts_ms;
+        let n = tick.len();
+        let values = tick.values.to_vec();
+        let row = values.len().checked_div(n).unwrap_or(0);
+        for (i, values) in values.chunks(row.max(1)).take(n).enumerate() {
             let w = &mut out[i];
-            write!(w, "{}", tick.ts_ms)?;
+            write!(w, "{ts}")?;
             for v in values {
                 write!(w, ",{v}")?;
+            }
+            if labelled {
+                write!(w, ",{}", u8::from(plant.faulty(i, ts)))?;
             }
             writeln!(w)?;
         }
     }
     Ok(())
 }
+
+/// The label column [`write_csv`] adds when faults are injected.
+pub const LABEL_COLUMN: &str = "anomaly";
 
 #[cfg(test)]
 mod tests {
@@ -286,5 +302,29 @@ mod tests {
             assert_eq!(lines[0], "ts,a,b");
             assert!(lines[2].starts_with("1000,"), "{}", lines[2]);
         }
+    }
+
+    #[test]
+    fn csv_export_labels_the_rows_a_fault_acts_on() {
+        let mut p = plant(2);
+        p.add_fault(crate::Fault {
+            device: "plant-0001".into(),
+            channel: "a".into(),
+            kind: crate::FaultKind::Step { magnitude: 3.0 },
+            start_ms: 2000,
+            duration_ms: Some(2000),
+        })
+        .unwrap();
+        let mut out = vec![Vec::new(), Vec::new()];
+        write_csv(&mut p, 6, &mut out).unwrap();
+        let labels = |o: &[u8]| -> Vec<String> {
+            let text = String::from_utf8(o.to_vec()).unwrap();
+            text.lines()
+                .map(|l| l.rsplit(',').next().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(labels(&out[0]), ["anomaly", "0", "0", "0", "0", "0", "0"]);
+        // Ticks at 0..5 s; the fault acts on [2 s, 4 s).
+        assert_eq!(labels(&out[1]), ["anomaly", "0", "0", "1", "1", "0", "0"]);
     }
 }

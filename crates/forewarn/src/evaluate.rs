@@ -49,11 +49,16 @@ pub struct EvaluateArgs {
     /// Per file: train on its first N rows, score the rest (one model per
     /// file). "15%" trains on that share of each file's rows (NAB's
     /// probationary period), for folders of files of different lengths.
-    #[arg(long, conflicts_with = "train", required_unless_present = "train", value_parser = clap::value_parser!(TrainRows))]
+    #[arg(long, conflicts_with_all = ["train", "train_dir"], required_unless_present_any = ["train", "train_dir"], value_parser = clap::value_parser!(TrainRows))]
     train_rows: Option<TrainRows>,
     /// Train one model on these normal files and score every --data file.
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., conflicts_with = "train_dir")]
     train: Vec<PathBuf>,
+    /// Per test file, train on the file of the same name in this folder
+    /// and score the test file whole (one model per file, as telemanom's
+    /// train/ and test/ folders pair channels).
+    #[arg(long, value_name = "DIR")]
+    train_dir: Option<PathBuf>,
     /// model.toml: model, training, threshold strategy, detector.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -113,9 +118,10 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             ..CsvOptions::default()
         },
         changepoint_column: a.changepoint_column,
-        train: match a.train_rows {
-            Some(rows) => TrainOn::Rows(rows),
-            None => TrainOn::Files(a.train),
+        train: match (a.train_rows, a.train_dir) {
+            (Some(rows), _) => TrainOn::Rows(rows),
+            (None, Some(dir)) => TrainOn::Paired(dir),
+            (None, None) => TrainOn::Files(a.train),
         },
         config,
         nab_window: a.nab_window.as_deref().map(parse_width).transpose()?,
@@ -239,6 +245,11 @@ mod tests {
         // One of --train-rows and --train.
         assert!(parse(&[]).is_err());
         assert!(parse(&["--train-rows", "4", "--train", "n.csv"]).is_err());
+        assert!(parse(&["--train-dir", "train", "--train", "n.csv"]).is_err());
+        assert_eq!(
+            parse(&["--train-dir", "train"]).unwrap().train_dir,
+            Some(PathBuf::from("train"))
+        );
         assert_eq!(
             parse(&["--train", "n.csv"]).unwrap().train,
             vec![PathBuf::from("n.csv")]

@@ -1,5 +1,5 @@
 //! `forewarn`: serve (detect anomalies in a Kafka stream), train and
-//! evaluate models, classify faults, simulate a plant, benchmark, print the
+//! evaluate models, score them on the development sets, classify faults, simulate a plant, benchmark, print the
 //! OpenAPI document and check a configuration. This crate parses the
 //! arguments, wires the libraries together and prints; the logic is in the
 //! libraries (`forewarn-offline` for train, evaluate and classify,
@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod evaluate;
 mod progress;
+mod scoreboard;
 mod serve;
 mod simulate;
 mod train;
@@ -43,6 +44,8 @@ enum Command {
     Openapi,
     /// Train, replay labelled data through the streaming detector, and report accuracy metrics.
     Evaluate(evaluate::EvaluateArgs),
+    /// Score a configuration on every development set (docs/accuracy/suite.toml): one table, one mean.
+    Scoreboard(scoreboard::ScoreboardArgs),
     /// Train a classifier head (fault or not, which fault) on labelled fault data and report per-class accuracy.
     Classify(classify::ClassifyArgs),
     /// Benchmark serve end to end on a local broker, with a Python peer and the GEMM roofline.
@@ -80,6 +83,10 @@ fn main() -> std::process::ExitCode {
         Command::Evaluate(args) => {
             cli::init_logging();
             evaluate::run(args)
+        }
+        Command::Scoreboard(args) => {
+            cli::init_logging();
+            scoreboard::run_args(args)
         }
         Command::Classify(args) => {
             cli::init_logging();

@@ -123,7 +123,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub print: bool,
     /// Write one CSV file per simulated device into this directory
-    /// (`ts,<channels>`, ts in epoch ms) as fast as possible, instead of
+    /// (`ts,<channels>`, ts in epoch ms; with --fault also `anomaly`, 1
+    /// while a fault acts on that device) as fast as possible, instead of
     /// producing to Kafka: training and evaluation data.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["print", "replay"])]
     pub csv_dir: Option<PathBuf>,
@@ -183,7 +184,7 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Res
 }
 
 /// Writes `DIR/<device>.csv` for every simulated device.
-fn export_csv(args: &SimulateArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+pub fn export_csv(args: &SimulateArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let start_ms = args.start.unwrap_or(forewarn_simulator::DEFAULT_START_MS);
     let ticks = match (args.count, args.duration_ms) {
         (Some(n), _) => n,

@@ -297,6 +297,7 @@ mod tests {
                 },
                 seed: vec![0.1, 0.2, 0.1],
                 floor: 0.5,
+                gaussian: None,
             },
         ]
     }

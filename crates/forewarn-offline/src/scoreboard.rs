@@ -1,0 +1,475 @@
+//! The development scoreboard (`forewarn scoreboard`): one model
+//! configuration evaluated ([`crate::evaluate`]) on every set of a suite,
+//! each set with its own protocol (what it trains on, its columns, its
+//! NAB windows), summarised as one table: point F1, FAR, event F1 and NAB
+//! standard per set, each set's headline metric as its score, and the
+//! mean of the scores — the number a default is chosen by.
+//!
+//! The suite is a TOML file (docs/accuracy/suite.toml) of `[[set]]`
+//! tables; paths in it are relative to a data root. A set marked
+//! `held_out` runs only when asked for: it stays out of the loop in which
+//! candidates are compared, so it can check the chosen one afterwards.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use forewarn_data::{CsvOptions, Separator};
+use forewarn_eval::{Metrics, WindowPosition};
+use forewarn_model::Precision;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelConfig;
+use crate::error::{Context, OfflineError};
+use crate::evaluate::{EvalProgress, Evaluation, Report, TrainOn, TrainRows, evaluate};
+
+/// A suite file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    #[serde(rename = "set")]
+    pub sets: Vec<SetSpec>,
+}
+
+/// Which metric is a set's score (the published protocol's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Headline {
+    /// Point-wise F1.
+    F1,
+    /// Event-wise F1 (telemanom's counting).
+    EventF1,
+    /// NAB standard profile, divided by 100 for the score.
+    NabStandard,
+}
+
+impl Headline {
+    /// The score in [0, 1] (NAB can go below 0) from a set's metrics;
+    /// `None` when the metric is undefined there.
+    pub fn score(self, m: &Metrics) -> Option<f64> {
+        match self {
+            Self::F1 => m.f1,
+            Self::EventF1 => m.event_f1,
+            Self::NabStandard => m.nab_standard.map(|v| v / 100.0),
+        }
+    }
+}
+
+/// One development set and its protocol.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSpec {
+    pub name: String,
+    /// What it is and whose protocol it follows (for the report).
+    #[serde(default)]
+    pub about: String,
+    /// Labelled test files and folders (under the data root).
+    #[serde(default)]
+    pub data: Vec<PathBuf>,
+    /// One model on these normal files ...
+    #[serde(default)]
+    pub train: Vec<PathBuf>,
+    /// ... or per file its first rows ("400", "15%") ...
+    pub train_rows: Option<String>,
+    /// ... or per file the same-named file in this folder.
+    pub train_dir: Option<PathBuf>,
+    /// CSV delimiter (one ASCII character; default ',').
+    pub sep: Option<char>,
+    pub time_column: Option<String>,
+    pub label_column: Option<String>,
+    #[serde(default)]
+    pub ignore_columns: Vec<String>,
+    /// NAB window width in report units (0: the labelled segments are
+    /// the windows, as NAB's own labels are); unset: NAB's default.
+    pub nab_window: Option<f64>,
+    pub headline: Headline,
+    /// `forewarn simulate` flags that generate this set (the command line
+    /// writes it with `--csv-dir` into the work folder and sets `data`).
+    pub simulate: Option<String>,
+    /// Not run unless asked for (kept out of the tuning loop).
+    #[serde(default)]
+    pub held_out: bool,
+}
+
+impl Suite {
+    pub fn load(path: &Path) -> Result<Self, OfflineError> {
+        let text = std::fs::read_to_string(path).map_err(|e| OfflineError::io(path, e))?;
+        let suite: Self = toml::from_str(&text)
+            .map_err(|e| OfflineError::Config(e.to_string()))
+            .context(|| format!("parsing {}", path.display()))?;
+        suite
+            .validate()
+            .context(|| format!("in {}", path.display()))?;
+        Ok(suite)
+    }
+
+    fn validate(&self) -> Result<(), OfflineError> {
+        let bad = |m: String| Err(OfflineError::Config(m));
+        if self.sets.is_empty() {
+            return bad("a suite needs at least one [[set]]".into());
+        }
+        for (i, s) in self.sets.iter().enumerate() {
+            if s.name.trim().is_empty() {
+                return bad(format!("set {} has no name", i + 1));
+            }
+            if self.sets[..i].iter().any(|o| o.name == s.name) {
+                return bad(format!("two sets are named {:?}", s.name));
+            }
+            let modes = usize::from(!s.train.is_empty())
+                + usize::from(s.train_rows.is_some())
+                + usize::from(s.train_dir.is_some());
+            if modes != 1 {
+                return bad(format!(
+                    "set {:?}: give exactly one of train, train_rows, train_dir",
+                    s.name
+                ));
+            }
+            if s.data.is_empty() == s.simulate.is_none() {
+                return bad(format!(
+                    "set {:?}: give exactly one of data and simulate",
+                    s.name
+                ));
+            }
+            if s.sep.is_some_and(|c| !c.is_ascii()) {
+                return bad(format!("set {:?}: sep must be one ASCII character", s.name));
+            }
+            if let Some(rows) = &s.train_rows {
+                rows.parse::<TrainRows>().map_err(|e| {
+                    OfflineError::Config(format!("set {:?}: train_rows {e}", s.name))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sets to run: those named in `only` (every name must exist), or
+    /// all but the held-out ones (with `held_out`, those too).
+    pub fn select(&self, only: &[String], held_out: bool) -> Result<Vec<&SetSpec>, OfflineError> {
+        if let Some(missing) = only
+            .iter()
+            .find(|n| !self.sets.iter().any(|s| &s.name == *n))
+        {
+            let names: Vec<&str> = self.sets.iter().map(|s| s.name.as_str()).collect();
+            return Err(OfflineError::Config(format!(
+                "no set named {missing:?} (the suite has {names:?})"
+            )));
+        }
+        Ok((self.sets.iter())
+            .filter(|s| {
+                if only.is_empty() {
+                    held_out || !s.held_out
+                } else {
+                    only.contains(&s.name)
+                }
+            })
+            .collect())
+    }
+}
+
+impl SetSpec {
+    /// The evaluation this set runs for `config`, paths resolved against
+    /// `root`; `data` replaces the spec's (a generated set).
+    pub fn evaluation(&self, root: &Path, config: &ModelConfig, data: Option<&Path>) -> Evaluation {
+        let at = |p: &PathBuf| root.join(p);
+        let train = match (&self.train_rows, &self.train_dir) {
+            (Some(rows), _) => TrainOn::Rows(rows.parse().unwrap_or(TrainRows::Rows(0))),
+            (None, Some(dir)) => TrainOn::Paired(at(dir)),
+            (None, None) => TrainOn::Files(self.train.iter().map(at).collect()),
+        };
+        Evaluation {
+            data: match data {
+                Some(d) => vec![d.to_owned()],
+                None => self.data.iter().map(at).collect(),
+            },
+            csv: CsvOptions {
+                separator: Separator::Char(self.sep.unwrap_or(',') as u8),
+                time_column: self.time_column.clone(),
+                label_column: self.label_column.clone(),
+                ignore_columns: self.ignore_columns.clone(),
+                ..CsvOptions::default()
+            },
+            changepoint_column: None,
+            train,
+            config: config.clone(),
+            nab_window: self.nab_window,
+            nab_position: WindowPosition::Centered,
+            plot: None,
+            decisions: None,
+            precision: Precision::F32,
+            score_device: None,
+        }
+    }
+}
+
+/// One set's row of the scoreboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetResult {
+    pub name: String,
+    pub about: String,
+    pub headline: Headline,
+    /// The headline metric in [0, 1] (NAB / 100).
+    pub score: Option<f64>,
+    pub held_out: bool,
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// The scoreboard of one configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scoreboard {
+    pub forewarn_version: String,
+    pub config: ModelConfig,
+    pub sets: Vec<SetResult>,
+    /// Mean of the scores of the sets that are not held out (undefined
+    /// scores count as 0: a set the configuration cannot score is lost).
+    pub mean_score: f64,
+    pub seconds: f64,
+}
+
+/// What a scoreboard run reports while it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum BoardProgress<'a> {
+    Set(&'a SetSpec),
+    Eval(EvalProgress<'a>),
+    Done(&'a SetResult),
+}
+
+/// Runs `config` over `sets`; `data_for` gives a set's generated data
+/// folder (the simulated sets), `None` for the others.
+pub fn run(
+    sets: &[&SetSpec],
+    root: &Path,
+    config: &ModelConfig,
+    data_for: &mut dyn FnMut(&SetSpec) -> Result<Option<PathBuf>, OfflineError>,
+    progress: &mut dyn FnMut(BoardProgress<'_>),
+) -> Result<Scoreboard, OfflineError> {
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for spec in sets {
+        progress(BoardProgress::Set(spec));
+        let t = Instant::now();
+        let data = data_for(spec)?;
+        let e = spec.evaluation(root, config, data.as_deref());
+        let report: Report = evaluate(&e, &mut |p| progress(BoardProgress::Eval(p)))
+            .context(|| format!("set {:?}", spec.name))?;
+        let result = SetResult {
+            name: spec.name.clone(),
+            about: spec.about.clone(),
+            headline: spec.headline,
+            score: spec.headline.score(&report.metrics),
+            held_out: spec.held_out,
+            seconds: t.elapsed().as_secs_f64(),
+            metrics: report.metrics,
+        };
+        progress(BoardProgress::Done(&result));
+        results.push(result);
+    }
+    let scored: Vec<f64> = (results.iter())
+        .filter(|r| !r.held_out)
+        .map(|r| r.score.unwrap_or(0.0))
+        .collect();
+    Ok(Scoreboard {
+        forewarn_version: env!("CARGO_PKG_VERSION").into(),
+        config: config.clone(),
+        mean_score: mean(&scored),
+        sets: results,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+impl Scoreboard {
+    /// The table as Markdown: a row per set, then the mean score.
+    pub fn markdown(&self) -> String {
+        let f = |v: Option<f64>, digits: usize| v.map_or("–".into(), |v| format!("{v:.digits$}"));
+        let mut out = String::from(
+            "| set | score | point F1 | FAR % | event F1 | NAB standard | P / R (points) | s |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for r in &self.sets {
+            let m = &r.metrics;
+            let name = if r.held_out {
+                format!("{} (held out)", r.name)
+            } else {
+                r.name.clone()
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {} ({}) | {} | {} | {} | {} | {} / {} | {:.0} |",
+                f(r.score, 3),
+                match r.headline {
+                    Headline::F1 => "point F1",
+                    Headline::EventF1 => "event F1",
+                    Headline::NabStandard => "NAB / 100",
+                },
+                f(m.f1, 3),
+                f(m.far, 1),
+                f(m.event_f1, 3),
+                f(m.nab_standard, 1),
+                f(m.precision, 3),
+                f(m.recall, 3),
+                r.seconds
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| **mean score** | **{:.3}** | | | | | | {:.0} |",
+            self.mean_score, self.seconds
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suite(text: &str) -> Result<Suite, OfflineError> {
+        let s: Suite = toml::from_str(text).map_err(|e| OfflineError::Config(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    #[test]
+    fn a_suite_names_each_set_once_with_one_training_mode() {
+        let ok = suite(
+            "[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"15%\"\nheadline = \"nab_standard\"\n\
+             [[set]]\nname = \"b\"\ndata = [\"y\"]\ntrain_dir = \"t\"\nheadline = \"event_f1\"\nheld_out = true\n",
+        )
+        .unwrap();
+        let names = |v: Vec<&SetSpec>| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(ok.select(&[], false).unwrap()), ["a"]);
+        assert_eq!(names(ok.select(&[], true).unwrap()), ["a", "b"]);
+        assert_eq!(names(ok.select(&["b".into()], false).unwrap()), ["b"]);
+        let e = ok.select(&["c".into()], false).unwrap_err().to_string();
+        assert!(e.contains("no set named \"c\""), "{e}");
+        let root = Path::new("/data");
+        let e = ok.sets[1].evaluation(root, &ModelConfig::default(), None);
+        assert_eq!(e.train, TrainOn::Paired(root.join("t")));
+        assert_eq!(e.data, vec![root.join("y")]);
+        for (text, want) in [
+            (
+                "[[set]]\nname = \"a\"\ndata = [\"x\"]\nheadline = \"f1\"\n",
+                "exactly one of train",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"1\"\ntrain_dir = \"t\"\nheadline = \"f1\"\n",
+                "exactly one of train",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ntrain_rows = \"1\"\nheadline = \"f1\"\n",
+                "data and simulate",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"0%\"\nheadline = \"f1\"\n",
+                "train_rows",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"5\"\nheadline = \"f1\"\n\
+                 [[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"5\"\nheadline = \"f1\"\n",
+                "two sets are named",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ndata = [\"x\"]\ntrain_rows = \"5\"\nheadline = \"auc\"\n",
+                "auc",
+            ),
+        ] {
+            let e = suite(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_headline_metric_is_the_score() {
+        let m = Metrics {
+            f1: Some(0.5),
+            event_f1: Some(0.25),
+            nab_standard: Some(-20.0),
+            ..Metrics::default()
+        };
+        assert_eq!(Headline::F1.score(&m), Some(0.5));
+        assert_eq!(Headline::EventF1.score(&m), Some(0.25));
+        assert_eq!(Headline::NabStandard.score(&m), Some(-0.2));
+        assert_eq!(Headline::F1.score(&Metrics::default()), None);
+    }
+
+    /// 300 rows of two smooth channels; with `fault`, `a` jumps by 40 from
+    /// row 200 on (labelled 1 there).
+    fn write(path: &Path, fault: bool) {
+        let mut s = String::from("a;b;label\n");
+        for i in 0..300 {
+            let noise = ((i * 7919) % 13) as f64 / 130.0;
+            let anomalous = fault && i >= 200;
+            let a = (i as f64 * 0.2).sin() + noise + if anomalous { 40.0 } else { 0.0 };
+            let b = (i as f64 * 0.2).cos() * 2.0 - noise;
+            s.push_str(&format!("{a:.4};{b:.4};{}\n", u8::from(anomalous)));
+        }
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, s).unwrap();
+    }
+
+    /// Two sets with their own protocols (paired train/test folders, and
+    /// per-file training rows) and a held-out one, run for real: each set
+    /// finds its fault, the held-out set stays out of the mean, and the
+    /// table has a row per set.
+    #[test]
+    fn a_suite_runs_each_set_with_its_protocol_and_averages_the_scores() {
+        crate::test_init();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(&root.join("paired/train/x.csv"), false);
+        write(&root.join("paired/test/x.csv"), true);
+        write(&root.join("rows/x.csv"), true);
+        let suite = suite(
+            "[[set]]\nname = \"paired\"\ntrain_dir = \"paired/train\"\ndata = [\"paired/test\"]\n\
+             sep = \";\"\nlabel_column = \"label\"\nheadline = \"event_f1\"\n\
+             [[set]]\nname = \"rows\"\ntrain_rows = \"150\"\ndata = [\"rows\"]\n\
+             sep = \";\"\nlabel_column = \"label\"\nheadline = \"f1\"\n\
+             [[set]]\nname = \"late\"\ntrain_rows = \"150\"\ndata = [\"rows\"]\n\
+             sep = \";\"\nlabel_column = \"label\"\nheadline = \"nab_standard\"\nheld_out = true\n",
+        )
+        .unwrap();
+        let config: ModelConfig = toml::from_str(
+            "[model]\nhidden = 8\nlayers = 1\nwindow = 20\nepochs = 3\n\
+             [threshold]\nkind = \"dynamic\"\n[threshold.dynamic]\nscore = \"gaussian\"\n\
+             prune = 0.5\nexclude_flagged = true\n",
+        )
+        .unwrap();
+        let config = config.resolved().unwrap();
+        let sets = suite.select(&[], true).unwrap();
+        let mut seen = Vec::new();
+        let board = run(&sets, root, &config, &mut |_| Ok(None), &mut |p| {
+            if let BoardProgress::Done(r) = p {
+                seen.push(r.name.clone());
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, ["paired", "rows", "late"]);
+        let [paired, rows, late] = &board.sets[..] else {
+            panic!("{:?}", board.sets)
+        };
+        assert_eq!(paired.metrics.event_f1, Some(1.0), "{paired:?}");
+        assert!(rows.score.unwrap() > 0.8, "{rows:?}");
+        assert!(late.held_out && late.score.is_some());
+        let mean = (paired.score.unwrap() + rows.score.unwrap()) / 2.0;
+        assert!((board.mean_score - mean).abs() < 1e-12);
+        let table = board.markdown();
+        assert_eq!(table.lines().count(), 2 + 3 + 1, "{table}");
+        assert!(table.contains("| late (held out) |"), "{table}");
+
+        // A test file without its training pair is an error naming it.
+        std::fs::remove_file(root.join("paired/train/x.csv")).unwrap();
+        let e = run(&sets[..1], root, &config, &mut |_| Ok(None), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("paired with") && e.contains("x.csv"), "{e}");
+    }
+}
