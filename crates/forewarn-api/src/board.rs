@@ -71,6 +71,10 @@ pub struct ModelInfo {
     pub kind: String,
     /// Channel names in the order the model expects them.
     pub channels: Vec<String>,
+    /// The context channels among them: inputs only, never scored, named
+    /// in an alert or alarmed on.
+    #[serde(default)]
+    pub context: Vec<String>,
     /// Readings per forecast batch.
     pub horizon: usize,
     /// Readings kept per device.

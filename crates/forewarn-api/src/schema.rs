@@ -146,6 +146,10 @@ pub struct ModelDoc {
     kind: String,
     /// The schema: channel names in the order the model expects them.
     channels: Vec<String>,
+    /// The context channels among them (setpoints, commands, modes): read
+    /// as inputs (readings must carry them), never scored, named in an
+    /// alert or alarmed on. Empty: every channel is monitored.
+    context: Vec<String>,
     /// Readings per forecast batch.
     horizon: usize,
     /// Readings kept per device.

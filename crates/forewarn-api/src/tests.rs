@@ -95,6 +95,7 @@ fn fixture() -> Fixture {
             version: "v1".into(),
             kind: "forecaster".into(),
             channels: vec!["pressure".into(), "flow".into()],
+            context: vec![],
             horizon: 10,
             window: 100,
             threshold: 1.0,
@@ -329,7 +330,7 @@ async fn devices_and_models() {
     assert_eq!(
         body,
         json!({"models": [{"name": "lstm", "version": "v1", "kind": "forecaster", "channels": ["pressure", "flow"],
-                           "horizon": 10, "window": 100, "threshold": 1.0, "strategy": "fixed", "device": "cpu"}]})
+                           "context": [], "horizon": 10, "window": 100, "threshold": 1.0, "strategy": "fixed", "device": "cpu"}]})
     );
     *f.state.model.write().unwrap() = None;
     let (_, body) = get_json(&f.app, "/api/v1/models").await;

@@ -100,6 +100,7 @@ impl Generator {
 pub(crate) fn engine_config(args: &BenchArgs, sim: &Generator, state_len: usize) -> EngineConfig {
     EngineConfig {
         schema: sim.schema(),
+        monitored: EngineConfig::all_monitored(sim.schema().len()),
         scaler: sim.scaler(),
         horizon: args.horizon,
         window: args.window,

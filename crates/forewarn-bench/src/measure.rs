@@ -33,6 +33,7 @@ pub(crate) fn forecaster_only(
         n,
         horizon: spec.horizon,
         channels: spec.channels,
+        outputs: spec.outputs,
         state_len: spec.state_len(),
         inputs: (0..n * hc)
             .map(|i| ((i % 97) as f32 * 0.37).sin())

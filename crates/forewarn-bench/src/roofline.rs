@@ -138,6 +138,7 @@ mod tests {
     fn flops_per_reading_for_the_default_shape() {
         let spec = ModelSpec {
             channels: 8,
+            outputs: 8,
             hidden: 64,
             layers: 2,
             horizon: 10,

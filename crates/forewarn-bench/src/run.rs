@@ -34,6 +34,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let device = forewarn_model::parse_device(&args.device)?;
     let spec = ModelSpec {
         channels: args.channels,
+        outputs: args.channels,
         hidden: args.hidden,
         layers: args.layers,
         horizon: args.horizon,

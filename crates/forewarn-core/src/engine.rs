@@ -18,49 +18,20 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
-use crate::detector::{BatchScore, DetectorConfig, DetectorState, Transition, score_batch_with};
+use crate::detector::{BatchScore, DetectorState, Transition, score_batch_with};
 use crate::reading::{Reading, ReadingRef, RejectReason, Schema};
-use crate::scaler::Scaler;
-use crate::threshold::{ThresholdState, ThresholdStrategy};
+use crate::threshold::ThresholdState;
 use crate::window::Window;
 
 mod checkpoint;
+mod config;
 mod forecaster;
 pub use checkpoint::{CHECKPOINT_FORMAT, CheckpointError, RestoreError, StateRecord};
+pub use config::EngineConfig;
 pub use forecaster::{Forecaster, StepBatch};
 
 /// How many contributing channels an alert names.
 pub const MAX_CONTRIBUTORS: usize = 5;
-
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub schema: Schema,
-    pub scaler: Scaler,
-    /// Readings per forecast batch.
-    pub horizon: usize,
-    /// Readings kept per device in its sliding window.
-    pub window: usize,
-    /// Readings a device must have been fed before its batches are scored
-    /// (the LSTM state needs history to forecast well).
-    pub warmup: usize,
-    pub state_len: usize,
-    /// How a batch's errors become a score and what it is compared with.
-    pub strategy: ThresholdStrategy,
-    pub detector: DetectorConfig,
-    pub model: String,
-    pub model_version: String,
-    /// Most devices in one forecaster call.
-    pub max_batch: usize,
-}
-
-impl EngineConfig {
-    /// The strategy's nominal threshold (the fixed or Gaussian threshold,
-    /// the dynamic threshold's floor): what to show where no batch's own
-    /// threshold is at hand.
-    pub fn threshold(&self) -> f64 {
-        self.strategy.nominal_threshold()
-    }
-}
 
 /// What happened while flushing.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,8 +92,9 @@ struct Device {
     origin: i32,
     window: Window,
     /// One allocation for the per-device floats: the recurrent state
-    /// (`state_len`), the forecast of the next batch (`horizon x channels`)
-    /// and the scaled rows of the batch being filled (same size).
+    /// (`state_len`), the forecast of the next batch's monitored channels
+    /// (`horizon x monitored`) and the scaled rows of the batch being
+    /// filled (`horizon x channels`).
     floats: Box<[f32]>,
     /// Floats of the batch being filled.
     pending_len: usize,
@@ -171,7 +143,7 @@ impl Device {
             id,
             origin: 0,
             window: Window::new(cfg.window, channels),
-            floats: vec![0.0; cfg.state_len + 2 * cfg.horizon * channels].into_boxed_slice(),
+            floats: vec![0.0; cfg.float_len()].into_boxed_slice(),
             pending_len: 0,
             pending_start: 0,
             readings: 0,
@@ -217,6 +189,9 @@ pub struct Engine {
     spare: Vec<Vec<f32>>,
     /// The forecaster call's buffers, reused between calls.
     scratch: StepBatch,
+    /// The monitored columns of the batch being scored (with context
+    /// channels), reused between batches.
+    observed: Vec<f32>,
     /// Devices that took a reading since the last [`Engine::drain_touched`].
     touched: Vec<usize>,
     /// Devices with at least one queued batch: the size of the next round
@@ -243,6 +218,9 @@ const EVICTION_SAMPLES: usize = 16;
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         assert!(cfg.horizon > 0 && cfg.max_batch > 0 && cfg.schema.len() == cfg.scaler.channels());
+        if let Err(why) = cfg.check_monitored() {
+            panic!("engine config: {why}");
+        }
         Self {
             cfg,
             index: HashMap::new(),
@@ -251,6 +229,7 @@ impl Engine {
             rounds: 0,
             spare: Vec::new(),
             scratch: StepBatch::default(),
+            observed: Vec::new(),
             touched: Vec::new(),
             queued_devices: 0,
             max_devices: 0,
@@ -387,7 +366,7 @@ impl Engine {
         }
         let idx = self.index_of(reading.device);
         let hc = self.cfg.horizon * channels;
-        let pending = self.cfg.state_len + hc;
+        let pending = self.cfg.state_len + self.cfg.horizon * self.cfg.monitored.len();
         let dev = &mut self.devices[idx];
         if let Some(last) = dev.last_ts {
             if reading.ts_ms < last {
@@ -546,6 +525,7 @@ impl Engine {
 
     fn gather(&mut self, round: &[Job]) -> StepBatch {
         let c = self.cfg.schema.len();
+        let m = self.cfg.monitored.len();
         let h = self.cfg.horizon;
         let s = self.cfg.state_len;
         let n = round.len();
@@ -553,11 +533,12 @@ impl Engine {
         batch.n = n;
         batch.horizon = h;
         batch.channels = c;
+        batch.outputs = m;
         batch.state_len = s;
         batch.inputs.clear();
         batch.states.clear();
         batch.predictions.clear();
-        batch.predictions.resize(n * h * c, 0.0);
+        batch.predictions.resize(n * h * m, 0.0);
         for job in round {
             batch.inputs.extend_from_slice(&job.inputs);
             batch
@@ -584,10 +565,23 @@ impl Engine {
         events: &mut Vec<EngineEvent>,
     ) {
         let c = self.cfg.schema.len();
-        let hc = self.cfg.horizon * c;
+        let m = self.cfg.monitored.len();
+        let hm = self.cfg.horizon * m;
         let s = self.cfg.state_len;
         let gaussian = self.cfg.strategy.gaussian();
         for (i, mut job) in round.into_iter().enumerate() {
+            // What is scored: the monitored columns of the batch (all of
+            // it without context channels, no copy then).
+            let observed: &[f32] = if m == c {
+                &job.inputs
+            } else {
+                self.observed.clear();
+                for row in job.inputs.chunks_exact(c) {
+                    self.observed
+                        .extend(self.cfg.monitored.iter().map(|&j| row[j]));
+                }
+                &self.observed
+            };
             let dev = &mut self.devices[job.dev];
             // Readings up to the end of this batch: all of them but those of
             // the batch being filled and of the device's batches still queued
@@ -599,15 +593,15 @@ impl Engine {
             let warmup = self.cfg.warmup as u64;
             let scored = if reconstructs {
                 (at_end.saturating_sub(h) >= warmup).then(|| {
-                    let reconstruction = &batch.predictions[i * hc..(i + 1) * hc];
-                    score_batch_with(&job.inputs, reconstruction, c, gaussian)
+                    let reconstruction = &batch.predictions[i * hm..(i + 1) * hm];
+                    score_batch_with(observed, reconstruction, m, gaussian)
                 })
             } else {
                 (dev.predicted && dev.predicted_at >= warmup)
-                    .then(|| score_batch_with(&job.inputs, &dev.floats[s..s + hc], c, gaussian))
+                    .then(|| score_batch_with(observed, &dev.floats[s..s + hm], m, gaussian))
             };
             dev.floats[..s].copy_from_slice(&batch.states[i * s..(i + 1) * s]);
-            dev.floats[s..s + hc].copy_from_slice(&batch.predictions[i * hc..(i + 1) * hc]);
+            dev.floats[s..s + hm].copy_from_slice(&batch.predictions[i * hm..(i + 1) * hm]);
             dev.predicted = true;
             dev.predicted_at = at_end;
             if let Some(score) = scored {
@@ -650,7 +644,7 @@ impl Engine {
                     score: value,
                     peak_score: value,
                     threshold,
-                    contributors: contributors(&cfg.schema, &score.shares),
+                    contributors: contributors(&cfg.schema, &cfg.monitored, &score.shares),
                     window_start: streak_start,
                     window_end: job.end_ts,
                 };
@@ -697,7 +691,7 @@ impl Engine {
             last_shares: d
                 .last_score
                 .as_ref()
-                .map(|s| contributors(&self.cfg.schema, &s.shares))
+                .map(|s| contributors(&self.cfg.schema, &self.cfg.monitored, &s.shares))
                 .unwrap_or_default(),
             open_alert: d.open.as_ref().map(|a| a.id.clone()),
             warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.predicted,
@@ -756,12 +750,11 @@ impl Engine {
         let f = std::mem::size_of::<f32>();
         let c = self.cfg.schema.len();
         std::mem::size_of::<Device>()
-            + (self.cfg.window * c + 2 * self.cfg.horizon * c + self.cfg.state_len) * f
+            + (self.cfg.window * c + self.cfg.float_len()) * f
             + self.cfg.strategy.state_bytes()
     }
 }
 
-/// The largest error shares, largest first.
 /// Which devices changed since the last checkpoint
 /// ([`Engine::checkpoint`]).
 #[derive(Default)]
@@ -770,13 +763,16 @@ struct Tracker {
     tombstones: Vec<(i32, String)>,
 }
 
-fn contributors(schema: &Schema, shares: &[f64]) -> Vec<ChannelShare> {
+/// The largest error shares, largest first. `shares` are of the monitored
+/// channels (`monitored[i]` is share `i`'s position in `schema`), so a
+/// context channel is never named.
+fn contributors(schema: &Schema, monitored: &[usize], shares: &[f64]) -> Vec<ChannelShare> {
     let mut idx: Vec<usize> = (0..shares.len()).filter(|i| shares[*i] > 0.0).collect();
     idx.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));
     idx.into_iter()
         .take(MAX_CONTRIBUTORS)
         .map(|i| ChannelShare {
-            channel: schema.channels()[i].clone(),
+            channel: schema.channels()[monitored[i]].clone(),
             share: shares[i],
         })
         .collect()
@@ -785,6 +781,8 @@ fn contributors(schema: &Schema, shares: &[f64]) -> Vec<ChannelShare> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scaler::Scaler;
+    use crate::threshold::ThresholdStrategy;
 
     pub(super) use crate::testing::{Persistence, engine};
 
@@ -1077,6 +1075,98 @@ mod tests {
             let (scored, _) = trace(&mut e, &mut Shifted, &rows);
             let want: Vec<_> = ends.iter().map(|t| (*t, 0.5, 1.0, false)).collect();
             assert_eq!(scored, want, "warmup {warmup}");
+        }
+    }
+
+    /// Forecasts the monitored channels of the next batch as their values
+    /// in the last input row (persistence over `monitored` only).
+    struct MonitoredPersistence(Vec<usize>);
+
+    impl Forecaster for MonitoredPersistence {
+        type Error = String;
+        fn state_len(&self) -> usize {
+            1
+        }
+        fn step(&mut self, b: &mut StepBatch) -> Result<(), String> {
+            assert_eq!(b.outputs, self.0.len());
+            let (hc, hm) = (b.horizon * b.channels, b.horizon * b.outputs);
+            for i in 0..b.n {
+                let last = &b.inputs[(i + 1) * hc - b.channels..(i + 1) * hc];
+                for r in 0..b.horizon {
+                    for (k, &j) in self.0.iter().enumerate() {
+                        b.predictions[i * hm + r * b.outputs + k] = last[j];
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Table: a context channel (`cmd`, between the monitored `a` and `b`)
+    /// jumps wildly, alone or with a step on `b`. Scores, shares and
+    /// contributors see the monitored channels only: the jump alone scores
+    /// 0 and opens nothing; with b's step the alert names b alone.
+    #[test]
+    fn context_channels_are_never_scored_nor_named() {
+        let rows_of = |cmd: f32, b: f32| {
+            let mut rows = vec![[0.0f32, 0.0, 0.0]; 4];
+            rows.extend(vec![[0.0, cmd, b]; 4]);
+            rows
+        };
+        // (cmd jump, b step) -> (scores, contributors of the opened alert).
+        type Want = (Vec<f64>, Option<Vec<(&'static str, f64)>>);
+        let cases: Vec<((f32, f32), Want)> = vec![
+            ((1e6, 0.0), (vec![0.0, 0.0, 0.0], None)),
+            ((-3e4, 0.0), (vec![0.0, 0.0, 0.0], None)),
+            // b off by 2 in both rows of one batch, over 2 monitored
+            // channels: MSE (4 + 4) / 4 = 2.
+            ((1e6, 2.0), (vec![0.0, 2.0, 0.0], Some(vec![("b", 1.0)]))),
+        ];
+        for ((cmd, b), (want_scores, want_alert)) in cases {
+            let mut cfg = crate::testing::engine(8).config().clone();
+            cfg.schema = Schema::new(vec!["a".into(), "cmd".into(), "b".into()]);
+            cfg.monitored = vec![0, 2];
+            cfg.scaler = Scaler {
+                center: vec![0.0; 3],
+                scale: vec![1.0; 3],
+                constant: vec![false; 3],
+            };
+            let mut e = Engine::new(cfg);
+            let mut f = MonitoredPersistence(vec![0, 2]);
+            let (mut scores, mut alert) = (vec![], None);
+            for (i, row) in rows_of(cmd, b).iter().enumerate() {
+                let reading = Reading {
+                    device: "d".into(),
+                    ts_ms: 10 * (i as i64 + 1),
+                    values: row.to_vec(),
+                };
+                e.push(&reading).unwrap();
+                for ev in e.flush(&mut f).unwrap() {
+                    match ev {
+                        EngineEvent::Scored { score, .. } => scores.push(score),
+                        EngineEvent::Opened(a) => {
+                            alert = Some(
+                                a.contributors
+                                    .iter()
+                                    .map(|c| {
+                                        (if c.channel == "b" { "b" } else { "other" }, c.share)
+                                    })
+                                    .collect::<Vec<_>>(),
+                            )
+                        }
+                        EngineEvent::Resolved(_) => {}
+                    }
+                }
+                let v = e.device("d").unwrap();
+                assert!(
+                    v.last_shares.iter().all(|s| s.channel != "cmd"),
+                    "{:?}",
+                    v.last_shares
+                );
+                assert!(v.last_shares.len() <= 2);
+            }
+            assert_eq!(scores, want_scores, "cmd {cmd}, b {b}");
+            assert_eq!(alert, want_alert, "cmd {cmd}, b {b}");
         }
     }
 

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 /// otherwise divide by zero and turn any later change into infinity.
 pub const MIN_SCALE: f32 = 1e-6;
 
+/// A monitored channel constant in training is scaled by this fraction of
+/// its level (`max(|center|, range, 1e-3)`): see
+/// [`Scaler::monitor_constant_channels`].
+pub const CONSTANT_FLOOR_RATIO: f32 = 0.01;
+
 /// Largest magnitude of a scaled value. A finite reading far outside the
 /// training range (3e38 against a scale of 0.1) would otherwise overflow to
 /// infinity and make scores infinite; a million standard deviations is
@@ -18,14 +23,16 @@ pub struct Scaler {
     pub center: Vec<f32>,
     /// Each channel is divided by this (never below [`MIN_SCALE`]).
     pub scale: Vec<f32>,
-    /// Channels that were constant in training. [`Self::transform`] reads
-    /// them as that constant (0 once scaled), whatever they do later: the
-    /// model never saw them move, so no training step shaped its input
-    /// weights for them (a change would push its forecasts of every
-    /// channel by untrained amounts) and nothing says how much of a change
-    /// is normal. A command or mode flag that switches, a setpoint that is
-    /// moved, a spare sensor coming alive: none alarms by itself; what it
-    /// does to the other channels still does. Their scale is 1.
+    /// Channels that were constant in training and are read as that
+    /// constant (0 once scaled) by [`Self::transform`], whatever they do
+    /// later: the model never saw them move, so no training step shaped
+    /// its input weights for them (a change would push its forecasts of
+    /// every channel by untrained amounts). Their scale is 1. Training
+    /// keeps the flag only on context channels (a command or mode flag
+    /// that switches, a setpoint that is moved: what it does to the
+    /// monitored channels still shows); a monitored channel constant in
+    /// training is scaled instead ([`Self::monitor_constant_channels`]),
+    /// so a stuck sensor that starts moving alarms.
     #[serde(default)]
     pub constant: Vec<bool>,
 }
@@ -66,6 +73,34 @@ impl Scaler {
 
     pub fn channels(&self) -> usize {
         self.center.len()
+    }
+
+    /// Unfreezes the channels flagged constant that are not `context`
+    /// (monitored ones), fitted on row-major `rows`: each is scaled by
+    /// `CONSTANT_FLOOR_RATIO x max(|center|, range, 1e-3)` (`range` = max -
+    /// min in `rows`), so a channel leaving its only training value gives
+    /// an error of hundreds of scaled units per percent of its level and
+    /// alarms, instead of being read as its constant forever (a stuck
+    /// sensor that comes alive, a valve that was never moved). Channels
+    /// that varied keep their fitted scale; context channels stay frozen.
+    pub fn monitor_constant_channels(&mut self, rows: &[f32], context: &[bool]) {
+        let c = self.channels();
+        for j in 0..c {
+            let flagged = self.constant.get(j).copied().unwrap_or(false);
+            if !flagged || context.get(j).copied().unwrap_or(false) {
+                continue;
+            }
+            let (lo, hi) = rows
+                .chunks_exact(c)
+                .map(|r| r[j])
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+                    (lo.min(v), hi.max(v))
+                });
+            let range = if hi >= lo { hi - lo } else { 0.0 };
+            let level = self.center[j].abs().max(range).max(1e-3);
+            self.scale[j] = (CONSTANT_FLOOR_RATIO * level).max(MIN_SCALE);
+            self.constant[j] = false;
+        }
     }
 
     /// A scaled copy of row-major `rows`.
@@ -122,6 +157,44 @@ mod tests {
             s.transform(&mut row);
             assert_eq!(row, [want]);
         }
+    }
+
+    /// Table: (training column, context?) -> (scale, still frozen?), and
+    /// what a later reading of 101 / 0.5 / 2 becomes.
+    #[test]
+    fn monitored_constant_channels_are_scaled_by_a_floor_and_context_ones_stay_frozen() {
+        // Columns: constant 100, constant 0, varying 0..=4 (sd sqrt 2),
+        // constant -3 as context.
+        let rows: Vec<f32> = (0..5).flat_map(|i| [100.0, 0.0, i as f32, -3.0]).collect();
+        let mut s = Scaler::fit(&rows, 4);
+        assert_eq!(s.constant, vec![true, true, false, true]);
+        let sd = 2f32.sqrt();
+        s.monitor_constant_channels(&rows, &[false, false, false, true]);
+        for (j, (scale, frozen)) in [(1.0, false), (1e-5, false), (sd, false), (1.0, true)]
+            .into_iter()
+            .enumerate()
+        {
+            assert!(
+                (s.scale[j] - scale).abs() < 1e-6 * scale.max(1.0),
+                "{j}: {}",
+                s.scale[j]
+            );
+            assert_eq!(s.constant[j], frozen, "{j}");
+        }
+        // 100 -> 101 is 1 % of the level: 1 scaled unit; 0 -> 0.5 is 50,000
+        // (the floor 1e-3 x 0.01); the context channel reads as its constant.
+        let mut row = [101.0, 0.5, 2.0 + sd, 40.0];
+        s.transform(&mut row);
+        assert!((row[0] - 1.0).abs() < 1e-4, "{row:?}");
+        assert!((row[1] - 50_000.0).abs() < 1.0, "{row:?}");
+        assert!((row[2] - 1.0).abs() < 1e-5, "{row:?}");
+        assert_eq!(row[3], 0.0);
+        // A level scaled by its range when that is larger than its mean.
+        let rows = [-0.5f32, 0.0, 0.5];
+        let mut s = Scaler::fit(&rows, 1);
+        s.constant = vec![true];
+        s.monitor_constant_channels(&rows, &[]);
+        assert!((s.scale[0] - 0.01).abs() < 1e-7);
     }
 
     #[test]

@@ -21,6 +21,7 @@ impl Forecaster for Persistence {
     }
     fn step(&mut self, b: &mut StepBatch) -> Result<(), String> {
         self.calls.push(b.n);
+        assert_eq!(b.outputs, b.channels, "persistence forecasts every channel");
         let hc = b.horizon * b.channels;
         for i in 0..b.n {
             b.states[i] += b.horizon as f32;
@@ -41,6 +42,7 @@ impl Forecaster for Persistence {
 pub fn engine(max_batch: usize) -> Engine {
     Engine::new(EngineConfig {
         schema: Schema::new(vec!["a".into(), "b".into()]),
+        monitored: vec![0, 1],
         scaler: Scaler {
             center: vec![0.0, 0.0],
             scale: vec![1.0, 1.0],

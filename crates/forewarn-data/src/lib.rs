@@ -8,6 +8,7 @@
 //! file, line and column, never a silent NaN or a skipped row. A model
 //! trained on quietly corrupted data fails in production, far from the cause.
 
+mod context;
 mod dataset;
 mod error;
 mod files;
@@ -15,6 +16,7 @@ mod table;
 pub mod tep;
 mod time;
 
+pub use context::{context_flags, glob_matches};
 pub use dataset::Dataset;
 pub use error::DataError;
 pub use files::{expand, parse_csv, read_any, read_csv, read_joined};

@@ -97,6 +97,12 @@ pub struct ModelMeta {
     pub forewarn_version: String,
     /// Input channels, in the order the model expects them.
     pub channels: Vec<String>,
+    /// The context channels among `channels` (in their order): inputs the
+    /// network reads but never forecasts; never scored, named in an
+    /// alert or alarmed on. Absent (none: every channel monitored) in
+    /// artifacts written before context channels, which load unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<String>,
     pub scaler: Scaler,
     pub window: usize,
     pub horizon: usize,
@@ -152,6 +158,7 @@ impl ModelMeta {
     pub fn spec(&self) -> ModelSpec {
         ModelSpec {
             channels: self.channels.len(),
+            outputs: self.monitored().len(),
             hidden: self.hidden,
             layers: self.layers,
             horizon: self.horizon,
@@ -163,6 +170,7 @@ impl ModelMeta {
     pub fn multimodal_spec(&self) -> MultimodalSpec {
         MultimodalSpec {
             channels: self.channels.len(),
+            outputs: self.monitored().len(),
             encoder_hidden: self.encoder_hidden.unwrap_or(0),
             hidden: self.hidden,
             layers: self.layers,
@@ -174,9 +182,18 @@ impl ModelMeta {
     pub fn autoencoder_spec(&self) -> AutoencoderSpec {
         AutoencoderSpec {
             channels: self.channels.len(),
+            outputs: self.monitored().len(),
             hidden: self.hidden,
             horizon: self.horizon,
         }
+    }
+
+    /// Positions in `channels` of the monitored channels (all but
+    /// `context`), increasing.
+    pub fn monitored(&self) -> Vec<usize> {
+        (0..self.channels.len())
+            .filter(|&j| !self.context.contains(&self.channels[j]))
+            .collect()
     }
 
     /// Length of one device's recurrent state for this model's kind.
@@ -204,6 +221,7 @@ impl ModelMeta {
     pub fn engine_config(&self, detector: DetectorConfig, max_batch: usize) -> EngineConfig {
         EngineConfig {
             schema: self.schema(),
+            monitored: self.monitored(),
             scaler: self.scaler.clone(),
             horizon: self.horizon,
             window: self.window,
@@ -240,6 +258,18 @@ impl ModelMeta {
             if !seen.insert(ch.as_str()) {
                 return Err(format!("channel {ch:?} appears twice"));
             }
+        }
+        let mut context = std::collections::HashSet::new();
+        for ch in &self.context {
+            if !seen.contains(ch.as_str()) {
+                return Err(format!("context channel {ch:?} is not one of the channels"));
+            }
+            if !context.insert(ch.as_str()) {
+                return Err(format!("context channel {ch:?} appears twice"));
+            }
+        }
+        if context.len() == c {
+            return Err("every channel is a context channel: nothing is monitored".into());
         }
         let s = &self.scaler;
         if s.center.len() != c
@@ -278,7 +308,8 @@ impl ModelMeta {
             return Err(format!("threshold {t} is not a positive finite number"));
         }
         if let Some(s) = &self.strategy {
-            s.validate(c)
+            // The strategy's error model is of the monitored channels.
+            s.validate(c - context.len())
                 .map_err(|m| format!("strategy ({}): {m}", s.kind()))?;
         }
         if self.weights_sha256.len() != 64
@@ -318,6 +349,11 @@ impl ModelMeta {
             name: d.name,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             forewarn_version: env!("CARGO_PKG_VERSION").to_owned(),
+            context: net
+                .context_positions(d.channels.len())
+                .into_iter()
+                .map(|j| d.channels[j].clone())
+                .collect(),
             channels: d.channels,
             scaler: d.scaler,
             window: d.window,
@@ -434,21 +470,24 @@ impl Network {
     /// against the description before anything is copied).
     fn load(meta: &ModelMeta, path: &Path, device: tch::Device) -> Result<Self, ModelError> {
         Ok(match meta.kind {
-            ModelKind::Forecaster => Self::Forecaster(LstmForecaster::load_with_highway(
+            ModelKind::Forecaster => Self::Forecaster(LstmForecaster::load_monitored(
                 meta.spec(),
                 meta.highway,
+                meta.monitored(),
                 path,
                 device,
             )?),
             ModelKind::PerVariable => Self::PerVariable(MultimodalForecaster::load(
                 meta.multimodal_spec(),
                 meta.highway,
+                meta.monitored(),
                 path,
                 device,
             )?),
             ModelKind::Autoencoder => Self::Autoencoder(LstmAutoencoder::load(
                 meta.autoencoder_spec(),
                 meta.highway,
+                meta.monitored(),
                 path,
                 device,
             )?),
@@ -567,6 +606,21 @@ impl<'a> NetworkRef<'a> {
         crate::weights::sha256(self.var_store())
     }
 
+    /// Positions of the monitored (forecast or reconstructed) channels.
+    fn monitored(self) -> &'a [usize] {
+        match self {
+            Self::Forecaster(m) => m.monitored(),
+            Self::PerVariable(m) => m.monitored(),
+            Self::Autoencoder(m) => m.monitored(),
+        }
+    }
+
+    /// Positions of the context channels among `channels` inputs.
+    fn context_positions(self, channels: usize) -> Vec<usize> {
+        let monitored = self.monitored();
+        (0..channels).filter(|j| !monitored.contains(j)).collect()
+    }
+
     fn save(self, path: &Path) -> Result<(), ModelError> {
         crate::weights::save(self.var_store(), path)
     }
@@ -577,6 +631,12 @@ impl<'a> NetworkRef<'a> {
             return Some((
                 format!("kind {}", meta.kind),
                 format!("kind {}", self.kind()),
+            ));
+        }
+        if meta.monitored() != self.monitored() {
+            return Some((
+                format!("monitored channels {:?}", meta.monitored()),
+                format!("monitored channels {:?}", self.monitored()),
             ));
         }
         match self {
@@ -733,6 +793,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             forewarn_version: "0.1.0".into(),
             channels: vec!["a".into(), "b".into(), "c".into()],
+            context: vec![],
             scaler: Scaler {
                 center: vec![1.0, 2.0, 3.0],
                 scale: vec![0.5, 1.0, 2.0],
@@ -789,6 +850,7 @@ mod tests {
             n,
             horizon,
             channels,
+            outputs: channels,
             state_len,
             inputs: (0..n * hc).map(|i| (i as f32 * 0.1).cos()).collect(),
             states: (0..n * state_len)
@@ -837,6 +899,7 @@ mod tests {
                 MultimodalForecaster::new(
                     MultimodalSpec {
                         channels: 3,
+                        outputs: 3,
                         encoder_hidden: 2,
                         hidden: 5,
                         layers: 2,
@@ -850,6 +913,7 @@ mod tests {
                 LstmAutoencoder::new(
                     AutoencoderSpec {
                         channels: 3,
+                        outputs: 3,
                         hidden: 6,
                         horizon: 4,
                     },
@@ -858,6 +922,132 @@ mod tests {
                 .unwrap(),
             ),
         ]
+    }
+
+    /// Every kind with channel b as context: the artifact stores the
+    /// context list and loads it back, the network forecasts (or
+    /// reconstructs) the 2 monitored channels of its 3 inputs with the
+    /// same outputs after loading, and the engine scores those 2; a
+    /// `model.json` without `context` (every artifact before it) loads
+    /// with every channel monitored, and a bad list is refused by name.
+    #[test]
+    fn context_channels_round_trip_and_older_artifacts_have_none() {
+        crate::test_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let cpu = tch::Device::Cpu;
+        let monitored = vec![0, 2];
+        let spec = ModelSpec {
+            outputs: 2,
+            ..small_spec()
+        };
+        let nets = vec![
+            Network::Forecaster(
+                LstmForecaster::with_monitored(spec, Highway::Cross, monitored.clone(), cpu)
+                    .unwrap(),
+            ),
+            Network::PerVariable(
+                MultimodalForecaster::with_monitored(
+                    MultimodalSpec {
+                        channels: 3,
+                        outputs: 2,
+                        encoder_hidden: 2,
+                        hidden: 5,
+                        layers: 2,
+                        horizon: 4,
+                    },
+                    Highway::Full,
+                    monitored.clone(),
+                    cpu,
+                )
+                .unwrap(),
+            ),
+            Network::Autoencoder(
+                LstmAutoencoder::with_monitored(
+                    AutoencoderSpec {
+                        channels: 3,
+                        outputs: 2,
+                        hidden: 6,
+                        horizon: 4,
+                    },
+                    Highway::Cross,
+                    monitored.clone(),
+                    cpu,
+                )
+                .unwrap(),
+            ),
+        ];
+        for network in nets {
+            let kind = network.kind();
+            let dir = tmp.path().join(kind.as_str());
+            let mut m = model_of(network);
+            assert_eq!(m.meta.context, vec!["b".to_string()], "{kind}");
+            assert_eq!(m.meta.monitored(), monitored, "{kind}");
+            save_model(&m, &dir).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
+            assert_eq!(json["context"], serde_json::json!(["b"]), "{kind}");
+            let mut loaded = load(&dir, cpu).unwrap();
+            assert_eq!(loaded.meta, m.meta, "{kind}");
+            let h = m.meta.horizon;
+            let mut b = StepBatch {
+                n: 1,
+                horizon: h,
+                channels: 3,
+                outputs: 2,
+                state_len: loaded.network.state_len(),
+                inputs: (0..3 * h).map(|i| (i as f32 * 0.3).sin()).collect(),
+                states: vec![0.0; loaded.network.state_len()],
+                predictions: vec![0.0; 2 * h],
+            };
+            let mut a = b.clone();
+            loaded.network.step(&mut b).unwrap();
+            m.network.step(&mut a).unwrap();
+            assert_eq!(a.predictions, b.predictions, "{kind}");
+            // A batch asking for every channel does not fit.
+            let mut wrong = StepBatch {
+                outputs: 3,
+                predictions: vec![0.0; 3 * h],
+                ..a
+            };
+            assert!(loaded.network.step(&mut wrong).is_err(), "{kind}");
+            assert_eq!(
+                loaded.engine_config(DetectorConfig::default(), 4).monitored,
+                monitored
+            );
+            // The description must match the network's outputs.
+            let mut other = m.meta.clone();
+            other.context = vec![];
+            let e = write(&other, m.network.as_ref(), &dir)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("monitored channels"), "{kind}: {e}");
+        }
+        // Older artifacts: no `context` key, every channel monitored.
+        let dir = tmp.path().join("old");
+        let m = model();
+        save_model(&m, &dir).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
+        assert!(json.get("context").is_none());
+        let loaded = load(&dir, cpu).unwrap();
+        assert!(loaded.meta.context.is_empty());
+        assert_eq!(loaded.meta.monitored(), vec![0, 1, 2]);
+        for (context, want) in [
+            (
+                serde_json::json!(["x"]),
+                "context channel \"x\" is not one of the channels",
+            ),
+            (
+                serde_json::json!(["a", "a"]),
+                "context channel \"a\" appears twice",
+            ),
+            (serde_json::json!(["a", "b", "c"]), "nothing is monitored"),
+        ] {
+            save_model(&m, &dir).unwrap();
+            edit_meta(&dir, |v| v["context"] = context);
+            let e = load_err(&dir);
+            assert!(e.contains(want), "want {want:?} in: {e}");
+        }
     }
 
     /// Every kind: saved, then loaded, the network gives the same step
@@ -1256,7 +1446,7 @@ mod tests {
         fc(&mut m)
             .set_highway_weight(
                 &Highway::Cross
-                    .mask(&spec)
+                    .mask(&spec, &[0, 1, 2])
                     .unwrap()
                     .iter()
                     .map(|v| 0.3 * v)
@@ -1294,6 +1484,7 @@ mod tests {
         let cpu = tch::Device::Cpu;
         let spec = MultimodalSpec {
             channels: 3,
+            outputs: 3,
             encoder_hidden: 2,
             hidden: 5,
             layers: 2,
@@ -1302,7 +1493,9 @@ mod tests {
         let mut out = Vec::new();
         for hw in [Highway::Cross, Highway::Full] {
             let m = MultimodalForecaster::with_highway(spec, hw, cpu).unwrap();
-            let mask = hw.mask_for(4, 3).unwrap_or_else(|| vec![1.0; 36]);
+            let mask = hw
+                .mask_for(4, &[0, 1, 2], 3)
+                .unwrap_or_else(|| vec![1.0; 36]);
             let w: Vec<f32> = mask
                 .iter()
                 .enumerate()
@@ -1313,6 +1506,7 @@ mod tests {
         }
         let ae_spec = AutoencoderSpec {
             channels: 3,
+            outputs: 3,
             hidden: 6,
             horizon: 4,
         };
@@ -1390,6 +1584,7 @@ mod tests {
         // The autoencoder refuses full, in the network and in model.json.
         let spec = AutoencoderSpec {
             channels: 3,
+            outputs: 3,
             hidden: 6,
             horizon: 4,
         };

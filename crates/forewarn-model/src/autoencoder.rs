@@ -30,7 +30,11 @@ use crate::highway::{Highway, HighwayLayer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoencoderSpec {
+    /// Input channels (monitored and context).
     pub channels: usize,
+    /// Reconstructed channels: the monitored ones (`channels` without
+    /// context): the decoder reads every channel, reconstructs these.
+    pub outputs: usize,
     pub hidden: usize,
     /// Rows per window (= the engine's batch).
     pub horizon: usize,
@@ -43,8 +47,10 @@ pub struct LstmAutoencoder {
     decoder: nn::LSTM,
     head: nn::Linear,
     highway: Highway,
-    /// The highway's weights (`[C, C]`, shared with `vs`) and its mask.
+    /// The highway's weights (`[M, C]`, shared with `vs`) and its mask.
     highway_layer: Option<HighwayLayer>,
+    /// Positions of the reconstructed (monitored) channels among the inputs.
+    monitored: Vec<usize>,
 }
 
 impl std::fmt::Debug for LstmAutoencoder {
@@ -80,6 +86,18 @@ impl LstmAutoencoder {
         highway: Highway,
         device: Device,
     ) -> Result<Self, ModelError> {
+        Self::with_monitored(spec, highway, (0..spec.channels).collect(), device)
+    }
+
+    /// [`Self::with_highway`] reconstructing only the `monitored` channels
+    /// (increasing positions among the inputs; the others are context).
+    pub fn with_monitored(
+        spec: AutoencoderSpec,
+        highway: Highway,
+        monitored: Vec<usize>,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        crate::forecaster::check_monitored(&monitored, spec.outputs, spec.channels)?;
         if spec.channels == 0 || spec.hidden == 0 || spec.horizon == 0 {
             return Err(ModelError::Config(format!(
                 "autoencoder spec {spec:?}: every size must be at least 1"
@@ -97,9 +115,10 @@ impl LstmAutoencoder {
         let (c, h) = (spec.channels as i64, spec.hidden as i64);
         let encoder = nn::lstm(&root / "encoder", c, h, cfg);
         let decoder = nn::lstm(&root / "decoder", c, h, cfg);
-        let head = nn::linear(&root / "head", h, c, Default::default());
+        let head = nn::linear(&root / "head", h, spec.outputs as i64, Default::default());
         // One output row: the row the map reads.
-        let highway_layer = HighwayLayer::new(&root, highway, 1, spec.channels, device)?;
+        let highway_layer =
+            HighwayLayer::new(&root, highway, 1, &monitored, spec.channels, device)?;
         Ok(Self {
             spec,
             vs,
@@ -108,6 +127,7 @@ impl LstmAutoencoder {
             head,
             highway,
             highway_layer,
+            monitored,
         })
     }
 
@@ -117,6 +137,11 @@ impl LstmAutoencoder {
 
     pub fn highway(&self) -> Highway {
         self.highway
+    }
+
+    /// Positions of the reconstructed (monitored) channels among the inputs.
+    pub fn monitored(&self) -> &[usize] {
+        &self.monitored
     }
 
     /// Sets the highway's weights (`[C, C]` row-major, zero diagonal).
@@ -132,10 +157,11 @@ impl LstmAutoencoder {
     pub fn load(
         spec: AutoencoderSpec,
         highway: Highway,
+        monitored: Vec<usize>,
         path: &Path,
         device: Device,
     ) -> Result<Self, ModelError> {
-        let model = Self::with_highway(spec, highway, device)?;
+        let model = Self::with_monitored(spec, highway, monitored, device)?;
         crate::weights::load_into(&model.vs, path)?;
         Ok(model)
     }
@@ -145,7 +171,8 @@ impl LstmAutoencoder {
         &self.vs
     }
 
-    /// Reconstructs windows `x` (`[B, T, C]`): the decoder starts from the
+    /// Reconstructs the monitored channels of windows `x` (`[B, T, C]`;
+    /// `[B, T, M]` out): the decoder starts from the
     /// encoder's final state and is fed the window shifted right by one row
     /// (zeros first), as in EncDec-AD's teacher forcing of the reversed
     /// sequence, here in forward order. With a highway, each row's
@@ -176,11 +203,12 @@ impl Forecaster for LstmAutoencoder {
 
     fn step(&mut self, b: &mut StepBatch) -> Result<(), ModelError> {
         let s = self.spec;
-        let hc = s.horizon * s.channels;
+        let (hc, hm) = (s.horizon * s.channels, s.horizon * s.outputs);
         if b.channels != s.channels
+            || b.outputs != s.outputs
             || b.horizon != s.horizon
             || b.inputs.len() != b.n * hc
-            || b.predictions.len() != b.n * hc
+            || b.predictions.len() != b.n * hm
         {
             return Err(ModelError::Shape(format!(
                 "batch of {} devices does not fit the autoencoder {s:?}",
@@ -197,7 +225,7 @@ impl Forecaster for LstmAutoencoder {
                 .and_then(|x| x.f_to_device(dev))
                 .ctx("inputs")?;
             let y = self.reconstruct(&x).to_device(Device::Cpu).contiguous();
-            y.f_copy_data(&mut b.predictions, b.n * hc)
+            y.f_copy_data(&mut b.predictions, b.n * hm)
                 .ctx("copying reconstructions")
         })
     }
@@ -228,7 +256,7 @@ mod tests {
                 [x0, x1, 0.5 * x0 - x1]
             })
             .collect();
-        let ls = |h| crate::highway::least_squares(&rows, 3, 1, 0, h);
+        let ls = |h| crate::highway::least_squares(&rows, 3, &[0, 1, 2], 1, 0, h);
         assert_eq!(ls(Highway::None), None);
         let w = ls(Highway::Cross).unwrap();
         // Rows: x0 = 2 x1 + 2 x2, x1 = 0.5 x0 - x2, x2 = 0.5 x0 - x1.
@@ -246,6 +274,7 @@ mod tests {
         crate::test_init();
         let spec = AutoencoderSpec {
             channels: 3,
+            outputs: 3,
             hidden: 5,
             horizon: 4,
         };
@@ -280,6 +309,7 @@ mod tests {
             n: 2,
             horizon: 4,
             channels: 3,
+            outputs: 3,
             state_len: 1,
             inputs: x,
             states: vec![0.0; 2],

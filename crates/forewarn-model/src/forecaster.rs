@@ -33,8 +33,10 @@ pub const DEFAULT_LAYERS: usize = 2;
 /// Shape of the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelSpec {
-    /// Input (and forecast) channels.
+    /// Input channels (monitored and context).
     pub channels: usize,
+    /// Forecast channels: the monitored ones (`channels` without context).
+    pub outputs: usize,
     pub hidden: usize,
     pub layers: usize,
     /// Rows forecast at each step (= the engine's batch length).
@@ -46,6 +48,7 @@ impl ModelSpec {
     pub fn new(channels: usize, horizon: usize) -> Self {
         Self {
             channels,
+            outputs: channels,
             hidden: DEFAULT_HIDDEN,
             layers: DEFAULT_LAYERS,
             horizon,
@@ -58,14 +61,20 @@ impl ModelSpec {
         2 * self.layers * self.hidden
     }
 
-    /// Width of the head's output: `horizon` rows of `channels`.
+    /// Width of the head's output: `horizon` rows of `outputs`.
     pub fn output_len(&self) -> usize {
+        self.horizon * self.outputs
+    }
+
+    /// Width of one batch of input rows: `horizon` rows of `channels`.
+    pub fn input_len(&self) -> usize {
         self.horizon * self.channels
     }
 
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [
             ("channels", self.channels),
+            ("outputs", self.outputs),
             ("hidden", self.hidden),
             ("layers", self.layers),
             ("horizon", self.horizon),
@@ -73,6 +82,12 @@ impl ModelSpec {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if self.outputs > self.channels {
+            return Err(format!(
+                "{} forecast channels of {} input channels",
+                self.outputs, self.channels
+            ));
         }
         // Far above any sensible model; stops a corrupt spec from asking
         // libtorch for terabytes.
@@ -108,15 +123,16 @@ pub use crate::highway::Highway;
 
 impl Highway {
     /// Name and shape of the forecaster's highway parameter, if any:
-    /// `[H*C, C]`, row `h*C + j` forecasting channel `j` at row `h` after
-    /// the current one.
+    /// `[H*M, C]`, row `h*M + j` forecasting monitored channel `j` at row
+    /// `h` after the current one.
     pub fn param_shape(self, spec: &ModelSpec) -> Option<(String, Vec<i64>)> {
-        self.param_shape_for(spec.horizon, spec.channels)
+        self.param_shape_for(spec.horizon, spec.outputs, spec.channels)
     }
 
-    /// The forecaster's mask ([`Highway::mask_for`] of `spec`).
-    pub fn mask(self, spec: &ModelSpec) -> Option<Vec<f32>> {
-        self.mask_for(spec.horizon, spec.channels)
+    /// The forecaster's mask ([`Highway::mask_for`] of `spec` with these
+    /// `monitored` channels).
+    pub fn mask(self, spec: &ModelSpec, monitored: &[usize]) -> Option<Vec<f32>> {
+        self.mask_for(spec.horizon, monitored, spec.channels)
     }
 }
 
@@ -129,8 +145,10 @@ pub struct LstmForecaster {
     /// fallible `f_lstm` instead of `nn::LSTM`, which panics on error.
     lstm_params: Vec<Tensor>,
     highway: Highway,
-    /// The highway's weights (`[H*C, C]`, shared with `vs`) and its mask.
+    /// The highway's weights (`[H*M, C]`, shared with `vs`) and its mask.
     highway_layer: Option<HighwayLayer>,
+    /// Positions of the forecast (monitored) channels among the inputs.
+    monitored: Vec<usize>,
     /// Set by [`Self::set_precision`] for bf16 inference; `None`: f32.
     bf16: Option<Bf16Lstm>,
 }
@@ -163,13 +181,27 @@ impl LstmForecaster {
     }
 
     /// A freshly initialised network with `highway` (its weights start at
-    /// zero, so the forecast starts as the LSTM head's alone).
+    /// zero, so the forecast starts as the LSTM head's alone), forecasting
+    /// every channel.
     pub fn with_highway(
         spec: ModelSpec,
         highway: Highway,
         device: Device,
     ) -> Result<Self, ModelError> {
+        Self::with_monitored(spec, highway, (0..spec.channels).collect(), device)
+    }
+
+    /// [`Self::with_highway`] forecasting only the `monitored` channels
+    /// (increasing positions among the inputs; `spec.outputs` of them):
+    /// the others are context, read but never forecast.
+    pub fn with_monitored(
+        spec: ModelSpec,
+        highway: Highway,
+        monitored: Vec<usize>,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         spec.validate().map_err(ModelError::Config)?;
+        check_monitored(&monitored, spec.outputs, spec.channels)?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let cfg = nn::RNNConfig {
@@ -190,7 +222,14 @@ impl LstmForecaster {
             spec.output_len() as i64,
             Default::default(),
         );
-        let highway_layer = HighwayLayer::new(&root, highway, spec.horizon, spec.channels, device)?;
+        let highway_layer = HighwayLayer::new(
+            &root,
+            highway,
+            spec.horizon,
+            &monitored,
+            spec.channels,
+            device,
+        )?;
         let vars = vs.variables();
         let lstm_params = spec
             .param_shapes()
@@ -209,12 +248,18 @@ impl LstmForecaster {
             lstm_params,
             highway,
             highway_layer,
+            monitored,
             bf16: None,
         })
     }
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// Positions of the forecast (monitored) channels among the inputs.
+    pub fn monitored(&self) -> &[usize] {
+        &self.monitored
     }
 
     pub fn highway(&self) -> Highway {
@@ -281,8 +326,9 @@ impl LstmForecaster {
                 n: 1,
                 horizon: self.spec.horizon,
                 channels: self.spec.channels,
+                outputs: self.spec.outputs,
                 state_len: self.spec.state_len(),
-                inputs: vec![0.0; self.spec.output_len()],
+                inputs: vec![0.0; self.spec.input_len()],
                 states: vec![0.0; self.spec.state_len()],
                 predictions: vec![0.0; self.spec.output_len()],
             };
@@ -313,7 +359,7 @@ impl LstmForecaster {
     }
 
     /// Runs `x` (`[B, T, C]`, on this model's device) from `state` (zero
-    /// when `None`). Returns the forecasts at every step (`[B, T, H*C]`,
+    /// when `None`). Returns the forecasts at every step (`[B, T, H*M]`,
     /// step `t` forecasting rows `t+1..=t+H` row-major) and the final state.
     ///
     /// Panics on malformed input, like `tch`'s own modules; see
@@ -385,8 +431,19 @@ impl LstmForecaster {
         path: &Path,
         device: Device,
     ) -> Result<Self, ModelError> {
+        Self::load_monitored(spec, highway, (0..spec.channels).collect(), path, device)
+    }
+
+    /// [`Self::load_with_highway`] for a network forecasting `monitored`.
+    pub fn load_monitored(
+        spec: ModelSpec,
+        highway: Highway,
+        monitored: Vec<usize>,
+        path: &Path,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         spec.validate().map_err(|m| ModelError::artifact(path, m))?;
-        let model = Self::with_highway(spec, highway, device)?;
+        let model = Self::with_monitored(spec, highway, monitored, device)?;
         crate::weights::load_into(&model.vs, path)?;
         Ok(model)
     }
@@ -400,22 +457,28 @@ impl LstmForecaster {
 
     fn check_batch(&self, b: &StepBatch) -> Result<(), ModelError> {
         let s = &self.spec;
-        if b.channels != s.channels || b.horizon != s.horizon || b.state_len != s.state_len() {
+        if b.channels != s.channels
+            || b.outputs != s.outputs
+            || b.horizon != s.horizon
+            || b.state_len != s.state_len()
+        {
             return Err(ModelError::Shape(format!(
-                "batch has channels {}, horizon {}, state_len {}; the model needs {}, {}, {}",
+                "batch has channels {}, outputs {}, horizon {}, state_len {}; \
+                 the model needs {}, {}, {}, {}",
                 b.channels,
+                b.outputs,
                 b.horizon,
                 b.state_len,
                 s.channels,
+                s.outputs,
                 s.horizon,
                 s.state_len()
             )));
         }
-        let hc = s.output_len();
         for (what, got, want) in [
-            ("inputs", b.inputs.len(), b.n * hc),
+            ("inputs", b.inputs.len(), b.n * s.input_len()),
             ("states", b.states.len(), b.n * s.state_len()),
-            ("predictions", b.predictions.len(), b.n * hc),
+            ("predictions", b.predictions.len(), b.n * s.output_len()),
         ] {
             if got != want {
                 return Err(ModelError::Shape(format!(
@@ -511,7 +574,7 @@ impl Forecaster for LstmForecaster {
                 .and_then(|last| last.f_linear(&self.head.ws, self.head.bs.as_ref()))
                 .ctx("head forward")?;
             let y = self.add_highway(y, &x.f_select(1, t - 1).ctx("last row")?)?;
-            y.f_copy_data(&mut b.predictions, (n * t * c) as usize)
+            y.f_copy_data(&mut b.predictions, b.n * s.output_len())
                 .ctx("copying forecasts")?;
             let (h1, c1) = (
                 h1.f_to_kind(Kind::Float).ctx("h1")?,
@@ -526,6 +589,24 @@ impl Forecaster for LstmForecaster {
             Ok(())
         })
     }
+}
+
+/// Whether `monitored` is `outputs` increasing positions among `channels`.
+pub(crate) fn check_monitored(
+    monitored: &[usize],
+    outputs: usize,
+    channels: usize,
+) -> Result<(), ModelError> {
+    if monitored.len() != outputs
+        || monitored.windows(2).any(|w| w[0] >= w[1])
+        || monitored.iter().any(|&j| j >= channels)
+    {
+        return Err(ModelError::Config(format!(
+            "monitored channels {monitored:?} are not {outputs} increasing positions among \
+             {channels} channels"
+        )));
+    }
+    Ok(())
 }
 
 thread_local! {
@@ -555,6 +636,7 @@ pub(crate) mod tests {
     pub(crate) fn small_spec() -> ModelSpec {
         ModelSpec {
             channels: 3,
+            outputs: 3,
             hidden: 8,
             layers: 2,
             horizon: 4,
@@ -588,6 +670,7 @@ pub(crate) mod tests {
             n,
             horizon: spec.horizon,
             channels: spec.channels,
+            outputs: spec.outputs,
             state_len: spec.state_len(),
             inputs,
             states,
@@ -684,7 +767,7 @@ pub(crate) mod tests {
     /// Highway weights `w[(h*C + j)*C + k] = f(h, j, k)`, masked as `hw` masks.
     fn highway_weights(spec: &ModelSpec, hw: Highway) -> Vec<f32> {
         let c = spec.channels;
-        let mask = hw.mask(spec);
+        let mask = hw.mask(spec, &[0, 1, 2]);
         (0..spec.output_len() * c)
             .map(|i| {
                 let v = 0.1 * (i as f32 * 0.7).sin() + 0.05;
@@ -702,9 +785,9 @@ pub(crate) mod tests {
             Highway::Cross.param_shape(&spec),
             Some(("highway.weight".into(), vec![12, 3]))
         );
-        assert_eq!(Highway::Full.mask(&spec), None);
+        assert_eq!(Highway::Full.mask(&spec, &[0, 1, 2]), None);
         // Cross: row h*C + j never reads channel j.
-        let mask = Highway::Cross.mask(&spec).unwrap();
+        let mask = Highway::Cross.mask(&spec, &[0, 1, 2]).unwrap();
         for (i, m) in mask.iter().enumerate() {
             let (row, k) = (i / 3, i % 3);
             assert_eq!(*m == 0.0, row % 3 == k, "entry {i}");
@@ -809,7 +892,8 @@ pub(crate) mod tests {
                         ((2.0 * z - 1.0) * bound) as f32
                     })
                     .collect();
-                if let (Some(mask), true) = (m.highway.mask(&m.spec), name == "highway.weight") {
+                let mask = m.highway.mask(&m.spec, &m.monitored);
+                if let (Some(mask), true) = (mask, name == "highway.weight") {
                     vals.iter_mut().zip(mask).for_each(|(v, m)| *v *= m);
                 }
                 let src = Tensor::from_slice(&vals).view(v.size().as_slice());
@@ -835,6 +919,7 @@ pub(crate) mod tests {
         }
         let spec = ModelSpec {
             channels: 8,
+            outputs: 8,
             hidden: 64,
             layers: 2,
             horizon: 10,

@@ -39,28 +39,42 @@ pub enum Highway {
 
 impl Highway {
     /// Name and shape of the highway's parameter for `rows` output rows of
-    /// `channels`, if any: `[rows*C, C]`, row `h*C + j` mapping to channel
-    /// `j` of output row `h`.
-    pub fn param_shape_for(self, rows: usize, channels: usize) -> Option<(String, Vec<i64>)> {
+    /// `outputs` (monitored) channels read from rows of `channels` (all,
+    /// context included), if any: `[rows*M, C]`, row `h*M + j` mapping to
+    /// monitored channel `j` of output row `h`.
+    pub fn param_shape_for(
+        self,
+        rows: usize,
+        outputs: usize,
+        channels: usize,
+    ) -> Option<(String, Vec<i64>)> {
         match self {
             Highway::None => None,
             Highway::Full | Highway::Cross => Some((
                 "highway.weight".into(),
-                vec![(rows * channels) as i64, channels as i64],
+                vec![(rows * outputs) as i64, channels as i64],
             )),
         }
     }
 
-    /// 1 where a weight is used, 0 where it is held at zero (`[rows*C, C]`
-    /// row-major); `None` when every weight is used.
-    pub fn mask_for(self, rows: usize, channels: usize) -> Option<Vec<f32>> {
+    /// 1 where a weight is used, 0 where it is held at zero (`[rows*M, C]`
+    /// row-major; output `j` is input `monitored[j]`); `None` when every
+    /// weight is used. `cross` holds each output's weight from its own
+    /// input at zero.
+    pub fn mask_for(self, rows: usize, monitored: &[usize], channels: usize) -> Option<Vec<f32>> {
         match self {
             Highway::None | Highway::Full => None,
             Highway::Cross => {
-                let c = channels;
+                let (m, c) = (monitored.len(), channels);
                 Some(
-                    (0..rows * c * c)
-                        .map(|i| if (i / c) % c == i % c { 0.0 } else { 1.0 })
+                    (0..rows * m * c)
+                        .map(|i| {
+                            if monitored[(i / c) % m] == i % c {
+                                0.0
+                            } else {
+                                1.0
+                            }
+                        })
                         .collect(),
                 )
             }
@@ -86,23 +100,24 @@ pub(crate) struct HighwayLayer {
 }
 
 impl HighwayLayer {
-    /// `highway.weight` under `root` for `rows` output rows of `channels`,
-    /// starting at zero (the output starts as the network's alone); `None`
-    /// for [`Highway::None`].
+    /// `highway.weight` under `root` for `rows` output rows of the
+    /// `monitored` channels of `channels`, starting at zero (the output
+    /// starts as the network's alone); `None` for [`Highway::None`].
     pub(crate) fn new(
         root: &nn::Path<'_>,
         highway: Highway,
         rows: usize,
+        monitored: &[usize],
         channels: usize,
         device: Device,
     ) -> Result<Option<Self>, ModelError> {
-        let Some((_, shape)) = highway.param_shape_for(rows, channels) else {
+        let Some((_, shape)) = highway.param_shape_for(rows, monitored.len(), channels) else {
             return Ok(None);
         };
         let shape = [shape[0], shape[1]];
         let weight = (root / "highway").zeros("weight", &shape);
         let mask = highway
-            .mask_for(rows, channels)
+            .mask_for(rows, monitored, channels)
             .map(|m| {
                 Tensor::f_from_slice(&m)
                     .and_then(|t| t.f_view(shape))
@@ -167,22 +182,25 @@ pub(crate) fn set_weight(layer: Option<&HighwayLayer>, w: &[f32]) -> Result<(), 
 
 /// Ridge regression of every output target on the row `x_t` it is made
 /// from, the start of a highway's training: for each of the `rows` output
-/// rows `h` and each channel `j`, least squares of `x[t+lead+h][j]` on
-/// `x[t]` (on the channels other than `j` for [`Highway::Cross`]) over the
+/// rows `h` and each monitored channel `j` (output `o`, `monitored[o] =
+/// j`), least squares of `x[t+lead+h][j]` on `x[t]` (on the channels other
+/// than `j` for [`Highway::Cross`]; context channels are read, never
+/// targets) over the
 /// scaled training rows `data` (`channels` wide), with a ridge of 1e-3 x
 /// the number of samples (the channels have unit variance). `lead` 1: the
 /// forecasters' targets, the rows after `x_t`; `lead` 0 with one row: the
-/// autoencoder's, `x_t` itself. Returns the `[rows*C, C]` weights row-major
+/// autoencoder's, `x_t` itself. Returns the `[rows*M, C]` weights row-major
 /// (masked entries 0), or `None` without a highway or with too few rows.
 pub fn least_squares(
     data: &[f32],
     channels: usize,
+    monitored: &[usize],
     rows: usize,
     lead: usize,
     highway: Highway,
 ) -> Option<Vec<f32>> {
-    let (c, hz) = (channels, rows);
-    if highway == Highway::None || c == 0 || hz == 0 {
+    let (c, hz, mo) = (channels, rows, monitored.len());
+    if highway == Highway::None || c == 0 || hz == 0 || mo == 0 {
         return None;
     }
     let n = data.len() / c;
@@ -193,7 +211,7 @@ pub fn least_squares(
     let x = |t: usize, k: usize| f64::from(data[t * c + k]);
     // Gram matrix of the regressors and their products with every target.
     let mut gram = vec![0.0; c * c];
-    let mut xy = vec![0.0; c * hz * c]; // [k][h*C + j]
+    let mut xy = vec![0.0; c * hz * mo]; // [k][h*M + o]
     for t in 0..samples {
         for a in 0..c {
             let xa = x(t, a);
@@ -201,15 +219,15 @@ pub fn least_squares(
                 gram[a * c + b] += xa * x(t, b);
             }
             for h in 0..hz {
-                for j in 0..c {
-                    xy[a * hz * c + h * c + j] += xa * x(t + lead + h, j);
+                for (o, &j) in monitored.iter().enumerate() {
+                    xy[a * hz * mo + h * mo + o] += xa * x(t + lead + h, j);
                 }
             }
         }
     }
     let ridge = 1e-3 * samples as f64;
-    let mut w = vec![0f32; hz * c * c];
-    for j in 0..c {
+    let mut w = vec![0f32; hz * mo * c];
+    for (o, &j) in monitored.iter().enumerate() {
         let used: Vec<usize> = (0..c)
             .filter(|&k| highway == Highway::Full || k != j)
             .collect();
@@ -226,10 +244,10 @@ pub fn least_squares(
         }
         let chol = cholesky(&a, m)?;
         for h in 0..hz {
-            let rhs: Vec<f64> = used.iter().map(|&k| xy[k * hz * c + h * c + j]).collect();
+            let rhs: Vec<f64> = used.iter().map(|&k| xy[k * hz * mo + h * mo + o]).collect();
             let beta = cholesky_solve(&chol, m, &rhs);
             for (p, &k) in used.iter().enumerate() {
-                w[(h * c + j) * c + k] = beta[p] as f32;
+                w[(h * mo + o) * c + k] = beta[p] as f32;
             }
         }
     }
@@ -303,18 +321,31 @@ mod tests {
             rows[t * 3 + 1] = 0.8 * x1 + e(1);
             rows[t * 3 + 2] = 0.5 * x0 - x1;
         }
-        assert_eq!(least_squares(&rows, 3, 1, 1, Highway::None), None);
-        let w = least_squares(&rows, 3, 1, 1, Highway::Full).unwrap();
+        let all = [0, 1, 2];
+        assert_eq!(least_squares(&rows, 3, &all, 1, 1, Highway::None), None);
+        let w = least_squares(&rows, 3, &all, 1, 1, Highway::Full).unwrap();
         let want = [0.9, 0.2, 0.0, 0.0, 0.8, 0.0, 0.5, -1.0, 0.0];
         for (i, (got, want)) in w.iter().zip(want).enumerate() {
             assert!((got - want).abs() < 0.05, "weight {i}: {got} vs {want}");
         }
         // Cross: nothing from a channel to itself; x2 still from x0, x1.
-        let w = least_squares(&rows, 3, 1, 1, Highway::Cross).unwrap();
+        let w = least_squares(&rows, 3, &all, 1, 1, Highway::Cross).unwrap();
         assert_eq!((w[0], w[4], w[8]), (0.0, 0.0, 0.0));
         assert!(
             (w[6] - 0.5).abs() < 0.05 && (w[7] + 1.0).abs() < 0.05,
             "{w:?}"
+        );
+        // x1 as context: outputs x0 and x2 only, each read from all three.
+        let w = least_squares(&rows, 3, &[0, 2], 1, 1, Highway::Cross).unwrap();
+        assert_eq!(w.len(), 6);
+        assert_eq!((w[0], w[5]), (0.0, 0.0));
+        assert!(
+            (w[3] - 0.5).abs() < 0.05 && (w[4] + 1.0).abs() < 0.05,
+            "{w:?}"
+        );
+        assert_eq!(
+            Highway::Cross.mask_for(1, &[0, 2], 3),
+            Some(vec![0.0, 1.0, 1.0, 1.0, 1.0, 0.0])
         );
     }
 }

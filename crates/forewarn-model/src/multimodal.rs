@@ -23,7 +23,10 @@ use crate::highway::{Highway, HighwayLayer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MultimodalSpec {
+    /// Input channels (monitored and context), one encoder each.
     pub channels: usize,
+    /// Forecast channels: the monitored ones (`channels` without context).
+    pub outputs: usize,
     /// Width of each channel's encoder.
     pub encoder_hidden: usize,
     /// Width of the joint LSTM.
@@ -39,6 +42,10 @@ impl MultimodalSpec {
     }
 
     pub fn output_len(&self) -> usize {
+        self.horizon * self.outputs
+    }
+
+    pub fn input_len(&self) -> usize {
         self.horizon * self.channels
     }
 }
@@ -71,8 +78,10 @@ pub struct MultimodalForecaster {
     joint: nn::LSTM,
     head: nn::Linear,
     highway: Highway,
-    /// The highway's weights (`[H*C, C]`, shared with `vs`) and its mask.
+    /// The highway's weights (`[H*M, C]`, shared with `vs`) and its mask.
     highway_layer: Option<HighwayLayer>,
+    /// Positions of the forecast (monitored) channels among the inputs.
+    monitored: Vec<usize>,
 }
 
 impl std::fmt::Debug for MultimodalForecaster {
@@ -97,6 +106,18 @@ impl MultimodalForecaster {
         highway: Highway,
         device: Device,
     ) -> Result<Self, ModelError> {
+        Self::with_monitored(spec, highway, (0..spec.channels).collect(), device)
+    }
+
+    /// [`Self::with_highway`] forecasting only the `monitored` channels
+    /// (increasing positions among the inputs; the others are context).
+    pub fn with_monitored(
+        spec: MultimodalSpec,
+        highway: Highway,
+        monitored: Vec<usize>,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        crate::forecaster::check_monitored(&monitored, spec.outputs, spec.channels)?;
         if spec.channels == 0
             || spec.encoder_hidden == 0
             || spec.hidden == 0
@@ -138,7 +159,14 @@ impl MultimodalForecaster {
             spec.output_len() as i64,
             Default::default(),
         );
-        let highway_layer = HighwayLayer::new(&root, highway, spec.horizon, spec.channels, device)?;
+        let highway_layer = HighwayLayer::new(
+            &root,
+            highway,
+            spec.horizon,
+            &monitored,
+            spec.channels,
+            device,
+        )?;
         Ok(Self {
             spec,
             vs,
@@ -147,6 +175,7 @@ impl MultimodalForecaster {
             head,
             highway,
             highway_layer,
+            monitored,
         })
     }
 
@@ -156,6 +185,11 @@ impl MultimodalForecaster {
 
     pub fn highway(&self) -> Highway {
         self.highway
+    }
+
+    /// Positions of the forecast (monitored) channels among the inputs.
+    pub fn monitored(&self) -> &[usize] {
+        &self.monitored
     }
 
     /// Sets the highway's weights (`[H*C, C]` row-major; masked entries
@@ -171,10 +205,11 @@ impl MultimodalForecaster {
     pub fn load(
         spec: MultimodalSpec,
         highway: Highway,
+        monitored: Vec<usize>,
         path: &Path,
         device: Device,
     ) -> Result<Self, ModelError> {
-        let model = Self::with_highway(spec, highway, device)?;
+        let model = Self::with_monitored(spec, highway, monitored, device)?;
         crate::weights::load_into(&model.vs, path)?;
         Ok(model)
     }
@@ -294,9 +329,10 @@ impl Forecaster for MultimodalForecaster {
     fn step(&mut self, b: &mut StepBatch) -> Result<(), ModelError> {
         let s = self.spec;
         if b.channels != s.channels
+            || b.outputs != s.outputs
             || b.horizon != s.horizon
             || b.state_len != s.state_len()
-            || b.inputs.len() != b.n * s.output_len()
+            || b.inputs.len() != b.n * s.input_len()
             || b.states.len() != b.n * s.state_len()
             || b.predictions.len() != b.n * s.output_len()
         {
@@ -318,7 +354,7 @@ impl Forecaster for MultimodalForecaster {
             let st = self.unpack(&b.states, n)?;
             let (y, st1) = self.forward_seq(&x, Some(&st));
             let last = y.select(1, t - 1).to_device(Device::Cpu).contiguous();
-            last.f_copy_data(&mut b.predictions, (n * t * c) as usize)
+            last.f_copy_data(&mut b.predictions, b.n * s.output_len())
                 .ctx("copying forecasts")?;
             self.pack(&st1, &mut b.states)
         })
@@ -340,6 +376,7 @@ mod tests {
         crate::test_init();
         let spec = MultimodalSpec {
             channels: 3,
+            outputs: 3,
             encoder_hidden: 2,
             hidden: 5,
             layers: 2,
@@ -353,7 +390,7 @@ mod tests {
     /// Highway weights `0.05 i - 0.3`, masked as `hw` masks.
     fn highway_weights(spec: MultimodalSpec, hw: Highway) -> Vec<f32> {
         let n = spec.output_len() * spec.channels;
-        let mask = hw.mask_for(spec.horizon, spec.channels);
+        let mask = hw.mask_for(spec.horizon, &[0, 1, 2], spec.channels);
         (0..n)
             .map(|i| mask.as_ref().map_or(1.0, |m| m[i]) * (0.05 * (i % 13) as f32 - 0.3))
             .collect()
@@ -406,6 +443,7 @@ mod tests {
                 n: 1,
                 horizon: 4,
                 channels: 3,
+                outputs: 3,
                 state_len: spec.state_len(),
                 inputs: data[k * 12..(k + 1) * 12].to_vec(),
                 states: state,
@@ -429,6 +467,7 @@ mod tests {
             n: 2,
             horizon: 4,
             channels: 3,
+            outputs: 3,
             state_len: spec.state_len(),
             inputs: inputs.clone(),
             states: states.clone(),
@@ -440,6 +479,7 @@ mod tests {
             n: 1,
             horizon: 4,
             channels: 3,
+            outputs: 3,
             state_len: sl,
             inputs: inputs[hc..].to_vec(),
             states: states[sl..].to_vec(),

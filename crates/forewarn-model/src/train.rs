@@ -119,14 +119,21 @@ fn run<N: Trainable>(
     if s.device.is_cuda() {
         tch::Cuda::manual_seed_all(s.seed);
     }
+    let context = forewarn_data::context_flags(&data.channels, &s.context, &data.source)?;
+    let monitored: Vec<usize> = (0..c).filter(|&j| !context[j]).collect();
     let (train_raw, val_raw) = data.rows.split_at(n_train * c);
     // Fitted on the training part only: validation must look like unseen data.
-    let scaler = Scaler::fit_with(train_raw, c, s.robust_scaling);
+    let mut scaler = Scaler::fit_with(train_raw, c, s.robust_scaling);
+    // A monitored channel constant in training must still alarm when it
+    // moves; a context channel is read as its constant.
+    scaler.monitor_constant_channels(train_raw, &context);
     let train_scaled = scaler.transformed(train_raw);
     let highway = s.highway.for_channels(c);
-    let net = N::build(c, s, highway)?;
+    let net = N::build(c, &monitored, s, highway)?;
     let (rows, lead) = N::highway_targets(s);
-    if let Some(w) = crate::highway::least_squares(&train_scaled, c, rows, lead, highway) {
+    if let Some(w) =
+        crate::highway::least_squares(&train_scaled, c, &monitored, rows, lead, highway)
+    {
         net.set_highway_weight(&w)?;
     }
     let prepared = net.prepare(&train_scaled, &scaler.transformed(val_raw), c, s)?;
@@ -220,6 +227,7 @@ pub(crate) mod tests {
             grad_clip: 1.0,
             robust_scaling: false,
             highway: Highway::None,
+            context: vec![],
             device: Device::Cpu,
         }
     }
@@ -454,7 +462,12 @@ pub(crate) mod tests {
         let w = m.var_store().variables().remove("highway.weight").unwrap();
         let mut v = vec![0f32; w.numel()];
         w.copy_data(&mut v, w.numel());
-        for (i, mask) in Highway::Cross.mask(m.spec()).unwrap().iter().enumerate() {
+        for (i, mask) in Highway::Cross
+            .mask(m.spec(), m.monitored())
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             if *mask == 0.0 {
                 assert_eq!(v[i], 0.0, "masked weight {i}");
             }
@@ -524,6 +537,61 @@ pub(crate) mod tests {
         let mut v = vec![0f32; 9];
         w.copy_data(&mut v, 9);
         assert_eq!((v[0], v[4], v[8]), (0.0, 0.0, 0.0));
+    }
+
+    /// A context channel (`cmd`, the middle one): every kind reads all
+    /// three channels and forecasts (or reconstructs) the two monitored
+    /// ones; a glob matching nothing is an error naming it.
+    #[test]
+    fn context_channels_are_read_but_never_forecast() {
+        crate::test_init();
+        let mut data = related(300, 0.0);
+        data.channels = vec!["a".into(), "cmd".into(), "b".into()];
+        for kind in ModelKind::ALL {
+            let s = TrainSettings {
+                kind,
+                hidden: 4,
+                layers: 1,
+                horizon: 2,
+                window: 10,
+                epochs: 2,
+                highway: if kind == ModelKind::Autoencoder {
+                    Highway::Cross
+                } else {
+                    Highway::Full
+                },
+                context: vec!["cmd".into()],
+                ..small()
+            };
+            let t = train(&data, &s, |_| {}).unwrap();
+            let (inputs, outputs, monitored) = match &t.network {
+                Network::Forecaster(m) => (m.spec().channels, m.spec().outputs, m.monitored()),
+                Network::PerVariable(m) => (m.spec().channels, m.spec().outputs, m.monitored()),
+                Network::Autoencoder(m) => (m.spec().channels, m.spec().outputs, m.monitored()),
+            };
+            assert_eq!((inputs, outputs, monitored), (3, 2, &[0, 2][..]), "{kind}");
+            // The forecast itself is as wide as the monitored channels.
+            let mut net = t.network;
+            let (h, sl) = (s.horizon, forewarn_core::Forecaster::state_len(&net));
+            let mut b = forewarn_core::StepBatch {
+                n: 1,
+                horizon: h,
+                channels: 3,
+                outputs: 2,
+                state_len: sl,
+                inputs: vec![0.1; 3 * h],
+                states: vec![0.0; sl],
+                predictions: vec![f32::NAN; 2 * h],
+            };
+            forewarn_core::Forecaster::step(&mut net, &mut b).unwrap();
+            assert!(b.predictions.iter().all(|v| v.is_finite()), "{kind}");
+        }
+        let s = TrainSettings {
+            context: vec!["cmd".into(), "mode*".into()],
+            ..small()
+        };
+        let e = train(&data, &s, |_| {}).unwrap_err().to_string();
+        assert!(e.contains("\"mode*\" matches no column"), "{e}");
     }
 
     #[test]

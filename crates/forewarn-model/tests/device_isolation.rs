@@ -10,6 +10,7 @@ fn scores(fault_on_b: bool) -> Vec<(String, i64, f64)> {
     let channels = 3;
     let spec = ModelSpec {
         channels,
+        outputs: channels,
         hidden: 8,
         layers: 2,
         horizon: 4,
@@ -17,6 +18,7 @@ fn scores(fault_on_b: bool) -> Vec<(String, i64, f64)> {
     let mut model = LstmForecaster::new(spec, tch::Device::Cpu).unwrap();
     let mut engine = Engine::new(EngineConfig {
         schema: Schema::new(vec!["a".into(), "b".into(), "c".into()]),
+        monitored: vec![0, 1, 2],
         scaler: Scaler {
             center: vec![0.0; 3],
             scale: vec![1.0; 3],

@@ -99,7 +99,9 @@ where
     F: Forecaster,
     F::Error: Into<ModelError>,
 {
-    let c = engine.schema.len();
+    // The error model is of the monitored channels (context channels
+    // have no error).
+    let c = engine.monitored.len();
     let errors = errors(model, engine.clone(), train_part)?;
     let mut g =
         GaussianErrorModel::fit_with_floor(&errors, c, t.gaussian_var_floor).ok_or_else(|| {
@@ -107,7 +109,20 @@ where
                 "gaussian score: the training part is too short for two error vectors".into(),
             )
         })?;
-    g.average_constant_channels(&engine.scaler.constant);
+    // Monitored channels constant in the training part (scaled by a floor,
+    // not frozen: their forecast error there is only the network's wobble
+    // around the constant) weigh as the average channel, not as the
+    // floored variance that would turn a little wobble into an alarm; a
+    // real move of theirs is hundreds of scaled units all the same.
+    let all = engine.schema.len();
+    let constant: Vec<bool> = (engine.monitored.iter())
+        .map(|&j| {
+            let mut col = train_part.chunks_exact(all).map(|r| r[j]);
+            let first = col.next();
+            engine.scaler.constant.get(j).copied().unwrap_or(false) || col.all(|v| Some(v) == first)
+        })
+        .collect();
+    g.average_constant_channels(&constant);
     Ok(g)
 }
 
@@ -222,7 +237,8 @@ fn floored(tau: f64, normal: &[f64], quantile: f64) -> f64 {
 
 /// A copy of `val` with a synthetic fault from a random onset on: `k`
 /// even = a step, odd = a linear drift reaching the magnitude at the end;
-/// on `1 + k % 3` non-constant channels; `sigma` training standard
+/// on `1 + k % 3` non-constant monitored channels (a change of a context
+/// channel is no fault); `sigma` training standard
 /// deviations. `None` when the part is too short to place an onset after
 /// warm-up with two batches to follow.
 fn inject(
@@ -240,7 +256,7 @@ fn inject(
         return None;
     }
     let onset = rng.random_range(lo..hi);
-    let mut candidates: Vec<usize> = (0..c)
+    let mut candidates: Vec<usize> = (meta.monitored.iter().copied())
         .filter(|&j| !meta.scaler.constant.get(j).copied().unwrap_or(false))
         .collect();
     if candidates.is_empty() {

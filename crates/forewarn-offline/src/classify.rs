@@ -104,6 +104,9 @@ pub fn classify(
     let channels = train[0].channels.clone();
     let test = load_labelled(&c.data, opts, Some(&channels))?;
     let m = &cfg.model;
+    // A classifier forecasts and scores nothing: context channels are
+    // inputs like every channel. The globs must still name columns.
+    forewarn_data::context_flags(&channels, &m.context, &train[0].source)?;
     let cc = ClassifierConfig {
         hidden: m.hidden,
         layers: m.layers,

@@ -69,6 +69,13 @@ pub struct ModelSection {
     /// to it too), `none` for the other kinds; [`ModelConfig::load`]
     /// resolves it, so reports show the value used.
     pub highway: Option<Highway>,
+    /// Context channels: globs (`*`, `?`) over the data's column names
+    /// (`["cmd*", "*_setpoint"]`; also `--context-columns`). Setpoints,
+    /// commands and operating modes the network reads as inputs but never
+    /// forecasts; they are never scored, named in an alert or alarmed on.
+    /// A glob matching no column is an error, and so is every column
+    /// matching. The artifact stores the channels they matched.
+    pub context: Vec<String>,
     /// What the LSTM's output feeds: `identity`, the forecast of the next
     /// batch that `evaluate`, `train` and `serve` score (fitted on normal
     /// data); `logistic` (fault or not) or `softmax` (which fault), the
@@ -100,6 +107,7 @@ impl Default for ModelSection {
             grad_clip: 1.0,
             robust_scaling: false,
             highway: None,
+            context: vec![],
             head: HeadKind::Identity,
             device: "cpu".into(),
             threads: 0,
@@ -264,6 +272,7 @@ impl ModelSection {
             grad_clip: self.grad_clip,
             robust_scaling: self.robust_scaling,
             highway: self.highway(),
+            context: self.context.clone(),
             device: forewarn_model::parse_device(&self.device)
                 .map_err(|e| OfflineError::Config(format!("[model] device: {e}")))?,
         })
@@ -335,6 +344,9 @@ impl ModelConfig {
         if m.name.trim().is_empty() {
             bail!("[model] name must not be empty");
         }
+        if m.context.iter().any(|g| g.is_empty()) {
+            bail!("[model] context: a glob is empty");
+        }
         m.train_settings()?.validate().map_err(|e| match e {
             forewarn_model::ModelError::Config(why) => {
                 OfflineError::Config(format!("[model] {why}"))
@@ -395,7 +407,13 @@ mod tests {
             DynamicThresholdConfig::default().history
         );
         assert_eq!(c.detector.min_event_length, 3);
+        assert!(c.model.context.is_empty());
         c.validate().unwrap();
+        let c: ModelConfig = toml::from_str("[model]\ncontext = [\"cmd*\", \"mode\"]\n").unwrap();
+        assert_eq!(c.model.context, vec!["cmd*".to_string(), "mode".into()]);
+        assert_eq!(c.model.train_settings().unwrap().context, c.model.context);
+        let bad: ModelConfig = toml::from_str("[model]\ncontext = [\"\"]\n").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("context"));
         assert!(toml::from_str::<ModelConfig>("[model]\nhiden = 3\n").is_err());
         let bad: ModelConfig = toml::from_str("[detector]\nmin_event_length = 0\n").unwrap();
         assert!(bad.validate().is_err());

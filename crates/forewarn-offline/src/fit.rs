@@ -17,10 +17,12 @@ use crate::replay;
 pub enum Progress<'a> {
     /// An epoch of training is done.
     Epoch(&'a EpochReport),
-    /// Channels constant in the training part: the scaler reads them as
-    /// that constant from now on, so their later changes never alarm by
-    /// themselves.
+    /// Context channels constant in the training part: the scaler reads
+    /// them as that constant from now on (the network never saw them move).
     ConstantChannels(&'a [&'a str]),
+    /// Monitored channels constant in the training part: scaled by 1 % of
+    /// their level, so any later change of theirs alarms.
+    MonitoredConstant(&'a [&'a str]),
     /// How the Gaussian threshold was chosen.
     Gaussian(&'a GaussianFit),
 }
@@ -80,6 +82,18 @@ pub fn fit(
         progress(Progress::ConstantChannels(&constant));
     }
     let c = data.n_channels();
+    let train_rows = &data.rows[..model.meta.train_rows * c];
+    let monitored_constant: Vec<&str> = (model.meta.monitored().into_iter())
+        .filter(|&j| {
+            let mut col = train_rows.chunks_exact(c).map(|r| r[j]);
+            let first = col.next();
+            col.all(|v| Some(v) == first)
+        })
+        .map(|j| model.meta.channels[j].as_str())
+        .collect();
+    if !monitored_constant.is_empty() {
+        progress(Progress::MonitoredConstant(&monitored_constant));
+    }
     let (train_part, val) = data.rows.split_at(model.meta.train_rows * c);
     // The fixed threshold: quantile x margin of the validation batch scores.
     let engine = model.engine_config(DetectorConfig::default(), 1);
@@ -279,6 +293,7 @@ mod tests {
                 n: 1,
                 horizon: spec.horizon,
                 channels: spec.channels,
+                outputs: spec.outputs,
                 state_len: sl,
                 inputs: input.to_vec(),
                 states: state.to_vec(),

@@ -201,9 +201,10 @@ where
     })
 }
 
-/// The error vectors (`rows x channels`, scaled units, observed minus
-/// forecast — or minus reconstruction for a model that
-/// [reconstructs](Forecaster::reconstructs)) of every batch the engine
+/// The error vectors (`rows x monitored channels`, scaled units, observed
+/// minus forecast — or minus reconstruction for a model that
+/// [reconstructs](Forecaster::reconstructs); context channels have none)
+/// of every batch the engine
 /// scores when `rows` are replayed as in [`scores`]: what a Gaussian error
 /// model is fitted on. The engine reports scores, not error vectors, so a
 /// wrapper around the forecaster records each call's inputs and outputs
@@ -223,6 +224,7 @@ where
         },
         ..cfg
     };
+    let (c, monitored) = (cfg.schema.len(), cfg.monitored.clone());
     let mut rec = Recorder {
         inner: forecaster,
         inputs: vec![],
@@ -237,7 +239,11 @@ where
             } else {
                 &rec.previous
             };
-            errors.extend(rec.inputs.iter().zip(reference).map(|(o, p)| o - p));
+            let observed = rec
+                .inputs
+                .chunks_exact(c)
+                .flat_map(|row| monitored.iter().map(|&j| row[j]));
+            errors.extend(observed.zip(reference).map(|(o, p)| o - p));
         }
     })?;
     Ok(errors)
@@ -336,6 +342,7 @@ pub(crate) mod tests {
     pub(crate) fn engine_cfg(strategy: ThresholdStrategy) -> EngineConfig {
         EngineConfig {
             schema: Schema::new(vec!["a".into()]),
+            monitored: vec![0],
             scaler: Scaler {
                 center: vec![0.0],
                 scale: vec![1.0],

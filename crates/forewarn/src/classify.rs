@@ -32,6 +32,12 @@ pub struct ClassifyArgs {
     /// Columns that are neither channels nor time/label.
     #[arg(long, value_delimiter = ',')]
     ignore_columns: Vec<String>,
+    /// Context channels: globs over column names (`'cmd*,*_sp'`): setpoints,
+    /// commands, modes the model reads as inputs but never forecasts,
+    /// scores, names in an alert or alarms on (model.toml's `[model]
+    /// context`, which this replaces).
+    #[arg(long, value_delimiter = ',')]
+    context_columns: Option<Vec<String>>,
     /// model.toml: `[model] head`, and the LSTM's size, window and training.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -44,7 +50,11 @@ pub struct ClassifyArgs {
 }
 
 pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
-    let config = ModelConfig::load(a.config.as_deref())?;
+    let mut config = ModelConfig::load(a.config.as_deref())?;
+    if let Some(globs) = a.context_columns {
+        config.model.context = globs;
+        config = config.resolved()?;
+    }
     let head = a.head.unwrap_or(config.model.head);
     if head == HeadKind::Identity {
         bail!(

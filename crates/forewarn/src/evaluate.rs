@@ -40,6 +40,12 @@ pub struct EvaluateArgs {
     /// Columns that are neither channels nor time/label.
     #[arg(long, value_delimiter = ',')]
     ignore_columns: Vec<String>,
+    /// Context channels: globs over column names (`'cmd*,*_sp'`): setpoints,
+    /// commands, modes the model reads as inputs but never forecasts,
+    /// scores, names in an alert or alarms on (model.toml's `[model]
+    /// context`, which this replaces).
+    #[arg(long, value_delimiter = ',')]
+    context_columns: Option<Vec<String>>,
     /// Per file: train on its first N rows, score the rest (one model per
     /// file). "15%" trains on that share of each file's rows (NAB's
     /// probationary period), for folders of files of different lengths.
@@ -91,7 +97,11 @@ pub struct EvaluateArgs {
 }
 
 pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
-    let config = ModelConfig::load(a.config.as_deref())?;
+    let mut config = ModelConfig::load(a.config.as_deref())?;
+    if let Some(globs) = a.context_columns {
+        config.model.context = globs;
+        config = config.resolved()?;
+    }
     if config.model.threads > 0 {
         forewarn_model::set_threads(config.model.threads);
     }

@@ -12,7 +12,12 @@ pub fn print(indent: &str, p: Progress<'_>) {
             r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
         ),
         Progress::ConstantChannels(names) => eprintln!(
-            "{indent}constant in training, read as that constant: {}",
+            "{indent}context, constant in training, read as that constant: {}",
+            names.join(", ")
+        ),
+        Progress::MonitoredConstant(names) => eprintln!(
+            "{indent}monitored, constant in training (scaled by 1 % of their level: any change \
+             alarms): {}",
             names.join(", ")
         ),
         Progress::Gaussian(GaussianFit::Injected {

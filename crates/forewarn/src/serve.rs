@@ -255,6 +255,7 @@ fn describe(
         version: meta.version.clone(),
         kind: meta.kind.to_string(),
         channels: meta.channels.clone(),
+        context: meta.context.clone(),
         horizon: meta.horizon,
         window: meta.window,
         threshold: meta.strategy().nominal_threshold(),

@@ -41,6 +41,12 @@ pub struct TrainArgs {
     /// Columns to leave out.
     #[arg(long, value_delimiter = ',')]
     ignore_columns: Vec<String>,
+    /// Context channels: globs over column names (`'cmd*,*_sp'`): setpoints,
+    /// commands, modes the model reads as inputs but never forecasts,
+    /// scores, names in an alert or alarms on (model.toml's `[model]
+    /// context`, which this replaces).
+    #[arg(long, value_delimiter = ',')]
+    context_columns: Option<Vec<String>>,
     /// model.toml (as `forewarn evaluate --config` reads it): its `[model]`
     /// (any kind), `[threshold]` and `[detector]` sections replace the
     /// model, training and threshold flags below.
@@ -136,6 +142,7 @@ impl TrainArgs {
                 patience: self.patience,
                 seed: self.seed,
                 highway: self.highway,
+                context: self.context_columns.clone().unwrap_or_default(),
                 device: self.device.clone().unwrap_or_else(|| "auto".into()),
                 ..ModelSection::default()
             },
@@ -169,6 +176,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             }
             if let Some(d) = &a.device {
                 file.model.device = d.clone();
+            }
+            if let Some(globs) = &a.context_columns {
+                file.model.context = globs.clone();
             }
             file.resolved()?
         }
@@ -248,6 +258,14 @@ mod tests {
             (m.hidden, m.horizon, m.learning_rate, m.validation_fraction)
         );
         assert_eq!(tc.highway, forewarn_model::Highway::Cross);
+
+        // --context-columns is model.toml's `[model] context`.
+        let ctx = parse(&["--context-columns", "cmd*,mode"]).model_config();
+        assert_eq!(ctx.model.context, vec!["cmd*".to_string(), "mode".into()]);
+        assert_eq!(
+            ctx.model.train_settings().unwrap().context,
+            ctx.model.context
+        );
 
         let none = parse(&["--highway", "none"])
             .model_config()

@@ -224,7 +224,7 @@ impl Engine {
         if !d.window.is_consistent(self.cfg.window, c) {
             return Err(RestoreError::Shape("window size or channels differ"));
         }
-        if d.floats.len() != self.cfg.state_len + 2 * hc {
+        if d.floats.len() != self.cfg.float_len() {
             return Err(RestoreError::Shape("state or batch length differs"));
         }
         if d.pending_len >= hc || !d.pending_len.is_multiple_of(c) {
@@ -233,7 +233,7 @@ impl Engine {
         if d.predicted_at > d.readings {
             return Err(RestoreError::Shape("forecast is newer than the readings"));
         }
-        if d.last_score.as_ref().is_some_and(|s| s.shares.len() != c) {
+        if (d.last_score.as_ref()).is_some_and(|s| s.shares.len() != self.cfg.monitored.len()) {
             return Err(RestoreError::Shape(
                 "error shares do not match the channels",
             ));

@@ -6,15 +6,19 @@
 pub struct StepBatch {
     pub n: usize,
     pub horizon: usize,
+    /// Input channels per row.
     pub channels: usize,
+    /// Forecast (or reconstructed) channels per row: the monitored ones,
+    /// in schema order; `channels` when the model has no context channels.
+    pub outputs: usize,
     pub state_len: usize,
     /// `n x horizon x channels` scaled readings, device-major.
     pub inputs: Vec<f32>,
     /// `n x state_len`: each device's recurrent state before the batch;
     /// the forecaster overwrites it with the state after the batch.
     pub states: Vec<f32>,
-    /// `n x horizon x channels`: filled by the forecaster with the forecast
-    /// of each device's next batch.
+    /// `n x horizon x outputs`: filled by the forecaster with the forecast
+    /// of each device's next batch (its monitored channels).
     pub predictions: Vec<f32>,
 }
 

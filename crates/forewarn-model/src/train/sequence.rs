@@ -70,14 +70,20 @@ impl Trainable for LstmForecaster {
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
         check_rows(n_train, n_val, s)
     }
-    fn build(channels: usize, s: &TrainSettings, highway: Highway) -> Result<Self, ModelError> {
+    fn build(
+        channels: usize,
+        monitored: &[usize],
+        s: &TrainSettings,
+        highway: Highway,
+    ) -> Result<Self, ModelError> {
         let spec = ModelSpec {
             channels,
+            outputs: monitored.len(),
             hidden: s.hidden,
             layers: s.layers,
             horizon: s.horizon,
         };
-        LstmForecaster::with_highway(spec, highway, s.device)
+        LstmForecaster::with_monitored(spec, highway, monitored.to_vec(), s.device)
     }
     fn highway_targets(s: &TrainSettings) -> (usize, usize) {
         // The next `horizon` rows after the row read.
@@ -96,7 +102,7 @@ impl Trainable for LstmForecaster {
         c: usize,
         s: &TrainSettings,
     ) -> Result<Prepared, ModelError> {
-        Prepared::new(train, val, c, s)
+        Prepared::new(train, val, c, self.monitored(), s)
     }
     fn epoch(
         &self,
@@ -119,15 +125,21 @@ impl Trainable for MultimodalForecaster {
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
         check_rows(n_train, n_val, s)
     }
-    fn build(channels: usize, s: &TrainSettings, highway: Highway) -> Result<Self, ModelError> {
+    fn build(
+        channels: usize,
+        monitored: &[usize],
+        s: &TrainSettings,
+        highway: Highway,
+    ) -> Result<Self, ModelError> {
         let spec = MultimodalSpec {
             channels,
+            outputs: monitored.len(),
             encoder_hidden: s.encoder_hidden,
             hidden: s.hidden,
             layers: s.layers,
             horizon: s.horizon,
         };
-        MultimodalForecaster::with_highway(spec, highway, s.device)
+        MultimodalForecaster::with_monitored(spec, highway, monitored.to_vec(), s.device)
     }
     fn highway_targets(s: &TrainSettings) -> (usize, usize) {
         (s.horizon, 1)
@@ -145,7 +157,7 @@ impl Trainable for MultimodalForecaster {
         c: usize,
         s: &TrainSettings,
     ) -> Result<Prepared, ModelError> {
-        Prepared::new(train, val, c, s)
+        Prepared::new(train, val, c, self.monitored(), s)
     }
     fn epoch(
         &self,
@@ -196,9 +208,15 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    fn new(train: &[f32], val: &[f32], c: usize, s: &TrainSettings) -> Result<Self, ModelError> {
-        let train = Sequence::new(train, c, s.horizon, s.device)?;
-        let val = Sequence::new(val, c, s.horizon, s.device)?;
+    fn new(
+        train: &[f32],
+        val: &[f32],
+        c: usize,
+        monitored: &[usize],
+        s: &TrainSettings,
+    ) -> Result<Self, ModelError> {
+        let train = Sequence::new(train, c, monitored, s.horizon, s.device)?;
+        let val = Sequence::new(val, c, monitored, s.horizon, s.device)?;
         let streams = Streams::new(&train, s.batch_streams, s.window)?;
         Ok(Self {
             train,
@@ -212,21 +230,37 @@ impl Prepared {
 struct Sequence {
     /// `[len, C]`.
     x: Tensor,
-    /// `[len - H + 1, C, H]` view: entry `s` holds rows `s..s+H`, so the
-    /// target of step `t` is entry `t + 1`.
+    /// `[len - H + 1, M, H]`: entry `s` holds the monitored channels of
+    /// rows `s..s+H`, so the target of step `t` is entry `t + 1`.
     windows: Tensor,
     len: i64,
     horizon: i64,
 }
 
 impl Sequence {
-    fn new(rows: &[f32], c: usize, horizon: usize, device: Device) -> Result<Self, ModelError> {
+    fn new(
+        rows: &[f32],
+        c: usize,
+        monitored: &[usize],
+        horizon: usize,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         let len = (rows.len() / c) as i64;
         let x = Tensor::f_from_slice(rows)
             .and_then(|t| t.f_view([len, c as i64]))
             .and_then(|t| t.f_to_device(device))
             .ctx("uploading data")?;
-        let windows = x.f_unfold(0, horizon as i64, 1).ctx("target windows")?;
+        let windows = if monitored.len() == c {
+            x.f_unfold(0, horizon as i64, 1)
+        } else {
+            // Context channels are inputs, never targets.
+            let idx: Vec<i64> = monitored.iter().map(|&j| j as i64).collect();
+            Tensor::f_from_slice(&idx)
+                .and_then(|i| i.f_to_device(device))
+                .and_then(|i| x.f_index_select(1, &i))
+                .and_then(|y| y.f_unfold(0, horizon as i64, 1))
+        }
+        .ctx("target windows")?;
         Ok(Self {
             x,
             windows,
@@ -253,7 +287,7 @@ impl Sequence {
         let y = self
             .windows
             .f_index_select(0, &idx)
-            // [B*T, C, H] -> [B*T, H, C]: row-major rows, as the head emits them.
+            // [B*T, M, H] -> [B*T, H, M]: row-major rows, as the head emits them.
             .and_then(|y| y.f_permute([0, 2, 1]))
             .and_then(|y| y.f_reshape([b, t, -1]))
             .ctx("gathering targets")?;
@@ -390,7 +424,7 @@ mod tests {
         let rows: Vec<f32> = (0..6)
             .flat_map(|r| [10.0 * r as f32, 10.0 * r as f32 + 1.0])
             .collect();
-        let seq = Sequence::new(&rows, 2, 2, Device::Cpu).unwrap();
+        let seq = Sequence::new(&rows, 2, &[0, 1], 2, Device::Cpu).unwrap();
         let (y, mask) = seq.targets(&[0, 3, 4, 5], 2, 2).unwrap();
         assert_eq!(y.size(), vec![2, 2, 4]);
         let mut v = vec![0f32; 16];
@@ -400,6 +434,13 @@ mod tests {
         let mut m = vec![0f32; 4];
         mask.copy_data(&mut m, 4);
         assert_eq!(m, vec![1.0, 1.0, 0.0, 0.0]);
+        // Channel 0 as context: the targets are channel 1 alone.
+        let seq = Sequence::new(&rows, 2, &[1], 2, Device::Cpu).unwrap();
+        let (y, _) = seq.targets(&[0, 3], 1, 2).unwrap();
+        assert_eq!(y.size(), vec![1, 2, 2]);
+        let mut v = vec![0f32; 4];
+        y.copy_data(&mut v, 4);
+        assert_eq!(v, vec![11.0, 21.0, 41.0, 51.0]);
     }
 
     /// The validation loss of the kept weights, evaluated again, is the
@@ -425,7 +466,8 @@ mod tests {
         };
         let val = data.slice(150..200);
         let x = t.scaler.transformed(&val.rows);
-        let seq = Sequence::new(&x, 52, s.horizon, Device::Cpu).unwrap();
+        let all: Vec<usize> = (0..52).collect();
+        let seq = Sequence::new(&x, 52, &all, s.horizon, Device::Cpu).unwrap();
         let again = eval_loss(m, &seq, s.window).unwrap();
         assert!(
             (again - best.val_loss).abs() < 1e-9,

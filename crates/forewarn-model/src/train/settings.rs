@@ -54,6 +54,10 @@ pub struct TrainSettings {
     /// LSTMs. `Cross` on a single channel builds no highway (nothing to
     /// read); the autoencoder refuses `Full`.
     pub highway: Highway,
+    /// Globs (`*`, `?`) naming the context channels: inputs the network
+    /// reads but never forecasts (setpoints, commands, modes); matched
+    /// against the data's columns by [`forewarn_data::context_flags`].
+    pub context: Vec<String>,
     pub device: tch::Device,
 }
 

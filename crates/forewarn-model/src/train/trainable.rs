@@ -20,8 +20,14 @@ pub(crate) trait Trainable: Sized {
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError>;
 
     /// A freshly initialised network over `channels` (from libtorch's
-    /// seeded generator), with `highway` at zero.
-    fn build(channels: usize, s: &TrainSettings, highway: Highway) -> Result<Self, ModelError>;
+    /// seeded generator) forecasting or reconstructing the `monitored`
+    /// ones, with `highway` at zero.
+    fn build(
+        channels: usize,
+        monitored: &[usize],
+        s: &TrainSettings,
+        highway: Highway,
+    ) -> Result<Self, ModelError>;
 
     /// The highway's targets for its least-squares start
     /// ([`crate::highway::least_squares`]): output rows and their lead
@@ -33,7 +39,8 @@ pub(crate) trait Trainable: Sized {
     /// The parameters Adam trains.
     fn var_store(&self) -> &nn::VarStore;
 
-    /// Lays out scaled row-major `train` and `val` rows of `channels`.
+    /// Lays out scaled row-major `train` and `val` rows of `channels` (the
+    /// targets: the network's monitored channels).
     fn prepare(
         &self,
         train: &[f32],

@@ -14,10 +14,14 @@ use crate::autoencoder::{AutoencoderSpec, LstmAutoencoder};
 use crate::error::ModelError;
 use crate::highway::Highway;
 
-/// Every window of the training and of the validation part: `[N, H, C]`.
+/// Every window of the training and of the validation part: `[N, H, C]`,
+/// and their monitored channels, the reconstruction's targets (`[N, H, M]`;
+/// the same tensors without context channels).
 pub(crate) struct Windows {
     train: Tensor,
     val: Tensor,
+    train_target: Tensor,
+    val_target: Tensor,
 }
 
 /// Every window of `h` consecutive rows of scaled `x` (`[N, C]`): `[N-h+1, h, C]`.
@@ -39,13 +43,19 @@ impl Trainable for LstmAutoencoder {
         Ok(())
     }
 
-    fn build(channels: usize, s: &TrainSettings, highway: Highway) -> Result<Self, ModelError> {
+    fn build(
+        channels: usize,
+        monitored: &[usize],
+        s: &TrainSettings,
+        highway: Highway,
+    ) -> Result<Self, ModelError> {
         let spec = AutoencoderSpec {
             channels,
+            outputs: monitored.len(),
             hidden: s.hidden,
             horizon: s.horizon,
         };
-        LstmAutoencoder::with_highway(spec, highway, s.device)
+        LstmAutoencoder::with_monitored(spec, highway, monitored.to_vec(), s.device)
     }
 
     fn highway_targets(_: &TrainSettings) -> (usize, usize) {
@@ -74,9 +84,21 @@ impl Trainable for LstmAutoencoder {
                 .to_device(s.device)
         };
         let h = s.horizon as i64;
+        let (train, val) = (windows(&tensor(train), h), windows(&tensor(val), h));
+        let monitored = self.monitored();
+        let target = |w: &Tensor| -> Tensor {
+            if monitored.len() == c {
+                w.shallow_clone()
+            } else {
+                let idx: Vec<i64> = monitored.iter().map(|&j| j as i64).collect();
+                w.index_select(2, &Tensor::from_slice(&idx).to_device(s.device))
+            }
+        };
         Ok(Windows {
-            train: windows(&tensor(train), h),
-            val: windows(&tensor(val), h),
+            train_target: target(&train),
+            val_target: target(&val),
+            train,
+            val,
         })
     }
 
@@ -93,8 +115,10 @@ impl Trainable for LstmAutoencoder {
         let mut i = 0;
         while i < count {
             let m = bs.min(count - i);
-            let xb = w.train.index_select(0, &perm.narrow(0, i, m));
-            let loss = (self.reconstruct(&xb) - &xb).square().mean(Kind::Float);
+            let rows = perm.narrow(0, i, m);
+            let xb = w.train.index_select(0, &rows);
+            let yb = w.train_target.index_select(0, &rows);
+            let loss = (self.reconstruct(&xb) - &yb).square().mean(Kind::Float);
             opt.backward_step_clip_norm(&loss, s.grad_clip);
             total += loss.double_value(&[]) * m as f64;
             k += m as f64;
@@ -105,7 +129,7 @@ impl Trainable for LstmAutoencoder {
 
     fn validation_loss(&self, w: &Windows, _: &TrainSettings) -> Result<f64, ModelError> {
         Ok(tch::no_grad(|| {
-            (self.reconstruct(&w.val) - &w.val)
+            (self.reconstruct(&w.val) - &w.val_target)
                 .square()
                 .mean(Kind::Float)
                 .double_value(&[])
