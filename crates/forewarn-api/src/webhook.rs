@@ -45,18 +45,52 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How the sender authenticates to the receiver.
+#[derive(Clone, Default)]
+pub enum WebhookAuth {
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `Authorization: Basic` (user, password).
+    Basic(String, String),
+}
+
+impl std::fmt::Debug for WebhookAuth {
+    // Never the secret itself: the config is logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WebhookAuth::None => f.write_str("None"),
+            WebhookAuth::Bearer(_) => f.write_str("Bearer(****)"),
+            WebhookAuth::Basic(user, _) => write!(f, "Basic({user}, ****)"),
+        }
+    }
+}
+
+/// Why the sender cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("webhook CA file {path}: {why}")]
+    CaFile { path: String, why: String },
+    #[error("webhook HTTP client: {0}")]
+    Client(String),
+}
+
 /// Settings of [`spawn`].
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
-    /// Receiver URL (`http://`).
+    /// Receiver URL (`http://` or `https://`).
     pub url: String,
+    /// PEM bundle of certificate authorities trusted for an `https://`
+    /// receiver, besides the public roots (webpki-roots).
+    pub ca_file: Option<std::path::PathBuf>,
     pub resend_interval: Duration,
     /// Timeout of one POST.
     pub timeout: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Sent as `Authorization: Bearer` when set.
-    pub bearer_token: Option<String>,
+    /// The `Authorization` header sent, if any.
+    pub auth: WebhookAuth,
     /// Base of `generatorURL` (e.g. `http://forewarn.plant:8080`); empty:
     /// no link.
     pub external_url: String,
@@ -223,13 +257,15 @@ impl Sender {
             .post(&self.cfg.url)
             .timeout(self.cfg.timeout)
             .json(&body);
-        if let Some(t) = &self.cfg.bearer_token {
-            req = req.bearer_auth(t);
-        }
+        req = match &self.cfg.auth {
+            WebhookAuth::None => req,
+            WebhookAuth::Bearer(t) => req.bearer_auth(t),
+            WebhookAuth::Basic(user, password) => req.basic_auth(user, Some(password)),
+        };
         let result = match req.send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("receiver answered {}", r.status())),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(error_chain(&e)),
         };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics
@@ -246,18 +282,66 @@ impl Sender {
     }
 }
 
-/// Starts the sender; it runs until `shutdown` is cancelled.
+/// An error with its causes, e.g. "error sending request for url (...):
+/// client error (Connect): invalid peer certificate: UnknownIssuer", so a
+/// refused certificate says so.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The HTTP client: rustls, the public roots plus `ca_file`'s authorities.
+pub fn client(cfg: &WebhookConfig) -> Result<reqwest::Client, WebhookError> {
+    let mut builder = reqwest::Client::builder().use_rustls_tls();
+    if let Some(path) = &cfg.ca_file {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|e| WebhookError::CaFile {
+            path: shown.clone(),
+            why: e.to_string(),
+        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| WebhookError::CaFile {
+                path: shown.clone(),
+                why: error_chain(&e),
+            })?;
+        if certs.is_empty() {
+            return Err(WebhookError::CaFile {
+                path: shown,
+                why: "no PEM certificate in it".into(),
+            });
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| WebhookError::Client(error_chain(&e)))
+}
+
+/// Starts the sender; it runs until `shutdown` is cancelled. Fails only
+/// when the HTTP client cannot be built (an unreadable CA file).
 pub fn spawn(
     cfg: WebhookConfig,
     bus: &AlertBus,
     store: Arc<AlertStore>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) -> JoinHandle<()> {
+) -> Result<JoinHandle<()>, WebhookError> {
+    let client = client(&cfg)?;
     let mut rx = bus.subscribe();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let mut s = Sender {
-            client: reqwest::Client::new(),
+            client,
             cfg,
             metrics,
             store,
@@ -309,7 +393,7 @@ pub fn spawn(
                 }
             }
         }
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -441,14 +525,16 @@ mod tests {
                 timeout: Duration::from_secs(2),
                 initial_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_millis(200),
-                bearer_token: Some("hook-token".into()),
+                ca_file: None,
+                auth: WebhookAuth::Bearer("hook-token".into()),
                 external_url: "http://forewarn.test:8080/".into(),
             },
             &bus,
             store.clone(),
             metrics.clone(),
             shutdown.clone(),
-        );
+        )
+        .unwrap();
 
         // Two failures, then delivered with back-off between attempts.
         let got = wait_for(&recv, 1).await;

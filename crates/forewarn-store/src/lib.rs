@@ -46,6 +46,7 @@ mod pg;
 mod sqlite;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+mod tls;
 
 pub use pg::{PG_MIGRATIONS, PG_POOL_SIZE, PG_SCHEMA_VERSION};
 pub use sqlite::{MIGRATIONS, SCHEMA_VERSION};
@@ -307,8 +308,8 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Checks a Postgres URL without connecting (for `forewarn config check`):
-/// `postgres://` or `postgresql://`, parseable, names a host, no
-/// `sslmode=require` (this build has no TLS client).
+/// `postgres://` or `postgresql://`, parseable, names a host, has
+/// a valid `sslmode`, and a readable `sslrootcert` where one is needed.
 pub fn validate_url(url: &str) -> Result<(), StoreError> {
     pg::parse_url(url).map(drop)
 }
@@ -341,6 +342,10 @@ impl StoreError {
             StoreError::Connect { source, .. } | StoreError::Postgres(source) => source,
             _ => return false,
         };
+        // A refused certificate or a server without TLS stays so.
+        if e.to_string().starts_with("error performing TLS handshake") {
+            return false;
+        }
         match e.code() {
             None => true,
             Some(code) => [
