@@ -570,7 +570,12 @@ mod tests {
         );
         let ends: DateTime<Utc> = a["endsAt"].as_str().unwrap().parse().unwrap();
         assert!(ends > Utc::now(), "firing alerts end in the future: {a}");
-        assert!(metrics.webhook_requests.with_label_values(&["error"]).get() >= 2);
+        assert!(
+            metrics.webhook_requests.with_label_values(&["error"]).get() >= 2,
+            "errors {} ok {}",
+            metrics.webhook_requests.with_label_values(&["error"]).get(),
+            metrics.webhook_requests.with_label_values(&["ok"]).get()
+        );
 
         // A new alert, then acknowledged while open.
         let new = alert(2);
@@ -627,5 +632,112 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// A self-signed certificate for 127.0.0.1 and an HTTPS receiver
+    /// serving it; returns (certificate PEM path, URL).
+    async fn https_receiver(dir: &std::path::Path, recv: Receiver) -> (std::path::PathBuf, String) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.join("receiver.pem");
+        std::fs::write(&pem, cert.pem()).unwrap();
+        #[allow(deprecated)] // ring: the build's one provider
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let app = axum::Router::new()
+            .route("/api/v2/alerts", axum::routing::post(receive))
+            .with_state(recv);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+        tokio::spawn(async move {
+            axum_server::from_tcp_rustls(listener, tls)
+                .unwrap()
+                .serve(app.into_make_service())
+                .await
+        });
+        (pem, format!("https://{addr}/api/v2/alerts"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn https_receiver_trusted_by_ca_file_gets_basic_auth_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let recv = Receiver::default();
+        let (ca, url) = https_receiver(dir.path(), recv.clone()).await;
+        let cfg = |ca_file: Option<std::path::PathBuf>| WebhookConfig {
+            url: url.clone(),
+            ca_file,
+            resend_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(100),
+            auth: WebhookAuth::Basic("forewarn".into(), "hook-pw".into()),
+            external_url: String::new(),
+        };
+        let store = Arc::new(AlertStore::open_in_memory().unwrap());
+        store.apply(&[AlertChange::Opened(alert(1))]).unwrap();
+
+        // Not trusted (public roots only): refused, with the reason.
+        let err = client(&cfg(None))
+            .unwrap()
+            .post(&url)
+            .send()
+            .await
+            .unwrap_err();
+        let why = error_chain(&err);
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        // The bus lives as long as the sender (a closed bus stops it).
+        let bus = AlertBus::new(16);
+        let task = spawn(
+            cfg(None),
+            &bus,
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .unwrap();
+        for _ in 0..100 {
+            if metrics.webhook_requests.with_label_values(&["error"]).get() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            metrics.webhook_requests.with_label_values(&["error"]).get() >= 2,
+            "errors {} ok {}",
+            metrics.webhook_requests.with_label_values(&["error"]).get(),
+            metrics.webhook_requests.with_label_values(&["ok"]).get()
+        );
+        assert!(recv.got.lock().unwrap().is_empty());
+        shutdown.cancel();
+        task.await.unwrap();
+
+        // Trusted through ca_file: delivered, with the basic credentials.
+        let shutdown = CancellationToken::new();
+        let task = spawn(cfg(Some(ca)), &bus, store, metrics, shutdown.clone()).unwrap();
+        let got = wait_for(&recv, 1).await;
+        assert_eq!(got[0].1.as_deref(), Some("Basic Zm9yZXdhcm46aG9vay1wdw=="));
+        shutdown.cancel();
+        task.await.unwrap();
+
+        // An unreadable CA file is an error at start, naming the file.
+        let missing = cfg(Some(dir.path().join("missing.pem")));
+        let e = client(&missing).unwrap_err().to_string();
+        assert!(e.contains("missing.pem"), "{e}");
     }
 }
