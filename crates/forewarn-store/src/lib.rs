@@ -81,7 +81,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("invalid store.url {url}: {why}")]
     BadUrl { url: String, why: String },
-    #[error("cannot connect to the Postgres alert store at {url}: {source}")]
+    #[error("cannot connect to the Postgres alert store at {url}: {}", with_causes(.source))]
     Connect {
         /// The URL with its password masked.
         url: String,
@@ -260,6 +260,22 @@ fn page_from(order: Order, limit: usize, raws: Vec<RawAlert>) -> Result<AlertPag
         alerts,
         next_cursor,
     })
+}
+
+/// An error and its causes ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer"): the postgres crate's message alone omits why.
+fn with_causes(e: &::postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// `url` with its password (userinfo, `password=` parameter, or
