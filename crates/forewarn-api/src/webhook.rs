@@ -45,18 +45,52 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How the sender authenticates to the receiver.
+#[derive(Clone, Default)]
+pub enum WebhookAuth {
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `Authorization: Basic` (user, password).
+    Basic(String, String),
+}
+
+impl std::fmt::Debug for WebhookAuth {
+    // Never the secret itself: the config is logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WebhookAuth::None => f.write_str("None"),
+            WebhookAuth::Bearer(_) => f.write_str("Bearer(****)"),
+            WebhookAuth::Basic(user, _) => write!(f, "Basic({user}, ****)"),
+        }
+    }
+}
+
+/// Why the sender cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("webhook CA file {path}: {why}")]
+    CaFile { path: String, why: String },
+    #[error("webhook HTTP client: {0}")]
+    Client(String),
+}
+
 /// Settings of [`spawn`].
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
-    /// Receiver URL (`http://`).
+    /// Receiver URL (`http://` or `https://`).
     pub url: String,
+    /// PEM bundle of certificate authorities trusted for an `https://`
+    /// receiver, besides the public roots (webpki-roots).
+    pub ca_file: Option<std::path::PathBuf>,
     pub resend_interval: Duration,
     /// Timeout of one POST.
     pub timeout: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Sent as `Authorization: Bearer` when set.
-    pub bearer_token: Option<String>,
+    /// The `Authorization` header sent, if any.
+    pub auth: WebhookAuth,
     /// Base of `generatorURL` (e.g. `http://forewarn.plant:8080`); empty:
     /// no link.
     pub external_url: String,
@@ -223,13 +257,15 @@ impl Sender {
             .post(&self.cfg.url)
             .timeout(self.cfg.timeout)
             .json(&body);
-        if let Some(t) = &self.cfg.bearer_token {
-            req = req.bearer_auth(t);
-        }
+        req = match &self.cfg.auth {
+            WebhookAuth::None => req,
+            WebhookAuth::Bearer(t) => req.bearer_auth(t),
+            WebhookAuth::Basic(user, password) => req.basic_auth(user, Some(password)),
+        };
         let result = match req.send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("receiver answered {}", r.status())),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(error_chain(&e)),
         };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics
@@ -246,18 +282,66 @@ impl Sender {
     }
 }
 
-/// Starts the sender; it runs until `shutdown` is cancelled.
+/// An error with its causes, e.g. "error sending request for url (...):
+/// client error (Connect): invalid peer certificate: UnknownIssuer", so a
+/// refused certificate says so.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The HTTP client: rustls, the public roots plus `ca_file`'s authorities.
+pub fn client(cfg: &WebhookConfig) -> Result<reqwest::Client, WebhookError> {
+    let mut builder = reqwest::Client::builder().use_rustls_tls();
+    if let Some(path) = &cfg.ca_file {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|e| WebhookError::CaFile {
+            path: shown.clone(),
+            why: e.to_string(),
+        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| WebhookError::CaFile {
+                path: shown.clone(),
+                why: error_chain(&e),
+            })?;
+        if certs.is_empty() {
+            return Err(WebhookError::CaFile {
+                path: shown,
+                why: "no PEM certificate in it".into(),
+            });
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| WebhookError::Client(error_chain(&e)))
+}
+
+/// Starts the sender; it runs until `shutdown` is cancelled. Fails only
+/// when the HTTP client cannot be built (an unreadable CA file).
 pub fn spawn(
     cfg: WebhookConfig,
     bus: &AlertBus,
     store: Arc<AlertStore>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) -> JoinHandle<()> {
+) -> Result<JoinHandle<()>, WebhookError> {
+    let client = client(&cfg)?;
     let mut rx = bus.subscribe();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let mut s = Sender {
-            client: reqwest::Client::new(),
+            client,
             cfg,
             metrics,
             store,
@@ -309,7 +393,7 @@ pub fn spawn(
                 }
             }
         }
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -441,14 +525,16 @@ mod tests {
                 timeout: Duration::from_secs(2),
                 initial_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_millis(200),
-                bearer_token: Some("hook-token".into()),
+                ca_file: None,
+                auth: WebhookAuth::Bearer("hook-token".into()),
                 external_url: "http://forewarn.test:8080/".into(),
             },
             &bus,
             store.clone(),
             metrics.clone(),
             shutdown.clone(),
-        );
+        )
+        .unwrap();
 
         // Two failures, then delivered with back-off between attempts.
         let got = wait_for(&recv, 1).await;
@@ -484,7 +570,12 @@ mod tests {
         );
         let ends: DateTime<Utc> = a["endsAt"].as_str().unwrap().parse().unwrap();
         assert!(ends > Utc::now(), "firing alerts end in the future: {a}");
-        assert!(metrics.webhook_requests.with_label_values(&["error"]).get() >= 2);
+        assert!(
+            metrics.webhook_requests.with_label_values(&["error"]).get() >= 2,
+            "errors {} ok {}",
+            metrics.webhook_requests.with_label_values(&["error"]).get(),
+            metrics.webhook_requests.with_label_values(&["ok"]).get()
+        );
 
         // A new alert, then acknowledged while open.
         let new = alert(2);
@@ -541,5 +632,112 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// A self-signed certificate for 127.0.0.1 and an HTTPS receiver
+    /// serving it; returns (certificate PEM path, URL).
+    async fn https_receiver(dir: &std::path::Path, recv: Receiver) -> (std::path::PathBuf, String) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.join("receiver.pem");
+        std::fs::write(&pem, cert.pem()).unwrap();
+        #[allow(deprecated)] // ring: the build's one provider
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let app = axum::Router::new()
+            .route("/api/v2/alerts", axum::routing::post(receive))
+            .with_state(recv);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+        tokio::spawn(async move {
+            axum_server::from_tcp_rustls(listener, tls)
+                .unwrap()
+                .serve(app.into_make_service())
+                .await
+        });
+        (pem, format!("https://{addr}/api/v2/alerts"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn https_receiver_trusted_by_ca_file_gets_basic_auth_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let recv = Receiver::default();
+        let (ca, url) = https_receiver(dir.path(), recv.clone()).await;
+        let cfg = |ca_file: Option<std::path::PathBuf>| WebhookConfig {
+            url: url.clone(),
+            ca_file,
+            resend_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(100),
+            auth: WebhookAuth::Basic("forewarn".into(), "hook-pw".into()),
+            external_url: String::new(),
+        };
+        let store = Arc::new(AlertStore::open_in_memory().unwrap());
+        store.apply(&[AlertChange::Opened(alert(1))]).unwrap();
+
+        // Not trusted (public roots only): refused, with the reason.
+        let err = client(&cfg(None))
+            .unwrap()
+            .post(&url)
+            .send()
+            .await
+            .unwrap_err();
+        let why = error_chain(&err);
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        // The bus lives as long as the sender (a closed bus stops it).
+        let bus = AlertBus::new(16);
+        let task = spawn(
+            cfg(None),
+            &bus,
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .unwrap();
+        for _ in 0..100 {
+            if metrics.webhook_requests.with_label_values(&["error"]).get() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            metrics.webhook_requests.with_label_values(&["error"]).get() >= 2,
+            "errors {} ok {}",
+            metrics.webhook_requests.with_label_values(&["error"]).get(),
+            metrics.webhook_requests.with_label_values(&["ok"]).get()
+        );
+        assert!(recv.got.lock().unwrap().is_empty());
+        shutdown.cancel();
+        task.await.unwrap();
+
+        // Trusted through ca_file: delivered, with the basic credentials.
+        let shutdown = CancellationToken::new();
+        let task = spawn(cfg(Some(ca)), &bus, store, metrics, shutdown.clone()).unwrap();
+        let got = wait_for(&recv, 1).await;
+        assert_eq!(got[0].1.as_deref(), Some("Basic Zm9yZXdhcm46aG9vay1wdw=="));
+        shutdown.cancel();
+        task.await.unwrap();
+
+        // An unreadable CA file is an error at start, naming the file.
+        let missing = cfg(Some(dir.path().join("missing.pem")));
+        let e = client(&missing).unwrap_err().to_string();
+        assert!(e.contains("missing.pem"), "{e}");
     }
 }

@@ -76,8 +76,10 @@ pub struct BenchArgs {
     /// Devices per call in the forecaster-only measurement (default: max_batch).
     #[arg(long)]
     pub(crate) forecaster_batch: Option<usize>,
-    /// Extra librdkafka properties for the pipeline's clients (kafka.client),
-    /// e.g. `--client fetch.wait.max.ms=100`; repeatable.
+    /// Extra librdkafka properties for every client of the run (kafka.client),
+    /// e.g. `--client fetch.wait.max.ms=100`, or connection security
+    /// (`--client security.protocol=SASL_SSL --client sasl.password_file=...`);
+    /// repeatable. `FOREWARN_KAFKA__CLIENT__*` variables apply too; a flag wins.
     #[arg(long, value_parser = parse_key_value)]
     pub(crate) client: Vec<(String, String)>,
     /// Device-state checkpoint interval of the pipelines (kafka.checkpoint_interval;
@@ -87,6 +89,16 @@ pub struct BenchArgs {
     /// Where alert stores of the runs go.
     #[arg(long, default_value = ".run/bench")]
     pub(crate) work_dir: PathBuf,
+}
+
+impl BenchArgs {
+    /// These arguments with `defaults` (e.g. from the environment) before
+    /// the `--client` flags, which win.
+    pub fn with_client_defaults(mut self, defaults: Vec<(String, String)>) -> Self {
+        let flags = std::mem::take(&mut self.client);
+        self.client = defaults.into_iter().chain(flags).collect();
+        self
+    }
 }
 
 pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {

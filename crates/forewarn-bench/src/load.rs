@@ -11,7 +11,6 @@ use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema};
 use forewarn_ingest::IngestConfig;
 
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
@@ -160,12 +159,12 @@ impl ProducerContext for CountDeliveries {
 pub(crate) type BenchProducer = BaseProducer<CountDeliveries>;
 
 pub(crate) fn producer(
-    brokers: &str,
+    cfg: &IngestConfig,
     linger_ms: u32,
 ) -> anyhow::Result<(BenchProducer, Arc<Deliveries>)> {
     let d = Arc::new(Deliveries::default());
-    let p = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    // The pipeline's connection settings (security among them).
+    let p = forewarn_ingest::client_config(cfg)?
         .set("linger.ms", linger_ms.to_string())
         .set("batch.num.messages", "10000")
         .set("batch.size", "1000000")
@@ -202,13 +201,13 @@ pub(crate) fn finish(p: &BenchProducer, d: &Deliveries, expected: u64) -> anyhow
 
 /// Tick by tick (every device once per tick, 100 ms apart), like a plant bus.
 pub(crate) fn preload(
-    brokers: &str,
+    cfg: &IngestConfig,
     topic: &str,
     sim: &Generator,
     ticks: u64,
     base_ts: i64,
 ) -> anyhow::Result<()> {
-    let (p, d) = producer(brokers, 20)?;
+    let (p, d) = producer(cfg, 20)?;
     let mut buf = String::with_capacity(256);
     for tick in 0..ticks {
         for dev in 0..sim.ids.len() {

@@ -15,7 +15,6 @@ use forewarn_api::DeviceBoard;
 use forewarn_store::AlertStore;
 use forewarn_telemetry::events::AlertDelay;
 use forewarn_telemetry::{Health, Metrics};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
@@ -210,8 +209,7 @@ pub(crate) fn throughput_run(
 
 /// Whether the group's committed offsets equal the end of every partition.
 pub(crate) fn committed_at_end(cfg: &IngestConfig) -> anyhow::Result<bool> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let c: BaseConsumer = forewarn_ingest::client_config(cfg)?
         .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .create()?;
@@ -301,7 +299,7 @@ pub(crate) fn latency_run(
         reading_ts,
     )?;
 
-    let (p, d) = producer(&cfg.brokers, linger_ms)?;
+    let (p, d) = producer(&cfg, linger_ms)?;
     let mut buf = String::with_capacity(256);
     // Prime: one reading per device, then wait until they are through, so
     // the group join is not in the measurement.
@@ -405,8 +403,7 @@ pub(crate) fn spawn_reader(
     samples: Samples,
     event_ts: fn(&[u8]) -> Option<i64>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let c: BaseConsumer = forewarn_ingest::client_config(cfg)?
         .set("group.id", format!("{}.{name}", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "5")

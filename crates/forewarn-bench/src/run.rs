@@ -157,7 +157,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ))?;
     let t = Instant::now();
     let base_ts = 1_795_867_200_000;
-    preload(&args.brokers, &tp.input_topic, &sim, ticks, base_ts)?;
+    preload(&tp, &tp.input_topic, &sim, ticks, base_ts)?;
     let produce_s = t.elapsed().as_secs_f64();
     say(format!(
         "preload: {total} readings ({} devices x {ticks}) on {} ({} partitions) in {produce_s:.1} s ({:.0}/s)",

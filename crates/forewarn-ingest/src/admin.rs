@@ -3,12 +3,16 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use std::sync::Arc;
+
+use forewarn_telemetry::Health;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::client;
 use crate::config::IngestConfig;
+use crate::connection::{ConnectionWatch, WatchContext};
 use crate::error::IngestError;
 
 /// Creates the input, alerts and dead-letter topics if `create_topics` is on.
@@ -19,11 +23,29 @@ pub async fn ensure_topics(
     cfg: &IngestConfig,
     shutdown: &CancellationToken,
 ) -> Result<(), IngestError> {
+    ensure_topics_watched(cfg, None, shutdown).await
+}
+
+/// [`ensure_topics`], reporting a connection failure retrying will not fix
+/// (a refused password, an untrusted certificate) to `health`.
+pub(crate) async fn ensure_topics_watched(
+    cfg: &IngestConfig,
+    health: Option<Arc<Health>>,
+    shutdown: &CancellationToken,
+) -> Result<(), IngestError> {
     if !cfg.create_topics {
         return Ok(());
     }
     let cfg = &cfg.resolved();
-    let admin: AdminClient<DefaultClientContext> = client::base(cfg).create()?;
+    let admin: AdminClient<WatchContext> = client::base(cfg)?
+        .create_with_context(WatchContext(ConnectionWatch::new(health.clone())))?;
+    // librdkafka hands a client's connection errors and log lines over only
+    // when it is polled, which the admin client never is: while topic
+    // creation times out, a polled probe tells why (a refused password, an
+    // untrusted certificate).
+    let probe: Arc<BaseConsumer<WatchContext>> = Arc::new(
+        client::base(cfg)?.create_with_context(WatchContext(ConnectionWatch::new(health)))?,
+    );
     let mut topics: Vec<NewTopic<'_>> =
         [&cfg.input_topic, &cfg.alerts_topic, &cfg.dead_letter_topic]
             .into_iter()
@@ -77,6 +99,12 @@ pub async fn ensure_topics(
                     .map_err(|e| IngestError::Config(format!("partition check: {e}")))?;
             }
             Err(e) if retriable(&e) => {
+                let probe = probe.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = probe.fetch_metadata(None, Duration::from_secs(2));
+                    let _ = probe.poll(Duration::ZERO);
+                })
+                .await;
                 tracing::warn!(brokers = %cfg.brokers, error = %e, retry_in_ms = backoff.as_millis() as u64,
                     "broker not reachable yet; waiting");
                 tokio::select! {
@@ -100,8 +128,7 @@ fn check_state_partitions(cfg: &IngestConfig) -> Result<(), IngestError> {
     if !cfg.checkpoints() {
         return Ok(());
     }
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = client::base(cfg).create()?;
+    let consumer: BaseConsumer = client::base(cfg)?.create()?;
     let count = |topic: &str| -> Result<usize, IngestError> {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         Ok(md.topics().first().map_or(0, |t| t.partitions().len()))

@@ -187,7 +187,7 @@ pub(crate) fn read(
 ) -> Result<Vec<PartitionState>, String> {
     let deadline = Instant::now() + timeout;
     let reader: BaseConsumer = client::state_reader(cfg)
-        .create()
+        .and_then(|c| c.create())
         .map_err(|e| e.to_string())?;
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();

@@ -9,25 +9,39 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaConfRes;
 
-use crate::config::IngestConfig;
+use crate::config::{IngestConfig, client_properties};
 
 /// How long a send may wait for room in the producer's queue.
 pub(crate) const SEND_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What every client shares: the brokers and the extra properties.
-pub(crate) fn base(cfg: &IngestConfig) -> ClientConfig {
+/// What every client shares: the brokers and `kafka.client`'s properties
+/// (security among them), with `*_file` settings read from their files.
+/// Errors name the setting and the file, never a secret.
+pub fn base(cfg: &IngestConfig) -> Result<ClientConfig, KafkaError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in &cfg.client {
+    for (k, v) in properties(cfg)? {
         c.set(k, v);
     }
-    c
+    Ok(c)
+}
+
+fn properties(cfg: &IngestConfig) -> Result<Vec<(String, String)>, KafkaError> {
+    client_properties(&cfg.client).map_err(|e| {
+        KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            e,
+            "kafka.client".into(),
+            String::new(),
+        )
+    })
 }
 
 /// The pipeline's group consumer (input topic).
-pub(crate) fn group_consumer(cfg: &IngestConfig) -> ClientConfig {
-    let mut c = base(cfg);
+pub(crate) fn group_consumer(cfg: &IngestConfig) -> Result<ClientConfig, KafkaError> {
+    let mut c = base(cfg)?;
     c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -55,15 +69,15 @@ pub(crate) fn group_consumer(cfg: &IngestConfig) -> ClientConfig {
         // the time (docs/BENCHMARKS.md). 10 ms resumes fetching promptly.
         .set("fetch.queue.backoff.ms", "10");
     // The operator's properties win over the settings above.
-    for (k, v) in &cfg.client {
+    for (k, v) in properties(cfg)? {
         c.set(k, v);
     }
-    c
+    Ok(c)
 }
 
 /// The producer of dead letters, alerts and checkpoints.
 pub(crate) fn producer(cfg: &IngestConfig) -> Result<FutureProducer, KafkaError> {
-    let mut c = base(cfg);
+    let mut c = base(cfg)?;
     c.set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000");
@@ -71,8 +85,8 @@ pub(crate) fn producer(cfg: &IngestConfig) -> Result<FutureProducer, KafkaError>
 }
 
 /// A consumer that reads state-topic partitions back (no group offsets).
-pub(crate) fn state_reader(cfg: &IngestConfig) -> ClientConfig {
-    let mut c = base(cfg);
+pub(crate) fn state_reader(cfg: &IngestConfig) -> Result<ClientConfig, KafkaError> {
+    let mut c = base(cfg)?;
     c.set("group.id", format!("{}.state-reader", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -81,7 +95,7 @@ pub(crate) fn state_reader(cfg: &IngestConfig) -> ClientConfig {
         // A large state topic fills librdkafka's prefetch buffer; its default
         // 1 s pause after that would stall the restore (see group_consumer).
         .set("fetch.queue.backoff.ms", "10");
-    c
+    Ok(c)
 }
 
 /// The first failed delivery of a batch of sends, as text.

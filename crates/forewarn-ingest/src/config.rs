@@ -47,7 +47,17 @@ pub struct IngestConfig {
     /// checkpoint): 4 left both stages idle two thirds of the time and
     /// halved throughput (docs/BENCHMARKS.md).
     pub pipeline_depth: usize,
-    /// Extra librdkafka properties for consumer and producer (e.g. security).
+    /// Extra librdkafka properties for every client, connection security
+    /// among them: `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" =
+    /// "SCRAM-SHA-512"`, `"sasl.username"`, `"sasl.password"`,
+    /// `"ssl.ca.location"`, `"ssl.certificate.location"`, `"ssl.key.location"`.
+    /// A key ending in `_file` takes its property's value from that file
+    /// (`"sasl.password_file" = "/run/secrets/kafka-password"`, trailing
+    /// newline dropped). Underscores stand for dots, so every property can
+    /// come from the environment too:
+    /// `FOREWARN_KAFKA__CLIENT__SASL_PASSWORD_FILE=/run/secrets/kafka-password`.
+    /// Secret values (passwords, secrets, key PEMs) are printed masked.
+    #[serde(serialize_with = "serialize_client")]
     pub client: BTreeMap<String, String>,
 }
 
@@ -116,9 +126,11 @@ impl IngestConfig {
                 ));
             }
         }
+        let props: BTreeMap<String, String> =
+            client_properties(&self.client)?.into_iter().collect();
+        check_security(&props)?;
         if self.checkpoints()
-            && self
-                .client
+            && props
                 .get("partition.assignment.strategy")
                 .is_some_and(|s| s.contains("cooperative"))
         {
@@ -142,6 +154,106 @@ impl IngestConfig {
         }
         Ok(())
     }
+}
+
+/// A `kafka.client` key as the librdkafka property it sets, and whether
+/// its value names a file holding the property's value.
+fn property_name(key: &str) -> (String, bool) {
+    let key = key.trim();
+    match key.strip_suffix("_file") {
+        Some(name) => (name.replace('_', "."), true),
+        None => (key.replace('_', "."), false),
+    }
+}
+
+/// Whether a librdkafka property holds a secret (never printed).
+pub fn is_secret_property(property: &str) -> bool {
+    property.contains("password")
+        || property.contains("secret")
+        || property == "ssl.key.pem"
+        || property == "sasl.oauthbearer.config"
+}
+
+/// `kafka.client` as librdkafka properties: underscores turned into dots,
+/// `*_file` values read from their files. Errors name the setting and the
+/// file, never a secret.
+pub(crate) fn client_properties(
+    client: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = BTreeMap::new();
+    for (key, value) in client {
+        let (name, file) = property_name(key);
+        let value = if file {
+            let text = std::fs::read_to_string(value.trim())
+                .map_err(|e| format!("kafka.client.\"{key}\": cannot read {value}: {e}"))?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        } else {
+            value.clone()
+        };
+        if out.insert(name.clone(), value).is_some() {
+            return Err(format!(
+                "kafka.client sets {name} twice (as {key} and in another spelling)"
+            ));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The security settings librdkafka would only refuse at connection time,
+/// or not at all, checked up front.
+fn check_security(props: &BTreeMap<String, String>) -> Result<(), String> {
+    let protocol = props
+        .get("security.protocol")
+        .map_or("plaintext".to_string(), |p| p.to_ascii_lowercase());
+    if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&protocol.as_str()) {
+        return Err(format!(
+            "kafka.client.\"security.protocol\" must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, got {protocol:?}"
+        ));
+    }
+    if !protocol.starts_with("sasl") {
+        return Ok(());
+    }
+    let mechanism = props
+        .get("sasl.mechanism")
+        .or_else(|| props.get("sasl.mechanisms"))
+        .map_or("GSSAPI".to_string(), |m| m.to_ascii_uppercase());
+    match mechanism.as_str() {
+        "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => {
+            for p in ["sasl.username", "sasl.password"] {
+                if props.get(p).is_none_or(|v| v.is_empty()) {
+                    return Err(format!(
+                        "kafka.client: SASL {mechanism} needs \"{p}\" (or \"{p}_file\")"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        "OAUTHBEARER" => Ok(()),
+        other => Err(format!(
+            "kafka.client.\"sasl.mechanism\" {other:?} is not supported by this build; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER"
+        )),
+    }
+}
+
+/// `kafka.client` as `config check` prints it: secret values masked,
+/// `*_file` settings shown as their paths.
+fn serialize_client<S: serde::Serializer>(
+    client: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let masked: BTreeMap<&str, &str> = client
+        .iter()
+        .map(|(k, v)| {
+            let (name, file) = property_name(k);
+            let shown = if !file && is_secret_property(&name) && !v.is_empty() {
+                "****"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), shown)
+        })
+        .collect();
+    masked.serialize(s)
 }
 
 mod millis {
@@ -201,5 +313,77 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("cooperative"));
         bad.checkpoint_interval = Duration::ZERO;
         assert!(bad.validate().is_ok());
+    }
+
+    fn with_client(pairs: &[(&str, &str)]) -> IngestConfig {
+        let mut c = IngestConfig::default();
+        for (k, v) in pairs {
+            c.client.insert((*k).into(), (*v).into());
+        }
+        c
+    }
+
+    #[test]
+    fn client_keys_from_env_spelling_and_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("password");
+        std::fs::write(&secret, "s3cret-pw\n").unwrap();
+        let c = with_client(&[
+            ("security_protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl_username", "forewarn"),
+            ("sasl_password_file", secret.to_str().unwrap()),
+        ]);
+        c.validate().unwrap();
+        let props = client_properties(&c.client).unwrap();
+        assert!(props.contains(&("sasl.password".into(), "s3cret-pw".into())));
+        assert!(props.contains(&("security.protocol".into(), "SASL_SSL".into())));
+        assert!(props.contains(&("sasl.username".into(), "forewarn".into())));
+        // Printed: the file's path, never its content.
+        let printed = serde_json::to_string(&c).unwrap();
+        assert!(
+            !printed.contains("s3cret-pw") && printed.contains("password"),
+            "{printed}"
+        );
+
+        let inline = with_client(&[("sasl.password", "inline-pw")]);
+        let printed = serde_json::to_string(&inline).unwrap();
+        assert!(
+            !printed.contains("inline-pw") && printed.contains("****"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn bad_security_settings_are_named() {
+        let missing = with_client(&[("sasl.password_file", "/nonexistent/forewarn-pw")]);
+        let e = missing.validate().unwrap_err();
+        assert!(
+            e.contains("sasl.password_file") && e.contains("/nonexistent/forewarn-pw"),
+            "{e}"
+        );
+        let e = with_client(&[("security.protocol", "TLS")])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("security.protocol"), "{e}");
+        let e = with_client(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", "u"),
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("sasl.password"), "{e}");
+        let e = with_client(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "GSSAPI"),
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("GSSAPI"), "{e}");
+        let e = with_client(&[("sasl.username", "a"), ("sasl_username", "b")])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("twice"), "{e}");
     }
 }

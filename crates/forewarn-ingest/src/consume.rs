@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client;
 use crate::config::IngestConfig;
+use crate::connection::ConnectionWatch;
 use crate::context::{Handover, PipelineConsumer, PipelineContext};
 use crate::error::IngestError;
 use crate::messages::{Chunk, Input, Rejected, Spares, empty_chunk};
@@ -35,10 +36,11 @@ pub(crate) fn create_consumer(
         tx: std::sync::Mutex::new(Some(input)),
     });
     let consumer: PipelineConsumer =
-        client::group_consumer(cfg).create_with_context(PipelineContext {
+        client::group_consumer(cfg)?.create_with_context(PipelineContext {
             health: services.health.clone(),
             handover,
             generation: AtomicU64::new(0),
+            watch: ConnectionWatch::new(Some(services.health.clone())),
         })?;
     consumer.subscribe(&[&cfg.input_topic])?;
     Ok(consumer)

@@ -25,6 +25,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::checkpoint;
 use crate::config::IngestConfig;
+use crate::connection::ConnectionWatch;
 use crate::messages::{Input, PartitionState};
 
 /// The pipeline's group consumer, with these callbacks.
@@ -37,6 +38,8 @@ pub(crate) struct PipelineContext {
     /// Bumped at every rebalance, so the consume thread can tell that a
     /// chunk it was filling straddles one.
     pub generation: AtomicU64,
+    /// Reports connection failures retrying will not fix.
+    pub watch: ConnectionWatch,
 }
 
 pub(crate) struct Handover {
@@ -186,21 +189,13 @@ fn send_before(tx: &Sender<Input>, mut input: Input, deadline: Instant) -> bool 
 
 impl ClientContext for PipelineContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", facility = fac, "{log_message}")
-            }
-            _ => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
-        }
+        self.watch.log(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if self.watch.error(&error, reason) {
+            return;
+        }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.set_broker_reachable(false);
         }

@@ -37,6 +37,7 @@ mod admin;
 mod checkpoint;
 mod client;
 mod config;
+mod connection;
 mod consume;
 mod context;
 mod engine_stage;
@@ -53,7 +54,8 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 
 pub use admin::ensure_topics;
-pub use config::IngestConfig;
+pub use client::base as client_config;
+pub use config::{IngestConfig, is_secret_property};
 pub use error::IngestError;
 pub use messages::ModelSwap;
 pub use services::Services;
@@ -91,7 +93,7 @@ where
 {
     cfg.validate().map_err(IngestError::Config)?;
     let cfg = cfg.resolved();
-    ensure_topics(&cfg, &shutdown).await?;
+    admin::ensure_topics_watched(&cfg, Some(services.health.clone()), &shutdown).await?;
     let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
     let consumer = Arc::new(consume::create_consumer(&cfg, &services, chunk_tx.clone())?);
     let producer = client::producer(&cfg)?;

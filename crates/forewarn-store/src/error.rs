@@ -27,7 +27,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("invalid store.url {url}: {why}")]
     BadUrl { url: String, why: String },
-    #[error("cannot connect to the Postgres alert store at {url}: {source}")]
+    #[error("cannot connect to the Postgres alert store at {url}: {}", with_causes(.source))]
     Connect {
         /// The URL with its password masked.
         url: String,
@@ -48,6 +48,10 @@ impl StoreError {
             StoreError::Connect { source, .. } | StoreError::Postgres(source) => source,
             _ => return false,
         };
+        // A refused certificate or a server without TLS stays so.
+        if e.to_string().starts_with("error performing TLS handshake") {
+            return false;
+        }
         match e.code() {
             None => true,
             Some(code) => [
@@ -59,4 +63,20 @@ impl StoreError {
             .contains(code),
         }
     }
+}
+
+/// An error and its causes ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer"): the postgres crate's message alone omits why.
+fn with_causes(e: &::postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }

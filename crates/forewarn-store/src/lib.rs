@@ -44,6 +44,7 @@ mod sqlite;
 mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+mod tls;
 mod url;
 
 pub use error::StoreError;

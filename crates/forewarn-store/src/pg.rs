@@ -13,8 +13,8 @@
 //! a small current-thread runtime, so the store must be called off the
 //! async runtime (every caller uses `spawn_blocking`). Dropping the store
 //! closes its connections on a thread of its own, so the last `Arc` may be
-//! dropped anywhere. Plain TCP or Unix sockets only: this build has no TLS
-//! client (`sslmode=require` is refused when the URL is checked).
+//! dropped anywhere. TLS (rustls) with libpq's `sslmode` and `sslrootcert`
+//! URL parameters: see `tls`.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -22,6 +22,9 @@ use std::time::Duration;
 use postgres::config::SslMode;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::tls::TlsMode;
 
 use crate::error::StoreError;
 use crate::record::{
@@ -97,9 +100,12 @@ const UPSERT_RESOLVED: &str = "INSERT INTO forewarn_alerts (id, device, model, m
        severity = CASE WHEN 'critical' IN (forewarn_alerts.severity, excluded.severity) \
                        THEN 'critical' ELSE 'warning' END";
 
-/// Parses and checks a `postgres://` / `postgresql://` URL. Error messages
-/// show the URL with its password masked.
-pub(crate) fn parse_url(url: &str) -> Result<postgres::Config, StoreError> {
+/// Parses and checks a `postgres://` / `postgresql://` URL, and builds its
+/// TLS client (reading `sslrootcert`). Error messages show the URL with its
+/// password masked.
+pub(crate) fn parse_url(
+    url: &str,
+) -> Result<(postgres::Config, Option<MakeRustlsConnect>), StoreError> {
     let bad = |why: String| StoreError::BadUrl {
         url: redact_url(url),
         why,
@@ -107,14 +113,36 @@ pub(crate) fn parse_url(url: &str) -> Result<postgres::Config, StoreError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(bad("expected a postgres:// or postgresql:// URL".into()));
     }
-    let mut config: postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
+    // sslmode and sslrootcert are ours (the postgres crate knows neither
+    // verify-* nor sslrootcert); the rest goes to the postgres crate.
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut sslmode, mut rootcert) = (None, None);
+    let mut rest = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("sslmode", v)) => sslmode = Some(v),
+            Some(("sslrootcert", v)) => rootcert = Some(v),
+            _ => rest.push(kv),
+        }
+    }
+    let tls = TlsMode::parse(sslmode, rootcert).map_err(&bad)?;
+    let stripped = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let mut config: postgres::Config = stripped.parse().map_err(|e| bad(format!("{e}")))?;
     if config.get_hosts().is_empty() {
         return Err(bad("it names no host".into()));
     }
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(bad("sslmode=require: this build has no TLS client; \
-             use sslmode=disable (a private network or a TLS-terminating proxy)"
-            .into()));
+    match (&tls, sslmode) {
+        (TlsMode::Plain, Some("disable")) => {
+            config.ssl_mode(SslMode::Disable);
+        }
+        (TlsMode::Plain, _) => {}
+        _ => {
+            config.ssl_mode(SslMode::Require);
+        }
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
@@ -122,11 +150,17 @@ pub(crate) fn parse_url(url: &str) -> Result<postgres::Config, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("forewarn");
     }
-    Ok(config)
+    let connector = tls
+        .client_config()
+        .map_err(bad)?
+        .map(MakeRustlsConnect::new);
+    Ok((config, connector))
 }
 
 pub(crate) struct PgStore {
     config: postgres::Config,
+    /// The TLS client when `sslmode` asks for TLS.
+    tls: Option<MakeRustlsConnect>,
     /// The URL with its password masked, for messages.
     shown: String,
     pool: Mutex<Pool>,
@@ -143,8 +177,10 @@ struct Pool {
 impl PgStore {
     /// Connects, migrates and keeps the connection for the pool.
     pub(crate) fn connect(url: &str) -> Result<Self, StoreError> {
+        let (config, tls) = parse_url(url)?;
         let store = Self {
-            config: parse_url(url)?,
+            config,
+            tls,
             shown: redact_url(url),
             pool: Mutex::new(Pool::default()),
             freed: Condvar::new(),
@@ -177,7 +213,11 @@ impl PgStore {
             if pool.open < PG_POOL_SIZE {
                 pool.open += 1;
                 drop(pool);
-                return match self.config.connect(NoTls) {
+                let connected = match &self.tls {
+                    Some(tls) => self.config.connect(tls.clone()),
+                    None => self.config.connect(NoTls),
+                };
+                return match connected {
                     Ok(c) => Ok(Pooled {
                         store: self,
                         client: Some(c),

@@ -8,8 +8,8 @@ use crate::record::{Acknowledgement, AlertChange, AlertPage, AlertQuery, AlertRe
 use crate::sqlite;
 
 /// Checks a Postgres URL without connecting (for `forewarn config check`):
-/// `postgres://` or `postgresql://`, parseable, names a host, no
-/// `sslmode=require` (this build has no TLS client).
+/// `postgres://` or `postgresql://`, parseable, names a host, has
+/// a valid `sslmode`, and a readable `sslrootcert` where one is needed.
 pub fn validate_url(url: &str) -> Result<(), StoreError> {
     pg::parse_url(url).map(drop)
 }

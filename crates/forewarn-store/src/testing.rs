@@ -45,11 +45,11 @@ impl std::fmt::Debug for PgCluster {
 }
 
 const WATCHDOG: &str = r#"
-dir=$1 port=$2 bin=$3
+dir=$1 port=$2 bin=$3 ssl=$4
 "$bin/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$dir" -c fsync=off -c synchronous_commit=off \
     -c full_page_writes=off -c max_connections=200 -c shared_buffers=16MB \
-    >"$dir/server.log" 2>&1 &
+    -c ssl="$ssl" >"$dir/server.log" 2>&1 &
 pid=$!
 read -r _ || true
 kill -INT "$pid" 2>/dev/null
@@ -78,6 +78,17 @@ impl PgCluster {
     /// [`PgCluster::start`] on a given port of 127.0.0.1 (e.g. one a
     /// service was told to use before the server existed).
     pub fn start_on_port(port: u16) -> Result<Self, String> {
+        Self::start_with(port, None)
+    }
+
+    /// [`PgCluster::start`] with `ssl=on`, serving the PEM certificate
+    /// chain and key given (copied into the data directory as
+    /// `server.crt` / `server.key`, where the server reads them).
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<Self, String> {
+        Self::start_with(free_port()?, Some((cert, key)))
+    }
+
+    fn start_with(port: u16, tls: Option<(&Path, &Path)>) -> Result<Self, String> {
         let bin = bin_dir()?;
         let as_root = is_root();
         let base = if as_root {
@@ -112,6 +123,20 @@ impl PgCluster {
         .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&dir);
         })?;
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = dir.join("data").join(name);
+                std::fs::copy(from, &to)
+                    .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
+                // The server refuses a key others can read.
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("chmod {}: {e}", to.display()))?;
+                if as_root {
+                    run(Command::new("chown").arg("postgres:postgres").arg(&to))?;
+                }
+            }
+        }
         let watchdog = as_postgres(as_root, Path::new("sh"))
             .arg("-c")
             .arg(WATCHDOG)
@@ -119,6 +144,7 @@ impl PgCluster {
             .arg(&dir)
             .arg(port.to_string())
             .arg(&bin)
+            .arg(if tls.is_some() { "on" } else { "off" })
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

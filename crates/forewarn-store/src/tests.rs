@@ -924,10 +924,13 @@ fn urls_are_checked_and_passwords_masked() {
     }
     validate_url("postgres://u:secret@db:5432/alerts").unwrap();
     validate_url("postgresql://u@db/alerts?sslmode=disable").unwrap();
+    validate_url("postgres://u:secret@db/alerts?sslmode=require&connect_timeout=3").unwrap();
     for bad in [
         "mysql://u:secret@db/alerts",
         "host=db user=u password=secret",
-        "postgres://u:secret@db/alerts?sslmode=require",
+        "postgres://u:secret@db/alerts?sslmode=verify-full",
+        "postgres://u:secret@db/alerts?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
+        "postgres://u:secret@db/alerts?sslmode=sometimes",
         "postgres://u:secret@db:notaport/alerts",
     ] {
         let err = validate_url(bad).unwrap_err();

@@ -20,6 +20,10 @@ pub struct Health {
     partitions_assigned: AtomicUsize,
     broker_reachable: AtomicBool,
     shutting_down: AtomicBool,
+    /// Why the Kafka client cannot connect when retrying will not fix it by
+    /// itself (a refused password, an untrusted certificate); cleared once
+    /// the broker answers.
+    broker_error: Mutex<Option<String>>,
     /// `forewarn_ready`, kept in step on every change when present.
     ready_gauge: Option<IntGauge>,
     /// Serialises read-and-set of the gauge, so concurrent setters cannot
@@ -56,7 +60,28 @@ impl Health {
 
     pub fn set_broker_reachable(&self, reachable: bool) {
         self.broker_reachable.store(reachable, Ordering::SeqCst);
+        if reachable {
+            *self.lock_broker_error() = None;
+        }
         self.sync();
+    }
+
+    /// Records why connecting to the broker fails (the broker is then not
+    /// reachable); `/readyz` names it until the broker answers again.
+    pub fn set_broker_error(&self, error: String) {
+        *self.lock_broker_error() = Some(error);
+        self.broker_reachable.store(false, Ordering::SeqCst);
+        self.sync();
+    }
+
+    pub fn broker_error(&self) -> Option<String> {
+        self.lock_broker_error().clone()
+    }
+
+    fn lock_broker_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.broker_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// One-way: once shutting down, the instance is never ready again.
@@ -111,18 +136,21 @@ impl Health {
         let partitions = self.partitions_assigned();
         let broker = self.broker_reachable();
         let shutting_down = self.shutting_down();
-        let mut reasons = Vec::new();
+        let mut reasons: Vec<String> = Vec::new();
         if !model_loaded {
-            reasons.push("no model loaded");
+            reasons.push("no model loaded".into());
         }
         if partitions == 0 {
-            reasons.push("no partitions assigned by the consumer group");
+            reasons.push("no partitions assigned by the consumer group".into());
         }
-        if !broker {
-            reasons.push("Kafka broker not reachable");
+        let broker_error = self.broker_error();
+        if let Some(e) = &broker_error {
+            reasons.push(format!("Kafka connection failed: {e}"));
+        } else if !broker {
+            reasons.push("Kafka broker not reachable".into());
         }
         if shutting_down {
-            reasons.push("shutting down");
+            reasons.push("shutting down".into());
         }
         json!({
             "ready": reasons.is_empty(),
@@ -178,6 +206,23 @@ mod tests {
         h.set_shutting_down();
         assert_eq!((h.is_ready(), m.ready.get()), (false, 0));
         assert_eq!(h.readiness_report()["reasons"], json!(["shutting down"]));
+    }
+
+    #[test]
+    fn a_broker_error_is_the_reason_until_the_broker_answers() {
+        let h = Health::new();
+        h.set_model_loaded(true);
+        h.set_partitions_assigned(1);
+        h.set_broker_reachable(true);
+        h.set_broker_error("SASL authentication failed".into());
+        assert!(!h.is_ready());
+        assert_eq!(
+            h.readiness_report()["reasons"],
+            json!(["Kafka connection failed: SASL authentication failed"])
+        );
+        h.set_broker_reachable(true);
+        assert!(h.is_ready());
+        assert_eq!(h.broker_error(), None);
     }
 
     #[test]

@@ -156,9 +156,12 @@ pub struct MetricsSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSection {
-    /// Receiver URL, e.g. `http://alertmanager:9093/api/v2/alerts`; empty: off.
-    /// Plain http only (this build has no TLS client).
+    /// Receiver URL, e.g. `https://alertmanager:9093/api/v2/alerts`
+    /// (`http://` or `https://`); empty: off.
     pub url: String,
+    /// PEM bundle of certificate authorities trusted for an `https://`
+    /// receiver, besides the public roots; empty: the public roots only.
+    pub ca_file: PathBuf,
     /// Re-send open alerts this often (Alertmanager expires alerts that
     /// are not re-sent).
     pub resend_interval_ms: u64,
@@ -167,8 +170,18 @@ pub struct WebhookSection {
     /// First retry delay; doubles per failure up to `max_backoff_ms`.
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
-    /// Optional `Authorization: Bearer` token sent to the receiver.
+    /// Optional `Authorization: Bearer` token sent to the receiver
+    /// (printed masked).
+    #[serde(serialize_with = "serialize_secret")]
     pub bearer_token: String,
+    /// A file holding the bearer token instead (a mounted secret).
+    pub bearer_token_file: PathBuf,
+    /// Optional `Authorization: Basic` user; the password comes from
+    /// `basic_password` (printed masked) or `basic_password_file`.
+    pub basic_user: String,
+    #[serde(serialize_with = "serialize_secret")]
+    pub basic_password: String,
+    pub basic_password_file: PathBuf,
     /// Base URL written in `generatorURL` (links back to the console).
     pub external_url: String,
 }
@@ -181,8 +194,64 @@ impl Default for WebhookSection {
             timeout_ms: 5_000,
             initial_backoff_ms: 500,
             max_backoff_ms: 30_000,
+            ca_file: PathBuf::new(),
             bearer_token: String::new(),
+            bearer_token_file: PathBuf::new(),
+            basic_user: String::new(),
+            basic_password: String::new(),
+            basic_password_file: PathBuf::new(),
             external_url: String::new(),
+        }
+    }
+}
+
+/// A secret as `config check` prints it: `****` when set.
+fn serialize_secret<S: serde::Serializer>(secret: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if secret.is_empty() { "" } else { "****" })
+}
+
+/// A secret given inline or as a file (trailing newline dropped); empty
+/// when neither is set.
+fn secret(name: &str, inline: &str, file: &Path) -> anyhow::Result<String> {
+    if file.as_os_str().is_empty() {
+        return Ok(inline.to_string());
+    }
+    if !inline.is_empty() {
+        bail!("invalid configuration: set {name} or {name}_file, not both");
+    }
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "invalid configuration: {name}_file: cannot read {}",
+            file.display()
+        )
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+impl WebhookSection {
+    /// The `Authorization` the sender uses, secrets read from their files.
+    pub fn auth(&self) -> anyhow::Result<forewarn_api::webhook::WebhookAuth> {
+        use forewarn_api::webhook::WebhookAuth;
+        let token = secret(
+            "webhook.bearer_token",
+            &self.bearer_token,
+            &self.bearer_token_file,
+        )?;
+        let password = secret(
+            "webhook.basic_password",
+            &self.basic_password,
+            &self.basic_password_file,
+        )?;
+        match (token.is_empty(), self.basic_user.is_empty()) {
+            (true, true) if password.is_empty() => Ok(WebhookAuth::None),
+            (true, true) => {
+                bail!("invalid configuration: webhook.basic_password needs webhook.basic_user")
+            }
+            (false, true) => Ok(WebhookAuth::Bearer(token)),
+            (true, false) => Ok(WebhookAuth::Basic(self.basic_user.clone(), password)),
+            (false, false) => bail!(
+                "invalid configuration: webhook.bearer_token and webhook.basic_user are exclusive"
+            ),
         }
     }
 }
@@ -209,6 +278,16 @@ impl Default for LogSection {
             level: "info".into(),
         }
     }
+}
+
+/// `kafka.client` from `FOREWARN_KAFKA__CLIENT__*` variables (for simulate
+/// and bench, which take no config file), keys as serve reads them.
+pub fn env_kafka_client() -> anyhow::Result<Vec<(String, String)>> {
+    let map: std::collections::BTreeMap<String, String> =
+        Figment::from(Env::prefixed("FOREWARN_KAFKA__CLIENT__"))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid FOREWARN_KAFKA__CLIENT__ variable: {e}"))?;
+    Ok(map.into_iter().collect())
 }
 
 impl Config {
@@ -270,11 +349,17 @@ impl Config {
         }
         let w = &self.webhook;
         if !w.url.is_empty() {
-            if !w.url.starts_with("http://") {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                 bail!(
-                    "invalid configuration: webhook.url must be an http:// URL (put a TLS proxy \
-                     or an in-cluster Alertmanager in front for https), got {:?}",
+                    "invalid configuration: webhook.url must be an http:// or https:// URL, got {:?}",
                     w.url
+                );
+            }
+            w.auth()?;
+            if !w.ca_file.as_os_str().is_empty() && !w.ca_file.is_file() {
+                bail!(
+                    "invalid configuration: webhook.ca_file {} is not a readable file",
+                    w.ca_file.display()
                 );
             }
             if w.resend_interval_ms < 1_000
@@ -339,7 +424,7 @@ mod tests {
             ("[metrics]\nallow = []\n", "allow"),
             ("[store]\nurl = \"mysql://db/x\"\n", "store.url"),
             (
-                "[store]\nurl = \"postgres://u:pw@db/x?sslmode=require\"\n",
+                "[store]\nurl = \"postgres://u:pw@db/x?sslmode=verify-full\"\n",
                 "store.url postgres://u:***@db/x",
             ),
         ];

@@ -75,7 +75,8 @@ fn main() -> std::process::ExitCode {
         }
         Command::Serve(args) => serve::run(args),
         #[cfg(feature = "bench")]
-        Command::Bench(args) => forewarn_bench::run(args),
+        Command::Bench(args) => config::env_kafka_client()
+            .and_then(|env| forewarn_bench::run(args.with_client_defaults(env))),
         Command::Version(args) => version::run(args),
         Command::Openapi => serde_json::to_string_pretty(&forewarn_api::openapi::document_json())
             .map(|text| println!("{text}"))
@@ -92,11 +93,18 @@ fn main() -> std::process::ExitCode {
             cli::init_logging();
             classify::run(args)
         }
-        Command::Simulate(args) => {
+        Command::Simulate(mut args) => {
             cli::init_logging();
-            cli::runtime().and_then(|rt| {
-                rt.block_on(async { simulate::run(args, cli::shutdown_on_signal()).await })
-            })
+            // FOREWARN_KAFKA__CLIENT__* first, so a --client flag wins.
+            let flags = std::mem::take(&mut args.client);
+            config::env_kafka_client()
+                .and_then(|env| {
+                    args.client = env.into_iter().chain(flags).collect();
+                    cli::runtime()
+                })
+                .and_then(|rt| {
+                    rt.block_on(async { simulate::run(args, cli::shutdown_on_signal()).await })
+                })
         }
         Command::Config {
             command: ConfigCommand::Check { file },

@@ -128,25 +128,27 @@ async fn serve(
         http_stop.clone(),
     ));
 
-    let webhook = (!cfg.webhook.url.is_empty()).then(|| {
+    let webhook = (!cfg.webhook.url.is_empty()).then(|| -> anyhow::Result<_> {
         let w = &cfg.webhook;
-        tracing::info!(url = %w.url, "alert webhook enabled");
-        forewarn_api::webhook::spawn(
+        let auth = w.auth()?;
+        tracing::info!(url = %w.url, ca_file = %w.ca_file.display(), auth = ?auth, "alert webhook enabled");
+        Ok(forewarn_api::webhook::spawn(
             forewarn_api::webhook::WebhookConfig {
                 url: w.url.clone(),
+                ca_file: (!w.ca_file.as_os_str().is_empty()).then(|| w.ca_file.clone()),
                 resend_interval: std::time::Duration::from_millis(w.resend_interval_ms),
                 timeout: std::time::Duration::from_millis(w.timeout_ms),
                 initial_backoff: std::time::Duration::from_millis(w.initial_backoff_ms),
                 max_backoff: std::time::Duration::from_millis(w.max_backoff_ms),
-                bearer_token: (!w.bearer_token.is_empty()).then(|| w.bearer_token.clone()),
+                auth,
                 external_url: w.external_url.clone(),
             },
             &bus,
             store.clone(),
             metrics.clone(),
             shutdown.clone(),
-        )
-    });
+        )?)
+    }).transpose()?;
 
     let engine = Engine::new(model.engine_config(cfg.detector, cfg.pipeline.max_batch))
         .with_max_devices(cfg.pipeline.max_devices);

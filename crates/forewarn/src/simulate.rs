@@ -16,11 +16,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use forewarn_core::reading::{ObjectKeys, encode_object, encode_reading};
 use forewarn_data::Separator;
+use forewarn_ingest::IngestConfig;
 use forewarn_simulator::{
     DEFAULT_CHANNELS, Fault, Origin, Pace, Plant, PlantConfig, Replay, ReplayOptions, Replayed,
     Stream, parse_duration_ms,
 };
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
@@ -42,6 +42,12 @@ pub enum Format {
     Object,
 }
 
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
 /// Simulate a plant (and/or replay a recorded file) and publish its readings.
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
@@ -51,6 +57,12 @@ pub struct SimulateArgs {
     /// Topic to publish readings to (key = device id).
     #[arg(long, default_value = "forewarn.readings")]
     pub topic: String,
+    /// A librdkafka property for the producer, as serve's `kafka.client`
+    /// takes it (connection security: `security.protocol=SASL_SSL`,
+    /// `sasl.password_file=/run/secrets/kafka-password`, ...); repeatable.
+    /// `FOREWARN_KAFKA__CLIENT__*` variables apply too; a flag wins.
+    #[arg(long = "client", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub client: Vec<(String, String)>,
     /// Number of simulated devices (plant-0000, plant-0001, ...); 0 with --replay
     /// streams the replay alone.
     #[arg(long, default_value_t = 5)]
@@ -178,7 +190,15 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Res
             std::io::stdout(),
         )))
     } else {
-        Sink::Kafka(KafkaSink::connect(&args.brokers, &args.topic).await?)
+        let kafka = IngestConfig {
+            brokers: args.brokers.clone(),
+            client: args.client.iter().cloned().collect(),
+            ..IngestConfig::default()
+        };
+        kafka
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid --client: {e}"))?;
+        Sink::Kafka(KafkaSink::connect(&kafka, &args.topic).await?)
     };
     run_with_sink(args, shutdown, sink).await
 }
@@ -506,9 +526,9 @@ struct KafkaSink {
 }
 
 impl KafkaSink {
-    async fn connect(brokers: &str, topic: &str) -> anyhow::Result<Self> {
-        let producer: ThreadedProducer<DeliveryCounter> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    async fn connect(kafka: &IngestConfig, topic: &str) -> anyhow::Result<Self> {
+        let brokers = &kafka.brokers;
+        let producer: ThreadedProducer<DeliveryCounter> = forewarn_ingest::client_config(kafka)?
             .set("client.id", "forewarn-simulate")
             .set("acks", "all")
             .set("linger.ms", "5")
