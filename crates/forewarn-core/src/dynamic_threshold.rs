@@ -83,7 +83,64 @@ impl Default for DynamicThresholdConfig {
     }
 }
 
+/// The settings artifacts were calibrated with before each key existed:
+/// how a stored strategy reads a key it lacks
+/// ([`DynamicThresholdConfig::deserialize_stored`]).
+const STORED_BEFORE_KEYS: DynamicThresholdConfig = DynamicThresholdConfig {
+    smoothing: 0.3,
+    history: 100,
+    z_min: 2.0,
+    z_max: 10.0,
+    z_step: 0.5,
+    floor_margin: 1.0,
+    prune: 0.0,
+    exclude_flagged: false,
+    score: DynamicScore::Mse,
+};
+
 impl DynamicThresholdConfig {
+    /// Reads the settings an artifact stores. A key it lacks was added
+    /// after the artifact was written, so it takes the value the artifact
+    /// was calibrated with (that feature off), not today's default: a
+    /// stored model decides as it did when it was trained.
+    pub fn deserialize_stored<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::deserialize_over(d, STORED_BEFORE_KEYS)
+    }
+
+    /// Reads settings whose missing keys take `base`'s values (for a
+    /// configuration whose defaults differ from [`Default`]).
+    pub fn deserialize_over<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        base: Self,
+    ) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Partial {
+            smoothing: Option<f64>,
+            history: Option<usize>,
+            z_min: Option<f64>,
+            z_max: Option<f64>,
+            z_step: Option<f64>,
+            floor_margin: Option<f64>,
+            prune: Option<f64>,
+            exclude_flagged: Option<bool>,
+            score: Option<DynamicScore>,
+        }
+        let s = Partial::deserialize(d)?;
+        let b = base;
+        Ok(Self {
+            smoothing: s.smoothing.unwrap_or(b.smoothing),
+            history: s.history.unwrap_or(b.history),
+            z_min: s.z_min.unwrap_or(b.z_min),
+            z_max: s.z_max.unwrap_or(b.z_max),
+            z_step: s.z_step.unwrap_or(b.z_step),
+            floor_margin: s.floor_margin.unwrap_or(b.floor_margin),
+            prune: s.prune.unwrap_or(b.prune),
+            exclude_flagged: s.exclude_flagged.unwrap_or(b.exclude_flagged),
+            score: s.score.unwrap_or(b.score),
+        })
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
             return Err(format!(

@@ -103,6 +103,7 @@ pub enum ThresholdStrategy {
     /// starts as `seed` (the smoothed validation scores, oldest first, at
     /// most `config.history` of them).
     Dynamic {
+        #[serde(deserialize_with = "DynamicThresholdConfig::deserialize_stored")]
         config: DynamicThresholdConfig,
         seed: Vec<f64>,
         floor: f64,
@@ -241,6 +242,7 @@ pub struct ThresholdState(pub Option<Box<DynamicState>>);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dynamic_threshold::DynamicScore;
 
     #[test]
     fn quantile_and_margin() {
@@ -424,5 +426,45 @@ mod tests {
             f
         );
         assert_eq!(f.nominal_threshold(), 0.5);
+    }
+
+    /// A stored dynamic strategy reads a key it lacks (written before the
+    /// key existed) as the value it was calibrated with, not as today's
+    /// default; keys it has are read as stored, a full round trip is exact.
+    #[test]
+    fn a_stored_dynamic_strategy_keeps_the_settings_it_was_calibrated_with() {
+        let old = serde_json::json!({
+            "kind": "dynamic",
+            "config": {"smoothing": 0.2, "history": 50, "z_min": 2.0, "z_max": 10.0,
+                       "z_step": 0.5, "floor_margin": 1.0},
+            "seed": [0.1, 0.2],
+            "floor": 0.3,
+        });
+        let ThresholdStrategy::Dynamic { config, .. } =
+            serde_json::from_value::<ThresholdStrategy>(old).unwrap()
+        else {
+            panic!("not dynamic")
+        };
+        assert_eq!((config.smoothing, config.history), (0.2, 50));
+        assert_eq!(config.prune, 0.0);
+        assert!(!config.exclude_flagged);
+        assert_eq!(config.score, DynamicScore::Mse);
+        let full = ThresholdStrategy::Dynamic {
+            config: DynamicThresholdConfig {
+                prune: 0.4,
+                exclude_flagged: true,
+                score: DynamicScore::Gaussian,
+                ..DynamicThresholdConfig::default()
+            },
+            seed: vec![0.1],
+            floor: 0.2,
+            gaussian: None,
+        };
+        let back: ThresholdStrategy =
+            serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        assert_eq!(back, full);
+        let unknown = serde_json::json!({"kind": "dynamic", "config": {"smothing": 0.2},
+                                         "seed": [], "floor": 0.0});
+        assert!(serde_json::from_value::<ThresholdStrategy>(unknown).is_err());
     }
 }

@@ -16,6 +16,7 @@ mod settings;
 mod trainable;
 mod windows;
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use forewarn_core::Scaler;
@@ -31,6 +32,9 @@ use crate::multimodal::MultimodalForecaster;
 use crate::weights;
 pub use settings::{MIN_STEPS_PER_EPOCH, TrainSettings};
 use trainable::Trainable;
+
+/// Turns at libtorch's global random generator (see [`run`]).
+static GENERATOR: Mutex<()> = Mutex::new(());
 
 /// Progress after one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -115,6 +119,10 @@ fn run<N: Trainable>(
             );
         }
     }
+    // libtorch's generator is process-wide: fits running side by side
+    // (`evaluate` fits per-file models in parallel) take turns with it, so
+    // each fit draws the same numbers as it would alone.
+    let generator = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
     tch::manual_seed(s.seed as i64);
     if s.device.is_cuda() {
         tch::Cuda::manual_seed_all(s.seed);
@@ -130,6 +138,8 @@ fn run<N: Trainable>(
     let train_scaled = scaler.transformed(train_raw);
     let highway = s.highway.for_channels(c);
     let net = N::build(c, &monitored, s, highway)?;
+    // Initialised; kinds that shuffle while training keep their turn.
+    let _generator = N::DRAWS_WHILE_TRAINING.then_some(generator);
     let (rows, lead) = N::highway_targets(s);
     if let Some(w) =
         crate::highway::least_squares(&train_scaled, c, &monitored, rows, lead, highway)

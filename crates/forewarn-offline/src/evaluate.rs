@@ -117,6 +117,9 @@ pub struct Evaluation {
     /// artifact as `serve` loads one (benches/gpu.sh scores a CPU-trained
     /// network on CUDA, so its decisions compare with a CPU run's).
     pub score_device: Option<String>,
+    /// Files fitted and scored at once when each has its own model (0: one
+    /// per core). The report does not depend on it.
+    pub jobs: usize,
 }
 
 /// What an evaluation reports while it runs (the command line prints it).
@@ -195,10 +198,12 @@ pub struct Report {
 }
 
 /// Runs `e`: fits, replays every file, writes its plots and decisions,
-/// and returns the report.
+/// and returns the report. With one model per file (`Rows`, `Paired`),
+/// `e.jobs` files are fitted and scored at once; the report is the same
+/// for any number of jobs (files in the given order, each fit seeded alike).
 pub fn evaluate(
     e: &Evaluation,
-    progress: &mut dyn FnMut(EvalProgress<'_>),
+    progress: &mut (dyn FnMut(EvalProgress<'_>) + Send),
 ) -> Result<Report, OfflineError> {
     let cfg = &e.config;
     let files = expand(&e.data)?;
@@ -217,7 +222,7 @@ pub fn evaluate(
     let score_device = (e.score_device.as_deref())
         .map(forewarn_model::parse_device)
         .transpose()?;
-    let mut shared = match &e.train {
+    let scored: Vec<Scored> = match &e.train {
         TrainOn::Files(paths) => {
             let train_files = expand(paths)?;
             let data = load_training(&train_files, &opts)?;
@@ -226,136 +231,46 @@ pub fn evaluate(
                 channels: data.n_channels(),
                 files: train_files.len(),
             });
-            Some(fit_for_scoring(
-                &data,
-                cfg,
-                e.precision,
-                score_device,
-                progress,
-            )?)
+            let mut shared = fit_for_scoring(&data, cfg, e.precision, score_device, progress)?;
+            (files.iter())
+                .map(|path| {
+                    let loaded = load_test(
+                        path,
+                        &opts,
+                        e.changepoint_column.as_deref(),
+                        e.csv.time_column.as_deref(),
+                    )?;
+                    score_file(e, path, loaded, &mut shared, 0, progress)
+                })
+                .collect::<Result<_, _>>()?
         }
-        TrainOn::Rows(_) | TrainOn::Paired(_) => None,
+        TrainOn::Rows(_) | TrainOn::Paired(_) => {
+            let progress = std::sync::Mutex::new(progress);
+            let run = |path: &PathBuf| {
+                let mut report = |p: EvalProgress<'_>| {
+                    (progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner))(p)
+                };
+                fit_and_score_file(e, &opts, path, score_device, &mut report)
+            };
+            in_parallel(&files, e.jobs, run)?
+        }
     };
 
     let mut reports = Vec::new();
     let mut pooled = Counts::default();
     let mut time_unit = None;
-    for path in &files {
-        let loaded = load_test(
-            path,
-            &opts,
-            e.changepoint_column.as_deref(),
-            e.csv.time_column.as_deref(),
-        )?;
-        let mut per_file = None;
-        let skip;
-        let fitted: &mut Model = match (shared.as_mut(), &e.train) {
-            (Some(f), _) => {
-                skip = 0;
-                f
-            }
-            (None, TrainOn::Rows(rows)) => {
-                let n = (rows.resolve(loaded.data.len()))
-                    .map_err(|why| OfflineError::Config(format!("{}: {why}", path.display())))?;
-                skip = n;
-                let mut train_part = loaded.data.slice(0..n);
-                train_part.labels = None;
-                progress(EvalProgress::TrainingOn {
-                    file: path,
-                    rows: n,
-                });
-                per_file.insert(fit_for_scoring(
-                    &train_part,
-                    cfg,
-                    e.precision,
-                    score_device,
-                    progress,
-                )?)
-            }
-            (None, TrainOn::Paired(dir)) => {
-                skip = 0;
-                let train_path = dir.join(path.file_name().unwrap_or_default());
-                let train_part = load_training(std::slice::from_ref(&train_path), &opts)
-                    .context(|| format!("the training file paired with {}", path.display()))?;
-                progress(EvalProgress::TrainingOn {
-                    file: &train_path,
-                    rows: train_part.len(),
-                });
-                per_file.insert(fit_for_scoring(
-                    &train_part,
-                    cfg,
-                    e.precision,
-                    score_device,
-                    progress,
-                )?)
-            }
-            (None, TrainOn::Files(_)) => unreachable!("a shared model is fitted first"),
-        };
-        let data = (loaded.data.select_channels(&fitted.meta.channels))
-            .context(|| format!("{} does not have the model's channels", path.display()))?;
-        let engine = fitted.engine_config(cfg.detector.detector(), 1);
-        let decisions = decisions(&mut fitted.network, engine, &data.rows)?;
-        let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
-        let n = data.len();
-        let truth = &loaded.labels[skip..];
-        let pred_scored = &pred[skip..];
-        let unit = if data.timestamps.is_some() {
-            "seconds"
-        } else {
-            "rows"
-        };
+    for s in scored {
         match time_unit {
-            None => time_unit = Some(unit),
-            Some(u) if u != unit => {
+            None => time_unit = Some(s.unit),
+            Some(u) if u != s.unit => {
                 return Err(OfflineError::Config(
                     "some files have a time column and others not: cannot pool delays".into(),
                 ));
             }
             _ => {}
         }
-        let times = report_times(&data, skip);
-        let cps: Option<Vec<usize>> = loaded.changepoints.as_ref().map(|c| {
-            c[skip..]
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| **v)
-                .map(|(i, _)| i)
-                .collect()
-        });
-        let counts = Counts::of(&FileInput {
-            truth,
-            pred: pred_scored,
-            times: &times,
-            changepoints: cps.as_deref(),
-            nab_width: e.nab_window,
-            nab_position: e.nab_position,
-        });
-        pooled.add(&counts);
-        let metrics = counts.metrics();
-        progress(EvalProgress::Scored {
-            file: path,
-            metrics: &metrics,
-        });
-        if let Some(dir) = &e.decisions {
-            let out = dir.join(format!("{}.csv", file_name(path)));
-            write_decisions(&out, &data, &loaded.labels, &pred, &decisions, skip)?;
-        }
-        if let Some(dir) = &e.plot {
-            let out = dir.join(format!("{}.png", file_name(path)));
-            plot_file(&out, &data, &loaded.labels, &pred, &decisions, skip)
-                .context(|| format!("plotting {}", out.display()))?;
-        }
-        reports.push(FileReport {
-            file: path.display().to_string(),
-            rows: n,
-            channels: data.n_channels(),
-            train_rows: skip,
-            model_version: fitted.meta.version.clone(),
-            threshold_kind: cfg.threshold.kind,
-            threshold: fitted.meta.strategy().nominal_threshold(),
-            metrics,
-            counts,
-        });
+        pooled.add(&s.report.counts);
+        reports.push(s.report);
     }
     Ok(Report {
         forewarn_version: env!("CARGO_PKG_VERSION").into(),
@@ -374,6 +289,182 @@ pub fn evaluate(
         metrics: pooled.metrics(),
         counts: pooled,
         files: reports,
+    })
+}
+
+/// `run` over `items` on up to `jobs` worker threads (0: one per core),
+/// each with one libtorch thread whatever `jobs` is, so results do not
+/// depend on it; the results in `items`' order, or the first error in that
+/// order. Once one fails, items not yet started are skipped.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    run: impl Fn(&T) -> Result<R, OfflineError> + Sync,
+) -> Result<Vec<R>, OfflineError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let jobs = match jobs {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
+    .min(items.len())
+    .max(1);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: Vec<std::sync::Mutex<Option<Result<R, OfflineError>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                // Workers side by side: one libtorch thread each (OpenMP
+                // counts per calling thread) instead of one per core each.
+                tch::set_num_threads(1);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = run(&items[i]);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    *slots[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                }
+            });
+        }
+    });
+    // A slot is empty only when an item was skipped after a failure.
+    let mut out = Vec::with_capacity(items.len());
+    let mut first_error = None;
+    for slot in slots {
+        match slot.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(Ok(r)) => out.push(r),
+            Some(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(out)
+}
+
+/// One file's report and the unit of its times.
+struct Scored {
+    report: FileReport,
+    unit: &'static str,
+}
+
+/// Fits the file's own model (its first rows, or its namesake in the
+/// training folder) and scores the file with it.
+fn fit_and_score_file(
+    e: &Evaluation,
+    opts: &CsvOptions,
+    path: &Path,
+    score_device: Option<tch::Device>,
+    progress: &mut dyn FnMut(EvalProgress<'_>),
+) -> Result<Scored, OfflineError> {
+    let loaded = load_test(
+        path,
+        opts,
+        e.changepoint_column.as_deref(),
+        e.csv.time_column.as_deref(),
+    )?;
+    let (train_part, skip) = match &e.train {
+        TrainOn::Rows(rows) => {
+            let n = (rows.resolve(loaded.data.len()))
+                .map_err(|why| OfflineError::Config(format!("{}: {why}", path.display())))?;
+            let mut part = loaded.data.slice(0..n);
+            part.labels = None;
+            progress(EvalProgress::TrainingOn { file: path, rows: n });
+            (part, n)
+        }
+        TrainOn::Paired(dir) => {
+            let train_path = dir.join(path.file_name().unwrap_or_default());
+            let part = load_training(std::slice::from_ref(&train_path), opts)
+                .context(|| format!("the training file paired with {}", path.display()))?;
+            progress(EvalProgress::TrainingOn {
+                file: &train_path,
+                rows: part.len(),
+            });
+            (part, 0)
+        }
+        TrainOn::Files(_) => unreachable!("a shared model scores files in `evaluate`"),
+    };
+    let mut fitted = fit_for_scoring(&train_part, &e.config, e.precision, score_device, progress)?;
+    score_file(e, path, loaded, &mut fitted, skip, progress)
+}
+
+/// Replays `loaded` (the file at `path`) through `fitted`'s streaming
+/// detector, scores its rows after the first `skip` against the labels,
+/// and writes the file's decisions and plot when asked.
+fn score_file(
+    e: &Evaluation,
+    path: &Path,
+    loaded: Loaded,
+    fitted: &mut Model,
+    skip: usize,
+    progress: &mut dyn FnMut(EvalProgress<'_>),
+) -> Result<Scored, OfflineError> {
+    let cfg = &e.config;
+    let data = (loaded.data.select_channels(&fitted.meta.channels))
+        .context(|| format!("{} does not have the model's channels", path.display()))?;
+    let engine = fitted.engine_config(cfg.detector.detector(), 1);
+    let decisions = decisions(&mut fitted.network, engine, &data.rows)?;
+    let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
+    let n = data.len();
+    let truth = &loaded.labels[skip..];
+    let pred_scored = &pred[skip..];
+    let unit = if data.timestamps.is_some() {
+        "seconds"
+    } else {
+        "rows"
+    };
+    let times = report_times(&data, skip);
+    let cps: Option<Vec<usize>> = loaded.changepoints.as_ref().map(|c| {
+        c[skip..]
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v)
+            .map(|(i, _)| i)
+            .collect()
+    });
+    let counts = Counts::of(&FileInput {
+        truth,
+        pred: pred_scored,
+        times: &times,
+        changepoints: cps.as_deref(),
+        nab_width: e.nab_window,
+        nab_position: e.nab_position,
+    });
+    let metrics = counts.metrics();
+    progress(EvalProgress::Scored {
+        file: path,
+        metrics: &metrics,
+    });
+    if let Some(dir) = &e.decisions {
+        let out = dir.join(format!("{}.csv", file_name(path)));
+        write_decisions(&out, &data, &loaded.labels, &pred, &decisions, skip)?;
+    }
+    if let Some(dir) = &e.plot {
+        let out = dir.join(format!("{}.png", file_name(path)));
+        plot_file(&out, &data, &loaded.labels, &pred, &decisions, skip)
+            .context(|| format!("plotting {}", out.display()))?;
+    }
+    Ok(Scored {
+        report: FileReport {
+            file: path.display().to_string(),
+            rows: n,
+            channels: data.n_channels(),
+            train_rows: skip,
+            model_version: fitted.meta.version.clone(),
+            threshold_kind: cfg.threshold.kind,
+            threshold: fitted.meta.strategy().nominal_threshold(),
+            metrics,
+            counts,
+        },
+        unit,
     })
 }
 
@@ -605,6 +696,7 @@ mod tests {
         plot: Option<PathBuf>,
         decisions: Option<PathBuf>,
         precision: Precision,
+        jobs: usize,
     }
 
     /// Evaluates as `forewarn evaluate` does and writes the report.
@@ -630,6 +722,7 @@ mod tests {
             decisions: a.decisions,
             precision: a.precision,
             score_device: None,
+            jobs: a.jobs,
         };
         let report = evaluate(&e, &mut |_| {})?;
         crate::files::write_json(&a.report, &report)
@@ -696,11 +789,59 @@ mod tests {
             plot: None,
             decisions: None,
             precision: Precision::F32,
+            jobs: 1,
         }
     }
 
     fn read(dir: &Path) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(dir.join("out/report.json")).unwrap()).unwrap()
+    }
+
+    /// Per-file models fitted side by side give the report one at a time
+    /// gives, files in the given order, for the forecaster and for the
+    /// autoencoder (which shuffles while it trains); a failing file is the
+    /// error whatever the count.
+    #[test]
+    fn files_evaluated_in_parallel_report_as_one_at_a_time() {
+        crate::test_init();
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..5)
+            .map(|i| {
+                let p = dir.path().join(format!("f{i}.csv"));
+                write_csv(&p, i % 2 == 0);
+                p
+            })
+            .collect();
+        for kind in ["forecaster", "autoencoder"] {
+            let mut reports = Vec::new();
+            for jobs in [1, 3] {
+                let mut a = args(dir.path(), files.clone(), vec![], Some(150), "gaussian");
+                let config = a.config.clone().unwrap();
+                let text = std::fs::read_to_string(&config).unwrap();
+                std::fs::write(&config, text.replace("[model]\n", &format!("[model]\nkind = \"{kind}\"\n")))
+                    .unwrap();
+                a.jobs = jobs;
+                run(a).unwrap();
+                let mut r = read(dir.path());
+                r.as_object_mut().unwrap().remove("config");
+                reports.push(r);
+            }
+            assert_eq!(reports[0], reports[1], "{kind}");
+            let names: Vec<&str> = (reports[0]["files"].as_array().unwrap().iter())
+                .map(|f| f["file"].as_str().unwrap())
+                .collect();
+            let want: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            assert_eq!(names, want);
+            assert!(reports[0]["counts"]["point"]["tp"].as_u64().unwrap() > 0, "{}", reports[0]);
+        }
+        let mut broken = files.clone();
+        broken.insert(1, dir.path().join("missing.csv"));
+        for jobs in [1, 3] {
+            let mut a = args(dir.path(), broken.clone(), vec![], Some(150), "gaussian");
+            a.jobs = jobs;
+            let e = run(a).unwrap_err().to_string();
+            assert!(e.contains("missing.csv"), "{e}");
+        }
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct SetSpec {
     pub label_column: Option<String>,
     #[serde(default)]
     pub ignore_columns: Vec<String>,
+    /// Context channels of this data (globs, as `--context-columns`): a
+    /// description of the data, so it replaces the configuration's.
+    #[serde(default)]
+    pub context_columns: Vec<String>,
     /// NAB window width in report units (0: the labelled segments are
     /// the windows, as NAB's own labels are); unset: NAB's default.
     pub nab_window: Option<f64>,
@@ -168,8 +172,15 @@ impl Suite {
 
 impl SetSpec {
     /// The evaluation this set runs for `config`, paths resolved against
-    /// `root`; `data` replaces the spec's (a generated set).
-    pub fn evaluation(&self, root: &Path, config: &ModelConfig, data: Option<&Path>) -> Evaluation {
+    /// `root`; `data` replaces the spec's (a generated set); `jobs` files
+    /// at once where each has its own model.
+    pub fn evaluation(
+        &self,
+        root: &Path,
+        config: &ModelConfig,
+        data: Option<&Path>,
+        jobs: usize,
+    ) -> Evaluation {
         let at = |p: &PathBuf| root.join(p);
         let train = match (&self.train_rows, &self.train_dir) {
             (Some(rows), _) => TrainOn::Rows(rows.parse().unwrap_or(TrainRows::Rows(0))),
@@ -190,13 +201,20 @@ impl SetSpec {
             },
             changepoint_column: None,
             train,
-            config: config.clone(),
+            config: {
+                let mut config = config.clone();
+                if !self.context_columns.is_empty() {
+                    config.model.context = self.context_columns.clone();
+                }
+                config
+            },
             nab_window: self.nab_window,
             nab_position: WindowPosition::Centered,
             plot: None,
             decisions: None,
             precision: Precision::F32,
             score_device: None,
+            jobs,
         }
     }
 }
@@ -236,13 +254,15 @@ pub enum BoardProgress<'a> {
 }
 
 /// Runs `config` over `sets`; `data_for` gives a set's generated data
-/// folder (the simulated sets), `None` for the others.
+/// folder (the simulated sets), `None` for the others; `jobs` as in
+/// [`Evaluation::jobs`].
 pub fn run(
     sets: &[&SetSpec],
     root: &Path,
     config: &ModelConfig,
+    jobs: usize,
     data_for: &mut dyn FnMut(&SetSpec) -> Result<Option<PathBuf>, OfflineError>,
-    progress: &mut dyn FnMut(BoardProgress<'_>),
+    progress: &mut (dyn FnMut(BoardProgress<'_>) + Send),
 ) -> Result<Scoreboard, OfflineError> {
     let started = Instant::now();
     let mut results = Vec::new();
@@ -250,7 +270,7 @@ pub fn run(
         progress(BoardProgress::Set(spec));
         let t = Instant::now();
         let data = data_for(spec)?;
-        let e = spec.evaluation(root, config, data.as_deref());
+        let e = spec.evaluation(root, config, data.as_deref(), jobs);
         let report: Report = evaluate(&e, &mut |p| progress(BoardProgress::Eval(p)))
             .context(|| format!("set {:?}", spec.name))?;
         let result = SetResult {
@@ -352,7 +372,7 @@ mod tests {
         let e = ok.select(&["c".into()], false).unwrap_err().to_string();
         assert!(e.contains("no set named \"c\""), "{e}");
         let root = Path::new("/data");
-        let e = ok.sets[1].evaluation(root, &ModelConfig::default(), None);
+        let e = ok.sets[1].evaluation(root, &ModelConfig::default(), None, 1);
         assert_eq!(e.train, TrainOn::Paired(root.join("t")));
         assert_eq!(e.data, vec![root.join("y")]);
         for (text, want) in [
@@ -446,7 +466,7 @@ mod tests {
         let config = config.resolved().unwrap();
         let sets = suite.select(&[], true).unwrap();
         let mut seen = Vec::new();
-        let board = run(&sets, root, &config, &mut |_| Ok(None), &mut |p| {
+        let board = run(&sets, root, &config, 2, &mut |_| Ok(None), &mut |p| {
             if let BoardProgress::Done(r) = p {
                 seen.push(r.name.clone());
             }
@@ -467,7 +487,7 @@ mod tests {
 
         // A test file without its training pair is an error naming it.
         std::fs::remove_file(root.join("paired/train/x.csv")).unwrap();
-        let e = run(&sets[..1], root, &config, &mut |_| Ok(None), &mut |_| {})
+        let e = run(&sets[..1], root, &config, 1, &mut |_| Ok(None), &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(e.contains("paired with") && e.contains("x.csv"), "{e}");

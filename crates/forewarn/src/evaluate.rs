@@ -94,6 +94,11 @@ pub struct EvaluateArgs {
     /// compare with a CPU run's row for row (benches/gpu.sh).
     #[arg(long)]
     score_device: Option<String>,
+    /// Files fitted and scored at once when each has its own model
+    /// (--train-rows, --train-dir), each on one libtorch thread; 0: one per
+    /// core. The report is the same for any count.
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
 }
 
 pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
@@ -133,6 +138,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         decisions: a.decisions,
         precision: a.precision,
         score_device: a.score_device,
+        jobs: a.jobs,
     };
     let report = evaluate(&e, &mut print)?;
     write_json(&a.report, &report)?;

@@ -37,6 +37,10 @@ pub struct ScoreboardArgs {
     /// Where to write the JSON report.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Files fitted and scored at once in sets with a model per file, each
+    /// on one libtorch thread; 0: one per core. Scores do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
 }
 
 pub fn run_args(a: ScoreboardArgs) -> anyhow::Result<()> {
@@ -51,6 +55,7 @@ pub fn run_args(a: ScoreboardArgs) -> anyhow::Result<()> {
         &sets,
         &a.data_root,
         &config,
+        a.jobs,
         &mut |spec| generated(spec, &work),
         &mut |p| match p {
             BoardProgress::Set(s) => eprintln!("scoreboard: {} ...", s.name),

@@ -67,6 +67,7 @@ impl Sequential for MultimodalForecaster {
 
 impl Trainable for LstmForecaster {
     type Data = Prepared;
+    const DRAWS_WHILE_TRAINING: bool = false;
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
         check_rows(n_train, n_val, s)
     }
@@ -122,6 +123,7 @@ impl Trainable for LstmForecaster {
 
 impl Trainable for MultimodalForecaster {
     type Data = Prepared;
+    const DRAWS_WHILE_TRAINING: bool = false;
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
         check_rows(n_train, n_val, s)
     }

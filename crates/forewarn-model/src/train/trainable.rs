@@ -15,6 +15,9 @@ pub(crate) trait Trainable: Sized {
     /// The scaled training and validation rows, laid out for training.
     type Data;
 
+    /// Whether an epoch draws from libtorch's generator (shuffling).
+    const DRAWS_WHILE_TRAINING: bool;
+
     /// Whether `n_train` training and `n_val` validation rows are enough;
     /// the message says what is missing.
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError>;

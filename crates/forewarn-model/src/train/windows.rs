@@ -31,6 +31,7 @@ fn windows(x: &Tensor, h: i64) -> Tensor {
 
 impl Trainable for LstmAutoencoder {
     type Data = Windows;
+    const DRAWS_WHILE_TRAINING: bool = true;
 
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
         if n_val < s.horizon || n_train < 2 * s.horizon {
