@@ -82,6 +82,15 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     // lack of post-quantum key exchange.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // A key in a valid PEM envelope may still be garbage: named as a key
+    // error, not as a certificate/key mismatch.
+    provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| TlsError::BadKey {
+            path: files.key.clone(),
+            detail: e.to_string(),
+        })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(rejected)?
@@ -215,6 +224,22 @@ mod tests {
 
         let garbled = dir.path().join("garbled.pem");
         std::fs::write(&garbled, "not a key at all\n").unwrap();
+        let enveloped = dir.path().join("enveloped.pem");
+        std::fs::write(
+            &enveloped,
+            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = server_config(&TlsFiles {
+            cert: good.cert.clone(),
+            key: enveloped,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("enveloped.pem holds no readable PEM private key"),
+            "{e}"
+        );
         let e = server_config(&TlsFiles {
             cert: good.cert.clone(),
             key: garbled.clone(),
