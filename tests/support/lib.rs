@@ -471,7 +471,11 @@ impl Serve {
             proc,
             api: format!("http://127.0.0.1:{port}"),
             config,
-            client: reqwest::Client::new(),
+            // A connection per request, as `reqwest::get` opens: no pooled
+            // connection outlives a restarted or stopped service.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()?,
         })
     }
 
