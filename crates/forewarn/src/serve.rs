@@ -399,13 +399,12 @@ fn reload_on_sighup(
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = hup.recv() => {
+                    tracing::info!(tls_certificate = tls.is_some(), "SIGHUP: reloading the model");
                     // Each outcome is logged by its reloader.
                     if let Some(tls) = tls.clone() {
-                        tracing::info!("SIGHUP: reloading the TLS certificate");
                         // File reads: off the async workers.
                         let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
                     }
-                    tracing::info!("SIGHUP: reloading the model");
                     let _ = reload().await;
                 }
             }
