@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Checks the deployment files without a container engine or a cluster:
 #   - docker-compose config (Debian's docker-compose) on docker-compose.yml,
-#     with and without the gpu profile;
+#     with and without the gpu profile, alone and with the override
+#     deploy/compose.kafka-tls.yml;
 #   - promtool check config, check rules and test rules (Debian's prometheus);
 #   - the dashboard JSON parses;
 #   - the Kubernetes manifests against the API schemas (kubernetes-validate
 #     from PyPI, strict: unknown fields fail), for the oldest and newest
-#     Kubernetes versions it knows of our support window;
+#     Kubernetes versions it knows of our support window; and, where kubectl
+#     is installed, each kustomization under deploy/k8s rendered by
+#     `kubectl kustomize` (the overlays' patches applied) against them too;
 #   - the demo scripts parse (sh -n);
 #   - then `cargo test --test deploy` (structure, metric names against a live
 #     /metrics scrape, config files through `forewarn config check`).
@@ -34,7 +37,7 @@ for arg in "$@"; do
     --no-install) install=0 ;;
     --no-tests) tests=0 ;;
     --sync-prometheusrule) sync=1 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -106,6 +109,10 @@ fi
 if command -v docker-compose >/dev/null; then
   check "docker-compose config" docker-compose -f docker-compose.yml config -q
   check "docker-compose --profile gpu config" docker-compose -f docker-compose.yml --profile gpu config -q
+  for profile in "" gpu; do
+    check "docker-compose ${profile:+--profile $profile }config with deploy/compose.kafka-tls.yml" \
+      docker-compose -f docker-compose.yml -f deploy/compose.kafka-tls.yml ${profile:+--profile "$profile"} config -q
+  done
 else
   skipped+=("docker-compose config (apt: docker-compose)")
 fi
@@ -144,6 +151,23 @@ if have_kv; then
     check "kubernetes-validate --strict -k $v" \
       env PYTHONPATH="$root/$pydeps" python3 -m kubernetes_validate --strict --quiet -k "$v" "${manifests[@]}"
   done
+  # Each kustomization as kubectl would apply it: the overlays' patches
+  # (deploy/k8s/kafka-tls) only exist in the rendered output.
+  if command -v kubectl >/dev/null; then
+    tmp=$(mktemp -d)
+    for k in $(find deploy/k8s -name kustomization.yaml -printf '%h\n' | sort); do
+      out="$tmp/$(echo "$k" | tr / _).yaml"
+      if check "kubectl kustomize $k" sh -c "kubectl kustomize '$k' > '$out'"; then
+        for v in "${K8S_VERSIONS[@]}"; do
+          check "kubernetes-validate --strict -k $v (kustomize $k)" \
+            env PYTHONPATH="$root/$pydeps" python3 -m kubernetes_validate --strict --quiet -k "$v" "$out"
+        done
+      fi
+    done
+    rm -rf "$tmp"
+  else
+    skipped+=("kubectl kustomize of the overlays (kubectl is not in Debian: install it to check them)")
+  fi
 else
   skipped+=("kubernetes-validate (pip, into $pydeps)")
 fi

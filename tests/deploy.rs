@@ -7,7 +7,8 @@
 //! - the dashboard's and the alerting rules' queries name metrics the
 //!   service really exports, checked against a live `/metrics` scrape of
 //!   `forewarn serve` started with the container config;
-//! - the config files parse (`forewarn config check`);
+//! - the config files parse (`forewarn config check`), also with the
+//!   TLS+SASL Kafka examples' settings;
 //! - the external validators (`docker-compose config`, `promtool`,
 //!   `kubernetes-validate`), through `scripts/deploy-checks.sh --no-install`,
 //!   when they are installed (that script installs them and runs everything).
@@ -964,6 +965,133 @@ fn config_files_and_env_overrides_are_valid() {
         effective.contains("listen = \"0.0.0.0:8080\""),
         "{effective}"
     );
+}
+
+/// The TLS+SASL Kafka examples (deploy/compose.kafka-tls.yml,
+/// deploy/k8s/kafka-tls) name real settings and mount what they read:
+/// their `FOREWARN_*` variables, with the secret files they mount replaced
+/// by a throwaway password and CA, pass `forewarn config check` on the
+/// container config, which prints the password masked.
+#[test]
+fn kafka_tls_examples_read_their_secrets_from_mounted_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "kafka").unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "kafka-pw-only-here\n").unwrap();
+    let container = path("deploy/forewarn.container.toml");
+    let check = |env: &BTreeMap<String, String>, what: &str| {
+        for (k, want) in [
+            ("FOREWARN_KAFKA__CLIENT__SECURITY_PROTOCOL", "SASL_SSL"),
+            ("FOREWARN_KAFKA__CLIENT__SASL_MECHANISM", "SCRAM-SHA-512"),
+        ] {
+            assert_eq!(
+                env.get(k).map(String::as_str),
+                Some(want),
+                "{what}: {env:?}"
+            );
+        }
+        // config check reads the password file (an empty or missing one
+        // is an error) and prints the settings, never the password.
+        let effective = config_check(&container, env);
+        for want in [
+            "security_protocol = \"SASL_SSL\"".to_string(),
+            format!("sasl_password_file = \"{}\"", password.display()),
+            format!("ssl_ca_location = \"{}\"", pki.ca.display()),
+            "brokers = \"broker-1.kafka.example:9093,broker-2.kafka.example:9093\"".to_string(),
+        ] {
+            assert!(
+                effective.contains(&want),
+                "{what}: no {want} in\n{effective}"
+            );
+        }
+        assert!(!effective.contains("kafka-pw-only-here"), "{effective}");
+    };
+
+    // Compose: each secret file a service reads is one it mounts.
+    let compose = yaml("deploy/compose.kafka-tls.yml");
+    for svc in ["forewarn", "forewarn-gpu"] {
+        let s = &compose["services"][svc];
+        let mounted: Vec<&str> = arr(&s["secrets"], "secrets")
+            .iter()
+            .map(|v| str_of(v, "secret"))
+            .collect();
+        let mut env = BTreeMap::new();
+        for (k, v) in s["environment"].as_object().expect("environment") {
+            let v = compose_default(str_of(v, k));
+            let v = match v.strip_prefix("/run/secrets/") {
+                Some(name) => {
+                    assert!(mounted.contains(&name), "{svc}: {k} reads unmounted {v}");
+                    assert!(
+                        compose["secrets"][name]["file"].is_string(),
+                        "{svc}: no top-level secret {name}"
+                    );
+                    let file = if name.ends_with(".pem") {
+                        &pki.ca
+                    } else {
+                        &password
+                    };
+                    file.display().to_string()
+                }
+                None => v,
+            };
+            env.insert(k.clone(), v);
+        }
+        assert_eq!(mounted.len(), 2, "{svc}: {mounted:?}");
+        check(&env, &format!("compose {svc}"));
+    }
+
+    // Kubernetes: the overlay's patch adds the variables, and the Secret's
+    // volume at the directory they name.
+    let kz = yaml("deploy/k8s/kafka-tls/kustomization.yaml");
+    let patch = dir.path().join("patch.yaml");
+    std::fs::write(&patch, str_of(&kz["patches"][0]["patch"], "patch")).unwrap();
+    let ops = yaml(patch.to_str().unwrap());
+    let added = |suffix: &str| -> Vec<Value> {
+        arr(&ops, "patch")
+            .iter()
+            .filter(|op| op["op"] == "add" && str_of(&op["path"], "path").ends_with(suffix))
+            .map(|op| op["value"].clone())
+            .collect()
+    };
+    let mount = added("/volumeMounts/-");
+    let volume = added("/volumes/-");
+    assert_eq!((mount.len(), volume.len()), (1, 1), "{ops}");
+    assert_eq!(mount[0]["name"], volume[0]["name"]);
+    assert_eq!(mount[0]["readOnly"], true);
+    let secret_name = str_of(&volume[0]["secret"]["secretName"], "secretName");
+    let secret = yaml("deploy/k8s/kafka-tls/kafka-secret.yaml");
+    assert_eq!(
+        (&secret["kind"], &secret["metadata"]["name"]),
+        (&"Secret".into(), &secret_name.into())
+    );
+    let mount_dir = format!("{}/", str_of(&mount[0]["mountPath"], "mountPath"));
+    let mut env = BTreeMap::new();
+    for e in added("/env/-") {
+        let k = str_of(&e["name"], "env name").to_string();
+        let v = str_of(&e["value"], "env value");
+        let v = match v.strip_prefix(&mount_dir) {
+            Some(key) => {
+                assert!(
+                    secret["stringData"][key].is_string(),
+                    "{k}: the Secret has no {key}"
+                );
+                let file = if key.ends_with(".pem") {
+                    &pki.ca
+                } else {
+                    &password
+                };
+                file.display().to_string()
+            }
+            None => v.to_string(),
+        };
+        env.insert(k, v);
+    }
+    assert!(
+        env.contains_key("FOREWARN_KAFKA__CLIENT__SASL_PASSWORD_FILE")
+            && env.contains_key("FOREWARN_KAFKA__CLIENT__SSL_CA_LOCATION"),
+        "{env:?}"
+    );
+    check(&env, "k8s kafka-tls");
 }
 
 /// The allow-listed device of the live test.

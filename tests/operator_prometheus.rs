@@ -2,7 +2,8 @@
 //! running `forewarn serve` while it processes a faulty and a normal TEP
 //! run; the test asserts through Prometheus's HTTP query API that the key
 //! series exist with sensible values, and that no per-device series exist
-//! except for the allow-listed device.
+//! except for the allow-listed device. A second test scrapes a `serve`
+//! whose API is HTTPS only (`scheme: https` with the CA as `ca_file`).
 
 use std::path::Path;
 use std::process::Command;
@@ -47,6 +48,14 @@ async fn value_when(prom: &str, q: &str, ok: impl Fn(f64) -> bool) -> anyhow::Re
 }
 
 fn start_prometheus(dir: &Path, target: &str) -> anyhow::Result<(Proc, String)> {
+    start_prometheus_with(
+        dir,
+        &format!("  - job_name: forewarn\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+}
+
+/// Prometheus scraping every second with `scrape_configs` (YAML list items).
+fn start_prometheus_with(dir: &Path, scrape_configs: &str) -> anyhow::Result<(Proc, String)> {
     let bin = Path::new("/usr/bin/prometheus");
     if !bin.exists() {
         bail!("prometheus is not installed: run scripts/browser-deps.sh (scripts/test.sh does)");
@@ -56,7 +65,7 @@ fn start_prometheus(dir: &Path, target: &str) -> anyhow::Result<(Proc, String)> 
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-             scrape_configs:\n  - job_name: forewarn\n    static_configs:\n      - targets: ['{target}']\n"
+             scrape_configs:\n{scrape_configs}"
         ),
     )?;
     let port = free_port();
@@ -207,6 +216,79 @@ async fn prometheus_scrapes_the_key_series() -> anyhow::Result<()> {
     assert!(
         checked >= 25,
         "only {checked} forewarn metrics in Prometheus"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_an_https_api_with_its_ca() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::new(dir.path(), "api")?;
+    let broker = Broker::start(dir.path())?;
+    let model = train_tep_model(dir.path())?;
+    let serve = Serve::start_https(
+        "serve",
+        &broker.bootstrap(),
+        &model,
+        dir.path(),
+        (&pki, &pki.server_cert, &pki.server_key),
+        "",
+    )?;
+    serve.wait_ready(Duration::from_secs(60)).await?;
+    let target = serve.api.trim_start_matches("https://").to_owned();
+    // The same target twice: with the CA (up), and trusting only the
+    // system roots (down: the certificate is really checked).
+    let (_prom, prom) = start_prometheus_with(
+        dir.path(),
+        &format!(
+            "  - job_name: forewarn\n    scheme: https\n    tls_config:\n      ca_file: '{}'\n    static_configs:\n      - targets: ['{target}']\n  \
+             - job_name: untrusted\n    scheme: https\n    static_configs:\n      - targets: ['{target}']\n",
+            pki.ca.display()
+        ),
+    )?;
+
+    value_when(&prom, "up{job=\"forewarn\"}", |v| v == 1.0).await?;
+    value_when(&prom, "forewarn_ready{job=\"forewarn\"}", |v| v == 1.0).await?;
+    value_when(
+        &prom,
+        "forewarn_tls_reloads_total{job=\"forewarn\", outcome=\"rejected\"}",
+        |v| v == 0.0,
+    )
+    .await?;
+    let build = query(&prom, "forewarn_build_info").await?;
+    assert_eq!(build.len(), 1, "{build:?}");
+    assert_eq!(build[0].0["version"], env!("CARGO_PKG_VERSION"));
+    value_when(&prom, "up{job=\"untrusted\"}", |v| v == 0.0).await?;
+
+    let (_, targets) = get_json(&format!("{prom}/api/v1/targets")).await?;
+    let active = targets["data"]["activeTargets"]
+        .as_array()
+        .context("active targets")?;
+    let job = |name: &str| {
+        active
+            .iter()
+            .find(|t| t["labels"]["job"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let trusted = job("forewarn");
+    assert_eq!(
+        (&trusted["health"], &trusted["lastError"]),
+        (&"up".into(), &"".into()),
+        "{trusted}"
+    );
+    assert_eq!(
+        trusted["scrapeUrl"],
+        format!("https://{target}/metrics"),
+        "{trusted}"
+    );
+    let untrusted = job("untrusted");
+    assert_eq!(untrusted["health"], "down", "{untrusted}");
+    assert!(
+        untrusted["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate")),
+        "{untrusted}"
     );
     Ok(())
 }

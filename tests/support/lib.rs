@@ -418,6 +418,8 @@ pub struct Serve {
     pub proc: Proc,
     pub api: String,
     pub config: PathBuf,
+    /// The client for `api` (one trusting the test CA for HTTPS).
+    pub client: reqwest::Client,
 }
 
 impl Serve {
@@ -469,30 +471,78 @@ impl Serve {
             proc,
             api: format!("http://127.0.0.1:{port}"),
             config,
+            // A connection per request, as `reqwest::get` opens: no pooled
+            // connection outlives a restarted or stopped service.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()?,
         })
     }
 
+    /// [`Serve::start`] over HTTPS only: the API serves `pki`'s server
+    /// certificate from `cert` and `key` (`http.tls_cert_file`,
+    /// `tls_key_file`); `api` is an `https://` URL and `client` trusts
+    /// `pki`'s authority only.
+    pub fn start_https(
+        name: &str,
+        brokers: &str,
+        model: &Path,
+        dir: &Path,
+        (pki, cert, key): (&Pki, &Path, &Path),
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        // Appended right after `[http] listen`, so these land in [http].
+        let tls = format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n{extra}",
+            cert.display(),
+            key.display()
+        );
+        let mut serve = Self::spawn(name, brokers, model, dir, &tls, "alerts.db", &[])?;
+        serve.api = serve.api.replacen("http://", "https://", 1);
+        serve.client = pki.https_client()?;
+        Ok(serve)
+    }
+
+    /// GET `path` (e.g. `/livez`) with this service's client: (status, JSON).
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path}", self.api);
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await?;
+        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+        Ok((status, json))
+    }
+
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let url = format!("{}/readyz", self.api);
         eventually("/readyz 200", timeout, || async {
-            Ok(get_json(&url).await.ok().filter(|(s, _)| *s == 200))
+            Ok(self
+                .get_json("/readyz")
+                .await
+                .ok()
+                .filter(|(s, _)| *s == 200))
         })
         .await?;
         Ok(())
     }
 
     pub async fn metric(&self, series: &str) -> anyhow::Result<Option<f64>> {
-        Ok(metric(
-            &get_text(&format!("{}/metrics", self.api)).await?,
-            series,
-        ))
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.api))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(metric(&text, series))
     }
 
     pub async fn readyz_status(&self) -> Option<u16> {
-        get_json(&format!("{}/readyz", self.api))
-            .await
-            .ok()
-            .map(|(s, _)| s)
+        self.get_json("/readyz").await.ok().map(|(s, _)| s)
     }
 }
 

@@ -24,6 +24,24 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// Signs further server certificates ([`Pki::issue_server`]).
+    issuer: Issuer<'static, KeyPair>,
+    dir: PathBuf,
+}
+
+/// A server certificate for localhost and 127.0.0.1 with common name `cn`.
+fn server_certificate(
+    issuer: &Issuer<'static, KeyPair>,
+    cn: &str,
+) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok((params.signed_by(&key, issuer)?, key))
 }
 
 impl Pki {
@@ -42,16 +60,7 @@ impl Pki {
         let ca_cert = ca.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca, ca_key);
 
-        let server_key = KeyPair::generate()?;
-        let mut server = CertificateParams::new(vec!["localhost".to_string()])?;
-        server
-            .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_cert = server.signed_by(&server_key, &issuer)?;
+        let (server_cert, server_key) = server_certificate(&issuer, "localhost")?;
 
         let client_key = KeyPair::generate()?;
         let mut client = CertificateParams::new(Vec::<String>::new())?;
@@ -72,7 +81,34 @@ impl Pki {
             server_key: write("server-key", server_key.serialize_pem())?,
             client_cert: write("client", client_cert.pem())?,
             client_key: write("client-key", client_key.serialize_pem())?,
+            issuer,
+            dir: dir.to_owned(),
         })
+    }
+
+    /// Another server certificate from this authority (a fresh key and
+    /// serial, common name `cn`), as `(cert, key)` PEM files named `name`.
+    pub fn issue_server(&self, name: &str, cn: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (cert, key) = server_certificate(&self.issuer, cn)?;
+        let cert_path = self.dir.join(format!("{name}.pem"));
+        let key_path = self.dir.join(format!("{name}-key.pem"));
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        Ok((cert_path, key_path))
+    }
+
+    /// An HTTPS client that trusts this authority only (not the public
+    /// roots), opens a new connection per request, and exposes the
+    /// server's certificate (`reqwest::tls::TlsInfo`).
+    pub fn https_client(&self) -> anyhow::Result<reqwest::Client> {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca)?)?;
+        Ok(reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .tls_info(true)
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?)
     }
 
     /// A rustls server configuration with the server certificate; with

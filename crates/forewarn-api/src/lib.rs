@@ -26,7 +26,8 @@
 //! Files import in one direction: handlers (`alerts`, `devices`, `models`,
 //! `ops`, `stream`) use `state`, `auth`, `params`, `error` and the `schema`
 //! types of their documentation; `openapi` assembles the document from the
-//! handlers; this file only wires the router.
+//! handlers; this file only wires the router. `tls` serves that router
+//! over HTTPS.
 
 mod alerts;
 pub mod auth;
@@ -42,6 +43,7 @@ mod params;
 pub mod schema;
 mod state;
 mod stream;
+pub mod tls;
 pub mod webhook;
 
 use std::sync::Arc;

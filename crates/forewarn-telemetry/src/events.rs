@@ -486,6 +486,42 @@ impl InternalEvent for ModelLoaded<'_> {
     }
 }
 
+/// The API listener's certificate and key read again (SIGHUP) and swapped
+/// in for new connections; open connections keep the old ones.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsCertificateReloaded<'a> {
+    pub cert_file: &'a str,
+    pub key_file: &'a str,
+}
+
+impl InternalEvent for TlsCertificateReloaded<'_> {
+    fn emit(self, metrics: &Metrics) {
+        info!(
+            cert_file = self.cert_file,
+            key_file = self.key_file,
+            "TLS certificate reloaded; new connections get it"
+        );
+        metrics.tls_reloads.with_label_values(&["ok"]).inc();
+    }
+}
+
+/// A certificate reload that failed (unreadable or garbled files, a key
+/// that does not match): the listener keeps serving the previous ones.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsCertificateReloadRejected<'a> {
+    pub error: &'a str,
+}
+
+impl InternalEvent for TlsCertificateReloadRejected<'_> {
+    fn emit(self, metrics: &Metrics) {
+        error!(
+            error = self.error,
+            "TLS certificate reload rejected; the previous certificate is kept"
+        );
+        metrics.tls_reloads.with_label_values(&["rejected"]).inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

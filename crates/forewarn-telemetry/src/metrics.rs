@@ -83,6 +83,8 @@ pub struct Metrics {
 
     // Model hot reload.
     pub model_reloads: IntCounterVec,
+    /// API certificate reloads (SIGHUP), by outcome.
+    pub tls_reloads: IntCounterVec,
 
     /// Per-device series, only for devices on the configured allow-list
     /// (empty by default, so no per-device series exist).
@@ -228,6 +230,15 @@ impl Metrics {
         for o in ["ok", "rejected"] {
             model_reloads.with_label_values(&[o]);
         }
+        let tls_reloads = counter_vec(
+            &r,
+            "forewarn_tls_reloads_total",
+            "HTTPS certificate reloads of the API listener, by outcome (ok, rejected).",
+            &["outcome"],
+        );
+        for o in ["ok", "rejected"] {
+            tls_reloads.with_label_values(&[o]);
+        }
         let device_gauge = |name: &str, help: &str| {
             let g = GaugeVec::new(Opts::new(name, help), &["device"]).expect("valid metric");
             r.register(Box::new(g.clone())).expect("unique metric");
@@ -260,6 +271,7 @@ impl Metrics {
                 "Open alerts the webhook sender re-sends until they resolve.",
             ),
             model_reloads,
+            tls_reloads,
             device_score,
             device_threshold,
             messages_consumed: counter(

@@ -129,6 +129,21 @@ pub struct HttpSection {
     /// Alert events a live-stream (SSE) client may fall behind before it
     /// skips events and is told so.
     pub stream_buffer: usize,
+    /// HTTPS: the listener's certificate chain (PEM, leaf first) and its
+    /// private key (PEM). Both set: HTTPS only; neither: plain HTTP. Read
+    /// again on SIGHUP.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+}
+
+impl HttpSection {
+    /// The certificate files when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<forewarn_api::tls::TlsFiles> {
+        (!self.tls_cert_file.as_os_str().is_empty()).then(|| forewarn_api::tls::TlsFiles {
+            cert: self.tls_cert_file.clone(),
+            key: self.tls_key_file.clone(),
+        })
+    }
 }
 
 impl Default for HttpSection {
@@ -140,6 +155,8 @@ impl Default for HttpSection {
             request_timeout_ms: 10_000,
             body_limit_bytes: 64 * 1024,
             stream_buffer: 1024,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }
@@ -343,6 +360,20 @@ impl Config {
                 "invalid configuration: http.request_timeout_ms, http.body_limit_bytes and http.stream_buffer must be at least 1"
             );
         }
+        if self.http.tls_cert_file.as_os_str().is_empty()
+            != self.http.tls_key_file.as_os_str().is_empty()
+        {
+            bail!(
+                "invalid configuration: http.tls_cert_file and http.tls_key_file must be set together (HTTPS) or both left empty (plain HTTP)"
+            );
+        }
+        if let Some(files) = self.http.tls_files() {
+            forewarn_api::tls::server_config(&files).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid configuration: http.tls_cert_file / http.tls_key_file: {e}"
+                )
+            })?;
+        }
         if !self.store.url.is_empty() {
             forewarn_store::validate_url(&self.store.url)
                 .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -421,6 +452,18 @@ mod tests {
                 "read_requires_token",
             ),
             ("[webhook]\nurl = \"ftp://x\"\n", "webhook.url"),
+            (
+                "[http]\ntls_cert_file = \"/etc/c.pem\"\n",
+                "http.tls_cert_file and http.tls_key_file must be set together",
+            ),
+            (
+                "[http]\ntls_key_file = \"/etc/k.pem\"\n",
+                "http.tls_cert_file and http.tls_key_file must be set together",
+            ),
+            (
+                "[http]\ntls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = \"/nonexistent/k.pem\"\n",
+                "http.tls_cert_file / http.tls_key_file: cannot read certificate file /nonexistent/c.pem",
+            ),
             ("[metrics]\nallow = []\n", "allow"),
             ("[store]\nurl = \"mysql://db/x\"\n", "store.url"),
             (

@@ -99,7 +99,13 @@ async fn serve(
     ));
     state.device_allow_list = Arc::new(cfg.metrics.device_allow_list.clone());
     state.reloader = Some(reloader.clone());
-    reload_on_sighup(reloader, shutdown.clone());
+    let tls = cfg
+        .http
+        .tls_files()
+        .map(|files| forewarn_api::tls::TlsReloader::new(files, metrics.clone()))
+        .transpose()
+        .context("loading the HTTPS certificate (http.tls_cert_file, http.tls_key_file)")?;
+    reload_on_sighup(reloader, tls.clone(), shutdown.clone());
     if cfg.http.tokens.is_empty() {
         tracing::info!("no http.tokens configured: acknowledge and model reload are disabled");
     }
@@ -110,7 +116,13 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", cfg.http.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+    match &tls {
+        Some(t) => tracing::info!(addr = %listener.local_addr()?, scheme = "https",
+            cert_file = %t.files().cert.display(), "HTTP API listening"),
+        None => {
+            tracing::info!(addr = %listener.local_addr()?, scheme = "http", "HTTP API listening")
+        }
+    }
     // On a shutdown signal /readyz turns 503 at once, while the HTTP API
     // keeps answering until the pipeline has drained and committed.
     {
@@ -121,12 +133,17 @@ async fn serve(
         });
     }
     let http_stop = tokio_util::sync::CancellationToken::new();
-    let http = tokio::spawn(forewarn_api::serve_with(
-        listener,
-        state,
-        api_config,
-        http_stop.clone(),
-    ));
+    let http = {
+        let stop = http_stop.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(tls) => {
+                    forewarn_api::tls::serve_tls(listener, state, api_config, &tls, stop).await
+                }
+                None => forewarn_api::serve_with(listener, state, api_config, stop).await,
+            }
+        })
+    };
 
     let webhook = (!cfg.webhook.url.is_empty()).then(|| -> anyhow::Result<_> {
         let w = &cfg.webhook;
@@ -362,9 +379,12 @@ fn reloader(
     })
 }
 
-/// SIGHUP reloads the model, like `POST /api/v1/models/reload`.
+/// SIGHUP reloads the model, like `POST /api/v1/models/reload`, and the
+/// HTTPS certificate when there is one (certificate renewal without a
+/// restart).
 fn reload_on_sighup(
     reload: forewarn_api::ModelReloader,
+    tls: Option<forewarn_api::tls::TlsReloader>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(async move {
@@ -379,8 +399,12 @@ fn reload_on_sighup(
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the model");
-                    // The outcome is logged by the reloader.
+                    tracing::info!(tls_certificate = tls.is_some(), "SIGHUP: reloading the model");
+                    // Each outcome is logged by its reloader.
+                    if let Some(tls) = tls.clone() {
+                        // File reads: off the async workers.
+                        let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+                    }
                     let _ = reload().await;
                 }
             }
