@@ -61,7 +61,7 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "http://127.0.0.1:$port/readyz"; echo
 
-say "Streaming 40 simulated minutes of 12 pumps (faults: 0003 bearing-temperature drift @10m, 0005 one 3-second pressure spike @12m (hysteresis keeps it from paging), 0007 flow step @15m, 0010 vibration oscillation @20m)"
+say "Streaming 40 simulated minutes of 12 pumps (faults: 0003 bearing-temperature drift @10m, 0005 one 3-second pressure spike @12m, 0007 flow step @15m, 0010 vibration oscillation @20m)"
 "$bin" simulate --brokers "127.0.0.1:${FOREWARN_BROKER_PORT:-9092}" --topic "demo-$run.readings" \
   --devices 12 --period 1s --duration 40m --rate 6000 --seed 1 --start 2026-01-01T00:00:00Z \
   --fault plant-0003:bearing_temp:drift:30@10m \
