@@ -248,7 +248,9 @@ pub fn evaluate(
             let progress = std::sync::Mutex::new(progress);
             let run = |path: &PathBuf| {
                 let mut report = |p: EvalProgress<'_>| {
-                    (progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner))(p)
+                    (progress
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner))(p)
                 };
                 fit_and_score_file(e, &opts, path, score_device, &mut report)
             };
@@ -327,7 +329,9 @@ fn in_parallel<T: Sync, R: Send>(
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
-                    *slots[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                    *slots[i]
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
                 }
             });
         }
@@ -336,7 +340,10 @@ fn in_parallel<T: Sync, R: Send>(
     let mut out = Vec::with_capacity(items.len());
     let mut first_error = None;
     for slot in slots {
-        match slot.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        match slot
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             Some(Ok(r)) => out.push(r),
             Some(Err(e)) => {
                 first_error.get_or_insert(e);
@@ -377,7 +384,10 @@ fn fit_and_score_file(
                 .map_err(|why| OfflineError::Config(format!("{}: {why}", path.display())))?;
             let mut part = loaded.data.slice(0..n);
             part.labels = None;
-            progress(EvalProgress::TrainingOn { file: path, rows: n });
+            progress(EvalProgress::TrainingOn {
+                file: path,
+                rows: n,
+            });
             (part, n)
         }
         TrainOn::Paired(dir) => {
@@ -818,8 +828,11 @@ mod tests {
                 let mut a = args(dir.path(), files.clone(), vec![], Some(150), "gaussian");
                 let config = a.config.clone().unwrap();
                 let text = std::fs::read_to_string(&config).unwrap();
-                std::fs::write(&config, text.replace("[model]\n", &format!("[model]\nkind = \"{kind}\"\n")))
-                    .unwrap();
+                std::fs::write(
+                    &config,
+                    text.replace("[model]\n", &format!("[model]\nkind = \"{kind}\"\n")),
+                )
+                .unwrap();
                 a.jobs = jobs;
                 run(a).unwrap();
                 let mut r = read(dir.path());
@@ -832,7 +845,11 @@ mod tests {
                 .collect();
             let want: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
             assert_eq!(names, want);
-            assert!(reports[0]["counts"]["point"]["tp"].as_u64().unwrap() > 0, "{}", reports[0]);
+            assert!(
+                reports[0]["counts"]["point"]["tp"].as_u64().unwrap() > 0,
+                "{}",
+                reports[0]
+            );
         }
         let mut broken = files.clone();
         broken.insert(1, dir.path().join("missing.csv"));
