@@ -4,9 +4,9 @@
 #
 # Builds the release binary, writes 100,000 rows of one simulated pump (8
 # channels, 1 s period) with `forewarn simulate --csv-dir`, and times
-# `forewarn train` on it with the defaults (the Gaussian detector, its
-# calibration included) and once with the fixed threshold. Prints wall and
-# CPU seconds of each run.
+# `forewarn train` on it with the defaults (the dynamic threshold over the
+# Gaussian error score, its calibration included), then with the Gaussian
+# (F-beta) and the fixed threshold. Prints wall and CPU seconds of each run.
 #
 # Knobs (environment): ROWS (100000), EPOCHS (the train default), OUT
 # (.run/train-bench).
@@ -46,5 +46,6 @@ run() {
 }
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 run default
+run gaussian --threshold-kind gaussian
 run fixed --threshold-kind fixed
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

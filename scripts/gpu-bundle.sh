@@ -140,6 +140,10 @@ check() {
       libtorch.so|libtorch_cpu.so|libtorch_cuda.so|libc10.so|libc10_cuda.so|libgomp.so.1) ;;
       libc.so.6|libm.so.6|libpthread.so.0|libdl.so.2|librt.so.1|ld-linux-x86-64.so.2) ;;
       libstdc++.so.6|libgcc_s.so.1) ;;
+      # librdkafka's TLS (OpenSSL 3): the image's python3 is Ubuntu 24.04's,
+      # whose ssl module links these (libssl3t64); benches/gpu.sh's ldd
+      # check confirms it there before anything runs.
+      libssl.so.3|libcrypto.so.3) ;;
       *) err "the binary needs $lib, which the GPU image does not provide" ;;
     esac
   done <<< "$needed"

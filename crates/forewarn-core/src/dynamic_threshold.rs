@@ -67,25 +67,10 @@ pub enum DynamicScore {
     Gaussian,
 }
 
-impl Default for DynamicThresholdConfig {
-    fn default() -> Self {
-        Self {
-            smoothing: 0.3,
-            history: 100,
-            z_min: 2.0,
-            z_max: 10.0,
-            z_step: 0.5,
-            floor_margin: 1.0,
-            prune: 0.0,
-            exclude_flagged: false,
-            score: DynamicScore::Mse,
-        }
-    }
-}
-
-/// The settings artifacts were calibrated with before each key existed:
-/// how a stored strategy reads a key it lacks
-/// ([`DynamicThresholdConfig::deserialize_stored`]).
+/// telemanom's threshold alone (no pruning, flagged batches kept, the
+/// batch MSE): [`Default`], and the settings artifacts were calibrated with
+/// before each later key existed, so how a stored strategy reads a key it
+/// lacks ([`DynamicThresholdConfig::deserialize_stored`]).
 const STORED_BEFORE_KEYS: DynamicThresholdConfig = DynamicThresholdConfig {
     smoothing: 0.3,
     history: 100,
@@ -98,11 +83,17 @@ const STORED_BEFORE_KEYS: DynamicThresholdConfig = DynamicThresholdConfig {
     score: DynamicScore::Mse,
 };
 
+impl Default for DynamicThresholdConfig {
+    fn default() -> Self {
+        STORED_BEFORE_KEYS
+    }
+}
+
 impl DynamicThresholdConfig {
     /// Reads the settings an artifact stores. A key it lacks was added
     /// after the artifact was written, so it takes the value the artifact
-    /// was calibrated with (that feature off), not today's default: a
-    /// stored model decides as it did when it was trained.
+    /// was calibrated with (that feature off), whatever a configuration
+    /// defaults to now: a stored model decides as it did when it was trained.
     pub fn deserialize_stored<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Self::deserialize_over(d, STORED_BEFORE_KEYS)
     }
