@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::{Context, OfflineError};
-use crate::evaluate::{EvalProgress, Evaluation, Report, TrainOn, TrainRows, evaluate};
+use crate::evaluate::{EvalProgress, Evaluation, TrainOn, TrainRows, evaluate};
 
 /// A suite file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -229,6 +229,10 @@ pub struct SetResult {
     pub score: Option<f64>,
     pub held_out: bool,
     pub seconds: f64,
+    /// Why the configuration could not score this set (its score then
+    /// counts as 0 in the mean; the other sets still run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     #[serde(flatten)]
     pub metrics: Metrics,
 }
@@ -271,16 +275,24 @@ pub fn run(
         let t = Instant::now();
         let data = data_for(spec)?;
         let e = spec.evaluation(root, config, data.as_deref(), jobs);
-        let report: Report = evaluate(&e, &mut |p| progress(BoardProgress::Eval(p)))
-            .context(|| format!("set {:?}", spec.name))?;
+        // A set the configuration cannot score (too few rows for its
+        // window, say) is a lost set, not a lost scoreboard.
+        let (metrics, error) = match evaluate(&e, &mut |p| progress(BoardProgress::Eval(p))) {
+            Ok(report) => (report.metrics, None),
+            Err(why) => (Metrics::default(), Some(why.to_string())),
+        };
         let result = SetResult {
             name: spec.name.clone(),
             about: spec.about.clone(),
             headline: spec.headline,
-            score: spec.headline.score(&report.metrics),
+            score: error
+                .is_none()
+                .then(|| spec.headline.score(&metrics))
+                .flatten(),
             held_out: spec.held_out,
             seconds: t.elapsed().as_secs_f64(),
-            metrics: report.metrics,
+            error,
+            metrics,
         };
         progress(BoardProgress::Done(&result));
         results.push(result);
@@ -344,6 +356,14 @@ impl Scoreboard {
             "| **mean score** | **{:.3}** | | | | | | {:.0} |",
             self.mean_score, self.seconds
         );
+        for r in self.sets.iter().filter(|r| r.error.is_some()) {
+            let _ = writeln!(
+                out,
+                "\n{}: not scored: {}",
+                r.name,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
         out
     }
 }
@@ -485,11 +505,19 @@ mod tests {
         assert_eq!(table.lines().count(), 2 + 3 + 1, "{table}");
         assert!(table.contains("| late (held out) |"), "{table}");
 
-        // A test file without its training pair is an error naming it.
+        // A test file without its training pair: that set is not scored
+        // (0 in the mean, the error naming the file), the others run.
         std::fs::remove_file(root.join("paired/train/x.csv")).unwrap();
-        let e = run(&sets[..1], root, &config, 1, &mut |_| Ok(None), &mut |_| {})
-            .unwrap_err()
-            .to_string();
+        let board = run(&sets[..2], root, &config, 1, &mut |_| Ok(None), &mut |_| {}).unwrap();
+        let e = board.sets[0].error.as_deref().unwrap();
         assert!(e.contains("paired with") && e.contains("x.csv"), "{e}");
+        assert_eq!(board.sets[0].score, None);
+        assert_eq!(board.sets[1].score, rows.score);
+        assert!((board.mean_score - rows.score.unwrap() / 2.0).abs() < 1e-12);
+        assert!(
+            board.markdown().contains("paired: not scored: "),
+            "{}",
+            board.markdown()
+        );
     }
 }
