@@ -203,12 +203,19 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let m = &model.meta;
     let strategy = m.strategy();
     println!(
-        "model {} ({}) version {} -> {}\n  detector {} threshold {:.6} (fixed: {:.6}, q{} x {} of {} validation batches)",
+        "model {} ({}) version {} -> {}\n  detector {} {} {:.6} (fixed: {:.6}, q{} x {} of {} validation batches)",
         m.name,
         m.kind,
         m.version,
         a.out.display(),
         strategy.kind(),
+        // The dynamic threshold moves with each device's history; what
+        // stays is its floor.
+        if strategy.kind() == "dynamic" {
+            "floor"
+        } else {
+            "threshold"
+        },
         strategy.nominal_threshold(),
         m.threshold.value,
         m.threshold.rule.quantile,
