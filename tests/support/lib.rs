@@ -584,3 +584,141 @@ impl Serve {
         Self::spawn(name, brokers, model, dir, extra, &db, env)
     }
 }
+
+// ----- Durable broker storage (issue 16: a broker restart) -----------------
+
+/// A local S3 server (moto's, installed by `scripts/setup.sh` into
+/// `.tools/moto`) on a free port of 127.0.0.1, holding one empty bucket,
+/// `tansu`. Its objects live in the server's memory: they survive a broker
+/// restart, not the server's.
+pub struct S3Server {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl S3Server {
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let moto = repo_root().join(".tools/moto");
+        if !moto.join("moto/server.py").exists() {
+            bail!("{} is missing: run scripts/setup.sh", moto.display());
+        }
+        let port = free_port();
+        let proc = spawn_logged(
+            "s3",
+            Command::new("python3")
+                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .env("PYTHONPATH", &moto),
+            dir,
+        )?;
+        if !wait_for_port(port, Duration::from_secs(30)) {
+            bail!("the S3 server did not listen on {port}:\n{}", proc.log());
+        }
+        let server = Self { proc, port };
+        server.create_bucket("tansu")?;
+        Ok(server)
+    }
+
+    /// A path-style `PUT /<bucket>` (the local server does not check
+    /// request signatures).
+    fn create_bucket(&self, bucket: &str) -> anyhow::Result<()> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            conn,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply)?;
+        if !reply.starts_with("HTTP/1.1 200") {
+            bail!("creating bucket {bucket}: {reply}");
+        }
+        Ok(())
+    }
+}
+
+/// A Tansu broker on its S3 storage engine (`s3://tansu/` on an
+/// [`S3Server`]): topics, messages and consumer-group offsets are objects in
+/// the bucket, so the broker can be stopped and started again on the same
+/// port and bucket without losing them.
+pub struct S3Broker {
+    pub proc: Proc,
+    pub port: u16,
+    s3_port: u16,
+    dir: PathBuf,
+    starts: u32,
+}
+
+impl S3Broker {
+    pub fn start(dir: &Path, s3: &S3Server) -> anyhow::Result<Self> {
+        let port = free_port();
+        let proc = Self::spawn(dir, port, s3.port, 1)?;
+        Ok(Self {
+            proc,
+            port,
+            s3_port: s3.port,
+            dir: dir.to_owned(),
+            starts: 1,
+        })
+    }
+
+    fn spawn(dir: &Path, port: u16, s3_port: u16, n: u32) -> anyhow::Result<Proc> {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let proc = spawn_logged(
+            &format!("broker-{n}"),
+            Command::new(tansu_bin()?)
+                .args(["broker", "--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "s3://tansu/"])
+                // object_store's S3 settings, as Tansu reads them.
+                .env("AWS_ENDPOINT", format!("http://127.0.0.1:{s3_port}"))
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", "forewarn")
+                .env("AWS_SECRET_ACCESS_KEY", "forewarn")
+                .env("AWS_DEFAULT_REGION", "eu-west-2"),
+            dir,
+        )?;
+        if !wait_for_port(port, Duration::from_secs(10)) {
+            bail!("broker did not listen on {port}:\n{}", proc.log());
+        }
+        Ok(proc)
+    }
+
+    /// Sends `sig` (`-TERM`, `-KILL`) and waits up to 20 s for the exit.
+    pub fn stop(&mut self, sig: &str) -> anyhow::Result<std::process::ExitStatus> {
+        signal(self.proc.child.id(), sig)?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.proc.child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("the broker did not exit within 20 s of {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a new broker process on the same port and bucket (its log is
+    /// `broker-<n>.log`).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        self.proc = Self::spawn(&self.dir, self.port, self.s3_port, self.starts)?;
+        Ok(())
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .set("acks", "all")
+            .create()
+            .expect("producer")
+    }
+}
