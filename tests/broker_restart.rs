@@ -215,10 +215,22 @@ async fn broker_restart(sig: &str, down_for: Duration, keeps_session: bool) -> a
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", serve.proc.log()))?;
     let input = (RUNS.len() * ROWS) as f64;
-    let accepted = serve
-        .metric("forewarn_readings_accepted_total")
-        .await?
-        .unwrap_or(0.0);
+    // Readings are counted as accepted by the persist stage, once their
+    // chunk is durable, which trails the device state the API shows (and
+    // after a restart waits for the producer to reconnect).
+    let accepted = eventually(
+        "every reading counted as accepted",
+        Duration::from_secs(60),
+        || async {
+            let n = serve
+                .metric("forewarn_readings_accepted_total")
+                .await?
+                .unwrap_or(0.0);
+            Ok((n >= input).then_some(n))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", serve.proc.log()))?;
     let log = serve.proc.log();
     let reassigned = log.contains("partitions revoked");
     let restored = serve.metric("forewarn_devices_restored_total").await?;
