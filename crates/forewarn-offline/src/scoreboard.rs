@@ -368,6 +368,163 @@ impl Scoreboard {
     }
 }
 
+/// One configuration scored under several training seeds (`forewarn
+/// scoreboard --seeds`): each set's score per seed, its mean and range.
+/// On SMAP one seed's event F1 can differ from another's by 0.09, more
+/// than most changes between candidates, so a candidate is compared by
+/// its mean over seeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedSpread {
+    pub seeds: Vec<u64>,
+    /// Per set, in the suite's order.
+    pub sets: Vec<SetSpread>,
+    /// The mean over seeds of each seed's scoreboard mean.
+    pub mean_score: f64,
+    /// The lowest and highest scoreboard mean of one seed.
+    pub mean_range: (f64, f64),
+    pub seconds: f64,
+    /// Each seed's whole scoreboard.
+    pub boards: Vec<Scoreboard>,
+}
+
+/// One set's scores over the seeds of a [`SeedSpread`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetSpread {
+    pub name: String,
+    pub held_out: bool,
+    /// Its score under each seed (undefined: not scored under that seed).
+    pub scores: Vec<Option<f64>>,
+    /// Mean and range of the scores, undefined ones counted as 0 (as in a
+    /// scoreboard's mean).
+    pub mean: f64,
+    pub range: (f64, f64),
+    /// Mean point FAR (%) over the seeds that define it.
+    pub far: Option<f64>,
+}
+
+fn range(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        })
+}
+
+impl SeedSpread {
+    /// Summarises one scoreboard per seed (same sets, in the same order).
+    pub fn of(seeds: Vec<u64>, boards: Vec<Scoreboard>) -> Result<Self, OfflineError> {
+        let first = match (&boards[..], seeds.len() == boards.len()) {
+            ([first, ..], true) => first,
+            _ => {
+                return Err(OfflineError::Config(format!(
+                    "{} seeds but {} scoreboards",
+                    seeds.len(),
+                    boards.len()
+                )));
+            }
+        };
+        let names: Vec<&str> = first.sets.iter().map(|r| r.name.as_str()).collect();
+        if let Some(b) = boards.iter().find(|b| {
+            !b.sets
+                .iter()
+                .map(|r| r.name.as_str())
+                .eq(names.iter().copied())
+        }) {
+            return Err(OfflineError::Config(format!(
+                "scoreboards over different sets: {names:?} and {:?}",
+                b.sets.iter().map(|r| &r.name).collect::<Vec<_>>()
+            )));
+        }
+        let sets = (first.sets.iter().enumerate())
+            .map(|(i, r)| {
+                let scores: Vec<Option<f64>> = boards.iter().map(|b| b.sets[i].score).collect();
+                let counted: Vec<f64> = scores.iter().map(|s| s.unwrap_or(0.0)).collect();
+                let fars: Vec<f64> = boards
+                    .iter()
+                    .filter_map(|b| b.sets[i].metrics.far)
+                    .collect();
+                SetSpread {
+                    name: r.name.clone(),
+                    held_out: r.held_out,
+                    mean: mean(&counted),
+                    range: range(&counted),
+                    far: (!fars.is_empty()).then(|| mean(&fars)),
+                    scores,
+                }
+            })
+            .collect();
+        let means: Vec<f64> = boards.iter().map(|b| b.mean_score).collect();
+        Ok(Self {
+            seeds,
+            sets,
+            mean_score: mean(&means),
+            mean_range: range(&means),
+            seconds: boards.iter().map(|b| b.seconds).sum(),
+            boards,
+        })
+    }
+
+    /// The table as Markdown: a row per set with its mean, range and each
+    /// seed's score, then the scoreboard mean.
+    pub fn markdown(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+        let seeds: String = self.seeds.iter().map(|s| format!(" seed {s} |")).collect();
+        let rule: String = self.seeds.iter().map(|_| " --- |").collect();
+        let mut out = format!(
+            "| set | mean score | min – max | FAR % (mean) |{seeds}\n| --- | --- | --- | --- |{rule}\n"
+        );
+        for r in &self.sets {
+            let name = if r.held_out {
+                format!("{} (held out)", r.name)
+            } else {
+                r.name.clone()
+            };
+            let per: String = r.scores.iter().map(|s| format!(" {} |", f(*s))).collect();
+            let _ = writeln!(
+                out,
+                "| {name} | {:.3} | {:.3} – {:.3} | {} |{per}",
+                r.mean,
+                r.range.0,
+                r.range.1,
+                r.far.map_or("–".into(), |v| format!("{v:.1}")),
+            );
+        }
+        let per: String = (self.boards.iter())
+            .map(|b| format!(" {:.3} |", b.mean_score))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| **mean score** | **{:.3}** | {:.3} – {:.3} | |{per}",
+            self.mean_score, self.mean_range.0, self.mean_range.1
+        );
+        out
+    }
+}
+
+/// Runs `config` over `sets` once per seed (`[model] seed` replaced), as
+/// [`run`] does.
+pub fn run_seeds(
+    sets: &[&SetSpec],
+    root: &Path,
+    config: &ModelConfig,
+    seeds: &[u64],
+    jobs: usize,
+    data_for: &mut dyn FnMut(&SetSpec) -> Result<Option<PathBuf>, OfflineError>,
+    progress: &mut (dyn FnMut(u64, BoardProgress<'_>) + Send),
+) -> Result<SeedSpread, OfflineError> {
+    if seeds.is_empty() {
+        return Err(OfflineError::Config("no seeds given".into()));
+    }
+    let mut boards = Vec::with_capacity(seeds.len());
+    for &seed in seeds {
+        let mut c = config.clone();
+        c.model.seed = seed;
+        boards.push(run(sets, root, &c, jobs, data_for, &mut |p| {
+            progress(seed, p)
+        })?);
+    }
+    SeedSpread::of(seeds.to_vec(), boards)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +596,113 @@ mod tests {
         assert_eq!(Headline::EventF1.score(&m), Some(0.25));
         assert_eq!(Headline::NabStandard.score(&m), Some(-0.2));
         assert_eq!(Headline::F1.score(&Metrics::default()), None);
+    }
+
+    fn board(seed: u64, scores: &[(&str, Option<f64>, bool)]) -> Scoreboard {
+        let sets: Vec<SetResult> = (scores.iter())
+            .map(|(name, score, held_out)| SetResult {
+                name: (*name).into(),
+                about: String::new(),
+                headline: Headline::F1,
+                score: *score,
+                held_out: *held_out,
+                seconds: 1.0,
+                error: None,
+                metrics: Metrics {
+                    far: score.map(|s| s * 10.0),
+                    ..Metrics::default()
+                },
+            })
+            .collect();
+        let counted: Vec<f64> = (sets.iter())
+            .filter(|r| !r.held_out)
+            .map(|r| r.score.unwrap_or(0.0))
+            .collect();
+        let mut config = ModelConfig::default();
+        config.model.seed = seed;
+        Scoreboard {
+            forewarn_version: "test".into(),
+            config,
+            mean_score: mean(&counted),
+            sets,
+            seconds: 2.0,
+        }
+    }
+
+    #[test]
+    fn a_seed_spread_averages_each_set_over_the_seeds() {
+        let spread = SeedSpread::of(
+            vec![1, 2],
+            vec![
+                board(
+                    1,
+                    &[
+                        ("a", Some(0.5), false),
+                        ("b", Some(0.7), false),
+                        ("h", Some(0.2), true),
+                    ],
+                ),
+                board(
+                    2,
+                    &[
+                        ("a", Some(0.3), false),
+                        ("b", None, false),
+                        ("h", Some(0.4), true),
+                    ],
+                ),
+            ],
+        )
+        .unwrap();
+        let [a, b, h] = &spread.sets[..] else {
+            panic!("{:?}", spread.sets)
+        };
+        assert_eq!(a.scores, [Some(0.5), Some(0.3)]);
+        assert!(
+            (a.mean - 0.4).abs() < 1e-12 && a.range == (0.3, 0.5),
+            "{a:?}"
+        );
+        assert!((a.far.unwrap() - 4.0).abs() < 1e-12, "{a:?}");
+        // Unscored under one seed: 0 there, as in the scoreboard mean.
+        assert!(
+            (b.mean - 0.35).abs() < 1e-12 && b.range == (0.0, 0.7),
+            "{b:?}"
+        );
+        assert!((b.far.unwrap() - 7.0).abs() < 1e-12, "{b:?}");
+        assert!(h.held_out && (h.mean - 0.3).abs() < 1e-12);
+        // Seed means 0.6 and 0.15 (held-out sets out).
+        assert!((spread.mean_score - 0.375).abs() < 1e-12, "{spread:?}");
+        assert!(
+            (spread.mean_range.0 - 0.15).abs() < 1e-12 && (spread.mean_range.1 - 0.6).abs() < 1e-12
+        );
+        assert_eq!(spread.seconds, 4.0);
+        let table = spread.markdown();
+        assert_eq!(table.lines().count(), 2 + 3 + 1, "{table}");
+        assert!(
+            table.starts_with("| set | mean score | min – max | FAR % (mean) | seed 1 | seed 2 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| b | 0.350 | 0.000 – 0.700 | 7.0 | 0.700 | – |"),
+            "{table}"
+        );
+        assert!(table.contains("| h (held out) | 0.300 |"), "{table}");
+        assert!(
+            table.contains("| **mean score** | **0.375** | 0.150 – 0.600 | | 0.600 | 0.150 |"),
+            "{table}"
+        );
+
+        let e = SeedSpread::of(vec![1], vec![]).unwrap_err().to_string();
+        assert!(e.contains("1 seeds but 0 scoreboards"), "{e}");
+        let e = SeedSpread::of(
+            vec![1, 2],
+            vec![
+                board(1, &[("a", Some(0.5), false)]),
+                board(2, &[("b", Some(0.5), false)]),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("different sets"), "{e}");
     }
 
     /// 300 rows of two smooth channels; with `fault`, `a` jumps by 40 from

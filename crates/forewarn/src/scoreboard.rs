@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Parser;
 use forewarn_offline::files::write_json;
-use forewarn_offline::scoreboard::{BoardProgress, SetSpec, Suite, run};
+use forewarn_offline::scoreboard::{BoardProgress, SetSpec, Suite, run, run_seeds};
 use forewarn_offline::{ModelConfig, OfflineError};
 
 use crate::simulate::{SimulateArgs, export_csv};
@@ -41,6 +41,25 @@ pub struct ScoreboardArgs {
     /// on one libtorch thread; 0: one per core. Scores do not depend on it.
     #[arg(long, default_value_t = 0)]
     jobs: usize,
+    /// Score under each of these training seeds (`[model] seed` replaced)
+    /// and report each set's mean and range over them, e.g.
+    /// `--seeds 42,7,123,2026`. Without it: once, with the configuration's
+    /// seed.
+    #[arg(long, value_delimiter = ',', value_name = "SEED,...")]
+    seeds: Vec<u64>,
+}
+
+fn report_progress(p: BoardProgress<'_>, prefix: &str) {
+    match p {
+        BoardProgress::Set(s) => eprintln!("scoreboard{prefix}: {} ...", s.name),
+        BoardProgress::Eval(_) => {}
+        BoardProgress::Done(r) => eprintln!(
+            "scoreboard{prefix}: {} score {} in {:.0} s",
+            r.name,
+            r.score.map_or("-".into(), |v| format!("{v:.3}")),
+            r.seconds
+        ),
+    }
 }
 
 pub fn run_args(a: ScoreboardArgs) -> anyhow::Result<()> {
@@ -51,27 +70,35 @@ pub fn run_args(a: ScoreboardArgs) -> anyhow::Result<()> {
     let suite = Suite::load(&a.suite)?;
     let sets = suite.select(&a.sets, a.held_out)?;
     let work = a.work_dir.clone();
-    let board = run(
-        &sets,
-        &a.data_root,
-        &config,
-        a.jobs,
-        &mut |spec| generated(spec, &work),
-        &mut |p| match p {
-            BoardProgress::Set(s) => eprintln!("scoreboard: {} ...", s.name),
-            BoardProgress::Eval(_) => {}
-            BoardProgress::Done(r) => eprintln!(
-                "scoreboard: {} score {} in {:.0} s",
-                r.name,
-                r.score.map_or("-".into(), |v| format!("{v:.3}")),
-                r.seconds
-            ),
-        },
-    )?;
-    if let Some(path) = &a.report {
-        write_json(path, &board)?;
-    }
-    print!("{}", board.markdown());
+    let table = if a.seeds.is_empty() {
+        let board = run(
+            &sets,
+            &a.data_root,
+            &config,
+            a.jobs,
+            &mut |spec| generated(spec, &work),
+            &mut |p| report_progress(p, ""),
+        )?;
+        if let Some(path) = &a.report {
+            write_json(path, &board)?;
+        }
+        board.markdown()
+    } else {
+        let spread = run_seeds(
+            &sets,
+            &a.data_root,
+            &config,
+            &a.seeds,
+            a.jobs,
+            &mut |spec| generated(spec, &work),
+            &mut |seed, p| report_progress(p, &format!(" (seed {seed})")),
+        )?;
+        if let Some(path) = &a.report {
+            write_json(path, &spread)?;
+        }
+        spread.markdown()
+    };
+    print!("{table}");
     if let Some(path) = &a.report {
         println!("report -> {}", path.display());
     }
