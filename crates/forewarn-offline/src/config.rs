@@ -64,10 +64,11 @@ pub struct ModelSection {
     /// the next batch from the current row (`forecaster`, `per_variable`),
     /// or to the reconstruction of each row from that same row
     /// (`autoencoder`: `cross` only, `full` would learn the identity).
-    /// Unset: `cross` for the forecaster (the default since issue 3's
-    /// accuracy work, docs/ACCURACY.md; `forewarn train --highway` defaults
-    /// to it too), `none` for the other kinds; [`ModelConfig::load`]
-    /// resolves it, so reports show the value used.
+    /// Unset: `full` for the forecaster (the best scoreboard mean over four
+    /// seeds, docs/ACCURACY.md; `forewarn train --highway` defaults to it
+    /// too), `none` for the other kinds; [`ModelConfig::load`] resolves
+    /// it, so reports show the value used. A stored model keeps the
+    /// highway it was trained with.
     pub highway: Option<Highway>,
     /// Context channels: globs (`*`, `?`) over the data's column names
     /// (`["cmd*", "*_setpoint"]`; also `--context-columns`). Setpoints,
@@ -274,7 +275,7 @@ impl ModelSection {
     /// The highway this section asks for (see [`ModelSection::highway`]).
     pub fn highway(&self) -> Highway {
         self.highway.unwrap_or(match self.kind {
-            ModelKind::Forecaster => Highway::Cross,
+            ModelKind::Forecaster => Highway::Full,
             ModelKind::PerVariable | ModelKind::Autoencoder => Highway::None,
         })
     }
@@ -445,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn the_highway_defaults_to_cross_for_the_forecaster_only_and_sets_the_margin() {
+    fn the_highway_defaults_to_full_for_the_forecaster_only_and_sets_the_margin() {
         let dir = tempfile::tempdir().unwrap();
         let load = |text: &str| {
             let p = dir.path().join("m.toml");
@@ -454,13 +455,13 @@ mod tests {
         };
         assert_eq!(
             ModelConfig::load(None).unwrap().model.highway,
-            Some(Highway::Cross)
+            Some(Highway::Full)
         );
-        assert_eq!(load("").unwrap().model.highway, Some(Highway::Cross));
+        assert_eq!(load("").unwrap().model.highway, Some(Highway::Full));
         let none = load("[model]\nhighway = \"none\"\n").unwrap();
         assert_eq!(none.model.highway, Some(Highway::None));
-        let full = load("[model]\nhighway = \"full\"\n").unwrap();
-        assert_eq!(full.model.highway(), Highway::Full);
+        let cross = load("[model]\nhighway = \"cross\"\n").unwrap();
+        assert_eq!(cross.model.highway(), Highway::Cross);
         let ae = load("[model]\nkind = \"autoencoder\"\n").unwrap();
         assert_eq!(ae.model.highway, Some(Highway::None));
         // The other kinds take a highway when asked; the autoencoder only
@@ -537,7 +538,7 @@ mod tests {
             (s.learning_rate, s.validation_fraction, s.grad_clip),
             (m.learning_rate, m.validation_fraction, m.grad_clip)
         );
-        assert_eq!((s.highway, s.device), (Highway::Cross, tch::Device::Cpu));
+        assert_eq!((s.highway, s.device), (Highway::Full, tch::Device::Cpu));
         for (text, want) in [
             ("[model]\nhidden = 0\n", "[model] hidden must be at least 1"),
             ("[model]\nbatch_windows = 0\n", "[model] batch_windows"),

@@ -86,7 +86,7 @@ pub struct TrainArgs {
     /// channel from the others; a single channel gets none). forecaster
     /// and per_variable: added to the forecast of the next batch;
     /// autoencoder: to each row's reconstruction from the same row, cross
-    /// only. Default: `forewarn evaluate`'s, cross for the forecaster
+    /// only. Default: `forewarn evaluate`'s, full for the forecaster
     /// (docs/ACCURACY.md), none for the other kinds. The gaussian
     /// threshold's margin is 2.0 with a highway, 1.5 without. With
     /// --config: model.toml's `[model] highway`.
@@ -264,7 +264,7 @@ mod tests {
             ),
             (m.hidden, m.horizon, m.learning_rate, m.validation_fraction)
         );
-        assert_eq!(tc.highway, forewarn_model::Highway::Cross);
+        assert_eq!(tc.highway, forewarn_model::Highway::Full);
 
         // --context-columns is model.toml's `[model] context`.
         let ctx = parse(&["--context-columns", "cmd*,mode"]).model_config();
