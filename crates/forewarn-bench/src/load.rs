@@ -112,6 +112,7 @@ pub(crate) fn engine_config(args: &BenchArgs, sim: &Generator, state_len: usize)
             open_after: 1,
             resolve_after: 1,
             resolve_ratio: 0.8,
+            open_ratio: None,
         },
         model: "bench".into(),
         model_version: "bench-random".into(),

@@ -110,6 +110,11 @@ pub struct DetectorConfig {
     /// Fraction of the threshold a score must fall under to count toward
     /// resolving; below 1 keeps a score hovering at the threshold from flapping.
     pub resolve_ratio: f64,
+    /// A batch scoring at least this many times the threshold opens an
+    /// alert at once, whatever `open_after` says: a large excursion is
+    /// evidence enough, a small one must last. Unset: `open_after` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_ratio: Option<f64>,
 }
 
 impl Default for DetectorConfig {
@@ -118,6 +123,7 @@ impl Default for DetectorConfig {
             open_after: 2,
             resolve_after: 3,
             resolve_ratio: 0.8,
+            open_ratio: None,
         }
     }
 }
@@ -135,6 +141,11 @@ impl DetectorConfig {
                 "resolve_ratio must be in (0, 1], got {}",
                 self.resolve_ratio
             ));
+        }
+        if let Some(r) = self.open_ratio
+            && !(r >= 1.0 && r.is_finite())
+        {
+            return Err(format!("open_ratio must be at least 1, got {r}"));
         }
         Ok(())
     }
@@ -181,7 +192,8 @@ impl DetectorState {
             }
             self.above = self.above.saturating_add(1);
             self.below = 0;
-            if !self.open && self.above >= cfg.open_after {
+            let decisive = cfg.open_ratio.is_some_and(|r| score >= r * threshold);
+            if !self.open && (self.above >= cfg.open_after || decisive) {
                 self.open = true;
                 return Transition::Open {
                     streak_start: self.streak_start,
@@ -260,12 +272,78 @@ mod tests {
         }
     }
 
+    /// With `open_ratio`: a batch at or over that multiple of the threshold
+    /// opens at once; smaller excursions still need `open_after` batches
+    /// (threshold 1.0, open_after 4, open_ratio 2.0).
+    #[test]
+    fn a_decisive_batch_opens_at_once() {
+        use Transition::*;
+        let cfg = DetectorConfig {
+            open_after: 4,
+            open_ratio: Some(2.0),
+            ..DetectorConfig::default()
+        };
+        let cases: &[(&str, &[f64], &[Transition])] = &[
+            (
+                "one batch at twice opens",
+                &[0.1, 2.0],
+                &[None, Open { streak_start: 1 }],
+            ),
+            (
+                "small excursions need four",
+                &[1.5, 1.5, 1.5, 1.5],
+                &[None, None, None, Open { streak_start: 0 }],
+            ),
+            (
+                "a decisive batch late in a streak opens, the streak's start kept",
+                &[1.5, 1.5, 3.0],
+                &[None, None, Open { streak_start: 0 }],
+            ),
+            (
+                "three small ones do not",
+                &[1.5, 1.5, 1.5, 0.1],
+                &[None, None, None, None],
+            ),
+        ];
+        for (name, scores, want) in cases {
+            let mut st = DetectorState::default();
+            let got: Vec<_> = (scores.iter().enumerate())
+                .map(|(i, s)| st.observe(&cfg, *s, 1.0, i as i64))
+                .collect();
+            assert_eq!(&got, want, "{name}");
+        }
+        assert!(cfg.validate().is_ok());
+        for bad in [0.5, f64::NAN, f64::INFINITY] {
+            let c = DetectorConfig {
+                open_ratio: Some(bad),
+                ..cfg
+            };
+            assert!(c.validate().unwrap_err().contains("open_ratio"), "{bad}");
+        }
+        // Stored settings without the key read as unset.
+        let old: DetectorConfig =
+            serde_json::from_str(r#"{"open_after":2,"resolve_after":3,"resolve_ratio":0.8}"#)
+                .unwrap();
+        assert_eq!(
+            old,
+            DetectorConfig {
+                open_ratio: Option::None,
+                ..DetectorConfig::default()
+            }
+        );
+    }
+
     /// Table of score sequences and the transitions they must produce
     /// (threshold 1.0, open_after 2, resolve_after 3, resolve_ratio 0.8).
     #[test]
     fn hysteresis_cases() {
         use Transition::*;
-        let cfg = DetectorConfig::default();
+        let cfg = DetectorConfig {
+            open_after: 2,
+            resolve_after: 3,
+            resolve_ratio: 0.8,
+            open_ratio: Option::None,
+        };
         let cases: &[(&str, &[f64], &[Transition])] = &[
             ("quiet", &[0.1, 0.5, 0.9], &[None, None, None]),
             (

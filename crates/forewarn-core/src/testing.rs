@@ -57,6 +57,7 @@ pub fn engine(max_batch: usize) -> Engine {
             open_after: 1,
             resolve_after: 1,
             resolve_ratio: 1.0,
+            open_ratio: None,
         },
         model: "m".into(),
         model_version: "v1".into(),

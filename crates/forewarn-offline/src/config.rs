@@ -243,6 +243,9 @@ pub struct DetectorSection {
     /// Consecutive batches under `resolve_ratio * threshold` before it resolves.
     pub resolve_after: u32,
     pub resolve_ratio: f64,
+    /// A batch at least this many times the threshold opens an alert at
+    /// once (unset: `open_after` alone).
+    pub open_ratio: Option<f64>,
     /// Rows an alert must have been open before its points count as
     /// detected (causal: shorter alerts vanish, longer ones lose their
     /// first `min_event_length - 1` rows). 1 = off.
@@ -256,6 +259,7 @@ impl Default for DetectorSection {
             open_after: d.open_after,
             resolve_after: d.resolve_after,
             resolve_ratio: d.resolve_ratio,
+            open_ratio: d.open_ratio,
             min_event_length: 1,
         }
     }
@@ -267,6 +271,7 @@ impl DetectorSection {
             open_after: self.open_after,
             resolve_after: self.resolve_after,
             resolve_ratio: self.resolve_ratio,
+            open_ratio: self.open_ratio,
         }
     }
 }

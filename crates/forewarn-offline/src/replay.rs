@@ -357,6 +357,7 @@ pub(crate) mod tests {
                 open_after: 1,
                 resolve_after: 1,
                 resolve_ratio: 1.0,
+                open_ratio: None,
             },
             model: "m".into(),
             model_version: "v".into(),

@@ -416,7 +416,7 @@ mod tests {
     fn file_and_env_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[kafka]\nbrokers = \"b:1\"\n[detector]\nopen_after = 4\nresolve_after = 2\nresolve_ratio = 0.5\n").unwrap();
+        std::fs::write(&f, "[kafka]\nbrokers = \"b:1\"\n[detector]\nopen_after = 4\nresolve_after = 2\nresolve_ratio = 0.5\nopen_ratio = 2.5\n").unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("FOREWARN_HTTP__LISTEN", "0.0.0.0:9999");
             let c = Config::load(Some(&f)).unwrap();
@@ -426,6 +426,7 @@ mod tests {
             assert_eq!(c.model.precision, forewarn_model::Precision::Bf16);
             assert_eq!(c.kafka.brokers, "b:1");
             assert_eq!(c.detector.open_after, 4);
+            assert_eq!(c.detector.open_ratio, Some(2.5));
             assert_eq!(c.http.listen.port(), 9999);
             assert_eq!(c.kafka.group_id, "forewarn");
             Ok(())
@@ -444,6 +445,10 @@ mod tests {
             (
                 "[detector]\nopen_after = 0\nresolve_after = 1\nresolve_ratio = 0.5\n",
                 "open_after",
+            ),
+            (
+                "[detector]\nopen_after = 2\nresolve_after = 1\nresolve_ratio = 0.5\nopen_ratio = 0.5\n",
+                "open_ratio must be at least 1",
             ),
             ("[http]\nlisten = \"nowhere\"\n", "listen"),
             ("[http]\ntokens = [\"short\"]\n", "http.tokens"),
