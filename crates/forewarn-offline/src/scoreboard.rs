@@ -351,10 +351,16 @@ impl Scoreboard {
                 r.seconds
             );
         }
+        // Only held-out sets run: there is no mean to choose by.
+        let mean = if self.sets.iter().any(|r| !r.held_out) {
+            format!("{:.3}", self.mean_score)
+        } else {
+            "–".into()
+        };
         let _ = writeln!(
             out,
-            "| **mean score** | **{:.3}** | | | | | | {:.0} |",
-            self.mean_score, self.seconds
+            "| **mean score** | **{mean}** | | | | | | {:.0} |",
+            self.seconds
         );
         for r in self.sets.iter().filter(|r| r.error.is_some()) {
             let _ = writeln!(
@@ -487,6 +493,9 @@ impl SeedSpread {
                 r.range.1,
                 r.far.map_or("–".into(), |v| format!("{v:.1}")),
             );
+        }
+        if self.sets.iter().all(|r| r.held_out) {
+            return out;
         }
         let per: String = (self.boards.iter())
             .map(|b| format!(" {:.3} |", b.mean_score))
@@ -703,6 +712,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("different sets"), "{e}");
+
+        // Held-out sets alone: no mean row to choose by.
+        let held = SeedSpread::of(vec![1], vec![board(1, &[("h", Some(0.2), true)])]).unwrap();
+        assert!(
+            !held.markdown().contains("mean score**"),
+            "{}",
+            held.markdown()
+        );
+        assert!(
+            held.boards[0]
+                .markdown()
+                .contains("| **mean score** | **–** |")
+        );
     }
 
     /// 300 rows of two smooth channels; with `fault`, `a` jumps by 40 from
