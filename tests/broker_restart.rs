@@ -11,19 +11,6 @@ use std::time::{Duration, Instant};
 
 use forewarn_system_tests::*;
 
-/// TEP runs streamed as devices: the normal test run and fault runs whose
-/// faults (from sample 160) the model detects.
-const RUNS: &[(&str, &str)] = &[
-    ("tep-normal", "tep/d00_te.dat"),
-    ("tep-fault-01", "tep/d01_te.dat"),
-    ("tep-fault-02", "tep/d02_te.dat"),
-    ("tep-fault-04", "tep/d04_te.dat"),
-    ("tep-fault-05", "tep/d05_te.dat"),
-    ("tep-fault-06", "tep/d06_te.dat"),
-    ("tep-fault-07", "tep/d07_te.dat"),
-    ("tep-fault-11", "tep/d11_te.dat"),
-];
-const ROWS: usize = 960;
 /// Where the stream is cut: rows before it are produced before the broker
 /// stops, the rest after it is back.
 const CUT: usize = 480;
@@ -32,35 +19,11 @@ const CUT: usize = 480;
 /// does not.
 const LONG_SESSION_MS: &str = "30000";
 
-fn part(rows: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
-    RUNS.iter()
-        .flat_map(|(device, file)| tep_slice(device, file, rows.clone()))
-        .collect()
-}
-
-/// An alert as compared between runs: id, device, opened, resolved, state.
-type AlertKey = (String, String, i64, Option<i64>, String);
-
+/// The stored alerts, sorted: two instances list them in their own order.
 async fn alerts(serve: &Serve) -> anyhow::Result<Vec<AlertKey>> {
-    let (status, body) = serve.get_json("/api/v1/alerts?limit=1000").await?;
-    anyhow::ensure!(status == 200, "alerts: {status} {body}");
-    let list = body["alerts"]
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("no alerts array: {body}"))?;
-    let mut out: Vec<AlertKey> = list
-        .iter()
-        .map(|a| {
-            (
-                a["id"].as_str().unwrap_or_default().to_owned(),
-                a["device"].as_str().unwrap_or_default().to_owned(),
-                a["opened_at"].as_i64().unwrap_or_default(),
-                a["resolved_at"].as_i64(),
-                a["state"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    let mut stored = alert_keys(serve).await?;
+    stored.sort();
+    Ok(stored)
 }
 
 /// Readings each device has had applied.
@@ -81,7 +44,7 @@ async fn readings(serve: &Serve) -> anyhow::Result<BTreeMap<String, u64>> {
 
 async fn all_applied(serve: &Serve, rows: u64) -> anyhow::Result<Option<()>> {
     let r = readings(serve).await?;
-    Ok((r.len() == RUNS.len() && r.values().all(|n| *n == rows)).then_some(()))
+    Ok((r.len() == TEP_RUNS.len() && r.values().all(|n| *n == rows)).then_some(()))
 }
 
 /// The whole stream applied and every alert the engine opened and resolved
@@ -89,7 +52,7 @@ async fn all_applied(serve: &Serve, rows: u64) -> anyhow::Result<Option<()>> {
 /// alerts.
 async fn settled(serve: &Serve) -> anyhow::Result<Vec<AlertKey>> {
     eventually("the whole stream applied", Duration::from_secs(120), || {
-        all_applied(serve, ROWS as u64)
+        all_applied(serve, TEP_ROWS as u64)
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", serve.proc.log()))?;
@@ -165,7 +128,12 @@ async fn broker_restart(sig: &str, down_for: Duration, keeps_session: bool) -> a
     };
     let mut serve = start("main", &broker, &model, dir.path(), session)?;
     serve.wait_ready(Duration::from_secs(60)).await?;
-    produce(&broker.producer(), "forewarn.readings", &part(0..CUT)).await?;
+    produce(
+        &broker.producer(),
+        "forewarn.readings",
+        &tep_runs_slice(0..CUT),
+    )
+    .await?;
     let at_stop = eventually("readings flowing", Duration::from_secs(60), || async {
         Ok(serve
             .metric("forewarn_readings_accepted_total")
@@ -178,7 +146,7 @@ async fn broker_restart(sig: &str, down_for: Duration, keeps_session: bool) -> a
     let down = Instant::now();
     eprintln!(
         "broker stopped with {sig} ({status}) having served {at_stop} accepted readings of {}",
-        RUNS.len() * CUT
+        TEP_RUNS.len() * CUT
     );
     eventually(
         "/readyz 503 while the broker is down",
@@ -208,13 +176,18 @@ async fn broker_restart(sig: &str, down_for: Duration, keeps_session: bool) -> a
         up.elapsed(),
         up - down
     );
-    produce(&broker.producer(), "forewarn.readings", &part(CUT..ROWS)).await?;
+    produce(
+        &broker.producer(),
+        "forewarn.readings",
+        &tep_runs_slice(CUT..TEP_ROWS),
+    )
+    .await?;
     eventually("the whole stream applied", Duration::from_secs(120), || {
-        all_applied(&serve, ROWS as u64)
+        all_applied(&serve, TEP_ROWS as u64)
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", serve.proc.log()))?;
-    let input = (RUNS.len() * ROWS) as f64;
+    let input = (TEP_RUNS.len() * TEP_ROWS) as f64;
     // Readings are counted as accepted by the persist stage, once their
     // chunk is durable, which trails the device state the API shows (and
     // after a restart waits for the producer to reconnect).
@@ -243,7 +216,7 @@ async fn broker_restart(sig: &str, down_for: Duration, keeps_session: bool) -> a
         // The session expired: the partitions were assigned anew, each
         // device restored from its last checkpoint and the rest of its
         // partition read again from that checkpoint's offset. Applied once
-        // (every device at exactly ROWS readings, checked above); replayed
+        // (every device at exactly TEP_ROWS readings, checked above); replayed
         // readings are accepted, and counted, a second time.
         assert!(
             reassigned,

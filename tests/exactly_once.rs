@@ -10,49 +10,6 @@ use std::time::Duration;
 use forewarn_system_tests::*;
 use rdkafka::producer::FutureProducer;
 
-/// TEP runs streamed as devices: the normal test run and fault runs whose
-/// faults (from sample 160) the model detects.
-const RUNS: &[(&str, &str)] = &[
-    ("tep-normal", "tep/d00_te.dat"),
-    ("tep-fault-01", "tep/d01_te.dat"),
-    ("tep-fault-02", "tep/d02_te.dat"),
-    ("tep-fault-04", "tep/d04_te.dat"),
-    ("tep-fault-05", "tep/d05_te.dat"),
-    ("tep-fault-06", "tep/d06_te.dat"),
-    ("tep-fault-07", "tep/d07_te.dat"),
-    ("tep-fault-11", "tep/d11_te.dat"),
-];
-const ROWS: usize = 960;
-
-fn part(rows: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
-    RUNS.iter()
-        .flat_map(|(device, file)| tep_slice(device, file, rows.clone()))
-        .collect()
-}
-
-/// An alert as compared between runs.
-type AlertKey = (String, String, i64, Option<i64>, String);
-
-async fn alerts(api: &str) -> anyhow::Result<Vec<AlertKey>> {
-    let (status, body) = get_json(&format!("{api}/api/v1/alerts?limit=1000")).await?;
-    anyhow::ensure!(status == 200, "alerts: {status} {body}");
-    let list = body["alerts"]
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("no alerts array: {body}"))?;
-    Ok(list
-        .iter()
-        .map(|a| {
-            (
-                a["id"].as_str().unwrap_or_default().to_owned(),
-                a["device"].as_str().unwrap_or_default().to_owned(),
-                a["opened_at"].as_i64().unwrap_or_default(),
-                a["resolved_at"].as_i64(),
-                a["state"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect())
-}
-
 /// Per-instance stores merged by id; a resolution seen anywhere wins (an
 /// alert opened on one instance may be resolved by the next owner).
 fn merge(stores: Vec<Vec<AlertKey>>) -> Vec<AlertKey> {
@@ -86,7 +43,7 @@ async fn readings(apis: &[&str]) -> anyhow::Result<BTreeMap<String, u64>> {
 async fn all_applied(apis: Vec<String>, rows: u64) -> anyhow::Result<Option<()>> {
     let apis: Vec<&str> = apis.iter().map(String::as_str).collect();
     let r = readings(&apis).await?;
-    Ok((r.len() == RUNS.len() && r.values().all(|n| *n == rows)).then_some(()))
+    Ok((r.len() == TEP_RUNS.len() && r.values().all(|n| *n == rows)).then_some(()))
 }
 
 /// `joining` becomes ready and gets partitions (the group rebalanced);
@@ -107,7 +64,7 @@ async fn join_then_stream(
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", joining.proc.log()))?;
     let end = rows.end as u64;
-    produce(producer, "forewarn.readings", &part(rows)).await?;
+    produce(producer, "forewarn.readings", &tep_runs_slice(rows)).await?;
     let apis: Vec<String> = group.iter().map(|s| s.api.clone()).collect();
     eventually(
         "the part applied across the group",
@@ -178,7 +135,7 @@ async fn reference(broker: &Broker, model: &Path, dir: &Path) -> anyhow::Result<
     )?;
     serve.wait_ready(Duration::from_secs(60)).await?;
     eventually("reference run complete", Duration::from_secs(120), || {
-        all_applied(vec![serve.api.clone()], ROWS as u64)
+        all_applied(vec![serve.api.clone()], TEP_ROWS as u64)
     })
     .await?;
     // Readings count as applied when the engine takes them; their alerts
@@ -189,7 +146,7 @@ async fn reference(broker: &Broker, model: &Path, dir: &Path) -> anyhow::Result<
             "reference alerts stored",
             Duration::from_secs(60),
             || async {
-                let stored = merge(vec![alerts(&serve.api).await?]);
+                let stored = merge(vec![alert_keys(&serve).await?]);
                 let mut opened = 0.0;
                 for severity in ["warning", "critical"] {
                     let series = format!("forewarn_alerts_opened_total{{severity=\"{severity}\"}}");
@@ -225,7 +182,7 @@ async fn kill_9_mid_stream_keeps_alerts_exactly_once() -> anyhow::Result<()> {
 
     let mut first = start("crash-1", &broker, &model, &crash_dir, "crash")?;
     first.wait_ready(Duration::from_secs(60)).await?;
-    produce(&producer, "forewarn.readings", &part(0..400)).await?;
+    produce(&producer, "forewarn.readings", &tep_runs_slice(0..400)).await?;
     eventually("first part applied", Duration::from_secs(60), || {
         all_applied(vec![first.api.clone()], 400)
     })
@@ -248,12 +205,12 @@ async fn kill_9_mid_stream_keeps_alerts_exactly_once() -> anyhow::Result<()> {
     )
     .await?;
     let checkpoints_before = first.metric("forewarn_checkpoints_total").await?;
-    produce(&producer, "forewarn.readings", &part(400..700)).await?;
+    produce(&producer, "forewarn.readings", &tep_runs_slice(400..700)).await?;
     eventually("second part applied", Duration::from_secs(60), || {
         all_applied(vec![first.api.clone()], 700)
     })
     .await?;
-    let before_kill = alerts(&first.api).await?;
+    let before_kill = alert_keys(&first).await?;
     let checkpoints_at_kill = first.metric("forewarn_checkpoints_total").await?;
     signal(first.proc.child.id(), "-KILL")?;
     first.proc.child.wait()?;
@@ -264,25 +221,30 @@ async fn kill_9_mid_stream_keeps_alerts_exactly_once() -> anyhow::Result<()> {
 
     let second = start("crash-2", &broker, &model, &crash_dir, "crash")?;
     second.wait_ready(Duration::from_secs(60)).await?;
-    produce(&producer, "forewarn.readings", &part(700..ROWS)).await?;
+    produce(
+        &producer,
+        "forewarn.readings",
+        &tep_runs_slice(700..TEP_ROWS),
+    )
+    .await?;
     eventually(
         "stream complete after restart",
         Duration::from_secs(120),
-        || all_applied(vec![second.api.clone()], ROWS as u64),
+        || all_applied(vec![second.api.clone()], TEP_ROWS as u64),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", second.proc.log()))?;
     let restored = second.metric("forewarn_devices_restored_total").await?;
     assert_eq!(
         restored,
-        Some(RUNS.len() as f64),
+        Some(TEP_RUNS.len() as f64),
         "every device restored from its checkpoint"
     );
     let replayed = second
         .metric("forewarn_readings_accepted_total")
         .await?
         .unwrap_or(0.0) as usize
-        - RUNS.len() * (ROWS - 700);
+        - TEP_RUNS.len() * (TEP_ROWS - 700);
     eprintln!("restart replayed {replayed} readings from the last checkpoint");
     for series in [
         "forewarn_readings_duplicate_total",
@@ -292,7 +254,7 @@ async fn kill_9_mid_stream_keeps_alerts_exactly_once() -> anyhow::Result<()> {
         assert_eq!(second.metric(series).await?, Some(0.0), "{series}");
     }
 
-    let got = merge(vec![alerts(&second.api).await?]);
+    let got = merge(vec![alert_keys(&second).await?]);
     eprintln!("{} alerts after the restart", got.len());
     let want = reference(&broker, &model, dir.path()).await?;
     assert_eq!(got, want, "alerts after kill -9 differ from one clean run");
@@ -326,7 +288,7 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
 
     let mut a = start("scale-a", "a")?;
     a.wait_ready(Duration::from_secs(60)).await?;
-    produce(&producer, "forewarn.readings", &part(0..300)).await?;
+    produce(&producer, "forewarn.readings", &tep_runs_slice(0..300)).await?;
     eventually("part 1 on one instance", Duration::from_secs(60), || {
         all_applied(vec![a.api.clone()], 300)
     })
@@ -336,14 +298,19 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
     join_then_stream(&b, &[&a, &b], &producer, 300..550).await?;
     let c = start("scale-c", "c")?;
     join_then_stream(&c, &[&a, &b, &c], &producer, 550..750).await?;
-    let alerts_a = alerts(&a.api).await?;
+    let alerts_a = alert_keys(&a).await?;
     let status = a.proc.terminate(Duration::from_secs(30))?;
     assert!(status.success(), "{}", a.proc.log());
-    produce(&producer, "forewarn.readings", &part(750..ROWS)).await?;
+    produce(
+        &producer,
+        "forewarn.readings",
+        &tep_runs_slice(750..TEP_ROWS),
+    )
+    .await?;
     eventually(
         "stream complete on b and c",
         Duration::from_secs(120),
-        || all_applied(vec![b.api.clone(), c.api.clone()], ROWS as u64),
+        || all_applied(vec![b.api.clone(), c.api.clone()], TEP_ROWS as u64),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", b.proc.log(), c.proc.log()))?;
@@ -377,10 +344,10 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
             .any(|l| l.contains("alert store open") && l.contains("postgres://")),
         "b writes to the shared Postgres store:\n{log}"
     );
-    let got = alerts(&b.api).await?;
+    let got = alert_keys(&b).await?;
     eprintln!("{} alerts across the group", got.len());
     assert_eq!(
-        alerts(&c.api).await?,
+        alert_keys(&c).await?,
         got,
         "instances sharing a store list the same alerts"
     );
@@ -393,12 +360,12 @@ async fn scale_out_and_in_hands_state_over() -> anyhow::Result<()> {
     let settled = eventually(
         "the group's alerts equal the reference",
         Duration::from_secs(30),
-        || async { Ok((merge(vec![alerts(&b.api).await?]) == want).then_some(())) },
+        || async { Ok((merge(vec![alert_keys(&b).await?]) == want).then_some(())) },
     )
     .await;
     if settled.is_err() {
         assert_eq!(
-            merge(vec![alerts(&b.api).await?]),
+            merge(vec![alert_keys(&b).await?]),
             want,
             "alerts across rebalances differ from one clean run"
         );

@@ -191,12 +191,7 @@ impl Broker {
     }
 
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("linger.ms", "5")
-            .set("acks", "all")
-            .create()
-            .expect("producer")
+        producer(&self.bootstrap())
     }
 }
 
@@ -324,6 +319,39 @@ pub fn tep_slice(device: &str, file: &str, rows: std::ops::Range<usize>) -> Vec<
 pub fn tep_messages(device: &str, file: &str) -> Vec<(String, Vec<u8>)> {
     let n = read_tep(&shared_data(file)).map(|d| d.len()).unwrap_or(0);
     tep_slice(device, file, 0..n)
+}
+
+/// A plaintext producer to `bootstrap` that waits for every replica.
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        .create()
+        .expect("producer")
+}
+
+/// TEP runs the reliability tests stream as devices: the normal test run
+/// and fault runs whose faults (from sample 160) the model detects.
+pub const TEP_RUNS: &[(&str, &str)] = &[
+    ("tep-normal", "tep/d00_te.dat"),
+    ("tep-fault-01", "tep/d01_te.dat"),
+    ("tep-fault-02", "tep/d02_te.dat"),
+    ("tep-fault-04", "tep/d04_te.dat"),
+    ("tep-fault-05", "tep/d05_te.dat"),
+    ("tep-fault-06", "tep/d06_te.dat"),
+    ("tep-fault-07", "tep/d07_te.dat"),
+    ("tep-fault-11", "tep/d11_te.dat"),
+];
+/// Rows of each TEP test run.
+pub const TEP_ROWS: usize = 960;
+
+/// Rows `rows` of every run of [`TEP_RUNS`], as keyed messages.
+pub fn tep_runs_slice(rows: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+    TEP_RUNS
+        .iter()
+        .flat_map(|(device, file)| tep_slice(device, file, rows.clone()))
+        .collect()
 }
 
 /// Reads a Tennessee Eastman `.dat` file as samples x 52, as every command
@@ -714,11 +742,30 @@ impl S3Broker {
     }
 
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("linger.ms", "5")
-            .set("acks", "all")
-            .create()
-            .expect("producer")
+        producer(&self.bootstrap())
     }
+}
+
+/// An alert as compared between runs: id, device, opened, resolved, state.
+pub type AlertKey = (String, String, i64, Option<i64>, String);
+
+/// The alerts `serve` lists (up to 1000), in the API's order.
+pub async fn alert_keys(serve: &Serve) -> anyhow::Result<Vec<AlertKey>> {
+    let (status, body) = serve.get_json("/api/v1/alerts?limit=1000").await?;
+    anyhow::ensure!(status == 200, "alerts: {status} {body}");
+    let list = body["alerts"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no alerts array: {body}"))?;
+    Ok(list
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_owned(),
+                a["device"].as_str().unwrap_or_default().to_owned(),
+                a["opened_at"].as_i64().unwrap_or_default(),
+                a["resolved_at"].as_i64(),
+                a["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
 }
