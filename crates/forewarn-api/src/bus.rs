@@ -102,6 +102,7 @@ mod tests {
                 contributors: vec![],
                 window_start: i,
                 window_end: i,
+                diagnosis: None,
             }),
         }
     }

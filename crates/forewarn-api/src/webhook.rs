@@ -463,6 +463,7 @@ mod tests {
             }],
             window_start: 0,
             window_end: 0,
+            diagnosis: None,
         }
     }
 

@@ -67,6 +67,42 @@ pub struct ChannelShare {
     pub share: f64,
 }
 
+/// One class a fault classifier names, with its probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassProbability {
+    /// The class label the classifier was trained on (TEP: the fault number).
+    pub class: u8,
+    /// Human-readable name of the class (TEP: the fault's description).
+    pub name: String,
+    /// In [0, 1].
+    pub probability: f64,
+}
+
+/// Which fault an open alert most likely is: a fault classifier's reading
+/// of the device's window, averaged over the alert's batches so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// The classifier's name and version (a hash of its weights).
+    pub classifier: String,
+    pub classifier_version: String,
+    /// The most probable classes, most probable first (at most
+    /// [`Diagnosis::TOP`]).
+    pub top: Vec<ClassProbability>,
+    /// Windows the probabilities are the mean of.
+    pub windows: u32,
+}
+
+impl Diagnosis {
+    /// How many classes a diagnosis names.
+    pub const TOP: usize = 3;
+
+    /// The top classes, in order: a diagnosis is worth re-announcing only
+    /// when they change.
+    pub fn ranking(&self) -> Vec<u8> {
+        self.top.iter().map(|c| c.class).collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Derived from device, model version and the start of the first
@@ -91,6 +127,98 @@ pub struct Alert {
     /// batch that opened the alert.
     pub window_start: i64,
     pub window_end: i64,
+    /// The likely fault, when a fault classifier is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Diagnosis>,
+}
+
+/// Serde `with` for an open alert kept in a device checkpoint, whose
+/// encoding (postcard) is not self-describing and cannot skip a field:
+/// every field but `diagnosis`, so checkpoints keep their format. The
+/// engine never holds a diagnosis (the serve pipeline attaches it), so
+/// nothing is lost.
+pub mod without_diagnosis {
+    use super::{Alert, AlertState, ChannelShare, Severity};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        id: &'a str,
+        device: &'a str,
+        model: &'a str,
+        model_version: &'a str,
+        state: AlertState,
+        severity: Severity,
+        opened_at: i64,
+        resolved_at: Option<i64>,
+        score: f64,
+        peak_score: f64,
+        threshold: f64,
+        contributors: &'a [ChannelShare],
+        window_start: i64,
+        window_end: i64,
+    }
+
+    #[derive(Deserialize)]
+    struct Owned {
+        id: String,
+        device: String,
+        model: String,
+        model_version: String,
+        state: AlertState,
+        severity: Severity,
+        opened_at: i64,
+        resolved_at: Option<i64>,
+        score: f64,
+        peak_score: f64,
+        threshold: f64,
+        contributors: Vec<ChannelShare>,
+        window_start: i64,
+        window_end: i64,
+    }
+
+    pub fn serialize<S: Serializer>(a: &Option<Box<Alert>>, s: S) -> Result<S::Ok, S::Error> {
+        a.as_deref()
+            .map(|a| Borrowed {
+                id: &a.id,
+                device: &a.device,
+                model: &a.model,
+                model_version: &a.model_version,
+                state: a.state,
+                severity: a.severity,
+                opened_at: a.opened_at,
+                resolved_at: a.resolved_at,
+                score: a.score,
+                peak_score: a.peak_score,
+                threshold: a.threshold,
+                contributors: &a.contributors,
+                window_start: a.window_start,
+                window_end: a.window_end,
+            })
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Alert>>, D::Error> {
+        Ok(Option::<Owned>::deserialize(d)?.map(|a| {
+            Box::new(Alert {
+                id: a.id,
+                device: a.device,
+                model: a.model,
+                model_version: a.model_version,
+                state: a.state,
+                severity: a.severity,
+                opened_at: a.opened_at,
+                resolved_at: a.resolved_at,
+                score: a.score,
+                peak_score: a.peak_score,
+                threshold: a.threshold,
+                contributors: a.contributors,
+                window_start: a.window_start,
+                window_end: a.window_end,
+                diagnosis: None,
+            })
+        }))
+    }
 }
 
 /// Deterministic alert id.

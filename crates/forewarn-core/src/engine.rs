@@ -112,6 +112,7 @@ struct Device {
     threshold_state: ThresholdState,
     last_score: Option<BatchScore>,
     /// Boxed: most devices never have an open alert.
+    #[serde(with = "crate::alert::without_diagnosis")]
     open: Option<Box<Alert>>,
     /// The last round (see [`Engine::take_round`]) that took a batch of this device.
     #[serde(skip)]
@@ -647,6 +648,7 @@ impl Engine {
                     contributors: contributors(&cfg.schema, &cfg.monitored, &score.shares),
                     window_start: streak_start,
                     window_end: job.end_ts,
+                    diagnosis: None,
                 };
                 dev.open = Some(Box::new(alert.clone()));
                 events.push(EngineEvent::Opened(alert));
@@ -701,6 +703,26 @@ impl Engine {
     pub fn device(&self, id: &str) -> Option<DeviceView> {
         let i = *self.index.get(id)?;
         Some(self.view(&self.devices[i]))
+    }
+
+    /// The device's open alert, if any.
+    pub fn open_alert(&self, id: &str) -> Option<&Alert> {
+        let i = *self.index.get(id)?;
+        self.devices[i].open.as_deref()
+    }
+
+    /// The device's window, oldest row first, row-major, back in the
+    /// readings' units: what a fault classifier reads. The window holds
+    /// scaled rows, so a value beyond the scaler's limit reads as the
+    /// limit, and a channel constant in training as that constant.
+    pub fn window_readings(&self, id: &str) -> Option<Vec<f32>> {
+        let i = *self.index.get(id)?;
+        let mut rows = self.devices[i].window.to_vec();
+        let c = self.cfg.schema.len();
+        for row in rows.chunks_exact_mut(c.max(1)) {
+            self.cfg.scaler.inverse(row);
+        }
+        Some(rows)
     }
 
     /// Views of the devices that took a reading since the last call, in the

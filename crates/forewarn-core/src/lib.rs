@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod detector;
+pub mod diagnosis;
 pub mod dynamic_threshold;
 pub mod engine;
 pub mod gaussian;
@@ -16,8 +17,9 @@ pub mod testing;
 pub mod threshold;
 pub mod window;
 
-pub use alert::{Alert, AlertState, ChannelShare, Severity};
+pub use alert::{Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, Severity};
 pub use detector::{BatchScore, DetectorConfig, DetectorState, Transition};
+pub use diagnosis::{ClassName, DiagnosisTracker, FaultClassifier};
 pub use engine::{Engine, EngineConfig, EngineEvent, Forecaster, StepBatch};
 pub use reading::{
     ObjectKeys, Reading, ReadingRef, Readings, RejectReason, Schema, decode_reading,

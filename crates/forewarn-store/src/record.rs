@@ -245,6 +245,7 @@ impl RawAlert {
             contributors,
             window_start: self.window_start,
             window_end: self.window_end,
+            diagnosis: None,
         })
     }
 }

@@ -79,6 +79,7 @@ fn alert(device: &str, opened_at: i64) -> Alert {
         ],
         window_start: opened_at - 10,
         window_end: opened_at,
+        diagnosis: None,
     }
 }
 

@@ -547,6 +547,7 @@ mod tests {
             }],
             window_start: 1_000,
             window_end: 2_000,
+            diagnosis: None,
         }
     }
 

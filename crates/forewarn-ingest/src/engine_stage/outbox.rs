@@ -113,6 +113,7 @@ mod tests {
             contributors: vec![],
             window_start: 0,
             window_end: opened_at,
+            diagnosis: None,
         })
     }
 

@@ -131,6 +131,7 @@ mod tests {
                 contributors: vec![],
                 window_start: 0,
                 window_end: 10,
+                diagnosis: None,
             }));
         }
         if s.offsets {
