@@ -35,7 +35,7 @@ pub enum StoreError {
     },
     #[error("alert database error: {0}")]
     Postgres(#[from] ::postgres::Error),
-    #[error("cannot encode alert contributors: {0}")]
+    #[error("cannot encode alert contributors or diagnosis: {0}")]
     Encode(#[from] serde_json::Error),
 }
 

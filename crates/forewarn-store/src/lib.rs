@@ -21,7 +21,10 @@
 //! anomalous streak), so a crash replay re-applies the same changes:
 //! re-applying `Opened` never duplicates a row nor turns a resolved alert
 //! back to open, and `Resolved` upserts (it inserts the alert when its
-//! opening was never stored). The first stored resolution time wins. Each
+//! opening was never stored). The first stored resolution time wins.
+//! `Diagnosed` rewrites only the diagnosis of an alert stored as open (none
+//! of a resolved or unknown one), and a `Resolved` without a diagnosis
+//! keeps the stored one, so replays and restarts never lose it. Each
 //! change is one `INSERT .. ON CONFLICT` statement, so this also holds with
 //! several instances writing to one Postgres database at once.
 //!

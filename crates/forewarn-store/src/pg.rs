@@ -64,6 +64,10 @@ pub const PG_MIGRATIONS: &[&str] = &[
     CREATE INDEX forewarn_alerts_by_state   ON forewarn_alerts (state, opened_at, id);
     CREATE INDEX forewarn_alerts_by_channel ON forewarn_alerts USING gin (contributors jsonb_path_ops);
     "#,
+    // 2: the fault classifier's diagnosis, NULL without one.
+    r#"
+    ALTER TABLE forewarn_alerts ADD COLUMN diagnosis JSONB;
+    "#,
 ];
 
 /// The Postgres schema version this build writes.
@@ -81,24 +85,34 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const COLUMNS: &str = "id, device, model, model_version, state, severity, opened_at, \
                        resolved_at, score, peak_score, threshold, contributors::text, \
-                       window_start, window_end, acknowledged_at, acknowledged_by, ack_note";
+                       window_start, window_end, acknowledged_at, acknowledged_by, ack_note, \
+                       diagnosis::text";
 
 const INSERT_OPENED: &str = "INSERT INTO forewarn_alerts (id, device, model, model_version, \
      state, severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end) \
-     VALUES ($1, $2, $3, $4, 'open', $5, $6, NULL, $7, $8, $9, $10::text::jsonb, $11, $12) \
+     window_start, window_end, diagnosis) \
+     VALUES ($1, $2, $3, $4, 'open', $5, $6, NULL, $7, $8, $9, $10::text::jsonb, $11, $12, \
+             $13::text::jsonb) \
      ON CONFLICT (id) DO NOTHING";
 
+// A resolution without a diagnosis keeps the stored one (see `AlertChange`).
 const UPSERT_RESOLVED: &str = "INSERT INTO forewarn_alerts (id, device, model, model_version, \
      state, severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end) \
-     VALUES ($1, $2, $3, $4, 'resolved', $5, $6, $13, $7, $8, $9, $10::text::jsonb, $11, $12) \
+     window_start, window_end, diagnosis) \
+     VALUES ($1, $2, $3, $4, 'resolved', $5, $6, $14, $7, $8, $9, $10::text::jsonb, $11, $12, \
+             $13::text::jsonb) \
      ON CONFLICT (id) DO UPDATE SET \
        state = 'resolved', \
        resolved_at = coalesce(forewarn_alerts.resolved_at, excluded.resolved_at), \
+       diagnosis = coalesce(excluded.diagnosis, forewarn_alerts.diagnosis), \
        peak_score = greatest(forewarn_alerts.peak_score, excluded.peak_score), \
        severity = CASE WHEN 'critical' IN (forewarn_alerts.severity, excluded.severity) \
                        THEN 'critical' ELSE 'warning' END";
+
+// Open alerts only: a resolved alert keeps its final diagnosis. An unknown
+// id updates nothing.
+const UPDATE_DIAGNOSED: &str = "UPDATE forewarn_alerts \
+     SET diagnosis = coalesce($2::text::jsonb, diagnosis) WHERE id = $1 AND state = 'open'";
 
 /// Parses and checks a `postgres://` / `postgresql://` URL, and builds its
 /// TLS client (reading `sslrootcert`). Error messages show the URL with its
@@ -275,18 +289,21 @@ impl PgStore {
         let rows = sorted
             .iter()
             .map(|c| {
-                let a = match c {
-                    AlertChange::Opened(a) | AlertChange::Resolved(a) => a,
-                };
-                Ok((*c, serde_json::to_string(&a.contributors)?))
+                let contributors = serde_json::to_string(&c.alert().contributors)?;
+                Ok((*c, contributors, c.diagnosis_json()?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.with_client(|c| {
             let mut tx = c.transaction()?;
             let opened = tx.prepare(INSERT_OPENED)?;
             let resolved = tx.prepare(UPSERT_RESOLVED)?;
-            for (change, contributors) in &rows {
+            let diagnosed = tx.prepare(UPDATE_DIAGNOSED)?;
+            for (change, contributors, diagnosis) in &rows {
                 let (stmt, a) = match change {
+                    AlertChange::Diagnosed(a) => {
+                        tx.execute(&diagnosed, &[&a.id, diagnosis])?;
+                        continue;
+                    }
                     AlertChange::Opened(a) => (&opened, a),
                     AlertChange::Resolved(a) => (&resolved, a),
                 };
@@ -304,6 +321,7 @@ impl PgStore {
                     contributors,
                     &a.window_start,
                     &a.window_end,
+                    diagnosis,
                 ];
                 if let AlertChange::Resolved(_) = change {
                     params.push(&a.resolved_at);
@@ -504,9 +522,7 @@ impl Drop for Pooled<'_> {
 }
 
 fn change_id(c: &AlertChange) -> &str {
-    match c {
-        AlertChange::Opened(a) | AlertChange::Resolved(a) => &a.id,
-    }
+    &c.alert().id
 }
 
 fn migrate(c: &mut Client) -> Result<(), StoreError> {
@@ -570,5 +586,6 @@ fn from_row(r: &Row) -> Result<RawAlert, postgres::Error> {
         acknowledged_at: r.try_get(14)?,
         acknowledged_by: r.try_get(15)?,
         ack_note: r.try_get(16)?,
+        diagnosis: r.try_get(17)?,
     })
 }

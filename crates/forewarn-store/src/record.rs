@@ -2,7 +2,7 @@
 //! queries and pages (with their keyset cursors), and the raw row both
 //! backends read before parsing it.
 
-use forewarn_core::{Alert, AlertState, ChannelShare, Severity};
+use forewarn_core::{Alert, AlertState, ChannelShare, Diagnosis, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -16,16 +16,54 @@ pub const MAX_LIMIT: usize = 1000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum AlertChange {
     Opened(Alert),
+    /// Resolves the alert. A `diagnosis` of `None` keeps the stored one
+    /// (the process restarted while the alert was open, so it has none to
+    /// report); `Some` replaces it.
     Resolved(Alert),
+    /// An open alert's diagnosis changed: only `diagnosis` is updated, and
+    /// only while the stored alert is open (a late or replayed change never
+    /// rewrites a resolved alert's final diagnosis). Unknown ids are
+    /// ignored.
+    Diagnosed(Alert),
 }
 
 impl AlertChange {
-    /// Timestamp (epoch ms) of the reading that made this change.
+    /// The alert the change carries.
+    pub fn alert(&self) -> &Alert {
+        match self {
+            AlertChange::Opened(a) | AlertChange::Resolved(a) | AlertChange::Diagnosed(a) => a,
+        }
+    }
+
+    /// `opened`, `resolved` or `diagnosed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AlertChange::Opened(_) => "opened",
+            AlertChange::Resolved(_) => "resolved",
+            AlertChange::Diagnosed(_) => "diagnosed",
+        }
+    }
+
+    /// Timestamp (epoch ms) of the reading that made this change. For
+    /// [`AlertChange::Diagnosed`] the alert does not carry the time of the
+    /// batch that changed the diagnosis, so this is the end of its opening
+    /// window (`window_end`), a lower bound: not a measure of delay.
     pub fn reading_ts(&self) -> i64 {
         match self {
             AlertChange::Opened(a) => a.opened_at,
             AlertChange::Resolved(a) => a.resolved_at.unwrap_or(a.opened_at),
+            AlertChange::Diagnosed(a) => a.window_end,
         }
+    }
+
+    /// The diagnosis as the store keeps it (JSON), if the change has one.
+    pub(crate) fn diagnosis_json(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .alert()
+            .diagnosis
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?)
     }
 }
 
@@ -204,6 +242,8 @@ pub(crate) struct RawAlert {
     pub(crate) acknowledged_at: Option<i64>,
     pub(crate) acknowledged_by: Option<String>,
     pub(crate) ack_note: Option<String>,
+    /// JSON of the [`Diagnosis`]; NULL when none was stored.
+    pub(crate) diagnosis: Option<String>,
 }
 
 impl RawAlert {
@@ -230,6 +270,10 @@ impl RawAlert {
             .ok_or_else(|| corrupt(format!("unknown severity {:?}", self.severity)))?;
         let contributors: Vec<ChannelShare> = serde_json::from_str(&self.contributors)
             .map_err(|e| corrupt(format!("contributors: {e}")))?;
+        let diagnosis: Option<Diagnosis> = (self.diagnosis.as_deref())
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(format!("diagnosis: {e}")))?;
         Ok(Alert {
             id: self.id,
             device: self.device,
@@ -245,7 +289,7 @@ impl RawAlert {
             contributors,
             window_start: self.window_start,
             window_end: self.window_end,
-            diagnosis: None,
+            diagnosis,
         })
     }
 }

@@ -45,6 +45,10 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT;
     ALTER TABLE alerts ADD COLUMN ack_note        TEXT;
     "#,
+    // 3: the fault classifier's diagnosis (JSON), NULL without one.
+    r#"
+    ALTER TABLE alerts ADD COLUMN diagnosis TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -52,24 +56,32 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 const COLUMNS: &str = "id, device, model, model_version, state, severity, opened_at, \
                        resolved_at, score, peak_score, threshold, contributors, \
-                       window_start, window_end, acknowledged_at, acknowledged_by, ack_note";
+                       window_start, window_end, acknowledged_at, acknowledged_by, ack_note, \
+                       diagnosis";
 
 const INSERT_OPENED: &str = "INSERT INTO alerts (id, device, model, model_version, state, \
      severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end) \
-     VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, NULL, ?7, ?8, ?9, ?10, ?11, ?12) \
+     window_start, window_end, diagnosis) \
+     VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, NULL, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
      ON CONFLICT (id) DO NOTHING";
 
+// A resolution without a diagnosis keeps the stored one (see `AlertChange`).
 const UPSERT_RESOLVED: &str = "INSERT INTO alerts (id, device, model, model_version, state, \
      severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end) \
-     VALUES (?1, ?2, ?3, ?4, 'resolved', ?5, ?6, ?13, ?7, ?8, ?9, ?10, ?11, ?12) \
+     window_start, window_end, diagnosis) \
+     VALUES (?1, ?2, ?3, ?4, 'resolved', ?5, ?6, ?14, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
      ON CONFLICT (id) DO UPDATE SET \
        state = 'resolved', \
        resolved_at = coalesce(alerts.resolved_at, excluded.resolved_at), \
+       diagnosis = coalesce(excluded.diagnosis, alerts.diagnosis), \
        peak_score = max(alerts.peak_score, excluded.peak_score), \
        severity = CASE WHEN 'critical' IN (alerts.severity, excluded.severity) \
                        THEN 'critical' ELSE 'warning' END";
+
+// Open alerts only: a resolved alert keeps its final diagnosis. An unknown
+// id updates nothing.
+const UPDATE_DIAGNOSED: &str = "UPDATE alerts SET diagnosis = coalesce(?2, diagnosis) \
+     WHERE id = ?1 AND state = 'open'";
 
 /// One connection behind a mutex (SQLite serialises writers anyway, and
 /// reads here are short index scans).
@@ -131,10 +143,15 @@ impl SqliteStore {
         {
             let mut opened = tx.prepare_cached(INSERT_OPENED)?;
             let mut resolved = tx.prepare_cached(UPSERT_RESOLVED)?;
+            let mut diagnosed = tx.prepare_cached(UPDATE_DIAGNOSED)?;
             for change in changes {
-                let (stmt, a) = match change {
-                    AlertChange::Opened(a) => (&mut opened, a),
-                    AlertChange::Resolved(a) => (&mut resolved, a),
+                let diagnosis = change.diagnosis_json()?;
+                let a = match change {
+                    AlertChange::Diagnosed(a) => {
+                        diagnosed.execute(params![a.id, diagnosis])?;
+                        continue;
+                    }
+                    AlertChange::Opened(a) | AlertChange::Resolved(a) => a,
                 };
                 let contributors = serde_json::to_string(&a.contributors)?;
                 let common = params![
@@ -150,15 +167,15 @@ impl SqliteStore {
                     contributors,
                     a.window_start,
                     a.window_end,
+                    diagnosis,
                 ];
-                match change {
-                    AlertChange::Opened(_) => stmt.execute(common)?,
-                    AlertChange::Resolved(_) => {
-                        let mut all: Vec<&dyn rusqlite::ToSql> = common.to_vec();
-                        all.push(&a.resolved_at);
-                        stmt.execute(all.as_slice())?
-                    }
-                };
+                if let AlertChange::Resolved(_) = change {
+                    let mut all: Vec<&dyn rusqlite::ToSql> = common.to_vec();
+                    all.push(&a.resolved_at);
+                    resolved.execute(all.as_slice())?;
+                } else {
+                    opened.execute(common)?;
+                }
             }
         }
         tx.commit()?;
@@ -309,5 +326,6 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RawAlert> {
         acknowledged_at: r.get(14)?,
         acknowledged_by: r.get(15)?,
         ack_note: r.get(16)?,
+        diagnosis: r.get(17)?,
     })
 }

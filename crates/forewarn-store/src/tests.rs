@@ -7,7 +7,7 @@
 use super::*;
 use crate::record::{decode_cursor, encode_cursor};
 use forewarn_core::alert::alert_id;
-use forewarn_core::{Alert, AlertState, ChannelShare, Severity};
+use forewarn_core::{Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, Severity};
 use rusqlite::{Connection, params};
 
 use crate::testing::PgCluster;
@@ -46,6 +46,8 @@ on_both_backends!(
     retention_deletes_only_old_resolved_alerts,
     acknowledge_records_who_when_why_and_survives_resolution,
     channel_and_acknowledged_filters_and_oldest_first,
+    diagnosis_is_stored_updated_while_open_and_kept_by_a_resolution_without_one,
+    diagnosed_changes_replay_harmlessly_and_ignore_unknown_ids,
 );
 
 /// A store on a fresh database of the shared test cluster.
@@ -81,6 +83,28 @@ fn alert(device: &str, opened_at: i64) -> Alert {
         window_end: opened_at,
         diagnosis: None,
     }
+}
+
+/// A diagnosis naming `classes` (class, probability), most probable first.
+fn diagnosis(classes: &[(u8, f64)], windows: u32) -> Diagnosis {
+    Diagnosis {
+        classifier: "tep-faults".into(),
+        classifier_version: "9f2c".into(),
+        top: classes
+            .iter()
+            .map(|&(class, probability)| ClassProbability {
+                class,
+                name: format!("IDV({class})"),
+                probability,
+            })
+            .collect(),
+        windows,
+    }
+}
+
+fn with_diagnosis(mut a: Alert, d: Option<Diagnosis>) -> Alert {
+    a.diagnosis = d;
+    a
 }
 
 fn resolved(mut a: Alert, at: i64, peak: f64) -> Alert {
@@ -565,6 +589,211 @@ fn channel_and_acknowledged_filters_and_oldest_first(s: &AlertStore) {
     assert_eq!(got, want);
 }
 
+fn diagnosis_is_stored_updated_while_open_and_kept_by_a_resolution_without_one(s: &AlertStore) {
+    let first = diagnosis(&[(6, 0.91), (7, 0.05), (0, 0.02)], 1);
+    let second = diagnosis(&[(7, 0.6), (6, 0.3), (0, 0.05)], 4);
+    let last = diagnosis(&[(7, 0.7), (6, 0.2), (1, 0.05)], 9);
+    let a = with_diagnosis(alert("pump-1", 1_000), Some(first.clone()));
+    // (step, changes applied, the stored alert's diagnosis afterwards)
+    let r = resolved(a.clone(), 2_000, 3.0);
+    let cases: Vec<(&str, Vec<AlertChange>, Option<&Diagnosis>)> = vec![
+        (
+            "opened with a diagnosis",
+            vec![AlertChange::Opened(a.clone())],
+            Some(&first),
+        ),
+        (
+            "diagnosed while open: replaced",
+            vec![AlertChange::Diagnosed(with_diagnosis(
+                a.clone(),
+                Some(second.clone()),
+            ))],
+            Some(&second),
+        ),
+        (
+            "a replayed opening keeps the newer diagnosis",
+            vec![AlertChange::Opened(a.clone())],
+            Some(&second),
+        ),
+        (
+            "resolved without one (after a restart): kept",
+            vec![AlertChange::Resolved(with_diagnosis(r.clone(), None))],
+            Some(&second),
+        ),
+        (
+            "diagnosed after the resolution: ignored",
+            vec![AlertChange::Diagnosed(with_diagnosis(
+                a.clone(),
+                Some(first.clone()),
+            ))],
+            Some(&second),
+        ),
+        (
+            "resolved with one: replaced",
+            vec![AlertChange::Resolved(with_diagnosis(
+                r.clone(),
+                Some(last.clone()),
+            ))],
+            Some(&last),
+        ),
+    ];
+    for (step, changes, want) in cases {
+        s.apply(&changes).unwrap();
+        let got = get(s, &a.id).unwrap().unwrap();
+        assert_eq!(got.diagnosis.as_ref(), want, "{step}");
+    }
+    // The rest of the resolved alert is untouched by the diagnosis changes.
+    let got = get(s, &a.id).unwrap().unwrap();
+    assert_eq!(got, with_diagnosis(r, Some(last)));
+
+    // Opened, diagnosed and resolved in one batch, as one transaction.
+    let b = with_diagnosis(alert("pump-2", 3_000), Some(first.clone()));
+    let rb = with_diagnosis(resolved(b.clone(), 4_000, 2.0), None);
+    s.apply(&[
+        AlertChange::Opened(b.clone()),
+        AlertChange::Diagnosed(with_diagnosis(b.clone(), Some(second.clone()))),
+        AlertChange::Resolved(rb.clone()),
+    ])
+    .unwrap();
+    assert_eq!(
+        get(s, &b.id).unwrap().unwrap(),
+        with_diagnosis(rb, Some(second))
+    );
+    // Listing reads it too.
+    let listed = alerts(s.list(&AlertQuery::default()).unwrap());
+    assert!(listed.iter().all(|x| x.diagnosis.is_some()), "{listed:?}");
+}
+
+fn diagnosed_changes_replay_harmlessly_and_ignore_unknown_ids(s: &AlertStore) {
+    let a = alert("pump-1", 1_000);
+    let d = diagnosis(&[(3, 0.5), (4, 0.3), (5, 0.2)], 2);
+    let change = AlertChange::Diagnosed(with_diagnosis(a.clone(), Some(d.clone())));
+    // Unknown id: nothing stored, no error.
+    s.apply(std::slice::from_ref(&change)).unwrap();
+    assert_eq!(get(s, &a.id).unwrap(), None);
+    assert_eq!(s.count_open().unwrap(), 0);
+    // An alert opened without a diagnosis (no classifier then) gets one.
+    s.apply(&[AlertChange::Opened(a.clone())]).unwrap();
+    assert_eq!(get(s, &a.id).unwrap().unwrap().diagnosis, None);
+    for _ in 0..2 {
+        s.apply(std::slice::from_ref(&change)).unwrap();
+        assert_eq!(
+            get(s, &a.id).unwrap().unwrap(),
+            with_diagnosis(a.clone(), Some(d.clone()))
+        );
+    }
+    // A change without a diagnosis changes nothing.
+    s.apply(&[AlertChange::Diagnosed(a.clone())]).unwrap();
+    assert_eq!(get(s, &a.id).unwrap().unwrap().diagnosis, Some(d));
+    // An acknowledgement is not touched either.
+    let ack = Acknowledgement {
+        at: 1_100,
+        by: "ana".into(),
+        note: String::new(),
+    };
+    s.acknowledge(&a.id, &ack).unwrap().unwrap();
+    s.apply(std::slice::from_ref(&change)).unwrap();
+    assert_eq!(s.get(&a.id).unwrap().unwrap().ack, Some(ack));
+}
+
+#[test]
+fn alert_changes_name_their_kind_and_alert() {
+    let a = alert("pump-1", 1_000);
+    let r = resolved(a.clone(), 2_000, 2.0);
+    // (change, kind, reading_ts)
+    let cases = [
+        (AlertChange::Opened(a.clone()), "opened", 1_000),
+        (AlertChange::Resolved(r), "resolved", 2_000),
+        (AlertChange::Diagnosed(a.clone()), "diagnosed", a.window_end),
+    ];
+    for (c, kind, ts) in cases {
+        assert_eq!(
+            (c.kind(), c.reading_ts(), c.alert().id.as_str()),
+            (kind, ts, a.id.as_str())
+        );
+    }
+}
+
+#[test]
+fn an_alert_without_a_diagnosis_has_no_diagnosis_key() {
+    let a = alert("pump-1", 1_000);
+    let json = serde_json::to_value(AlertRecord::from(a.clone())).unwrap();
+    assert!(json.get("diagnosis").is_none(), "{json}");
+    let d = diagnosis(&[(6, 0.91), (7, 0.05), (0, 0.02)], 3);
+    let json = serde_json::to_value(AlertRecord::from(with_diagnosis(a, Some(d)))).unwrap();
+    assert_eq!(json["diagnosis"]["classifier"], "tep-faults");
+    assert_eq!(json["diagnosis"]["classifier_version"], "9f2c");
+    assert_eq!(json["diagnosis"]["windows"], 3);
+    assert_eq!(
+        json["diagnosis"]["top"][0],
+        serde_json::json!({"class": 6, "name": "IDV(6)", "probability": 0.91})
+    );
+}
+
+#[test]
+fn a_corrupt_stored_diagnosis_is_an_error_not_a_panic() {
+    let s = AlertStore::open_in_memory().unwrap();
+    let a = alert("pump-1", 1_000);
+    s.apply(&[AlertChange::Opened(a.clone())]).unwrap();
+    s.sqlite()
+        .conn()
+        .execute(
+            "UPDATE alerts SET diagnosis = '{\"top\": 7' WHERE id = ?1",
+            [&a.id],
+        )
+        .unwrap();
+    let err = s.get(&a.id).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { id, detail } if *id == a.id && detail.starts_with("diagnosis")),
+        "{err}"
+    );
+    assert!(matches!(
+        s.list(&AlertQuery::default()),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn version_2_database_is_migrated_and_reads_alerts_without_diagnosis() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.db");
+    let a = alert("pump-1", 1_000);
+    {
+        let conn = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..2] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO alerts (id, device, model, model_version, state, severity, opened_at, \
+             resolved_at, score, peak_score, threshold, contributors, window_start, window_end, \
+             acknowledged_at, acknowledged_by, ack_note) \
+             VALUES (?1, 'pump-1', 'lstm', 'v1', 'open', 'warning', 1000, NULL, 2.0, 2.0, 1.0, \
+             ?2, 990, 1000, 1200, 'ana', 'seen')",
+            params![a.id, serde_json::to_string(&a.contributors).unwrap()],
+        )
+        .unwrap();
+    }
+    let s = AlertStore::open(&path).unwrap();
+    let got = s.get(&a.id).unwrap().unwrap();
+    assert_eq!(got.alert, a);
+    assert_eq!(got.alert.diagnosis, None);
+    assert_eq!(got.ack.map(|k| k.by), Some("ana".to_string()));
+    let v: i64 = s
+        .sqlite()
+        .conn()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    let d = diagnosis(&[(1, 0.8)], 1);
+    s.apply(&[AlertChange::Diagnosed(with_diagnosis(
+        a.clone(),
+        Some(d.clone()),
+    ))])
+    .unwrap();
+    assert_eq!(get(&s, &a.id).unwrap().unwrap().diagnosis, Some(d));
+}
+
 #[test]
 fn version_1_database_is_migrated_keeping_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -630,6 +859,42 @@ fn postgres_persists_across_reconnect_and_records_the_schema_version() {
     assert_eq!(alerts(s.list(&AlertQuery::default()).unwrap()), vec![b, r]);
     assert_eq!(s.count_open().unwrap(), 1);
     assert_eq!(s.postgres().schema_version().unwrap(), PG_SCHEMA_VERSION);
+}
+
+#[test]
+fn postgres_version_1_database_is_migrated_and_reads_alerts_without_diagnosis() {
+    let cluster = PgCluster::shared();
+    let url = cluster.create_database();
+    let db = url.rsplit('/').next().unwrap();
+    let a = alert("pump-1", 1_000);
+    // The schema as version 1 of this build left it, with one alert.
+    let contributors = serde_json::to_string(&a.contributors).unwrap();
+    cluster
+        .psql(
+            db,
+            &format!(
+                "CREATE TABLE forewarn_schema_migrations (version BIGINT NOT NULL PRIMARY KEY, \
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()); \
+                 {} \
+                 INSERT INTO forewarn_schema_migrations (version) VALUES (1); \
+                 INSERT INTO forewarn_alerts (id, device, model, model_version, state, severity, \
+                 opened_at, resolved_at, score, peak_score, threshold, contributors, \
+                 window_start, window_end) VALUES ('{}', 'pump-1', 'lstm', 'v1', 'open', \
+                 'warning', 1000, NULL, 2.0, 2.0, 1.0, '{contributors}', 990, 1000);",
+                PG_MIGRATIONS[0], a.id
+            ),
+        )
+        .unwrap();
+    let s = AlertStore::connect(&url).unwrap();
+    assert_eq!(s.postgres().schema_version().unwrap(), PG_SCHEMA_VERSION);
+    assert_eq!(get(&s, &a.id).unwrap(), Some(a.clone()));
+    let d = diagnosis(&[(1, 0.8)], 1);
+    s.apply(&[AlertChange::Diagnosed(with_diagnosis(
+        a.clone(),
+        Some(d.clone()),
+    ))])
+    .unwrap();
+    assert_eq!(get(&s, &a.id).unwrap().unwrap().diagnosis, Some(d));
 }
 
 #[test]
