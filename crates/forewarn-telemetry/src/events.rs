@@ -200,6 +200,15 @@ fn top_channel(alert: &Alert) -> &str {
         .map_or("", |c| c.channel.as_str())
 }
 
+/// The most probable fault class of an alert's diagnosis, if it has one:
+/// (class, name, probability).
+fn top_class(alert: &Alert) -> (Option<u8>, Option<&str>, Option<f64>) {
+    match alert.diagnosis.as_ref().and_then(|d| d.top.first()) {
+        Some(c) => (Some(c.class), Some(c.name.as_str()), Some(c.probability)),
+        None => (None, None, None),
+    }
+}
+
 /// The detector opened an alert.
 #[derive(Debug, Clone, Copy)]
 pub struct AlertOpened<'a> {
@@ -209,6 +218,7 @@ pub struct AlertOpened<'a> {
 impl InternalEvent for AlertOpened<'_> {
     fn emit(self, metrics: &Metrics) {
         let a = self.alert;
+        let (class, name, probability) = top_class(a);
         warn!(
             alert_id = %a.id,
             device = %a.device,
@@ -220,6 +230,9 @@ impl InternalEvent for AlertOpened<'_> {
             top_channel = top_channel(a),
             window_start = a.window_start,
             window_end = a.window_end,
+            top_class = class,
+            top_class_name = name,
+            top_class_probability = probability,
             "alert opened"
         );
         metrics
@@ -239,6 +252,7 @@ pub struct AlertResolved<'a> {
 impl InternalEvent for AlertResolved<'_> {
     fn emit(self, metrics: &Metrics) {
         let a = self.alert;
+        let (class, name, probability) = top_class(a);
         info!(
             alert_id = %a.id,
             device = %a.device,
@@ -246,12 +260,40 @@ impl InternalEvent for AlertResolved<'_> {
             peak_score = a.peak_score,
             opened_at = a.opened_at,
             resolved_at = a.resolved_at,
+            top_class = class,
+            top_class_name = name,
+            top_class_probability = probability,
             "alert resolved"
         );
         metrics.alerts_resolved.inc();
         if metrics.alerts_open.get() > 0 {
             metrics.alerts_open.dec();
         }
+    }
+}
+
+/// An open alert's diagnosis changed: its most probable fault classes
+/// changed order.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertDiagnosed<'a> {
+    pub alert: &'a Alert,
+}
+
+impl InternalEvent for AlertDiagnosed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let a = self.alert;
+        let (class, name, probability) = top_class(a);
+        info!(
+            alert_id = %a.id,
+            device = %a.device,
+            top_class = class,
+            top_class_name = name,
+            top_class_probability = probability,
+            windows = a.diagnosis.as_ref().map(|d| d.windows),
+            classifier = a.diagnosis.as_ref().map(|d| d.classifier.as_str()),
+            "alert diagnosis changed"
+        );
+        metrics.alert_diagnosis_changes.inc();
     }
 }
 
@@ -551,6 +593,30 @@ mod tests {
         }
     }
 
+    fn diagnosed() -> Alert {
+        let mut a = alert(Severity::Warning);
+        a.diagnosis = Some(forewarn_core::Diagnosis {
+            classifier: "tep-faults".into(),
+            classifier_version: "9f2c".into(),
+            top: vec![forewarn_core::ClassProbability {
+                class: 6,
+                name: "IDV(6) A feed loss".into(),
+                probability: 0.91,
+            }],
+            windows: 4,
+        });
+        a
+    }
+
+    #[test]
+    fn alert_top_class_is_that_of_its_diagnosis() {
+        assert_eq!(top_class(&alert(Severity::Warning)), (None, None, None));
+        assert_eq!(
+            top_class(&diagnosed()),
+            (Some(6), Some("IDV(6) A feed loss"), Some(0.91))
+        );
+    }
+
     #[test]
     fn alert_delay_observes_its_stage_and_counts_clock_skew_as_zero() {
         let m = Metrics::new();
@@ -622,6 +688,10 @@ mod tests {
         }
         .emit(&m);
         AlertResolved { alert: &critical }.emit(&m);
+        AlertDiagnosed {
+            alert: &diagnosed(),
+        }
+        .emit(&m);
         AlertsStored {
             changes: 3,
             seconds: 0.002,
@@ -693,6 +763,7 @@ mod tests {
                 Some(1.0),
             ),
             ("forewarn_alerts_resolved_total", Some(1.0)),
+            ("forewarn_alert_diagnosis_changes_total", Some(1.0)),
             ("forewarn_alerts_open", Some(1.0)),
             (
                 "forewarn_alert_store_apply_duration_seconds_count",

@@ -46,6 +46,8 @@ pub struct Metrics {
     // Alerts.
     pub alerts_opened: IntCounterVec,
     pub alerts_resolved: IntCounter,
+    /// Open alerts whose diagnosis changed its ranking after opening.
+    pub alert_diagnosis_changes: IntCounter,
     pub alerts_open: IntGauge,
     pub store_apply_duration: Histogram,
     /// Reading time → alert change scored / stored / published, by stage.
@@ -350,6 +352,12 @@ impl Metrics {
             ),
             alerts_opened,
             alerts_resolved: counter(&r, "forewarn_alerts_resolved_total", "Alerts resolved."),
+            alert_diagnosis_changes: counter(
+                &r,
+                "forewarn_alert_diagnosis_changes_total",
+                "Diagnoses of open alerts re-announced because their most probable fault \
+                 classes changed order (a fault classifier is configured).",
+            ),
             alerts_open: gauge(
                 &r,
                 "forewarn_alerts_open",
@@ -502,6 +510,7 @@ pub(crate) mod tests {
             (r#"forewarn_alerts_opened_total{severity="warning"}"#, 0.0),
             (r#"forewarn_alerts_opened_total{severity="critical"}"#, 0.0),
             ("forewarn_alerts_resolved_total", 0.0),
+            ("forewarn_alert_diagnosis_changes_total", 0.0),
             ("forewarn_alerts_open", 0.0),
             ("forewarn_alert_store_apply_duration_seconds_count", 0.0),
             ("forewarn_alert_store_errors_total", 0.0),
