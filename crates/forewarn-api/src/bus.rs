@@ -23,6 +23,9 @@ pub enum AlertEventKind {
     Opened,
     Resolved,
     Acknowledged,
+    /// An open alert's diagnosis changed (its most probable fault classes
+    /// changed order).
+    Diagnosed,
 }
 
 impl AlertEventKind {
@@ -31,6 +34,7 @@ impl AlertEventKind {
             AlertEventKind::Opened => "opened",
             AlertEventKind::Resolved => "resolved",
             AlertEventKind::Acknowledged => "acknowledged",
+            AlertEventKind::Diagnosed => "diagnosed",
         }
     }
 }
@@ -125,5 +129,18 @@ mod tests {
         assert_eq!(json["kind"], "opened");
         assert_eq!(json["alert"]["id"], "a3");
         assert_eq!(json["alert"]["acknowledged"], false);
+        assert!(json["alert"].get("diagnosis").is_none(), "{json}");
+    }
+
+    #[test]
+    fn kinds_serialise_as_their_names() {
+        for kind in [
+            AlertEventKind::Opened,
+            AlertEventKind::Resolved,
+            AlertEventKind::Acknowledged,
+            AlertEventKind::Diagnosed,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
     }
 }

@@ -8,9 +8,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::schema::{
-    AckRequestDoc, AlertDoc, AlertPageDoc, ChannelShareDoc, DeviceDoc, DevicePageDoc,
-    DeviceScoresDoc, ErrorDoc, ModelDoc, ModelListDoc, ReadinessDoc, ReloadResultDoc,
-    ScorePointDoc,
+    AckRequestDoc, AlertDoc, AlertPageDoc, ChannelShareDoc, ClassProbabilityDoc, DeviceDoc,
+    DevicePageDoc, DeviceScoresDoc, DiagnosisDoc, ErrorDoc, ModelDoc, ModelListDoc, ReadinessDoc,
+    ReloadResultDoc, ScorePointDoc,
 };
 
 struct BearerAuth;
@@ -57,7 +57,8 @@ impl Modify for BearerAuth {
         crate::ops::readyz,
     ),
     components(schemas(
-        AlertDoc, AlertPageDoc, AckRequestDoc, ChannelShareDoc, DeviceDoc, DevicePageDoc,
+        AlertDoc, AlertPageDoc, AckRequestDoc, ChannelShareDoc, DiagnosisDoc, ClassProbabilityDoc,
+        DeviceDoc, DevicePageDoc,
         ScorePointDoc, DeviceScoresDoc, ModelDoc, ModelListDoc, ReloadResultDoc, ErrorDoc,
         ReadinessDoc
     )),

@@ -17,6 +17,34 @@ pub struct ChannelShareDoc {
     share: f64,
 }
 
+/// One fault class a classifier names, with its probability.
+#[derive(ToSchema)]
+#[schema(as = ClassProbability)]
+pub struct ClassProbabilityDoc {
+    /// The label the classifier was trained on (TEP: the fault number, 0
+    /// normal operation).
+    class: u8,
+    /// The class's name (TEP: the fault's description).
+    name: String,
+    /// 0..=1.
+    probability: f64,
+}
+
+/// Which fault an open alert most likely is: a fault classifier's reading
+/// of the device's window, averaged over the alert's batches so far.
+#[derive(ToSchema)]
+#[schema(as = Diagnosis)]
+pub struct DiagnosisDoc {
+    /// The classifier's name.
+    classifier: String,
+    /// A hash of the classifier's weights.
+    classifier_version: String,
+    /// The most probable classes, most probable first (at most 3).
+    top: Vec<ClassProbabilityDoc>,
+    /// Windows the probabilities are the mean of.
+    windows: u32,
+}
+
 #[derive(ToSchema)]
 #[schema(as = AlertState)]
 #[allow(non_camel_case_types)]
@@ -58,6 +86,11 @@ pub struct AlertDoc {
     contributors: Vec<ChannelShareDoc>,
     window_start: i64,
     window_end: i64,
+    /// The likely fault. Present only when serve runs a fault classifier
+    /// and it has read the alert; updated while the alert is open (the
+    /// live stream's `diagnosed` event).
+    #[schema(required = false)]
+    diagnosis: DiagnosisDoc,
     acknowledged: bool,
     acknowledged_at: Option<i64>,
     acknowledged_by: Option<String>,

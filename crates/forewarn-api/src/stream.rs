@@ -7,8 +7,9 @@
 //! `/api/v1/alerts`). The first event, `ready`, tells the client it is
 //! subscribed, so a list fetched after it misses nothing.
 //!
-//! Events: `ready`, `opened`, `resolved`, `acknowledged` (data: the alert
-//! as `GET /api/v1/alerts/{id}` shows it after the change) and `lagged`
+//! Events: `ready`, `opened`, `resolved`, `acknowledged`, `diagnosed` (an
+//! open alert's likely fault changed; with a fault classifier only) (data:
+//! the alert as `GET /api/v1/alerts/{id}` shows it after the change) and `lagged`
 //! (data: `{"missed": n}`). A comment line every 15 s keeps proxies from
 //! closing an idle stream. Streams end when the service shuts down.
 //!
@@ -58,8 +59,10 @@ fn event(ev: &AlertEvent) -> Event {
 }
 
 /// Live alert events (Server-Sent Events): `ready`, then `opened`,
-/// `resolved`, `acknowledged` (data: the alert) and `lagged` (data:
-/// `{"missed": n}` when this client fell behind and skipped events).
+/// `resolved`, `acknowledged`, `diagnosed` (an open alert's `diagnosis`
+/// changed; only when serve runs a fault classifier) (data: the alert) and
+/// `lagged` (data: `{"missed": n}` when this client fell behind and skipped
+/// events).
 #[utoipa::path(get, path = "/api/v1/alerts/stream", tag = "alerts",
     params(
         ("device" = Option<String>, Query, description = "Only this device's events"),

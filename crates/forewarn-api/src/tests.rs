@@ -4,7 +4,7 @@ use super::*;
 use axum::http::{HeaderMap, Method};
 use forewarn_core::alert::alert_id;
 use forewarn_core::engine::DeviceView;
-use forewarn_core::{Alert, AlertState, ChannelShare, Severity};
+use forewarn_core::{Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, Severity};
 use forewarn_store::{AlertChange, AlertStore};
 use forewarn_telemetry::Health;
 use serde_json::{Value, json};
@@ -35,6 +35,38 @@ fn alert(device: &str, opened_at: i64, severity: Severity, resolved_at: Option<i
         window_end: opened_at,
         diagnosis: None,
     }
+}
+
+/// A fault classifier's diagnosis: IDV(6) most likely.
+fn diagnosis() -> Diagnosis {
+    let class = |class: u8, name: &str, probability: f64| ClassProbability {
+        class,
+        name: name.into(),
+        probability,
+    };
+    Diagnosis {
+        classifier: "tep-faults".into(),
+        classifier_version: "9f2c".into(),
+        top: vec![
+            class(6, "IDV(6) A feed loss (step)", 0.91),
+            class(7, "IDV(7) C header pressure loss (step)", 0.05),
+            class(0, "normal", 0.02),
+        ],
+        windows: 4,
+    }
+}
+
+/// Stores `diagnosis()` on the fixture's open alert `f.alerts[i]`; returns
+/// the alert as diagnosed.
+fn diagnose(f: &Fixture, i: usize) -> Alert {
+    let mut a = f.alerts[i].clone();
+    assert_eq!(a.state, AlertState::Open);
+    a.diagnosis = Some(diagnosis());
+    f.state
+        .store
+        .apply(&[AlertChange::Diagnosed(a.clone())])
+        .unwrap();
+    a
 }
 
 const TOKEN: &str = "s3cret-token";
@@ -185,6 +217,39 @@ async fn alert_filters() {
         want[k] = Value::Null;
     }
     assert_eq!(body["alerts"][0], want);
+}
+
+#[tokio::test]
+async fn alerts_carry_their_diagnosis_when_stored_and_omit_the_key_otherwise() {
+    let f = fixture();
+    let diagnosed = diagnose(&f, 2);
+    let want = json!({
+        "classifier": "tep-faults",
+        "classifier_version": "9f2c",
+        "top": [
+            {"class": 6, "name": "IDV(6) A feed loss (step)", "probability": 0.91},
+            {"class": 7, "name": "IDV(7) C header pressure loss (step)", "probability": 0.05},
+            {"class": 0, "name": "normal", "probability": 0.02},
+        ],
+        "windows": 4,
+    });
+    let (status, one) = get_json(&f.app, &format!("/api/v1/alerts/{}", diagnosed.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["diagnosis"], want);
+    assert_eq!(
+        one,
+        serde_json::to_value(forewarn_store::AlertRecord::from(diagnosed.clone())).unwrap()
+    );
+    let (_, other) = get_json(&f.app, &format!("/api/v1/alerts/{}", f.alerts[1].id)).await;
+    assert!(other.get("diagnosis").is_none(), "{other}");
+    let (_, page) = get_json(&f.app, "/api/v1/alerts").await;
+    for a in page["alerts"].as_array().unwrap() {
+        if a["id"] == diagnosed.id.as_str() {
+            assert_eq!(a["diagnosis"], want);
+        } else {
+            assert!(a.get("diagnosis").is_none(), "{a}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -764,6 +829,19 @@ async fn live_stream_sends_events_and_tells_lagging_clients() {
         "{ev}"
     );
 
+    // A changed diagnosis is an event of its own, carrying the alert.
+    let mut diagnosed = f.alerts[2].clone();
+    diagnosed.diagnosis = Some(diagnosis());
+    state.bus.publish(AlertEvent {
+        kind: AlertEventKind::Diagnosed,
+        alert: diagnosed.into(),
+    });
+    let ev = next().await;
+    assert!(
+        ev.contains("event: diagnosed") && ev.contains("\"classifier\":\"tep-faults\""),
+        "{ev}"
+    );
+
     // Shutdown ends the stream.
     state.shutdown.cancel();
     let end = tokio::time::timeout(Duration::from_secs(5), body.next())
@@ -797,6 +875,8 @@ async fn console_page_is_served() {
     );
     let html = String::from_utf8(body).unwrap();
     assert!(html.contains("Forewarn"));
+    // It listens for diagnosis changes and shows the likely fault.
+    assert!(html.contains("\"diagnosed\"") && html.contains("likely fault"));
     // Nothing is loaded from elsewhere.
     assert!(
         !html.contains("http://") && !html.contains("https://"),
@@ -872,8 +952,31 @@ async fn openapi_document_describes_every_route_and_real_payloads() {
         k.sort();
         k
     };
-    let (_, alert) = get_json(&f.app, &format!("/api/v1/alerts/{}", f.alerts[0].id)).await;
-    assert_eq!(keys(alert), schema_keys("Alert"));
+    // An alert with every optional part: a diagnosis.
+    let diagnosed = diagnose(&f, 2);
+    let (_, alert) = get_json(&f.app, &format!("/api/v1/alerts/{}", diagnosed.id)).await;
+    assert_eq!(keys(alert.clone()), schema_keys("Alert"));
+    assert_eq!(keys(alert["diagnosis"].clone()), schema_keys("Diagnosis"));
+    assert_eq!(
+        keys(alert["diagnosis"]["top"][0].clone()),
+        schema_keys("ClassProbability")
+    );
+    // ... which alerts without one omit: it is optional, never null.
+    let required: Vec<&str> = doc["components"]["schemas"]["Alert"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(!required.contains(&"diagnosis"), "{required:?}");
+    assert!(required.contains(&"contributors"), "{required:?}");
+    let (_, plain) = get_json(&f.app, &format!("/api/v1/alerts/{}", f.alerts[0].id)).await;
+    let mut without: Vec<String> = schema_keys("Alert");
+    without.retain(|k| k != "diagnosis");
+    assert_eq!(keys(plain), without);
+    // The live stream documents its `diagnosed` event.
+    let stream_doc = paths["/api/v1/alerts/stream"]["get"].to_string();
+    assert!(stream_doc.contains("`diagnosed`"), "{stream_doc}");
     let (_, page) = get_json(&f.app, "/api/v1/alerts").await;
     assert_eq!(keys(page), schema_keys("AlertPage"));
     let (_, dev) = get_json(&f.app, "/api/v1/devices/pump-1").await;
