@@ -11,6 +11,13 @@
 //!   "generatorURL": "http://forewarn:8080/?alert=..."}]
 //! ```
 //!
+//! With a fault classifier, an alert's diagnosis adds the annotations
+//! `diagnosis` (`"IDV(6) A feed loss (step) 0.91; IDV(7) ... 0.05; ..."`: the
+//! most probable classes first) and `diagnosis_classifier`
+//! (`name@version`). A changed diagnosis (a `diagnosed` event) re-sends the
+//! firing alert with the new annotations at once, as Alertmanager accepts
+//! for an alert it already holds.
+//!
 //! Like Prometheus, it re-sends every open alert each `resend_interval`
 //! with `endsAt` four intervals ahead (so the receiver expires the alert if
 //! Forewarn goes away), and sends a resolved alert once with `endsAt` set to
@@ -35,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use forewarn_core::AlertState;
+use forewarn_core::{AlertState, Diagnosis};
 use forewarn_store::{AlertQuery, AlertRecord, AlertStore, MAX_LIMIT};
 use forewarn_telemetry::Metrics;
 
@@ -113,6 +120,16 @@ fn labels(a: &AlertRecord) -> BTreeMap<&'static str, String> {
     ])
 }
 
+/// A diagnosis as one annotation: the top classes with their
+/// probabilities, most probable first.
+fn diagnosis_text(d: &Diagnosis) -> String {
+    d.top
+        .iter()
+        .map(|c| format!("{} {:.2}", c.name, c.probability))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// One alert in Alertmanager's shape. `labels` are the ones first sent.
 fn am_alert(
     cfg: &WebhookConfig,
@@ -142,6 +159,19 @@ fn am_alert(
         "threshold": format!("{}", a.threshold),
         "current_severity": a.severity.as_str(),
     });
+    if let Some(d) = &a.diagnosis {
+        annotations["diagnosis"] = json!(diagnosis_text(d));
+        annotations["diagnosis_classifier"] =
+            json!(format!("{}@{}", d.classifier, d.classifier_version));
+        if let Some(top) = d.top.first() {
+            annotations["description"] = json!(format!(
+                "{} Likely fault: {} ({:.0}%).",
+                annotations["description"].as_str().unwrap_or_default(),
+                top.name,
+                top.probability * 100.0
+            ));
+        }
+    }
     if let Some(ack) = &a.ack {
         annotations["acknowledged_by"] = json!(ack.by);
         annotations["acknowledged_at"] = json!(rfc3339(ack.at));
@@ -282,6 +312,31 @@ impl Sender {
     }
 }
 
+/// The alert of an event as the store holds it, from what the sender
+/// holds: the pipeline's events carry the detector's alert, without the
+/// acknowledgement, and a resolution after a restart carries no diagnosis;
+/// the store keeps both, so the sender does too. An acknowledgement event
+/// is read from the store: it is taken as it is.
+fn merged(
+    active: &HashMap<String, (AlertRecord, BTreeMap<&'static str, String>)>,
+    kind: AlertEventKind,
+    alert: &AlertRecord,
+) -> AlertRecord {
+    let mut a = alert.clone();
+    if kind == AlertEventKind::Acknowledged {
+        return a;
+    }
+    if let Some((held, _)) = active.get(&a.id) {
+        if a.ack.is_none() {
+            a.ack = held.ack.clone();
+        }
+        if a.alert.diagnosis.is_none() {
+            a.alert.diagnosis = held.diagnosis.clone();
+        }
+    }
+    a
+}
+
 /// An error with its causes, e.g. "error sending request for url (...):
 /// client error (Connect): invalid peer certificate: UnknownIssuer", so a
 /// refused certificate says so.
@@ -359,20 +414,7 @@ pub fn spawn(
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 ev = rx.recv() => match ev {
-                    Ok(ev) => {
-                        if ev.kind == AlertEventKind::Resolved || ev.alert.state == AlertState::Resolved {
-                            // Keep the acknowledgement the store has.
-                            let mut a = ev.alert.clone();
-                            if a.ack.is_none()
-                                && let Some((held, _)) = s.active.get(&a.id)
-                            {
-                                a.ack = held.ack.clone();
-                            }
-                            s.apply(a);
-                        } else {
-                            s.apply(ev.alert.clone());
-                        }
-                    }
+                    Ok(ev) => s.apply(merged(&s.active, ev.kind, &ev.alert)),
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "webhook sender fell behind the alert bus; re-reading open alerts");
                         s.resync().await;
@@ -627,6 +669,173 @@ mod tests {
         assert_eq!(metrics.webhook_active_alerts.get(), 1);
         let (_, resend) = find(&recv, i + 1, |b| by_id(b, &old.id).is_some()).await;
         assert_eq!(resend.as_array().unwrap().len(), 1, "{resend}");
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    fn diagnosis(classes: &[(u8, &str, f64)]) -> Diagnosis {
+        Diagnosis {
+            classifier: "tep-faults".into(),
+            classifier_version: "9f2c".into(),
+            top: classes
+                .iter()
+                .map(
+                    |&(class, name, probability)| forewarn_core::ClassProbability {
+                        class,
+                        name: name.into(),
+                        probability,
+                    },
+                )
+                .collect(),
+            windows: 1,
+        }
+    }
+
+    #[test]
+    fn a_diagnosis_annotation_names_the_top_classes_most_probable_first() {
+        let d = diagnosis(&[
+            (6, "IDV(6) A feed loss (step)", 0.912),
+            (7, "IDV(7) C header pressure loss (step)", 0.05),
+            (0, "normal", 0.004),
+        ]);
+        assert_eq!(
+            diagnosis_text(&d),
+            "IDV(6) A feed loss (step) 0.91; IDV(7) C header pressure loss (step) 0.05; normal 0.00"
+        );
+        let cfg = WebhookConfig {
+            url: String::new(),
+            ca_file: None,
+            resend_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(50),
+            auth: WebhookAuth::None,
+            external_url: String::new(),
+        };
+        let plain = AlertRecord::from(alert(1));
+        let v = am_alert(&cfg, &plain, &labels(&plain), 0);
+        assert!(v["annotations"].get("diagnosis").is_none(), "{v}");
+        assert!(
+            v["annotations"].get("diagnosis_classifier").is_none(),
+            "{v}"
+        );
+        let mut a = alert(1);
+        a.diagnosis = Some(d);
+        let a = AlertRecord::from(a);
+        let v = am_alert(&cfg, &a, &labels(&a), 0);
+        assert_eq!(v["annotations"]["diagnosis_classifier"], "tep-faults@9f2c");
+        assert!(
+            v["annotations"]["description"]
+                .as_str()
+                .unwrap()
+                .ends_with("Likely fault: IDV(6) A feed loss (step) (91%)."),
+            "{v}"
+        );
+        // Labels do not change with the diagnosis: the receiver sees one alert.
+        assert_eq!(labels(&a), labels(&plain));
+    }
+
+    #[tokio::test]
+    async fn a_changed_diagnosis_resends_the_firing_alert_keeping_its_acknowledgement() {
+        let recv = Receiver::default();
+        let app = axum::Router::new()
+            .route("/api/v2/alerts", axum::routing::post(receive))
+            .with_state(recv.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let store = Arc::new(AlertStore::open_in_memory().unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let bus = AlertBus::new(16);
+        let shutdown = CancellationToken::new();
+        let task = spawn(
+            WebhookConfig {
+                url: format!("http://{addr}/api/v2/alerts"),
+                // Long: every body after the first comes from an event.
+                resend_interval: Duration::from_secs(600),
+                timeout: Duration::from_secs(2),
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                ca_file: None,
+                auth: WebhookAuth::None,
+                external_url: String::new(),
+            },
+            &bus,
+            store,
+            metrics,
+            shutdown.clone(),
+        )
+        .unwrap();
+        let feed = diagnosis(&[(6, "IDV(6) A feed loss (step)", 0.6), (7, "IDV(7)", 0.3)]);
+        let header = diagnosis(&[(7, "IDV(7)", 0.55), (6, "IDV(6) A feed loss (step)", 0.4)]);
+        let annotation = |b: &Value, id: &str, key: &str| -> Value {
+            by_id(b, id).map_or(Value::Null, |x| x["annotations"][key].clone())
+        };
+
+        // Opened with a diagnosis.
+        let mut a = alert(1);
+        a.diagnosis = Some(feed.clone());
+        bus.publish(AlertEvent {
+            kind: AlertEventKind::Opened,
+            alert: a.clone().into(),
+        });
+        let (i, _) = find(&recv, 0, |b| {
+            annotation(b, &a.id, "diagnosis") == "IDV(6) A feed loss (step) 0.60; IDV(7) 0.30"
+        })
+        .await;
+        // Acknowledged (as read from the store, with its diagnosis).
+        let mut acked = AlertRecord::from(a.clone());
+        acked.ack = Some(Acknowledgement {
+            at: a.opened_at + 5,
+            by: "ana".into(),
+            note: String::new(),
+        });
+        bus.publish(AlertEvent {
+            kind: AlertEventKind::Acknowledged,
+            alert: acked,
+        });
+        let (i, _) = find(&recv, i + 1, |b| {
+            annotation(b, &a.id, "acknowledged_by") == "ana"
+        })
+        .await;
+        // The ranking changed: sent firing with the new annotations; the
+        // pipeline's event has no acknowledgement, the sender keeps it.
+        let mut changed = a.clone();
+        changed.diagnosis = Some(header.clone());
+        bus.publish(AlertEvent {
+            kind: AlertEventKind::Diagnosed,
+            alert: changed.into(),
+        });
+        let (i, body) = find(&recv, i + 1, |b| {
+            annotation(b, &a.id, "diagnosis") == "IDV(7) 0.55; IDV(6) A feed loss (step) 0.40"
+        })
+        .await;
+        let x = by_id(&body, &a.id).unwrap();
+        assert_eq!(x["annotations"]["acknowledged_by"], "ana");
+        assert_eq!(x["annotations"]["diagnosis_classifier"], "tep-faults@9f2c");
+        let ends: DateTime<Utc> = x["endsAt"].as_str().unwrap().parse().unwrap();
+        assert!(ends > Utc::now(), "still firing: {x}");
+        // Resolved without a diagnosis (after a restart): the last one stays.
+        let mut res = a.clone();
+        res.state = AlertState::Resolved;
+        res.resolved_at = Some(a.opened_at + 60_000);
+        res.diagnosis = None;
+        bus.publish(AlertEvent {
+            kind: AlertEventKind::Resolved,
+            alert: res.into(),
+        });
+        let (_, body) = find(&recv, i + 1, |b| {
+            by_id(b, &a.id).is_some_and(|x| x["endsAt"] == "2026-11-28T12:01:00.001Z")
+        })
+        .await;
+        assert_eq!(
+            annotation(&body, &a.id, "diagnosis"),
+            "IDV(7) 0.55; IDV(6) A feed loss (step) 0.40"
+        );
 
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(5), task)
