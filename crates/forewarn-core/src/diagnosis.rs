@@ -140,6 +140,12 @@ impl DiagnosisTracker {
         ))
     }
 
+    /// Forgets the alerts `keep` refuses (alerts whose devices went to
+    /// another instance, or closed by a model swap).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.open.retain(|id, _| keep(id));
+    }
+
     /// Alerts being diagnosed.
     pub fn len(&self) -> usize {
         self.open.len()
@@ -269,6 +275,8 @@ mod tests {
         assert_eq!((x.windows, x.top[0].name.as_str()), (3, "class 4"));
         assert_eq!(t.len(), 1);
         assert!(t.finish("x").is_none(), "a finished alert is forgotten");
+        t.retain(|id| id != "y");
+        assert!(t.is_empty());
     }
 
     #[test]

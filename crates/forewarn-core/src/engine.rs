@@ -705,6 +705,11 @@ impl Engine {
         Some(self.view(&self.devices[i]))
     }
 
+    /// Every open alert.
+    pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.devices.iter().filter_map(|d| d.open.as_deref())
+    }
+
     /// The device's open alert, if any.
     pub fn open_alert(&self, id: &str) -> Option<&Alert> {
         let i = *self.index.get(id)?;

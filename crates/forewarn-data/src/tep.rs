@@ -24,6 +24,43 @@ pub fn channels() -> Vec<String> {
         .collect()
 }
 
+/// The process disturbances `IDV(1)`..`IDV(21)` (Downs and Vogel, 1993;
+/// Chiang et al., 2001): what a fault class of the benchmark is called.
+const FAULTS: [&str; 21] = [
+    "A/C feed ratio, B composition constant (step)",
+    "B composition, A/C ratio constant (step)",
+    "D feed temperature (step)",
+    "reactor cooling water inlet temperature (step)",
+    "condenser cooling water inlet temperature (step)",
+    "A feed loss (step)",
+    "C header pressure loss (step)",
+    "A, B, C feed composition (random variation)",
+    "D feed temperature (random variation)",
+    "C feed temperature (random variation)",
+    "reactor cooling water inlet temperature (random variation)",
+    "condenser cooling water inlet temperature (random variation)",
+    "reaction kinetics (slow drift)",
+    "reactor cooling water valve (sticking)",
+    "condenser cooling water valve (sticking)",
+    "unknown",
+    "unknown",
+    "unknown",
+    "unknown",
+    "unknown",
+    "valve for stream 4 fixed at steady-state position",
+];
+
+/// The name of class `n` of the benchmark's labels: `normal` for 0,
+/// `IDV(n) <description>` for a fault; `None` past the 21 faults.
+pub fn fault_name(n: u8) -> Option<String> {
+    match n {
+        0 => Some("normal".into()),
+        _ => FAULTS
+            .get(usize::from(n) - 1)
+            .map(|d| format!("IDV({n}) {d}")),
+    }
+}
+
 /// Reads a Tennessee Eastman `.dat` file: samples x variables, or
 /// variables x samples (52 rows of more than 52 columns), turned back.
 /// Sample `i` gets timestamp `i * 3 min` from epoch 0.
@@ -153,6 +190,9 @@ mod tests {
         let train = read_tep(&tep("d01.dat")).unwrap();
         assert_eq!(train.len(), 480);
         assert!(train.labels.unwrap().iter().all(|&l| l == 1));
+        assert_eq!(fault_name(0).as_deref(), Some("normal"));
+        assert_eq!(fault_name(6).as_deref(), Some("IDV(6) A feed loss (step)"));
+        assert_eq!(fault_name(22), None);
         // Labels carry the fault number.
         let l13 = read_tep(&tep("d13_te.dat")).unwrap().labels.unwrap();
         assert_eq!((l13[159], l13[160]), (0, 13));

@@ -112,6 +112,27 @@ impl LstmClassifier {
         self.head.forward(&out.select(1, t - 1))
     }
 
+    /// Class probabilities of windows `x` (`[B, T, C]`): `[B, K]`, each
+    /// row summing to 1 (the logistic head: `[not, fault]`).
+    pub fn probabilities(&self, x: &Tensor) -> Tensor {
+        let y = tch::no_grad(|| self.logits(x));
+        match self.head_kind {
+            Head::Logistic => {
+                let p = y.sigmoid();
+                Tensor::cat(&[p.ones_like() - &p, p], 1)
+            }
+            Head::Softmax { .. } => y.softmax(1, Kind::Float),
+        }
+    }
+
+    pub fn head(&self) -> Head {
+        self.head_kind
+    }
+
+    pub(crate) fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
     /// Predicted class per window (0/1 for the logistic head).
     pub fn predict(&self, x: &Tensor) -> Vec<i64> {
         let y = tch::no_grad(|| self.logits(x));

@@ -8,6 +8,7 @@
 
 pub mod artifact;
 pub mod autoencoder;
+pub mod classifier_artifact;
 mod device;
 mod error;
 pub mod forecaster;
@@ -19,6 +20,9 @@ pub mod train;
 mod weights;
 
 pub use artifact::{Description, Model, ModelKind, ModelMeta, Network, load, save_model};
+pub use classifier_artifact::{
+    ClassifierDescription, ClassifierMeta, SavedClassifier, load_classifier, save_classifier,
+};
 pub use device::{default_device, describe_device, parse_device, set_threads};
 pub use error::ModelError;
 pub use forecaster::{LstmForecaster, ModelSpec};

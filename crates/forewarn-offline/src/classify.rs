@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use forewarn_core::Scaler;
+use forewarn_core::{ClassName, Scaler};
 use forewarn_data::{CsvOptions, Dataset, expand};
 use forewarn_model::heads::{ClassReport, ClassifierConfig, Head, LstmClassifier, class_report};
+use forewarn_model::{ClassifierDescription, save_classifier};
 use serde::Serialize;
 use tch::Tensor;
 
@@ -32,6 +33,10 @@ pub struct Classification {
     pub config: ModelConfig,
     /// The head (`logistic` or `softmax`).
     pub head: HeadKind,
+    /// Where to store the trained classifier (`serve`'s `[diagnosis]
+    /// classifier`), and its name.
+    pub save: Option<PathBuf>,
+    pub name: String,
 }
 
 /// What a classification reports while it runs (the command line prints it).
@@ -86,6 +91,8 @@ pub struct ClassifyReport {
     pub precision: Option<f64>,
     pub recall: Option<f64>,
     pub f1: Option<f64>,
+    /// The stored classifier's version, with `save`.
+    pub saved: Option<String>,
 }
 
 /// Trains `c.head` on the training files and reports it on the test files.
@@ -178,14 +185,44 @@ pub fn classify(
     }
     let pred = model.predict(&xt.to_device(cc.device));
     let r = class_report(&truth, &pred, classes.len());
-    Ok(build_report(
-        head,
-        cfg.clone(),
-        classes,
-        y.len(),
-        truth.len(),
-        r,
-    ))
+    let saved = match &c.save {
+        Some(dir) => {
+            let d = ClassifierDescription {
+                name: c.name.clone(),
+                classes: class_names(&channels, &classes, head),
+                channels,
+                window: cc.window,
+                hidden: cc.hidden,
+                layers: cc.layers,
+                scaler,
+            };
+            Some(save_classifier(&model, d, dir)?.version)
+        }
+        None => None,
+    };
+    let mut report = build_report(head, cfg.clone(), classes, y.len(), truth.len(), r);
+    report.saved = saved;
+    Ok(report)
+}
+
+/// What an operator reads for each class: the benchmark's fault names on
+/// Tennessee Eastman data, `normal` / `fault` for the logistic head,
+/// otherwise the label.
+fn class_names(channels: &[String], classes: &[u8], head: HeadKind) -> Vec<ClassName> {
+    let tep = channels == forewarn_data::tep::channels().as_slice();
+    classes
+        .iter()
+        .map(|&class| {
+            let name = match (head, class) {
+                (_, 0) if !tep => "normal".to_string(),
+                (HeadKind::Logistic, _) => "fault".to_string(),
+                _ if tep => forewarn_data::tep::fault_name(class)
+                    .unwrap_or_else(|| format!("class {class}")),
+                _ => format!("class {class}"),
+            };
+            ClassName { class, name }
+        })
+        .collect()
 }
 
 /// Every file of `paths`, each with its labels (TEP files carry their
@@ -307,6 +344,7 @@ fn build_report(
         precision,
         recall,
         f1,
+        saved: None,
     }
 }
 
@@ -346,6 +384,7 @@ mod tests {
         config: Option<PathBuf>,
         head: Option<HeadKind>,
         report: PathBuf,
+        save: Option<PathBuf>,
     }
 
     /// Classifies as `forewarn classify` does and writes the report.
@@ -361,6 +400,8 @@ mod tests {
             },
             head: a.head.unwrap_or(config.model.head),
             config,
+            save: a.save,
+            name: "test-faults".into(),
         };
         let report = classify(&c, &mut |_| {})?;
         crate::files::write_json(&a.report, &report)
@@ -390,6 +431,7 @@ mod tests {
             config: Some(config),
             head,
             report: dir.join("out/classify.json"),
+            save: None,
         }
     }
 
@@ -423,6 +465,20 @@ mod tests {
         // Windows straddling the onset are the hard ones; the rest are easy.
         assert!(r["accuracy"].as_f64().unwrap() > 0.85, "{r}");
         assert!(r["precision"].is_null());
+
+        assert!(r["saved"].is_null());
+
+        // Stored: the classifier `serve` runs, with the classes' names.
+        let mut a = args(dir.path(), Some(HeadKind::Softmax), &[0, 1, 2]);
+        a.save = Some(dir.path().join("clf"));
+        run(a).unwrap();
+        let saved = read(dir.path())["saved"].as_str().unwrap().to_owned();
+        let c = forewarn_model::load_classifier(&dir.path().join("clf"), tch::Device::Cpu).unwrap();
+        assert_eq!(c.meta().version, saved);
+        assert!(saved.starts_with("test-faults-"), "{saved}");
+        let names: Vec<&str> = c.meta().classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["normal", "class 1", "class 2"]);
+        assert_eq!((c.meta().window, c.meta().channels.len()), (10, 2));
 
         run(args(dir.path(), Some(HeadKind::Logistic), &[0, 1, 2])).unwrap();
         let r = read(dir.path());

@@ -47,6 +47,13 @@ pub struct ClassifyArgs {
     /// Where to write the JSON report.
     #[arg(long)]
     report: PathBuf,
+    /// Store the trained classifier in this directory, for `serve`'s
+    /// `[diagnosis] classifier` (it names the likely fault of open alerts).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// The stored classifier's name (its version adds a hash of the weights).
+    #[arg(long, default_value = "faults")]
+    name: String,
 }
 
 pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
@@ -67,6 +74,7 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     if config.model.threads > 0 {
         forewarn_model::set_threads(config.model.threads);
     }
+    let c_save = a.save.clone();
     let c = Classification {
         train: a.train,
         data: a.data,
@@ -79,6 +87,8 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         },
         config,
         head,
+        save: a.save,
+        name: a.name,
     };
     let report = classify(&c, &mut |p| match p {
         ClassifyProgress::Training {
@@ -100,6 +110,9 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     print_summary(&report);
     write_json(&a.report, &report)?;
     eprintln!("report -> {}", a.report.display());
+    if let (Some(v), Some(dir)) = (&report.saved, &c_save) {
+        eprintln!("classifier {v} -> {}", dir.display());
+    }
     Ok(())
 }
 
