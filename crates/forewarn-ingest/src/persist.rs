@@ -13,6 +13,13 @@
 //! are published on the [`AlertBus`](forewarn_api::AlertBus) for live
 //! consumers (SSE, webhook). Publishing never blocks; a replayed chunk
 //! publishes its changes again, so consumers see at-least-once events.
+//!
+//! A diagnosis change (`AlertChange::Diagnosed`, with a fault classifier)
+//! goes the same way: stored, on the alerts topic as the alert's JSON (an
+//! open alert with its new `diagnosis`; the `forewarn.change` header names
+//! the kind of every alert message), announced as `diagnosed`. It counts
+//! in no alert delay: its alert does not carry the time of the batch that
+//! changed it.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -22,8 +29,8 @@ use forewarn_core::AlertState;
 use forewarn_store::{AlertChange, AlertRecord};
 use forewarn_telemetry::Metrics;
 use forewarn_telemetry::events::{
-    AlertDelay, AlertOpened, AlertResolved, BatchesScored, CheckpointWritten, DeadLettered,
-    InternalEvent, LastProcessed, MessageRejected, OffsetsStored, ReadingsAccepted,
+    AlertDelay, AlertDiagnosed, AlertOpened, AlertResolved, BatchesScored, CheckpointWritten,
+    DeadLettered, InternalEvent, LastProcessed, MessageRejected, OffsetsStored, ReadingsAccepted,
     ReadingsDuplicate,
 };
 use futures::future::join_all;
@@ -117,7 +124,7 @@ impl Sinks<'_> {
                         store_changes(self.services, p.changes.clone())
                     })
                     .await?;
-                    for c in &p.changes {
+                    for c in p.changes.iter().filter(|c| has_delay(c)) {
                         AlertDelay::since("stored", c.reading_ts()).emit(m);
                     }
                 }
@@ -126,7 +133,7 @@ impl Sinks<'_> {
                         publish_alerts(self.cfg, self.producer, &p.changes)
                     })
                     .await?;
-                    for c in &p.changes {
+                    for c in p.changes.iter().filter(|c| has_delay(c)) {
                         AlertDelay::since("published", c.reading_ts()).emit(m);
                     }
                 }
@@ -197,6 +204,13 @@ impl Sinks<'_> {
     }
 }
 
+/// Whether `c` counts in `forewarn_alert_delay_seconds`, which measures
+/// from the reading that opened or resolved an alert: a diagnosis change
+/// has no such reading (see [`AlertChange::reading_ts`]).
+fn has_delay(c: &AlertChange) -> bool {
+    !matches!(c, AlertChange::Diagnosed(_))
+}
+
 /// Logs and counts durable alert changes and broadcasts them to live
 /// consumers (SSE, webhook). Publishing never blocks.
 fn announce(services: &Services, changes: &[AlertChange]) {
@@ -205,17 +219,23 @@ fn announce(services: &Services, changes: &[AlertChange]) {
         match c {
             AlertChange::Opened(a) => AlertOpened { alert: a }.emit(m),
             AlertChange::Resolved(a) => AlertResolved { alert: a }.emit(m),
+            AlertChange::Diagnosed(a) => AlertDiagnosed { alert: a }.emit(m),
         }
     }
     for c in changes {
-        let (kind, a) = match c {
-            AlertChange::Opened(a) => (AlertEventKind::Opened, a),
-            AlertChange::Resolved(a) => (AlertEventKind::Resolved, a),
-        };
         services.bus.publish(AlertEvent {
-            kind,
-            alert: AlertRecord::from(a.clone()),
+            kind: event_kind(c),
+            alert: AlertRecord::from(c.alert().clone()),
         });
+    }
+}
+
+/// The bus event kind of a change.
+fn event_kind(c: &AlertChange) -> AlertEventKind {
+    match c {
+        AlertChange::Opened(_) => AlertEventKind::Opened,
+        AlertChange::Resolved(_) => AlertEventKind::Resolved,
+        AlertChange::Diagnosed(_) => AlertEventKind::Diagnosed,
     }
 }
 
@@ -310,26 +330,36 @@ async fn publish_alerts(
     producer: &FutureProducer,
     changes: &[AlertChange],
 ) -> Result<(), String> {
-    let bodies: Vec<(String, Vec<u8>)> = changes
+    let bodies: Vec<(&'static str, String, Vec<u8>)> = changes
         .iter()
         .map(|c| {
-            let a = match c {
-                AlertChange::Opened(a) | AlertChange::Resolved(a) => a,
-            };
+            let a = c.alert();
             debug_assert!(matches!(
                 (c, a.state),
-                (AlertChange::Opened(_), AlertState::Open)
-                    | (AlertChange::Resolved(_), AlertState::Resolved)
+                (
+                    AlertChange::Opened(_) | AlertChange::Diagnosed(_),
+                    AlertState::Open
+                ) | (AlertChange::Resolved(_), AlertState::Resolved)
             ));
             (
+                c.kind(),
                 a.device.clone(),
                 serde_json::to_vec(a).expect("alerts serialise"),
             )
         })
         .collect();
-    let sends = bodies.iter().map(|(key, body)| {
+    let sends = bodies.iter().map(|(kind, key, body)| {
+        // The payload alone cannot tell a diagnosis change from a replayed
+        // opening: the header names the change.
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "forewarn.change",
+            value: Some(*kind),
+        });
         producer.send(
-            FutureRecord::to(&cfg.alerts_topic).key(key).payload(body),
+            FutureRecord::to(&cfg.alerts_topic)
+                .key(key)
+                .payload(body)
+                .headers(headers),
             SEND_QUEUE_TIMEOUT,
         )
     });
@@ -358,5 +388,51 @@ fn store_offsets(cfg: &IngestConfig, consumer: &PipelineConsumer, offsets: &[(i3
         // The partition was revoked meanwhile; its new owner replays from the
         // last commit, which is the at-least-once contract.
         tracing::info!(error = %e, "could not store offsets (partition revoked?)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use forewarn_core::{Alert, AlertState, Severity};
+
+    use super::*;
+
+    #[test]
+    fn each_change_is_announced_as_its_kind_and_only_openings_and_resolutions_count_in_delays() {
+        let a = Alert {
+            id: "a".into(),
+            device: "d".into(),
+            model: "m".into(),
+            model_version: "v".into(),
+            state: AlertState::Open,
+            severity: Severity::Warning,
+            opened_at: 10,
+            resolved_at: None,
+            score: 1.0,
+            peak_score: 1.0,
+            threshold: 0.5,
+            contributors: vec![],
+            window_start: 0,
+            window_end: 10,
+            diagnosis: None,
+        };
+        // (change, bus event kind, counted in alert delays)
+        let cases = [
+            (AlertChange::Opened(a.clone()), AlertEventKind::Opened, true),
+            (
+                AlertChange::Resolved(a.clone()),
+                AlertEventKind::Resolved,
+                true,
+            ),
+            (AlertChange::Diagnosed(a), AlertEventKind::Diagnosed, false),
+        ];
+        for (c, kind, delay) in cases {
+            assert_eq!((event_kind(&c), has_delay(&c)), (kind, delay), "{c:?}");
+            assert_eq!(
+                kind.as_str(),
+                c.kind(),
+                "the topic header names the bus kind"
+            );
+        }
     }
 }

@@ -99,6 +99,8 @@ mod tests {
     struct Shape {
         rejects: bool,
         changes: bool,
+        /// A diagnosis change of an open alert.
+        diagnosed: bool,
         offsets: bool,
         checkpoint: bool,
         done: bool,
@@ -115,24 +117,28 @@ mod tests {
                 offset: 3,
             });
         }
+        let alert = Alert {
+            id: "a".into(),
+            device: "d".into(),
+            model: "m".into(),
+            model_version: "v".into(),
+            state: AlertState::Open,
+            severity: Severity::Warning,
+            opened_at: 10,
+            resolved_at: None,
+            score: 1.0,
+            peak_score: 1.0,
+            threshold: 0.5,
+            contributors: vec![],
+            window_start: 0,
+            window_end: 10,
+            diagnosis: None,
+        };
         if s.changes {
-            p.changes.push(AlertChange::Opened(Alert {
-                id: "a".into(),
-                device: "d".into(),
-                model: "m".into(),
-                model_version: "v".into(),
-                state: AlertState::Open,
-                severity: Severity::Warning,
-                opened_at: 10,
-                resolved_at: None,
-                score: 1.0,
-                peak_score: 1.0,
-                threshold: 0.5,
-                contributors: vec![],
-                window_start: 0,
-                window_end: 10,
-                diagnosis: None,
-            }));
+            p.changes.push(AlertChange::Opened(alert.clone()));
+        }
+        if s.diagnosed {
+            p.changes.push(AlertChange::Diagnosed(alert));
         }
         if s.offsets {
             p.offsets.push((0, 4));
@@ -154,6 +160,7 @@ mod tests {
         let all = Shape {
             rejects: true,
             changes: true,
+            diagnosed: true,
             offsets: true,
             checkpoint: false,
             done: false,
@@ -181,6 +188,16 @@ mod tests {
                     Announce,
                     StoreOffsets,
                 ],
+            ),
+            (
+                "a diagnosis change alone is stored, published and announced",
+                Shape {
+                    diagnosed: true,
+                    offsets: true,
+                    ..Shape::default()
+                },
+                false,
+                vec![StoreAlerts, PublishAlerts, Announce, StoreOffsets],
             ),
             (
                 "checkpoints on: offsets wait for a checkpoint",
