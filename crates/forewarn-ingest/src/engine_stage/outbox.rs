@@ -136,13 +136,7 @@ mod tests {
             Release::Changes(p) => ("changes", p),
             Release::All(p) => ("all", p),
         };
-        let times = p
-            .changes
-            .iter()
-            .map(|c| match c {
-                AlertChange::Opened(a) | AlertChange::Resolved(a) => a.opened_at,
-            })
-            .collect();
+        let times = p.changes.iter().map(|c| c.alert().opened_at).collect();
         Some((kind, times, p.offsets))
     }
 
