@@ -135,6 +135,7 @@ async fn tls_with_client_certificate_round_trip() -> anyhow::Result<()> {
             &kafka.bootstrap(),
             &client,
             "forewarn.alerts",
+            4,
             "tep-fault-01"
         )
         .await?,
@@ -165,38 +166,6 @@ async fn tls_with_client_certificate_round_trip() -> anyhow::Result<()> {
         "a client without a certificate got in"
     );
     Ok(())
-}
-
-/// Whether a message of `topic` (4 partitions, read from the start)
-/// contains `needle`, within 60 s.
-async fn found_on_topic(
-    bootstrap: &str,
-    properties: &[(String, String)],
-    topic: &str,
-    needle: &str,
-) -> anyhow::Result<bool> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("group.id", "kafka-security-reader")
-        .set("enable.auto.commit", "false");
-    for (k, v) in properties {
-        c.set(k, v);
-    }
-    let consumer: StreamConsumer = c.create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await {
-        if String::from_utf8_lossy(m?.payload().unwrap_or_default()).contains(needle) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

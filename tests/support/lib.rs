@@ -769,3 +769,37 @@ pub async fn alert_keys(serve: &Serve) -> anyhow::Result<Vec<AlertKey>> {
         })
         .collect())
 }
+
+/// Whether a message of `topic` (its `partitions`, read from the start)
+/// contains `needle`, within 60 s; `properties` are the client's
+/// security settings.
+pub async fn found_on_topic(
+    bootstrap: &str,
+    properties: &[(String, String)],
+    topic: &str,
+    partitions: i32,
+    needle: &str,
+) -> anyhow::Result<bool> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", "topic-reader")
+        .set("enable.auto.commit", "false");
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    let consumer: StreamConsumer = c.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await {
+        if String::from_utf8_lossy(m?.payload().unwrap_or_default()).contains(needle) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -89,11 +89,18 @@ pub struct DiagnosisTracker {
 struct Running {
     sum: Vec<f64>,
     windows: u32,
-    /// The ranking last announced.
+    /// The ranking, and the top class's probability, last announced.
     announced: Vec<u8>,
+    announced_top: f64,
 }
 
 impl DiagnosisTracker {
+    /// A diagnosis whose ranking stays is announced again once its top
+    /// probability has moved this much: what operators read stays close
+    /// to the running mean, and a long alert is re-announced only a few
+    /// times, since the mean of n windows moves less and less.
+    pub const MIN_CHANGE: f64 = 0.1;
+
     pub fn new(classifier: &dyn FaultClassifier) -> Self {
         Self {
             classifier: classifier.name().to_owned(),
@@ -104,15 +111,17 @@ impl DiagnosisTracker {
     }
 
     /// Adds one window's probabilities to alert `id`'s mean. Returns its
-    /// diagnosis and whether its ranking (the top classes, in order)
-    /// differs from the one last returned as changed: the first reading of
-    /// an alert always is.
+    /// diagnosis and whether it is worth announcing: its ranking (the top
+    /// classes, in order) differs from the one last announced, or its top
+    /// probability moved by [`Self::MIN_CHANGE`] since. The first reading
+    /// of an alert always is.
     pub fn observe(&mut self, id: &str, probabilities: &[f32]) -> (Diagnosis, bool) {
         let k = self.classes.len();
         let r = self.open.entry(id.to_owned()).or_insert_with(|| Running {
             sum: vec![0.0; k],
             windows: 0,
             announced: Vec::new(),
+            announced_top: 0.0,
         });
         for (s, p) in r.sum.iter_mut().zip(probabilities) {
             *s += f64::from(*p);
@@ -120,9 +129,11 @@ impl DiagnosisTracker {
         r.windows += 1;
         let d = diagnosis(&self.classifier, &self.version, &self.classes, r);
         let ranking = d.ranking();
-        let changed = ranking != r.announced;
+        let top = d.top.first().map_or(0.0, |c| c.probability);
+        let changed = ranking != r.announced || (top - r.announced_top).abs() >= Self::MIN_CHANGE;
         if changed {
             r.announced = ranking;
+            r.announced_top = top;
         }
         (d, changed)
     }
@@ -230,18 +241,21 @@ mod tests {
             .collect()
     }
 
+    /// (alert, probabilities of classes 0, 2, 4, 6) -> (top 3, announced).
+    type Case<'a> = (&'a str, [f32; 4], &'a [(u8, f64)], bool);
+
     #[test]
     fn a_diagnosis_is_the_mean_of_the_alerts_windows_and_announced_when_its_ranking_changes() {
         let mut t = DiagnosisTracker::new(&table());
         // (alert, probabilities of classes 0, 2, 4, 6) -> (top 3, changed)
-        let cases: &[(&str, [f32; 4], &[(u8, f64)], bool)] = &[
+        let cases: &[Case] = &[
             (
                 "x",
                 [0.1, 0.6, 0.2, 0.1],
                 &[(2, 0.6), (4, 0.2), (0, 0.1)],
                 true,
             ),
-            // Same ranking: nothing to announce.
+            // Same ranking, top moved by 0.05: nothing to announce.
             (
                 "x",
                 [0.1, 0.5, 0.3, 0.1],
@@ -255,11 +269,25 @@ mod tests {
                 &[(6, 1.0), (0, 0.0), (2, 0.0)],
                 true,
             ),
-            // The mean of x moves: class 4 overtakes class 2.
+            // Same ranking, top 0.6 -> 0.667 since announced: not yet.
+            (
+                "x",
+                [0.0, 0.9, 0.1, 0.0],
+                &[(2, 0.667), (4, 0.2), (0, 0.067)],
+                false,
+            ),
+            // Same ranking, top down to 0.5 (0.1 from 0.6): announced.
             (
                 "x",
                 [0.0, 0.0, 1.0, 0.0],
-                &[(4, 0.5), (2, 0.367), (0, 0.067)],
+                &[(2, 0.5), (4, 0.4), (0, 0.05)],
+                true,
+            ),
+            // Class 4 overtakes class 2.
+            (
+                "x",
+                [0.0, 0.0, 1.0, 0.0],
+                &[(4, 0.52), (2, 0.4), (0, 0.04)],
                 true,
             ),
         ];
@@ -272,7 +300,7 @@ mod tests {
             );
         }
         let x = t.finish("x").unwrap();
-        assert_eq!((x.windows, x.top[0].name.as_str()), (3, "class 4"));
+        assert_eq!((x.windows, x.top[0].name.as_str()), (5, "class 4"));
         assert_eq!(t.len(), 1);
         assert!(t.finish("x").is_none(), "a finished alert is forgotten");
         t.retain(|id| id != "y");

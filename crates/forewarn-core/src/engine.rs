@@ -705,6 +705,11 @@ impl Engine {
         Some(self.view(&self.devices[i]))
     }
 
+    /// Batches of the device waiting for a forecaster call.
+    pub fn queued_batches(&self, id: &str) -> u32 {
+        self.index.get(id).map_or(0, |&i| self.devices[i].queued)
+    }
+
     /// Every open alert.
     pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
         self.devices.iter().filter_map(|d| d.open.as_deref())

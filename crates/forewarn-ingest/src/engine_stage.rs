@@ -10,6 +10,7 @@
 //! to let it go is decided without I/O in [`outbox`] and [`checkpointing`].
 
 mod checkpointing;
+pub(crate) mod diagnose;
 mod outbox;
 
 use std::fmt::Display;
@@ -34,6 +35,7 @@ use crate::messages::{
 };
 use crate::services::Services;
 use checkpointing::Checkpointing;
+use diagnose::{Classifier, Diagnoser};
 use outbox::{Outbox, Release};
 
 /// Wraps the forecaster to time each batched call in one place.
@@ -69,6 +71,7 @@ pub(crate) fn run<F>(
     cfg: &IngestConfig,
     engine: Engine,
     forecaster: F,
+    classifier: Option<Classifier>,
     services: &Services,
     (rx, spares): (Receiver<Input>, SpareSender),
     tx: Sender<Processed>,
@@ -81,6 +84,7 @@ where
 {
     let mut inbox = Inbox::new(rx)?;
     let mut stage = Stage::new(cfg, engine, forecaster, services);
+    stage.diagnoser = classifier.map(Diagnoser::new);
     loop {
         let next = inbox.next(stage.wait(Instant::now()));
         stage.swap_if_ready(swaps);
@@ -171,6 +175,8 @@ struct Stage<'a, F> {
     outbox: Outbox,
     /// When batches started waiting in the engine's queue.
     waiting_since: Option<Instant>,
+    /// Present when a fault classifier is configured.
+    diagnoser: Option<Diagnoser>,
 }
 
 impl<'a, F> Stage<'a, F>
@@ -193,6 +199,7 @@ where
             checkpoints,
             outbox: Outbox::default(),
             waiting_since: None,
+            diagnoser: None,
         }
     }
 
@@ -225,14 +232,19 @@ where
                 "resolving the replaced model's open alerts"
             );
         }
+        let mut changes: Vec<AlertChange> = closed.into_iter().map(AlertChange::Resolved).collect();
+        if let Some(d) = &mut self.diagnoser {
+            d.finish(&mut changes);
+        }
         self.engine = swap.engine;
         self.forecaster = swap.forecaster;
+        self.diagnoser = swap.classifier.map(Diagnoser::new);
         if self.checkpoints.is_some() {
             self.engine.enable_checkpoints();
         }
         self.services.board.clear();
         self.outbox.hold(Processed {
-            changes: closed.into_iter().map(AlertChange::Resolved).collect(),
+            changes,
             ..Processed::default()
         });
     }
@@ -272,11 +284,20 @@ where
             cp.applied(&out.offsets);
         }
         for (reading, &(partition, offset)) in chunk.readings.iter().zip(&chunk.origins) {
+            // With a classifier, a device's batch is scored before the one
+            // after next completes, so the window a diagnosis reads is at
+            // most one batch past the batch it explains, even in a
+            // backlog. It adds no forecaster call: a device's queued
+            // batches take one call each anyway.
+            let mut diagnose_now = false;
             match self.engine.push_ref(reading, partition) {
                 Ok(Pushed::Duplicate) => out.duplicates += 1,
-                Ok(_) => {
+                Ok(pushed) => {
                     out.accepted += 1;
                     out.max_ts = out.max_ts.max(Some(reading.ts_ms));
+                    diagnose_now = pushed == Pushed::BatchQueued
+                        && self.diagnoser.is_some()
+                        && self.engine.queued_batches(reading.device) > 1;
                 }
                 Err(reason) => out.rejects.push(Rejected {
                     // The original bytes are not kept for valid messages; the
@@ -288,9 +309,9 @@ where
                     offset,
                 }),
             }
-            if self.engine.batch_full() {
+            if self.engine.batch_full() || diagnose_now {
                 self.outbox.hold(out);
-                self.forecast(false)?;
+                self.forecast(diagnose_now)?;
                 out = Processed::default();
             }
         }
@@ -323,16 +344,30 @@ where
             self.waiting_since = None;
         }
         let held = self.outbox.held();
+        let (mut changes, mut open_devices) = (Vec::new(), Vec::new());
         for ev in events {
-            let change = match ev {
-                EngineEvent::Scored { .. } => {
+            changes.push(match ev {
+                EngineEvent::Scored {
+                    device, alert_open, ..
+                } => {
                     held.batches_scored += 1;
+                    if alert_open && self.diagnoser.is_some() {
+                        open_devices.push(device);
+                    }
                     continue;
                 }
                 EngineEvent::Opened(a) => AlertChange::Opened(a),
                 EngineEvent::Resolved(a) => AlertChange::Resolved(a),
-            };
-            AlertDelay::since("scored", change.reading_ts()).emit(&self.services.metrics);
+            });
+        }
+        if let Some(d) = &mut self.diagnoser {
+            d.attach(&self.engine, &mut changes, &open_devices);
+        }
+        for change in changes {
+            // A diagnosis change is not a detection: its alert's age is no delay.
+            if !matches!(change, AlertChange::Diagnosed(_)) {
+                AlertDelay::since("scored", change.reading_ts()).emit(&self.services.metrics);
+            }
             held.changes.push(change);
         }
         Ok(())
@@ -420,6 +455,9 @@ where
             .release_origins(partitions)
             .map_err(|e| IngestError::Config(format!("handover: {e}")))?;
         self.services.board.remove(released);
+        if let Some(d) = &mut self.diagnoser {
+            d.keep_open_of(&self.engine);
+        }
         let markers = match &mut self.checkpoints {
             Some(cp) => cp.revoked(partitions),
             None => Vec::new(),
@@ -549,6 +587,7 @@ mod tests {
                 // Two devices per call: a third device's batch waits for company.
                 engine(2),
                 Persistence { calls: vec![] },
+                None,
                 &services,
                 (in_rx, spare_tx),
                 out_tx,
@@ -625,6 +664,7 @@ mod tests {
             .send(ModelSwap {
                 engine: engine(4),
                 forecaster: Persistence { calls: vec![] },
+                classifier: None,
             })
             .unwrap();
         stage.swap_if_ready(&swaps);
@@ -653,6 +693,143 @@ mod tests {
             [AlertChange::Resolved(a)] => assert_eq!(a.device, "d"),
             other => panic!("expected d's alert resolved, got {other:?}"),
         }
+    }
+
+    /// Reads a window by the mean of channel b: about 0 "normal", up to 3
+    /// "b raised", beyond "b high". The stage's bookkeeping is under test,
+    /// not a network (forewarn-model tests the real classifier; the TEP
+    /// whole-system test serves it).
+    struct ByLevel {
+        classes: Vec<forewarn_core::ClassName>,
+        channels: Vec<String>,
+    }
+
+    impl forewarn_core::FaultClassifier for ByLevel {
+        fn name(&self) -> &str {
+            "levels"
+        }
+        fn version(&self) -> &str {
+            "levels-1"
+        }
+        fn classes(&self) -> &[forewarn_core::ClassName] {
+            &self.classes
+        }
+        fn channels(&self) -> &[String] {
+            &self.channels
+        }
+        fn window(&self) -> usize {
+            2
+        }
+        fn probabilities(&mut self, windows: &[f32], count: usize) -> Result<Vec<f32>, String> {
+            Ok((windows.chunks_exact(4).take(count))
+                .flat_map(|w| match (w[1] + w[3]) / 2.0 {
+                    b if b < 0.5 => [0.8, 0.1, 0.1],
+                    b if b <= 3.0 => [0.2, 0.7, 0.1],
+                    _ => [0.1, 0.1, 0.8],
+                })
+                .collect())
+        }
+    }
+
+    fn by_level() -> Classifier {
+        let classes = ["normal", "b raised", "b high"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| forewarn_core::ClassName {
+                class: i as u8,
+                name: (*n).into(),
+            })
+            .collect();
+        Box::new(ByLevel {
+            classes,
+            channels: vec!["a".into(), "b".into()],
+        })
+    }
+
+    /// Device d's readings at ticks `from..`, channel b from `b`.
+    fn ticks(from: i64, b: &[f32]) -> Chunk {
+        let mut chunk = Chunk::default();
+        for (i, v) in b.iter().enumerate() {
+            chunk.readings.push(ReadingRef {
+                device: "d",
+                ts_ms: 10 * (from + i as i64),
+                values: &[0.0, *v],
+            });
+            chunk.origins.push((0, from + i as i64));
+        }
+        chunk
+    }
+
+    /// The alert's diagnosis rides on its opening, goes out again only
+    /// when its ranking changes while it stays open, and its final value
+    /// (the mean of every window read) rides on the resolution.
+    #[test]
+    fn open_alerts_carry_the_classifiers_running_diagnosis() {
+        let services = services();
+        let mut stage = Stage::new(
+            &config(Duration::ZERO),
+            engine(1),
+            Persistence { calls: vec![] },
+            &services,
+        );
+        stage.diagnoser = Some(Diagnoser::new(by_level()));
+        let (spare_tx, _spares) = crate::messages::spares();
+        // Batches of 2: (1,2) (3,4) normal; (5,6) opens (b = 2), (7,8) and
+        // (9,10) keep it open (b 4..6, then back to 0 against a forecast
+        // of 6); (11,12) resolves it.
+        let batches: [&[f32]; 6] = [
+            &[0.0, 0.0],
+            &[0.0, 0.0],
+            &[2.0, 2.0],
+            &[4.0, 6.0],
+            &[0.0, 0.0],
+            &[0.0, 0.0],
+        ];
+        let mut got = Vec::new();
+        for (k, b) in batches.iter().enumerate() {
+            let next = Next::Input(Input::Chunk(ticks(1 + 2 * k as i64, b)));
+            stage.dispatch(next, &spare_tx).unwrap();
+            stage.dispatch(Next::Timeout, &spare_tx).unwrap();
+            while let Some(p) = stage.release() {
+                got.extend(p.changes);
+            }
+        }
+        let seen: Vec<(&str, Vec<u8>, u32)> = got
+            .iter()
+            .map(|c| {
+                let (kind, a) = match c {
+                    AlertChange::Opened(a) => ("opened", a),
+                    AlertChange::Diagnosed(a) => ("diagnosed", a),
+                    AlertChange::Resolved(a) => ("resolved", a),
+                };
+                let d = a.diagnosis.as_ref().expect("a diagnosis");
+                (kind, d.ranking(), d.windows)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("opened", vec![1, 0, 2], 1),
+                // Mean of [.2 .7 .1] and [.1 .1 .8]: "b high" leads.
+                ("diagnosed", vec![2, 1, 0], 2),
+                // Then a normal window: [.367 .3 .333].
+                ("diagnosed", vec![0, 2, 1], 3),
+                ("resolved", vec![0, 2, 1], 3),
+            ]
+        );
+        let AlertChange::Resolved(a) = &got[3] else {
+            unreachable!()
+        };
+        let d = a.diagnosis.as_ref().unwrap();
+        assert_eq!(
+            (d.classifier.as_str(), d.top[0].name.as_str()),
+            ("levels", "normal")
+        );
+        assert!((d.top[0].probability - 1.1 / 3.0).abs() < 1e-6, "{d:?}");
+        assert!(
+            stage.diagnoser.as_ref().unwrap().is_idle(),
+            "the resolved alert is forgotten"
+        );
     }
 
     /// A handover's checkpoint goes out alone: a timer checkpoint (here the

@@ -75,14 +75,19 @@ where
 {
     // No sender: never a swap.
     let (_, swaps) = std::sync::mpsc::channel();
-    run_reloadable(cfg, engine, forecaster, services, swaps, shutdown).await
+    let model = ModelSwap {
+        engine,
+        forecaster,
+        classifier: None,
+    };
+    run_reloadable(cfg, model, services, swaps, shutdown).await
 }
 
-/// [`run`], taking [`ModelSwap`]s from `swaps` (hot reload).
+/// [`run`] with the first model in `model` (and its fault classifier, if
+/// any), taking [`ModelSwap`]s from `swaps` (hot reload).
 pub async fn run_reloadable<F>(
     cfg: IngestConfig,
-    engine: Engine,
-    forecaster: F,
+    model: ModelSwap<F>,
     services: Services,
     swaps: std::sync::mpsc::Receiver<ModelSwap<F>>,
     shutdown: CancellationToken,
@@ -93,6 +98,11 @@ where
 {
     cfg.validate().map_err(IngestError::Config)?;
     let cfg = cfg.resolved();
+    let ModelSwap {
+        engine,
+        forecaster,
+        classifier,
+    } = model;
     admin::ensure_topics_watched(&cfg, Some(services.health.clone()), &shutdown).await?;
     let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(cfg.pipeline_depth);
     let consumer = Arc::new(consume::create_consumer(&cfg, &services, chunk_tx.clone())?);
@@ -124,7 +134,8 @@ where
             .spawn(move || {
                 let input = (chunk_rx, spare_tx);
                 engine_stage::run(
-                    &cfg, engine, forecaster, &services, input, done_tx, &shutdown, &swaps,
+                    &cfg, engine, forecaster, classifier, &services, input, done_tx, &shutdown,
+                    &swaps,
                 )
             })
             .expect("spawning a thread")

@@ -184,6 +184,9 @@ impl Processed {
 pub struct ModelSwap<F> {
     pub engine: Engine,
     pub forecaster: F,
+    /// The fault classifier that diagnoses the new model's alerts, checked
+    /// against it ([`forewarn_core::diagnosis::check_fits`]); `None`: none.
+    pub classifier: Option<Box<dyn forewarn_core::FaultClassifier + Send>>,
 }
 
 impl<F> ModelSwap<F> {

@@ -42,6 +42,11 @@ pub struct ModelSection {
     /// refused at load otherwise, as is bf16 for a model kind other than
     /// the forecaster. docs/BENCHMARKS.md has the numbers.
     pub precision: forewarn_model::Precision,
+    /// A fault classifier written by `forewarn classify --save`: open
+    /// alerts then carry a `diagnosis` (the likely fault, top 3 with
+    /// probabilities). It must read the model's channels; it is reloaded
+    /// with the model.
+    pub diagnosis: Option<PathBuf>,
 }
 
 impl Default for ModelSection {
@@ -51,6 +56,7 @@ impl Default for ModelSection {
             device: "auto".into(),
             threads: 0,
             precision: forewarn_model::Precision::F32,
+            diagnosis: None,
         }
     }
 }

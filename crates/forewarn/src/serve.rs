@@ -47,12 +47,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         strategy = model.meta.strategy().kind(), threshold = model.meta.strategy().nominal_threshold(),
         "model loaded"
     );
-    crate::cli::runtime()?.block_on(serve(cfg, model, device))
+    let classifier = match &cfg.model.diagnosis {
+        Some(path) => {
+            let c = load_classifier(path, &model.meta, device)
+                .with_context(|| format!("loading the fault classifier from {}", path.display()))?;
+            tracing::info!(
+                classifier = %c.meta().version, classes = c.meta().classes.len(),
+                window = c.meta().window, "fault classifier loaded: open alerts get a diagnosis"
+            );
+            Some(c)
+        }
+        None => None,
+    };
+    crate::cli::runtime()?.block_on(serve(cfg, model, classifier, device))
+}
+
+/// [`forewarn_model::load_classifier`], then the check that it can read
+/// `model`'s devices ([`forewarn_core::diagnosis::check_fits`]).
+fn load_classifier(
+    path: &std::path::Path,
+    model: &forewarn_model::ModelMeta,
+    device: tch::Device,
+) -> anyhow::Result<forewarn_model::SavedClassifier> {
+    let c = forewarn_model::load_classifier(path, device)?;
+    forewarn_core::diagnosis::check_fits(&c, &model.channels, model.window)
+        .map_err(anyhow::Error::msg)?;
+    Ok(c)
 }
 
 async fn serve(
     cfg: Config,
     model: forewarn_model::Model,
+    classifier: Option<forewarn_model::SavedClassifier>,
     device: tch::Device,
 ) -> anyhow::Result<()> {
     let shutdown = crate::cli::shutdown_on_signal();
@@ -176,10 +202,14 @@ async fn serve(
         metrics,
         bus,
     };
+    let first = forewarn_ingest::ModelSwap {
+        engine,
+        forecaster: model.network,
+        classifier: classifier.map(|c| Box::new(c) as _),
+    };
     let result = forewarn_ingest::run_reloadable(
         cfg.kafka.clone(),
-        engine,
-        model.network,
+        first,
         services,
         swaps,
         shutdown.clone(),
@@ -297,6 +327,7 @@ fn reloader(
     swaps: std::sync::mpsc::Sender<forewarn_ingest::ModelSwap<forewarn_model::Network>>,
 ) -> forewarn_api::ModelReloader {
     let path = cfg.model.path.clone();
+    let diagnosis = cfg.model.diagnosis.clone();
     let precision = cfg.model.precision;
     let detector = cfg.detector;
     let max_batch = cfg.pipeline.max_batch;
@@ -304,8 +335,9 @@ fn reloader(
     let lock = Arc::new(tokio::sync::Mutex::new(()));
     let swaps = Arc::new(std::sync::Mutex::new(swaps));
     Arc::new(move || {
-        let (path, info, metrics, lock, swaps) = (
+        let (path, diagnosis, info, metrics, lock, swaps) = (
             path.clone(),
+            diagnosis.clone(),
             info.clone(),
             metrics.clone(),
             lock.clone(),
@@ -318,11 +350,24 @@ fn reloader(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
             let shown = path.display().to_string();
-            let loaded = tokio::task::spawn_blocking(move || load_model(&path, device, precision))
-                .await
-                .map_err(|e| format!("loading task failed: {e}"))
-                .and_then(|r| r.map_err(|e| format!("{e:#}")));
-            let checked = loaded.and_then(|m| match &running {
+            // The classifier is loaded again too (it may have been
+            // replaced beside the model) and must fit the new model.
+            let loaded = tokio::task::spawn_blocking(move || {
+                let model = load_model(&path, device, precision)?;
+                let classifier = match &diagnosis {
+                    Some(p) => {
+                        Some(load_classifier(p, &model.meta, device).with_context(|| {
+                            format!("loading the fault classifier from {}", p.display())
+                        })?)
+                    }
+                    None => None,
+                };
+                anyhow::Ok((model, classifier))
+            })
+            .await
+            .map_err(|e| format!("loading task failed: {e}"))
+            .and_then(|r| r.map_err(|e| format!("{e:#}")));
+            let checked = loaded.and_then(|(m, c)| match &running {
                 Some(r) if r.channels != m.meta.channels => Err(format!(
                     "its channels ({} channels: {}) differ from the running model's ({}: {}); \
                      a channel schema change needs a restart",
@@ -331,9 +376,9 @@ fn reloader(
                     r.channels.len(),
                     r.channels.join(",")
                 )),
-                _ => Ok(m),
+                _ => Ok((m, c)),
             });
-            let model = match checked {
+            let (model, classifier) = match checked {
                 Ok(m) => m,
                 Err(e) => {
                     metrics.model_reloads.with_label_values(&["rejected"]).inc();
@@ -347,6 +392,7 @@ fn reloader(
             let swap = forewarn_ingest::ModelSwap {
                 engine,
                 forecaster: model.network,
+                classifier: classifier.map(|c| Box::new(c) as _),
             };
             if swaps
                 .lock()
