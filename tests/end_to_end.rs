@@ -242,6 +242,8 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
     // critical.
     let (_, body) = get_json(&format!("{api}/api/v1/models")).await?;
     assert_eq!(body["models"][0]["strategy"], "dynamic", "{body}");
+    let diagnosis = body["models"][0]["diagnosis"].as_str().unwrap_or_default();
+    assert!(diagnosis.starts_with("tep-faults-"), "{body}");
     let (_, body) = get_json(&format!("{api}/api/v1/alerts?device=tep-normal")).await?;
     let normal = body["alerts"].as_array().unwrap();
     eprintln!("tep-normal        {}       -", normal.len());
@@ -316,6 +318,75 @@ fn train_tep_classifier(dir: &std::path::Path) -> anyhow::Result<std::path::Path
             .unwrap_or("")
     );
     Ok(out)
+}
+
+/// A classifier that reads other channels than the model cannot diagnose
+/// its alerts: `serve` refuses to start and says why (before it needs a
+/// broker).
+#[test]
+fn a_classifier_of_other_channels_is_refused_at_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let model = train_tep_model(dir.path())?;
+    // Two channels, two classes: a classifier for some other machine.
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    for path in [&train, &test] {
+        let mut csv = String::from("a,b,label\n");
+        for i in 0..120 {
+            let class = u8::from(i >= 60);
+            let t = f64::from(i) * 0.3;
+            csv.push_str(&format!(
+                "{:.3},{:.3},{class}\n",
+                t.sin() + f64::from(class) * 3.0,
+                t.cos()
+            ));
+        }
+        std::fs::write(path, csv)?;
+    }
+    let classifier = dir.path().join("pump-faults");
+    let out = Command::new(forewarn_bin())
+        .args([
+            "classify",
+            "--head",
+            "softmax",
+            "--label-column",
+            "label",
+            "--train",
+        ])
+        .arg(&train)
+        .arg("--data")
+        .arg(&test)
+        .arg("--save")
+        .arg(&classifier)
+        .arg("--report")
+        .arg(dir.path().join("classify.json"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path().join("forewarn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = \"{}\"\ndevice = \"cpu\"\ndiagnosis = \"{}\"\n[store]\npath = \"{}\"\n",
+            model.display(),
+            classifier.display(),
+            dir.path().join("alerts.db").display()
+        ),
+    )?;
+    let out = Command::new(forewarn_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve started: {stderr}");
+    assert!(
+        stderr.contains("loading the fault classifier from")
+            && stderr.contains("does not read the model's channels"),
+        "{stderr}"
+    );
+    Ok(())
 }
 
 /// Diagnoses of the first alert of each fault run, counted over the runs

@@ -87,6 +87,10 @@ pub struct ModelInfo {
     pub strategy: String,
     /// Where inference runs: `"cpu"` or `"cuda:0"`.
     pub device: String,
+    /// The version of the fault classifier that diagnoses open alerts
+    /// (`model.diagnosis`); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
 }
 
 fn fixed() -> String {

@@ -193,6 +193,9 @@ pub struct ModelDoc {
     strategy: String,
     /// Where inference runs: `cpu` or `cuda:N`.
     device: String,
+    /// The fault classifier's version that diagnoses open alerts; absent
+    /// without one (`model.diagnosis`).
+    diagnosis: Option<String>,
 }
 
 #[derive(ToSchema)]

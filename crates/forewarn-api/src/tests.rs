@@ -134,6 +134,7 @@ fn fixture() -> Fixture {
             threshold: 1.0,
             strategy: "fixed".into(),
             device: "cpu".into(),
+            diagnosis: None,
         }))),
     );
     state.auth = Arc::new(Auth::new([TOKEN, "second-token"], false));

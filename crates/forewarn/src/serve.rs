@@ -99,7 +99,8 @@ async fn serve(
     metrics.set_alerts_open(open);
     let board = Arc::new(DeviceBoard::new());
     let meta = &model.meta;
-    let info = describe(meta, device, cfg.model.precision);
+    let mut info = describe(meta, device, cfg.model.precision);
+    info.diagnosis = classifier.as_ref().map(|c| c.meta().version.clone());
     ModelLoaded {
         name: &meta.name,
         version: &meta.version,
@@ -310,6 +311,7 @@ fn describe(
         threshold: meta.strategy().nominal_threshold(),
         strategy: meta.strategy().kind().into(),
         device,
+        diagnosis: None,
     }
 }
 
@@ -386,7 +388,8 @@ fn reloader(
                     return Err(e);
                 }
             };
-            let new = describe(&model.meta, device, precision);
+            let mut new = describe(&model.meta, device, precision);
+            new.diagnosis = classifier.as_ref().map(|c| c.meta().version.clone());
             let engine =
                 Engine::new(model.engine_config(detector, max_batch)).with_max_devices(max_devices);
             let swap = forewarn_ingest::ModelSwap {
