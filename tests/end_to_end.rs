@@ -382,7 +382,7 @@ fn a_classifier_of_other_channels_is_refused_at_start() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "serve started: {stderr}");
     assert!(
-        stderr.contains("loading the fault classifier from")
+        stderr.contains("loading the fault classifier (model.diagnosis)")
             && stderr.contains("does not read the model's channels"),
         "{stderr}"
     );

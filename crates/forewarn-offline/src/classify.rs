@@ -348,6 +348,48 @@ fn build_report(
     }
 }
 
+impl ClassifyReport {
+    /// Overall accuracy, then per class its accuracy and what it was taken
+    /// for most (a markdown table, as docs/ACCURACY.md shows it).
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "{} test windows, accuracy {:.3} ({} classes)\n",
+            self.test_windows,
+            self.accuracy,
+            self.classes.len()
+        );
+        if let (Some(p), Some(rec), Some(f1)) = (self.precision, self.recall, self.f1) {
+            let _ = writeln!(
+                out,
+                "fault windows: precision {p:.3} recall {rec:.3} f1 {f1:.3}"
+            );
+        }
+        out.push_str(
+            "| class | windows | accuracy | predicted as (count) |\n| --- | --- | --- | --- |\n",
+        );
+        for (k, c) in self.per_class.iter().enumerate() {
+            let mut taken: Vec<(u8, u64)> = (self.confusion[k].iter().enumerate())
+                .filter(|(_, n)| **n > 0)
+                .map(|(j, n)| (self.classes[j], *n))
+                .collect();
+            taken.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+            let top: Vec<String> = (taken.iter().take(3))
+                .map(|(j, n)| format!("{j} ({n})"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {} |",
+                c.class,
+                c.windows,
+                c.accuracy,
+                top.join(", ")
+            );
+        }
+        out
+    }
+}
+
 fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }

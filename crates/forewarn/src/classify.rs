@@ -8,7 +8,7 @@ use anyhow::bail;
 use forewarn_data::{CsvOptions, Separator};
 use forewarn_offline::classify::ClassifyProgress;
 use forewarn_offline::files::write_json;
-use forewarn_offline::{Classification, ClassifyReport, HeadKind, ModelConfig, classify};
+use forewarn_offline::{Classification, HeadKind, ModelConfig, classify};
 
 #[derive(clap::Args, Debug)]
 pub struct ClassifyArgs {
@@ -107,46 +107,11 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
             epochs,
         } => eprintln!("  loss {first:.4} -> {last:.4} over {epochs} epochs"),
     })?;
-    print_summary(&report);
+    print!("{}", report.summary());
     write_json(&a.report, &report)?;
     eprintln!("report -> {}", a.report.display());
     if let (Some(v), Some(dir)) = (&report.saved, &c_save) {
         eprintln!("classifier {v} -> {}", dir.display());
     }
     Ok(())
-}
-
-/// Overall accuracy, then per class its accuracy and what it was taken
-/// for most (a markdown table, as docs/ACCURACY.md shows it).
-fn print_summary(r: &ClassifyReport) {
-    println!(
-        "{} test windows, accuracy {:.3} ({} classes)",
-        r.test_windows,
-        r.accuracy,
-        r.classes.len()
-    );
-    if let (Some(p), Some(rec), Some(f1)) = (r.precision, r.recall, r.f1) {
-        println!("fault windows: precision {p:.3} recall {rec:.3} f1 {f1:.3}");
-    }
-    println!("| class | windows | accuracy | predicted as (count) |");
-    println!("| --- | --- | --- | --- |");
-    for (k, c) in r.per_class.iter().enumerate() {
-        let mut taken: Vec<(u8, u64)> = (r.confusion[k].iter().enumerate())
-            .filter(|(_, n)| **n > 0)
-            .map(|(j, n)| (r.classes[j], *n))
-            .collect();
-        taken.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-        let top: Vec<String> = taken
-            .iter()
-            .take(3)
-            .map(|(j, n)| format!("{j} ({n})"))
-            .collect();
-        println!(
-            "| {} | {} | {:.2} | {} |",
-            c.class,
-            c.windows,
-            c.accuracy,
-            top.join(", ")
-        );
-    }
 }

@@ -38,7 +38,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     forewarn_model::set_threads(threads);
     let device = parse_device(&cfg.model.device)?;
     let precision = cfg.model.precision;
-    let model = load_model(&cfg.model.path, device, precision)
+    let model = forewarn_model::load_for_inference(&cfg.model.path, device, precision)
         .with_context(|| format!("loading model from {}", cfg.model.path.display()))?;
     tracing::info!(
         model = %model.meta.name, version = %model.meta.version, kind = %model.meta.kind,
@@ -49,8 +49,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let classifier = match &cfg.model.diagnosis {
         Some(path) => {
-            let c = load_classifier(path, &model.meta, device)
-                .with_context(|| format!("loading the fault classifier from {}", path.display()))?;
+            let c = forewarn_model::load_classifier_for(path, &model.meta, device)
+                .context("loading the fault classifier (model.diagnosis)")?;
             tracing::info!(
                 classifier = %c.meta().version, classes = c.meta().classes.len(),
                 window = c.meta().window, "fault classifier loaded: open alerts get a diagnosis"
@@ -60,19 +60,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     crate::cli::runtime()?.block_on(serve(cfg, model, classifier, device))
-}
-
-/// [`forewarn_model::load_classifier`], then the check that it can read
-/// `model`'s devices ([`forewarn_core::diagnosis::check_fits`]).
-fn load_classifier(
-    path: &std::path::Path,
-    model: &forewarn_model::ModelMeta,
-    device: tch::Device,
-) -> anyhow::Result<forewarn_model::SavedClassifier> {
-    let c = forewarn_model::load_classifier(path, device)?;
-    forewarn_core::diagnosis::check_fits(&c, &model.channels, model.window)
-        .map_err(anyhow::Error::msg)?;
-    Ok(c)
 }
 
 async fn serve(
@@ -278,19 +265,6 @@ async fn open_store(
     }
 }
 
-/// [`forewarn_model::load`], then the inference precision: a device that
-/// cannot run it natively fails the load (at startup, or a reload that is
-/// then rejected), never the first batch.
-fn load_model(
-    path: &std::path::Path,
-    device: tch::Device,
-    precision: forewarn_model::Precision,
-) -> Result<forewarn_model::Model, forewarn_model::ModelError> {
-    let mut model = forewarn_model::load(path, device)?;
-    model.network.set_precision(precision)?;
-    Ok(model)
-}
-
 fn describe(
     meta: &forewarn_model::ModelMeta,
     device: tch::Device,
@@ -355,7 +329,7 @@ fn reloader(
             // The classifier is loaded again too (it may have been
             // replaced beside the model) and must fit the new model.
             let loaded = tokio::task::spawn_blocking(move || {
-                let model = load_model(&path, device, precision)?;
+                let model = forewarn_model::load_for_inference(&path, device, precision)?;
                 let classifier = match &diagnosis {
                     Some(p) => {
                         Some(load_classifier(p, &model.meta, device).with_context(|| {
