@@ -277,49 +277,6 @@ async fn tep_fault_is_alerted_and_normal_run_is_not() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `forewarn classify --head softmax --save`: trained on the normal run
-/// and the 21 fault runs, reported on the test runs; returns the
-/// classifier's folder.
-fn train_tep_classifier(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let out = dir.join("tep-faults");
-    let train: Vec<_> = (0..=21)
-        .map(|n| shared_data(&format!("tep/d{n:02}.dat")))
-        .collect();
-    let test: Vec<_> = (0..=21)
-        .map(|n| shared_data(&format!("tep/d{n:02}_te.dat")))
-        .collect();
-    let run = Command::new(forewarn_bin())
-        .args([
-            "classify",
-            "--head",
-            "softmax",
-            "--name",
-            "tep-faults",
-            "--train",
-        ])
-        .args(&train)
-        .arg("--data")
-        .args(&test)
-        .arg("--save")
-        .arg(&out)
-        .arg("--report")
-        .arg(dir.join("classify.json"))
-        .output()?;
-    anyhow::ensure!(
-        run.status.success(),
-        "forewarn classify failed:\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    eprintln!(
-        "{}",
-        String::from_utf8_lossy(&run.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-    );
-    Ok(out)
-}
-
 /// A classifier that reads other channels than the model cannot diagnose
 /// its alerts: `serve` refuses to start and says why (before it needs a
 /// broker).

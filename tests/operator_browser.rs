@@ -1,8 +1,9 @@
 //! The alert console in a real browser: Debian's chromium, headless, driven
 //! over the DevTools protocol against a running `forewarn serve`. The page
 //! is loaded before any alert exists; a faulty TEP run is then streamed, and
-//! the alert must appear through the live stream (SSE), the device's score
-//! chart must draw, and acknowledging from the page must reach the store.
+//! the alert must appear through the live stream (SSE) with its diagnosis
+//! (the likely fault, from a fault classifier), the device's score chart
+//! must draw, and acknowledging from the page must reach the store.
 //! A screenshot is saved to target/test-artifacts/operator_console.png.
 //!
 //! Needs `chromium` (scripts/browser-deps.sh, run by scripts/test.sh).
@@ -143,12 +144,17 @@ async fn console_shows_live_alerts_charts_scores_and_acknowledges() -> anyhow::R
     let dir = tempfile::tempdir()?;
     let broker = Broker::start(dir.path())?;
     let model = train_tep_model(dir.path())?;
-    let serve = Serve::start(
+    let classifier = train_tep_classifier(dir.path())?;
+    let serve = Serve::start_with_env(
         "serve",
         &broker.bootstrap(),
         &model,
         dir.path(),
         &format!("tokens = [\"{TOKEN}\"]\n"),
+        &[(
+            "FOREWARN_MODEL__DIAGNOSIS",
+            &classifier.display().to_string(),
+        )],
     )?;
     serve.wait_ready(Duration::from_secs(60)).await?;
 
@@ -243,6 +249,24 @@ async fn console_shows_live_alerts_charts_scores_and_acknowledges() -> anyhow::R
         )
         .await?;
     assert!(points.as_u64().unwrap() >= 3, "{points}");
+
+    // The likely fault: fault 1 in the row (once enough of the run has
+    // streamed for the diagnosis to settle there) and the top 3 beside the
+    // chart, as the API has them.
+    let shown = cdp
+        .wait_for(
+            "the diagnosis in the row and beside the chart",
+            &format!(
+                "(() => {{ const c = document.querySelector('tr[data-alert-id=\"{id}\"] td.diagnosis'); \
+                  const n = document.querySelectorAll('#diagnosis li').length; \
+                  return c && c.dataset.diagnosisClass === '1' && n === 3 && c.innerText; }})()"
+            ),
+            Duration::from_secs(60),
+        )
+        .await?;
+    assert!(shown.as_str().unwrap().contains("IDV(1)"), "{shown}");
+    let (_, alert) = get_json(&format!("{}/api/v1/alerts/{id}", serve.api)).await?;
+    assert_eq!(alert["diagnosis"]["top"][0]["class"], 1, "{alert}");
 
     // Acknowledge from the page with a token.
     cdp.eval(&format!(

@@ -441,6 +441,49 @@ pub fn train_tep(dir: &Path, args: &[&str]) -> anyhow::Result<(PathBuf, std::pro
     Ok((model, out))
 }
 
+/// `forewarn classify --head softmax --save`: trained on the normal run
+/// and the 21 fault runs, reported on the test runs; returns the
+/// classifier's folder.
+pub fn train_tep_classifier(dir: &Path) -> anyhow::Result<PathBuf> {
+    let out = dir.join("tep-faults");
+    let train: Vec<_> = (0..=21)
+        .map(|n| shared_data(&format!("tep/d{n:02}.dat")))
+        .collect();
+    let test: Vec<_> = (0..=21)
+        .map(|n| shared_data(&format!("tep/d{n:02}_te.dat")))
+        .collect();
+    let run = Command::new(forewarn_bin())
+        .args([
+            "classify",
+            "--head",
+            "softmax",
+            "--name",
+            "tep-faults",
+            "--train",
+        ])
+        .args(&train)
+        .arg("--data")
+        .args(&test)
+        .arg("--save")
+        .arg(&out)
+        .arg("--report")
+        .arg(dir.join("classify.json"))
+        .output()?;
+    anyhow::ensure!(
+        run.status.success(),
+        "forewarn classify failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    eprintln!(
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+    );
+    Ok(out)
+}
+
 /// A running `forewarn serve` child with its own config file.
 pub struct Serve {
     pub proc: Proc,

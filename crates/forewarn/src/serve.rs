@@ -331,11 +331,10 @@ fn reloader(
             let loaded = tokio::task::spawn_blocking(move || {
                 let model = forewarn_model::load_for_inference(&path, device, precision)?;
                 let classifier = match &diagnosis {
-                    Some(p) => {
-                        Some(load_classifier(p, &model.meta, device).with_context(|| {
-                            format!("loading the fault classifier from {}", p.display())
-                        })?)
-                    }
+                    Some(p) => Some(
+                        forewarn_model::load_classifier_for(p, &model.meta, device)
+                            .context("loading the fault classifier (model.diagnosis)")?,
+                    ),
                     None => None,
                 };
                 anyhow::Ok((model, classifier))
