@@ -9,6 +9,7 @@
 pub mod artifact;
 pub mod autoencoder;
 pub mod classifier_artifact;
+pub mod convlstm;
 mod device;
 mod error;
 pub mod forecaster;

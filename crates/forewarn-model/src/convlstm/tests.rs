@@ -1,0 +1,172 @@
+use super::*;
+
+fn wave(len: usize, phase: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as f32) * 0.37 + phase).sin() + 0.1 * ((i * 7 % 5) as f32))
+        .collect()
+}
+
+/// 4 inputs: three on a 2x2 grid with a gap (inputs 0, 2, 3), input 1 context.
+pub(crate) fn small_spec() -> ConvLstmSpec {
+    ConvLstmSpec {
+        channels: 4,
+        rows: 2,
+        cols: 2,
+        cells: vec![Some(3), None, Some(0), Some(2)],
+        kernel: 3,
+        filters: 3,
+        layers: 2,
+        horizon: 2,
+    }
+}
+
+fn read(t: &Tensor) -> Vec<f32> {
+    let mut v = vec![0f32; t.numel()];
+    t.copy_data(&mut v, t.numel());
+    v
+}
+
+#[test]
+fn spec_sizes_and_context() {
+    let s = small_spec();
+    assert_eq!(s.state_len(), 2 * 2 * 3 * 4);
+    assert_eq!(s.outputs(), 3);
+    assert_eq!(s.monitored(), vec![0, 2, 3]);
+    assert_eq!(s.context(), vec![1]);
+    for (bad, want) in [
+        (
+            ConvLstmSpec {
+                kernel: 4,
+                ..small_spec()
+            },
+            "kernel 4 must be odd",
+        ),
+        (
+            ConvLstmSpec {
+                kernel: 17,
+                ..small_spec()
+            },
+            "at most 15",
+        ),
+        (
+            ConvLstmSpec {
+                rows: 3,
+                ..small_spec()
+            },
+            "4 cells for a 3x2 grid",
+        ),
+        (
+            ConvLstmSpec {
+                cells: vec![Some(3), Some(3), Some(0), None],
+                ..small_spec()
+            },
+            "places input 3 twice",
+        ),
+        (
+            ConvLstmSpec {
+                cells: vec![None; 4],
+                ..small_spec()
+            },
+            "no channel",
+        ),
+        (
+            ConvLstmSpec {
+                filters: 0,
+                ..small_spec()
+            },
+            "filters must be",
+        ),
+    ] {
+        let e = bad.validate().unwrap_err();
+        assert!(e.contains(want), "want {want:?} in {e}");
+    }
+    assert!(highway_refusal(Highway::None).is_none());
+    assert!(
+        highway_refusal(Highway::Cross)
+            .unwrap()
+            .contains("no highway")
+    );
+}
+
+/// Stepping batch by batch with packed state equals the whole sequence at
+/// once; two devices in one call equal each alone.
+#[test]
+fn stepping_with_packed_state_equals_the_full_sequence() {
+    crate::test_init();
+    let spec = small_spec();
+    let mut m = ConvLstm::new(spec.clone(), Device::Cpu).unwrap();
+    let (c, h, o) = (4, 2, 3);
+    let steps = 6;
+    let data = wave(steps * c, 0.3);
+    let x = Tensor::from_slice(&data).view([1, steps as i64, c as i64]);
+    let (full, _) = tch::no_grad(|| m.forward_seq(&x, None)).unwrap();
+    assert_eq!(full.size(), vec![1, steps as i64, (h * o) as i64]);
+    let full = read(&full);
+    let sl = spec.state_len();
+    let mut state = vec![0.0; sl];
+    for k in 0..steps / h {
+        let mut b = StepBatch {
+            n: 1,
+            horizon: h,
+            channels: c,
+            outputs: o,
+            state_len: sl,
+            inputs: data[k * h * c..(k + 1) * h * c].to_vec(),
+            states: state,
+            predictions: vec![0.0; h * o],
+        };
+        m.step(&mut b).unwrap();
+        let t = (k + 1) * h - 1;
+        for (a, w) in b.predictions.iter().zip(&full[t * h * o..(t + 1) * h * o]) {
+            assert!((a - w).abs() < 1e-5, "batch {k}: {a} vs {w}");
+        }
+        state = b.states;
+    }
+    assert!(state.iter().any(|v| *v != 0.0));
+    let inputs = wave(2 * h * c, 1.0);
+    let states: Vec<f32> = wave(2 * sl, 2.0).iter().map(|v| v * 0.3).collect();
+    let mut both = StepBatch {
+        n: 2,
+        horizon: h,
+        channels: c,
+        outputs: o,
+        state_len: sl,
+        inputs: inputs.clone(),
+        states: states.clone(),
+        predictions: vec![0.0; 2 * h * o],
+    };
+    m.step(&mut both).unwrap();
+    let mut one = StepBatch {
+        n: 1,
+        inputs: inputs[h * c..].to_vec(),
+        states: states[sl..].to_vec(),
+        predictions: vec![0.0; h * o],
+        ..both.clone()
+    };
+    m.step(&mut one).unwrap();
+    for (a, w) in one.predictions.iter().zip(&both.predictions[h * o..]) {
+        assert!((a - w).abs() < 1e-6);
+    }
+    for (a, w) in one.states.iter().zip(&both.states[sl..]) {
+        assert!((a - w).abs() < 1e-6);
+    }
+    // A batch of the wrong shape is an error, not a panic.
+    let mut wrong = StepBatch {
+        outputs: 4,
+        predictions: vec![0.0; 2 * h * 4],
+        ..both
+    };
+    assert!(m.step(&mut wrong).is_err());
+}
+
+/// A gap reads 0 whatever the channel at its index holds, and the context
+/// channel reaches every cell.
+#[test]
+fn frames_mask_gaps_and_broadcast_context() {
+    crate::test_init();
+    let m = ConvLstm::new(small_spec(), Device::Cpu).unwrap();
+    let x = Tensor::from_slice(&[1.0f32, 5.0, 2.0, 3.0]).view([1, 1, 4]);
+    let f = read(&m.frames(&x).unwrap());
+    // Grid map: cells (input 3, gap, input 0, input 2); then context (input 1).
+    assert_eq!(f, vec![3.0, 0.0, 1.0, 2.0, 5.0, 5.0, 5.0, 5.0]);
+}
