@@ -22,16 +22,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use forewarn_core::engine::{Forecaster, StepBatch};
 use forewarn_core::threshold::ThresholdStrategy;
 use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema, Threshold};
 use serde::{Deserialize, Serialize};
 
-use crate::autoencoder::{AutoencoderSpec, LstmAutoencoder};
+use crate::autoencoder::AutoencoderSpec;
+use crate::convlstm::ConvLstmSpec;
 use crate::error::ModelError;
-use crate::forecaster::{Highway, LstmForecaster, ModelSpec};
-use crate::multimodal::{MultimodalForecaster, MultimodalSpec};
-use crate::precision::Precision;
+use crate::forecaster::{Highway, ModelSpec};
+use crate::multimodal::MultimodalSpec;
+
+mod network;
+pub use network::Network;
+pub(crate) use network::NetworkRef;
 
 /// The artifact format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -57,11 +60,22 @@ pub enum ModelKind {
     /// LSTM encoder-decoder reconstructing each batch of `horizon` rows;
     /// scored by reconstruction error (Malhotra et al. 2016).
     Autoencoder,
+    /// Stacked ConvLSTM cells over a grid of the channels (gates are
+    /// convolutions over the grid), forecasting the next batch of frames
+    /// (Shi et al. 2015).
+    #[cfg_attr(feature = "clap", value(name = "convlstm"))]
+    #[serde(rename = "convlstm")]
+    ConvLstm,
 }
 
 impl ModelKind {
     /// Every kind, in the order error messages list them.
-    pub const ALL: [ModelKind; 3] = [Self::Forecaster, Self::PerVariable, Self::Autoencoder];
+    pub const ALL: [ModelKind; 4] = [
+        Self::Forecaster,
+        Self::PerVariable,
+        Self::Autoencoder,
+        Self::ConvLstm,
+    ];
 
     /// The name `model.json` and model.toml use.
     pub fn as_str(self) -> &'static str {
@@ -69,6 +83,7 @@ impl ModelKind {
             Self::Forecaster => "forecaster",
             Self::PerVariable => "per_variable",
             Self::Autoencoder => "autoencoder",
+            Self::ConvLstm => "convlstm",
         }
     }
 }
@@ -107,7 +122,8 @@ pub struct ModelMeta {
     pub window: usize,
     pub horizon: usize,
     /// Width of the LSTM: the forecaster's, the per-variable model's joint
-    /// LSTM, the autoencoder's encoder and decoder.
+    /// LSTM, the autoencoder's encoder and decoder; convlstm: its
+    /// `filters`.
     pub hidden: usize,
     /// Stacked LSTM layers (the autoencoder: 1).
     pub layers: usize,
@@ -115,6 +131,21 @@ pub struct ModelMeta {
     /// other kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_hidden: Option<usize>,
+    /// convlstm: the grid's `[rows, cols]` (absent for the other kinds,
+    /// and in artifacts written before convlstm, which load unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<[usize; 2]>,
+    /// convlstm: the channel at each grid cell, row-major, `null` a gap.
+    /// Every monitored channel is on the grid once; the context channels
+    /// are not (the network reads them as whole-grid maps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Vec<Option<String>>>,
+    /// convlstm: the odd side of the gates' convolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<usize>,
+    /// convlstm: hidden maps per layer (also `hidden`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<usize>,
     /// The linear highway of any kind (the autoencoder: `none` or
     /// `cross`); absent (`none`) in artifacts written before it existed,
     /// which load unchanged. A build without highways (or without them for
@@ -139,7 +170,7 @@ pub struct ModelMeta {
     /// Losses of the epoch whose weights were kept (best validation loss).
     pub final_train_loss: f64,
     pub final_val_loss: f64,
-    /// [`LstmForecaster::weights_sha256`] of `model.safetensors`.
+    /// [`crate::LstmForecaster::weights_sha256`] of `model.safetensors`.
     pub weights_sha256: String,
 }
 
@@ -188,6 +219,33 @@ impl ModelMeta {
         }
     }
 
+    /// The convlstm's shape, its layout resolved against `channels`; the
+    /// message says what does not fit.
+    pub fn convlstm_spec(&self) -> Result<ConvLstmSpec, String> {
+        let (Some([rows, cols]), Some(layout), Some(kernel), Some(filters)) =
+            (self.grid, &self.layout, self.kernel, self.filters)
+        else {
+            return Err("kind convlstm needs grid, layout, kernel and filters".into());
+        };
+        let cells = crate::convlstm::resolve_layout(
+            &self.channels,
+            &self.monitored(),
+            rows,
+            cols,
+            Some(layout),
+        )?;
+        Ok(ConvLstmSpec {
+            channels: self.channels.len(),
+            rows,
+            cols,
+            cells,
+            kernel,
+            filters,
+            layers: self.layers,
+            horizon: self.horizon,
+        })
+    }
+
     /// Positions in `channels` of the monitored channels (all but
     /// `context`), increasing.
     pub fn monitored(&self) -> Vec<usize> {
@@ -203,6 +261,8 @@ impl ModelMeta {
             ModelKind::PerVariable => self.multimodal_spec().state_len(),
             // Batches are independent: one unused value.
             ModelKind::Autoencoder => 1,
+            // Validated before use; an invalid description has no state.
+            ModelKind::ConvLstm => self.convlstm_spec().map_or(0, |s| s.state_len()),
         }
     }
 
@@ -232,6 +292,7 @@ impl ModelMeta {
             model: self.name.clone(),
             model_version: self.version.clone(),
             max_batch,
+            grid: None,
         }
     }
 
@@ -327,6 +388,7 @@ impl ModelMeta {
     /// disagree with it; the rest from `d`. No strategy yet.
     pub(crate) fn describe(net: NetworkRef<'_>, d: Description) -> Result<Self, ModelError> {
         let weights_sha256 = net.weights_sha256()?;
+        let mut grid = (None, None, None, None);
         let (hidden, layers, horizon, encoder_hidden, highway) = match net {
             NetworkRef::Forecaster(m) => {
                 let s = m.spec();
@@ -340,6 +402,21 @@ impl ModelMeta {
             NetworkRef::Autoencoder(m) => {
                 let s = m.spec();
                 (s.hidden, 1, s.horizon, None, m.highway())
+            }
+            NetworkRef::ConvLstm(m) => {
+                let s = m.spec();
+                let layout = s
+                    .cells
+                    .iter()
+                    .map(|c| c.and_then(|j| d.channels.get(j).cloned()))
+                    .collect();
+                grid = (
+                    Some([s.rows, s.cols]),
+                    Some(layout),
+                    Some(s.kernel),
+                    Some(s.filters),
+                );
+                (s.filters, s.layers, s.horizon, None, m.highway())
             }
         };
         Ok(Self {
@@ -361,6 +438,10 @@ impl ModelMeta {
             hidden,
             layers,
             encoder_hidden,
+            grid: grid.0,
+            layout: grid.1,
+            kernel: grid.2,
+            filters: grid.3,
             highway,
             warmup: d.warmup,
             threshold: d.threshold,
@@ -404,6 +485,7 @@ impl ModelMeta {
             }
             (_, None) => {}
         }
+        self.validate_grid()?;
         if kind == ModelKind::Autoencoder && self.layers != 1 {
             return Err(format!(
                 "the autoencoder has one encoder and one decoder layer, not {} layers",
@@ -414,112 +496,36 @@ impl ModelMeta {
     }
 }
 
-/// The network of an artifact, of whichever kind it holds. The engine runs
-/// every kind through the one [`Forecaster`] interface (the autoencoder
-/// [reconstructs](Forecaster::reconstructs) its batch instead of
-/// forecasting the next one).
-#[derive(Debug)]
-pub enum Network {
-    Forecaster(LstmForecaster),
-    PerVariable(MultimodalForecaster),
-    Autoencoder(LstmAutoencoder),
-}
-
-impl Network {
-    pub fn kind(&self) -> ModelKind {
-        self.as_ref().kind()
-    }
-
-    /// SHA-256 (hex) of the weights, as `model.json` pins them.
-    pub fn weights_sha256(&self) -> Result<String, ModelError> {
-        self.as_ref().weights_sha256()
-    }
-
-    /// The network's linear highway.
-    pub fn highway(&self) -> Highway {
-        match self {
-            Self::Forecaster(m) => m.highway(),
-            Self::PerVariable(m) => m.highway(),
-            Self::Autoencoder(m) => m.highway(),
+impl ModelMeta {
+    /// convlstm's grid fields: all present and consistent for it, absent
+    /// for the other kinds.
+    fn validate_grid(&self) -> Result<(), String> {
+        let any = self.grid.is_some()
+            || self.layout.is_some()
+            || self.kernel.is_some()
+            || self.filters.is_some();
+        if self.kind != ModelKind::ConvLstm {
+            return match any {
+                true => Err(format!(
+                    "grid, layout, kernel and filters are settings of kind convlstm, not of \
+                     kind {}",
+                    self.kind
+                )),
+                false => Ok(()),
+            };
         }
-    }
-
-    /// The inference precision ([`LstmForecaster::set_precision`]); bf16
-    /// is implemented for the forecaster kind only, and refused for the
-    /// others.
-    pub fn set_precision(&mut self, precision: Precision) -> Result<(), ModelError> {
-        match self {
-            Self::Forecaster(m) => m.set_precision(precision),
-            Self::PerVariable(_) | Self::Autoencoder(_) if precision == Precision::F32 => Ok(()),
-            Self::PerVariable(_) | Self::Autoencoder(_) => Err(ModelError::Config(format!(
-                "{precision} inference is implemented for the forecaster only, not the {} model",
-                self.kind()
-            ))),
+        if let Some(why) = crate::convlstm::highway_refusal(self.highway) {
+            return Err(why);
         }
-    }
-
-    fn as_ref(&self) -> NetworkRef<'_> {
-        match self {
-            Self::Forecaster(m) => NetworkRef::Forecaster(m),
-            Self::PerVariable(m) => NetworkRef::PerVariable(m),
-            Self::Autoencoder(m) => NetworkRef::Autoencoder(m),
+        let spec = self.convlstm_spec()?;
+        spec.validate()?;
+        if self.hidden != spec.filters {
+            return Err(format!(
+                "hidden {} differs from filters {} (convlstm: the same width)",
+                self.hidden, spec.filters
+            ));
         }
-    }
-
-    /// The network `meta` describes, with the weights in `path` (checked
-    /// against the description before anything is copied).
-    fn load(meta: &ModelMeta, path: &Path, device: tch::Device) -> Result<Self, ModelError> {
-        Ok(match meta.kind {
-            ModelKind::Forecaster => Self::Forecaster(LstmForecaster::load_monitored(
-                meta.spec(),
-                meta.highway,
-                meta.monitored(),
-                path,
-                device,
-            )?),
-            ModelKind::PerVariable => Self::PerVariable(MultimodalForecaster::load(
-                meta.multimodal_spec(),
-                meta.highway,
-                meta.monitored(),
-                path,
-                device,
-            )?),
-            ModelKind::Autoencoder => Self::Autoencoder(LstmAutoencoder::load(
-                meta.autoencoder_spec(),
-                meta.highway,
-                meta.monitored(),
-                path,
-                device,
-            )?),
-        })
-    }
-}
-
-impl Forecaster for Network {
-    type Error = ModelError;
-
-    fn state_len(&self) -> usize {
-        match self {
-            Self::Forecaster(m) => m.state_len(),
-            Self::PerVariable(m) => m.state_len(),
-            Self::Autoencoder(m) => m.state_len(),
-        }
-    }
-
-    fn step(&mut self, b: &mut StepBatch) -> Result<(), ModelError> {
-        match self {
-            Self::Forecaster(m) => m.step(b),
-            Self::PerVariable(m) => m.step(b),
-            Self::Autoencoder(m) => m.step(b),
-        }
-    }
-
-    fn reconstructs(&self) -> bool {
-        match self {
-            Self::Forecaster(m) => m.reconstructs(),
-            Self::PerVariable(m) => m.reconstructs(),
-            Self::Autoencoder(m) => m.reconstructs(),
-        }
+        Ok(())
     }
 }
 
@@ -574,106 +580,6 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// replacing any model there.
 pub fn save_model(model: &Model, dir: &Path) -> Result<(), ModelError> {
     write(&model.meta, model.network.as_ref(), dir)
-}
-
-/// A borrowed [`Network`]: what describing, hashing and saving read.
-#[derive(Clone, Copy)]
-pub(crate) enum NetworkRef<'a> {
-    Forecaster(&'a LstmForecaster),
-    PerVariable(&'a MultimodalForecaster),
-    Autoencoder(&'a LstmAutoencoder),
-}
-
-impl<'a> NetworkRef<'a> {
-    fn kind(self) -> ModelKind {
-        match self {
-            Self::Forecaster(_) => ModelKind::Forecaster,
-            Self::PerVariable(_) => ModelKind::PerVariable,
-            Self::Autoencoder(_) => ModelKind::Autoencoder,
-        }
-    }
-
-    /// The parameters: every kind saves and hashes them alike (`weights`).
-    fn var_store(self) -> &'a tch::nn::VarStore {
-        match self {
-            Self::Forecaster(m) => m.var_store(),
-            Self::PerVariable(m) => m.var_store(),
-            Self::Autoencoder(m) => m.var_store(),
-        }
-    }
-
-    fn weights_sha256(self) -> Result<String, ModelError> {
-        crate::weights::sha256(self.var_store())
-    }
-
-    /// Positions of the monitored (forecast or reconstructed) channels.
-    fn monitored(self) -> &'a [usize] {
-        match self {
-            Self::Forecaster(m) => m.monitored(),
-            Self::PerVariable(m) => m.monitored(),
-            Self::Autoencoder(m) => m.monitored(),
-        }
-    }
-
-    /// Positions of the context channels among `channels` inputs.
-    fn context_positions(self, channels: usize) -> Vec<usize> {
-        let monitored = self.monitored();
-        (0..channels).filter(|j| !monitored.contains(j)).collect()
-    }
-
-    fn save(self, path: &Path) -> Result<(), ModelError> {
-        crate::weights::save(self.var_store(), path)
-    }
-
-    /// Where `meta` does not describe this network: (described, actual).
-    fn mismatch(self, meta: &ModelMeta) -> Option<(String, String)> {
-        if meta.kind != self.kind() {
-            return Some((
-                format!("kind {}", meta.kind),
-                format!("kind {}", self.kind()),
-            ));
-        }
-        if meta.monitored() != self.monitored() {
-            return Some((
-                format!("monitored channels {:?}", meta.monitored()),
-                format!("monitored channels {:?}", self.monitored()),
-            ));
-        }
-        match self {
-            Self::Forecaster(m) => {
-                (meta.spec() != *m.spec() || meta.highway != m.highway()).then(|| {
-                    (
-                        format!("{:?} with highway {:?}", meta.spec(), meta.highway),
-                        format!("{:?} with highway {:?}", m.spec(), m.highway()),
-                    )
-                })
-            }
-            Self::PerVariable(m) => {
-                (meta.multimodal_spec() != *m.spec() || meta.highway != m.highway()).then(|| {
-                    (
-                        format!(
-                            "{:?} with highway {:?}",
-                            meta.multimodal_spec(),
-                            meta.highway
-                        ),
-                        format!("{:?} with highway {:?}", m.spec(), m.highway()),
-                    )
-                })
-            }
-            Self::Autoencoder(m) => {
-                (meta.autoencoder_spec() != *m.spec() || meta.highway != m.highway()).then(|| {
-                    (
-                        format!(
-                            "{:?} with highway {:?}",
-                            meta.autoencoder_spec(),
-                            meta.highway
-                        ),
-                        format!("{:?} with highway {:?}", m.spec(), m.highway()),
-                    )
-                })
-            }
-        }
-    }
 }
 
 fn write(meta: &ModelMeta, net: NetworkRef<'_>, dir: &Path) -> Result<(), ModelError> {
@@ -775,7 +681,12 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<Model, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autoencoder::LstmAutoencoder;
+    use crate::convlstm::ConvLstm;
+    use crate::forecaster::LstmForecaster;
     use crate::forecaster::tests::small_spec;
+    use crate::multimodal::MultimodalForecaster;
+    use crate::precision::Precision;
     use forewarn_core::ThresholdRule;
     use forewarn_core::engine::{Forecaster, StepBatch};
 
@@ -804,6 +715,10 @@ mod tests {
             hidden: spec.hidden,
             layers: spec.layers,
             encoder_hidden: None,
+            grid: None,
+            layout: None,
+            kernel: None,
+            filters: None,
             highway: Highway::None,
             warmup: 8,
             threshold: Threshold {
@@ -888,10 +803,26 @@ mod tests {
         .unwrap()
     }
 
+    /// A convlstm over `model()`'s 3 channels on a 2x2 grid with a gap.
+    fn grid_spec() -> ConvLstmSpec {
+        ConvLstmSpec {
+            channels: 3,
+            rows: 2,
+            cols: 2,
+            cells: vec![Some(2), Some(0), None, Some(1)],
+            kernel: 3,
+            filters: 2,
+            layers: 2,
+            horizon: 4,
+        }
+    }
+
     /// One untrained network of each kind over `model()`'s 3 channels.
     fn networks() -> Vec<Network> {
         let cpu = tch::Device::Cpu;
         vec![
+            // First: the tests pop the autoencoder and per_variable off the end.
+            Network::ConvLstm(ConvLstm::new(grid_spec(), cpu).unwrap()),
             Network::Forecaster(
                 LstmForecaster::with_highway(small_spec(), Highway::Cross, cpu).unwrap(),
             ),
@@ -1091,6 +1022,8 @@ mod tests {
                 // 2 x 3 channels x 2 + 2 x 2 layers x 5.
                 ModelKind::PerVariable => 32,
                 ModelKind::Autoencoder => 1,
+                // 2 layers x (h, c) x 2 filters x 2 x 2 cells.
+                ModelKind::ConvLstm => 32,
             };
             assert_eq!(cfg.state_len, state_len, "{kind}");
         }
@@ -1548,7 +1481,7 @@ mod tests {
                 Network::Autoencoder(a) => {
                     Network::Autoencoder(LstmAutoencoder::new(*a.spec(), tch::Device::Cpu).unwrap())
                 }
-                Network::Forecaster(_) => unreachable!(),
+                Network::Forecaster(_) | Network::ConvLstm(_) => unreachable!(),
             };
             tch::no_grad(|| {
                 let src = m.network.as_ref().var_store().variables();
@@ -1621,5 +1554,73 @@ mod tests {
                 .contains("weights_sha256")
         );
         assert!(!tmp.path().join(META_FILE).exists());
+    }
+
+    /// convlstm's grid fields: written as the network has them (the layout
+    /// by channel name, `null` a gap), read back, and every inconsistency
+    /// refused by name; the other kinds refuse them; bf16 is refused.
+    #[test]
+    fn convlstm_grid_fields_round_trip_and_are_validated() {
+        crate::test_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("grid");
+        let cpu = tch::Device::Cpu;
+        let mut m = model_of(Network::ConvLstm(ConvLstm::new(grid_spec(), cpu).unwrap()));
+        save_model(&m, &dir).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
+        assert_eq!(json["kind"], "convlstm");
+        assert_eq!(json["grid"], serde_json::json!([2, 2]));
+        assert_eq!(json["layout"], serde_json::json!(["c", "a", null, "b"]));
+        assert_eq!(
+            (json["kernel"].clone(), json["filters"].clone()),
+            (3.into(), 2.into())
+        );
+        let mut loaded = load(&dir, cpu).unwrap();
+        assert_eq!(loaded.meta, m.meta);
+        assert_eq!(step(&mut loaded.network, 3, 4), step(&mut m.network, 3, 4));
+        let e = loaded.network.set_precision(Precision::Bf16).unwrap_err();
+        assert!(e.to_string().contains("forecaster only"), "{e}");
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|v| v["kernel"] = 4.into()), "kernel 4 must be odd"),
+            (
+                Box::new(|v| v["grid"] = serde_json::json!([3, 2])),
+                "layout has 4 cells",
+            ),
+            (
+                Box::new(|v| v["layout"] = serde_json::json!(["c", "a", "x", "b"])),
+                "\"x\", which is not a channel",
+            ),
+            (
+                Box::new(|v| v["layout"] = serde_json::json!(["c", "a", "a", "b"])),
+                "places \"a\" twice",
+            ),
+            (
+                Box::new(|v| v["layout"] = serde_json::json!(["c", "a", null, null])),
+                "monitored channel \"b\" is not on the grid",
+            ),
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("filters");
+                }),
+                "needs grid, layout, kernel and filters",
+            ),
+            (
+                Box::new(|v| v["filters"] = 3.into()),
+                "hidden 2 differs from filters 3",
+            ),
+            (Box::new(|v| v["highway"] = "cross".into()), "no highway"),
+            (
+                Box::new(|v| v["kind"] = "forecaster".into()),
+                "settings of kind convlstm, not of kind forecaster",
+            ),
+        ];
+        for (edit, want) in cases {
+            save_model(&m, &dir).unwrap();
+            edit_meta(&dir, edit);
+            let e = load_err(&dir);
+            assert!(e.contains(want), "want {want:?} in: {e}");
+        }
     }
 }

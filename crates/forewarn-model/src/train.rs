@@ -26,6 +26,7 @@ use tch::nn::{self, OptimizerConfig};
 
 use crate::artifact::{ModelKind, Network};
 use crate::autoencoder::LstmAutoencoder;
+use crate::convlstm::ConvLstm;
 use crate::error::{ModelError, TorchContext};
 use crate::forecaster::LstmForecaster;
 use crate::multimodal::MultimodalForecaster;
@@ -95,6 +96,7 @@ pub fn train(
         ModelKind::Forecaster => run::<LstmForecaster>(data, s, on_epoch),
         ModelKind::PerVariable => run::<MultimodalForecaster>(data, s, on_epoch),
         ModelKind::Autoencoder => run::<LstmAutoencoder>(data, s, on_epoch),
+        ModelKind::ConvLstm => run::<ConvLstm>(data, s, on_epoch),
     }
 }
 
@@ -137,7 +139,7 @@ fn run<N: Trainable>(
     scaler.monitor_constant_channels(train_raw, &context);
     let train_scaled = scaler.transformed(train_raw);
     let highway = s.highway.for_channels(c);
-    let net = N::build(c, &monitored, s, highway)?;
+    let net = N::build(&data.channels, c, &monitored, s, highway)?;
     // Initialised; kinds that shuffle while training keep their turn.
     let _generator = N::DRAWS_WHILE_TRAINING.then_some(generator);
     let (rows, lead) = N::highway_targets(s);
@@ -238,6 +240,10 @@ pub(crate) mod tests {
             robust_scaling: false,
             highway: Highway::None,
             context: vec![],
+            grid: None,
+            layout: vec![],
+            kernel: 3,
+            filters: 4,
             device: Device::Cpu,
         }
     }
@@ -565,10 +571,10 @@ pub(crate) mod tests {
                 horizon: 2,
                 window: 10,
                 epochs: 2,
-                highway: if kind == ModelKind::Autoencoder {
-                    Highway::Cross
-                } else {
-                    Highway::Full
+                highway: match kind {
+                    ModelKind::Autoencoder => Highway::Cross,
+                    ModelKind::ConvLstm => Highway::None,
+                    _ => Highway::Full,
                 },
                 context: vec!["cmd".into()],
                 ..small()
@@ -578,6 +584,7 @@ pub(crate) mod tests {
                 Network::Forecaster(m) => (m.spec().channels, m.spec().outputs, m.monitored()),
                 Network::PerVariable(m) => (m.spec().channels, m.spec().outputs, m.monitored()),
                 Network::Autoencoder(m) => (m.spec().channels, m.spec().outputs, m.monitored()),
+                Network::ConvLstm(m) => (m.spec().channels, m.spec().outputs(), m.monitored()),
             };
             assert_eq!((inputs, outputs, monitored), (3, 2, &[0, 2][..]), "{kind}");
             // The forecast itself is as wide as the monitored channels.
@@ -614,7 +621,11 @@ pub(crate) mod tests {
             labels: None,
             source: "univariate".into(),
         };
-        for kind in ModelKind::ALL {
+        // convlstm refuses every highway setting but none.
+        for kind in ModelKind::ALL
+            .into_iter()
+            .filter(|k| *k != ModelKind::ConvLstm)
+        {
             let s = TrainSettings {
                 kind,
                 hidden: 4,

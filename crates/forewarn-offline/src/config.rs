@@ -77,6 +77,20 @@ pub struct ModelSection {
     /// A glob matching no column is an error, and so is every column
     /// matching. The artifact stores the channels they matched.
     pub context: Vec<String>,
+    /// `convlstm`: the grid the monitored channels lie on, `[rows, cols]`
+    /// (also `--grid 8x8`). Unset: one row of the monitored channels.
+    pub grid: Option<[usize; 2]>,
+    /// `convlstm`: the channel name at each grid cell, row-major (`rows x
+    /// cols` entries), `""` for a cell without a sensor (a gap: read as 0,
+    /// never forecast or scored). Every monitored channel must be on the
+    /// grid exactly once; context channels must not be (they are read as
+    /// whole-grid maps). Empty: the monitored channels in their column
+    /// order, row-major, gaps at the end.
+    pub layout: Vec<String>,
+    /// `convlstm`: the odd side of the gates' convolution over the grid.
+    pub kernel: usize,
+    /// `convlstm`: hidden maps per layer (`layers` of them are stacked).
+    pub filters: usize,
     /// What the LSTM's output feeds: `identity`, the forecast of the next
     /// batch that `evaluate`, `train` and `serve` score (fitted on normal
     /// data); `logistic` (fault or not) or `softmax` (which fault), the
@@ -109,11 +123,59 @@ impl Default for ModelSection {
             robust_scaling: false,
             highway: None,
             context: vec![],
+            grid: None,
+            layout: vec![],
+            kernel: 3,
+            filters: 16,
             head: HeadKind::Identity,
             device: "cpu".into(),
             threads: 0,
         }
     }
+}
+
+/// `forewarn train`'s convlstm flags: `[model]`'s grid keys (here, not in
+/// the binary, whose size is bounded).
+#[cfg(feature = "clap")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct GridFlags {
+    /// convlstm: the grid the monitored channels lie on, ROWSxCOLS (`8x8`)
+    /// [default: one row of them].
+    #[arg(long, value_parser = parse_grid)]
+    pub grid: Option<[usize; 2]>,
+    /// convlstm: the channel at each grid cell, row-major, comma-separated,
+    /// empty for a gap (`t00,t01,,t10,t11,t12`) [default: the monitored
+    /// channels row-major].
+    #[arg(long, value_delimiter = ',')]
+    pub layout: Option<Vec<String>>,
+    /// convlstm: the odd side of the gates' convolution.
+    #[arg(long, default_value_t = ModelSection::default().kernel)]
+    pub kernel: usize,
+    /// convlstm: hidden maps per layer.
+    #[arg(long, default_value_t = ModelSection::default().filters)]
+    pub filters: usize,
+}
+
+#[cfg(feature = "clap")]
+impl GridFlags {
+    /// The default `[model]` with these grid keys.
+    pub fn section(&self) -> ModelSection {
+        ModelSection {
+            grid: self.grid,
+            layout: self.layout.clone().unwrap_or_default(),
+            kernel: self.kernel,
+            filters: self.filters,
+            ..ModelSection::default()
+        }
+    }
+}
+
+/// `ROWSxCOLS` (`8x8`), as `--grid` takes it.
+pub fn parse_grid(s: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("{s:?} is not ROWSxCOLS (e.g. 8x8)");
+    let (r, c) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |v: &str| v.trim().parse::<usize>().map_err(|_| bad());
+    Ok([side(r)?, side(c)?])
 }
 
 /// `[model] head`.
@@ -281,7 +343,7 @@ impl ModelSection {
     pub fn highway(&self) -> Highway {
         self.highway.unwrap_or(match self.kind {
             ModelKind::Forecaster => Highway::Full,
-            ModelKind::PerVariable | ModelKind::Autoencoder => Highway::None,
+            ModelKind::PerVariable | ModelKind::Autoencoder | ModelKind::ConvLstm => Highway::None,
         })
     }
 
@@ -306,6 +368,10 @@ impl ModelSection {
             robust_scaling: self.robust_scaling,
             highway: self.highway(),
             context: self.context.clone(),
+            grid: self.grid,
+            layout: self.layout.clone(),
+            kernel: self.kernel,
+            filters: self.filters,
             device: forewarn_model::parse_device(&self.device)
                 .map_err(|e| OfflineError::Config(format!("[model] device: {e}")))?,
         })
@@ -367,6 +433,45 @@ impl ModelConfig {
         Ok(self)
     }
 
+    /// `[model]`'s convlstm keys: only for that kind, and the grid's
+    /// shape against the layout (the channel names are checked against
+    /// the data when training).
+    fn validate_grid(&self) -> Result<(), OfflineError> {
+        let m = &self.model;
+        if m.kind != ModelKind::ConvLstm {
+            if m.grid.is_some() || !m.layout.is_empty() {
+                bail!(
+                    "[model] grid and layout are settings of kind convlstm, not of kind {}",
+                    m.kind
+                );
+            }
+            return Ok(());
+        }
+        if let Some([rows, cols]) = m.grid {
+            let max = forewarn_model::convlstm::MAX_GRID_SIDE;
+            if !(1..=max).contains(&rows) || !(1..=max).contains(&cols) {
+                bail!("[model] grid: rows and cols must be in 1..={max}, got [{rows}, {cols}]");
+            }
+            if !m.layout.is_empty() && m.layout.len() != rows * cols {
+                bail!(
+                    "[model] layout has {} cells, grid [{rows}, {cols}] has {}",
+                    m.layout.len(),
+                    rows * cols
+                );
+            }
+        } else if !m.layout.is_empty() {
+            bail!("[model] layout needs grid = [rows, cols]");
+        }
+        if m.filters > forewarn_model::convlstm::MAX_FILTERS {
+            bail!(
+                "[model] filters must be at most {}, got {}",
+                forewarn_model::convlstm::MAX_FILTERS,
+                m.filters
+            );
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), OfflineError> {
         let m = &self.model;
         if m.kind == ModelKind::Autoencoder
@@ -380,6 +485,7 @@ impl ModelConfig {
         if m.context.iter().any(|g| g.is_empty()) {
             bail!("[model] context: a glob is empty");
         }
+        self.validate_grid()?;
         m.train_settings()?.validate().map_err(|e| match e {
             forewarn_model::ModelError::Config(why) => {
                 OfflineError::Config(format!("[model] {why}"))

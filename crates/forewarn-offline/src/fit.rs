@@ -59,7 +59,9 @@ pub fn fit(
             // The autoencoder's windows are independent: no history needed.
             warmup: match settings.kind {
                 ModelKind::Autoencoder => 0,
-                ModelKind::Forecaster | ModelKind::PerVariable => settings.window,
+                ModelKind::Forecaster | ModelKind::PerVariable | ModelKind::ConvLstm => {
+                    settings.window
+                }
             },
             // Calibrated below, through the engine.
             threshold: Threshold {

@@ -17,6 +17,8 @@
 pub mod calibrate;
 pub mod classify;
 pub mod config;
+#[cfg(test)]
+mod convlstm_tests;
 mod error;
 pub mod evaluate;
 pub mod files;

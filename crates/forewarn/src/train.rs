@@ -53,7 +53,7 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with_all = [
         "kind", "window", "horizon", "hidden", "layers", "encoder_hidden", "epochs",
         "learning_rate", "validation_fraction", "patience", "seed", "threshold_quantile",
-        "threshold_margin", "threshold_kind", "highway",
+        "threshold_margin", "threshold_kind", "highway", "grid", "layout", "kernel", "filters",
     ])]
     config: Option<PathBuf>,
     /// Model name recorded in the artifact and in alerts [default:
@@ -62,8 +62,10 @@ pub struct TrainArgs {
     name: Option<String>,
     /// The network: forecaster (joint stacked LSTM forecasting the next
     /// batch), per_variable (one small LSTM encoder per channel merged
-    /// into the joint LSTM) or autoencoder (LSTM encoder-decoder scored by
-    /// reconstruction error). `serve` runs whichever the artifact holds.
+    /// into the joint LSTM), autoencoder (LSTM encoder-decoder scored by
+    /// reconstruction error) or convlstm (stacked ConvLSTM cells over a
+    /// grid of the channels, --grid). `serve` runs whichever the artifact
+    /// holds.
     #[arg(long, value_enum, default_value_t = ModelSection::default().kind)]
     kind: ModelKind,
     /// Window length w: truncated-BPTT length and warm-up before scoring.
@@ -92,6 +94,8 @@ pub struct TrainArgs {
     /// --config: model.toml's `[model] highway`.
     #[arg(long, value_enum)]
     highway: Option<Highway>,
+    #[command(flatten)]
+    grid: forewarn_offline::config::GridFlags,
     #[arg(long, default_value_t = ModelSection::default().epochs)]
     epochs: usize,
     #[arg(long, default_value_t = ModelSection::default().learning_rate)]
@@ -144,7 +148,7 @@ impl TrainArgs {
                 highway: self.highway,
                 context: self.context_columns.clone().unwrap_or_default(),
                 device: self.device.clone().unwrap_or_else(|| "auto".into()),
-                ..ModelSection::default()
+                ..self.grid.section()
             },
             threshold: ThresholdSection {
                 kind: self.threshold_kind,
@@ -266,6 +270,55 @@ mod tests {
         );
         assert_eq!(tc.highway, forewarn_model::Highway::Full);
 
+        // convlstm's flags are model.toml's grid, layout, kernel and filters.
+        let g = parse(&[
+            "--kind",
+            "convlstm",
+            "--grid",
+            "2x3",
+            "--layout",
+            "a,,b,c,d,e",
+            "--kernel",
+            "5",
+            "--filters",
+            "6",
+        ])
+        .model_config()
+        .resolved()
+        .unwrap();
+        assert_eq!(g.model.kind, ModelKind::ConvLstm);
+        assert_eq!(g.model.highway, Some(forewarn_model::Highway::None));
+        assert_eq!(g.model.grid, Some([2, 3]));
+        assert_eq!(g.model.layout, ["a", "", "b", "c", "d", "e"]);
+        assert_eq!((g.model.kernel, g.model.filters), (5, 6));
+        for (flags, want) in [
+            (&["--kind", "convlstm", "--grid", "8"][..], None),
+            (
+                &["--kind", "convlstm", "--kernel", "4"],
+                Some("kernel must be odd"),
+            ),
+            (
+                &["--kind", "convlstm", "--highway", "full"],
+                Some("no highway"),
+            ),
+            (&["--grid", "2x2"], Some("settings of kind convlstm")),
+            (
+                &["--kind", "convlstm", "--grid", "2x2", "--layout", "a,b"],
+                Some("layout has 2 cells, grid [2, 2] has 4"),
+            ),
+        ] {
+            let mut args = vec!["train", "--data", "x", "--out", "m"];
+            args.extend_from_slice(flags);
+            match (Cli::try_parse_from(args), want) {
+                (Err(_), None) => {}
+                (Ok(c), Some(want)) => {
+                    let e = c.train.model_config().resolved().unwrap_err();
+                    assert!(format!("{e:#}").contains(want), "{flags:?}: {e:#}");
+                }
+                (other, _) => panic!("{flags:?}: parsed {}", other.is_ok()),
+            }
+        }
+
         // --context-columns is model.toml's `[model] context`.
         let ctx = parse(&["--context-columns", "cmd*,mode"]).model_config();
         assert_eq!(ctx.model.context, vec!["cmd*".to_string(), "mode".into()]);
@@ -372,6 +425,8 @@ mod tests {
             "1",
             "--encoder-hidden",
             "2",
+            "--filters",
+            "4",
             "--window",
             "20",
             "--epochs",
@@ -383,9 +438,11 @@ mod tests {
             "--device",
             "cpu",
         ];
+        // convlstm has no highway.
         for (kind, highway) in ModelKind::ALL
             .into_iter()
             .flat_map(|k| [(k, "none"), (k, "cross")])
+            .filter(|&(k, h)| k != ModelKind::ConvLstm || h == "none")
         {
             // The fitted model, saved and loaded: the same decisions.
             let kind_highway = format!("{kind}-{highway}");

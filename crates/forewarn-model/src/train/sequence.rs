@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 use super::settings::{MIN_STEPS_PER_EPOCH, TrainSettings};
 use super::trainable::Trainable;
 use crate::artifact::Network;
+use crate::convlstm::{ConvLstm, ConvLstmSpec, ConvLstmState};
 use crate::error::{ModelError, TorchContext};
 use crate::forecaster::{LstmForecaster, ModelSpec};
 use crate::highway::Highway;
@@ -72,6 +73,7 @@ impl Trainable for LstmForecaster {
         check_rows(n_train, n_val, s)
     }
     fn build(
+        _names: &[String],
         channels: usize,
         monitored: &[usize],
         s: &TrainSettings,
@@ -128,6 +130,7 @@ impl Trainable for MultimodalForecaster {
         check_rows(n_train, n_val, s)
     }
     fn build(
+        _names: &[String],
         channels: usize,
         monitored: &[usize],
         s: &TrainSettings,
@@ -174,6 +177,87 @@ impl Trainable for MultimodalForecaster {
     }
     fn into_network(self) -> Network {
         Network::PerVariable(self)
+    }
+}
+
+impl Sequential for ConvLstm {
+    type State = ConvLstmState;
+    fn forward(
+        &self,
+        x: &Tensor,
+        state: Option<&ConvLstmState>,
+    ) -> Result<(Tensor, ConvLstmState), ModelError> {
+        self.forward_seq(x, state)
+    }
+    fn detach(state: &ConvLstmState) -> ConvLstmState {
+        state.detach()
+    }
+}
+
+impl Trainable for ConvLstm {
+    type Data = Prepared;
+    const DRAWS_WHILE_TRAINING: bool = false;
+    fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
+        check_rows(n_train, n_val, s)
+    }
+    fn build(
+        names: &[String],
+        channels: usize,
+        monitored: &[usize],
+        s: &TrainSettings,
+        highway: Highway,
+    ) -> Result<Self, ModelError> {
+        if let Some(why) = crate::convlstm::highway_refusal(highway) {
+            return Err(ModelError::Config(why));
+        }
+        let [rows, cols] = s.grid.unwrap_or([1, monitored.len()]);
+        let layout = s.grid_layout();
+        let cells =
+            crate::convlstm::resolve_layout(names, monitored, rows, cols, layout.as_deref())
+                .map_err(ModelError::Config)?;
+        let spec = ConvLstmSpec {
+            channels,
+            rows,
+            cols,
+            cells,
+            kernel: s.kernel,
+            filters: s.filters,
+            layers: s.layers,
+            horizon: s.horizon,
+        };
+        ConvLstm::new(spec, s.device)
+    }
+    fn highway_targets(s: &TrainSettings) -> (usize, usize) {
+        (s.horizon, 1)
+    }
+    fn set_highway_weight(&self, _w: &[f32]) -> Result<(), ModelError> {
+        Err(ModelError::Config("kind convlstm has no highway".into()))
+    }
+    fn var_store(&self) -> &nn::VarStore {
+        ConvLstm::var_store(self)
+    }
+    fn prepare(
+        &self,
+        train: &[f32],
+        val: &[f32],
+        c: usize,
+        s: &TrainSettings,
+    ) -> Result<Prepared, ModelError> {
+        Prepared::new(train, val, c, self.monitored(), s)
+    }
+    fn epoch(
+        &self,
+        d: &Prepared,
+        opt: &mut nn::Optimizer,
+        s: &TrainSettings,
+    ) -> Result<f64, ModelError> {
+        d.streams.epoch(self, &d.train, opt, s.grad_clip)
+    }
+    fn validation_loss(&self, d: &Prepared, s: &TrainSettings) -> Result<f64, ModelError> {
+        eval_loss(self, &d.val, s.window)
+    }
+    fn into_network(self) -> Network {
+        Network::ConvLstm(self)
     }
 }
 

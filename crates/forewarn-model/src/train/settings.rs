@@ -58,6 +58,16 @@ pub struct TrainSettings {
     /// reads but never forecasts (setpoints, commands, modes); matched
     /// against the data's columns by [`forewarn_data::context_flags`].
     pub context: Vec<String>,
+    /// convlstm: the grid's `[rows, cols]`; absent, one row of the
+    /// monitored channels.
+    pub grid: Option<[usize; 2]>,
+    /// convlstm: a channel name per grid cell, row-major, `""` a gap;
+    /// empty, the monitored channels row-major.
+    pub layout: Vec<String>,
+    /// convlstm: odd side of the gates' convolution.
+    pub kernel: usize,
+    /// convlstm: hidden maps per layer.
+    pub filters: usize,
     pub device: tch::Device,
 }
 
@@ -78,6 +88,7 @@ impl TrainSettings {
             ("epochs", self.epochs),
             ("batch_streams", self.batch_streams),
             ("batch_windows", self.batch_windows),
+            ("filters", self.filters),
         ] {
             if v == 0 {
                 return bad(format!("{name} must be at least 1"));
@@ -106,6 +117,29 @@ impl TrainSettings {
         {
             return bad(why);
         }
+        if self.kind == ModelKind::ConvLstm {
+            if let Some(why) = crate::convlstm::highway_refusal(self.highway) {
+                return bad(why);
+            }
+            if self.kernel.is_multiple_of(2) || self.kernel > crate::convlstm::MAX_KERNEL {
+                return bad(format!(
+                    "kernel must be odd and at most {}, got {}",
+                    crate::convlstm::MAX_KERNEL,
+                    self.kernel
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// convlstm: the layout as the network resolves it (`None` when the
+    /// default, `""` cells as gaps).
+    pub(crate) fn grid_layout(&self) -> Option<Vec<Option<String>>> {
+        (!self.layout.is_empty()).then(|| {
+            self.layout
+                .iter()
+                .map(|n| (!n.is_empty()).then(|| n.clone()))
+                .collect()
+        })
     }
 }

@@ -23,9 +23,11 @@ pub(crate) trait Trainable: Sized {
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError>;
 
     /// A freshly initialised network over `channels` (from libtorch's
-    /// seeded generator) forecasting or reconstructing the `monitored`
-    /// ones, with `highway` at zero.
+    /// seeded generator, named `names`: a grid's layout places them)
+    /// forecasting or reconstructing the `monitored` ones, with `highway`
+    /// at zero.
     fn build(
+        names: &[String],
         channels: usize,
         monitored: &[usize],
         s: &TrainSettings,

@@ -45,6 +45,7 @@ impl Trainable for LstmAutoencoder {
     }
 
     fn build(
+        _names: &[String],
         channels: usize,
         monitored: &[usize],
         s: &TrainSettings,
