@@ -107,6 +107,7 @@ mod tests {
                 window_start: i,
                 window_end: i,
                 diagnosis: None,
+                cells: vec![],
             }),
         }
     }

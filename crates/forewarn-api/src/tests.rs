@@ -34,6 +34,7 @@ fn alert(device: &str, opened_at: i64, severity: Severity, resolved_at: Option<i
         window_start: opened_at - 10,
         window_end: opened_at,
         diagnosis: None,
+        cells: vec![],
     }
 }
 

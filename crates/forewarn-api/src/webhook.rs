@@ -506,6 +506,7 @@ mod tests {
             window_start: 0,
             window_end: 0,
             diagnosis: None,
+            cells: vec![],
         }
     }
 

@@ -117,6 +117,7 @@ pub(crate) fn engine_config(args: &BenchArgs, sim: &Generator, state_len: usize)
         model: "bench".into(),
         model_version: "bench-random".into(),
         max_batch: args.max_batch,
+        grid: None,
     }
 }
 

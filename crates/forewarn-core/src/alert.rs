@@ -103,6 +103,20 @@ impl Diagnosis {
     }
 }
 
+/// A grid cell's share of a batch's squared error (models whose sensors
+/// are laid out on a grid, [`crate::grid::GridLayout`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridCell {
+    /// From the top, 0-based.
+    pub row: usize,
+    /// From the left, 0-based.
+    pub col: usize,
+    /// The channel on the cell.
+    pub channel: String,
+    /// In [0, 1].
+    pub share: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Derived from device, model version and the start of the first
@@ -130,13 +144,18 @@ pub struct Alert {
     /// The likely fault, when a fault classifier is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<Diagnosis>,
+    /// The grid cells of `contributors`, in their order, when the model's
+    /// sensors are laid out on a grid; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cells: Vec<GridCell>,
 }
 
 /// Serde `with` for an open alert kept in a device checkpoint, whose
 /// encoding (postcard) is not self-describing and cannot skip a field:
-/// every field but `diagnosis`, so checkpoints keep their format. The
-/// engine never holds a diagnosis (the serve pipeline attaches it), so
-/// nothing is lost.
+/// every field but `diagnosis` and `cells`, so checkpoints keep their
+/// format. The engine never holds a diagnosis (the serve pipeline attaches
+/// it), and derives the cells from the contributors and its grid when it
+/// emits the alert, so nothing is lost.
 pub mod without_diagnosis {
     use super::{Alert, AlertState, ChannelShare, Severity};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -216,6 +235,7 @@ pub mod without_diagnosis {
                 window_start: a.window_start,
                 window_end: a.window_end,
                 diagnosis: None,
+                cells: Vec::new(),
             })
         }))
     }

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
+use crate::alert::{Alert, AlertState, ChannelShare, GridCell, Severity, alert_id};
 use crate::detector::{BatchScore, DetectorState, Transition, score_batch_with};
 use crate::reading::{Reading, ReadingRef, RejectReason, Schema};
 use crate::threshold::ThresholdState;
@@ -634,6 +634,7 @@ impl Engine {
             .observe(&cfg.detector, value, threshold, job.start_ts);
         match transition {
             Transition::Open { streak_start } => {
+                let contributors = contributors(&cfg.schema, &cfg.monitored, &score.shares);
                 let alert = Alert {
                     id: alert_id(&dev.id, &cfg.model_version, streak_start),
                     device: dev.id.clone(),
@@ -646,7 +647,8 @@ impl Engine {
                     score: value,
                     peak_score: value,
                     threshold,
-                    contributors: contributors(&cfg.schema, &cfg.monitored, &score.shares),
+                    cells: cells(cfg, &contributors),
+                    contributors,
                     window_start: streak_start,
                     window_end: job.end_ts,
                     diagnosis: None,
@@ -659,6 +661,7 @@ impl Engine {
                     let mut alert = *alert;
                     alert.state = AlertState::Resolved;
                     alert.resolved_at = Some(job.end_ts);
+                    alert.cells = cells(cfg, &alert.contributors);
                     events.push(EngineEvent::Resolved(alert));
                 }
             }
@@ -735,6 +738,7 @@ impl Engine {
                 let mut alert = *alert;
                 alert.state = AlertState::Resolved;
                 alert.resolved_at = Some(dev.last_ts.unwrap_or(alert.window_end));
+                alert.cells = cells(&self.cfg, &alert.contributors);
                 dev.detector = DetectorState::default();
                 closed.push(alert);
             }
@@ -779,6 +783,15 @@ fn contributors(schema: &Schema, monitored: &[usize], shares: &[f64]) -> Vec<Cha
             share: shares[i],
         })
         .collect()
+}
+
+/// The grid cells of an alert's contributors, when the model has a grid:
+/// derived where an alert is emitted, since checkpoints do not keep them.
+fn cells(cfg: &EngineConfig, contributors: &[ChannelShare]) -> Vec<GridCell> {
+    cfg.grid
+        .as_ref()
+        .map(|g| g.cells(contributors))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -910,6 +923,63 @@ mod tests {
                 assert_eq!(a.id, alert_id("d", "v1", 50));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Table: grid -> the cells of the alert [`STEP`] opens (all of the
+    /// error on b) and resolves, and of the one `close_open_alerts` closes.
+    #[test]
+    fn alerts_name_the_cells_of_their_contributors() {
+        use crate::grid::{GridLayout, GridSlot};
+        let names: Vec<String> = vec!["a".into(), "b".into()];
+        let cell = |row, col| GridCell {
+            row,
+            col,
+            channel: "b".into(),
+            share: 1.0,
+        };
+        let slot = |c: &str, row, col| GridSlot {
+            channel: c.into(),
+            row,
+            col,
+        };
+        let cases = vec![
+            (None, vec![]),
+            (GridLayout::row_major(1, 2, &names).ok(), vec![cell(0, 1)]),
+            (GridLayout::row_major(2, 1, &names).ok(), vec![cell(1, 0)]),
+            (
+                GridLayout::new(3, 3, vec![slot("a", 0, 0), slot("b", 2, 1)]).ok(),
+                vec![cell(2, 1)],
+            ),
+        ];
+        for (grid, want) in cases {
+            let mut e = engine(8);
+            e.cfg.grid = grid.clone();
+            let mut f = Persistence { calls: vec![] };
+            let mut cells = vec![];
+            for (i, (a, b)) in STEP.iter().enumerate() {
+                e.push(&r("d", 10 * (i as i64 + 1), *a, *b)).unwrap();
+                for ev in e.flush(&mut f).unwrap() {
+                    match ev {
+                        EngineEvent::Opened(a) => cells.push(("open", a.cells)),
+                        EngineEvent::Resolved(a) => cells.push(("resolve", a.cells)),
+                        EngineEvent::Scored { .. } => {}
+                    }
+                }
+            }
+            assert_eq!(
+                cells,
+                vec![("open", want.clone()), ("resolve", want.clone())],
+                "{grid:?}"
+            );
+            // An alert closed at a model swap names its cells too.
+            for (i, b) in [5.0, 5.0].iter().enumerate() {
+                e.push(&r("d", 100 + i as i64, 0.0, *b)).unwrap();
+                e.flush(&mut f).unwrap();
+            }
+            let closed = e.close_open_alerts();
+            assert_eq!(closed.len(), 1, "{grid:?}");
+            assert_eq!(closed[0].cells, want, "{grid:?}");
         }
     }
 

@@ -9,6 +9,7 @@ pub mod diagnosis;
 pub mod dynamic_threshold;
 pub mod engine;
 pub mod gaussian;
+pub mod grid;
 pub mod reading;
 pub mod robust_scaler;
 pub mod scaler;
@@ -17,10 +18,11 @@ pub mod testing;
 pub mod threshold;
 pub mod window;
 
-pub use alert::{Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, Severity};
+pub use alert::{Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, GridCell, Severity};
 pub use detector::{BatchScore, DetectorConfig, DetectorState, Transition};
 pub use diagnosis::{ClassName, DiagnosisTracker, FaultClassifier};
 pub use engine::{Engine, EngineConfig, EngineEvent, Forecaster, StepBatch};
+pub use grid::{GridLayout, GridSlot};
 pub use reading::{
     ObjectKeys, Reading, ReadingRef, Readings, RejectReason, Schema, decode_reading,
     decode_reading_into, encode_object, encode_reading,

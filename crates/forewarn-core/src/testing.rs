@@ -62,5 +62,6 @@ pub fn engine(max_batch: usize) -> Engine {
         model: "m".into(),
         model_version: "v1".into(),
         max_batch,
+        grid: None,
     })
 }

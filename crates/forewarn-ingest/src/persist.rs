@@ -415,6 +415,7 @@ mod tests {
             window_start: 0,
             window_end: 10,
             diagnosis: None,
+            cells: vec![],
         };
         // (change, bus event kind, counted in alert delays)
         let cases = [

@@ -33,6 +33,7 @@ fn scores(fault_on_b: bool) -> Vec<(String, i64, f64)> {
         model: "m".into(),
         model_version: "v".into(),
         max_batch: 16,
+        grid: None,
     });
     let mut out = Vec::new();
     for t in 0..200i64 {

@@ -362,6 +362,7 @@ pub(crate) mod tests {
             model: "m".into(),
             model_version: "v".into(),
             max_batch: 4,
+            grid: None,
         }
     }
 

@@ -68,6 +68,10 @@ pub const PG_MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE forewarn_alerts ADD COLUMN diagnosis JSONB;
     "#,
+    // 3: the grid cells behind the error, NULL for models without a grid.
+    r#"
+    ALTER TABLE forewarn_alerts ADD COLUMN cells JSONB;
+    "#,
 ];
 
 /// The Postgres schema version this build writes.
@@ -86,25 +90,27 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const COLUMNS: &str = "id, device, model, model_version, state, severity, opened_at, \
                        resolved_at, score, peak_score, threshold, contributors::text, \
                        window_start, window_end, acknowledged_at, acknowledged_by, ack_note, \
-                       diagnosis::text";
+                       diagnosis::text, cells::text";
 
 const INSERT_OPENED: &str = "INSERT INTO forewarn_alerts (id, device, model, model_version, \
      state, severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end, diagnosis) \
+     window_start, window_end, diagnosis, cells) \
      VALUES ($1, $2, $3, $4, 'open', $5, $6, NULL, $7, $8, $9, $10::text::jsonb, $11, $12, \
-             $13::text::jsonb) \
+             $13::text::jsonb, $14::text::jsonb) \
      ON CONFLICT (id) DO NOTHING";
 
-// A resolution without a diagnosis keeps the stored one (see `AlertChange`).
+// A resolution without a diagnosis keeps the stored one (see `AlertChange`),
+// one without cells the stored cells.
 const UPSERT_RESOLVED: &str = "INSERT INTO forewarn_alerts (id, device, model, model_version, \
      state, severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end, diagnosis) \
-     VALUES ($1, $2, $3, $4, 'resolved', $5, $6, $14, $7, $8, $9, $10::text::jsonb, $11, $12, \
-             $13::text::jsonb) \
+     window_start, window_end, diagnosis, cells) \
+     VALUES ($1, $2, $3, $4, 'resolved', $5, $6, $15, $7, $8, $9, $10::text::jsonb, $11, $12, \
+             $13::text::jsonb, $14::text::jsonb) \
      ON CONFLICT (id) DO UPDATE SET \
        state = 'resolved', \
        resolved_at = coalesce(forewarn_alerts.resolved_at, excluded.resolved_at), \
        diagnosis = coalesce(excluded.diagnosis, forewarn_alerts.diagnosis), \
+       cells = coalesce(excluded.cells, forewarn_alerts.cells), \
        peak_score = greatest(forewarn_alerts.peak_score, excluded.peak_score), \
        severity = CASE WHEN 'critical' IN (forewarn_alerts.severity, excluded.severity) \
                        THEN 'critical' ELSE 'warning' END";
@@ -290,7 +296,7 @@ impl PgStore {
             .iter()
             .map(|c| {
                 let contributors = serde_json::to_string(&c.alert().contributors)?;
-                Ok((*c, contributors, c.diagnosis_json()?))
+                Ok((*c, contributors, c.diagnosis_json()?, c.cells_json()?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.with_client(|c| {
@@ -298,7 +304,7 @@ impl PgStore {
             let opened = tx.prepare(INSERT_OPENED)?;
             let resolved = tx.prepare(UPSERT_RESOLVED)?;
             let diagnosed = tx.prepare(UPDATE_DIAGNOSED)?;
-            for (change, contributors, diagnosis) in &rows {
+            for (change, contributors, diagnosis, cells) in &rows {
                 let (stmt, a) = match change {
                     AlertChange::Diagnosed(a) => {
                         tx.execute(&diagnosed, &[&a.id, diagnosis])?;
@@ -322,6 +328,7 @@ impl PgStore {
                     &a.window_start,
                     &a.window_end,
                     diagnosis,
+                    cells,
                 ];
                 if let AlertChange::Resolved(_) = change {
                     params.push(&a.resolved_at);
@@ -587,5 +594,6 @@ fn from_row(r: &Row) -> Result<RawAlert, postgres::Error> {
         acknowledged_by: r.try_get(15)?,
         ack_note: r.try_get(16)?,
         diagnosis: r.try_get(17)?,
+        cells: r.try_get(18)?,
     })
 }

@@ -2,7 +2,7 @@
 //! queries and pages (with their keyset cursors), and the raw row both
 //! backends read before parsing it.
 
-use forewarn_core::{Alert, AlertState, ChannelShare, Diagnosis, Severity};
+use forewarn_core::{Alert, AlertState, ChannelShare, Diagnosis, GridCell, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -63,6 +63,14 @@ impl AlertChange {
             .diagnosis
             .as_ref()
             .map(serde_json::to_string)
+            .transpose()?)
+    }
+
+    /// The grid cells as the store keeps them (JSON), if the alert has any.
+    pub(crate) fn cells_json(&self) -> Result<Option<String>, StoreError> {
+        let cells = &self.alert().cells;
+        Ok((!cells.is_empty())
+            .then(|| serde_json::to_string(cells))
             .transpose()?)
     }
 }
@@ -244,6 +252,8 @@ pub(crate) struct RawAlert {
     pub(crate) ack_note: Option<String>,
     /// JSON of the [`Diagnosis`]; NULL when none was stored.
     pub(crate) diagnosis: Option<String>,
+    /// JSON of the alert's [`GridCell`]s; NULL when it has none.
+    pub(crate) cells: Option<String>,
 }
 
 impl RawAlert {
@@ -274,6 +284,11 @@ impl RawAlert {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| corrupt(format!("diagnosis: {e}")))?;
+        let cells: Vec<GridCell> = (self.cells.as_deref())
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(format!("cells: {e}")))?
+            .unwrap_or_default();
         Ok(Alert {
             id: self.id,
             device: self.device,
@@ -290,6 +305,7 @@ impl RawAlert {
             window_start: self.window_start,
             window_end: self.window_end,
             diagnosis,
+            cells,
         })
     }
 }

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE alerts ADD COLUMN diagnosis TEXT;
     "#,
+    // 4: the grid cells behind the error (JSON), NULL for models without a
+    // grid.
+    r#"
+    ALTER TABLE alerts ADD COLUMN cells TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -57,23 +62,25 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const COLUMNS: &str = "id, device, model, model_version, state, severity, opened_at, \
                        resolved_at, score, peak_score, threshold, contributors, \
                        window_start, window_end, acknowledged_at, acknowledged_by, ack_note, \
-                       diagnosis";
+                       diagnosis, cells";
 
 const INSERT_OPENED: &str = "INSERT INTO alerts (id, device, model, model_version, state, \
      severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end, diagnosis) \
-     VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, NULL, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+     window_start, window_end, diagnosis, cells) \
+     VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, NULL, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
      ON CONFLICT (id) DO NOTHING";
 
-// A resolution without a diagnosis keeps the stored one (see `AlertChange`).
+// A resolution without a diagnosis keeps the stored one (see `AlertChange`),
+// one without cells the stored cells.
 const UPSERT_RESOLVED: &str = "INSERT INTO alerts (id, device, model, model_version, state, \
      severity, opened_at, resolved_at, score, peak_score, threshold, contributors, \
-     window_start, window_end, diagnosis) \
-     VALUES (?1, ?2, ?3, ?4, 'resolved', ?5, ?6, ?14, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+     window_start, window_end, diagnosis, cells) \
+     VALUES (?1, ?2, ?3, ?4, 'resolved', ?5, ?6, ?15, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
      ON CONFLICT (id) DO UPDATE SET \
        state = 'resolved', \
        resolved_at = coalesce(alerts.resolved_at, excluded.resolved_at), \
        diagnosis = coalesce(excluded.diagnosis, alerts.diagnosis), \
+       cells = coalesce(excluded.cells, alerts.cells), \
        peak_score = max(alerts.peak_score, excluded.peak_score), \
        severity = CASE WHEN 'critical' IN (alerts.severity, excluded.severity) \
                        THEN 'critical' ELSE 'warning' END";
@@ -154,6 +161,7 @@ impl SqliteStore {
                     AlertChange::Opened(a) | AlertChange::Resolved(a) => a,
                 };
                 let contributors = serde_json::to_string(&a.contributors)?;
+                let cells = change.cells_json()?;
                 let common = params![
                     a.id,
                     a.device,
@@ -168,6 +176,7 @@ impl SqliteStore {
                     a.window_start,
                     a.window_end,
                     diagnosis,
+                    cells,
                 ];
                 if let AlertChange::Resolved(_) = change {
                     let mut all: Vec<&dyn rusqlite::ToSql> = common.to_vec();
@@ -327,5 +336,6 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RawAlert> {
         acknowledged_by: r.get(15)?,
         ack_note: r.get(16)?,
         diagnosis: r.get(17)?,
+        cells: r.get(18)?,
     })
 }

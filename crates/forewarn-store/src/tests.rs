@@ -7,7 +7,9 @@
 use super::*;
 use crate::record::{decode_cursor, encode_cursor};
 use forewarn_core::alert::alert_id;
-use forewarn_core::{Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, Severity};
+use forewarn_core::{
+    Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, GridCell, Severity,
+};
 use rusqlite::{Connection, params};
 
 use crate::testing::PgCluster;
@@ -48,6 +50,7 @@ on_both_backends!(
     channel_and_acknowledged_filters_and_oldest_first,
     diagnosis_is_stored_updated_while_open_and_kept_by_a_resolution_without_one,
     diagnosed_changes_replay_harmlessly_and_ignore_unknown_ids,
+    cells_are_stored_on_opening_and_kept_by_a_resolution,
 );
 
 /// A store on a fresh database of the shared test cluster.
@@ -82,6 +85,7 @@ fn alert(device: &str, opened_at: i64) -> Alert {
         window_start: opened_at - 10,
         window_end: opened_at,
         diagnosis: None,
+        cells: vec![],
     }
 }
 
@@ -696,6 +700,125 @@ fn diagnosed_changes_replay_harmlessly_and_ignore_unknown_ids(s: &AlertStore) {
     assert_eq!(s.get(&a.id).unwrap().unwrap().ack, Some(ack));
 }
 
+/// The alert with grid cells `cells` (row, col, channel, share).
+fn with_cells(mut a: Alert, cells: &[(usize, usize, &str, f64)]) -> Alert {
+    a.cells = cells
+        .iter()
+        .map(|&(row, col, channel, share)| GridCell {
+            row,
+            col,
+            channel: channel.into(),
+            share,
+        })
+        .collect();
+    a
+}
+
+fn cells_are_stored_on_opening_and_kept_by_a_resolution(s: &AlertStore) {
+    let top = [(3, 4, "cell_r3_c4", 0.41), (3, 5, "cell_r3_c5", 0.2)];
+    let a = with_cells(alert("plate-1", 1_000), &top);
+    let r = resolved(a.clone(), 2_000, 2.0);
+    // (step, changes applied, the stored alert's cells afterwards)
+    let cases = vec![
+        (
+            "opened with cells",
+            vec![AlertChange::Opened(a.clone())],
+            &top[..],
+        ),
+        (
+            "a resolution without cells (restored engine) keeps them",
+            vec![AlertChange::Resolved(with_cells(r.clone(), &[]))],
+            &top[..],
+        ),
+        (
+            "a replayed resolution with the cells",
+            vec![AlertChange::Resolved(r.clone())],
+            &top[..],
+        ),
+    ];
+    for (step, changes, want) in cases {
+        s.apply(&changes).unwrap();
+        let got = get(s, &a.id).unwrap().unwrap();
+        assert_eq!(got.cells, with_cells(a.clone(), want).cells, "{step}");
+    }
+    assert_eq!(get(s, &a.id).unwrap().unwrap(), r);
+    // An alert without a grid has no cells, and lists as such.
+    let b = alert("pump-2", 3_000);
+    s.apply(&[AlertChange::Opened(b.clone())]).unwrap();
+    assert_eq!(get(s, &b.id).unwrap(), Some(b));
+    let listed = alerts(s.list(&AlertQuery::default()).unwrap());
+    let cells: Vec<usize> = listed.iter().map(|x| x.cells.len()).collect();
+    assert_eq!(cells, vec![0, 2], "{listed:?}");
+}
+
+#[test]
+fn an_alert_without_cells_has_no_cells_key() {
+    let a = alert("pump-1", 1_000);
+    let json = serde_json::to_value(AlertRecord::from(a.clone())).unwrap();
+    assert!(json.get("cells").is_none(), "{json}");
+    let json = serde_json::to_value(AlertRecord::from(with_cells(
+        a,
+        &[(3, 4, "cell_r3_c4", 0.41)],
+    )))
+    .unwrap();
+    assert_eq!(
+        json["cells"],
+        serde_json::json!([{"row": 3, "col": 4, "channel": "cell_r3_c4", "share": 0.41}])
+    );
+}
+
+#[test]
+fn version_3_database_is_migrated_and_reads_alerts_without_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.db");
+    let a = alert("pump-1", 1_000);
+    {
+        let conn = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..3] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO alerts (id, device, model, model_version, state, severity, opened_at, \
+             resolved_at, score, peak_score, threshold, contributors, window_start, window_end) \
+             VALUES (?1, 'pump-1', 'lstm', 'v1', 'open', 'warning', 1000, NULL, 2.0, 2.0, 1.0, \
+             ?2, 990, 1000)",
+            params![a.id, serde_json::to_string(&a.contributors).unwrap()],
+        )
+        .unwrap();
+    }
+    let s = AlertStore::open(&path).unwrap();
+    assert_eq!(get(&s, &a.id).unwrap(), Some(a.clone()));
+    let v: i64 = s
+        .sqlite()
+        .conn()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((v, SCHEMA_VERSION), (4, 4));
+    let b = with_cells(alert("plate-1", 2_000), &[(0, 1, "b", 1.0)]);
+    s.apply(&[AlertChange::Opened(b.clone())]).unwrap();
+    assert_eq!(get(&s, &b.id).unwrap(), Some(b));
+}
+
+#[test]
+fn a_corrupt_stored_cell_list_is_an_error_not_a_panic() {
+    let s = AlertStore::open_in_memory().unwrap();
+    let a = alert("pump-1", 1_000);
+    s.apply(&[AlertChange::Opened(a.clone())]).unwrap();
+    s.sqlite()
+        .conn()
+        .execute(
+            "UPDATE alerts SET cells = '[{\"row\": 1' WHERE id = ?1",
+            [&a.id],
+        )
+        .unwrap();
+    let err = s.get(&a.id).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { detail, .. } if detail.starts_with("cells")),
+        "{err}"
+    );
+}
+
 #[test]
 fn alert_changes_name_their_kind_and_alert() {
     let a = alert("pump-1", 1_000);
@@ -895,6 +1018,41 @@ fn postgres_version_1_database_is_migrated_and_reads_alerts_without_diagnosis() 
     ))])
     .unwrap();
     assert_eq!(get(&s, &a.id).unwrap().unwrap().diagnosis, Some(d));
+}
+
+#[test]
+fn postgres_version_2_database_is_migrated_and_reads_alerts_without_cells() {
+    let cluster = PgCluster::shared();
+    let url = cluster.create_database();
+    let db = url.rsplit('/').next().unwrap();
+    let a = alert("pump-1", 1_000);
+    // The schema as version 2 of this build left it, with one alert.
+    let contributors = serde_json::to_string(&a.contributors).unwrap();
+    cluster
+        .psql(
+            db,
+            &format!(
+                "CREATE TABLE forewarn_schema_migrations (version BIGINT NOT NULL PRIMARY KEY, \
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()); \
+                 {} {} \
+                 INSERT INTO forewarn_schema_migrations (version) VALUES (1), (2); \
+                 INSERT INTO forewarn_alerts (id, device, model, model_version, state, severity, \
+                 opened_at, resolved_at, score, peak_score, threshold, contributors, \
+                 window_start, window_end) VALUES ('{}', 'pump-1', 'lstm', 'v1', 'open', \
+                 'warning', 1000, NULL, 2.0, 2.0, 1.0, '{contributors}', 990, 1000);",
+                PG_MIGRATIONS[0], PG_MIGRATIONS[1], a.id
+            ),
+        )
+        .unwrap();
+    let s = AlertStore::connect(&url).unwrap();
+    assert_eq!(
+        (s.postgres().schema_version().unwrap(), PG_SCHEMA_VERSION),
+        (3, 3)
+    );
+    assert_eq!(get(&s, &a.id).unwrap(), Some(a.clone()));
+    let b = with_cells(alert("plate-1", 2_000), &[(0, 1, "b", 1.0)]);
+    s.apply(&[AlertChange::Opened(b.clone())]).unwrap();
+    assert_eq!(get(&s, &b.id).unwrap(), Some(b));
 }
 
 #[test]

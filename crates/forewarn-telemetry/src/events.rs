@@ -590,6 +590,7 @@ mod tests {
             window_start: 1_000,
             window_end: 2_000,
             diagnosis: None,
+            cells: vec![],
         }
     }
 

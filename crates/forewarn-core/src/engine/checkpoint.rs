@@ -342,6 +342,46 @@ mod tests {
         }
     }
 
+    /// Checkpoints do not keep an open alert's grid cells: an alert
+    /// opened before a checkpoint and resolved after the restore names
+    /// the same cells as in one uninterrupted run.
+    #[test]
+    fn restored_alerts_resolve_with_their_cells() {
+        use crate::alert::GridCell;
+        let grid = crate::grid::GridLayout::row_major(2, 1, &["a".into(), "b".into()]).unwrap();
+        let with_grid = || {
+            let mut e = engine(8);
+            e.cfg.grid = Some(grid.clone());
+            e
+        };
+        let mut f = Persistence { calls: vec![] };
+        let want = feed(&mut with_grid(), &mut f, &stream(1, 20));
+        let mut first = with_grid();
+        first.enable_checkpoints();
+        let mut got = feed(&mut first, &mut f, &stream(1, 12));
+        let mut second = with_grid();
+        for rec in first.checkpoint().unwrap() {
+            second.restore(rec.state.as_ref().unwrap()).unwrap();
+        }
+        let after = feed(&mut second, &mut f, &stream(12, 20));
+        let resolved: Vec<_> = after
+            .iter()
+            .filter_map(|e| match e {
+                EngineEvent::Resolved(a) => Some(a.cells.clone()),
+                _ => None,
+            })
+            .collect();
+        let cell = GridCell {
+            row: 0,
+            col: 0,
+            channel: "a".into(),
+            share: 1.0,
+        };
+        assert_eq!(resolved, vec![vec![cell]]);
+        got.extend(after);
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn threshold_state_must_fit_the_strategy() {
         let [fixed, dynamic] = <[ThresholdStrategy; 2]>::try_from(strategies()).unwrap();

@@ -2,6 +2,7 @@
 //! channels, scaling, batching, strategy and hysteresis.
 
 use crate::detector::DetectorConfig;
+use crate::grid::GridLayout;
 use crate::reading::Schema;
 use crate::scaler::Scaler;
 use crate::threshold::ThresholdStrategy;
@@ -31,6 +32,10 @@ pub struct EngineConfig {
     pub model_version: String,
     /// Most devices in one forecaster call.
     pub max_batch: usize,
+    /// Where the monitored channels sit on a plate, for models whose
+    /// sensors are laid out on a grid (kind `convlstm`): alerts then name
+    /// the cells behind the error. `None` for every other kind.
+    pub grid: Option<GridLayout>,
 }
 
 impl EngineConfig {
@@ -53,6 +58,21 @@ impl EngineConfig {
                 self.monitored
             ));
         }
+        if let Some(g) = &self.grid {
+            let names = self.schema.channels();
+            for s in g.slots() {
+                if !self.monitored.iter().any(|&i| names[i] == s.channel) {
+                    return Err(format!("grid channel {} is not monitored", s.channel));
+                }
+            }
+            if let Some(&i) = self
+                .monitored
+                .iter()
+                .find(|&&i| g.slot(&names[i]).is_none())
+            {
+                return Err(format!("monitored channel {} is not on the grid", names[i]));
+            }
+        }
         Ok(())
     }
 
@@ -67,5 +87,38 @@ impl EngineConfig {
     /// forecast of the monitored channels, the batch being filled.
     pub(super) fn float_len(&self) -> usize {
         self.state_len + self.horizon * (self.monitored.len() + self.schema.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::grid::{GridLayout, GridSlot};
+
+    /// Table: grid -> whether the config (channels a and b, both
+    /// monitored) accepts it.
+    #[test]
+    fn a_grid_holds_exactly_the_monitored_channels() {
+        let slot = |c: &str, col| GridSlot {
+            channel: c.into(),
+            row: 0,
+            col,
+        };
+        let cases = vec![
+            (None, Ok(())),
+            (Some(vec![slot("a", 0), slot("b", 2)]), Ok(())),
+            (
+                Some(vec![slot("a", 0)]),
+                Err("monitored channel b is not on the grid"),
+            ),
+            (
+                Some(vec![slot("a", 0), slot("b", 1), slot("c", 2)]),
+                Err("grid channel c is not monitored"),
+            ),
+        ];
+        for (slots, want) in cases {
+            let mut cfg = crate::testing::engine(1).config().clone();
+            cfg.grid = slots.map(|s| GridLayout::new(1, 3, s).unwrap());
+            assert_eq!(cfg.check_monitored(), want.map_err(String::from));
+        }
     }
 }

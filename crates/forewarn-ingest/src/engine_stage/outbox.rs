@@ -114,6 +114,7 @@ mod tests {
             window_start: 0,
             window_end: opened_at,
             diagnosis: None,
+            cells: vec![],
         })
     }
 

@@ -133,6 +133,7 @@ mod tests {
             window_start: 0,
             window_end: 10,
             diagnosis: None,
+            cells: vec![],
         };
         if s.changes {
             p.changes.push(AlertChange::Opened(alert.clone()));
