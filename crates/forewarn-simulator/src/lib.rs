@@ -10,6 +10,10 @@
 //!   channel of one device, sized in units of that channel's normal standard
 //!   deviation, and parsed from compact strings such as
 //!   `plant-0003:bearing_temp:drift:3@10m`.
+//! * [`Grid`] simulates plates of temperature sensors on a grid (heat
+//!   diffusion, heaters as context channels) with spatial [`GridFault`]s
+//!   (`plate-0001:hotspot@10m+20m:3,4`); [`write_grid_csv`] exports them
+//!   with their labels and fault locations.
 //! * [`Replay`] reads a CSV file or a Tennessee Eastman `.dat` file (with
 //!   `forewarn_data`, as every command reads data files) and yields its
 //!   rows as readings.
@@ -23,17 +27,23 @@
 
 mod duration;
 mod fault;
+mod grid;
 mod plant;
 mod replay;
 mod stream;
 
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use fault::{Fault, FaultKind};
+pub use grid::{
+    GRID_FAULT_HELP, Grid, GridConfig, GridFault, GridFaultKind, GridLocation, GridSize, plate_id,
+};
 pub use plant::{
     DEFAULT_CHANNELS, DEFAULT_START_MS, Plant, PlantConfig, Tick, device_id, parse_device_id,
 };
 pub use replay::{Replay, ReplayOptions};
-pub use stream::{LABEL_COLUMN, Origin, Pace, Replayed, Stream, TickReadings, write_csv};
+pub use stream::{
+    LABEL_COLUMN, Origin, Pace, Replayed, Source, Stream, TickReadings, write_csv, write_grid_csv,
+};
 
 /// Everything that can go wrong building a plant, parsing a fault or reading
 /// a replay file. Messages name the offending input (and file and line).
@@ -41,6 +51,8 @@ pub use stream::{LABEL_COLUMN, Origin, Pace, Replayed, Stream, TickReadings, wri
 pub enum SimError {
     #[error("invalid plant configuration: {0}")]
     Config(String),
+    #[error("invalid grid size {0:?}: expected ROWSxCOLS, 1 to 64 each, e.g. 8x8")]
+    GridSize(String),
     #[error("invalid duration {input:?}: {reason}")]
     Duration { input: String, reason: String },
     #[error("invalid fault {spec:?}: {reason}")]

@@ -273,6 +273,15 @@ pub struct Tick<'a> {
 }
 
 impl<'a> Tick<'a> {
+    /// `values` holds `ids.len()` readings of `channels` values each.
+    pub(crate) fn new(ts_ms: i64, values: &'a [f32], channels: usize, ids: &'a [String]) -> Self {
+        Self {
+            ts_ms,
+            values,
+            channels,
+            ids,
+        }
+    }
     /// Number of devices in the tick.
     pub fn len(&self) -> usize {
         self.values.len().checked_div(self.channels).unwrap_or(0)
@@ -529,12 +538,7 @@ impl Plant {
             *slot = (f64::from(*slot) + offset * ch.sd).clamp(ch.min, ch.max) as f32;
         }
         self.tick += 1;
-        Tick {
-            ts_ms,
-            values: &self.buf,
-            channels: n_ch,
-            ids: &self.ids,
-        }
+        Tick::new(ts_ms, &self.buf, n_ch, &self.ids)
     }
 
     /// Convenience form of [`Plant::next_tick`] that allocates:
@@ -606,7 +610,7 @@ fn new_device(cfg: &PlantConfig, templates: &[Template], dy: &Dynamics, index: u
 }
 
 /// SplitMix64-style mixing of two words into a seed.
-fn mix(a: u64, b: u64) -> u64 {
+pub(crate) fn mix(a: u64, b: u64) -> u64 {
     let mut z = a ^ b
         .wrapping_add(0x9E37_79B9_7F4A_7C15)
         .wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -1,12 +1,14 @@
-//! What `forewarn simulate` streams: the simulated plant's devices tick by
-//! tick, and a replayed file beside them as one more device while its rows
+//! What `forewarn simulate` streams: the simulated plant's devices (or
+//! plates of a grid) tick by tick, and a replayed file beside them as one more device while its rows
 //! last; when each reading is due in wall time; and the CSV export of a
 //! plant. The command only sends (to Kafka or stdout) and sleeps.
 
 use std::io::Write;
 
 use crate::SimError;
-use crate::plant::{Plant, Tick};
+use crate::fault::Fault;
+use crate::grid::{Grid, GridConfig, GridFault, GridSize};
+use crate::plant::{Plant, PlantConfig, Tick};
 use crate::replay::Replay;
 
 /// Longest device id (the service's, `forewarn_core::reading`).
@@ -19,6 +21,22 @@ pub struct Replayed {
     pub data: Replay,
 }
 
+impl Replayed {
+    /// Reads `path`, streamed as `id` (default: the file name without its
+    /// extension).
+    pub fn open(
+        path: &std::path::Path,
+        opts: &crate::ReplayOptions,
+        id: Option<String>,
+    ) -> Result<Self, SimError> {
+        let data = Replay::open(path, opts)?;
+        let id = id.unwrap_or_else(|| {
+            (path.file_stem()).map_or_else(|| "replay".into(), |s| s.to_string_lossy().into())
+        });
+        Ok(Replayed { id, data })
+    }
+}
+
 /// Where a reading comes from (its channels differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -26,10 +44,106 @@ pub enum Origin {
     Replay,
 }
 
+/// What simulates the devices: the plant, or plates of sensors on a grid.
+#[derive(Debug)]
+pub enum Source {
+    Plant(Plant),
+    Grid(Grid),
+}
+
+impl From<Plant> for Source {
+    fn from(p: Plant) -> Self {
+        Source::Plant(p)
+    }
+}
+
+impl From<Grid> for Source {
+    fn from(g: Grid) -> Self {
+        Source::Grid(g)
+    }
+}
+
+impl Source {
+    /// The plant of `cfg` with `faults`, or with `grid` plates of that size
+    /// (`cfg`'s devices, period, start, seed, noise in °C and daily drift)
+    /// with `grid_faults`.
+    pub fn new(
+        cfg: PlantConfig,
+        grid: Option<GridSize>,
+        faults: Vec<Fault>,
+        grid_faults: Vec<GridFault>,
+    ) -> Result<Self, SimError> {
+        let Some(size) = grid else {
+            return Ok(Plant::new(cfg, faults)?.into());
+        };
+        let grid = GridConfig {
+            devices: cfg.devices,
+            size,
+            period_ms: cfg.period_ms,
+            start_ms: cfg.start_ms,
+            seed: cfg.seed,
+            noise: cfg.noise,
+            daily_drift: cfg.daily_drift,
+        };
+        Ok(Grid::new(grid, grid_faults)?.into())
+    }
+
+    pub fn devices(&self) -> usize {
+        match self {
+            Source::Plant(p) => p.devices(),
+            Source::Grid(g) => g.devices(),
+        }
+    }
+
+    /// Id of device `i`.
+    pub fn device_id(&self, i: usize) -> &str {
+        match self {
+            Source::Plant(p) => p.device_id(i),
+            Source::Grid(g) => g.device_id(i),
+        }
+    }
+
+    /// Every device's id, in order.
+    pub fn device_ids(&self) -> Vec<String> {
+        (0..self.devices())
+            .map(|i| self.device_id(i).into())
+            .collect()
+    }
+
+    pub fn device_index(&self, id: &str) -> Option<usize> {
+        match self {
+            Source::Plant(p) => p.device_index(id),
+            Source::Grid(g) => g.device_index(id),
+        }
+    }
+
+    pub fn channels(&self) -> &[String] {
+        match self {
+            Source::Plant(p) => p.channels(),
+            Source::Grid(g) => g.channels(),
+        }
+    }
+
+    /// The injected faults, in their text form.
+    pub fn faults(&self) -> Vec<String> {
+        match self {
+            Source::Plant(p) => p.faults().iter().map(ToString::to_string).collect(),
+            Source::Grid(g) => g.faults().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn next_tick(&mut self) -> Tick<'_> {
+        match self {
+            Source::Plant(p) => p.next_tick(),
+            Source::Grid(g) => g.next_tick(),
+        }
+    }
+}
+
 /// The readings of a simulation, tick by tick.
 #[derive(Debug)]
 pub struct Stream {
-    plant: Plant,
+    source: Source,
     replay: Option<Replayed>,
     ticks: Option<u64>,
     tick: u64,
@@ -40,10 +154,11 @@ impl Stream {
     /// simulated device, the replayed file's rows at most). The replay's
     /// id must be a valid device id and not a simulated device's.
     pub fn new(
-        plant: Plant,
+        source: impl Into<Source>,
         replay: Option<Replayed>,
         ticks: Option<u64>,
     ) -> Result<Self, SimError> {
+        let source = source.into();
         let bad = |m: String| Err(SimError::Config(m));
         if let Some(r) = &replay {
             let id = &r.id;
@@ -55,32 +170,32 @@ impl Stream {
                     "replay device id {id:?} must be 1 to {MAX_DEVICE_ID_LEN} characters without control characters"
                 ));
             }
-            if plant.device_index(id).is_some() {
+            if source.device_index(id).is_some() {
                 return bad(format!(
                     "replay device id {id:?} collides with a simulated device; pick another with --replay-device"
                 ));
             }
         }
         let ticks = match &replay {
-            None if plant.devices() == 0 => {
+            None if source.devices() == 0 => {
                 return bad("nothing to simulate: --devices is 0 and there is no --replay".into());
             }
-            Some(r) if plant.devices() == 0 => {
+            Some(r) if source.devices() == 0 => {
                 let rows = r.data.len() as u64;
                 Some(ticks.map_or(rows, |t| t.min(rows)))
             }
             _ => ticks,
         };
         Ok(Self {
-            plant,
+            source,
             replay,
             ticks,
             tick: 0,
         })
     }
 
-    pub fn plant(&self) -> &Plant {
-        &self.plant
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     pub fn replay(&self) -> Option<&Replayed> {
@@ -111,7 +226,7 @@ impl Stream {
                 (r.id.as_str(), ts, values)
             });
         Some(TickReadings {
-            tick: self.plant.next_tick(),
+            tick: self.source.next_tick(),
             replay,
         })
     }
@@ -161,6 +276,18 @@ pub enum Pace {
 }
 
 impl Pace {
+    /// `rate` readings per second (0: unpaced), or real time: a tick per
+    /// `period_ms`.
+    pub fn new(rate: Option<f64>, period_ms: i64) -> Self {
+        match rate {
+            None => Pace::RealTime {
+                period_s: period_ms as f64 / 1000.0,
+            },
+            Some(0.0) => Pace::Unpaced,
+            Some(r) => Pace::Rate(r),
+        }
+    }
+
     /// Seconds between two readings of a tick of `readings`.
     pub fn step_s(self, readings: usize) -> f64 {
         match self {
@@ -200,6 +327,40 @@ pub fn write_csv<W: Write>(plant: &mut Plant, ticks: u64, out: &mut [W]) -> std:
                 write!(w, ",{}", u8::from(plant.faulty(i, ts)))?;
             }
             writeln!(w)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `ticks` ticks of `grid` as CSV, plate `i` into `out[i]`:
+/// `ts,<channels>,anomaly,fault_row,fault_col` (ts in epoch ms; the fault
+/// columns -1 while no fault acts). Each call writes its header, so one
+/// run can be split into files (a training part, then an evaluation part).
+pub fn write_grid_csv<W: Write>(grid: &mut Grid, ticks: u64, out: &mut [W]) -> std::io::Result<()> {
+    let header = format!(
+        "ts,{},{},fault_row,fault_col",
+        grid.channels().join(","),
+        LABEL_COLUMN
+    );
+    for w in out.iter_mut() {
+        writeln!(w, "{header}")?;
+    }
+    let mut labels = vec![None; grid.devices()];
+    for _ in 0..ticks {
+        let ts = grid.next_ts_ms();
+        for (i, l) in labels.iter_mut().enumerate() {
+            *l = grid.fault_at(i, ts);
+        }
+        let tick = grid.next_tick();
+        for ((i, values), w) in tick.iter().zip(out.iter_mut()) {
+            write!(w, "{ts}")?;
+            for v in values {
+                write!(w, ",{v}")?;
+            }
+            match labels[i] {
+                Some((r, c)) => writeln!(w, ",1,{r},{c}")?,
+                None => writeln!(w, ",0,-1,-1")?,
+            }
         }
     }
     Ok(())

@@ -293,7 +293,7 @@ async fn run_with_sink(
         (None, None) => None,
     };
     let mut stream = Stream::new(plant, replay, ticks)?;
-    let plant_keys = ObjectKeys::new(stream.plant().channels());
+    let plant_keys = ObjectKeys::new(stream.source().channels());
     let replay_keys = (stream.replay()).map(|r| ObjectKeys::new(r.data.channels()));
 
     let pace = match args.rate {
@@ -303,15 +303,15 @@ async fn run_with_sink(
         Some(0.0) => Pace::Unpaced,
         Some(r) => Pace::Rate(r),
     };
-    let plant = stream.plant();
+    let source = stream.source();
     tracing::info!(
         devices = args.devices,
-        channels = plant.channels().len(),
+        channels = source.channels().len(),
         period_ms = args.period_ms,
         start = %fmt_ts(start_ms),
         ticks = ?stream.ticks(),
         pace = ?pace,
-        faults = ?plant.faults().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        faults = ?source.faults(),
         replay = ?stream.replay().map(|r| format!("{} as {} ({} rows, {} channels)", r.data.source(), r.id, r.data.len(), r.data.channels().len())),
         sink = %sink.describe(),
         format = ?args.format,
