@@ -18,8 +18,8 @@ use forewarn_core::reading::{ObjectKeys, encode_object, encode_reading};
 use forewarn_data::Separator;
 use forewarn_ingest::IngestConfig;
 use forewarn_simulator::{
-    DEFAULT_CHANNELS, Fault, Origin, Pace, Plant, PlantConfig, Replay, ReplayOptions, Replayed,
-    Stream, parse_duration_ms,
+    Fault, GridFault, GridSize, Origin, Pace, PlantConfig, ReplayOptions, Replayed, Source, Stream,
+    parse_duration_ms, write_csv, write_grid_csv,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -63,8 +63,8 @@ pub struct SimulateArgs {
     /// `FOREWARN_KAFKA__CLIENT__*` variables apply too; a flag wins.
     #[arg(long = "client", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub client: Vec<(String, String)>,
-    /// Number of simulated devices (plant-0000, plant-0001, ...); 0 with --replay
-    /// streams the replay alone.
+    /// Number of simulated devices (plant-0000, plant-0001, ...; plate-0000, ...
+    /// with --grid); 0 with --replay streams the replay alone.
     #[arg(long, default_value_t = 5)]
     pub devices: usize,
     /// Channel names, comma-separated [default: inlet_pressure, outlet_pressure,
@@ -90,7 +90,7 @@ pub struct SimulateArgs {
     /// Seed of the simulation (same seed, same readings).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Measurement noise as a fraction of each channel's normal spread, 0..1.
+    /// Measurement noise as a fraction of each channel's normal spread, 0..1 (--grid: sd in °C).
     #[arg(long, default_value_t = 0.2)]
     pub noise: f64,
     /// Amplitude of the 24 h cycle of load and ambient temperature, in sd.
@@ -100,8 +100,25 @@ pub struct SimulateArgs {
     /// e.g. plant-0001:flow:step:6@120s+300s, plant-0003:bearing_temp:drift:3@10m,
     /// plant-0002:valve_position:stuck@1h, plant-0000:vibration_rms:oscillation:4:30s@5m,
     /// plant-0004:outlet_pressure:spike:8@90s. Sizes are in normal standard deviations.
-    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<Fault>,
+    /// Simulate plates of temperature sensors on a ROWSxCOLS grid (e.g. 8x8), heated by
+    /// 2-4 scheduled heaters, instead of the plant. Channels: cell_r{R}_c{C} row-major (°C),
+    /// then heater_{K} (commanded power in %, context channels).
+    #[arg(long, value_name = "ROWSxCOLS", conflicts_with_all = ["channels", "faults"])]
+    pub grid: Option<GridSize>,
+    /// A plate fault (repeatable): DEVICE:KIND@START[+DURATION]:ROW,COL (from 0), e.g.
+    /// plate-0001:hotspot@10m+20m:3,4 (growing hot spot), plate-0000:dead@1h:0,7 (reads a
+    /// constant), plate-0002:leak@30m+1h:5,5 (spreading cold leak), plate-0003:heater_stuck@2h:h1
+    /// (heater 1, or its ROW,COL, stuck while its channel reports the command).
+    #[arg(long = "grid-fault", value_name = "SPEC", requires = "grid")]
+    pub grid_faults: Vec<GridFault>,
+    /// With --grid and --csv-dir, an evaluation set: 2 x --count readings per plate, the first
+    /// half in DIR/train/ without faults, the second in DIR/test/ with K faults per plate (every
+    /// kind in turn, at cells and times from the seed), e.g. --grid 8x8 --devices 4 --period 10s
+    /// --count 4320 --grid-faults-random 4 --csv-dir plates.
+    #[arg(long, value_name = "K", requires_all = ["grid", "csv_dir"])]
+    pub grid_faults_random: Option<usize>,
     /// Stream a CSV or Tennessee Eastman .dat file as one more device.
     #[arg(long, value_name = "PATH")]
     pub replay: Option<PathBuf>,
@@ -110,7 +127,7 @@ pub struct SimulateArgs {
     pub replay_device: Option<String>,
     /// Field separator of the replay file: one character, 'tab' or 'whitespace'
     /// [default: whitespace for .dat, else guessed from the first line].
-    #[arg(long, value_name = "SEP", requires = "replay", value_parser = parse_separator)]
+    #[arg(long, value_name = "SEP", requires = "replay")]
     pub replay_sep: Option<Separator>,
     /// Time column of the replay file (as every command reads times: epoch
     /// seconds below 1e11, else milliseconds, or RFC 3339) [default: a column
@@ -134,10 +151,10 @@ pub struct SimulateArgs {
     /// Write JSON lines to stdout instead of publishing to Kafka.
     #[arg(long)]
     pub print: bool,
-    /// Write one CSV file per simulated device into this directory
-    /// (`ts,<channels>`, ts in epoch ms; with --fault also `anomaly`, 1
-    /// while a fault acts on that device) as fast as possible, instead of
-    /// producing to Kafka: training and evaluation data.
+    /// Write one CSV file per simulated device into this directory (`ts,<channels>`, ts in
+    /// epoch ms; with --fault also `anomaly`, 1 while a fault acts on that device; with --grid
+    /// `anomaly`, `fault_row`, `fault_col`: the acting fault's cell, -1 without one) as fast as
+    /// possible, instead of producing to Kafka: training and evaluation data.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["print", "replay"])]
     pub csv_dir: Option<PathBuf>,
 }
@@ -169,14 +186,6 @@ fn parse_start(s: &str) -> Result<i64, String> {
         .map_err(|e| format!("{s:?} is not an RFC 3339 time (e.g. 2026-11-28T12:00:00Z): {e}"))
 }
 
-fn parse_fault(s: &str) -> Result<Fault, String> {
-    s.parse::<Fault>().map_err(|e| e.to_string())
-}
-
-fn parse_separator(s: &str) -> Result<Separator, String> {
-    s.parse::<Separator>().map_err(|e| e.to_string())
-}
-
 /// Runs the simulator until the requested amount is produced or `shutdown`
 /// is cancelled; flushes what was produced before returning.
 pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -203,7 +212,8 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Res
     run_with_sink(args, shutdown, sink).await
 }
 
-/// Writes `DIR/<device>.csv` for every simulated device.
+/// Writes `DIR/<device>.csv` for every simulated device; with --grid-faults-random
+/// one run into `DIR/train/` (no faults), then `DIR/test/` (the faults).
 pub fn export_csv(args: &SimulateArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let start_ms = args.start.unwrap_or(forewarn_simulator::DEFAULT_START_MS);
     let ticks = match (args.count, args.duration_ms) {
@@ -211,6 +221,42 @@ pub fn export_csv(args: &SimulateArgs, dir: &std::path::Path) -> anyhow::Result<
         (None, Some(d)) => (d / args.period_ms).max(0) as u64,
         (None, None) => anyhow::bail!("--csv-dir needs --count or --duration"),
     };
+    let mut devices = source(args, start_ms)?;
+    let ids = devices.device_ids();
+    match (&mut devices, args.grid_faults_random) {
+        (Source::Plant(p), _) => write_files(dir, &ids, |f| write_csv(p, ticks, f)),
+        (Source::Grid(g), None) => write_files(dir, &ids, |f| write_grid_csv(g, ticks, f)),
+        (Source::Grid(g), Some(k)) => {
+            let span_ms = (ticks as i64).saturating_mul(args.period_ms);
+            g.add_random_faults(k, span_ms, span_ms)?;
+            write_files(&dir.join("train"), &ids, |f| write_grid_csv(g, ticks, f))?;
+            write_files(&dir.join("test"), &ids, |f| write_grid_csv(g, ticks, f))
+        }
+    }
+}
+
+/// Creates `dir/<id>.csv` for every id, fills them with `write`, flushes.
+fn write_files(
+    dir: &std::path::Path,
+    ids: &[String],
+    write: impl FnOnce(&mut [std::io::BufWriter<std::fs::File>]) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let create = |id: &String| {
+        let path = dir.join(format!("{id}.csv"));
+        let file = std::fs::File::create(&path);
+        file.map(std::io::BufWriter::new)
+            .with_context(|| format!("creating {}", path.display()))
+    };
+    let mut files = ids.iter().map(create).collect::<anyhow::Result<Vec<_>>>()?;
+    write(&mut files).with_context(|| format!("writing into {}", dir.display()))?;
+    files.iter_mut().try_for_each(Write::flush)?;
+    tracing::info!(devices = ids.len(), dir = %dir.display(), "wrote CSV files");
+    Ok(())
+}
+
+/// The simulated devices: plates with --grid, else the plant.
+fn source(args: &SimulateArgs, start_ms: i64) -> anyhow::Result<Source> {
     let mut cfg = PlantConfig {
         devices: args.devices,
         period_ms: args.period_ms,
@@ -223,22 +269,8 @@ pub fn export_csv(args: &SimulateArgs, dir: &std::path::Path) -> anyhow::Result<
     if let Some(ch) = &args.channels {
         cfg.channels = ch.iter().map(|c| c.trim().to_owned()).collect();
     }
-    let mut plant = Plant::new(cfg, args.faults.clone())?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut files = (0..plant.devices())
-        .map(|i| {
-            let path = dir.join(format!("{}.csv", plant.device_id(i)));
-            let file = std::fs::File::create(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            Ok(std::io::BufWriter::new(file))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    forewarn_simulator::write_csv(&mut plant, ticks, &mut files)?;
-    for mut f in files {
-        f.flush()?;
-    }
-    tracing::info!(devices = plant.devices(), rows = ticks, dir = %dir.display(), "wrote CSV files");
-    Ok(())
+    let faults = (args.faults.clone(), args.grid_faults.clone());
+    Ok(Source::new(cfg, args.grid, faults.0, faults.1)?)
 }
 
 async fn run_with_sink(
@@ -250,20 +282,7 @@ async fn run_with_sink(
         let now = chrono::Utc::now().timestamp_millis();
         now - now.rem_euclid(1_000)
     });
-    let channels = args
-        .channels
-        .clone()
-        .unwrap_or_else(|| DEFAULT_CHANNELS.iter().map(|c| (*c).to_owned()).collect());
-    let cfg = PlantConfig {
-        devices: args.devices,
-        channels: channels.iter().map(|c| c.trim().to_owned()).collect(),
-        period_ms: args.period_ms,
-        start_ms,
-        seed: args.seed,
-        noise: args.noise,
-        daily_drift: args.daily_drift,
-    };
-    let plant = Plant::new(cfg, args.faults.clone())?;
+    let devices = source(&args, start_ms)?;
     let replay = match &args.replay {
         None => None,
         Some(path) => {
@@ -275,15 +294,7 @@ async fn run_with_sink(
                 start_ms,
                 period_ms: args.replay_period.unwrap_or(args.period_ms),
             };
-            let data = Replay::open(path, &opts)?;
-            let id = match &args.replay_device {
-                Some(id) => id.clone(),
-                None => path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "replay".to_owned()),
-            };
-            Some(Replayed { id, data })
+            Some(Replayed::open(path, &opts, args.replay_device.clone())?)
         }
     };
     // How many ticks (readings per device) to produce.
@@ -292,17 +303,11 @@ async fn run_with_sink(
         (None, Some(d)) => Some((d.max(0) as u64).div_ceil(args.period_ms as u64)),
         (None, None) => None,
     };
-    let mut stream = Stream::new(plant, replay, ticks)?;
+    let mut stream = Stream::new(devices, replay, ticks)?;
     let plant_keys = ObjectKeys::new(stream.source().channels());
     let replay_keys = (stream.replay()).map(|r| ObjectKeys::new(r.data.channels()));
 
-    let pace = match args.rate {
-        None => Pace::RealTime {
-            period_s: args.period_ms as f64 / 1000.0,
-        },
-        Some(0.0) => Pace::Unpaced,
-        Some(r) => Pace::Rate(r),
-    };
+    let pace = Pace::new(args.rate, args.period_ms);
     let source = stream.source();
     tracing::info!(
         devices = args.devices,
@@ -621,6 +626,7 @@ mod tests {
     use super::*;
     use clap::Parser;
     use forewarn_core::reading::{Schema, decode_reading};
+    use forewarn_simulator::{DEFAULT_CHANNELS, Grid, GridConfig};
     use std::sync::Arc;
 
     #[derive(clap::Parser, Debug)]
@@ -937,6 +943,153 @@ mod tests {
             .lines()
             .count();
         assert!((10..=23).contains(&n), "{n} readings in about 1 s");
+    }
+
+    #[test]
+    fn grid_flags_parse_and_conflict_with_the_plants() {
+        let a = parse(&[
+            "--grid",
+            "4x6",
+            "--grid-fault",
+            "plate-0001:hotspot@10m+20m:3,4",
+            "--grid-fault",
+            "0:heater_stuck@1h:h1",
+            "--grid-faults-random",
+            "4",
+            "--csv-dir",
+            "out",
+        ])
+        .unwrap();
+        assert_eq!(a.grid, Some(GridSize { rows: 4, cols: 6 }));
+        let faults: Vec<String> = a.grid_faults.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            faults,
+            ["plate-0001:hotspot@10m+20m:3,4", "0:heater_stuck@1h:h1"]
+        );
+        assert_eq!(a.grid_faults_random, Some(4));
+        let cases: &[(&[&str], &str)] = &[
+            (&["--grid", "8"], "ROWSxCOLS"),
+            (&["--grid", "0x8"], "ROWSxCOLS"),
+            (
+                &["--grid", "8x8", "--channels", "a,b"],
+                "cannot be used with",
+            ),
+            (
+                &["--grid", "8x8", "--fault", "plant-0001:a:stuck@1s"],
+                "cannot be used with",
+            ),
+            (&["--grid-fault", "plate-0001:dead@1m:1,1"], "--grid"),
+            (
+                &["--grid", "8x8", "--grid-fault", "plate-0001:dead@1m"],
+                "expected DEVICE:KIND",
+            ),
+            (
+                &["--grid", "8x8", "--grid-fault", "plate-0001:fire@1m:1,1"],
+                "unknown fault kind",
+            ),
+            (&["--grid", "8x8", "--grid-faults-random", "2"], "--csv-dir"),
+        ];
+        for (args, want) in cases {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn prints_plates_with_a_value_per_cell_and_heater() {
+        let lines = print(&[
+            "--grid",
+            "4x4",
+            "--devices",
+            "2",
+            "--count",
+            "100",
+            "--print",
+            "--rate",
+            "0",
+        ])
+        .await
+        .unwrap();
+        assert_eq!(lines.len(), 200);
+        let plates = Grid::new(
+            GridConfig {
+                size: GridSize { rows: 4, cols: 4 },
+                seed: 1,
+                ..GridConfig::default()
+            },
+            vec![],
+        )
+        .unwrap();
+        let channels = plates.channels().to_vec();
+        assert_eq!(channels.len(), 16 + plates.heaters());
+        let schema = Schema::new(channels);
+        for (n, line) in lines.iter().enumerate() {
+            let device = format!("plate-{:04}", n % 2);
+            let r = decode_reading(line.as_bytes(), Some(device.as_bytes()), &schema)
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(r.values.len(), 16 + plates.heaters());
+        }
+        let err = print(&[
+            "--print",
+            "--grid",
+            "4x4",
+            "--grid-fault",
+            "plate-0001:dead@1m:4,4",
+        ])
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("off the 4x4 plate"), "{err}");
+    }
+
+    #[test]
+    fn csv_dir_with_random_grid_faults_writes_a_training_and_a_test_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().to_str().unwrap();
+        let args = parse(&[
+            "--grid",
+            "3x3",
+            "--devices",
+            "2",
+            "--count",
+            "200",
+            "--period",
+            "10s",
+            "--grid-faults-random",
+            "4",
+            "--csv-dir",
+            out,
+        ])
+        .unwrap();
+        export_csv(&args, dir.path()).unwrap();
+        for plate in ["plate-0000", "plate-0001"] {
+            let read = |part: &str| {
+                std::fs::read_to_string(dir.path().join(part).join(format!("{plate}.csv"))).unwrap()
+            };
+            let (train, test) = (read("train"), read("test"));
+            let header = train.lines().next().unwrap();
+            assert!(header.starts_with("ts,cell_r0_c0,"), "{header}");
+            assert!(header.ends_with(",anomaly,fault_row,fault_col"), "{header}");
+            assert_eq!(test.lines().next(), Some(header));
+            assert_eq!((train.lines().count(), test.lines().count()), (201, 201));
+            let labelled = |text: &str| {
+                text.lines()
+                    .skip(1)
+                    .filter(|l| !l.ends_with(",0,-1,-1"))
+                    .count()
+            };
+            assert_eq!(labelled(&train), 0);
+            assert!(labelled(&test) > 20, "{}", labelled(&test));
+            // The test part goes on where the training part stopped.
+            let ts = |l: Option<&str>| {
+                l.unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap()
+            };
+            assert_eq!(ts(test.lines().nth(1)), ts(train.lines().last()) + 10_000);
+        }
     }
 
     #[test]
