@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use forewarn_core::ChannelShare;
 use forewarn_core::engine::DeviceView;
+use forewarn_core::{ChannelShare, GridLayout};
 use serde::{Deserialize, Serialize};
 
 /// One device as the API shows it.
@@ -91,6 +91,29 @@ pub struct ModelInfo {
     /// (`model.diagnosis`); absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
+    /// The plate the monitored channels are laid out on (kind `convlstm`);
+    /// absent for models without a grid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<ModelGrid>,
+}
+
+/// A model's grid: `rows x cols` cells and the channel on each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelGrid {
+    pub rows: usize,
+    pub cols: usize,
+    /// Row by row, the channel on each cell; `null` a cell without one.
+    pub layout: Vec<Vec<Option<String>>>,
+}
+
+impl From<&GridLayout> for ModelGrid {
+    fn from(g: &GridLayout) -> Self {
+        Self {
+            rows: g.rows(),
+            cols: g.cols(),
+            layout: g.layout(),
+        }
+    }
 }
 
 fn fixed() -> String {

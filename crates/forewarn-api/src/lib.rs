@@ -65,7 +65,7 @@ use tower_http::trace::TraceLayer;
 
 pub use alerts::{MAX_NOTE_CHARS, MAX_USER_CHARS};
 pub use auth::Auth;
-pub use board::{DeviceBoard, DeviceSnapshot, ModelInfo, ScorePoint};
+pub use board::{DeviceBoard, DeviceSnapshot, ModelGrid, ModelInfo, ScorePoint};
 pub use bus::{AlertBus, AlertEvent, AlertEventKind};
 pub use error::ApiError;
 pub use ops::METRICS_CONTENT_TYPE;

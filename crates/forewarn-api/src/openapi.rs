@@ -9,8 +9,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::schema::{
     AckRequestDoc, AlertDoc, AlertPageDoc, ChannelShareDoc, ClassProbabilityDoc, DeviceDoc,
-    DevicePageDoc, DeviceScoresDoc, DiagnosisDoc, ErrorDoc, ModelDoc, ModelListDoc, ReadinessDoc,
-    ReloadResultDoc, ScorePointDoc,
+    DevicePageDoc, DeviceScoresDoc, DiagnosisDoc, ErrorDoc, GridCellDoc, ModelDoc, ModelGridDoc,
+    ModelListDoc, ReadinessDoc, ReloadResultDoc, ScorePointDoc,
 };
 
 struct BearerAuth;
@@ -58,7 +58,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         AlertDoc, AlertPageDoc, AckRequestDoc, ChannelShareDoc, DiagnosisDoc, ClassProbabilityDoc,
-        DeviceDoc, DevicePageDoc,
+        GridCellDoc, DeviceDoc, DevicePageDoc, ModelGridDoc,
         ScorePointDoc, DeviceScoresDoc, ModelDoc, ModelListDoc, ReloadResultDoc, ErrorDoc,
         ReadinessDoc
     )),

@@ -45,6 +45,32 @@ pub struct DiagnosisDoc {
     windows: u32,
 }
 
+/// A grid cell's share of a batch's forecast error (models whose sensors
+/// are laid out on a grid).
+#[derive(ToSchema)]
+#[schema(as = GridCell)]
+pub struct GridCellDoc {
+    /// From the top, 0-based.
+    row: usize,
+    /// From the left, 0-based.
+    col: usize,
+    /// The channel on the cell.
+    channel: String,
+    /// 0..=1.
+    share: f64,
+}
+
+/// The plate a model's monitored channels are laid out on.
+#[derive(ToSchema)]
+#[schema(as = ModelGrid)]
+pub struct ModelGridDoc {
+    rows: usize,
+    cols: usize,
+    /// Row by row (`rows` lists of `cols`), the channel on each cell;
+    /// null a cell without one.
+    layout: Vec<Vec<Option<String>>>,
+}
+
 #[derive(ToSchema)]
 #[schema(as = AlertState)]
 #[allow(non_camel_case_types)]
@@ -91,6 +117,10 @@ pub struct AlertDoc {
     /// live stream's `diagnosed` event).
     #[schema(required = false)]
     diagnosis: DiagnosisDoc,
+    /// The grid cells of `contributors`, in their order. Present only for
+    /// a model whose sensors are laid out on a grid (kind `convlstm`).
+    #[schema(required = false)]
+    cells: Vec<GridCellDoc>,
     acknowledged: bool,
     acknowledged_at: Option<i64>,
     acknowledged_by: Option<String>,
@@ -175,7 +205,8 @@ pub struct DeviceScoresDoc {
 pub struct ModelDoc {
     name: String,
     version: String,
-    /// The network: `forecaster`, `per_variable` or `autoencoder`.
+    /// The network: `forecaster`, `per_variable`, `autoencoder` or
+    /// `convlstm`.
     kind: String,
     /// The schema: channel names in the order the model expects them.
     channels: Vec<String>,
@@ -196,6 +227,10 @@ pub struct ModelDoc {
     /// The fault classifier's version that diagnoses open alerts; absent
     /// without one (`model.diagnosis`).
     diagnosis: Option<String>,
+    /// The plate the monitored channels are laid out on; absent for a
+    /// model without a grid.
+    #[schema(required = false)]
+    grid: ModelGridDoc,
 }
 
 #[derive(ToSchema)]

@@ -4,7 +4,9 @@ use super::*;
 use axum::http::{HeaderMap, Method};
 use forewarn_core::alert::alert_id;
 use forewarn_core::engine::DeviceView;
-use forewarn_core::{Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, Severity};
+use forewarn_core::{
+    Alert, AlertState, ChannelShare, ClassProbability, Diagnosis, GridCell, Severity,
+};
 use forewarn_store::{AlertChange, AlertStore};
 use forewarn_telemetry::Health;
 use serde_json::{Value, json};
@@ -36,6 +38,17 @@ fn alert(device: &str, opened_at: i64, severity: Severity, resolved_at: Option<i
         diagnosis: None,
         cells: vec![],
     }
+}
+
+/// The alert as a model with a grid raises it: its contributor's cell.
+fn with_cells(mut a: Alert) -> Alert {
+    a.cells = vec![GridCell {
+        row: 3,
+        col: 4,
+        channel: "flow".into(),
+        share: 1.0,
+    }];
+    a
 }
 
 /// A fault classifier's diagnosis: IDV(6) most likely.
@@ -86,7 +99,7 @@ fn fixture() -> Fixture {
     let alerts = vec![
         alert("pump-1", T0, Severity::Warning, Some(T0 + 500)),
         alert("pump-2", T0 + 1_000, Severity::Critical, None),
-        alert("pump-1", T0 + 2_000, Severity::Warning, None),
+        with_cells(alert("pump-1", T0 + 2_000, Severity::Warning, None)),
         alert("fan-9", T0 + 3_000, Severity::Critical, Some(T0 + 3_500)),
         alert("pump-1", T0 + 4_000, Severity::Critical, None),
     ];
@@ -136,6 +149,7 @@ fn fixture() -> Fixture {
             strategy: "fixed".into(),
             device: "cpu".into(),
             diagnosis: None,
+            grid: None,
         }))),
     );
     state.auth = Arc::new(Auth::new([TOKEN, "second-token"], false));
@@ -252,6 +266,46 @@ async fn alerts_carry_their_diagnosis_when_stored_and_omit_the_key_otherwise() {
             assert!(a.get("diagnosis").is_none(), "{a}");
         }
     }
+}
+
+#[tokio::test]
+async fn alerts_carry_their_cells_when_the_model_has_a_grid_and_omit_the_key_otherwise() {
+    let f = fixture();
+    let want = json!([{"row": 3, "col": 4, "channel": "flow", "share": 1.0}]);
+    // (alert, its cells in the API: null = no key)
+    let cases = [(&f.alerts[2], want.clone()), (&f.alerts[1], Value::Null)];
+    for (a, cells) in cases {
+        let (status, one) = get_json(&f.app, &format!("/api/v1/alerts/{}", a.id)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(one.get("cells").cloned().unwrap_or(Value::Null), cells);
+    }
+    let (_, page) = get_json(&f.app, "/api/v1/alerts").await;
+    let listed: Vec<bool> = page["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.get("cells") == Some(&want))
+        .collect();
+    assert_eq!(listed.iter().filter(|c| **c).count(), 1, "{page}");
+}
+
+#[tokio::test]
+async fn models_show_their_grid_only_when_they_have_one() {
+    let f = fixture();
+    let (_, body) = get_json(&f.app, "/api/v1/models").await;
+    assert!(body["models"][0].get("grid").is_none(), "{body}");
+    let layout = forewarn_core::GridLayout::from_cells(
+        2,
+        2,
+        &[Some("pressure".into()), None, None, Some("flow".into())],
+    )
+    .unwrap();
+    f.state.model.write().unwrap().as_mut().unwrap().grid = Some(ModelGrid::from(&layout));
+    let (_, body) = get_json(&f.app, "/api/v1/models").await;
+    assert_eq!(
+        body["models"][0]["grid"],
+        json!({"rows": 2, "cols": 2, "layout": [["pressure", null], [null, "flow"]]})
+    );
 }
 
 #[tokio::test]
@@ -954,10 +1008,11 @@ async fn openapi_document_describes_every_route_and_real_payloads() {
         k.sort();
         k
     };
-    // An alert with every optional part: a diagnosis.
+    // An alert with every optional part: a diagnosis and grid cells.
     let diagnosed = diagnose(&f, 2);
     let (_, alert) = get_json(&f.app, &format!("/api/v1/alerts/{}", diagnosed.id)).await;
     assert_eq!(keys(alert.clone()), schema_keys("Alert"));
+    assert_eq!(keys(alert["cells"][0].clone()), schema_keys("GridCell"));
     assert_eq!(keys(alert["diagnosis"].clone()), schema_keys("Diagnosis"));
     assert_eq!(
         keys(alert["diagnosis"]["top"][0].clone()),
@@ -971,10 +1026,11 @@ async fn openapi_document_describes_every_route_and_real_payloads() {
         .map(|r| r.as_str().unwrap())
         .collect();
     assert!(!required.contains(&"diagnosis"), "{required:?}");
+    assert!(!required.contains(&"cells"), "{required:?}");
     assert!(required.contains(&"contributors"), "{required:?}");
     let (_, plain) = get_json(&f.app, &format!("/api/v1/alerts/{}", f.alerts[0].id)).await;
     let mut without: Vec<String> = schema_keys("Alert");
-    without.retain(|k| k != "diagnosis");
+    without.retain(|k| k != "diagnosis" && k != "cells");
     assert_eq!(keys(plain), without);
     // The live stream documents its `diagnosed` event.
     let stream_doc = paths["/api/v1/alerts/stream"]["get"].to_string();
@@ -986,10 +1042,23 @@ async fn openapi_document_describes_every_route_and_real_payloads() {
     let (_, devs) = get_json(&f.app, "/api/v1/devices").await;
     assert_eq!(keys(devs), schema_keys("DevicePage"));
     let (_, models) = get_json(&f.app, "/api/v1/models").await;
-    // Without a fault classifier the model has no `diagnosis`.
+    // Without a fault classifier the model has no `diagnosis`, without a
+    // grid no `grid`.
     let mut without: Vec<String> = schema_keys("Model");
-    without.retain(|k| k != "diagnosis");
+    without.retain(|k| k != "diagnosis" && k != "grid");
     assert_eq!(keys(models["models"][0].clone()), without);
+    let model_required = doc["components"]["schemas"]["Model"]["required"].to_string();
+    assert!(!model_required.contains("\"grid\""), "{model_required}");
+    let layout = forewarn_core::GridLayout::row_major(1, 2, &["pressure".into()]).unwrap();
+    f.state.model.write().unwrap().as_mut().unwrap().grid = Some(ModelGrid::from(&layout));
+    let (_, models) = get_json(&f.app, "/api/v1/models").await;
+    without.push("grid".into());
+    without.sort();
+    assert_eq!(keys(models["models"][0].clone()), without);
+    assert_eq!(
+        keys(models["models"][0]["grid"].clone()),
+        schema_keys("ModelGrid")
+    );
     let (_, scores) = get_json(&f.app, "/api/v1/devices/pump-1/scores").await;
     assert_eq!(keys(scores.clone()), schema_keys("DeviceScores"));
     assert_eq!(

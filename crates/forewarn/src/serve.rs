@@ -286,6 +286,7 @@ fn describe(
         strategy: meta.strategy().kind().into(),
         device,
         diagnosis: None,
+        grid: (meta.engine_config(Default::default(), 1).grid.as_ref()).map(Into::into),
     }
 }
 
