@@ -18,6 +18,10 @@
 //! firing alert with the new annotations at once, as Alertmanager accepts
 //! for an alert it already holds.
 //!
+//! An alert of a model whose sensors are laid out on a grid adds the
+//! annotation `cells` (`"r3 c4 cell_r3_c4 41%, r3 c5 cell_r3_c5 20%"`: the
+//! cells behind the error, 0-based row and column, largest share first).
+//!
 //! Like Prometheus, it re-sends every open alert each `resend_interval`
 //! with `endsAt` four intervals ahead (so the receiver expires the alert if
 //! Forewarn goes away), and sends a resolved alert once with `endsAt` set to
@@ -42,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use forewarn_core::{AlertState, Diagnosis};
+use forewarn_core::{AlertState, Diagnosis, GridCell};
 use forewarn_store::{AlertQuery, AlertRecord, AlertStore, MAX_LIMIT};
 use forewarn_telemetry::Metrics;
 
@@ -130,6 +134,24 @@ fn diagnosis_text(d: &Diagnosis) -> String {
         .join("; ")
 }
 
+/// An alert's grid cells as one annotation: row, column, channel and
+/// share, largest first.
+fn cells_text(cells: &[GridCell]) -> String {
+    cells
+        .iter()
+        .map(|c| {
+            format!(
+                "r{} c{} {} {:.0}%",
+                c.row,
+                c.col,
+                c.channel,
+                c.share * 100.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One alert in Alertmanager's shape. `labels` are the ones first sent.
 fn am_alert(
     cfg: &WebhookConfig,
@@ -171,6 +193,9 @@ fn am_alert(
                 top.probability * 100.0
             ));
         }
+    }
+    if !a.cells.is_empty() {
+        annotations["cells"] = json!(cells_text(&a.cells));
     }
     if let Some(ack) = &a.ack {
         annotations["acknowledged_by"] = json!(ack.by);
@@ -738,6 +763,42 @@ mod tests {
         );
         // Labels do not change with the diagnosis: the receiver sees one alert.
         assert_eq!(labels(&a), labels(&plain));
+    }
+
+    /// Table: an alert's cells -> its `cells` annotation (absent without).
+    #[test]
+    fn a_cells_annotation_names_the_top_cells_largest_first() {
+        let cfg = WebhookConfig {
+            url: String::new(),
+            ca_file: None,
+            resend_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(50),
+            auth: WebhookAuth::None,
+            external_url: String::new(),
+        };
+        let cell = |row, col, share| GridCell {
+            row,
+            col,
+            channel: format!("cell_r{row}_c{col}"),
+            share,
+        };
+        let cases = vec![
+            (vec![], None),
+            (vec![cell(3, 4, 0.41)], Some("r3 c4 cell_r3_c4 41%")),
+            (
+                vec![cell(3, 4, 0.41), cell(0, 7, 0.2)],
+                Some("r3 c4 cell_r3_c4 41%, r0 c7 cell_r0_c7 20%"),
+            ),
+        ];
+        for (cells, want) in cases {
+            let mut a = alert(1);
+            a.cells = cells;
+            let a = AlertRecord::from(a);
+            let v = am_alert(&cfg, &a, &labels(&a), 0);
+            assert_eq!(v["annotations"].get("cells").and_then(|c| c.as_str()), want);
+        }
     }
 
     #[tokio::test]
