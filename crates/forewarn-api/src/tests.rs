@@ -933,6 +933,17 @@ async fn console_page_is_served() {
     assert!(html.contains("Forewarn"));
     // It listens for diagnosis changes and shows the likely fault.
     assert!(html.contains("\"diagnosed\"") && html.contains("likely fault"));
+    // A model with a grid gets a heat map of the error (cells readable by
+    // a browser test), and the alert row names the top cell.
+    for part in [
+        r#"id="heatmap""#,
+        "/api/v1/models",
+        "dataset.share",
+        "dataset.row",
+        "top-cell",
+    ] {
+        assert!(html.contains(part), "{part}");
+    }
     // Nothing is loaded from elsewhere.
     assert!(
         !html.contains("http://") && !html.contains("https://"),
