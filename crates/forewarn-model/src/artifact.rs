@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use forewarn_core::threshold::ThresholdStrategy;
-use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema, Threshold};
+use forewarn_core::{DetectorConfig, EngineConfig, GridLayout, Scaler, Schema, Threshold};
 use serde::{Deserialize, Serialize};
 
 use crate::autoencoder::AutoencoderSpec;
@@ -292,8 +292,17 @@ impl ModelMeta {
             model: self.name.clone(),
             model_version: self.version.clone(),
             max_batch,
-            grid: None,
+            grid: self.grid_layout(),
         }
+    }
+
+    /// Where the monitored channels sit on the grid (convlstm), so alerts
+    /// name the cells behind their error; `None` for the other kinds. A
+    /// validated description always has one ([`Self::validate`] checks
+    /// the same layout).
+    pub fn grid_layout(&self) -> Option<GridLayout> {
+        let [rows, cols] = self.grid?;
+        GridLayout::from_cells(rows, cols, self.layout.as_deref()?).ok()
     }
 
     /// Checks internal consistency; the message says what is wrong.
@@ -1579,6 +1588,22 @@ mod tests {
         let mut loaded = load(&dir, cpu).unwrap();
         assert_eq!(loaded.meta, m.meta);
         assert_eq!(step(&mut loaded.network, 3, 4), step(&mut m.network, 3, 4));
+        // The engine names alerts' cells from the same layout.
+        let grid = loaded
+            .engine_config(DetectorConfig::default(), 4)
+            .grid
+            .unwrap();
+        let slot = |c: &str| grid.slot(c).map(|s| (s.row, s.col));
+        assert_eq!(
+            (slot("c"), slot("a"), slot("b")),
+            (Some((0, 0)), Some((0, 1)), Some((1, 1)))
+        );
+        assert!(
+            model()
+                .engine_config(DetectorConfig::default(), 4)
+                .grid
+                .is_none()
+        );
         let e = loaded.network.set_precision(Precision::Bf16).unwrap_err();
         assert!(e.to_string().contains("forecaster only"), "{e}");
         type Edit = Box<dyn Fn(&mut serde_json::Value)>;

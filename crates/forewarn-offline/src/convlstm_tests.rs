@@ -102,6 +102,23 @@ fn a_convlstm_is_fitted_calibrated_replayed_stored_and_stepped() {
     let first_open = want.iter().find(|d| d.open).map(|d| d.start);
     assert_eq!(first_open, Some(300), "{want:?}");
 
+    // The alert names the faulty sensor's cell, (0, 1), first.
+    let mut opened = vec![];
+    let engine = model.meta.engine_config(detector, 4);
+    crate::replay::replay(&mut model.network, engine, &[&faulty], |_, _, e| {
+        if let forewarn_core::EngineEvent::Opened(a) = e {
+            opened.push(a);
+        }
+    })
+    .unwrap();
+    let top = &opened[0].cells[0];
+    assert_eq!(
+        (top.row, top.col, top.channel.as_str()),
+        (0, 1, "t01"),
+        "{:?}",
+        opened[0]
+    );
+
     let dir = tempfile::tempdir().unwrap();
     forewarn_model::save_model(&model, dir.path()).unwrap();
     let mut loaded = forewarn_model::load(dir.path(), forewarn_model::Device::Cpu).unwrap();
