@@ -249,6 +249,15 @@ async fn console_shows_live_alerts_charts_scores_and_acknowledges() -> anyhow::R
         )
         .await?;
     assert!(points.as_u64().unwrap() >= 3, "{points}");
+    // A model without a grid draws no heat map and names no cell.
+    assert_eq!(
+        cdp.eval(
+            "document.getElementById('heatmap').hidden && \
+             !document.querySelector('tr[data-alert-id] .top-cell')"
+        )
+        .await?,
+        json!(true)
+    );
 
     // The likely fault: fault 1 in the row (once enough of the run has
     // streamed for the diagnosis to settle there) and the top 3 beside the
