@@ -167,7 +167,8 @@ pub struct DeviceDoc {
     warmed_up: bool,
     /// Id of the device's open alert.
     open_alert: Option<String>,
-    /// Per-channel error share of the last scored batch, largest first.
+    /// Per-channel error share of the last scored batch, largest first:
+    /// the top 5, or for a model with a grid every channel with error.
     last_shares: Vec<ChannelShareDoc>,
 }
 

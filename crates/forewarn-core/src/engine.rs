@@ -17,9 +17,9 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, AlertState, ChannelShare, GridCell, Severity, alert_id};
+use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
 use crate::detector::{BatchScore, DetectorState, Transition, score_batch_with};
-use crate::reading::{Reading, ReadingRef, RejectReason, Schema};
+use crate::reading::{Reading, ReadingRef, RejectReason};
 use crate::threshold::ThresholdState;
 use crate::window::Window;
 
@@ -76,6 +76,9 @@ pub struct DeviceView {
     /// The last scored batch's score and the threshold it was compared with.
     pub last_score: Option<f64>,
     pub last_threshold: Option<f64>,
+    /// The last scored batch's error shares, largest first: the top
+    /// [`MAX_CONTRIBUTORS`], or with a grid every channel with error (the
+    /// console's heat map).
     pub last_shares: Vec<ChannelShare>,
     pub open_alert: Option<String>,
     pub warmed_up: bool,
@@ -634,7 +637,7 @@ impl Engine {
             .observe(&cfg.detector, value, threshold, job.start_ts);
         match transition {
             Transition::Open { streak_start } => {
-                let contributors = contributors(&cfg.schema, &cfg.monitored, &score.shares);
+                let contributors = contributors(cfg, &score.shares, MAX_CONTRIBUTORS);
                 let alert = Alert {
                     id: alert_id(&dev.id, &cfg.model_version, streak_start),
                     device: dev.id.clone(),
@@ -647,7 +650,7 @@ impl Engine {
                     score: value,
                     peak_score: value,
                     threshold,
-                    cells: cells(cfg, &contributors),
+                    cells: cfg.cells(&contributors),
                     contributors,
                     window_start: streak_start,
                     window_end: job.end_ts,
@@ -661,7 +664,7 @@ impl Engine {
                     let mut alert = *alert;
                     alert.state = AlertState::Resolved;
                     alert.resolved_at = Some(job.end_ts);
-                    alert.cells = cells(cfg, &alert.contributors);
+                    alert.cells = cfg.cells(&alert.contributors);
                     events.push(EngineEvent::Resolved(alert));
                 }
             }
@@ -697,7 +700,7 @@ impl Engine {
             last_shares: d
                 .last_score
                 .as_ref()
-                .map(|s| contributors(&self.cfg.schema, &self.cfg.monitored, &s.shares))
+                .map(|s| contributors(&self.cfg, &s.shares, self.cfg.view_shares()))
                 .unwrap_or_default(),
             open_alert: d.open.as_ref().map(|a| a.id.clone()),
             warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.predicted,
@@ -738,7 +741,7 @@ impl Engine {
                 let mut alert = *alert;
                 alert.state = AlertState::Resolved;
                 alert.resolved_at = Some(dev.last_ts.unwrap_or(alert.window_end));
-                alert.cells = cells(&self.cfg, &alert.contributors);
+                alert.cells = self.cfg.cells(&alert.contributors);
                 dev.detector = DetectorState::default();
                 closed.push(alert);
             }
@@ -770,14 +773,15 @@ struct Tracker {
     tombstones: Vec<(i32, String)>,
 }
 
-/// The largest error shares, largest first. `shares` are of the monitored
-/// channels (`monitored[i]` is share `i`'s position in `schema`), so a
-/// context channel is never named.
-fn contributors(schema: &Schema, monitored: &[usize], shares: &[f64]) -> Vec<ChannelShare> {
+/// The `n` largest error shares, largest first. `shares` are of the
+/// monitored channels (`monitored[i]` is share `i`'s position in the
+/// schema), so a context channel is never named.
+fn contributors(cfg: &EngineConfig, shares: &[f64], n: usize) -> Vec<ChannelShare> {
+    let (schema, monitored) = (&cfg.schema, &cfg.monitored);
     let mut idx: Vec<usize> = (0..shares.len()).filter(|i| shares[*i] > 0.0).collect();
     idx.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));
     idx.into_iter()
-        .take(MAX_CONTRIBUTORS)
+        .take(n)
         .map(|i| ChannelShare {
             channel: schema.channels()[monitored[i]].clone(),
             share: shares[i],
@@ -785,18 +789,11 @@ fn contributors(schema: &Schema, monitored: &[usize], shares: &[f64]) -> Vec<Cha
         .collect()
 }
 
-/// The grid cells of an alert's contributors, when the model has a grid:
-/// derived where an alert is emitted, since checkpoints do not keep them.
-fn cells(cfg: &EngineConfig, contributors: &[ChannelShare]) -> Vec<GridCell> {
-    cfg.grid
-        .as_ref()
-        .map(|g| g.cells(contributors))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::GridCell;
+    use crate::reading::Schema;
     use crate::scaler::Scaler;
     use crate::threshold::ThresholdStrategy;
 
@@ -980,6 +977,41 @@ mod tests {
             let closed = e.close_open_alerts();
             assert_eq!(closed.len(), 1, "{grid:?}");
             assert_eq!(closed[0].cells, want, "{grid:?}");
+        }
+    }
+
+    /// Table: grid or not -> how many channels the device view's shares
+    /// name after a batch with error on all 7 channels.
+    #[test]
+    fn with_a_grid_the_view_carries_every_share() {
+        let names: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
+        for (grid, want) in [(false, MAX_CONTRIBUTORS), (true, 7)] {
+            let mut cfg = engine(8).config().clone();
+            cfg.schema = Schema::new(names.clone());
+            cfg.monitored = EngineConfig::all_monitored(7);
+            cfg.scaler = Scaler {
+                center: vec![0.0; 7],
+                scale: vec![1.0; 7],
+                constant: vec![false; 7],
+            };
+            cfg.grid = grid.then(|| crate::grid::GridLayout::row_major(3, 3, &names).unwrap());
+            let mut e = Engine::new(cfg);
+            let mut f = Persistence { calls: vec![] };
+            for ts in 1..=6i64 {
+                let v: Vec<f32> = (0..7)
+                    .map(|i| if ts > 4 { i as f32 + 1.0 } else { 0.0 })
+                    .collect();
+                e.push(&Reading {
+                    device: "d".into(),
+                    ts_ms: ts,
+                    values: v,
+                })
+                .unwrap();
+                e.flush(&mut f).unwrap();
+            }
+            let shares = e.device("d").unwrap().last_shares;
+            assert_eq!(shares.len(), want, "grid {grid}: {shares:?}");
+            assert_eq!(shares[0].channel, "c6", "largest first");
         }
     }
 

@@ -1,6 +1,7 @@
 //! What an [`super::Engine`] runs with: the model's schema, monitored
 //! channels, scaling, batching, strategy and hysteresis.
 
+use crate::alert::{ChannelShare, GridCell};
 use crate::detector::DetectorConfig;
 use crate::grid::GridLayout;
 use crate::reading::Schema;
@@ -81,6 +82,25 @@ impl EngineConfig {
     /// threshold is at hand.
     pub fn threshold(&self) -> f64 {
         self.strategy.nominal_threshold()
+    }
+
+    /// The grid cells of an alert's contributors, when the model has a
+    /// grid: derived where an alert is emitted, since checkpoints do not
+    /// keep them.
+    pub(super) fn cells(&self, contributors: &[ChannelShare]) -> Vec<GridCell> {
+        (self.grid.as_ref())
+            .map(|g| g.cells(contributors))
+            .unwrap_or_default()
+    }
+
+    /// How many shares a device view names: the top
+    /// [`super::MAX_CONTRIBUTORS`], or on a grid every channel (the
+    /// console's heat map).
+    pub(super) fn view_shares(&self) -> usize {
+        match self.grid {
+            Some(_) => self.monitored.len(),
+            None => super::MAX_CONTRIBUTORS,
+        }
     }
 
     /// Floats one device holds in `Device::floats`: recurrent state, the
