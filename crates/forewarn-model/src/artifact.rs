@@ -131,13 +131,14 @@ pub struct ModelMeta {
     /// other kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_hidden: Option<usize>,
-    /// convlstm: the grid's `[rows, cols]` (absent for the other kinds,
-    /// and in artifacts written before convlstm, which load unchanged).
+    /// The grid's `[rows, cols]` the monitored channels lie on: convlstm
+    /// convolves over it; for any kind, alerts name its cells. Absent: no
+    /// grid (artifacts written before grids load unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grid: Option<[usize; 2]>,
-    /// convlstm: the channel at each grid cell, row-major, `null` a gap.
-    /// Every monitored channel is on the grid once; the context channels
-    /// are not (the network reads them as whole-grid maps).
+    /// With `grid`: the channel at each grid cell, row-major, `null` a
+    /// gap. Every monitored channel is on the grid once; the context
+    /// channels are not (convlstm reads them as whole-grid maps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<Vec<Option<String>>>,
     /// convlstm: the odd side of the gates' convolution.
@@ -296,8 +297,8 @@ impl ModelMeta {
         }
     }
 
-    /// Where the monitored channels sit on the grid (convlstm), so alerts
-    /// name the cells behind their error; `None` for the other kinds. A
+    /// Where the monitored channels sit on the grid, so alerts name the
+    /// cells behind their error; `None` without a grid. A
     /// validated description always has one ([`Self::validate`] checks
     /// the same layout).
     pub fn grid_layout(&self) -> Option<GridLayout> {
@@ -397,7 +398,29 @@ impl ModelMeta {
     /// disagree with it; the rest from `d`. No strategy yet.
     pub(crate) fn describe(net: NetworkRef<'_>, d: Description) -> Result<Self, ModelError> {
         let weights_sha256 = net.weights_sha256()?;
+        let context = net.context_positions(d.channels.len());
         let mut grid = (None, None, None, None);
+        // convlstm's grid is its network's (set below).
+        if let Some([rows, cols]) = d.grid.filter(|_| net.kind() != ModelKind::ConvLstm) {
+            grid.0 = d.grid;
+            let monitored: Vec<usize> = (0..d.channels.len())
+                .filter(|j| !context.contains(j))
+                .collect();
+            let cells = crate::convlstm::resolve_layout(
+                &d.channels,
+                &monitored,
+                rows,
+                cols,
+                d.layout.as_deref(),
+            )
+            .map_err(|m| ModelError::Config(format!("grid: {m}")))?;
+            grid.1 = Some(
+                cells
+                    .iter()
+                    .map(|c| c.map(|j| d.channels[j].clone()))
+                    .collect(),
+            );
+        }
         let (hidden, layers, horizon, encoder_hidden, highway) = match net {
             NetworkRef::Forecaster(m) => {
                 let s = m.spec();
@@ -435,11 +458,7 @@ impl ModelMeta {
             name: d.name,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             forewarn_version: env!("CARGO_PKG_VERSION").to_owned(),
-            context: net
-                .context_positions(d.channels.len())
-                .into_iter()
-                .map(|j| d.channels[j].clone())
-                .collect(),
+            context: context.iter().map(|&j| d.channels[j].clone()).collect(),
             channels: d.channels,
             scaler: d.scaler,
             window: d.window,
@@ -506,21 +525,28 @@ impl ModelMeta {
 }
 
 impl ModelMeta {
-    /// convlstm's grid fields: all present and consistent for it, absent
-    /// for the other kinds.
+    /// The grid fields: convlstm's all present and consistent; the other
+    /// kinds have no kernel or filters, and a grid (where alerts' cells
+    /// lie) only with its layout, which places every monitored channel.
     fn validate_grid(&self) -> Result<(), String> {
-        let any = self.grid.is_some()
-            || self.layout.is_some()
-            || self.kernel.is_some()
-            || self.filters.is_some();
         if self.kind != ModelKind::ConvLstm {
-            return match any {
-                true => Err(format!(
-                    "grid, layout, kernel and filters are settings of kind convlstm, not of \
-                     kind {}",
+            if self.kernel.is_some() || self.filters.is_some() {
+                return Err(format!(
+                    "kernel and filters are settings of kind convlstm, not of kind {}",
                     self.kind
-                )),
-                false => Ok(()),
+                ));
+            }
+            return match (self.grid, &self.layout) {
+                (None, None) => Ok(()),
+                (Some([rows, cols]), Some(layout)) => crate::convlstm::resolve_layout(
+                    &self.channels,
+                    &self.monitored(),
+                    rows,
+                    cols,
+                    Some(layout),
+                )
+                .map(drop),
+                _ => Err("grid and layout go together".into()),
             };
         }
         if let Some(why) = crate::convlstm::highway_refusal(self.highway) {
@@ -563,6 +589,13 @@ pub struct Description {
     pub validation_rows: usize,
     pub final_train_loss: f64,
     pub final_val_loss: f64,
+    /// Where the monitored channels sit, `[rows, cols]`, for a kind that
+    /// does not convolve over a grid (convlstm's comes from its network):
+    /// a description of the data, so alerts name cells. `None`: no grid.
+    pub grid: Option<[usize; 2]>,
+    /// The channel at each cell with `grid`, row-major, `None` a gap;
+    /// `None`: the monitored channels in column order.
+    pub layout: Option<Vec<Option<String>>>,
 }
 
 impl Model {
@@ -807,6 +840,8 @@ mod tests {
                 validation_rows: m.validation_rows,
                 final_train_loss: m.final_train_loss,
                 final_val_loss: m.final_val_loss,
+                grid: None,
+                layout: None,
             },
         )
         .unwrap()

@@ -77,10 +77,13 @@ pub struct ModelSection {
     /// A glob matching no column is an error, and so is every column
     /// matching. The artifact stores the channels they matched.
     pub context: Vec<String>,
-    /// `convlstm`: the grid the monitored channels lie on, `[rows, cols]`
-    /// (also `--grid 8x8`). Unset: one row of the monitored channels.
+    /// The grid the monitored channels lie on, `[rows, cols]` (also
+    /// `--grid 8x8`): a description of the data, for every kind, so alerts
+    /// name the cells behind their error (row, column, channel); kind
+    /// `convlstm` also convolves over it. Unset: no grid (`convlstm`: one
+    /// row of the monitored channels).
     pub grid: Option<[usize; 2]>,
-    /// `convlstm`: the channel name at each grid cell, row-major (`rows x
+    /// With `grid`: the channel name at each grid cell, row-major (`rows x
     /// cols` entries), `""` for a cell without a sensor (a gap: read as 0,
     /// never forecast or scored). Every monitored channel must be on the
     /// grid exactly once; context channels must not be (they are read as
@@ -134,16 +137,17 @@ impl Default for ModelSection {
     }
 }
 
-/// `forewarn train`'s convlstm flags: `[model]`'s grid keys (here, not in
+/// `forewarn train`'s grid flags: `[model]`'s grid keys (here, not in
 /// the binary, whose size is bounded).
 #[cfg(feature = "clap")]
 #[derive(Debug, Clone, clap::Args)]
 pub struct GridFlags {
-    /// convlstm: the grid the monitored channels lie on, ROWSxCOLS (`8x8`)
-    /// [default: one row of them].
+    /// The grid the monitored channels lie on, ROWSxCOLS (`8x8`): alerts
+    /// name its cells (any kind); convlstm convolves over it [default:
+    /// none; convlstm: one row of them].
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<[usize; 2]>,
-    /// convlstm: the channel at each grid cell, row-major, comma-separated,
+    /// With --grid: the channel at each cell, row-major, comma-separated,
     /// empty for a gap (`t00,t01,,t10,t11,t12`) [default: the monitored
     /// channels row-major].
     #[arg(long, value_delimiter = ',')]
@@ -433,20 +437,11 @@ impl ModelConfig {
         Ok(self)
     }
 
-    /// `[model]`'s convlstm keys: only for that kind, and the grid's
-    /// shape against the layout (the channel names are checked against
-    /// the data when training).
+    /// `[model]`'s grid keys: the grid's shape against the layout (the
+    /// channel names are checked against the data when training), and
+    /// convlstm's filters.
     fn validate_grid(&self) -> Result<(), OfflineError> {
         let m = &self.model;
-        if m.kind != ModelKind::ConvLstm {
-            if m.grid.is_some() || !m.layout.is_empty() {
-                bail!(
-                    "[model] grid and layout are settings of kind convlstm, not of kind {}",
-                    m.kind
-                );
-            }
-            return Ok(());
-        }
         if let Some([rows, cols]) = m.grid {
             let max = forewarn_model::convlstm::MAX_GRID_SIDE;
             if !(1..=max).contains(&rows) || !(1..=max).contains(&cols) {
@@ -462,7 +457,7 @@ impl ModelConfig {
         } else if !m.layout.is_empty() {
             bail!("[model] layout needs grid = [rows, cols]");
         }
-        if m.filters > forewarn_model::convlstm::MAX_FILTERS {
+        if m.kind == ModelKind::ConvLstm && m.filters > forewarn_model::convlstm::MAX_FILTERS {
             bail!(
                 "[model] filters must be at most {}, got {}",
                 forewarn_model::convlstm::MAX_FILTERS,

@@ -166,13 +166,57 @@ fn a_convlstm_is_fitted_calibrated_replayed_stored_and_stepped() {
     }
 }
 
+/// A grid describes the data for every kind: the default forecaster
+/// given the plate's grid names the faulty sensor's cell in its alert
+/// too, and stores the layout (without convlstm's kernel and filters).
+#[test]
+fn a_forecaster_with_a_grid_names_cells() {
+    crate::test_init();
+    let mut cfg = config();
+    cfg.model.kind = ModelKind::Forecaster;
+    cfg.model.hidden = 16;
+    let cfg = cfg.resolved().unwrap();
+    let mut model = crate::fit(&plate(600, false), &cfg, &mut |_| {}).unwrap();
+    let m = &model.meta;
+    assert_eq!((m.grid, m.kernel, m.filters), (Some([3, 3]), None, None));
+    assert_eq!(m.layout.as_ref().unwrap()[1].as_deref(), Some("t01"));
+    let dir = tempfile::tempdir().unwrap();
+    forewarn_model::save_model(&model, dir.path()).unwrap();
+    let loaded = forewarn_model::load(dir.path(), forewarn_model::Device::Cpu).unwrap();
+    assert_eq!(loaded.meta, model.meta);
+
+    let faulty = plate(480, true).rows;
+    let detector = DetectorConfig {
+        open_after: 1,
+        ..Default::default()
+    };
+    let mut opened = vec![];
+    let engine = model.meta.engine_config(detector, 4);
+    crate::replay::replay(&mut model.network, engine, &[&faulty], |_, _, e| {
+        if let forewarn_core::EngineEvent::Opened(a) = e {
+            opened.push(a);
+        }
+    })
+    .unwrap();
+    let first = opened
+        .iter()
+        .find(|a| !a.cells.is_empty())
+        .expect("an alert with cells");
+    let top = &first.cells[0];
+    assert_eq!(
+        (top.row, top.col, top.channel.as_str()),
+        (0, 1, "t01"),
+        "{first:?}"
+    );
+}
+
 /// model.toml's grid keys are refused by name where they do not fit.
 #[test]
 fn grid_keys_are_validated_by_name() {
     for (toml, want) in [
         (
-            "kind = \"forecaster\"\ngrid = [2, 2]",
-            "settings of kind convlstm",
+            "kind = \"forecaster\"\ngrid = [2, 0]",
+            "[model] grid: rows and cols",
         ),
         (
             "kind = \"convlstm\"\ngrid = [0, 2]",

@@ -74,6 +74,8 @@ pub fn fit(
             validation_rows: trained.validation_rows,
             final_train_loss,
             final_val_loss,
+            grid: settings.grid,
+            layout: settings.grid_layout(),
         },
     )?;
     let constant: Vec<&str> = (model.meta.channels.iter())

@@ -301,7 +301,10 @@ mod tests {
                 &["--kind", "convlstm", "--highway", "full"],
                 Some("no highway"),
             ),
-            (&["--grid", "2x2"], Some("settings of kind convlstm")),
+            (
+                &["--grid", "1x2", "--layout", "a"],
+                Some("layout has 1 cells"),
+            ),
             (
                 &["--kind", "convlstm", "--grid", "2x2", "--layout", "a,b"],
                 Some("layout has 2 cells, grid [2, 2] has 4"),

@@ -58,10 +58,11 @@ pub struct TrainSettings {
     /// reads but never forecasts (setpoints, commands, modes); matched
     /// against the data's columns by [`forewarn_data::context_flags`].
     pub context: Vec<String>,
-    /// convlstm: the grid's `[rows, cols]`; absent, one row of the
-    /// monitored channels.
+    /// The grid's `[rows, cols]` the monitored channels lie on (every
+    /// kind's alerts name its cells; convlstm convolves over it); absent,
+    /// none (convlstm: one row of the monitored channels).
     pub grid: Option<[usize; 2]>,
-    /// convlstm: a channel name per grid cell, row-major, `""` a gap;
+    /// With `grid`: a channel name per cell, row-major, `""` a gap;
     /// empty, the monitored channels row-major.
     pub layout: Vec<String>,
     /// convlstm: odd side of the gates' convolution.
@@ -132,9 +133,9 @@ impl TrainSettings {
         Ok(())
     }
 
-    /// convlstm: the layout as the network resolves it (`None` when the
-    /// default, `""` cells as gaps).
-    pub(crate) fn grid_layout(&self) -> Option<Vec<Option<String>>> {
+    /// The layout as the grid resolves it (`None` when the default, `""`
+    /// cells as gaps).
+    pub fn grid_layout(&self) -> Option<Vec<Option<String>>> {
         (!self.layout.is_empty()).then(|| {
             self.layout
                 .iter()
