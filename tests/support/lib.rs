@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+mod plates;
 mod tls;
+pub use plates::*;
 pub use tls::{Pki, TlsFront};
 
 pub fn repo_root() -> PathBuf {
