@@ -19,7 +19,9 @@
 //!    wall clock as reading timestamp; the alerts topic is read back and
 //!    each alert's reading timestamp is compared with the time it arrived.
 //!
-//! The model is a randomly initialised LSTM of the requested shape (seeded):
+//! The model is a randomly initialised network of the requested kind and
+//! shape (seeded; `--kind forecaster`, the LSTM, or `--kind convlstm` over
+//! `--grid`), built by the model crate's constructors:
 //! throughput does not depend on the weights, and the threshold is set so
 //! that only the injected spikes open alerts.
 //!
@@ -29,10 +31,11 @@
 mod args;
 mod load;
 mod measure;
+mod model;
 mod pipeline;
 mod roofline;
 mod run;
 mod setup;
 
-pub use args::BenchArgs;
+pub use args::{BenchArgs, BenchKind};
 pub use run::run;

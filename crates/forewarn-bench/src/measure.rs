@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use forewarn_core::engine::{Forecaster, StepBatch};
 use forewarn_core::{Engine, EngineConfig, ReadingRef};
-use forewarn_model::{LstmForecaster, ModelSpec};
+use forewarn_model::{Device, Network};
 
+use crate::model::Shape;
 use crate::roofline::{sync, thread_cpu_ns};
 
 // ---------------------------------------------------------------------------
@@ -22,8 +23,9 @@ pub(crate) struct ForecasterOnly {
 }
 
 pub(crate) fn forecaster_only(
-    model: &Mutex<LstmForecaster>,
-    spec: &ModelSpec,
+    model: &Mutex<Network>,
+    spec: &Shape,
+    device: Device,
     n: usize,
     dur: Duration,
 ) -> anyhow::Result<ForecasterOnly> {
@@ -34,12 +36,12 @@ pub(crate) fn forecaster_only(
         horizon: spec.horizon,
         channels: spec.channels,
         outputs: spec.outputs,
-        state_len: spec.state_len(),
+        state_len: spec.state_len,
         inputs: (0..n * hc)
             .map(|i| ((i % 97) as f32 * 0.37).sin())
             .collect(),
-        states: vec![0.0; n * spec.state_len()],
-        predictions: vec![0.0; n * hc],
+        states: vec![0.0; n * spec.state_len],
+        predictions: vec![0.0; n * spec.horizon * spec.outputs],
     };
     for _ in 0..3 {
         m.step(&mut b)?;
@@ -51,7 +53,7 @@ pub(crate) fn forecaster_only(
         m.step(&mut b)?;
         calls += 1;
     }
-    sync(m.device());
+    sync(device);
     let secs = t.elapsed().as_secs_f64();
     let cpu_secs = (thread_cpu_ns() - cpu) as f64 / 1e9;
     Ok(ForecasterOnly {
@@ -214,6 +216,6 @@ pub(crate) fn cpu_delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) ->
         .join(", ")
 }
 
-pub(crate) fn lock(m: &Mutex<LstmForecaster>) -> std::sync::MutexGuard<'_, LstmForecaster> {
+pub(crate) fn lock(m: &Mutex<Network>) -> std::sync::MutexGuard<'_, Network> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

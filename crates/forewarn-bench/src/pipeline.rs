@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use forewarn_core::engine::{Forecaster, StepBatch};
 use forewarn_core::{Engine, EngineConfig};
 use forewarn_ingest::{IngestConfig, Services};
-use forewarn_model::{LstmForecaster, ModelError};
+use forewarn_model::{ModelError, Network};
 
 use forewarn_api::DeviceBoard;
 use forewarn_store::AlertStore;
@@ -40,7 +40,7 @@ pub(crate) struct Probe {
 
 /// The shared model, timed per call.
 pub(crate) struct Probed {
-    pub(crate) model: Arc<Mutex<LstmForecaster>>,
+    pub(crate) model: Arc<Mutex<Network>>,
     pub(crate) probe: Arc<Probe>,
 }
 
@@ -79,7 +79,7 @@ impl Pipeline {
         rt: &tokio::runtime::Runtime,
         cfg: IngestConfig,
         engine: EngineConfig,
-        model: Arc<Mutex<LstmForecaster>>,
+        model: Arc<Mutex<Network>>,
         store_path: &Path,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
@@ -154,7 +154,7 @@ pub(crate) fn throughput_run(
     rt: &tokio::runtime::Runtime,
     cfg: IngestConfig,
     engine: EngineConfig,
-    model: Arc<Mutex<LstmForecaster>>,
+    model: Arc<Mutex<Network>>,
     store: &Path,
     total: u64,
 ) -> anyhow::Result<Throughput> {
@@ -260,7 +260,7 @@ pub(crate) fn latency_run(
     rt: &tokio::runtime::Runtime,
     cfg: IngestConfig,
     engine: EngineConfig,
-    model: Arc<Mutex<LstmForecaster>>,
+    model: Arc<Mutex<Network>>,
     store: &Path,
     sim: &Generator,
     rate: f64,

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use forewarn_model::convlstm::ConvLstmSpec;
 use forewarn_model::{Highway, ModelSpec, Precision};
 
 use tch::{Device, Kind, Tensor};
@@ -11,9 +12,11 @@ use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Flops {
-    /// Per reading: every LSTM layer's input and recurrent GEMMs.
+    /// Per reading: every recurrent layer's GEMMs (the LSTM's input and
+    /// recurrent GEMMs; the convlstm's gate convolutions).
     pub(crate) lstm: f64,
-    /// Per reading: the head runs once per batch, on the last step only.
+    /// Per reading: the output head (the forecaster's runs once per batch,
+    /// on the last step only; the convlstm's 1x1 conv on every frame).
     pub(crate) head: f64,
 }
 
@@ -44,6 +47,28 @@ pub(crate) fn flops_per_reading(s: &ModelSpec, highway: Highway) -> Flops {
     Flops { lstm, head }
 }
 
+/// Multiply-add FLOPs (2 each) the convlstm needs per reading (one frame
+/// of one device), as `ConvLstm::forward_seq` computes them: per layer, the
+/// gates' `kernel x kernel` conv from `[input ; h]` (`1 + context` maps
+/// into the first layer, `filters` into the others, plus `filters` of `h`)
+/// to `4 x filters` maps at every cell ("same" padding: the zeros at the
+/// border are multiplied too, as im2col does); then the head, a 1x1 conv
+/// from `filters` maps to `horizon` frames, which runs on every frame.
+/// Gate nonlinearities, bias adds and the grid gather are not counted.
+pub(crate) fn convlstm_flops_per_reading(s: &ConvLstmSpec) -> Flops {
+    let cells = (s.rows * s.cols) as f64;
+    let (f, k2) = (s.filters as f64, (s.kernel * s.kernel) as f64);
+    let maps = 1.0 + s.context().len() as f64;
+    let lstm: f64 = (0..s.layers)
+        .map(|l| {
+            let input = if l == 0 { maps } else { f };
+            2.0 * (input + f) * 4.0 * f * k2 * cells
+        })
+        .sum();
+    let head = 2.0 * f * s.horizon as f64 * cells;
+    Flops { lstm, head }
+}
+
 pub(crate) struct Gemm {
     pub(crate) size: i64,
     /// GFLOP/s of a large square GEMM in the LSTM's precision, by wall time.
@@ -52,7 +77,8 @@ pub(crate) struct Gemm {
     /// is not preempted (meaningful with one libtorch thread, which
     /// computes on the calling thread).
     pub(crate) peak_cpu: f64,
-    /// GFLOP/s at the LSTM's recurrent GEMM shape (wall).
+    /// GFLOP/s at the model's own GEMM shape (wall): the LSTM's recurrent
+    /// GEMM, the convlstm's im2col gate GEMM.
     pub(crate) small: f64,
 }
 
@@ -113,7 +139,13 @@ pub(crate) fn gemm_rate(
     })
 }
 
-pub(crate) fn measure_gemm(device: Device, kind: Kind, secs: f64) -> anyhow::Result<Gemm> {
+/// The large-GEMM peak, and the rate at `small` (`[m, k, n]`).
+pub(crate) fn measure_gemm(
+    device: Device,
+    kind: Kind,
+    secs: f64,
+    small: [i64; 3],
+) -> anyhow::Result<Gemm> {
     let size = if device.is_cuda() { 8192 } else { 1024 };
     let (mut peak, mut peak_cpu) = (0.0f64, 0.0f64);
     for s in [512, size] {
@@ -121,7 +153,7 @@ pub(crate) fn measure_gemm(device: Device, kind: Kind, secs: f64) -> anyhow::Res
         peak = peak.max(w);
         peak_cpu = peak_cpu.max(c);
     }
-    let small = gemm_rate(device, kind, 256, 64, 256, secs / 3.0).0;
+    let small = gemm_rate(device, kind, small[0], small[1], small[2], secs / 3.0).0;
     Ok(Gemm {
         size,
         peak,
@@ -150,5 +182,43 @@ mod tests {
         assert_eq!(f.head, 1024.0);
         // The highway adds [80 x 8] x [8] per batch: 2*8*80 / 10 = 128.
         assert_eq!(flops_per_reading(&spec, Highway::Cross).head, 1152.0);
+    }
+
+    fn grid(rows: usize, cols: usize, context: usize, layers: usize) -> ConvLstmSpec {
+        let cells = rows * cols;
+        ConvLstmSpec {
+            channels: cells + context,
+            rows,
+            cols,
+            cells: (0..cells).map(Some).collect(),
+            kernel: 3,
+            filters: 16,
+            layers,
+            horizon: 10,
+        }
+    }
+
+    #[test]
+    fn convlstm_flops_per_reading_for_an_8x8_grid() {
+        // 8x8, 2 layers of 16 filters, kernel 3, horizon 10: layer 0 maps
+        // 1 + 16 into 64 gates, 2*17*64*9*64 = 1_253_376; layer 1 maps
+        // 16 + 16, 2*32*64*9*64 = 2_359_296; head 2*16*10*64 = 20_480.
+        let f = convlstm_flops_per_reading(&grid(8, 8, 0, 2));
+        assert_eq!(f.lstm, 3_612_672.0);
+        assert_eq!(f.head, 20_480.0);
+        assert_eq!(f.total(), 3_633_152.0);
+        // Two context channels are two more input maps of layer 0:
+        // 2*19*64*9*64 = 1_400_832; one layer only.
+        let f = convlstm_flops_per_reading(&grid(8, 8, 2, 1));
+        assert_eq!(f.lstm, 1_400_832.0);
+        // A 2x3 grid with a gap still convolves all 6 cells.
+        let mut s = grid(2, 3, 0, 1);
+        s.cells[5] = None;
+        s.channels = 5;
+        assert_eq!(
+            convlstm_flops_per_reading(&s).lstm,
+            2.0 * 17.0 * 64.0 * 9.0 * 6.0
+        );
+        assert_eq!(convlstm_flops_per_reading(&s).head, 2.0 * 16.0 * 10.0 * 6.0);
     }
 }

@@ -4,19 +4,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use forewarn_model::{LstmForecaster, ModelSpec, Precision};
+use forewarn_model::Precision;
 
 use tch::{Device, Kind};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, BenchKind};
 use crate::load::{Generator, engine_config, ingest_config, preload};
 use crate::measure::{forecaster_only, measure_bytes_per_device};
+use crate::model::build;
 use crate::pipeline::{latency_run, throughput_run};
-use crate::roofline::{flops_per_reading, gemm_kind, measure_gemm};
+use crate::roofline::{gemm_kind, measure_gemm};
 use crate::setup::{ensure_broker, now_ms, repo_root, run_peer, say};
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     // The pipeline logs every alert; the spikes open hundreds. Keep the
     // bench's own report readable (RUST_LOG overrides).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -32,52 +33,44 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     forewarn_model::set_threads(threads);
     let device = forewarn_model::parse_device(&args.device)?;
-    let spec = ModelSpec {
-        channels: args.channels,
-        outputs: args.channels,
-        hidden: args.hidden,
-        layers: args.layers,
-        horizon: args.horizon,
-    };
-    spec.validate().map_err(anyhow::Error::msg)?;
+    if let Some(g) = args.grid_shape().map_err(anyhow::Error::msg)? {
+        // The convlstm's channels are its grid's cells (the generator, the
+        // engine and the model all read `channels`).
+        args.channels = g.rows * g.cols;
+    }
     if args.devices == 0 || args.max_batch == 0 {
         bail!("--devices and --max-batch must be at least 1");
     }
     tch::manual_seed(7);
-    let highway = args.highway;
-    let mut model =
-        LstmForecaster::with_highway(spec, highway, device).context("creating the model")?;
-    model.set_precision(args.precision).context("--precision")?;
-    let flops = flops_per_reading(&spec, highway);
+    let built = build(&args, device)?;
+    let (spec, flops) = (built.shape, built.flops);
     say(format!(
-        "model: random-init LSTM channels={} hidden={} layers={} horizon={} highway={:?} precision={} on {}; \
-         {:.0} FLOPs per reading (LSTM {:.0} + head and highway {:.0} per batch / horizon)",
-        spec.channels,
-        spec.hidden,
-        spec.layers,
-        spec.horizon,
-        highway,
+        "model: random-init {} precision={} on {}; {:.0} FLOPs per reading ({} {:.0} + {} {:.0})",
+        built.describe,
         args.precision,
         forewarn_model::describe_device(device),
         flops.total(),
+        built.flops_parts[0],
         flops.lstm,
+        built.flops_parts[1],
         flops.head
     ));
 
     // 1. Roofline: the GEMM rate in the precision the LSTM runs in (the
     // shares below are against it); with bf16, the fp32 rate for reference.
     if args.precision == Precision::Bf16 {
-        let fp32 = measure_gemm(device, Kind::Float, 1.5)?;
+        let fp32 = measure_gemm(device, Kind::Float, 1.5, built.gemm.0)?;
         say(format!(
             "roofline (reference only): GEMM {0}x{0}x{0} fp32 reaches {1:.1} GFLOP/s ({2:.1} per CPU-second); at \
-             the recurrent shape {3:.1} GFLOP/s",
+             the model's shape {3:.1} GFLOP/s",
             fp32.size, fp32.peak, fp32.peak_cpu, fp32.small
         ));
     }
-    let gemm = measure_gemm(device, gemm_kind(args.precision), 1.5)?;
+    let [gm, gk, gn] = built.gemm.0;
+    let gemm = measure_gemm(device, gemm_kind(args.precision), 1.5, built.gemm.0)?;
     say(format!(
         "roofline: GEMM {}x{}x{} {} reaches {:.1} GFLOP/s on {threads} libtorch thread(s) ({:.1} per CPU-second of \
-         the calling thread); at the LSTM's recurrent shape [{}x{}]x[{}x{}] {:.1} GFLOP/s",
+         the calling thread); at {} [{gm}x{gk}]x[{gk}x{gn}] {:.1} GFLOP/s",
         gemm.size,
         gemm.size,
         gemm.size,
@@ -87,14 +80,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         gemm.peak,
         gemm.peak_cpu,
-        args.max_batch,
-        args.hidden,
-        args.hidden,
-        4 * args.hidden,
+        built.gemm.1,
         gemm.small
     ));
     let sim = Generator::new(args.devices, args.channels, args.horizon);
-    let engine_cfg = engine_config(&args, &sim, spec.state_len());
+    let engine_cfg = engine_config(&args, &sim, spec.state_len);
 
     // 2. Memory per device.
     let mem = measure_bytes_per_device(&engine_cfg, 50_000);
@@ -105,11 +95,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
 
     // 3. Forecaster alone.
-    let model = Arc::new(Mutex::new(model));
+    let model = Arc::new(Mutex::new(built.network));
     let fb = args.forecaster_batch.unwrap_or(args.max_batch);
     let fo = forecaster_only(
         &model,
         &spec,
+        device,
         fb,
         Duration::from_secs(args.forecaster_seconds),
     )?;
@@ -213,6 +204,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 6. The peer.
     let peer = if args.skip_peer {
+        None
+    } else if args.kind == BenchKind::Convlstm {
+        say("peer: skipped, the Python peer runs the LSTM forecaster only".into());
         None
     } else {
         match run_peer(&root, &args, &tp.input_topic, run_id) {
