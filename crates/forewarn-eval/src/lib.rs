@@ -12,10 +12,12 @@
 //! - A ratio with a zero denominator is undefined and reported as `None`
 //!   (`null` in JSON) rather than silently 0 or 1.
 
+pub mod localisation;
 pub mod nab;
 pub mod report;
 
-pub use nab::{NabProfile, NabScore, WindowPosition};
+pub use localisation::{Localisation, Pointed};
+pub use nab::{NabProfile, NabScore, WindowPosition, parse_window_width};
 pub use report::{Counts, FileInput, Metrics};
 
 /// An inclusive range of point indices.

@@ -81,6 +81,21 @@ pub fn default_width(times: &[f64], anchors: usize) -> f64 {
     }
 }
 
+/// A window width as `--nab-window` takes it: "60s", "5m", "1h 30m"
+/// (humantime) in seconds; a bare non-negative number as is (report
+/// units: seconds, or rows without a time column).
+pub fn parse_window_width(s: &str) -> Result<f64, String> {
+    if let Ok(v) = s.trim().parse::<f64>()
+        && v.is_finite()
+        && v >= 0.0
+    {
+        return Ok(v);
+    }
+    humantime::parse_duration(s.trim())
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| format!("--nab-window {s:?}: expected e.g. 60s, 5m or a number ({e})"))
+}
+
 /// Windows (inclusive index ranges, sorted, merged where they overlap or
 /// touch) around each anchor segment. `width` is in the unit of `times`.
 pub fn windows(
@@ -283,5 +298,16 @@ mod tests {
         close(total.normalised().unwrap(), 50.0);
         assert_eq!(NabScore::default().normalised(), None);
         assert_eq!(detections(&[false, true, true, false, true]), vec![1, 4]);
+    }
+
+    #[test]
+    fn window_widths_parse_as_durations_or_numbers() {
+        assert_eq!(parse_window_width("60s"), Ok(60.0));
+        assert_eq!(parse_window_width(" 20 "), Ok(20.0));
+        assert_eq!(parse_window_width("1h 30m"), Ok(5400.0));
+        for bad in ["soon", "-5", "NaN"] {
+            let e = parse_window_width(bad).unwrap_err();
+            assert!(e.contains("expected e.g. 60s"), "{bad}: {e}");
+        }
     }
 }

@@ -268,3 +268,79 @@ fn a_layout_that_does_not_fit_the_data_is_an_error_naming_the_channel() {
         "{e}"
     );
 }
+
+/// `plate` as `simulate --grid --csv-dir` writes it: the channels, the
+/// label and the fault's cell (-1 while none acts).
+fn write_plate(path: &std::path::Path, rows: usize, fault: bool) {
+    let d = plate(rows, fault);
+    let mut text = format!("{},anomaly,fault_row,fault_col\n", d.channels.join(","));
+    for (i, row) in d.rows.chunks_exact(d.channels.len()).enumerate() {
+        let values: Vec<String> = row.iter().map(f32::to_string).collect();
+        let cell = if fault && i >= 300 {
+            "1,0,1"
+        } else {
+            "0,-1,-1"
+        };
+        text.push_str(&format!("{},{cell}\n", values.join(",")));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// `evaluate --fault-cell-columns` reads the fault's cell per row and
+/// reports how many alerts name a cell within one of it, per file and
+/// pooled; a model without a grid, or a missing column, is refused by
+/// name.
+#[test]
+fn evaluate_reports_localisation_from_the_fault_cell_columns() {
+    use crate::evaluate::{Evaluation, TrainOn, evaluate};
+    crate::test_init();
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    write_plate(&train, 600, false);
+    write_plate(&test, 480, true);
+    let mut cfg = config();
+    cfg.model.kind = ModelKind::Forecaster;
+    cfg.model.hidden = 16;
+    cfg.detector.open_after = 1;
+    let e = Evaluation {
+        data: vec![test],
+        csv: forewarn_data::CsvOptions {
+            label_column: Some("anomaly".into()),
+            ..Default::default()
+        },
+        changepoint_column: None,
+        fault_cell_columns: Some(["fault_row".into(), "fault_col".into()]),
+        train: TrainOn::Files(vec![train]),
+        config: cfg.resolved().unwrap(),
+        nab_window: None,
+        nab_position: forewarn_eval::WindowPosition::Centered,
+        plot: None,
+        decisions: None,
+        precision: forewarn_model::Precision::F32,
+        score_device: None,
+        jobs: 1,
+    };
+    let report = evaluate(&e, &mut |_| {}).unwrap();
+    let l = report.localisation.expect("localisation");
+    assert_eq!(
+        (l.alerts, l.within_one, l.share),
+        (1, 1, Some(1.0)),
+        "{l:?}"
+    );
+    assert_eq!(report.files[0].localisation, Some(l));
+    // The cell columns are not channels.
+    assert_eq!(report.files[0].channels, 9);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["localisation"]["within_one"], 1);
+
+    let mut no_grid = e.clone();
+    no_grid.config.model.grid = None;
+    no_grid.config.model.layout.clear();
+    let err = evaluate(&no_grid, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("set [model] grid"), "{err}");
+    let mut missing = e.clone();
+    missing.fault_cell_columns = Some(["fault_row".into(), "cell".into()]);
+    missing.csv.ignore_columns = vec!["fault_col".into()];
+    let err = format!("{:#}", evaluate(&missing, &mut |_| {}).unwrap_err());
+    assert!(err.contains("no column \"cell\""), "{err}");
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use forewarn_data::{CsvOptions, Dataset, expand, read_any, read_joined};
-use forewarn_eval::{Counts, FileInput, Metrics, WindowPosition};
+use forewarn_eval::{Counts, FileInput, Localisation, Metrics, Pointed, WindowPosition};
 use forewarn_model::{Model, Precision};
 use serde::Serialize;
 
@@ -100,6 +100,10 @@ pub struct Evaluation {
     /// Column marking changepoints (non-zero), anchoring the NAB windows;
     /// not a channel.
     pub changepoint_column: Option<String>,
+    /// Row and column of the grid cell a fault acts on at each row (-1:
+    /// none), not channels: the report then measures localisation (the
+    /// model needs a grid).
+    pub fault_cell_columns: Option<[String; 2]>,
     pub train: TrainOn,
     pub config: ModelConfig,
     /// NAB window width in report units; `None`: NAB's default.
@@ -156,6 +160,16 @@ struct Loaded {
     data: Dataset,
     labels: Vec<bool>,
     changepoints: Option<Vec<bool>>,
+    /// Per row, the `(row, col)` of the fault acting then.
+    fault_cells: Option<Vec<Option<(usize, usize)>>>,
+}
+
+/// `ROW,COL` as `--fault-cell-columns` takes it.
+pub fn parse_cell_columns(s: &str) -> Result<[String; 2], String> {
+    match s.split(',').map(str::trim).collect::<Vec<_>>()[..] {
+        [r, c] if !r.is_empty() && !c.is_empty() => Ok([r.into(), c.into()]),
+        _ => Err(format!("expected ROW,COL (two column names), got {s:?}")),
+    }
 }
 
 /// What one file's evaluation produced.
@@ -173,6 +187,10 @@ pub struct FileReport {
     #[serde(flatten)]
     pub metrics: Metrics,
     pub counts: Counts,
+    /// With `--fault-cell-columns`: alerts opened on a located fault and
+    /// how many name a cell within one of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localisation: Option<Localisation>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -194,6 +212,9 @@ pub struct Report {
     #[serde(flatten)]
     pub metrics: Metrics,
     pub counts: Counts,
+    /// Pooled over all files (with `--fault-cell-columns`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localisation: Option<Localisation>,
     pub files: Vec<FileReport>,
 }
 
@@ -216,6 +237,7 @@ pub fn evaluate(
     let opts = CsvOptions {
         ignore_columns: (e.csv.ignore_columns.iter().cloned())
             .chain(e.changepoint_column.clone())
+            .chain(e.fault_cell_columns.iter().flatten().cloned())
             .collect(),
         ..e.csv.clone()
     };
@@ -234,12 +256,7 @@ pub fn evaluate(
             let mut shared = fit_for_scoring(&data, cfg, e.precision, score_device, progress)?;
             (files.iter())
                 .map(|path| {
-                    let loaded = load_test(
-                        path,
-                        &opts,
-                        e.changepoint_column.as_deref(),
-                        e.csv.time_column.as_deref(),
-                    )?;
+                    let loaded = load_test(path, &opts, e)?;
                     score_file(e, path, loaded, &mut shared, 0, progress)
                 })
                 .collect::<Result<_, _>>()?
@@ -260,6 +277,7 @@ pub fn evaluate(
 
     let mut reports = Vec::new();
     let mut pooled = Counts::default();
+    let mut localisation: Option<Localisation> = None;
     let mut time_unit = None;
     for s in scored {
         match time_unit {
@@ -272,6 +290,9 @@ pub fn evaluate(
             _ => {}
         }
         pooled.add(&s.report.counts);
+        if let Some(l) = &s.report.localisation {
+            localisation.get_or_insert_default().add(l);
+        }
         reports.push(s.report);
     }
     Ok(Report {
@@ -290,6 +311,7 @@ pub fn evaluate(
         config: cfg.clone(),
         metrics: pooled.metrics(),
         counts: pooled,
+        localisation,
         files: reports,
     })
 }
@@ -372,12 +394,7 @@ fn fit_and_score_file(
     score_device: Option<tch::Device>,
     progress: &mut dyn FnMut(EvalProgress<'_>),
 ) -> Result<Scored, OfflineError> {
-    let loaded = load_test(
-        path,
-        opts,
-        e.changepoint_column.as_deref(),
-        e.csv.time_column.as_deref(),
-    )?;
+    let loaded = load_test(path, opts, e)?;
     let (train_part, skip) = match &e.train {
         TrainOn::Rows(rows) => {
             let n = (rows.resolve(loaded.data.len()))
@@ -448,6 +465,10 @@ fn score_file(
         nab_width: e.nab_window,
         nab_position: e.nab_position,
     });
+    let localisation = match &loaded.fault_cells {
+        Some(cells) => Some(localise(fitted, &decisions, cells, skip)?),
+        None => None,
+    };
     let metrics = counts.metrics();
     progress(EvalProgress::Scored {
         file: path,
@@ -473,9 +494,36 @@ fn score_file(
             threshold: fitted.meta.strategy().nominal_threshold(),
             metrics,
             counts,
+            localisation,
         },
         unit,
     })
+}
+
+/// The localisation of the alerts opened after the first `skip` rows.
+fn localise(
+    fitted: &Model,
+    decisions: &[Decision],
+    fault_cells: &[Option<(usize, usize)>],
+    skip: usize,
+) -> Result<Localisation, OfflineError> {
+    if fitted.meta.grid_layout().is_none() {
+        return Err(OfflineError::Config(
+            "--fault-cell-columns needs a model whose alerts name grid cells: set [model] grid"
+                .into(),
+        ));
+    }
+    let pointed: Vec<Pointed> = (decisions.iter())
+        .filter(|d| d.start >= skip)
+        .filter_map(|d| {
+            d.opened_cell.map(|cell| Pointed {
+                start: d.start,
+                end: d.end,
+                cell,
+            })
+        })
+        .collect();
+    Ok(Localisation::of(&pointed, fault_cells))
 }
 
 /// Fits on `data` as `forewarn train` does ([`fit`]), with the window
@@ -564,12 +612,11 @@ fn load_training(paths: &[PathBuf], opts: &CsvOptions) -> Result<Dataset, Offlin
     Ok(d)
 }
 
-fn load_test(
-    path: &Path,
-    opts: &CsvOptions,
-    cp_column: Option<&str>,
-    time_column: Option<&str>,
-) -> Result<Loaded, OfflineError> {
+fn load_test(path: &Path, opts: &CsvOptions, e: &Evaluation) -> Result<Loaded, OfflineError> {
+    let (cp_column, time_column) = (
+        e.changepoint_column.as_deref(),
+        e.csv.time_column.as_deref(),
+    );
     let data = read_labelled(path, opts)?;
     let labels: Vec<bool> = (data.labels.iter().flatten()).map(|v| *v != 0).collect();
     let changepoints = match cp_column {
@@ -594,11 +641,52 @@ fn load_test(
         }
         _ => None,
     };
+    let fault_cells = match &e.fault_cell_columns {
+        Some(columns) => Some(read_fault_cells(path, opts, columns)?),
+        None => None,
+    };
     Ok(Loaded {
         data,
         labels,
         changepoints,
+        fault_cells,
     })
+}
+
+/// The fault cell of every row of `path`: `columns` (row, col) read as
+/// channels; a negative row or column is no fault.
+fn read_fault_cells(
+    path: &Path,
+    opts: &CsvOptions,
+    columns: &[String; 2],
+) -> Result<Vec<Option<(usize, usize)>>, OfflineError> {
+    let cell_opts = CsvOptions {
+        label_column: None,
+        ignore_columns: (opts.ignore_columns.iter())
+            .filter(|c| !columns.contains(c))
+            .cloned()
+            .chain(opts.label_column.clone())
+            .collect(),
+        ..opts.clone()
+    };
+    let d = read_any(path, &cell_opts)
+        .context(|| format!("reading fault cells of {}", path.display()))?;
+    let [r, c] = columns
+        .clone()
+        .map(|name| d.channels.iter().position(|n| *n == name).ok_or(name));
+    let (r, c) = match (r, c) {
+        (Ok(r), Ok(c)) => (r, c),
+        (Err(name), _) | (_, Err(name)) => {
+            return Err(OfflineError::Config(format!(
+                "{}: no column {name:?} (--fault-cell-columns)",
+                path.display()
+            )));
+        }
+    };
+    let n = d.n_channels();
+    Ok((d.rows.chunks_exact(n))
+        .map(|row| (row[r] >= 0.0 && row[c] >= 0.0).then(|| (row[r] as usize, row[c] as usize)))
+        .collect())
 }
 
 fn is_dat(path: &Path) -> bool {
@@ -721,6 +809,7 @@ mod tests {
                 ..CsvOptions::default()
             },
             changepoint_column: a.changepoint_column,
+            fault_cell_columns: None,
             train: match a.train_rows {
                 Some(rows) => TrainOn::Rows(rows),
                 None => TrainOn::Files(a.train),

@@ -112,6 +112,9 @@ pub struct Decision {
     pub threshold: f64,
     /// Whether the device's alert is open after this batch.
     pub open: bool,
+    /// `(row, col)` of the first cell named by the alert this batch
+    /// opened (with a grid).
+    pub opened_cell: Option<(usize, usize)>,
 }
 
 /// Every scored batch's decision when raw `rows` are replayed as one
@@ -126,24 +129,26 @@ where
     F::Error: Into<ModelError>,
 {
     let mut out = Vec::new();
-    replay(forecaster, cfg, &[rows], |_, _, event| {
-        if let EngineEvent::Scored {
+    // The engine announces an alert before the batch's score.
+    let mut opened_cell = None;
+    replay(forecaster, cfg, &[rows], |_, _, event| match event {
+        EngineEvent::Opened(a) => opened_cell = a.cells.first().map(|c| (c.row, c.col)),
+        EngineEvent::Scored {
             start_ts,
             end_ts,
             score,
             threshold,
             alert_open,
             ..
-        } = event
-        {
-            out.push(Decision {
-                start: start_ts as usize,
-                end: end_ts as usize,
-                score,
-                threshold,
-                open: alert_open,
-            });
-        }
+        } => out.push(Decision {
+            start: start_ts as usize,
+            end: end_ts as usize,
+            score,
+            threshold,
+            open: alert_open,
+            opened_cell: opened_cell.take(),
+        }),
+        _ => {}
     })?;
     Ok(out)
 }

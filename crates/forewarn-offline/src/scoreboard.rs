@@ -200,6 +200,7 @@ impl SetSpec {
                 ..CsvOptions::default()
             },
             changepoint_column: None,
+            fault_cell_columns: None,
             train,
             config: {
                 let mut config = config.clone();

@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use forewarn_data::{CsvOptions, Separator};
-use forewarn_eval::WindowPosition;
+use forewarn_eval::{WindowPosition, parse_window_width};
 use forewarn_offline::evaluate::EvalProgress;
 use forewarn_offline::files::write_json;
 use forewarn_offline::{Evaluation, ModelConfig, TrainOn, TrainRows, evaluate};
@@ -40,6 +40,11 @@ pub struct EvaluateArgs {
     /// Columns that are neither channels nor time/label.
     #[arg(long, value_delimiter = ',')]
     ignore_columns: Vec<String>,
+    /// ROW,COL: columns giving the grid cell of the fault at each row (-1:
+    /// none; not channels), as `simulate --grid` writes them: the report
+    /// then says how many alerts name a cell within one of the fault.
+    #[arg(long, value_parser = forewarn_offline::evaluate::parse_cell_columns)]
+    fault_cell_columns: Option<[String; 2]>,
     /// Context channels: globs over column names (`'cmd*,*_sp'`): setpoints,
     /// commands, modes the model reads as inputs but never forecasts,
     /// scores, names in an alert or alarms on (model.toml's `[model]
@@ -123,13 +128,16 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             ..CsvOptions::default()
         },
         changepoint_column: a.changepoint_column,
+        fault_cell_columns: a.fault_cell_columns,
         train: match (a.train_rows, a.train_dir) {
             (Some(rows), _) => TrainOn::Rows(rows),
             (None, Some(dir)) => TrainOn::Paired(dir),
             (None, None) => TrainOn::Files(a.train),
         },
         config,
-        nab_window: a.nab_window.as_deref().map(parse_width).transpose()?,
+        nab_window: (a.nab_window.as_deref().map(parse_window_width))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         nab_position: match a.nab_window_position {
             PositionArg::Right => WindowPosition::Right,
             PositionArg::Centered => WindowPosition::Centered,
@@ -162,6 +170,9 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         report.time_unit,
         a.report.display()
     );
+    if let Some(l) = report.localisation {
+        println!("localisation: {l}");
+    }
     Ok(())
 }
 
@@ -207,19 +218,6 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.3}"))
 }
 
-/// "60s", "5m", "1h 30m" (humantime) in seconds; a bare number as is.
-fn parse_width(s: &str) -> anyhow::Result<f64> {
-    if let Ok(v) = s.trim().parse::<f64>()
-        && v.is_finite()
-        && v >= 0.0
-    {
-        return Ok(v);
-    }
-    let d = humantime::parse_duration(s.trim())
-        .with_context(|| format!("--nab-window {s:?}: expected e.g. 60s, 5m or a number"))?;
-    Ok(d.as_secs_f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,9 +258,8 @@ mod tests {
             parse(&["--train", "n.csv"]).unwrap().train,
             vec![PathBuf::from("n.csv")]
         );
-        assert_eq!(parse_width("60s").unwrap(), 60.0);
-        assert_eq!(parse_width("20").unwrap(), 20.0);
-        assert_eq!(parse_width("1h 30m").unwrap(), 5400.0);
-        assert!(parse_width("soon").is_err());
+        let cells = parse(&["--train-rows", "9", "--fault-cell-columns", "r,c"]).unwrap();
+        assert_eq!(cells.fault_cell_columns, Some(["r".into(), "c".into()]));
+        assert!(parse(&["--train-rows", "9", "--fault-cell-columns", "r"]).is_err());
     }
 }
