@@ -22,8 +22,9 @@ pub(crate) struct Built {
     pub(crate) network: Network,
     pub(crate) shape: Shape,
     pub(crate) flops: Flops,
-    /// What `flops.lstm` and `flops.head` are, for the model line.
-    pub(crate) flops_parts: [&'static str; 2],
+    /// What `flops.lstm` and `flops.head` are, and how the head runs, for
+    /// the model line.
+    pub(crate) flops_parts: [&'static str; 3],
     /// One line: the kind and its shape.
     pub(crate) describe: String,
     /// `[m, k, n]` of the model's own GEMM at `max_batch` devices, and its
@@ -58,7 +59,7 @@ pub(crate) fn build(args: &BenchArgs, device: Device) -> anyhow::Result<Built> {
                     state_len: spec.state_len(),
                 },
                 flops: flops_per_reading(&spec, args.highway),
-                flops_parts: ["LSTM", "head and highway per batch / horizon"],
+                flops_parts: ["LSTM", "head and highway", " per batch / horizon"],
                 describe: format!(
                     "LSTM channels={} hidden={} layers={} horizon={} highway={:?}",
                     spec.channels, spec.hidden, spec.layers, spec.horizon, args.highway
@@ -94,7 +95,7 @@ pub(crate) fn build(args: &BenchArgs, device: Device) -> anyhow::Result<Built> {
                     state_len: spec.state_len(),
                 },
                 flops: convlstm_flops_per_reading(&spec),
-                flops_parts: ["gate convs", "1x1 head conv"],
+                flops_parts: ["gate convs", "1x1 head conv", " on every frame"],
                 describe: format!(
                     "convlstm grid={}x{} (channels={cells}) kernel={} filters={} layers={} horizon={} (no highway)",
                     g.rows, g.cols, g.kernel, g.filters, spec.layers, spec.horizon

@@ -45,7 +45,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let built = build(&args, device)?;
     let (spec, flops) = (built.shape, built.flops);
     say(format!(
-        "model: random-init {} precision={} on {}; {:.0} FLOPs per reading ({} {:.0} + {} {:.0})",
+        "model: random-init {} precision={} on {}; {:.0} FLOPs per reading ({} {:.0} + {} {:.0}{})",
         built.describe,
         args.precision,
         forewarn_model::describe_device(device),
@@ -53,7 +53,8 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         built.flops_parts[0],
         flops.lstm,
         built.flops_parts[1],
-        flops.head
+        flops.head,
+        built.flops_parts[2]
     ));
 
     // 1. Roofline: the GEMM rate in the precision the LSTM runs in (the
