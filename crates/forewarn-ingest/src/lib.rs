@@ -45,6 +45,8 @@ mod error;
 mod messages;
 mod persist;
 mod services;
+#[cfg(test)]
+mod test_alerts;
 
 use std::fmt::Display;
 use std::sync::Arc;

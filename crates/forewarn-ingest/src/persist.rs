@@ -393,30 +393,11 @@ fn store_offsets(cfg: &IngestConfig, consumer: &PipelineConsumer, offsets: &[(i3
 
 #[cfg(test)]
 mod tests {
-    use forewarn_core::{Alert, AlertState, Severity};
-
     use super::*;
 
     #[test]
     fn each_change_is_announced_as_its_kind_and_only_openings_and_resolutions_count_in_delays() {
-        let a = Alert {
-            id: "a".into(),
-            device: "d".into(),
-            model: "m".into(),
-            model_version: "v".into(),
-            state: AlertState::Open,
-            severity: Severity::Warning,
-            opened_at: 10,
-            resolved_at: None,
-            score: 1.0,
-            peak_score: 1.0,
-            threshold: 0.5,
-            contributors: vec![],
-            window_start: 0,
-            window_end: 10,
-            diagnosis: None,
-            cells: vec![],
-        };
+        let a = crate::test_alerts::open_alert("a", 10);
         // (change, bus event kind, counted in alert delays)
         let cases = [
             (AlertChange::Opened(a.clone()), AlertEventKind::Opened, true),

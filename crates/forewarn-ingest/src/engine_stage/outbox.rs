@@ -92,30 +92,15 @@ pub(super) fn checkpoint_now(
 
 #[cfg(test)]
 mod tests {
-    use forewarn_core::{Alert, AlertState, Severity};
     use forewarn_store::AlertChange;
 
     use super::*;
 
     fn change(opened_at: i64) -> AlertChange {
-        AlertChange::Opened(Alert {
-            id: format!("a{opened_at}"),
-            device: "d".into(),
-            model: "m".into(),
-            model_version: "v".into(),
-            state: AlertState::Open,
-            severity: Severity::Warning,
+        AlertChange::Opened(crate::test_alerts::open_alert(
+            &format!("a{opened_at}"),
             opened_at,
-            resolved_at: None,
-            score: 1.0,
-            peak_score: 1.0,
-            threshold: 0.5,
-            contributors: vec![],
-            window_start: 0,
-            window_end: opened_at,
-            diagnosis: None,
-            cells: vec![],
-        })
+        ))
     }
 
     fn outcome(changes: &[i64], offsets: &[(i32, i64)]) -> Processed {

@@ -87,7 +87,6 @@ mod tests {
     use std::time::Duration;
 
     use forewarn_core::reading::RejectReason;
-    use forewarn_core::{Alert, AlertState, Severity};
     use forewarn_store::AlertChange;
 
     use super::Step::*;
@@ -117,24 +116,7 @@ mod tests {
                 offset: 3,
             });
         }
-        let alert = Alert {
-            id: "a".into(),
-            device: "d".into(),
-            model: "m".into(),
-            model_version: "v".into(),
-            state: AlertState::Open,
-            severity: Severity::Warning,
-            opened_at: 10,
-            resolved_at: None,
-            score: 1.0,
-            peak_score: 1.0,
-            threshold: 0.5,
-            contributors: vec![],
-            window_start: 0,
-            window_end: 10,
-            diagnosis: None,
-            cells: vec![],
-        };
+        let alert = crate::test_alerts::open_alert("a", 10);
         if s.changes {
             p.changes.push(AlertChange::Opened(alert.clone()));
         }
