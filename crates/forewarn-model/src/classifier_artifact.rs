@@ -22,58 +22,52 @@ const MAX_HIDDEN: usize = 4096;
 const MAX_LAYERS: usize = 16;
 const MAX_WINDOW: usize = 100_000;
 
-/// `classifier.json`.
+/// `classifier.json`: the description it was saved with, and what saving
+/// added.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierMeta {
-    pub name: String,
+    #[serde(flatten)]
+    pub description: ClassifierDescription,
     /// `name-` and the first 12 hex digits of `weights_sha256`.
     pub version: String,
     /// `logistic` (fault or not) or `softmax` (which fault).
     pub head: String,
-    pub channels: Vec<String>,
-    /// In the order of the network's outputs.
-    pub classes: Vec<ClassName>,
-    pub window: usize,
-    pub hidden: usize,
-    pub layers: usize,
-    /// Fitted on the training data's normal rows: the windows a classifier
-    /// reads are scaled with it, not with the detector's.
-    pub scaler: Scaler,
     pub weights_sha256: String,
     pub forewarn_version: String,
 }
 
 impl ClassifierMeta {
     fn validate(&self) -> Result<(), String> {
-        let c = self.channels.len();
+        let d = &self.description;
+        let c = d.channels.len();
         if c == 0 {
             return Err("no channels".into());
         }
-        if self.scaler.center.len() != c || self.scaler.scale.len() != c {
+        if d.scaler.center.len() != c || d.scaler.scale.len() != c {
             return Err(format!("the scaler is not {c} channels wide"));
         }
         let want = match self.head.as_str() {
             "logistic" => 2,
-            "softmax" => self.classes.len(),
+            "softmax" => d.classes.len(),
             h => return Err(format!("head {h:?} is not logistic or softmax")),
         };
-        if self.classes.len() < 2 || self.classes.len() != want {
+        if d.classes.len() < 2 || d.classes.len() != want {
             return Err(format!(
                 "{} classes for a {} head",
-                self.classes.len(),
+                d.classes.len(),
                 self.head
             ));
         }
-        let mut labels: Vec<u8> = self.classes.iter().map(|c| c.class).collect();
+        let mut labels: Vec<u8> = d.classes.iter().map(|c| c.class).collect();
         labels.sort_unstable();
         labels.dedup();
-        if labels.len() != self.classes.len() {
+        if labels.len() != d.classes.len() {
             return Err("a class is listed twice".into());
         }
         for (what, v, max) in [
-            ("window", self.window, MAX_WINDOW),
-            ("hidden", self.hidden, MAX_HIDDEN),
-            ("layers", self.layers, MAX_LAYERS),
+            ("window", d.window, MAX_WINDOW),
+            ("hidden", d.hidden, MAX_HIDDEN),
+            ("layers", d.layers, MAX_LAYERS),
         ] {
             if v == 0 || v > max {
                 return Err(format!("{what} = {v} is outside 1..={max}"));
@@ -86,7 +80,7 @@ impl ClassifierMeta {
         match self.head.as_str() {
             "logistic" => Head::Logistic,
             _ => Head::Softmax {
-                classes: self.classes.len(),
+                classes: self.description.classes.len(),
             },
         }
     }
@@ -101,14 +95,17 @@ pub struct SavedClassifier {
 }
 
 /// What [`save_classifier`] needs besides the network.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierDescription {
     pub name: String,
     pub channels: Vec<String>,
+    /// In the order of the network's outputs.
     pub classes: Vec<ClassName>,
     pub window: usize,
     pub hidden: usize,
     pub layers: usize,
+    /// Fitted on the training data's normal rows: the windows a classifier
+    /// reads are scaled with it, not with the detector's.
     pub scaler: Scaler,
 }
 
@@ -129,14 +126,8 @@ pub fn save_classifier(
     };
     let meta = ClassifierMeta {
         version: crate::ModelMeta::version_for(&d.name, &sha),
-        name: d.name,
+        description: d,
         head: head.into(),
-        channels: d.channels,
-        classes: d.classes,
-        window: d.window,
-        hidden: d.hidden,
-        layers: d.layers,
-        scaler: d.scaler,
         weights_sha256: sha,
         forewarn_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -161,13 +152,13 @@ pub fn load_classifier(dir: &Path, device: Device) -> Result<SavedClassifier, Mo
     meta.validate()
         .map_err(|m| ModelError::artifact(&meta_path, m))?;
     let cfg = ClassifierConfig {
-        hidden: meta.hidden,
-        layers: meta.layers,
-        window: meta.window,
+        hidden: meta.description.hidden,
+        layers: meta.description.layers,
+        window: meta.description.window,
         device,
         ..ClassifierConfig::default()
     };
-    let network = LstmClassifier::new(meta.channels.len(), meta.head_spec(), &cfg);
+    let network = LstmClassifier::new(meta.description.channels.len(), meta.head_spec(), &cfg);
     if !weights_path.is_file() {
         return Err(ModelError::artifact(
             &weights_path,
@@ -196,23 +187,26 @@ impl SavedClassifier {
 
 impl FaultClassifier for SavedClassifier {
     fn name(&self) -> &str {
-        &self.meta.name
+        &self.meta.description.name
     }
     fn version(&self) -> &str {
         &self.meta.version
     }
     fn classes(&self) -> &[ClassName] {
-        &self.meta.classes
+        &self.meta.description.classes
     }
     fn channels(&self) -> &[String] {
-        &self.meta.channels
+        &self.meta.description.channels
     }
     fn window(&self) -> usize {
-        self.meta.window
+        self.meta.description.window
     }
 
     fn probabilities(&mut self, windows: &[f32], count: usize) -> Result<Vec<f32>, String> {
-        let (w, c) = (self.meta.window, self.meta.channels.len());
+        let (w, c) = (
+            self.meta.description.window,
+            self.meta.description.channels.len(),
+        );
         if windows.len() != count * w * c {
             return Err(format!(
                 "{} values for {count} windows of {w} x {c}",
@@ -222,7 +216,7 @@ impl FaultClassifier for SavedClassifier {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let scaled = self.meta.scaler.transformed(windows);
+        let scaled = self.meta.description.scaler.transformed(windows);
         let x = Tensor::from_slice(&scaled)
             .view([count as i64, w as i64, c as i64])
             .to_device(self.device);

@@ -518,9 +518,10 @@ mod tests {
         let c = forewarn_model::load_classifier(&dir.path().join("clf"), tch::Device::Cpu).unwrap();
         assert_eq!(c.meta().version, saved);
         assert!(saved.starts_with("test-faults-"), "{saved}");
-        let names: Vec<&str> = c.meta().classes.iter().map(|c| c.name.as_str()).collect();
+        let d = &c.meta().description;
+        let names: Vec<&str> = d.classes.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["normal", "class 1", "class 2"]);
-        assert_eq!((c.meta().window, c.meta().channels.len()), (10, 2));
+        assert_eq!((d.window, d.channels.len()), (10, 2));
 
         run(args(dir.path(), Some(HeadKind::Logistic), &[0, 1, 2])).unwrap();
         let r = read(dir.path());

@@ -272,8 +272,9 @@ impl InternalEvent for AlertResolved<'_> {
     }
 }
 
-/// An open alert's diagnosis changed: its most probable fault classes
-/// changed order.
+/// An open alert's diagnosis changed enough to announce: its top classes
+/// changed order, or its top probability moved by the tracker's minimum
+/// change (`DiagnosisTracker::MIN_CHANGE`).
 #[derive(Debug, Clone, Copy)]
 pub struct AlertDiagnosed<'a> {
     pub alert: &'a Alert,

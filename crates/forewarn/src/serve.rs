@@ -52,8 +52,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let c = forewarn_model::load_classifier_for(path, &model.meta, device)
                 .context("loading the fault classifier (model.diagnosis)")?;
             tracing::info!(
-                classifier = %c.meta().version, classes = c.meta().classes.len(),
-                window = c.meta().window, "fault classifier loaded: open alerts get a diagnosis"
+                classifier = %c.meta().version, classes = c.meta().description.classes.len(),
+                window = c.meta().description.window, "fault classifier loaded: open alerts get a diagnosis"
             );
             Some(c)
         }
