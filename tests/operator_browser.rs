@@ -138,6 +138,43 @@ impl Cdp {
     }
 }
 
+/// Headless chromium (its profile and log under `dir`) on the console at
+/// `api`, once its live stream has connected: the browser process and a
+/// DevTools client on the page.
+async fn open_console(chromium: &Path, dir: &Path, api: &str) -> anyhow::Result<(Proc, Cdp)> {
+    let cdp_port = free_port();
+    let profile = dir.join("chromium-profile");
+    std::fs::create_dir_all(&profile)?;
+    let browser = spawn_logged(
+        "chromium",
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1400,900",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--remote-debugging-port={cdp_port}"))
+            .arg(format!("{api}/")),
+        dir,
+    )?;
+    let mut cdp = Cdp::connect(cdp_port).await?;
+    cdp.wait_for(
+        "the live stream to connect",
+        "document.getElementById('conn')?.className === 'live'",
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok((browser, cdp))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_shows_live_alerts_charts_scores_and_acknowledges() -> anyhow::Result<()> {
     let chromium = chromium()?;
@@ -159,36 +196,7 @@ async fn console_shows_live_alerts_charts_scores_and_acknowledges() -> anyhow::R
     serve.wait_ready(Duration::from_secs(60)).await?;
 
     // The page first, with nothing to show yet.
-    let cdp_port = free_port();
-    let profile = dir.path().join("chromium-profile");
-    std::fs::create_dir_all(&profile)?;
-    let _browser = spawn_logged(
-        "chromium",
-        Command::new(&chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1400,900",
-                "--hide-scrollbars",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--remote-debugging-port={cdp_port}"))
-            .arg(format!("{}/", serve.api)),
-        dir.path(),
-    )?;
-    let mut cdp = Cdp::connect(cdp_port).await?;
-    cdp.wait_for(
-        "the live stream to connect",
-        "document.getElementById('conn')?.className === 'live'",
-        Duration::from_secs(30),
-    )
-    .await?;
+    let (_browser, mut cdp) = open_console(&chromium, dir.path(), &serve.api).await?;
     assert_eq!(
         cdp.eval("document.querySelectorAll('tr[data-alert-id]').length")
             .await?,
@@ -306,6 +314,202 @@ async fn console_shows_live_alerts_charts_scores_and_acknowledges() -> anyhow::R
     cdp.screenshot(&shot).await?;
     let len = std::fs::metadata(&shot)?.len();
     assert!(len > 10_000, "screenshot {} is {len} bytes", shot.display());
+    eprintln!("screenshot: {}", shot.display());
+    Ok(())
+}
+
+/// Issue 17: the console shows the error map of the open alert as a small
+/// heat map. A forecaster with `[model] grid` (its alerts name cells) is
+/// served; a simulated plate is published up to inside its hot-spot fault,
+/// and no further once an alert is open, so the alert stays open on the
+/// page. Selected, the alert's row draws the grid's rows x cols cells,
+/// hottest where the API's top cell is. A screenshot is saved to
+/// target/test-artifacts/operator_console_heatmap.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_draws_the_open_alerts_error_map_on_the_grid() -> anyhow::Result<()> {
+    const DEVICE: &str = "plate-0000";
+    let chromium = chromium()?;
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(dir.path())?;
+    let (rows, cols) = PLATE_GRID;
+    let plates = simulate_plates(dir.path(), 1500, 3)?;
+    let model = train_plate_forecaster(dir.path(), &plates.train)?;
+    let serve = Serve::start("serve", &broker.bootstrap(), &model, dir.path(), "")?;
+    serve.wait_ready(Duration::from_secs(60)).await?;
+    let (_, models) = serve.get_json("/api/v1/models").await?;
+    let grid = &models["models"][0]["grid"];
+    assert_eq!(
+        (&grid["rows"], &grid["cols"]),
+        (&rows.into(), &cols.into()),
+        "{models}"
+    );
+
+    // The page first: nothing selected, so no heat map.
+    let (_browser, mut cdp) = open_console(&chromium, dir.path(), &serve.api).await?;
+    assert_eq!(
+        cdp.eval("document.getElementById('heatmap').hidden")
+            .await?,
+        json!(true)
+    );
+
+    // The plate up to the fault, then the fault in pieces until an alert is
+    // open; never past the fault's end, so nothing resolves it.
+    let test = PlateRows::read(&plates.test)?;
+    let (_, fault_start, fault_end) = test.fault().expect("the test half carries a fault");
+    let messages = test.messages(DEVICE);
+    let (before, rest): (Vec<_>, Vec<_>) = test
+        .rows
+        .iter()
+        .zip(messages)
+        .filter(|(r, _)| r.ts <= fault_end)
+        .partition(|(r, _)| r.ts < fault_start);
+    let producer = broker.producer();
+    let mut sent = 0;
+    let mut open = None;
+    for piece in std::iter::once(&before[..]).chain(rest.chunks(20)) {
+        let piece: Vec<_> = piece.iter().map(|(_, m)| m.clone()).collect();
+        produce(&producer, "forewarn.readings", &piece).await?;
+        sent += piece.len();
+        eventually("the readings consumed", Duration::from_secs(60), || async {
+            Ok(
+                (serve.metric("forewarn_readings_accepted_total").await? == Some(sent as f64))
+                    .then_some(()),
+            )
+        })
+        .await?;
+        let (_, page) = serve
+            .get_json(&format!("/api/v1/alerts?state=open&device={DEVICE}"))
+            .await?;
+        open = page["alerts"].as_array().and_then(|a| a.first()).cloned();
+        if open.is_some() {
+            break;
+        }
+    }
+    let alert = match open {
+        Some(a) => a,
+        // The last piece's alert may reach the store a moment later.
+        None => {
+            eventually(
+                "an open alert by the fault's end",
+                Duration::from_secs(20),
+                || async {
+                    let (_, page) = serve
+                        .get_json(&format!("/api/v1/alerts?state=open&device={DEVICE}"))
+                        .await?;
+                    Ok(page["alerts"].as_array().and_then(|a| a.first()).cloned())
+                },
+            )
+            .await?
+        }
+    };
+    let id = alert["id"].as_str().unwrap().to_owned();
+    let top = &alert["cells"][0];
+    let (top_row, top_col) = (
+        top["row"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no cells: {alert}")),
+        top["col"].as_u64().unwrap(),
+    );
+    eprintln!(
+        "{sent} readings published; alert open since {}, top cell ({top_row}, {top_col}): {}",
+        alert["opened_at"], alert["cells"]
+    );
+
+    // Its row, selected: the heat map of the alert's cells.
+    cdp.wait_for(
+        "the alert row",
+        &format!("!!document.querySelector('tr[data-alert-id=\"{id}\"]')"),
+        Duration::from_secs(60),
+    )
+    .await?;
+    cdp.eval(&format!(
+        "document.querySelector('tr[data-alert-id=\"{id}\"]').click(), true"
+    ))
+    .await?;
+    let shown = cdp
+        .wait_for(
+            "the heat map of the open alert",
+            &format!(
+                "(() => {{ const h = document.getElementById('heatmap'); \
+                  const r = document.querySelector('tr[data-alert-id=\"{id}\"]'); \
+                  return !h.hidden && h.dataset.source === 'alert' && \
+                    r.classList.contains('selected') && \
+                    document.getElementById('device').textContent === '{DEVICE}' && \
+                    {{rows: Number(h.dataset.rows), cols: Number(h.dataset.cols), \
+                     top: [...r.querySelectorAll('.top-cell')].map(s => [Number(s.dataset.row), Number(s.dataset.col)]), \
+                     cells: [...h.querySelectorAll('.hm-cell')].map(d => {{ \
+                       const c = getComputedStyle(d).backgroundColor.match(/\\(([^)]*)\\)/)[1].split(','); \
+                       return {{row: Number(d.dataset.row), col: Number(d.dataset.col), \
+                               gap: d.dataset.gap === 'true', share: Number(d.dataset.share), \
+                               alpha: c.length === 4 ? Number(c[3]) : 1, \
+                               visible: d.getBoundingClientRect().width > 0}}; }})}}; }})()"
+            ),
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert_eq!(
+        (&shown["rows"], &shown["cols"]),
+        (&rows.into(), &cols.into()),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["top"],
+        json!([[top_row, top_col]]),
+        "the row names the top cell: {shown}"
+    );
+    let cells = shown["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), rows * cols, "{shown}");
+    let mut at: Vec<(u64, u64)> = cells
+        .iter()
+        .map(|c| (c["row"].as_u64().unwrap(), c["col"].as_u64().unwrap()))
+        .collect();
+    at.sort();
+    let every: Vec<(u64, u64)> = (0..rows as u64)
+        .flat_map(|r| (0..cols as u64).map(move |c| (r, c)))
+        .collect();
+    assert_eq!(at, every, "one cell per place on the grid: {shown}");
+    assert!(
+        cells
+            .iter()
+            .all(|c| c["gap"] == false && c["visible"] == true),
+        "every plate cell has a sensor and is drawn: {shown}"
+    );
+    // The hottest cell drawn: the one at full colour, the alert's top cell.
+    let alpha = |c: &Value| c["alpha"].as_f64().unwrap();
+    let hottest = cells.iter().map(alpha).fold(0.0, f64::max);
+    let at_hottest: Vec<(u64, u64)> = cells
+        .iter()
+        .filter(|c| alpha(c) == hottest)
+        .map(|c| (c["row"].as_u64().unwrap(), c["col"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(at_hottest, vec![(top_row, top_col)], "{shown}");
+    assert!((hottest - 1.0).abs() < 1e-9, "{shown}");
+    let drawn_share = cells
+        .iter()
+        .find(|c| (c["row"].as_u64(), c["col"].as_u64()) == (Some(top_row), Some(top_col)))
+        .and_then(|c| c["share"].as_f64())
+        .unwrap();
+    assert!(
+        (drawn_share - top["share"].as_f64().unwrap()).abs() < 1e-9,
+        "{shown} vs {alert}"
+    );
+    // Only cells the alert names are coloured.
+    let named: Vec<(u64, u64)> = alert["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["row"].as_u64().unwrap(), c["col"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        cells
+            .iter()
+            .filter(|c| alpha(c) > 0.0)
+            .all(|c| named.contains(&(c["row"].as_u64().unwrap(), c["col"].as_u64().unwrap()))),
+        "{shown} vs {alert}"
+    );
+
+    let shot = artifacts_dir().join("operator_console_heatmap.png");
+    cdp.screenshot(&shot).await?;
     eprintln!("screenshot: {}", shot.display());
     Ok(())
 }
