@@ -549,9 +549,6 @@ impl ModelMeta {
                 _ => Err("grid and layout go together".into()),
             };
         }
-        if let Some(why) = crate::convlstm::highway_refusal(self.highway) {
-            return Err(why);
-        }
         let spec = self.convlstm_spec()?;
         spec.validate()?;
         if self.hidden != spec.filters {
@@ -1670,7 +1667,10 @@ mod tests {
                 Box::new(|v| v["filters"] = 3.into()),
                 "hidden 2 differs from filters 3",
             ),
-            (Box::new(|v| v["highway"] = "cross".into()), "no highway"),
+            (
+                Box::new(|v| v["highway"] = "cross".into()),
+                "parameter highway.weight is missing",
+            ),
             (
                 Box::new(|v| v["kind"] = "forecaster".into()),
                 "settings of kind convlstm, not of kind forecaster",

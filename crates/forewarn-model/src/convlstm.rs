@@ -17,7 +17,12 @@
 //! Per-device state: every layer's `(h, c)` maps, packed as
 //! `[h_0 | c_0 | h_1 | c_1 | ...]`, each `filters x rows x cols`.
 //!
-//! No highway: the grid's neighbourhoods are the cross-channel path.
+//! An optional highway ([`Highway`], as the forecaster's): a linear map of
+//! the batch's last row, every channel including context, added to the
+//! forecast. The convolutions are the same at every cell and read context
+//! channels as uniform maps, so they cannot tell where on the plate a
+//! heater acts or what level a cell holds; the highway's per-cell weights
+//! can (fitted by least squares before training, as the forecaster's).
 
 use std::path::Path;
 
@@ -26,7 +31,7 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ModelError, TorchContext};
-use crate::highway::Highway;
+use crate::highway::{Highway, HighwayLayer};
 
 /// Largest kernel: beyond it a cell's gates see most of any real grid.
 pub const MAX_KERNEL: usize = 15;
@@ -213,16 +218,6 @@ pub fn resolve_layout(
     Ok(out)
 }
 
-/// Why a highway is refused for this kind, if it is.
-pub fn highway_refusal(h: Highway) -> Option<String> {
-    (h != Highway::None).then(|| {
-        format!(
-            "kind convlstm has no highway (its neighbourhoods are the cross-channel path); \
-             highway {h:?} is not supported, use none"
-        )
-    })
-}
-
 /// Every layer's `(h, c)`, each `[B, filters, rows, cols]`.
 pub struct ConvLstmState(pub Vec<(Tensor, Tensor)>);
 
@@ -246,6 +241,8 @@ pub struct ConvLstm {
     gates: Vec<nn::Conv2D>,
     /// 1x1 conv from the last layer's `h` to the next `horizon` frames.
     head: nn::Conv2D,
+    highway: Highway,
+    highway_layer: Option<HighwayLayer>,
     monitored: Vec<usize>,
     /// Per input channel of the grid map, row-major: the input read at
     /// each cell (0 at gaps, zeroed by `cell_mask`).
@@ -265,8 +262,19 @@ impl std::fmt::Debug for ConvLstm {
 }
 
 impl ConvLstm {
-    /// A freshly initialised network of `spec` on `device`.
+    /// A freshly initialised network of `spec` on `device`, without a
+    /// highway.
     pub fn new(spec: ConvLstmSpec, device: Device) -> Result<Self, ModelError> {
+        Self::with_highway(spec, Highway::None, device)
+    }
+
+    /// A freshly initialised network with `highway` (its weights start at
+    /// zero).
+    pub fn with_highway(
+        spec: ConvLstmSpec,
+        highway: Highway,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         spec.validate()
             .map_err(|m| ModelError::Config(format!("convlstm: {m}")))?;
         let vs = nn::VarStore::new(device);
@@ -292,6 +300,14 @@ impl ConvLstm {
             Default::default(),
         );
         let monitored = spec.monitored();
+        let highway_layer = HighwayLayer::new(
+            &root,
+            highway,
+            spec.horizon,
+            &monitored,
+            spec.channels,
+            device,
+        )?;
         let index = |v: Vec<i64>| {
             Tensor::f_from_slice(&v)
                 .and_then(|t| t.f_to_device(device))
@@ -319,6 +335,8 @@ impl ConvLstm {
             vs,
             gates,
             head,
+            highway,
+            highway_layer,
             monitored,
             cell_src,
             cell_mask,
@@ -327,10 +345,16 @@ impl ConvLstm {
         })
     }
 
-    /// A network of `spec` with the weights in the safetensors file
-    /// `path`, checked against it first (names, dtypes, shapes, finite).
-    pub fn load(spec: ConvLstmSpec, path: &Path, device: Device) -> Result<Self, ModelError> {
-        let model = Self::new(spec, device)?;
+    /// A network of `spec` and `highway` with the weights in the
+    /// safetensors file `path`, checked against it first (names, dtypes,
+    /// shapes, finite).
+    pub fn load(
+        spec: ConvLstmSpec,
+        highway: Highway,
+        path: &Path,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        let model = Self::with_highway(spec, highway, device)?;
         crate::weights::load_into(&model.vs, path)?;
         Ok(model)
     }
@@ -340,7 +364,13 @@ impl ConvLstm {
     }
 
     pub fn highway(&self) -> Highway {
-        Highway::None
+        self.highway
+    }
+
+    /// Sets the highway's weights (`[H*M, C]` row-major; masked entries
+    /// zero): training starts from a least-squares fit.
+    pub(crate) fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
+        crate::highway::set_weight(self.highway_layer.as_ref(), w)
     }
 
     /// Positions of the forecast (monitored) channels among the inputs.
@@ -420,6 +450,7 @@ impl ConvLstm {
             .f_index_select(2, &self.out_cells)
             .and_then(|y| y.f_reshape([b, t, -1]))
             .ctx("reading the forecast at the channels' cells")?;
+        let y = crate::highway::add(self.highway_layer.as_ref(), y, x)?;
         Ok((y, ConvLstmState(st)))
     }
 

@@ -573,7 +573,6 @@ pub(crate) mod tests {
                 epochs: 2,
                 highway: match kind {
                     ModelKind::Autoencoder => Highway::Cross,
-                    ModelKind::ConvLstm => Highway::None,
                     _ => Highway::Full,
                 },
                 context: vec!["cmd".into()],
@@ -621,11 +620,7 @@ pub(crate) mod tests {
             labels: None,
             source: "univariate".into(),
         };
-        // convlstm refuses every highway setting but none.
-        for kind in ModelKind::ALL
-            .into_iter()
-            .filter(|k| *k != ModelKind::ConvLstm)
-        {
+        for kind in ModelKind::ALL {
             let s = TrainSettings {
                 kind,
                 hidden: 4,

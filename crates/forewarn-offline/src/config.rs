@@ -66,7 +66,9 @@ pub struct ModelSection {
     /// (`autoencoder`: `cross` only, `full` would learn the identity).
     /// Unset: `full` for the forecaster (the best scoreboard mean over four
     /// seeds, docs/ACCURACY.md; `forewarn train --highway` defaults to it
-    /// too), `none` for the other kinds; [`ModelConfig::load`] resolves
+    /// too) and for `convlstm` (its convolutions cannot place a heater or
+    /// hold a cell's level; docs/ACCURACY.md, the plates), `none` for the
+    /// other kinds; [`ModelConfig::load`] resolves
     /// it, so reports show the value used. A stored model keeps the
     /// highway it was trained with.
     pub highway: Option<Highway>,
@@ -346,8 +348,8 @@ impl ModelSection {
     /// The highway this section asks for (see [`ModelSection::highway`]).
     pub fn highway(&self) -> Highway {
         self.highway.unwrap_or(match self.kind {
-            ModelKind::Forecaster => Highway::Full,
-            ModelKind::PerVariable | ModelKind::Autoencoder | ModelKind::ConvLstm => Highway::None,
+            ModelKind::Forecaster | ModelKind::ConvLstm => Highway::Full,
+            ModelKind::PerVariable | ModelKind::Autoencoder => Highway::None,
         })
     }
 

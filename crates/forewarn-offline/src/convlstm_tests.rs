@@ -232,7 +232,6 @@ fn grid_keys_are_validated_by_name() {
             "kind = \"convlstm\"\nfilters = 0",
             "filters must be at least 1",
         ),
-        ("kind = \"convlstm\"\nhighway = \"cross\"", "no highway"),
     ] {
         let cfg: ModelConfig = toml::from_str(&format!("[model]\n{toml}\n")).unwrap();
         let e = cfg.resolved().unwrap_err().to_string();

@@ -85,11 +85,11 @@ pub struct TrainArgs {
     encoder_hidden: usize,
     /// Linear highway added to the network's output: none, full (every
     /// channel from every channel of the current row) or cross (each
-    /// channel from the others; a single channel gets none). forecaster
-    /// and per_variable: added to the forecast of the next batch;
+    /// channel from the others; a single channel gets none). forecaster,
+    /// per_variable and convlstm: added to the forecast of the next batch;
     /// autoencoder: to each row's reconstruction from the same row, cross
-    /// only. Default: `forewarn evaluate`'s, full for the forecaster
-    /// (docs/ACCURACY.md), none for the other kinds. The gaussian
+    /// only. Default: `forewarn evaluate`'s, full for the forecaster and
+    /// convlstm (docs/ACCURACY.md), none for the other kinds. The gaussian
     /// threshold's margin is 2.0 with a highway, 1.5 without. With
     /// --config: model.toml's `[model] highway`.
     #[arg(long, value_enum)]
@@ -287,7 +287,7 @@ mod tests {
         .resolved()
         .unwrap();
         assert_eq!(g.model.kind, ModelKind::ConvLstm);
-        assert_eq!(g.model.highway, Some(forewarn_model::Highway::None));
+        assert_eq!(g.model.highway, Some(forewarn_model::Highway::Full));
         assert_eq!(g.model.grid, Some([2, 3]));
         assert_eq!(g.model.layout, ["a", "", "b", "c", "d", "e"]);
         assert_eq!((g.model.kernel, g.model.filters), (5, 6));
@@ -296,10 +296,6 @@ mod tests {
             (
                 &["--kind", "convlstm", "--kernel", "4"],
                 Some("kernel must be odd"),
-            ),
-            (
-                &["--kind", "convlstm", "--highway", "full"],
-                Some("no highway"),
             ),
             (
                 &["--grid", "1x2", "--layout", "a"],
@@ -441,11 +437,9 @@ mod tests {
             "--device",
             "cpu",
         ];
-        // convlstm has no highway.
         for (kind, highway) in ModelKind::ALL
             .into_iter()
             .flat_map(|k| [(k, "none"), (k, "cross")])
-            .filter(|&(k, h)| k != ModelKind::ConvLstm || h == "none")
         {
             // The fitted model, saved and loaded: the same decisions.
             let kind_highway = format!("{kind}-{highway}");

@@ -107,6 +107,7 @@ impl Network {
             ModelKind::ConvLstm => Self::ConvLstm(ConvLstm::load(
                 meta.convlstm_spec()
                     .map_err(|m| ModelError::Config(format!("convlstm: {m}")))?,
+                meta.highway,
                 path,
                 device,
             )?),

@@ -80,12 +80,6 @@ fn spec_sizes_and_context() {
         let e = bad.validate().unwrap_err();
         assert!(e.contains(want), "want {want:?} in {e}");
     }
-    assert!(highway_refusal(Highway::None).is_none());
-    assert!(
-        highway_refusal(Highway::Cross)
-            .unwrap()
-            .contains("no highway")
-    );
 }
 
 /// Stepping batch by batch with packed state equals the whole sequence at
@@ -157,6 +151,58 @@ fn stepping_with_packed_state_equals_the_full_sequence() {
         ..both
     };
     assert!(m.step(&mut wrong).is_err());
+}
+
+/// The highway adds a linear map of the batch's last row to the forecast,
+/// in the forecast's order (horizon-major, monitored channels in input
+/// order): with the convolutions' head silenced and the highway set to
+/// the identity on the monitored channels, the forecast is the last row
+/// (persistence), and a stepped batch agrees.
+#[test]
+fn the_highway_maps_the_last_row_in_the_forecasts_order() {
+    crate::test_init();
+    let spec = small_spec();
+    let mut m = ConvLstm::with_highway(spec.clone(), Highway::Full, Device::Cpu).unwrap();
+    assert_eq!(m.highway(), Highway::Full);
+    let (c, h, monitored) = (4, 2, spec.monitored());
+    let o = monitored.len();
+    let mut w = vec![0f32; h * o * c];
+    for k in 0..h {
+        for (j, &input) in monitored.iter().enumerate() {
+            w[(k * o + j) * c + input] = 1.0;
+        }
+    }
+    m.set_highway_weight(&w).unwrap();
+    tch::no_grad(|| {
+        for (name, mut v) in m.var_store().variables() {
+            if name.starts_with("head.") {
+                let _ = v.zero_();
+            }
+        }
+    });
+    let data = wave(h * c, 0.7);
+    let mut b = StepBatch {
+        n: 1,
+        horizon: h,
+        channels: c,
+        outputs: o,
+        state_len: spec.state_len(),
+        inputs: data.clone(),
+        states: vec![0.0; spec.state_len()],
+        predictions: vec![0.0; h * o],
+    };
+    m.step(&mut b).unwrap();
+    let last = &data[(h - 1) * c..];
+    let want: Vec<f32> = (0..h)
+        .flat_map(|_| monitored.iter().map(|&j| last[j]))
+        .collect();
+    for (a, w) in b.predictions.iter().zip(&want) {
+        assert!((a - w).abs() < 1e-6, "{:?} vs {want:?}", b.predictions);
+    }
+    // A network without a highway has none to set.
+    let plain = ConvLstm::new(spec, Device::Cpu).unwrap();
+    assert_eq!(plain.highway(), Highway::None);
+    assert!(plain.set_highway_weight(&w).is_err());
 }
 
 /// A gap reads 0 whatever the channel at its index holds, and the context

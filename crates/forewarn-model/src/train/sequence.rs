@@ -207,9 +207,6 @@ impl Trainable for ConvLstm {
         s: &TrainSettings,
         highway: Highway,
     ) -> Result<Self, ModelError> {
-        if let Some(why) = crate::convlstm::highway_refusal(highway) {
-            return Err(ModelError::Config(why));
-        }
         let [rows, cols] = s.grid.unwrap_or([1, monitored.len()]);
         let layout = s.grid_layout();
         let cells =
@@ -225,13 +222,13 @@ impl Trainable for ConvLstm {
             layers: s.layers,
             horizon: s.horizon,
         };
-        ConvLstm::new(spec, s.device)
+        ConvLstm::with_highway(spec, highway, s.device)
     }
     fn highway_targets(s: &TrainSettings) -> (usize, usize) {
         (s.horizon, 1)
     }
-    fn set_highway_weight(&self, _w: &[f32]) -> Result<(), ModelError> {
-        Err(ModelError::Config("kind convlstm has no highway".into()))
+    fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
+        ConvLstm::set_highway_weight(self, w)
     }
     fn var_store(&self) -> &nn::VarStore {
         ConvLstm::var_store(self)

@@ -118,17 +118,14 @@ impl TrainSettings {
         {
             return bad(why);
         }
-        if self.kind == ModelKind::ConvLstm {
-            if let Some(why) = crate::convlstm::highway_refusal(self.highway) {
-                return bad(why);
-            }
-            if self.kernel.is_multiple_of(2) || self.kernel > crate::convlstm::MAX_KERNEL {
-                return bad(format!(
-                    "kernel must be odd and at most {}, got {}",
-                    crate::convlstm::MAX_KERNEL,
-                    self.kernel
-                ));
-            }
+        if self.kind == ModelKind::ConvLstm
+            && (self.kernel.is_multiple_of(2) || self.kernel > crate::convlstm::MAX_KERNEL)
+        {
+            return bad(format!(
+                "kernel must be odd and at most {}, got {}",
+                crate::convlstm::MAX_KERNEL,
+                self.kernel
+            ));
         }
         Ok(())
     }
