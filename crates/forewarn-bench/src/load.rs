@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
-use forewarn_core::{DetectorConfig, EngineConfig, Scaler, Schema};
+use forewarn_core::{DetectorConfig, EngineConfig, GridLayout, Scaler, Schema};
 use forewarn_ingest::IngestConfig;
 
 use rdkafka::ClientContext;
@@ -82,6 +82,15 @@ impl Generator {
         Self::base(c) + Self::scale(c) * (slow + 0.1 * noise + spike)
     }
 
+    /// The first tick on which a device spikes (`None` without devices).
+    pub(crate) fn first_spike_tick(&self) -> Option<u64> {
+        (0..self.ids.len())
+            .step_by(SPIKE_DEVICE_EVERY)
+            .map(|d| (SPIKE_EVERY - 1 + SPIKE_EVERY - d as u64 % SPIKE_EVERY) % SPIKE_EVERY)
+            .min()
+            .map(|batch| batch * self.horizon)
+    }
+
     /// The array form of a reading message.
     pub(crate) fn encode(&self, buf: &mut String, d: usize, ts: i64, tick: u64) {
         buf.clear();
@@ -96,8 +105,22 @@ impl Generator {
     }
 }
 
-pub(crate) fn engine_config(args: &BenchArgs, sim: &Generator, state_len: usize) -> EngineConfig {
-    EngineConfig {
+/// The engine as serve runs the network: for convlstm with the grid a
+/// trained artifact carries (its channels row by row), so alerts name
+/// their cells and the device view carries every channel's share.
+pub(crate) fn engine_config(
+    args: &BenchArgs,
+    sim: &Generator,
+    state_len: usize,
+) -> anyhow::Result<EngineConfig> {
+    let grid = match args.grid_shape().map_err(anyhow::Error::msg)? {
+        Some(g) => Some(
+            GridLayout::row_major(g.rows, g.cols, sim.schema().channels())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    Ok(EngineConfig {
         schema: sim.schema(),
         monitored: EngineConfig::all_monitored(sim.schema().len()),
         scaler: sim.scaler(),
@@ -117,8 +140,8 @@ pub(crate) fn engine_config(args: &BenchArgs, sim: &Generator, state_len: usize)
         model: "bench".into(),
         model_version: "bench-random".into(),
         max_batch: args.max_batch,
-        grid: None,
-    }
+        grid,
+    })
 }
 
 pub(crate) fn ingest_config(args: &BenchArgs, prefix: &str) -> IngestConfig {
@@ -241,5 +264,62 @@ mod tests {
             .count();
         // 2 of 200 devices, one batch of 10 in 20.
         assert_eq!(spikes, 2 * 2000 / 20);
+    }
+
+    /// Table: devices, horizon -> the first tick any device spikes on,
+    /// checked against `spiking` tick by tick.
+    #[test]
+    fn the_first_spike_is_the_first_spiking_tick() {
+        for (devices, horizon, want) in [
+            (1, 10, Some(190)),
+            (1000, 10, Some(190)),
+            (300, 5, Some(95)),
+            (0, 10, None),
+        ] {
+            let g = Generator::new(devices, 8, horizon);
+            let scanned = (0..10_000).find(|&t| (0..devices).any(|d| g.spiking(d, t)));
+            assert_eq!(
+                (g.first_spike_tick(), scanned),
+                (want, want),
+                "{devices} {horizon}"
+            );
+        }
+    }
+
+    /// Table: flags -> the engine's grid (rows, cols, cells, the last
+    /// channel's cell), as serve runs a trained network of that kind.
+    #[test]
+    fn the_engine_has_the_grid_of_a_convlstm() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let cases = [
+            (&[][..], 8, None),
+            (
+                &["--kind", "convlstm", "--grid", "8x8"][..],
+                64,
+                Some((8, 8, 64, (7, 7))),
+            ),
+            (
+                &["--kind", "convlstm", "--grid", "2x3"][..],
+                6,
+                Some((2, 3, 6, (1, 2))),
+            ),
+        ];
+        for (flags, channels, want) in cases {
+            let args = Cli::parse_from(std::iter::once("bench").chain(flags.iter().copied())).bench;
+            let sim = Generator::new(4, channels, 10);
+            let cfg = engine_config(&args, &sim, 16).unwrap();
+            cfg.check_monitored().unwrap();
+            let last = format!("ch{}", channels - 1);
+            let got = cfg.grid.as_ref().map(|g| {
+                let s = g.slot(&last).unwrap();
+                (g.rows(), g.cols(), g.slots().len(), (s.row, s.col))
+            });
+            assert_eq!(got, want, "{flags:?}");
+        }
     }
 }

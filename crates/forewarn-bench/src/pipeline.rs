@@ -272,6 +272,23 @@ pub(crate) fn latency_run(
         &CancellationToken::new(),
     ))?;
     let devices = sim.ids.len();
+    // A tick's number sets only its values (its time is the wall clock), so
+    // the run starts one window and one batch before the first spike: a
+    // slow model, with few ticks in `secs`, still sees alerts open and
+    // resolve. Refused up front when even that does not fit.
+    let (window, horizon) = (engine.window as u64, engine.horizon as u64);
+    let spike = sim.first_spike_tick().context("latency run: no devices")?;
+    let first = spike.saturating_sub(window + horizon);
+    let need = spike + 2 * horizon - first;
+    let ticks = rate * secs as f64 / devices as f64;
+    if ticks < need as f64 {
+        bail!(
+            "latency run: {secs} s at {rate:.0} readings/s over {devices} devices is {ticks:.0} readings per \
+             device, and an alert needs {need} (a full window, then a spike and the batch after it): raise \
+             --latency-seconds to at least {:.0} or lower --devices",
+            (need as f64 * devices as f64 / rate).ceil() + 1.0
+        );
+    }
     let pipe = Pipeline::start(rt, cfg.clone(), engine, model, store)?;
 
     // Alerts read back as a dashboard would: every partition from the start.
@@ -305,7 +322,7 @@ pub(crate) fn latency_run(
     // the group join is not in the measurement.
     let mut last_ts = now_ms();
     for dev in 0..devices {
-        sim.encode(&mut buf, dev, last_ts, 0);
+        sim.encode(&mut buf, dev, last_ts, first);
         send(&p, &cfg.input_topic, &sim.ids[dev], &buf)?;
     }
     p.flush(Duration::from_secs(30))?;
@@ -330,7 +347,7 @@ pub(crate) fn latency_run(
         let ts = now_ms().max(last_ts + 1);
         last_ts = ts;
         for dev in 0..devices {
-            sim.encode(&mut buf, dev, ts, tick);
+            sim.encode(&mut buf, dev, ts, first + tick);
             send(&p, &cfg.input_topic, &sim.ids[dev], &buf)?;
         }
         p.poll(Duration::ZERO);

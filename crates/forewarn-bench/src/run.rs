@@ -85,7 +85,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         gemm.small
     ));
     let sim = Generator::new(args.devices, args.channels, args.horizon);
-    let engine_cfg = engine_config(&args, &sim, spec.state_len);
+    let engine_cfg = engine_config(&args, &sim, spec.state_len)?;
 
     // 2. Memory per device.
     let mem = measure_bytes_per_device(&engine_cfg, 50_000);
