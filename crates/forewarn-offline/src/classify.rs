@@ -121,7 +121,7 @@ pub fn classify(
         // A decision every batch, as the streaming detector makes them.
         stride: m.horizon,
         epochs: m.epochs,
-        learning_rate: m.learning_rate,
+        learning_rate: m.learning_rate(),
         batch_size: m.batch_windows,
         seed: m.seed,
         device: m.train_settings()?.device,

@@ -46,7 +46,10 @@ pub struct ModelSection {
     /// Truncated-BPTT length and warm-up before scoring.
     pub window: usize,
     pub epochs: usize,
-    pub learning_rate: f64,
+    /// Adam's step size. Unset: 5e-3, and 1e-3 for `convlstm` (at 5e-3 its
+    /// validation loss climbs after a few epochs and training stops early;
+    /// docs/ACCURACY.md, the plates); [`ModelConfig::load`] resolves it.
+    pub learning_rate: Option<f64>,
     /// forecaster, per_variable: contiguous streams trained side by side.
     pub batch_streams: usize,
     /// autoencoder, and the classifier heads of `forewarn classify`:
@@ -118,7 +121,7 @@ impl Default for ModelSection {
             horizon: 5,
             window: 50,
             epochs: 30,
-            learning_rate: 5e-3,
+            learning_rate: None,
             batch_streams: 16,
             batch_windows: 64,
             validation_fraction: 0.3,
@@ -345,6 +348,15 @@ impl DetectorSection {
 }
 
 impl ModelSection {
+    /// The learning rate this section asks for (see
+    /// [`ModelSection::learning_rate`]).
+    pub fn learning_rate(&self) -> f64 {
+        self.learning_rate.unwrap_or(match self.kind {
+            ModelKind::ConvLstm => 1e-3,
+            _ => 5e-3,
+        })
+    }
+
     /// The highway this section asks for (see [`ModelSection::highway`]).
     pub fn highway(&self) -> Highway {
         self.highway.unwrap_or(match self.kind {
@@ -364,7 +376,7 @@ impl ModelSection {
             horizon: self.horizon,
             window: self.window,
             epochs: self.epochs,
-            learning_rate: self.learning_rate,
+            learning_rate: self.learning_rate(),
             batch_streams: self.batch_streams,
             batch_windows: self.batch_windows,
             validation_fraction: self.validation_fraction,
@@ -430,12 +442,13 @@ impl ModelConfig {
         cfg.resolved()
     }
 
-    /// This configuration validated, with the highway resolved (so
+    /// This configuration validated, with the highway and learning rate resolved (so
     /// reports show the value used): what [`Self::load`] returns, and what
     /// `forewarn train` runs when its flags stand in for the file.
     pub fn resolved(mut self) -> Result<Self, OfflineError> {
         self.validate()?;
         self.model.highway = Some(self.model.highway());
+        self.model.learning_rate = Some(self.model.learning_rate());
         Ok(self)
     }
 
@@ -554,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn the_highway_defaults_to_full_for_the_forecaster_only_and_sets_the_margin() {
+    fn the_highway_and_learning_rate_default_per_kind_and_the_highway_sets_the_margin() {
         let dir = tempfile::tempdir().unwrap();
         let load = |text: &str| {
             let p = dir.path().join("m.toml");
@@ -572,6 +585,21 @@ mod tests {
         assert_eq!(cross.model.highway(), Highway::Cross);
         let ae = load("[model]\nkind = \"autoencoder\"\n").unwrap();
         assert_eq!(ae.model.highway, Some(Highway::None));
+        let conv = load("[model]\nkind = \"convlstm\"\n").unwrap();
+        assert_eq!(conv.model.highway, Some(Highway::Full));
+        // The learning rate: 5e-3, 1e-3 for convlstm, resolved; a set one stays.
+        for (text, want) in [
+            ("", 5e-3),
+            ("[model]\nkind = \"autoencoder\"\n", 5e-3),
+            ("[model]\nkind = \"convlstm\"\n", 1e-3),
+            ("[model]\nkind = \"convlstm\"\nlearning_rate = 0.02\n", 0.02),
+        ] {
+            assert_eq!(
+                load(text).unwrap().model.learning_rate,
+                Some(want),
+                "{text}"
+            );
+        }
         // The other kinds take a highway when asked; the autoencoder only
         // the cross one (full would learn the identity).
         for (kind, highway) in [
@@ -644,7 +672,7 @@ mod tests {
         );
         assert_eq!(
             (s.learning_rate, s.validation_fraction, s.grad_clip),
-            (m.learning_rate, m.validation_fraction, m.grad_clip)
+            (m.learning_rate(), m.validation_fraction, m.grad_clip)
         );
         assert_eq!((s.highway, s.device), (Highway::Full, tch::Device::Cpu));
         for (text, want) in [

@@ -98,8 +98,9 @@ pub struct TrainArgs {
     grid: forewarn_offline::config::GridFlags,
     #[arg(long, default_value_t = ModelSection::default().epochs)]
     epochs: usize,
-    #[arg(long, default_value_t = ModelSection::default().learning_rate)]
-    learning_rate: f64,
+    /// Adam's step size. Default: 5e-3, 1e-3 for convlstm.
+    #[arg(long)]
+    learning_rate: Option<f64>,
     /// Fraction of the data (its tail) held out for validation and the threshold.
     #[arg(long, default_value_t = ModelSection::default().validation_fraction)]
     validation_fraction: f64,
@@ -266,7 +267,12 @@ mod tests {
                 tc.learning_rate,
                 tc.validation_fraction
             ),
-            (m.hidden, m.horizon, m.learning_rate, m.validation_fraction)
+            (
+                m.hidden,
+                m.horizon,
+                m.learning_rate(),
+                m.validation_fraction
+            )
         );
         assert_eq!(tc.highway, forewarn_model::Highway::Full);
 
