@@ -44,8 +44,8 @@ pub struct BenchArgs {
     /// Readings per forecast batch.
     #[arg(long, default_value_t = 10)]
     pub(crate) horizon: usize,
-    /// The forecaster's linear highway: none, full or cross (what `forewarn
-    /// train` builds by default).
+    /// The linear highway of the forecaster or the convlstm: none, full or
+    /// cross (what `forewarn train` builds by default for both).
     #[arg(long, value_enum, default_value_t = forewarn_offline::ModelSection::default().highway())]
     pub(crate) highway: Highway,
     /// Readings kept per device.

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use forewarn_model::convlstm::{ConvLstm, ConvLstmSpec};
-use forewarn_model::{Device, LstmForecaster, ModelSpec, Network};
+use forewarn_model::{Device, Highway, LstmForecaster, ModelSpec, Network};
 
 use crate::args::BenchArgs;
 use crate::roofline::{Flops, convlstm_flops_per_reading, flops_per_reading};
@@ -80,7 +80,8 @@ pub(crate) fn build(args: &BenchArgs, device: Device) -> anyhow::Result<Built> {
                 horizon: args.horizon,
             };
             let mut network = Network::ConvLstm(
-                ConvLstm::new(spec.clone(), device).context("creating the model")?,
+                ConvLstm::with_highway(spec.clone(), args.highway, device)
+                    .context("creating the model")?,
             );
             network
                 .set_precision(args.precision)
@@ -94,11 +95,18 @@ pub(crate) fn build(args: &BenchArgs, device: Device) -> anyhow::Result<Built> {
                     horizon: spec.horizon,
                     state_len: spec.state_len(),
                 },
-                flops: convlstm_flops_per_reading(&spec),
-                flops_parts: ["gate convs", "1x1 head conv", " on every frame"],
+                flops: convlstm_flops_per_reading(&spec, args.highway),
+                flops_parts: [
+                    "gate convs",
+                    match args.highway {
+                        Highway::None => "1x1 head conv",
+                        Highway::Full | Highway::Cross => "1x1 head conv and highway",
+                    },
+                    " on every frame",
+                ],
                 describe: format!(
-                    "convlstm grid={}x{} (channels={cells}) kernel={} filters={} layers={} horizon={} (no highway)",
-                    g.rows, g.cols, g.kernel, g.filters, spec.layers, spec.horizon
+                    "convlstm grid={}x{} (channels={cells}) kernel={} filters={} layers={} horizon={} highway={:?}",
+                    g.rows, g.cols, g.kernel, g.filters, spec.layers, spec.horizon, args.highway
                 ),
                 gemm: (
                     [

@@ -53,9 +53,12 @@ pub(crate) fn flops_per_reading(s: &ModelSpec, highway: Highway) -> Flops {
 /// into the first layer, `filters` into the others, plus `filters` of `h`)
 /// to `4 x filters` maps at every cell ("same" padding: the zeros at the
 /// border are multiplied too, as im2col does); then the head, a 1x1 conv
-/// from `filters` maps to `horizon` frames, which runs on every frame.
-/// Gate nonlinearities, bias adds and the grid gather are not counted.
-pub(crate) fn convlstm_flops_per_reading(s: &ConvLstmSpec) -> Flops {
+/// from `filters` maps to `horizon` frames, which runs on every frame,
+/// and with a highway its linear map from every channel of the frame to
+/// the `horizon x outputs` forecast, on every frame too (a cross
+/// highway's masked weights are still multiplied). Gate nonlinearities,
+/// bias adds and the grid gather are not counted.
+pub(crate) fn convlstm_flops_per_reading(s: &ConvLstmSpec, highway: Highway) -> Flops {
     let cells = (s.rows * s.cols) as f64;
     let (f, k2) = (s.filters as f64, (s.kernel * s.kernel) as f64);
     let maps = 1.0 + s.context().len() as f64;
@@ -65,7 +68,12 @@ pub(crate) fn convlstm_flops_per_reading(s: &ConvLstmSpec) -> Flops {
             2.0 * (input + f) * 4.0 * f * k2 * cells
         })
         .sum();
-    let head = 2.0 * f * s.horizon as f64 * cells;
+    let forecast = (s.horizon * s.outputs()) as f64;
+    let highway = match highway {
+        Highway::None => 0.0,
+        Highway::Full | Highway::Cross => 2.0 * s.channels as f64 * forecast,
+    };
+    let head = 2.0 * f * s.horizon as f64 * cells + highway;
     Flops { lstm, head }
 }
 
@@ -203,22 +211,31 @@ mod tests {
         // 8x8, 2 layers of 16 filters, kernel 3, horizon 10: layer 0 maps
         // 1 + 16 into 64 gates, 2*17*64*9*64 = 1_253_376; layer 1 maps
         // 16 + 16, 2*32*64*9*64 = 2_359_296; head 2*16*10*64 = 20_480.
-        let f = convlstm_flops_per_reading(&grid(8, 8, 0, 2));
+        let f = convlstm_flops_per_reading(&grid(8, 8, 0, 2), Highway::None);
         assert_eq!(f.lstm, 3_612_672.0);
         assert_eq!(f.head, 20_480.0);
         assert_eq!(f.total(), 3_633_152.0);
+        // The highway maps the frame's 64 channels to 10 x 64 forecasts:
+        // 2*64*640 = 81_920 more; cross multiplies as many.
+        for hw in [Highway::Full, Highway::Cross] {
+            let f = convlstm_flops_per_reading(&grid(8, 8, 0, 2), hw);
+            assert_eq!((f.lstm, f.head), (3_612_672.0, 20_480.0 + 81_920.0));
+        }
         // Two context channels are two more input maps of layer 0:
         // 2*19*64*9*64 = 1_400_832; one layer only.
-        let f = convlstm_flops_per_reading(&grid(8, 8, 2, 1));
+        let f = convlstm_flops_per_reading(&grid(8, 8, 2, 1), Highway::None);
         assert_eq!(f.lstm, 1_400_832.0);
         // A 2x3 grid with a gap still convolves all 6 cells.
         let mut s = grid(2, 3, 0, 1);
         s.cells[5] = None;
         s.channels = 5;
         assert_eq!(
-            convlstm_flops_per_reading(&s).lstm,
+            convlstm_flops_per_reading(&s, Highway::None).lstm,
             2.0 * 17.0 * 64.0 * 9.0 * 6.0
         );
-        assert_eq!(convlstm_flops_per_reading(&s).head, 2.0 * 16.0 * 10.0 * 6.0);
+        assert_eq!(
+            convlstm_flops_per_reading(&s, Highway::None).head,
+            2.0 * 16.0 * 10.0 * 6.0
+        );
     }
 }
