@@ -24,6 +24,10 @@
 #               cuda on a CPU-trained TEP model; every TEP test run replayed by
 #               `forewarn simulate`; the alerts read from the API and compared
 #               with the CPU evaluate run's decisions
+#   convlstm    simulated 8x8 plates (`forewarn simulate --grid`): a convlstm
+#               trained on CPU per plate, scored on CPU and on CUDA
+#               (--score-device), every decision compared as for TEP; then
+#               `forewarn bench --kind convlstm --forecaster-only` on CUDA
 #   e2e         `forewarn bench --device cuda` end to end (no Python peer),
 #               when time is left
 # All output goes to $OUT/run.log, the per-stage logs, reports and decision
@@ -44,7 +48,7 @@ cd "$root"
 
 IMAGE_TORCH_LIB=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib
 dry=0
-stages=bundle,devices,forecaster,evaluate,serve,e2e
+stages=bundle,devices,forecaster,evaluate,serve,convlstm,e2e
 budget=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -69,6 +73,7 @@ if [ "$dry" = 1 ]; then
   TEST_RUNS=(01 00)
   DRY_CONFIG='[model]\nepochs = 2\n[threshold]\nkind = "fixed"\n'
   TRAIN_ARGS=(--epochs 2 --threshold-kind fixed)
+  PLATE_ROWS=300 CONV_EPOCHS='epochs = 2' CONV_SIZES=(16)
 else
   DEV=cuda
   budget=${budget:-420}
@@ -79,6 +84,7 @@ else
   TEST_RUNS=($(seq -w 1 21) 00)
   DRY_CONFIG=''
   TRAIN_ARGS=()
+  PLATE_ROWS=1440 CONV_EPOCHS='' CONV_SIZES=(256 1024 4096)
 fi
 BAR=5000000
 THREADS=$(nproc)
@@ -392,6 +398,52 @@ PY
     fi
     kill "${pids[-1]}" 2>/dev/null
   fi
+  pack
+fi
+
+# ---------------------------------------------------------------------------
+if want convlstm 120; then
+  plates=$WORK/plates
+  printf '[model]\nkind = "convlstm"\ngrid = [8, 8]\n%s\n' "$CONV_EPOCHS" > "$WORK/convlstm.toml"
+  plate_eval() { # NAME EXTRA-ARGS...: decisions into decisions/NAME
+    local name=$1 secs; shift
+    secs=$(left); [ "$secs" -gt 200 ] && secs=200
+    run "evaluate-$name" "$secs" "$BIN" evaluate --train-dir "$plates/train" --data "$plates/test" \
+      --time-column ts --label-column anomaly --fault-cell-columns fault_row,fault_col \
+      --context-columns 'heater_*' --config "$WORK/convlstm.toml" --jobs "$THREADS" \
+      --report "$WORK/reports/$name.json" --decisions "$WORK/decisions/$name" "$@"
+  }
+  if ! run simulate-plates 60 "$BIN" simulate --grid 8x8 --devices 2 --period 10s \
+      --count "$PLATE_ROWS" --seed 23 --grid-faults-random 4 --csv-dir "$plates"; then
+    summary FAIL "convlstm: simulating the plates failed (logs/simulate-plates.log)"
+  elif plate_eval convlstm-cpu && plate_eval convlstm-scored --score-device "$DEV"; then
+    python3 benches/gpu_compare.py decisions "$WORK/decisions/convlstm-cpu" "$WORK/decisions/convlstm-scored" \
+      --reports "$WORK/reports/convlstm-cpu.json" "$WORK/reports/convlstm-scored.json" \
+      > "$WORK/logs/compare-convlstm.txt"
+    status=$?
+    cat "$WORK/logs/compare-convlstm.txt"
+    result=$(tail -1 "$WORK/logs/compare-convlstm.txt")
+    summary "$([ "$status" = 0 ] && echo PASS || echo FAIL)" "convlstm, CPU-trained, scored on $DEV vs on cpu: ${result#* }"
+  else
+    summary FAIL "convlstm: an evaluate run failed (logs/evaluate-convlstm-*.log)"
+  fi
+  pack
+  curve="" failures=""
+  for n in "${CONV_SIZES[@]}"; do
+    [ "$(left)" -gt $((SECS + 30)) ] || break
+    name="convlstm-bench-$n"
+    run "$name" $((SECS + 60)) "$BIN" bench --device "$DEV" --kind convlstm --grid 8x8 --forecaster-only \
+      --forecaster-batch "$n" --max-batch "$n" --forecaster-seconds "$SECS" --threads "$THREADS"
+    line=$(grep '^readings_per_s=' "$WORK/logs/$name.log" | tail -1)
+    if [ -n "$line" ]; then
+      curve+=" $n:$(sed 's/^readings_per_s=\([0-9]*\).*roofline_share=\([0-9.]*\).*/\1 (roofline \2)/' <<< "$line")"
+    else
+      failures+=" $n ($(grep -m1 -i 'error' "$WORK/logs/$name.log" | cut -c1-100))"
+    fi
+  done
+  text="convlstm 8x8 bench on $DEV (devices:readings/s):${curve:- none}"
+  [ -n "$failures" ] && text+="; failed at$failures"
+  summary "$([ -n "$curve" ] && echo INFO || echo FAIL)" "$text"
   pack
 fi
 
