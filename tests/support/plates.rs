@@ -56,13 +56,23 @@ pub fn simulate_plates(dir: &Path, count: usize, seed: u64) -> anyhow::Result<Pl
 /// heaters as context channels and the simulator's labels ignored; a few
 /// seconds on CPU. Returns the model folder.
 pub fn train_plate_model(dir: &Path, train: &Path) -> anyhow::Result<PathBuf> {
+    train_plate_model_epochs(dir, train, 5)
+}
+
+/// [`train_plate_model`] for `epochs` epochs: fewer train faster, and
+/// other weights give another model version.
+pub fn train_plate_model_epochs(
+    dir: &Path,
+    train: &Path,
+    epochs: usize,
+) -> anyhow::Result<PathBuf> {
     let (rows, cols) = PLATE_GRID;
     train_plates(
         dir,
         train,
         &format!(
             "[model]\nkind = \"convlstm\"\nname = \"plates\"\ngrid = [{rows}, {cols}]\n\
-             filters = 8\nwindow = 30\nepochs = 5\ndevice = \"cpu\"\nthreads = 2\n"
+             filters = 8\nwindow = 30\nepochs = {epochs}\ndevice = \"cpu\"\nthreads = 2\n"
         ),
     )
 }
