@@ -160,9 +160,11 @@ struct Loaded {
     data: Dataset,
     labels: Vec<bool>,
     changepoints: Option<Vec<bool>>,
-    /// Per row, the `(row, col)` of the fault acting then.
-    fault_cells: Option<Vec<Option<(usize, usize)>>>,
+    fault_cells: Option<FaultCells>,
 }
+
+/// Per row, the `(row, col)` of the fault acting then.
+type FaultCells = Vec<Option<(usize, usize)>>;
 
 /// `ROW,COL` as `--fault-cell-columns` takes it.
 pub fn parse_cell_columns(s: &str) -> Result<[String; 2], String> {
@@ -617,7 +619,21 @@ fn load_test(path: &Path, opts: &CsvOptions, e: &Evaluation) -> Result<Loaded, O
         e.changepoint_column.as_deref(),
         e.csv.time_column.as_deref(),
     );
-    let data = read_labelled(path, opts)?;
+    // The fault-cell columns are read in the same pass, then split off.
+    let (data, fault_cells) = match &e.fault_cell_columns {
+        None => (read_labelled(path, opts)?, None),
+        Some(columns) => {
+            let with_cells = CsvOptions {
+                ignore_columns: (opts.ignore_columns.iter())
+                    .filter(|c| !columns.contains(c))
+                    .cloned()
+                    .collect(),
+                ..opts.clone()
+            };
+            let (data, cells) = split_fault_cells(read_labelled(path, &with_cells)?, columns)?;
+            (data, Some(cells))
+        }
+    };
     let labels: Vec<bool> = (data.labels.iter().flatten()).map(|v| *v != 0).collect();
     let changepoints = match cp_column {
         Some(col) if !is_dat(path) => {
@@ -641,10 +657,6 @@ fn load_test(path: &Path, opts: &CsvOptions, e: &Evaluation) -> Result<Loaded, O
         }
         _ => None,
     };
-    let fault_cells = match &e.fault_cell_columns {
-        Some(columns) => Some(read_fault_cells(path, opts, columns)?),
-        None => None,
-    };
     Ok(Loaded {
         data,
         labels,
@@ -653,40 +665,32 @@ fn load_test(path: &Path, opts: &CsvOptions, e: &Evaluation) -> Result<Loaded, O
     })
 }
 
-/// The fault cell of every row of `path`: `columns` (row, col) read as
-/// channels; a negative row or column is no fault.
-fn read_fault_cells(
-    path: &Path,
-    opts: &CsvOptions,
+/// `data` without the fault-cell `columns` (row, col), and the fault cell
+/// of every row; a negative row or column is no fault.
+fn split_fault_cells(
+    data: Dataset,
     columns: &[String; 2],
-) -> Result<Vec<Option<(usize, usize)>>, OfflineError> {
-    let cell_opts = CsvOptions {
-        label_column: None,
-        ignore_columns: (opts.ignore_columns.iter())
-            .filter(|c| !columns.contains(c))
-            .cloned()
-            .chain(opts.label_column.clone())
-            .collect(),
-        ..opts.clone()
-    };
-    let d = read_any(path, &cell_opts)
-        .context(|| format!("reading fault cells of {}", path.display()))?;
+) -> Result<(Dataset, FaultCells), OfflineError> {
     let [r, c] = columns
         .clone()
-        .map(|name| d.channels.iter().position(|n| *n == name).ok_or(name));
+        .map(|name| data.channels.iter().position(|n| *n == name).ok_or(name));
     let (r, c) = match (r, c) {
         (Ok(r), Ok(c)) => (r, c),
         (Err(name), _) | (_, Err(name)) => {
             return Err(OfflineError::Config(format!(
                 "{}: no column {name:?} (--fault-cell-columns)",
-                path.display()
+                data.source
             )));
         }
     };
-    let n = d.n_channels();
-    Ok((d.rows.chunks_exact(n))
+    let cells = (data.rows.chunks_exact(data.n_channels()))
         .map(|row| (row[r] >= 0.0 && row[c] >= 0.0).then(|| (row[r] as usize, row[c] as usize)))
-        .collect())
+        .collect();
+    let channels: Vec<String> = (data.channels.iter())
+        .filter(|n| !columns.contains(n))
+        .cloned()
+        .collect();
+    Ok((data.select_channels(&channels)?, cells))
 }
 
 fn is_dat(path: &Path) -> bool {
