@@ -541,6 +541,33 @@ impl ModelConfig {
 mod tests {
     use super::*;
 
+    /// docs/ACCURACY.md gives a command per candidate: every file it names
+    /// under docs/accuracy/candidates exists, loads (no renamed or removed
+    /// key), and differs from the default.
+    #[test]
+    fn every_candidate_the_accuracy_docs_name_loads_and_differs_from_the_default() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let docs = std::fs::read_to_string(root.join("docs/ACCURACY.md")).unwrap();
+        let dir = root.join("docs/accuracy/candidates");
+        let default = ModelConfig::load(None).unwrap();
+        let named: std::collections::BTreeSet<&str> = docs
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+            .filter(|w| w.ends_with(".toml"))
+            .filter(|w| !["model.toml", "suite.toml", "forewarn.example.toml"].contains(w))
+            .collect();
+        assert!(named.len() >= 30, "{named:?}");
+        for name in named {
+            let path = dir.join(name);
+            assert!(
+                path.is_file(),
+                "docs/ACCURACY.md names {name}, not in {}",
+                dir.display()
+            );
+            let c = ModelConfig::load(Some(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_ne!(c, default, "{name} is the default");
+        }
+    }
+
     #[test]
     fn partial_file_keeps_defaults_and_unknown_keys_fail() {
         let c: ModelConfig = toml::from_str(
