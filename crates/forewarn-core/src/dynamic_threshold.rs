@@ -29,8 +29,23 @@
 //! before the batch, and a batch above it does not enter the history, so a
 //! long anomaly does not teach the threshold that it is normal (and the
 //! alert resolves when the scores come back down).
+//!
+//! With a `season` (a period of time, e.g. one day), an exceedance is not
+//! new when an excursion one season earlier, within `season_tolerance`,
+//! reached at least `season_ratio` times its smoothed score: the threshold
+//! is raised to that earlier score divided by the ratio. A nightly job's
+//! spike was seen the night before. Only excursions that ended are
+//! precedents, so a fault that persists stays new; with
+//! `new_normal_after`, an excursion that has lasted that long is the
+//! device's new normal and its scores become precedents too. Normal scores
+//! never are. Batch times are the readings' own
+//! ([`DynamicState::observe_at`]); each device keeps the largest smoothed
+//! score per tolerance-sized bucket of the last season, for precedents and
+//! for the running excursion (about `season / season_tolerance` values
+//! each).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +71,50 @@ pub struct DynamicThresholdConfig {
     /// score under a Gaussian model of the error vectors (Malhotra et al.;
     /// fitted on the training part when the strategy is calibrated).
     pub score: DynamicScore,
+    /// The seasonal rule's period (module docs); zero turns it off.
+    #[serde(with = "human_duration")]
+    pub season: Duration,
+    /// How far from exactly one season earlier a score still counts.
+    #[serde(with = "human_duration")]
+    pub season_tolerance: Duration,
+    /// An exceedance is not new when the score one season earlier was at
+    /// least this share of it.
+    pub season_ratio: f64,
+    /// An excursion is held against its precedent only when the device was
+    /// calm for this long before it began: a flickering fault's returns
+    /// are not a recurrence.
+    #[serde(with = "human_duration")]
+    pub season_quiet: Duration,
+    /// An excursion that has lasted this long is the device's new normal:
+    /// its scores become precedents for the seasonal rule (zero: never).
+    #[serde(with = "human_duration")]
+    pub new_normal_after: Duration,
+}
+
+/// Durations as humantime text ("1d", "75m") in configurations and stored
+/// artifacts.
+mod human_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like \"1d\" or \"75m\": {e}"
+            ))
+        })
+    }
+
+    /// For the optional keys of a partial configuration.
+    pub fn deserialize_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        deserialize(d).map(Some)
+    }
 }
 
 /// `[threshold.dynamic] score`.
@@ -81,6 +140,11 @@ const STORED_BEFORE_KEYS: DynamicThresholdConfig = DynamicThresholdConfig {
     prune: 0.0,
     exclude_flagged: false,
     score: DynamicScore::Mse,
+    season: Duration::ZERO,
+    season_tolerance: Duration::ZERO,
+    season_ratio: 0.5,
+    season_quiet: Duration::ZERO,
+    new_normal_after: Duration::ZERO,
 };
 
 impl Default for DynamicThresholdConfig {
@@ -116,6 +180,15 @@ impl DynamicThresholdConfig {
             prune: Option<f64>,
             exclude_flagged: Option<bool>,
             score: Option<DynamicScore>,
+            #[serde(default, deserialize_with = "human_duration::deserialize_some")]
+            season: Option<Duration>,
+            #[serde(default, deserialize_with = "human_duration::deserialize_some")]
+            season_tolerance: Option<Duration>,
+            season_ratio: Option<f64>,
+            #[serde(default, deserialize_with = "human_duration::deserialize_some")]
+            season_quiet: Option<Duration>,
+            #[serde(default, deserialize_with = "human_duration::deserialize_some")]
+            new_normal_after: Option<Duration>,
         }
         let s = Partial::deserialize(d)?;
         let b = base;
@@ -129,6 +202,11 @@ impl DynamicThresholdConfig {
             prune: s.prune.unwrap_or(b.prune),
             exclude_flagged: s.exclude_flagged.unwrap_or(b.exclude_flagged),
             score: s.score.unwrap_or(b.score),
+            season: s.season.unwrap_or(b.season),
+            season_tolerance: s.season_tolerance.unwrap_or(b.season_tolerance),
+            season_ratio: s.season_ratio.unwrap_or(b.season_ratio),
+            season_quiet: s.season_quiet.unwrap_or(b.season_quiet),
+            new_normal_after: s.new_normal_after.unwrap_or(b.new_normal_after),
         })
     }
 
@@ -151,7 +229,42 @@ impl DynamicThresholdConfig {
         if !(0.0..1.0).contains(&self.prune) {
             return Err(format!("prune must be in [0, 1), got {}", self.prune));
         }
+        if self.season.is_zero() && !self.new_normal_after.is_zero() {
+            return Err("new_normal_after needs a season (its scores become the seasonal rule's precedents)".into());
+        }
+        if !self.season.is_zero() {
+            if self.season_tolerance.is_zero() || self.season_tolerance * 2 > self.season {
+                return Err(format!(
+                    "season_tolerance must be more than zero and at most half the season ({}), got {}",
+                    humantime::format_duration(self.season),
+                    humantime::format_duration(self.season_tolerance)
+                ));
+            }
+            if !(self.season_ratio.is_finite() && self.season_ratio > 0.0) {
+                return Err(format!(
+                    "season_ratio must be a positive number, got {}",
+                    self.season_ratio
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The season and its tolerance in milliseconds, when the seasonal
+    /// rule is on.
+    fn season_ms(&self) -> Option<(i64, i64)> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        (!self.season.is_zero() && !self.season_tolerance.is_zero())
+            .then(|| (ms(self.season), ms(self.season_tolerance).max(1)))
+    }
+
+    /// Values a device's seasonal ring holds at most.
+    pub fn season_buckets(&self) -> usize {
+        self.season_ms().map_or(0, |(p, t)| {
+            usize::try_from(p / t)
+                .unwrap_or(usize::MAX)
+                .saturating_add(3)
+        })
     }
 }
 
@@ -244,6 +357,39 @@ pub fn threshold_of(history: &[f64], cfg: &DynamicThresholdConfig, floor: f64) -
 pub struct DynamicState {
     pub history: VecDeque<f64>,
     pub smoothed: Option<f64>,
+    /// The seasonal rule's ring: `(bucket, largest smoothed score in it)`,
+    /// buckets of `season_tolerance` since the epoch, oldest first, the
+    /// last season of them (empty without a season).
+    #[serde(default)]
+    pub season: VecDeque<(i64, f64)>,
+    /// The running excursion's buckets, bound for `season` when it ends.
+    #[serde(default)]
+    pub season_pending: VecDeque<(i64, f64)>,
+    /// When the running excursion began (its first batch's time).
+    #[serde(default)]
+    pub excursion_start: Option<i64>,
+    /// When the device last turned calm (the first batch under the
+    /// threshold after an excursion, or its first batch).
+    #[serde(default)]
+    pub calm_since: Option<i64>,
+    /// Whether the running excursion began after `season_quiet` of calm.
+    #[serde(default)]
+    pub quiet_before: bool,
+}
+
+/// Adds `v` to bucket `b` of a ring whose buckets increase: to the last
+/// one when it is `b`, else as a new one (reserving the ring's whole
+/// capacity once).
+fn add_to_bucket(ring: &mut VecDeque<(i64, f64)>, b: i64, v: f64, cap: usize) {
+    match ring.back_mut() {
+        Some((last, m)) if *last == b => *m = m.max(v),
+        _ => {
+            if ring.capacity() < cap {
+                ring.reserve(cap.saturating_sub(ring.len()));
+            }
+            ring.push_back((b, v));
+        }
+    }
 }
 
 impl DynamicState {
@@ -253,6 +399,11 @@ impl DynamicState {
         Self {
             history: seed.iter().copied().collect(),
             smoothed: None,
+            season: VecDeque::new(),
+            season_pending: VecDeque::new(),
+            excursion_start: None,
+            calm_since: None,
+            quiet_before: false,
         }
     }
 
@@ -296,6 +447,82 @@ impl DynamicState {
         }
         let v = self.smooth(cfg, score);
         (v, threshold_of(self.history.make_contiguous(), cfg, floor))
+    }
+
+    /// [`Self::observe`] for a batch that ends at `ts_ms`, with the
+    /// seasonal rule (module docs): the threshold returned is at least the
+    /// largest smoothed score one season earlier (within the tolerance)
+    /// divided by `season_ratio`. A score enters the seasonal ring when it
+    /// is not over the threshold (without the rule), or when the
+    /// excursion it belongs to has ended.
+    pub fn observe_at(
+        &mut self,
+        cfg: &DynamicThresholdConfig,
+        floor: f64,
+        score: f64,
+        ts_ms: i64,
+    ) -> (f64, f64) {
+        let (v, t) = self.observe(cfg, floor, score);
+        let Some((period, tol)) = cfg.season_ms() else {
+            return (v, t);
+        };
+        let (lo, hi) = (
+            ts_ms
+                .saturating_sub(period)
+                .saturating_sub(tol)
+                .div_euclid(tol),
+            ts_ms
+                .saturating_sub(period)
+                .saturating_add(tol)
+                .div_euclid(tol),
+        );
+        while self.season.front().is_some_and(|(b, _)| *b < lo) {
+            self.season.pop_front();
+        }
+        let earlier = (self.season.iter())
+            .take_while(|(b, _)| *b <= hi)
+            .map(|(_, m)| *m)
+            .fold(0f64, f64::max);
+        let bucket = ts_ms.div_euclid(tol);
+        let cap = cfg.season_buckets();
+        let since = |from: i64| u128::try_from(ts_ms.saturating_sub(from)).unwrap_or(0);
+        if v > t && self.excursion_start.is_none() {
+            self.excursion_start = Some(ts_ms);
+            self.quiet_before =
+                (self.calm_since).is_none_or(|c| since(c) >= cfg.season_quiet.as_millis());
+        }
+        let settled = v > t
+            && !cfg.new_normal_after.is_zero()
+            && self
+                .excursion_start
+                .is_some_and(|s| since(s) >= cfg.new_normal_after.as_millis());
+        if v > t && !settled {
+            // An excursion's scores wait until it ends: one that has not
+            // ended is never its own precedent, so a fault that outlasts a
+            // season stays new (until `new_normal_after`).
+            add_to_bucket(&mut self.season_pending, bucket, v, cap);
+            if self.season_pending.len() > cap {
+                self.season_pending.pop_front();
+            }
+        } else {
+            // An ended (or settled) excursion becomes a precedent. Normal
+            // scores never do: they would raise the threshold wherever
+            // the day before came near it.
+            for (b, m) in std::mem::take(&mut self.season_pending) {
+                add_to_bucket(&mut self.season, b, m, cap);
+            }
+            if v > t {
+                add_to_bucket(&mut self.season, bucket, v, cap);
+            } else {
+                if self.excursion_start.take().is_some() || self.calm_since.is_none() {
+                    self.calm_since = Some(ts_ms);
+                }
+            }
+        }
+        if v > t && !(settled || self.quiet_before) {
+            return (v, t);
+        }
+        (v, t.max(earlier / cfg.season_ratio))
     }
 }
 
@@ -471,5 +698,211 @@ mod tests {
         let (flagged, _, after) = run(false);
         assert!(flagged < 15, "{flagged}");
         assert!(after > 41.0, "{after}");
+    }
+
+    const MIN: i64 = 60_000;
+    const DAY: i64 = 24 * 60 * MIN;
+
+    fn seasonal(ratio: f64) -> DynamicThresholdConfig {
+        DynamicThresholdConfig {
+            smoothing: 1.0,
+            history: 50,
+            exclude_flagged: true,
+            season: Duration::from_secs(86_400),
+            season_tolerance: Duration::from_secs(75 * 60),
+            season_ratio: ratio,
+            ..Default::default()
+        }
+    }
+
+    /// Scores every 5 minutes for `days`; `spike(ts)` gives the raw score
+    /// (1 or 2 otherwise, alternating). Returns the times of flagged batches.
+    fn flagged_times(
+        cfg: &DynamicThresholdConfig,
+        days: i64,
+        spike: impl Fn(i64) -> Option<f64>,
+    ) -> (Vec<i64>, DynamicState) {
+        let seed: Vec<f64> = (0..50).map(|i| 1.0 + (i % 2) as f64).collect();
+        let mut s = DynamicState::seeded(&seed);
+        let mut flagged = Vec::new();
+        for k in 0..days * 288 {
+            let ts = 1_700_000_000_000 + k * 5 * MIN;
+            let e = spike(ts).unwrap_or(1.0 + (k % 2) as f64);
+            let (v, t) = s.observe_at(cfg, 0.0, e, ts);
+            if v > t {
+                flagged.push(ts);
+            }
+        }
+        (flagged, s)
+    }
+
+    #[test]
+    fn a_spike_seen_one_season_earlier_is_not_new() {
+        let start = 1_700_000_000_000;
+        // A spike at the same time every day, 40 minutes past the first
+        // batch, and on day 3 a second one at another time of day.
+        let spike = |ts: i64| {
+            let t = ts - start;
+            ((t % DAY == 40 * MIN) || t == 2 * DAY + 600 * MIN).then_some(30.0)
+        };
+        let (flagged, _) = flagged_times(&seasonal(0.5), 4, spike);
+        // Day 1's spike is new; the daily repeats are not; the spike at a
+        // new time of day is.
+        assert_eq!(flagged, vec![start + 40 * MIN, start + 2 * DAY + 600 * MIN]);
+        // Without a season every repeat is flagged.
+        let off = DynamicThresholdConfig {
+            season: Duration::ZERO,
+            ..seasonal(0.5)
+        };
+        assert_eq!(flagged_times(&off, 4, spike).0.len(), 5);
+        // A repeat more than the tolerance later than a day is new again.
+        let late = |ts: i64| {
+            let t = ts - start;
+            (t == 40 * MIN || t == DAY + 40 * MIN + 3 * 60 * MIN).then_some(30.0)
+        };
+        assert_eq!(flagged_times(&seasonal(0.5), 2, late).0.len(), 2);
+        // A repeat more than 1 / ratio times as high is new as well.
+        let higher = |ts: i64| {
+            let t = ts - start;
+            (t == 40 * MIN)
+                .then_some(30.0)
+                .or((t == DAY + 40 * MIN).then_some(61.0))
+        };
+        assert_eq!(flagged_times(&seasonal(0.5), 2, higher).0.len(), 2);
+    }
+
+    #[test]
+    fn a_fault_stays_new_until_it_is_the_new_normal_and_the_rings_stay_bounded() {
+        let start = 1_700_000_000_000;
+        let onset = start + 120 * MIN;
+        let level = |ts: i64| (ts >= onset).then_some(20.0);
+        // From hour 2 on the score stays at 20. Without `new_normal_after`
+        // an excursion that has not ended is never its own precedent: it
+        // is flagged to the end, 5 days on.
+        let cfg = seasonal(0.5);
+        let (flagged, state) = flagged_times(&cfg, 5, level);
+        assert_eq!(flagged.len(), 5 * 288 - 24);
+        assert!(state.season.is_empty());
+        assert!(state.season_pending.len() <= cfg.season_buckets());
+        assert_eq!(cfg.season_buckets(), 86_400 / 4_500 + 3);
+        // With it at 2 days: flagged for 2 days, then the level of the day
+        // before is its precedent.
+        let settling = DynamicThresholdConfig {
+            new_normal_after: Duration::from_secs(2 * 86_400),
+            ..cfg
+        };
+        let (flagged, state) = flagged_times(&settling, 5, level);
+        assert_eq!(flagged.first(), Some(&onset));
+        assert_eq!(flagged.last(), Some(&(onset + 2 * DAY)));
+        assert_eq!(flagged.len(), 2 * 288 + 1);
+        assert!(
+            state.season.len() <= cfg.season_buckets(),
+            "{}",
+            state.season.len()
+        );
+        assert!(
+            settling.validate().is_ok()
+                && DynamicThresholdConfig {
+                    season: Duration::ZERO,
+                    ..settling
+                }
+                .validate()
+                .unwrap_err()
+                .contains("needs a season")
+        );
+    }
+
+    #[test]
+    fn a_flickering_fault_is_not_its_own_precedent_after_quiet() {
+        // From hour 2 to the end of day 2 the score flickers: 20 for two
+        // batches, normal for two. Without `season_quiet` day 2's
+        // flickers are held against day 1's (ended) ones; with 3 hours only
+        // an excursion after 3 calm hours is, and these follow 10 minutes.
+        let start = 1_700_000_000_000;
+        let flicker = |ts: i64| {
+            let k = (ts - start) / (5 * MIN);
+            (k >= 24 && k % 4 < 2).then_some(20.0)
+        };
+        let spikes = (24..2 * 288).filter(|k| k % 4 < 2).count();
+        let (flagged, _) = flagged_times(&seasonal(0.5), 2, flicker);
+        assert!(
+            flagged.len() < spikes * 3 / 4,
+            "{} of {spikes}",
+            flagged.len()
+        );
+        let quiet = DynamicThresholdConfig {
+            season_quiet: Duration::from_secs(3 * 3_600),
+            ..seasonal(0.5)
+        };
+        assert_eq!(flagged_times(&quiet, 2, flicker).0.len(), spikes);
+        // A daily spike after a calm day is still no news.
+        let daily = |ts: i64| ((ts - start) % DAY == 40 * MIN).then_some(30.0);
+        assert_eq!(flagged_times(&quiet, 3, daily).0, vec![start + 40 * MIN]);
+    }
+
+    #[test]
+    fn normal_scores_are_no_precedent() {
+        // Every day at the same time a normal score just under the
+        // threshold (6, threshold 6.5); on day 3 a spike of 10 there is
+        // new: only excursions are precedents.
+        let start = 1_700_000_000_000;
+        let spike = |ts: i64| {
+            let t = ts - start;
+            match (t % DAY == 40 * MIN, t / DAY) {
+                (true, 2) => Some(10.0),
+                (true, _) => Some(6.0),
+                _ => None,
+            }
+        };
+        let (flagged, _) = flagged_times(&seasonal(0.5), 3, spike);
+        assert_eq!(flagged, vec![start + 2 * DAY + 40 * MIN]);
+    }
+
+    #[test]
+    fn season_settings_read_as_durations_and_are_checked() {
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(deserialize_with = "DynamicThresholdConfig::deserialize_stored")]
+            d: DynamicThresholdConfig,
+        }
+        let read = |text: &str| toml::from_str::<T>(text).map(|t| t.d);
+        let cfg =
+            read("[d]\nseason = \"1d\"\nseason_tolerance = \"75m\"\nseason_ratio = 0.8\n").unwrap();
+        assert_eq!(cfg.season, Duration::from_secs(86_400));
+        assert_eq!(cfg.season_tolerance, Duration::from_secs(4_500));
+        assert_eq!(cfg.season_ratio, 0.8);
+        assert!(cfg.validate().is_ok());
+        // A stored strategy without the keys has no season.
+        let old = read("[d]\nsmoothing = 0.3\n").unwrap();
+        assert!(old.season.is_zero() && old.season_buckets() == 0);
+        // Round trip through the artifact's JSON.
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"season\":\"1day\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<DynamicThresholdConfig>(&json).unwrap(),
+            cfg
+        );
+        let err = read("[d]\nseason = \"daily\"\n").err().unwrap().to_string();
+        assert!(err.contains("\"daily\" is not a duration"), "{err}");
+        let wide = read("[d]\nseason = \"1h\"\nseason_tolerance = \"40m\"\n").unwrap();
+        assert!(
+            wide.validate()
+                .unwrap_err()
+                .contains("at most half the season")
+        );
+        let settle =
+            read("[d]\nseason = \"1d\"\nseason_tolerance = \"1h\"\nnew_normal_after = \"2d\"\n")
+                .unwrap();
+        assert_eq!(settle.new_normal_after, Duration::from_secs(2 * 86_400));
+        let untolerant = read("[d]\nseason = \"1h\"\n").unwrap();
+        assert!(
+            untolerant
+                .validate()
+                .unwrap_err()
+                .contains("season_tolerance")
+        );
+        let ratio =
+            read("[d]\nseason = \"1h\"\nseason_tolerance = \"5m\"\nseason_ratio = 0\n").unwrap();
+        assert!(ratio.validate().unwrap_err().contains("season_ratio"));
     }
 }

@@ -629,7 +629,9 @@ impl Engine {
         mut score: BatchScore,
         events: &mut Vec<EngineEvent>,
     ) {
-        let (value, threshold) = cfg.strategy.apply(&mut dev.threshold_state, score.score);
+        let (value, threshold) =
+            cfg.strategy
+                .apply(&mut dev.threshold_state, score.score, job.end_ts);
         score.score = value;
         score.threshold = threshold;
         let transition = dev

@@ -144,8 +144,9 @@ impl ThresholdStrategy {
     /// with, from the batch's raw score (MSE, or the Gaussian score), using
     /// and updating the device's `state` (a fresh device's state is
     /// [`ThresholdState::default`]: the dynamic strategy seeds it here, at
-    /// the device's first scored batch).
-    pub fn apply(&self, state: &mut ThresholdState, raw: f64) -> (f64, f64) {
+    /// the device's first scored batch). `ts_ms` is the batch's time (its
+    /// last reading's), for the dynamic threshold's seasonal rule.
+    pub fn apply(&self, state: &mut ThresholdState, raw: f64, ts_ms: i64) -> (f64, f64) {
         match self {
             Self::Fixed { threshold } | Self::Gaussian { threshold, .. } => (raw, *threshold),
             Self::Dynamic {
@@ -157,7 +158,7 @@ impl ThresholdStrategy {
                 let s = state
                     .0
                     .get_or_insert_with(|| Box::new(DynamicState::seeded(seed)));
-                s.observe(config, *floor, raw)
+                s.observe_at(config, *floor, raw, ts_ms)
             }
         }
     }
@@ -169,6 +170,7 @@ impl ThresholdStrategy {
             Self::Dynamic { config, .. } => {
                 std::mem::size_of::<DynamicState>()
                     + (config.history + 1) * std::mem::size_of::<f64>()
+                    + 2 * config.season_buckets() * std::mem::size_of::<(i64, f64)>()
             }
             _ => 0,
         }
@@ -368,7 +370,7 @@ mod tests {
             strategy.validate(1).unwrap();
             let mut state = ThresholdState::default();
             for (raw, (ws, wt)) in raws.iter().zip(want.iter()) {
-                let (s, t) = strategy.apply(&mut state, *raw);
+                let (s, t) = strategy.apply(&mut state, *raw, 0);
                 // Only the dynamic strategy keeps (and allocates) state.
                 assert_eq!(state.0.is_some(), strategy.kind() == "dynamic");
                 assert!(
@@ -380,7 +382,7 @@ mod tests {
         }
         // A per-device state survives serialization.
         let mut state = ThresholdState::default();
-        dynamic.apply(&mut state, 5.0);
+        dynamic.apply(&mut state, 5.0, 0);
         let json = serde_json::to_string(&state).unwrap();
         assert_eq!(
             serde_json::from_str::<ThresholdState>(&json).unwrap(),

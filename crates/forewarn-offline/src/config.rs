@@ -5,6 +5,7 @@
 //! `forewarn evaluate` writes the effective configuration into the report.
 
 use std::path::Path;
+use std::time::Duration;
 
 use forewarn_core::dynamic_threshold::{DynamicScore, DynamicThresholdConfig};
 use forewarn_core::{DetectorConfig, ThresholdRule};
@@ -270,7 +271,9 @@ pub struct ThresholdSection {
 /// under the Gaussian error model (Malhotra et al.), EWMA-smoothed,
 /// against telemanom's threshold over the trailing 420 batches, without a
 /// floor from the validation scores, with causal pruning at 35 % and
-/// flagged batches kept out of the history.
+/// flagged batches kept out of the history, and the daily seasonal rule
+/// (an excursion after 3 calm hours that one a day earlier matched is not
+/// new; one that lasts 2 days is the new normal).
 pub const DEFAULT_DYNAMIC: DynamicThresholdConfig = DynamicThresholdConfig {
     smoothing: 0.3,
     history: 420,
@@ -281,6 +284,11 @@ pub const DEFAULT_DYNAMIC: DynamicThresholdConfig = DynamicThresholdConfig {
     prune: 0.35,
     exclude_flagged: true,
     score: DynamicScore::Gaussian,
+    season: Duration::from_secs(86_400),
+    season_tolerance: Duration::from_secs(75 * 60),
+    season_ratio: 0.5,
+    season_quiet: Duration::from_secs(3 * 3_600),
+    new_normal_after: Duration::from_secs(2 * 86_400),
 };
 
 fn dynamic_over_default<'de, D: serde::Deserializer<'de>>(

@@ -19,7 +19,7 @@ use crate::error::{Context, OfflineError};
 use crate::files::{create_parent, read_labelled};
 use crate::fit::{Progress, fit};
 use crate::plot::plot_file;
-use crate::replay::{Decision, decisions, point_predictions};
+use crate::replay::{Decision, decisions_timed, point_predictions};
 
 /// What an evaluation trains on.
 #[derive(Debug, Clone, PartialEq)]
@@ -440,7 +440,10 @@ fn score_file(
     let data = (loaded.data.select_channels(&fitted.meta.channels))
         .context(|| format!("{} does not have the model's channels", path.display()))?;
     let engine = fitted.engine_config(cfg.detector.detector(), 1);
-    let decisions = decisions(&mut fitted.network, engine, &data.rows)?;
+    // Rows carry their own times where they have increasing ones (the
+    // seasonal rule reads them), as readings do in `serve`.
+    let times = (data.timestamps.as_deref()).filter(|t| t.windows(2).all(|w| w[0] < w[1]));
+    let decisions = decisions_timed(&mut fitted.network, engine, &data.rows, times)?;
     let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
     let n = data.len();
     let truth = &loaded.labels[skip..];
@@ -1253,7 +1256,7 @@ mod tests {
         assert_eq!(moved.meta, fitted.meta);
         let decide = |m: &mut Model| {
             let engine = m.engine_config(cfg.detector.detector(), 1);
-            decisions(&mut m.network, engine, &data.rows).unwrap()
+            crate::replay::decisions(&mut m.network, engine, &data.rows).unwrap()
         };
         let want = decide(&mut fitted);
         let got = decide(&mut moved);

@@ -6,7 +6,8 @@
 //!
 //! Each stream of rows is one device of a fresh engine with the model's
 //! configuration (strategy and hysteresis included), its rows stamped with
-//! their index; row `i` of every stream goes in before row `i + 1` of any,
+//! their times in milliseconds when given (what the seasonal rule reads),
+//! else with their index; row `i` of every stream goes in before row `i + 1` of any,
 //! and the engine is flushed after every row that completes a batch, so the
 //! forecaster advances every stream in one call per batch (calibration
 //! replays dozens of copies of the validation tail). No decision uses data
@@ -28,6 +29,23 @@ pub fn replay<F>(
     forecaster: &mut F,
     cfg: EngineConfig,
     streams: &[&[f32]],
+    on_event: impl FnMut(&F, usize, EngineEvent),
+) -> Result<(), OfflineError>
+where
+    F: Forecaster,
+    F::Error: Into<ModelError>,
+{
+    replay_timed(forecaster, cfg, streams, &[], on_event)
+}
+
+/// [`replay`] with stream `k`'s rows stamped `times[k]` (milliseconds,
+/// strictly increasing, one per row); a stream without times gets its row
+/// index.
+pub fn replay_timed<F>(
+    forecaster: &mut F,
+    cfg: EngineConfig,
+    streams: &[&[f32]],
+    times: &[Option<&[i64]>],
     mut on_event: impl FnMut(&F, usize, EngineEvent),
 ) -> Result<(), OfflineError>
 where
@@ -35,6 +53,22 @@ where
     F::Error: Into<ModelError>,
 {
     let c = cfg.schema.len();
+    let time_of = |k: usize, i: usize| -> i64 {
+        match times.get(k).copied().flatten() {
+            Some(t) => t[i],
+            None => i as i64,
+        }
+    };
+    for (k, t) in times.iter().enumerate() {
+        let Some(t) = t else { continue };
+        let rows = streams.get(k).map_or(0, |s| s.len() / c.max(1));
+        if t.len() != rows || !t.windows(2).all(|w| w[0] < w[1]) {
+            return Err(OfflineError::Config(format!(
+                "replay: stream {k} has {rows} rows and {} times, which must match and strictly increase",
+                t.len()
+            )));
+        }
+    }
     if c == 0 || cfg.scaler.channels() != c || streams.iter().any(|s| !s.len().is_multiple_of(c)) {
         return Err(OfflineError::Config(format!(
             "replay: {c} schema channels, {} scaler channels, and a stream of {} values",
@@ -72,7 +106,7 @@ where
             };
             let reading = Reading {
                 device: ids[k].clone(),
-                ts_ms: i as i64,
+                ts_ms: time_of(k, i),
                 values: values.to_vec(),
             };
             match engine.push(&reading) {
@@ -128,28 +162,54 @@ where
     F: Forecaster,
     F::Error: Into<ModelError>,
 {
+    decisions_timed(forecaster, cfg, rows, None)
+}
+
+/// [`decisions`] with the rows stamped `times` (milliseconds, strictly
+/// increasing) instead of their index; the decisions still name rows.
+pub fn decisions_timed<F>(
+    forecaster: &mut F,
+    cfg: EngineConfig,
+    rows: &[f32],
+    times: Option<&[i64]>,
+) -> Result<Vec<Decision>, OfflineError>
+where
+    F: Forecaster,
+    F::Error: Into<ModelError>,
+{
     let mut out = Vec::new();
     // The engine announces an alert before the batch's score.
     let mut opened_cell = None;
-    replay(forecaster, cfg, &[rows], |_, _, event| match event {
-        EngineEvent::Opened(a) => opened_cell = a.cells.first().map(|c| (c.row, c.col)),
-        EngineEvent::Scored {
-            start_ts,
-            end_ts,
-            score,
-            threshold,
-            alert_open,
-            ..
-        } => out.push(Decision {
-            start: start_ts as usize,
-            end: end_ts as usize,
-            score,
-            threshold,
-            open: alert_open,
-            opened_cell: opened_cell.take(),
-        }),
-        _ => {}
-    })?;
+    let row_of = |ts: i64| match times {
+        // Every batch starts and ends on a row's own time.
+        Some(t) => t.partition_point(|x| *x < ts),
+        None => ts as usize,
+    };
+    replay_timed(
+        forecaster,
+        cfg,
+        &[rows],
+        &[times],
+        |_, _, event| match event {
+            EngineEvent::Opened(a) => opened_cell = a.cells.first().map(|c| (c.row, c.col)),
+            EngineEvent::Scored {
+                start_ts,
+                end_ts,
+                score,
+                threshold,
+                alert_open,
+                ..
+            } => out.push(Decision {
+                start: row_of(start_ts),
+                end: row_of(end_ts),
+                score,
+                threshold,
+                open: alert_open,
+                opened_cell: opened_cell.take(),
+            }),
+            _ => {}
+        },
+    )?;
     Ok(out)
 }
 
@@ -369,6 +429,67 @@ pub(crate) mod tests {
             max_batch: 4,
             grid: None,
         }
+    }
+
+    /// A daily spike, rows every 30 minutes for 3 days, replayed with its
+    /// times and with row indices, under a dynamic threshold with a
+    /// one-day season: the rows' times reach the seasonal rule.
+    #[test]
+    fn timed_replay_gives_the_seasonal_rule_the_rows_times() {
+        use forewarn_core::dynamic_threshold::DynamicThresholdConfig;
+        use std::time::Duration;
+        let mut rows = vec![0.0f32; 144];
+        for day in 0..3 {
+            rows[20 + 48 * day] = 5.0;
+        }
+        let times: Vec<i64> = (0..144)
+            .map(|i| 1_700_000_000_000 + i * 1_800_000)
+            .collect();
+        let strategy = ThresholdStrategy::Dynamic {
+            config: DynamicThresholdConfig {
+                smoothing: 1.0,
+                exclude_flagged: true,
+                season: Duration::from_secs(86_400),
+                season_tolerance: Duration::from_secs(3_600),
+                season_ratio: 0.5,
+                ..Default::default()
+            },
+            seed: vec![0.0, 0.1, 0.0, 0.1],
+            floor: 1.0,
+            gaussian: None,
+        };
+        let run = |times: Option<&[i64]>| {
+            decisions_timed(
+                &mut Persistence(0),
+                engine_cfg(strategy.clone()),
+                &rows,
+                times,
+            )
+            .unwrap()
+        };
+        let (timed, untimed) = (run(Some(&times)), run(None));
+        let rows_of = |d: &[Decision]| d.iter().map(|d| (d.start, d.end)).collect::<Vec<_>>();
+        assert_eq!(rows_of(&timed), rows_of(&untimed));
+        let opened = |d: &[Decision]| {
+            (d.windows(2))
+                .filter(|w| w[1].open && !w[0].open)
+                .map(|w| w[1].start)
+                .collect::<Vec<_>>()
+        };
+        // In time, the spike on days 2 and 3 was seen a day earlier.
+        assert_eq!(opened(&timed), vec![20]);
+        // As row indices (milliseconds) no day ever passes.
+        assert_eq!(opened(&untimed), vec![20, 68, 116]);
+        // Times must match the rows and increase.
+        let mut bad = times.clone();
+        bad[50] = bad[49];
+        let err = decisions_timed(
+            &mut Persistence(0),
+            engine_cfg(strategy.clone()),
+            &rows,
+            Some(&bad),
+        );
+        assert!(err.unwrap_err().to_string().contains("strictly increase"));
     }
 
     #[test]

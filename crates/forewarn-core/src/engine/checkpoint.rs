@@ -23,7 +23,7 @@ use super::{Device, Engine, Tracker};
 use crate::threshold::ThresholdStrategy;
 
 /// Version of the checkpoint encoding.
-pub const CHECKPOINT_FORMAT: u8 = 1;
+pub const CHECKPOINT_FORMAT: u8 = 2;
 
 /// One device's entry in a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -527,7 +527,7 @@ mod tests {
         let bytes = e.checkpoint().unwrap().remove(0).state.unwrap();
         assert_eq!(
             hex::encode(&bytes),
-            "010276310161020204080000803f0000004000000000000000000000000000000000000000000000000001010900000000000000000000000000000000000000000000803f000000400000000000000000020e01010e000000000000000000"
+            "020276310161020204080000803f0000004000000000000000000000000000000000000000000000000001010900000000000000000000000000000000000000000000803f000000400000000000000000020e01010e000000000000000000"
         );
     }
 }
