@@ -840,6 +840,42 @@ mod tests {
         assert_eq!(flagged_times(&quiet, 3, daily).0, vec![start + 40 * MIN]);
     }
 
+    /// A checkpointed state (postcard, as device checkpoints encode it)
+    /// goes on exactly as the one that kept running, seasonal rings and
+    /// the running excursion included.
+    #[test]
+    fn a_seasonal_state_survives_a_checkpoint() {
+        let start = 1_700_000_000_000;
+        let cfg = DynamicThresholdConfig {
+            new_normal_after: Duration::from_secs(2 * 86_400),
+            season_quiet: Duration::from_secs(3 * 3_600),
+            ..seasonal(0.5)
+        };
+        let score = |k: i64| match k % 288 {
+            8 => 30.0,
+            100..=110 => 20.0,
+            _ => 1.0 + (k % 2) as f64,
+        };
+        let mut s = DynamicState::seeded(&[1.0, 2.0, 1.0, 2.0]);
+        // Stop in the middle of day 2's long excursion.
+        for k in 0..288 + 105 {
+            s.observe_at(&cfg, 0.0, score(k), start + k * 5 * MIN);
+        }
+        assert!(
+            !s.season.is_empty() && !s.season_pending.is_empty() && s.excursion_start.is_some()
+        );
+        let bytes = postcard::to_allocvec(&s).unwrap();
+        let mut restored: DynamicState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(restored, s);
+        for k in 288 + 105..3 * 288 {
+            let ts = start + k * 5 * MIN;
+            assert_eq!(
+                restored.observe_at(&cfg, 0.0, score(k), ts),
+                s.observe_at(&cfg, 0.0, score(k), ts)
+            );
+        }
+    }
+
     #[test]
     fn normal_scores_are_no_precedent() {
         // Every day at the same time a normal score just under the
