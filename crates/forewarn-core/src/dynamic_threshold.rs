@@ -369,12 +369,10 @@ pub struct DynamicState {
     #[serde(default)]
     pub excursion_start: Option<i64>,
     /// When the device last turned calm (the first batch under the
-    /// threshold after an excursion, or its first batch).
+    /// threshold after an excursion, or its first batch); not updated
+    /// while an excursion runs.
     #[serde(default)]
     pub calm_since: Option<i64>,
-    /// Whether the running excursion began after `season_quiet` of calm.
-    #[serde(default)]
-    pub quiet_before: bool,
 }
 
 /// Adds `v` to bucket `b` of a ring whose buckets increase: to the last
@@ -403,7 +401,6 @@ impl DynamicState {
             season_pending: VecDeque::new(),
             excursion_start: None,
             calm_since: None,
-            quiet_before: false,
         }
     }
 
@@ -452,9 +449,9 @@ impl DynamicState {
     /// [`Self::observe`] for a batch that ends at `ts_ms`, with the
     /// seasonal rule (module docs): the threshold returned is at least the
     /// largest smoothed score one season earlier (within the tolerance)
-    /// divided by `season_ratio`. A score enters the seasonal ring when it
-    /// is not over the threshold (without the rule), or when the
-    /// excursion it belongs to has ended.
+    /// divided by `season_ratio`, for an excursion that began after
+    /// `season_quiet` of calm (or has settled). An excursion's scores enter
+    /// the seasonal ring when it ends or settles; normal scores never do.
     pub fn observe_at(
         &mut self,
         cfg: &DynamicThresholdConfig,
@@ -488,14 +485,20 @@ impl DynamicState {
         let since = |from: i64| u128::try_from(ts_ms.saturating_sub(from)).unwrap_or(0);
         if v > t && self.excursion_start.is_none() {
             self.excursion_start = Some(ts_ms);
-            self.quiet_before =
-                (self.calm_since).is_none_or(|c| since(c) >= cfg.season_quiet.as_millis());
         }
         let settled = v > t
             && !cfg.new_normal_after.is_zero()
             && self
                 .excursion_start
                 .is_some_and(|s| since(s) >= cfg.new_normal_after.as_millis());
+        // Whether the running excursion began after `season_quiet` of calm.
+        let quiet_before = match (self.excursion_start, self.calm_since) {
+            (Some(start), Some(calm)) => {
+                u128::try_from(start.saturating_sub(calm)).unwrap_or(0)
+                    >= cfg.season_quiet.as_millis()
+            }
+            _ => true,
+        };
         if v > t && !settled {
             // An excursion's scores wait until it ends: one that has not
             // ended is never its own precedent, so a fault that outlasts a
@@ -519,7 +522,7 @@ impl DynamicState {
                 }
             }
         }
-        if v > t && !(settled || self.quiet_before) {
+        if v > t && !(settled || quiet_before) {
             return (v, t);
         }
         (v, t.max(earlier / cfg.season_ratio))

@@ -19,7 +19,7 @@ use crate::error::{Context, OfflineError};
 use crate::files::{create_parent, read_labelled};
 use crate::fit::{Progress, fit};
 use crate::plot::plot_file;
-use crate::replay::{Decision, decisions_timed, point_predictions};
+use crate::replay::{Decision, decisions_timed, point_predictions, strictly_increasing};
 
 /// What an evaluation trains on.
 #[derive(Debug, Clone, PartialEq)]
@@ -442,7 +442,7 @@ fn score_file(
     let engine = fitted.engine_config(cfg.detector.detector(), 1);
     // Rows carry their own times where they have increasing ones (the
     // seasonal rule reads them), as readings do in `serve`.
-    let times = (data.timestamps.as_deref()).filter(|t| t.windows(2).all(|w| w[0] < w[1]));
+    let times = (data.timestamps.as_deref()).filter(|t| strictly_increasing(t));
     let decisions = decisions_timed(&mut fitted.network, engine, &data.rows, times)?;
     let pred = point_predictions(&decisions, data.len(), cfg.detector.min_event_length);
     let n = data.len();

@@ -38,6 +38,13 @@ where
     replay_timed(forecaster, cfg, streams, &[], on_event)
 }
 
+/// Whether `times` can stamp rows: strictly increasing, as the engine
+/// takes readings (an equal time is a duplicate, an earlier one out of
+/// order).
+pub fn strictly_increasing(times: &[i64]) -> bool {
+    times.windows(2).all(|w| w[0] < w[1])
+}
+
 /// [`replay`] with stream `k`'s rows stamped `times[k]` (milliseconds,
 /// strictly increasing, one per row); a stream without times gets its row
 /// index.
@@ -62,7 +69,7 @@ where
     for (k, t) in times.iter().enumerate() {
         let Some(t) = t else { continue };
         let rows = streams.get(k).map_or(0, |s| s.len() / c.max(1));
-        if t.len() != rows || !t.windows(2).all(|w| w[0] < w[1]) {
+        if t.len() != rows || !strictly_increasing(t) {
             return Err(OfflineError::Config(format!(
                 "replay: stream {k} has {rows} rows and {} times, which must match and strictly increase",
                 t.len()
