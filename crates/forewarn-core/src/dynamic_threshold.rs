@@ -49,6 +49,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::seasonal_residual::Phases;
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DynamicThresholdConfig {
@@ -89,6 +91,14 @@ pub struct DynamicThresholdConfig {
     /// its scores become precedents for the seasonal rule (zero: never).
     #[serde(with = "human_duration")]
     pub new_normal_after: Duration,
+    /// The seasonal residual's bucket width ([`crate::seasonal_residual`]):
+    /// a second score, each batch's distance from the same time of the
+    /// season before, under its own threshold (zero: off; needs a season).
+    #[serde(with = "human_duration")]
+    pub residual_bucket: Duration,
+    /// The seasonal residual's floor: the largest smoothed residual score
+    /// of the training rows times this.
+    pub residual_margin: f64,
 }
 
 /// Durations as humantime text ("1d", "75m") in configurations and stored
@@ -145,6 +155,8 @@ const STORED_BEFORE_KEYS: DynamicThresholdConfig = DynamicThresholdConfig {
     season_ratio: 0.5,
     season_quiet: Duration::ZERO,
     new_normal_after: Duration::ZERO,
+    residual_bucket: Duration::ZERO,
+    residual_margin: 1.5,
 };
 
 impl Default for DynamicThresholdConfig {
@@ -189,6 +201,9 @@ impl DynamicThresholdConfig {
             season_quiet: Option<Duration>,
             #[serde(default, deserialize_with = "human_duration::deserialize_some")]
             new_normal_after: Option<Duration>,
+            #[serde(default, deserialize_with = "human_duration::deserialize_some")]
+            residual_bucket: Option<Duration>,
+            residual_margin: Option<f64>,
         }
         let s = Partial::deserialize(d)?;
         let b = base;
@@ -207,6 +222,8 @@ impl DynamicThresholdConfig {
             season_ratio: s.season_ratio.unwrap_or(b.season_ratio),
             season_quiet: s.season_quiet.unwrap_or(b.season_quiet),
             new_normal_after: s.new_normal_after.unwrap_or(b.new_normal_after),
+            residual_bucket: s.residual_bucket.unwrap_or(b.residual_bucket),
+            residual_margin: s.residual_margin.unwrap_or(b.residual_margin),
         })
     }
 
@@ -232,6 +249,19 @@ impl DynamicThresholdConfig {
         if self.season.is_zero() && !self.new_normal_after.is_zero() {
             return Err("new_normal_after needs a season (its scores become the seasonal rule's precedents)".into());
         }
+        if !(self.residual_margin.is_finite() && self.residual_margin >= 0.0) {
+            return Err(format!(
+                "residual_margin must be a non-negative number, got {}",
+                self.residual_margin
+            ));
+        }
+        if !self.residual_bucket.is_zero() && self.residual_bucket > self.season {
+            return Err(format!(
+                "residual_bucket ({}) needs a season at least as long (season {})",
+                humantime::format_duration(self.residual_bucket),
+                humantime::format_duration(self.season)
+            ));
+        }
         if !self.season.is_zero() {
             if self.season_tolerance.is_zero() || self.season_tolerance * 2 > self.season {
                 return Err(format!(
@@ -256,6 +286,13 @@ impl DynamicThresholdConfig {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         (!self.season.is_zero() && !self.season_tolerance.is_zero())
             .then(|| (ms(self.season), ms(self.season_tolerance).max(1)))
+    }
+
+    /// The seasonal residual's buckets, when it is on.
+    pub fn residual_phases(&self) -> Option<Phases> {
+        let (period, _) = self.season_ms()?;
+        let width = i64::try_from(self.residual_bucket.as_millis()).unwrap_or(i64::MAX);
+        Phases::new(period, width)
     }
 
     /// Values a device's seasonal ring holds at most.

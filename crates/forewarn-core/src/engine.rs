@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
 use crate::detector::{BatchScore, DetectorState, Transition, score_batch_with};
 use crate::reading::{Reading, ReadingRef, RejectReason};
+use crate::seasonal_residual::BatchRows;
 use crate::threshold::ThresholdState;
 use crate::window::Window;
 
@@ -610,7 +611,13 @@ impl Engine {
             dev.predicted = true;
             dev.predicted_at = at_end;
             if let Some(score) = scored {
-                Self::detect(&self.cfg, &job, dev, score, events);
+                let rows = BatchRows {
+                    rows: observed,
+                    channels: m,
+                    start_ts: job.start_ts,
+                    end_ts: job.end_ts,
+                };
+                Self::detect(&self.cfg, &job, dev, score, &rows, events);
             }
             if self.spare.len() < MAX_SPARE_BUFFERS {
                 job.inputs.clear();
@@ -619,21 +626,20 @@ impl Engine {
         }
     }
 
-    /// Applies the threshold strategy to a scored batch and the hysteresis
-    /// to the result. Alerts carry the score and threshold actually
-    /// compared; severity is their ratio.
+    /// Applies the threshold strategy to a scored batch (its monitored
+    /// `rows`) and the hysteresis to the result. Alerts carry the score and
+    /// threshold actually compared; severity is their ratio.
     fn detect(
         cfg: &EngineConfig,
         job: &Job,
         dev: &mut Device,
         mut score: BatchScore,
+        rows: &BatchRows<'_>,
         events: &mut Vec<EngineEvent>,
     ) {
-        let (value, threshold) =
-            cfg.strategy
-                .apply(&mut dev.threshold_state, score.score, job.end_ts);
-        score.score = value;
-        score.threshold = threshold;
+        cfg.strategy
+            .decide(&mut dev.threshold_state, &mut score, rows);
+        let (value, threshold) = (score.score, score.threshold);
         let transition = dev
             .detector
             .observe(&cfg.detector, value, threshold, job.start_ts);
@@ -763,7 +769,7 @@ impl Engine {
         let c = self.cfg.schema.len();
         std::mem::size_of::<Device>()
             + (self.cfg.window * c + self.cfg.float_len()) * f
-            + self.cfg.strategy.state_bytes()
+            + self.cfg.strategy.state_bytes(self.cfg.monitored.len())
     }
 }
 
@@ -1117,6 +1123,7 @@ mod tests {
                     seed: vec![0.0; 10],
                     floor: 0.1,
                     gaussian: None,
+                    residual: None,
                 },
                 (
                     vec![

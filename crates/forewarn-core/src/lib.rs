@@ -13,6 +13,7 @@ pub mod grid;
 pub mod reading;
 pub mod robust_scaler;
 pub mod scaler;
+pub mod seasonal_residual;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod threshold;

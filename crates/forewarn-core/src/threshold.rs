@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::detector::BatchScore;
 use crate::dynamic_threshold::{DynamicState, DynamicThresholdConfig};
 use crate::gaussian::GaussianErrorModel;
+use crate::seasonal_residual::{BatchRows, SeasonalProfile};
 
 /// How the threshold is derived from validation scores.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -109,7 +111,29 @@ pub enum ThresholdStrategy {
         floor: f64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gaussian: Option<GaussianErrorModel>,
+        /// The seasonal residual's own threshold (`config.residual_bucket`),
+        /// when the training rows spanned enough of a season to calibrate it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        residual: Option<Box<ResidualThreshold>>,
     },
+}
+
+/// The calibration of the seasonal residual's dynamic threshold: the
+/// smoothed residual scores of the training rows (oldest first, at most
+/// `history`) that seed each device's history, and the floor (the largest
+/// of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResidualThreshold {
+    pub seed: Vec<f64>,
+    pub floor: f64,
+}
+
+/// A device's seasonal residual: its profile and the dynamic threshold's
+/// state over its residual scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResidualState {
+    pub profile: SeasonalProfile,
+    pub threshold: DynamicState,
 }
 
 impl ThresholdStrategy {
@@ -156,24 +180,113 @@ impl ThresholdStrategy {
                 ..
             } => {
                 let s = state
-                    .0
+                    .dynamic
                     .get_or_insert_with(|| Box::new(DynamicState::seeded(seed)));
                 s.observe_at(config, *floor, raw, ts_ms)
             }
         }
     }
 
+    /// [`Self::apply`] to the batch's score, and with a seasonal residual
+    /// its second score under its own threshold
+    /// ([`crate::seasonal_residual`]): `score` gets the score and the
+    /// threshold of the one that stands higher over its threshold (and
+    /// that one's channel shares), and the profile learns the batch unless
+    /// either flagged it.
+    pub fn decide(
+        &self,
+        state: &mut ThresholdState,
+        score: &mut BatchScore,
+        batch: &BatchRows<'_>,
+    ) {
+        let (mut v, mut t) = self.apply(state, score.score, batch.end_ts);
+        if let Self::Dynamic {
+            config,
+            residual: Some(calibrated),
+            ..
+        } = self
+            && let Some(phases) = config.residual_phases()
+        {
+            let r = state.residual.get_or_insert_with(|| {
+                Box::new(ResidualState {
+                    profile: SeasonalProfile::new(&phases, batch.channels),
+                    threshold: DynamicState::seeded(&calibrated.seed),
+                })
+            });
+            if let Some(raw) = r.profile.residual(&phases, batch) {
+                let (rv, rt) = r
+                    .threshold
+                    .observe_at(config, calibrated.floor, raw, batch.end_ts);
+                // rv / rt > v / t, with thresholds that may be zero.
+                if rv * t > v * rt {
+                    (v, t) = (rv, rt);
+                    r.profile.shares(&phases, batch, &mut score.shares);
+                }
+            }
+            r.profile.learn(&phases, batch, v > t);
+        }
+        score.score = v;
+        score.threshold = t;
+    }
+
     /// Bytes a device's [`ThresholdState`] holds once scored (beyond the
-    /// pointer in the device itself).
-    pub fn state_bytes(&self) -> usize {
+    /// pointer in the device itself), for a model of `channels` monitored
+    /// channels.
+    pub fn state_bytes(&self, channels: usize) -> usize {
         match self {
-            Self::Dynamic { config, .. } => {
-                std::mem::size_of::<DynamicState>()
+            Self::Dynamic {
+                config, residual, ..
+            } => {
+                let dynamic = std::mem::size_of::<DynamicState>()
                     + (config.history + 1) * std::mem::size_of::<f64>()
-                    + 2 * config.season_buckets() * std::mem::size_of::<(i64, f64)>()
+                    + 2 * config.season_buckets() * std::mem::size_of::<(i64, f64)>();
+                let residual = match (residual, config.residual_phases()) {
+                    (Some(_), Some(phases)) => {
+                        std::mem::size_of::<ResidualState>()
+                            + SeasonalProfile::heap_bytes(&phases, channels)
+                            + dynamic
+                    }
+                    _ => 0,
+                };
+                dynamic + residual
             }
             _ => 0,
         }
+    }
+
+    /// Whether a restored device's `state` can be this strategy's, for a
+    /// model of `channels` monitored channels.
+    pub fn check_state(&self, state: &ThresholdState, channels: usize) -> Result<(), &'static str> {
+        let valid = |t: &DynamicState, history: usize| {
+            let mut values = t.history.iter().chain(t.smoothed.iter());
+            t.history.len() <= history + 1 && values.all(|v| v.is_finite())
+        };
+        if state.dynamic.is_none() && state.residual.is_none() {
+            return Ok(());
+        }
+        let Self::Dynamic {
+            config, residual, ..
+        } = self
+        else {
+            return Err("dynamic threshold state for another strategy");
+        };
+        if state
+            .dynamic
+            .as_ref()
+            .is_some_and(|t| !valid(t, config.history))
+        {
+            return Err("dynamic threshold state is invalid");
+        }
+        if let Some(r) = &state.residual {
+            let fits = residual.is_some()
+                && config
+                    .residual_phases()
+                    .is_some_and(|p| r.profile.fits(&p, channels));
+            if !fits || !valid(&r.threshold, config.history) {
+                return Err("seasonal residual state does not fit the strategy");
+            }
+        }
+        Ok(())
     }
 
     /// Checks the parameters against the model's channel count.
@@ -196,18 +309,29 @@ impl ThresholdStrategy {
                 seed,
                 floor,
                 gaussian,
+                residual,
             } => {
                 config
                     .validate()
                     .map_err(|m| format!("dynamic threshold: {m}"))?;
-                if !(floor.is_finite() && *floor >= 0.0) {
-                    return Err(format!("dynamic floor {floor} is not a finite number >= 0"));
-                }
-                if seed.len() > config.history || seed.iter().any(|v| !v.is_finite()) {
-                    return Err(format!(
-                        "dynamic seed must be at most {} finite values",
-                        config.history
-                    ));
+                let calibrated = |what: &str, seed: &[f64], floor: f64| {
+                    if !(floor.is_finite() && floor >= 0.0) {
+                        return Err(format!("{what} floor {floor} is not a finite number >= 0"));
+                    }
+                    if seed.len() > config.history || seed.iter().any(|v| !v.is_finite()) {
+                        return Err(format!(
+                            "{what} seed must be at most {} finite values",
+                            config.history
+                        ));
+                    }
+                    Ok(())
+                };
+                calibrated("dynamic", seed, *floor)?;
+                if let Some(r) = residual {
+                    if config.residual_phases().is_none() {
+                        return Err("a seasonal residual threshold without residual_bucket".into());
+                    }
+                    calibrated("seasonal residual", &r.seed, r.floor)?;
                 }
                 gaussian
                     .as_ref()
@@ -236,10 +360,14 @@ fn validate_gaussian(model: &GaussianErrorModel, channels: usize) -> Result<(), 
 
 /// A device's part of the threshold strategy: nothing (`None`, no
 /// allocation) for `fixed` and `gaussian`; the smoothed error and the
-/// trailing history ring for `dynamic`. Serializable, so device snapshots
-/// can carry it.
+/// trailing history ring for `dynamic`, and with a seasonal residual its
+/// profile and threshold state. Serializable, so device snapshots can
+/// carry it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ThresholdState(pub Option<Box<DynamicState>>);
+pub struct ThresholdState {
+    pub dynamic: Option<Box<DynamicState>>,
+    pub residual: Option<Box<ResidualState>>,
+}
 
 #[cfg(test)]
 mod tests {
@@ -336,6 +464,7 @@ mod tests {
             seed: vec![1.0, 1.0],
             floor: 1.5,
             gaussian: None,
+            residual: None,
         };
         type Case = (ThresholdStrategy, Vec<f64>, Vec<(f64, f64)>);
         let cases: Vec<Case> = vec![
@@ -372,7 +501,7 @@ mod tests {
             for (raw, (ws, wt)) in raws.iter().zip(want.iter()) {
                 let (s, t) = strategy.apply(&mut state, *raw, 0);
                 // Only the dynamic strategy keeps (and allocates) state.
-                assert_eq!(state.0.is_some(), strategy.kind() == "dynamic");
+                assert_eq!(state.dynamic.is_some(), strategy.kind() == "dynamic");
                 assert!(
                     (s - ws).abs() < 1e-12 && (t - wt).abs() < 1e-12,
                     "{}: {raw} -> ({s}, {t}), want ({ws}, {wt})",
@@ -390,7 +519,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&ThresholdState::default()).unwrap(),
-            "null"
+            r#"{"dynamic":null,"residual":null}"#
         );
     }
 
@@ -418,6 +547,7 @@ mod tests {
             seed: vec![0.5; 101],
             floor: 1.0,
             gaussian: None,
+            residual: None,
         };
         assert!(d.validate(1).unwrap_err().contains("at most 100"));
         let f = ThresholdStrategy::Fixed { threshold: 0.5 };
@@ -428,6 +558,115 @@ mod tests {
             f
         );
         assert_eq!(f.nominal_threshold(), 0.5);
+    }
+
+    /// The seasonal residual flags the day a daily jump is missing, which
+    /// the forecast error (constant here) never does; the alert's score
+    /// and shares are the residual's, and the next normal day is compared
+    /// with the last normal one.
+    #[test]
+    fn the_seasonal_residual_flags_a_day_unlike_the_one_before() {
+        use std::time::Duration;
+        const HOUR: i64 = 3_600_000;
+        let strategy = ThresholdStrategy::Dynamic {
+            config: DynamicThresholdConfig {
+                smoothing: 1.0,
+                history: 50,
+                exclude_flagged: true,
+                season: Duration::from_secs(86_400),
+                season_tolerance: Duration::from_secs(3_600),
+                residual_bucket: Duration::from_secs(3_600),
+                ..Default::default()
+            },
+            // The forecast error is always 1, under a threshold of 2.
+            seed: vec![1.0; 10],
+            floor: 2.0,
+            gaussian: None,
+            residual: Some(Box::new(ResidualThreshold {
+                seed: vec![],
+                floor: 10.0,
+            })),
+        };
+        strategy.validate(1).unwrap();
+        let mut state = ThresholdState::default();
+        // Days of hourly rows, 20 at night and 80 from 09:00 to 17:00; day
+        // 2 stays at 20. Batches of 4 rows: (day, first hour) -> decision.
+        let mut flagged = Vec::new();
+        for day in 0..4i64 {
+            for first in (0..24).step_by(4) {
+                let rows: Vec<f32> = (first..first + 4)
+                    .map(|h| {
+                        if day != 2 && (9..17).contains(&h) {
+                            80.0
+                        } else {
+                            20.0
+                        }
+                    })
+                    .collect();
+                let start_ts = (day * 24 + first) * HOUR;
+                let batch = BatchRows {
+                    rows: &rows,
+                    channels: 1,
+                    start_ts,
+                    end_ts: start_ts + 3 * HOUR,
+                };
+                let mut score = BatchScore {
+                    mse: 1.0,
+                    score: 1.0,
+                    threshold: f64::INFINITY,
+                    shares: vec![0.0],
+                };
+                strategy.decide(&mut state, &mut score, &batch);
+                if score.score > score.threshold {
+                    flagged.push((day, first, score.score, score.threshold, score.shares));
+                } else {
+                    assert_eq!(
+                        (score.score, score.threshold),
+                        (1.0, 2.0),
+                        "day {day} {first}h"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            flagged,
+            [
+                (2, 8, 3.0 * 3600.0 / 4.0, 10.0, vec![1.0]),
+                (2, 12, 3600.0, 10.0, vec![1.0]),
+                (2, 16, 3600.0 / 4.0, 10.0, vec![1.0]),
+            ]
+        );
+        assert!(state.residual.is_some());
+        assert_eq!(strategy.check_state(&state, 1), Ok(()));
+        assert!(strategy.check_state(&state, 2).is_err());
+        let ThresholdStrategy::Dynamic {
+            config,
+            seed,
+            floor,
+            gaussian,
+            ..
+        } = strategy.clone()
+        else {
+            unreachable!()
+        };
+        let without = ThresholdStrategy::Dynamic {
+            config,
+            seed,
+            floor,
+            gaussian,
+            residual: None,
+        };
+        assert_eq!(
+            without.check_state(&state, 1),
+            Err("seasonal residual state does not fit the strategy")
+        );
+        assert!(
+            ThresholdStrategy::Fixed { threshold: 1.0 }
+                .check_state(&ThresholdState::default(), 1)
+                .is_ok()
+        );
+        // More bytes than without the residual: its profile and history.
+        assert!(strategy.state_bytes(1) > without.state_bytes(1) + 24 * 12);
     }
 
     /// A stored dynamic strategy reads a key it lacks (written before the
@@ -461,6 +700,7 @@ mod tests {
             seed: vec![0.1],
             floor: 0.2,
             gaussian: None,
+            residual: None,
         };
         let back: ThresholdStrategy =
             serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();

@@ -1249,11 +1249,21 @@ mod tests {
             },
             threshold: 3.5,
         };
+        // With a seasonal residual, whose calibration is stored too.
         let dynamic = ThresholdStrategy::Dynamic {
-            config: DynamicThresholdConfig::default(),
+            config: DynamicThresholdConfig {
+                season: std::time::Duration::from_secs(86_400),
+                season_tolerance: std::time::Duration::from_secs(3_600),
+                residual_bucket: std::time::Duration::from_secs(900),
+                ..DynamicThresholdConfig::default()
+            },
             seed: vec![0.2, 0.3, 0.25],
             floor: 0.4,
             gaussian: None,
+            residual: Some(Box::new(forewarn_core::threshold::ResidualThreshold {
+                seed: vec![0.1, 0.05],
+                floor: 0.2,
+            })),
         };
         let fixed = ThresholdStrategy::Fixed { threshold: 0.75 };
         for (stored, runs) in [

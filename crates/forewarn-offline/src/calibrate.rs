@@ -5,10 +5,13 @@
 //! being calibrated ([`crate::replay`]), so the threshold means online what
 //! it meant here.
 
-use forewarn_core::dynamic_threshold::{DynamicScore, seed_from_validation};
+use forewarn_core::dynamic_threshold::{
+    DynamicScore, DynamicThresholdConfig, seed_from_validation,
+};
 use forewarn_core::engine::{EngineConfig, Forecaster};
 use forewarn_core::gaussian::{GaussianErrorModel, fbeta_threshold};
-use forewarn_core::threshold::{ThresholdStrategy, quantile_sorted};
+use forewarn_core::seasonal_residual::{BatchRows, SeasonalProfile};
+use forewarn_core::threshold::{ResidualThreshold, ThresholdStrategy, quantile_sorted};
 use forewarn_model::ModelError;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -16,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{ThresholdKind, ThresholdSection};
 use crate::error::OfflineError;
-use crate::replay::{errors, scores, stream_scores};
+use crate::replay::{errors, scores, stream_scores, strictly_increasing};
 
 /// How the Gaussian threshold was chosen, for the record.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +45,11 @@ pub enum GaussianFit {
 /// (the model's engine settings; its strategy is replaced): `fixed` takes
 /// `fixed_threshold` (the model's own quantile x margin of validation
 /// MSEs); `gaussian` fits on `train_part` and picks its threshold on `val`;
-/// `dynamic` is seeded from `val`. `seed` drives the fault injection.
-/// How a Gaussian threshold was chosen comes back with it.
+/// `dynamic` is seeded from `val`, and its seasonal residual from both
+/// parts at their `times` (one per row of `train_part` then `val`).
+/// `seed` drives the fault injection. How a Gaussian threshold was chosen
+/// comes back with it.
+#[allow(clippy::too_many_arguments)]
 pub fn calibrate<F>(
     model: &mut F,
     engine: &EngineConfig,
@@ -51,6 +57,7 @@ pub fn calibrate<F>(
     seed: u64,
     train_part: &[f32],
     val: &[f32],
+    times: Option<&[i64]>,
     fixed_threshold: f64,
 ) -> Result<(ThresholdStrategy, Option<GaussianFit>), OfflineError>
 where
@@ -81,9 +88,73 @@ where
                 seed,
                 floor,
                 gaussian,
+                residual: times.and_then(|times| {
+                    let rows = [train_part, val].concat();
+                    calibrate_residual(engine, &t.dynamic, &rows, times).map(Box::new)
+                }),
             };
             (strategy, None)
         }
+    })
+}
+
+/// The seasonal residual's threshold, from the residual scores of the
+/// training `rows` (raw, the schema's channels) at `times`, in the
+/// engine's batches: their smoothed values seed each device's history,
+/// and the largest times `residual_margin` is the floor. `None` when the residual is off, or when the rows
+/// span less than two seasons (a profile needs one season to fill, and the
+/// threshold a season of scores to stand on), or their times do not
+/// strictly increase (the engine would refuse them).
+pub fn calibrate_residual(
+    engine: &EngineConfig,
+    config: &DynamicThresholdConfig,
+    rows: &[f32],
+    times: &[i64],
+) -> Option<ResidualThreshold> {
+    let phases = config.residual_phases()?;
+    let (first, last) = (times.first()?, times.last()?);
+    let c = engine.schema.len();
+    let m = engine.monitored.len();
+    let season = i64::try_from(config.season.as_millis()).ok()?;
+    if c == 0
+        || times.len() * c != rows.len()
+        || !strictly_increasing(times)
+        || last.saturating_sub(*first) < season.saturating_mul(2)
+    {
+        return None;
+    }
+    let mut profile = SeasonalProfile::new(&phases, m);
+    let mut scores = Vec::new();
+    let mut monitored = Vec::with_capacity(engine.horizon * m);
+    for (batch, ts) in rows
+        .chunks_exact(engine.horizon * c)
+        .zip(times.chunks_exact(engine.horizon))
+    {
+        monitored.clear();
+        for row in batch.chunks_exact(c) {
+            let mut row = row.to_vec();
+            engine.scaler.transform(&mut row);
+            monitored.extend(engine.monitored.iter().map(|&j| row[j]));
+        }
+        let rows = BatchRows {
+            rows: &monitored,
+            channels: m,
+            start_ts: ts[0],
+            end_ts: ts[ts.len() - 1],
+        };
+        scores.extend(profile.residual(&phases, &rows));
+        profile.learn(&phases, &rows, false);
+    }
+    let (seed, max) = seed_from_validation(
+        &DynamicThresholdConfig {
+            floor_margin: 1.0,
+            ..*config
+        },
+        &scores,
+    );
+    Some(ResidualThreshold {
+        seed,
+        floor: max * config.residual_margin,
     })
 }
 
@@ -282,7 +353,51 @@ fn inject(
 
 #[cfg(test)]
 mod tests {
-    use super::floored;
+    use super::{calibrate_residual, floored};
+    use crate::replay::tests::engine_cfg;
+    use forewarn_core::dynamic_threshold::DynamicThresholdConfig;
+    use forewarn_core::threshold::{ResidualThreshold, ThresholdStrategy};
+    use std::time::Duration;
+
+    /// Hourly rows of days alike but for one value on the third: the
+    /// residual's seed is the scores of the days after the first (batches
+    /// of 2 rows), its floor the largest times the margin; too short a
+    /// span, times that do not increase, or no residual give none.
+    #[test]
+    fn the_residual_is_calibrated_on_the_seasons_after_the_first() {
+        const HOUR: i64 = 3_600_000;
+        let engine = engine_cfg(ThresholdStrategy::Fixed { threshold: 1.0 });
+        let config = DynamicThresholdConfig {
+            smoothing: 1.0,
+            history: 50,
+            season: Duration::from_secs(86_400),
+            season_tolerance: Duration::from_secs(3_600),
+            residual_bucket: Duration::from_secs(3_600),
+            residual_margin: 1.5,
+            ..Default::default()
+        };
+        let mut rows: Vec<f32> = (0..72).map(|h| (h % 24) as f32).collect();
+        rows[48 + 5] += 1.0;
+        let times: Vec<i64> = (0..72).map(|h| h * HOUR).collect();
+        let mut seed = vec![0.0; 24];
+        seed[12 + 2] = 0.5;
+        assert_eq!(
+            calibrate_residual(&engine, &config, &rows, &times),
+            Some(ResidualThreshold { seed, floor: 0.75 })
+        );
+        assert_eq!(
+            calibrate_residual(&engine, &config, &rows[..48], &times[..48]),
+            None
+        );
+        let mut back = times.clone();
+        back.swap(3, 4);
+        assert_eq!(calibrate_residual(&engine, &config, &rows, &back), None);
+        let off = DynamicThresholdConfig {
+            residual_bucket: Duration::ZERO,
+            ..config
+        };
+        assert_eq!(calibrate_residual(&engine, &off, &rows, &times), None);
+    }
 
     #[test]
     fn the_threshold_never_flags_clean_validation_scores() {

@@ -289,6 +289,8 @@ pub const DEFAULT_DYNAMIC: DynamicThresholdConfig = DynamicThresholdConfig {
     season_ratio: 0.5,
     season_quiet: Duration::from_secs(3 * 3_600),
     new_normal_after: Duration::from_secs(2 * 86_400),
+    residual_bucket: Duration::from_secs(15 * 60),
+    residual_margin: 1.5,
 };
 
 fn dynamic_over_default<'de, D: serde::Deserializer<'de>>(

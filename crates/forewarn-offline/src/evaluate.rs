@@ -1503,6 +1503,49 @@ mod tests {
         assert!(e.contains("forecaster only"), "{e}");
     }
 
+    /// Ten days of hourly rows, 20 at night and 80 from 09:00 to 17:00,
+    /// but day 7 stays at 20 (labelled). A forecaster cannot tell a
+    /// missing step from a flat night; the seasonal residual, trained on
+    /// the first 4 days and learning through the replay, can.
+    #[test]
+    fn the_seasonal_residual_finds_a_day_without_its_daily_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("daily.csv");
+        let mut s = String::from("time;a;site;label\n");
+        for i in 0..240u64 {
+            let (day, hour) = (i / 24, i % 24);
+            let missing = day == 7 && (9..17).contains(&hour);
+            let step = (9..17).contains(&hour) && !missing;
+            let noise = ((i * 7919) % 13) as f64 / 13.0;
+            let a = if step { 80.0 } else { 20.0 } + noise;
+            s.push_str(&format!(
+                "{};{a:.3};x;{}\n",
+                1_767_225_600 + i * 3600,
+                u8::from(missing)
+            ));
+        }
+        std::fs::write(&data, s).unwrap();
+        let events = |bucket: &str| {
+            let a = args(dir.path(), vec![data.clone()], vec![], Some(96), "dynamic");
+            let config = a.config.clone().unwrap();
+            let mut toml = std::fs::read_to_string(&config).unwrap();
+            toml.push_str(&format!(
+                "[threshold.dynamic]\nresidual_bucket = \"{bucket}\"\n"
+            ));
+            std::fs::write(&config, toml).unwrap();
+            run(a).unwrap();
+            read(dir.path())["counts"]["events"].clone()
+        };
+        assert_eq!(
+            events("1h"),
+            serde_json::json!({"tp": 1, "fp": 0, "fn_": 0})
+        );
+        assert_eq!(
+            events("0s"),
+            serde_json::json!({"tp": 0, "fp": 0, "fn_": 1})
+        );
+    }
+
     #[test]
     fn short_training_parts_shrink_the_window() {
         let m = crate::config::ModelSection::default();

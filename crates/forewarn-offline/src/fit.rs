@@ -111,6 +111,7 @@ pub fn fit(
         settings.seed,
         train_part,
         val,
+        data.timestamps.as_deref(),
         model.meta.threshold.value,
     )
     .context(|| "calibrating the threshold strategy".to_owned())?;

@@ -464,6 +464,7 @@ pub(crate) mod tests {
             seed: vec![0.0, 0.1, 0.0, 0.1],
             floor: 1.0,
             gaussian: None,
+            residual: None,
         };
         let run = |times: Option<&[i64]>| {
             decisions_timed(

@@ -20,10 +20,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Device, Engine, Tracker};
-use crate::threshold::ThresholdStrategy;
 
 /// Version of the checkpoint encoding.
-pub const CHECKPOINT_FORMAT: u8 = 2;
+pub const CHECKPOINT_FORMAT: u8 = 3;
 
 /// One device's entry in a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,17 +240,9 @@ impl Engine {
         if d.id.is_empty() {
             return Err(RestoreError::Shape("device id is empty"));
         }
-        if let Some(t) = &d.threshold_state.0 {
-            let ThresholdStrategy::Dynamic { config, .. } = &self.cfg.strategy else {
-                return Err(RestoreError::Shape(
-                    "dynamic threshold state for another strategy",
-                ));
-            };
-            let values = t.history.iter().chain(t.smoothed.iter());
-            if t.history.len() > config.history + 1 || values.into_iter().any(|v| !v.is_finite()) {
-                return Err(RestoreError::Shape("dynamic threshold state is invalid"));
-            }
-        }
+        (self.cfg.strategy)
+            .check_state(&d.threshold_state, self.cfg.monitored.len())
+            .map_err(RestoreError::Shape)?;
         Ok(())
     }
 }
@@ -261,6 +252,7 @@ mod tests {
     use super::super::tests::{Persistence, engine, r};
     use super::*;
     use crate::engine::{EngineEvent, Pushed};
+    use crate::threshold::ThresholdStrategy;
 
     /// Feeds `readings` to `e`, flushing whenever a batch completes.
     fn feed(
@@ -298,6 +290,7 @@ mod tests {
                 seed: vec![0.1, 0.2, 0.1],
                 floor: 0.5,
                 gaussian: None,
+                residual: None,
             },
         ]
     }
@@ -527,7 +520,7 @@ mod tests {
         let bytes = e.checkpoint().unwrap().remove(0).state.unwrap();
         assert_eq!(
             hex::encode(&bytes),
-            "020276310161020204080000803f0000004000000000000000000000000000000000000000000000000001010900000000000000000000000000000000000000000000803f000000400000000000000000020e01010e000000000000000000"
+            "030276310161020204080000803f0000004000000000000000000000000000000000000000000000000001010900000000000000000000000000000000000000000000803f000000400000000000000000020e01010e00000000000000000000"
         );
     }
 }
