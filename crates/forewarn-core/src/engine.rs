@@ -112,7 +112,8 @@ struct Device {
     predicted_at: u64,
     detector: DetectorState,
     /// The threshold strategy's per-device state: empty for `fixed` and
-    /// `gaussian`; the dynamic threshold's smoothed error and history ring,
+    /// `gaussian`; the dynamic threshold's smoothed error and history ring
+    /// (and the seasonal residual's profile and threshold state),
     /// allocated at the device's first scored batch.
     threshold_state: ThresholdState,
     last_score: Option<BatchScore>,

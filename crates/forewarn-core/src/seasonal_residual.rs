@@ -113,12 +113,18 @@ impl SeasonalProfile {
             + channels * size_of::<f64>()
     }
 
-    /// Whether the profile has the shape of `phases` and `channels` (a
-    /// restored checkpoint of another model's has not).
+    /// Whether the profile has the shape of `phases` and `channels`, and
+    /// finite values (a restored checkpoint of another model's, or a
+    /// damaged one, has not).
     pub fn fits(&self, phases: &Phases, channels: usize) -> bool {
         self.written.len() == phases.buckets
             && self.means.len() == phases.buckets * channels
             && self.sums.len() == channels
+            && self
+                .gathering
+                .is_none_or(|(_, phase)| phase < phases.buckets)
+            && self.means.iter().all(|m| m.is_finite())
+            && self.sums.iter().all(|s| s.is_finite())
     }
 
     /// Calls `f(channel, squared difference)` for every value of the
@@ -330,5 +336,11 @@ mod tests {
         assert_eq!(shares, [0.0, 1.0]);
         assert!(p.fits(&phases, 2));
         assert!(!p.fits(&phases, 1));
+        let mut damaged = p.clone();
+        damaged.gathering = Some((1, 2));
+        assert!(!damaged.fits(&phases, 2));
+        let mut damaged = p;
+        damaged.means[0] = f32::NAN;
+        assert!(!damaged.fits(&phases, 2));
     }
 }

@@ -121,7 +121,7 @@ pub enum ThresholdStrategy {
 /// The calibration of the seasonal residual's dynamic threshold: the
 /// smoothed residual scores of the training rows (oldest first, at most
 /// `history`) that seed each device's history, and the floor (the largest
-/// of them).
+/// of them times `residual_margin`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResidualThreshold {
     pub seed: Vec<f64>,

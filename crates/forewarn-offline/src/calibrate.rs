@@ -101,10 +101,11 @@ where
 /// The seasonal residual's threshold, from the residual scores of the
 /// training `rows` (raw, the schema's channels) at `times`, in the
 /// engine's batches: their smoothed values seed each device's history,
-/// and the largest times `residual_margin` is the floor. `None` when the residual is off, or when the rows
-/// span less than two seasons (a profile needs one season to fill, and the
-/// threshold a season of scores to stand on), or their times do not
-/// strictly increase (the engine would refuse them).
+/// and the largest times `residual_margin` is the floor. `None` when the
+/// residual is off, or when the rows span less than two seasons (a
+/// profile needs one season to fill, and the threshold a season of scores
+/// to stand on), or their times do not strictly increase (the engine
+/// would refuse them).
 pub fn calibrate_residual(
     engine: &EngineConfig,
     config: &DynamicThresholdConfig,
@@ -117,6 +118,7 @@ pub fn calibrate_residual(
     let m = engine.monitored.len();
     let season = i64::try_from(config.season.as_millis()).ok()?;
     if c == 0
+        || engine.horizon == 0
         || times.len() * c != rows.len()
         || !strictly_increasing(times)
         || last.saturating_sub(*first) < season.saturating_mul(2)
@@ -126,15 +128,16 @@ pub fn calibrate_residual(
     let mut profile = SeasonalProfile::new(&phases, m);
     let mut scores = Vec::new();
     let mut monitored = Vec::with_capacity(engine.horizon * m);
+    let mut scaled = vec![0f32; c];
     for (batch, ts) in rows
         .chunks_exact(engine.horizon * c)
         .zip(times.chunks_exact(engine.horizon))
     {
         monitored.clear();
         for row in batch.chunks_exact(c) {
-            let mut row = row.to_vec();
-            engine.scaler.transform(&mut row);
-            monitored.extend(engine.monitored.iter().map(|&j| row[j]));
+            scaled.copy_from_slice(row);
+            engine.scaler.transform(&mut scaled);
+            monitored.extend(engine.monitored.iter().map(|&j| scaled[j]));
         }
         let rows = BatchRows {
             rows: &monitored,
