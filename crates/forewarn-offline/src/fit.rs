@@ -3,6 +3,10 @@
 //! `forewarn train` stores and `serve` runs, and what `forewarn evaluate`
 //! replays, by this one function: offline equals online.
 
+use std::fmt;
+use std::time::Duration;
+
+use forewarn_core::threshold::{ResidualThreshold, ThresholdStrategy};
 use forewarn_core::{DetectorConfig, Threshold};
 use forewarn_data::Dataset;
 use forewarn_model::{Description, EpochReport, Model, ModelKind};
@@ -25,6 +29,72 @@ pub enum Progress<'a> {
     MonitoredConstant(&'a [&'a str]),
     /// How the Gaussian threshold was chosen.
     Gaussian(&'a GaussianFit),
+    /// The seasonal residual's calibration (`residual_bucket` set): `None`
+    /// when the training rows do not span two seasons of strictly
+    /// increasing times, so the forecast error alone decides.
+    SeasonalResidual {
+        season: Duration,
+        calibrated: Option<&'a ResidualThreshold>,
+    },
+}
+
+/// The line the command line prints (without indentation).
+impl fmt::Display for Progress<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Progress::Epoch(r) => write!(
+                f,
+                "epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
+                r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
+            ),
+            Progress::ConstantChannels(names) => write!(
+                f,
+                "context, constant in training, read as that constant: {}",
+                names.join(", ")
+            ),
+            Progress::MonitoredConstant(names) => write!(
+                f,
+                "monitored, constant in training (scaled by 1 % of their level: any change \
+                 alarms): {}",
+                names.join(", ")
+            ),
+            Progress::Gaussian(GaussianFit::Injected {
+                normal,
+                injected,
+                beta,
+                fbeta,
+                tau,
+                raised,
+            }) => write!(
+                f,
+                "gaussian: {normal} normal / {injected} injected validation batches, F{beta} = \
+                 {fbeta:.3} at {tau:.4}{}",
+                raised.map_or(String::new(), |(q, floor)| format!(
+                    ", raised to q{q} of the normal scores, {floor:.4}"
+                ))
+            ),
+            Progress::Gaussian(GaussianFit::NoRoom) => f.write_str(
+                "gaussian: no room to inject faults; quantile x margin of normal scores",
+            ),
+            Progress::SeasonalResidual {
+                calibrated: Some(r),
+                ..
+            } => write!(
+                f,
+                "seasonal residual: on, {} training scores, floor {:.4}",
+                r.seed.len(),
+                r.floor
+            ),
+            Progress::SeasonalResidual {
+                season,
+                calibrated: None,
+            } => write!(
+                f,
+                "seasonal residual: off (the training rows' times do not span two seasons of {})",
+                humantime::format_duration(*season)
+            ),
+        }
+    }
 }
 
 /// Trains `cfg.model` on `data` (normal operation; its tail,
@@ -118,6 +188,16 @@ pub fn fit(
     if let Some(g) = &gaussian {
         progress(Progress::Gaussian(g));
     }
+    if let ThresholdStrategy::Dynamic {
+        config, residual, ..
+    } = &strategy
+        && config.residual_phases().is_some()
+    {
+        progress(Progress::SeasonalResidual {
+            season: config.season,
+            calibrated: residual.as_deref(),
+        });
+    }
     model.meta.strategy = Some(strategy);
     Ok(model)
 }
@@ -144,13 +224,16 @@ mod tests {
     /// has 400 training rows; these settings reach about 0.63x the first
     /// epoch's loss); the fixed threshold, on the last 100 rows.
     fn small_cfg() -> ModelConfig {
-        let text = "[model]\nname = \"tep\"\nhidden = 32\nlayers = 2\nhorizon = 3\nwindow = 20\n\
-                    epochs = 15\nlearning_rate = 1e-2\nbatch_streams = 4\npatience = 0\n\
-                    validation_fraction = 0.2\nhighway = \"none\"\n[threshold]\nkind = \"fixed\"\n";
-        toml::from_str::<ModelConfig>(text)
+        toml::from_str::<ModelConfig>(small_cfg_text())
             .unwrap()
             .resolved()
             .unwrap()
+    }
+
+    fn small_cfg_text() -> &'static str {
+        "[model]\nname = \"tep\"\nhidden = 32\nlayers = 2\nhorizon = 3\nwindow = 20\n\
+         epochs = 15\nlearning_rate = 1e-2\nbatch_streams = 4\npatience = 0\n\
+         validation_fraction = 0.2\nhighway = \"none\"\n[threshold]\nkind = \"fixed\"\n"
     }
 
     fn forecaster(n: &Network) -> &LstmForecaster {
@@ -189,6 +272,57 @@ mod tests {
             scores.push(se / (h * c) as f64);
         }
         scores
+    }
+
+    /// TEP's normal run spans 25 hours at 3-minute samples: too short for
+    /// the default's daily residual, which training says. Its rows 9
+    /// minutes apart span 75 hours, and the residual is calibrated.
+    #[test]
+    fn training_says_whether_the_seasonal_residual_is_calibrated() {
+        crate::test_init();
+        let text = small_cfg_text().replace("kind = \"fixed\"", "kind = \"dynamic\"");
+        let cfg = toml::from_str::<ModelConfig>(&text)
+            .unwrap()
+            .resolved()
+            .unwrap();
+        let mut data = d00();
+        for stretch in [1, 3] {
+            let times = data.timestamps.as_mut().unwrap();
+            let first = times[0];
+            times
+                .iter_mut()
+                .for_each(|t| *t = first + (*t - first) * stretch);
+            let mut lines = Vec::new();
+            let m = fit(&data, &cfg, &mut |p| {
+                if let Progress::SeasonalResidual { .. } = p {
+                    lines.push(p.to_string());
+                }
+            })
+            .unwrap();
+            let ThresholdStrategy::Dynamic { residual, .. } = m.meta.strategy() else {
+                panic!("not dynamic")
+            };
+            if stretch == 1 {
+                assert!(residual.is_none());
+                assert_eq!(
+                    lines,
+                    [
+                        "seasonal residual: off (the training rows' times do not span two seasons of 1day)"
+                    ]
+                );
+            } else {
+                let r = residual.as_ref().expect("calibrated");
+                assert!(r.floor > 0.0 && !r.seed.is_empty(), "{r:?}");
+                assert_eq!(
+                    lines,
+                    [format!(
+                        "seasonal residual: on, {} training scores, floor {:.4}",
+                        r.seed.len(),
+                        r.floor
+                    )]
+                );
+            }
+        }
     }
 
     #[test]
