@@ -591,7 +591,11 @@ mod tests {
         let mut state = ThresholdState::default();
         // Days of hourly rows, 20 at night and 80 from 09:00 to 17:00; day
         // 2 stays at 20. Batches of 4 rows: (day, first hour) -> decision.
+        // At 06:00 on day 2 the state goes through a checkpoint (postcard,
+        // as device checkpoints encode it) and on from the restored copy;
+        // the original goes on alongside and must decide the same.
         let mut flagged = Vec::new();
+        let mut original: Option<ThresholdState> = None;
         for day in 0..4i64 {
             for first in (0..24).step_by(4) {
                 let rows: Vec<f32> = (first..first + 4)
@@ -616,7 +620,22 @@ mod tests {
                     threshold: f64::INFINITY,
                     shares: vec![0.0],
                 };
-                strategy.decide(&mut state, &mut score, &batch);
+                if (day, first) == (2, 4) {
+                    let bytes = postcard::to_allocvec(&state).unwrap();
+                    original = Some(std::mem::replace(
+                        &mut state,
+                        postcard::from_bytes(&bytes).unwrap(),
+                    ));
+                    assert_eq!(Some(&state), original.as_ref());
+                }
+                if let Some(o) = original.as_mut() {
+                    let mut same = score.clone();
+                    strategy.decide(o, &mut same, &batch);
+                    strategy.decide(&mut state, &mut score, &batch);
+                    assert_eq!(same, score, "day {day} {first}h");
+                } else {
+                    strategy.decide(&mut state, &mut score, &batch);
+                }
                 if score.score > score.threshold {
                     flagged.push((day, first, score.score, score.threshold, score.shares));
                 } else {
@@ -628,6 +647,7 @@ mod tests {
                 }
             }
         }
+        assert_eq!(original.as_ref(), Some(&state));
         assert_eq!(
             flagged,
             [
@@ -690,6 +710,7 @@ mod tests {
         assert_eq!(config.prune, 0.0);
         assert!(!config.exclude_flagged);
         assert_eq!(config.score, DynamicScore::Mse);
+        assert_eq!(config.residual_bucket, std::time::Duration::ZERO);
         let full = ThresholdStrategy::Dynamic {
             config: DynamicThresholdConfig {
                 prune: 0.4,

@@ -253,6 +253,7 @@ mod tests {
     use super::*;
     use crate::engine::{EngineEvent, Pushed};
     use crate::threshold::ThresholdStrategy;
+    use std::time::Duration;
 
     /// Feeds `readings` to `e`, flushing whenever a batch completes.
     fn feed(
@@ -291,6 +292,24 @@ mod tests {
                 floor: 0.5,
                 gaussian: None,
                 residual: None,
+            },
+            // With a seasonal residual over a season of 4 ms, so that the
+            // stream's readings (1 ms apart) meet their profile.
+            ThresholdStrategy::Dynamic {
+                config: crate::dynamic_threshold::DynamicThresholdConfig {
+                    history: 8,
+                    season: Duration::from_millis(4),
+                    season_tolerance: Duration::from_millis(2),
+                    residual_bucket: Duration::from_millis(1),
+                    ..Default::default()
+                },
+                seed: vec![0.1, 0.2, 0.1],
+                floor: 0.5,
+                gaussian: None,
+                residual: Some(Box::new(crate::threshold::ResidualThreshold {
+                    seed: vec![0.0, 0.1],
+                    floor: 0.5,
+                })),
             },
         ]
     }
@@ -377,7 +396,7 @@ mod tests {
 
     #[test]
     fn threshold_state_must_fit_the_strategy() {
-        let [fixed, dynamic] = <[ThresholdStrategy; 2]>::try_from(strategies()).unwrap();
+        let [fixed, dynamic, residual] = <[ThresholdStrategy; 3]>::try_from(strategies()).unwrap();
         let mut f = Persistence { calls: vec![] };
         let mut e = engine_with(&dynamic);
         e.enable_checkpoints();
@@ -392,6 +411,20 @@ mod tests {
             ))
         );
         assert_eq!(engine_with(&dynamic).restore(b), Ok("b".to_string()));
+        // A device with a seasonal residual restores only where one runs.
+        let mut e = engine_with(&residual);
+        e.enable_checkpoints();
+        feed(&mut e, &mut f, &stream(1, 12));
+        let records = e.checkpoint().unwrap();
+        let b = records.iter().find(|r| r.device == "b").unwrap();
+        let b = b.state.as_ref().unwrap();
+        assert_eq!(
+            engine_with(&dynamic).restore(b),
+            Err(RestoreError::Shape(
+                "seasonal residual state does not fit the strategy"
+            ))
+        );
+        assert_eq!(engine_with(&residual).restore(b), Ok("b".to_string()));
     }
 
     #[test]
