@@ -57,6 +57,7 @@ impl Generator {
             center: (0..self.channels).map(Self::base).collect(),
             scale: (0..self.channels).map(Self::scale).collect(),
             constant: vec![false; self.channels],
+            forecast_constant: Vec::new(),
         }
     }
 

@@ -373,11 +373,21 @@ pub fn select_threshold(history: &[f64], cfg: &DynamicThresholdConfig) -> f64 {
     best.1
 }
 
+/// The lowest dynamic threshold. A history of exact forecasts (a device
+/// whose monitored channels were all constant in training, each forecast
+/// as its constant) gives a threshold of 0, and a smoothed score never
+/// decays back to 0 after an excursion, so an alert would never resolve.
+/// A millionth (of a training error's variance for the Gaussian score, of
+/// a training standard deviation squared for the MSE) is far below any
+/// real batch's score and ends that tail.
+pub const MIN_THRESHOLD: f64 = 1e-6;
+
 /// The threshold a smoothed score is compared with, from `history`
-/// (oldest first): `max(eps, floor, m / (1 - prune))` (module docs).
+/// (oldest first): `max(eps, floor, m / (1 - prune), MIN_THRESHOLD)`
+/// (module docs).
 pub fn threshold_of(history: &[f64], cfg: &DynamicThresholdConfig, floor: f64) -> f64 {
     let eps = select_threshold(history, cfg);
-    let mut t = eps.max(floor);
+    let mut t = eps.max(floor).max(MIN_THRESHOLD);
     if cfg.prune > 0.0 {
         let m = (history.iter().copied())
             .filter(|v| *v <= eps)
@@ -632,6 +642,35 @@ mod tests {
         assert!((eps - 7.3).abs() < 1e-9, "{eps}");
         // Constant history: the mean.
         assert_eq!(select_threshold(&[3.0, 3.0], &cfg), 3.0);
+    }
+
+    /// A device whose validation forecasts were exact (every monitored
+    /// channel forecast as its training constant) has a history of zeros:
+    /// its threshold is [`MIN_THRESHOLD`], not 0, so after one batch of
+    /// 40,000 (a channel off its value for a row) the smoothed score
+    /// (0.3) falls back under the threshold once 0.7^k x 12,000 <= 1e-6:
+    /// k = 66 batches later (ln 1.2e10 / ln(1 / 0.7) = 65.07), and the
+    /// alert can resolve.
+    #[test]
+    fn an_exact_history_gives_the_lowest_threshold_and_its_excursions_end() {
+        let cfg = DynamicThresholdConfig {
+            smoothing: 0.3,
+            prune: 0.35,
+            exclude_flagged: true,
+            ..Default::default()
+        };
+        let mut d = DynamicThreshold::new(cfg, &[0.0; 50]);
+        assert_eq!(threshold_of(&[0.0; 50], &cfg, 0.0), MIN_THRESHOLD);
+        assert_eq!(d.observe(0.0), (0.0, MIN_THRESHOLD));
+        let (v, t) = d.observe(40_000.0);
+        assert!((v - 12_000.0).abs() < 1e-9 && t == MIN_THRESHOLD, "{v} {t}");
+        let under = (1..=100)
+            .find(|_| {
+                let (v, t) = d.observe(0.0);
+                v <= t
+            })
+            .unwrap();
+        assert_eq!(under, 66);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
 use crate::detector::{BatchScore, DetectorState, Transition, score_batch_with};
 use crate::reading::{Reading, ReadingRef, RejectReason};
+use crate::scaler::Scaler;
 use crate::seasonal_residual::BatchRows;
 use crate::threshold::ThresholdState;
 use crate::window::Window;
@@ -185,6 +186,9 @@ const MAX_SPARE_BUFFERS: usize = 4096;
 
 pub struct Engine {
     cfg: EngineConfig,
+    /// Forecast columns of the channels forecast as their training
+    /// constant ([`Scaler::forecast_constant`]).
+    pinned: Vec<usize>,
     /// Device id to index in `devices`. Devices are never removed, so
     /// indices are stable.
     index: HashMap<String, usize>,
@@ -229,6 +233,7 @@ impl Engine {
             panic!("engine config: {why}");
         }
         Self {
+            pinned: cfg.scaler.pinned_outputs(&cfg.monitored),
             cfg,
             index: HashMap::new(),
             devices: Vec::new(),
@@ -478,6 +483,7 @@ impl Engine {
             self.scratch = batch;
             return Err(e);
         }
+        Scaler::pin_forecasts(&mut batch.predictions, batch.outputs, &self.pinned);
         self.scatter(round, &batch, forecaster.reconstructs(), events);
         self.scratch = batch;
         Ok(())
@@ -646,7 +652,7 @@ impl Engine {
             .observe(&cfg.detector, value, threshold, job.start_ts);
         match transition {
             Transition::Open { streak_start } => {
-                let contributors = contributors(cfg, &score.shares, MAX_CONTRIBUTORS);
+                let contributors = cfg.contributors(&score.shares, MAX_CONTRIBUTORS);
                 let alert = Alert {
                     id: alert_id(&dev.id, &cfg.model_version, streak_start),
                     device: dev.id.clone(),
@@ -709,7 +715,7 @@ impl Engine {
             last_shares: d
                 .last_score
                 .as_ref()
-                .map(|s| contributors(&self.cfg, &s.shares, self.cfg.view_shares()))
+                .map(|s| self.cfg.contributors(&s.shares, self.cfg.view_shares()))
                 .unwrap_or_default(),
             open_alert: d.open.as_ref().map(|a| a.id.clone()),
             warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.predicted,
@@ -780,22 +786,6 @@ impl Engine {
 struct Tracker {
     dirty: Vec<usize>,
     tombstones: Vec<(i32, String)>,
-}
-
-/// The `n` largest error shares, largest first. `shares` are of the
-/// monitored channels (`monitored[i]` is share `i`'s position in the
-/// schema), so a context channel is never named.
-fn contributors(cfg: &EngineConfig, shares: &[f64], n: usize) -> Vec<ChannelShare> {
-    let (schema, monitored) = (&cfg.schema, &cfg.monitored);
-    let mut idx: Vec<usize> = (0..shares.len()).filter(|i| shares[*i] > 0.0).collect();
-    idx.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));
-    idx.into_iter()
-        .take(n)
-        .map(|i| ChannelShare {
-            channel: schema.channels()[monitored[i]].clone(),
-            share: shares[i],
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -1002,6 +992,7 @@ mod tests {
                 center: vec![0.0; 7],
                 scale: vec![1.0; 7],
                 constant: vec![false; 7],
+                forecast_constant: Vec::new(),
             };
             cfg.grid = grid.then(|| crate::grid::GridLayout::row_major(3, 3, &names).unwrap());
             let mut e = Engine::new(cfg);
@@ -1245,6 +1236,7 @@ mod tests {
                 center: vec![0.0; 3],
                 scale: vec![1.0; 3],
                 constant: vec![false; 3],
+                forecast_constant: Vec::new(),
             };
             let mut e = Engine::new(cfg);
             let mut f = MonitoredPersistence(vec![0, 2]);
@@ -1423,6 +1415,70 @@ mod tests {
                     "reconstructing, warmup {warmup}, flush each: {flush_each}"
                 );
             }
+        }
+    }
+
+    /// Table: is `b` forecast as its training constant (0) -> the scored
+    /// batches' (start, score) and the alerts opened (when, contributors).
+    /// The model forecasts 2.0 for every channel; `a` reads 2.0 throughout
+    /// and `b` sits at 0 until it leaves for 3.0 at ts 9. Pinned, `b`'s
+    /// wobble is gone (score 0: no alert) until it leaves, and the alert
+    /// then opens naming it; unpinned, the wobble alone opens one on the
+    /// first scored batch.
+    #[test]
+    fn a_channel_constant_in_training_is_forecast_as_its_constant() {
+        struct Wobble;
+        impl Forecaster for Wobble {
+            type Error = String;
+            fn state_len(&self) -> usize {
+                1
+            }
+            fn step(&mut self, b: &mut StepBatch) -> Result<(), String> {
+                b.predictions.iter_mut().for_each(|p| *p = 2.0);
+                Ok(())
+            }
+        }
+        for (pinned, scores, opened) in [
+            (
+                true,
+                vec![(3, 0.0), (5, 0.0), (7, 0.0), (9, 4.5)],
+                vec![(10, vec!["b"])],
+            ),
+            (
+                false,
+                vec![(3, 2.0), (5, 2.0), (7, 2.0), (9, 0.5)],
+                vec![(4, vec!["b"])],
+            ),
+        ] {
+            let mut cfg = engine(8).config().clone();
+            cfg.scaler.forecast_constant = vec![false, pinned];
+            let mut e = Engine::new(cfg);
+            let (mut got_scores, mut got_opened) = (vec![], vec![]);
+            for ts in 1..=10 {
+                let b = if ts >= 9 { 3.0 } else { 0.0 };
+                e.push(&r("d", ts, 2.0, b)).unwrap();
+                for ev in e.flush(&mut Wobble).unwrap() {
+                    match ev {
+                        EngineEvent::Scored {
+                            start_ts, score, ..
+                        } => got_scores.push((start_ts, score)),
+                        EngineEvent::Opened(a) => got_opened.push((
+                            a.opened_at,
+                            a.contributors
+                                .iter()
+                                .map(|c| c.channel.as_str().to_owned())
+                                .collect::<Vec<_>>(),
+                        )),
+                        EngineEvent::Resolved(_) => {}
+                    }
+                }
+            }
+            assert_eq!(got_scores, scores, "pinned {pinned}");
+            let opened: Vec<(i64, Vec<String>)> = opened
+                .into_iter()
+                .map(|(at, names)| (at, names.into_iter().map(String::from).collect()))
+                .collect();
+            assert_eq!(got_opened, opened, "pinned {pinned}");
         }
     }
 

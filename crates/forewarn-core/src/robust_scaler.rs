@@ -47,6 +47,7 @@ pub fn fit(rows: &[f32], channels: usize) -> Scaler {
         center,
         scale,
         constant,
+        forecast_constant: Vec::new(),
     }
 }
 

@@ -35,6 +35,16 @@ pub struct Scaler {
     /// so a stuck sensor that starts moving alarms.
     #[serde(default)]
     pub constant: Vec<bool>,
+    /// Monitored channels that were constant in training (those
+    /// [`Self::monitor_constant_channels`] unfroze): their forecast is that
+    /// constant (0 once scaled; [`Self::pin_forecasts`]), not the model's.
+    /// The model learnt nothing about them, so its output for them is a
+    /// wobble that follows the other inputs (a command it never saw
+    /// switches) and would alarm while the channel sits still; the
+    /// evidence is the channel leaving its only value. Empty in artifacts
+    /// from before the flag: the model's forecast then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forecast_constant: Vec<bool>,
 }
 
 impl Scaler {
@@ -68,6 +78,7 @@ impl Scaler {
             center: mean.into_iter().map(|m| m as f32).collect(),
             scale,
             constant,
+            forecast_constant: Vec::new(),
         }
     }
 
@@ -100,6 +111,33 @@ impl Scaler {
             let level = self.center[j].abs().max(range).max(1e-3);
             self.scale[j] = (CONSTANT_FLOOR_RATIO * level).max(MIN_SCALE);
             self.constant[j] = false;
+            self.forecast_constant.resize(c, false);
+            self.forecast_constant[j] = true;
+        }
+    }
+
+    /// Positions among `monitored` (the forecast's columns) of the channels
+    /// forecast as their training constant ([`Self::forecast_constant`]).
+    pub fn pinned_outputs(&self, monitored: &[usize]) -> Vec<usize> {
+        monitored
+            .iter()
+            .enumerate()
+            .filter(|&(_, &j)| self.forecast_constant.get(j).copied().unwrap_or(false))
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Sets the `pinned` columns (from [`Self::pinned_outputs`]) of
+    /// row-major `forecast` (`outputs` columns, scaled) to their training
+    /// constant, 0.
+    pub fn pin_forecasts(forecast: &mut [f32], outputs: usize, pinned: &[usize]) {
+        if pinned.is_empty() {
+            return;
+        }
+        for row in forecast.chunks_exact_mut(outputs) {
+            for &k in pinned {
+                row[k] = 0.0;
+            }
         }
     }
 
@@ -151,6 +189,7 @@ mod tests {
             center: vec![0.0],
             scale: vec![0.1],
             constant: vec![false],
+            forecast_constant: Vec::new(),
         };
         for (v, want) in [(3e38f32, SCALED_LIMIT), (-3e38, -SCALED_LIMIT), (1.0, 10.0)] {
             let mut row = [v];
@@ -189,6 +228,23 @@ mod tests {
         assert!((row[1] - 50_000.0).abs() < 1.0, "{row:?}");
         assert!((row[2] - 1.0).abs() < 1e-5, "{row:?}");
         assert_eq!(row[3], 0.0);
+        // The two monitored ones are forecast as their constant: among the
+        // forecast's columns (the monitored channels 0, 1, 2) those are 0
+        // and 1, and pinning sets them to 0 in every row.
+        assert_eq!(s.forecast_constant, vec![true, true, false, false]);
+        assert_eq!(s.pinned_outputs(&[0, 1, 2]), vec![0, 1]);
+        assert_eq!(s.pinned_outputs(&[1, 2]), vec![0]);
+        let mut forecast = [0.5, -0.5, 2.0, 0.25, 0.75, -1.0];
+        Scaler::pin_forecasts(&mut forecast, 3, &s.pinned_outputs(&[0, 1, 2]));
+        assert_eq!(forecast, [0.0, 0.0, 2.0, 0.0, 0.0, -1.0]);
+        // Stored in the artifact; absent (artifacts before the flag, or no
+        // such channel): nothing is pinned.
+        let back: Scaler = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let plain = Scaler::fit(&[1.0, 2.0], 1);
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("forecast_constant"), "{text}");
+        assert!(plain.pinned_outputs(&[0]).is_empty());
         // A level scaled by its range when that is larger than its mean.
         let rows = [-0.5f32, 0.0, 0.5];
         let mut s = Scaler::fit(&rows, 1);

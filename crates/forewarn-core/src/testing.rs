@@ -47,6 +47,7 @@ pub fn engine(max_batch: usize) -> Engine {
             center: vec![0.0, 0.0],
             scale: vec![1.0, 1.0],
             constant: vec![false, false],
+            forecast_constant: Vec::new(),
         },
         horizon: 2,
         window: 4,

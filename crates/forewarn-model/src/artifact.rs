@@ -748,6 +748,7 @@ mod tests {
                 center: vec![1.0, 2.0, 3.0],
                 scale: vec![0.5, 1.0, 2.0],
                 constant: vec![false; 3],
+                forecast_constant: Vec::new(),
             },
             window: 8,
             horizon: spec.horizon,

@@ -23,6 +23,7 @@ fn scores(fault_on_b: bool) -> Vec<(String, i64, f64)> {
             center: vec![0.0; 3],
             scale: vec![1.0; 3],
             constant: vec![false; 3],
+            forecast_constant: Vec::new(),
         },
         horizon: 4,
         window: 8,

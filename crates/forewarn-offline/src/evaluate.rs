@@ -1146,6 +1146,61 @@ mod tests {
         }
     }
 
+    /// A monitored channel constant in training (`stuck`, 1.0) watched
+    /// while a context command switches in a rhythm training never saw
+    /// (every 3 rows instead of every 50): the channel is forecast as its
+    /// constant, not by the network (whose output for it would follow the
+    /// command), so every batch before the move scores exactly 0 and
+    /// nothing alarms while it sits still, with every threshold; its
+    /// 30-row move from row 300 is caught, as one alert.
+    #[test]
+    fn a_still_channel_constant_in_training_scores_zero_under_unseen_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stuck.csv");
+        let mut text = String::from("time;stuck;cmd;site;label\n");
+        for i in 0..400u64 {
+            let cmd = if i < 200 { (i / 50) % 2 } else { (i / 3) % 2 };
+            let moved = (300..330).contains(&i);
+            let stuck = if moved { 1.5 } else { 1.0 };
+            text.push_str(&format!(
+                "{};{stuck};{cmd};x;{}\n",
+                1_767_225_600 + i,
+                u8::from(moved)
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        for kind in ["fixed", "gaussian", "dynamic"] {
+            let mut a = args(dir.path(), vec![path.clone()], vec![], Some(200), kind);
+            a.decisions = Some(dir.path().join("decisions"));
+            run(with_context(a, &["cmd"])).unwrap();
+            let f = &read(dir.path())["files"][0];
+            // Only the move's alert, which resolves after it.
+            assert_eq!(f["counts"]["events"]["fp"], 0, "{kind}: {f}");
+            assert_eq!(f["counts"]["events"]["tp"], 1, "{kind}: {f}");
+            let written: Vec<_> = std::fs::read_dir(dir.path().join("decisions"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(written.len(), 1, "{written:?}");
+            let rows = std::fs::read_to_string(&written[0]).unwrap();
+            let still_scores: Vec<f64> = rows
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').collect::<Vec<_>>())
+                .filter(|c| c[3] == "0" && !c[4].is_empty())
+                // Before the move (the dynamic threshold's smoothed score
+                // decays for a while after it).
+                .filter(|c| c[0].parse::<u64>().unwrap() < 295)
+                .map(|c| c[4].parse().unwrap())
+                .collect();
+            assert!(still_scores.len() >= 70, "{kind}: {}", still_scores.len());
+            assert!(
+                still_scores.iter().all(|&s| s == 0.0),
+                "{kind}: {still_scores:?}"
+            );
+        }
+    }
+
     /// 400 rows, 1 s apart: `b` smooth, a command `cmd` (0 or 1) that
     /// switches every 50 rows in the first 200 (the training part), and
     /// `a`, which follows the command 5 rows later (a plant answering a

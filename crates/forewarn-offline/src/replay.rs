@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 
 use forewarn_core::engine::{Engine, EngineConfig, EngineEvent, Forecaster, Pushed};
+use forewarn_core::scaler::Scaler;
 use forewarn_core::threshold::ThresholdStrategy;
 use forewarn_core::{Reading, StepBatch};
 use forewarn_model::ModelError;
@@ -298,6 +299,7 @@ where
     };
     let (c, monitored) = (cfg.schema.len(), cfg.monitored.clone());
     let mut rec = Recorder {
+        pinned: cfg.scaler.pinned_outputs(&monitored),
         inner: forecaster,
         inputs: vec![],
         output: vec![],
@@ -322,9 +324,12 @@ where
 }
 
 /// Forwards to the model and keeps the last call's inputs and output and
-/// the output of the call before.
+/// the output of the call before. The output is the forecast the engine
+/// scores against: with the channels forecast as their training constant
+/// pinned, as the engine pins them.
 struct Recorder<'a, F> {
     inner: &'a mut F,
+    pinned: Vec<usize>,
     inputs: Vec<f32>,
     output: Vec<f32>,
     previous: Vec<f32>,
@@ -346,6 +351,7 @@ impl<F: Forecaster> Forecaster for Recorder<'_, F> {
         self.inner.step(b)?;
         std::mem::swap(&mut self.previous, &mut self.output);
         self.output.clone_from(&b.predictions);
+        Scaler::pin_forecasts(&mut self.output, b.outputs, &self.pinned);
         self.inputs.clone_from(&b.inputs);
         Ok(())
     }
@@ -419,6 +425,7 @@ pub(crate) mod tests {
                 center: vec![0.0],
                 scale: vec![1.0],
                 constant: vec![false],
+                forecast_constant: Vec::new(),
             },
             horizon: 2,
             window: 4,

@@ -84,6 +84,22 @@ impl EngineConfig {
         self.strategy.nominal_threshold()
     }
 
+    /// The `n` largest error shares, largest first. `shares` are of the
+    /// monitored channels (`monitored[i]` is share `i`'s position in the
+    /// schema), so a context channel is never named.
+    pub(super) fn contributors(&self, shares: &[f64], n: usize) -> Vec<ChannelShare> {
+        let (schema, monitored) = (&self.schema, &self.monitored);
+        let mut idx: Vec<usize> = (0..shares.len()).filter(|i| shares[*i] > 0.0).collect();
+        idx.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));
+        idx.into_iter()
+            .take(n)
+            .map(|i| ChannelShare {
+                channel: schema.channels()[monitored[i]].clone(),
+                share: shares[i],
+            })
+            .collect()
+    }
+
     /// The grid cells of an alert's contributors, when the model has a
     /// grid: derived where an alert is emitted, since checkpoints do not
     /// keep them.
