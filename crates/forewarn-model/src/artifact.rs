@@ -346,12 +346,14 @@ impl ModelMeta {
         if s.center.len() != c
             || s.scale.len() != c
             || !(s.constant.is_empty() || s.constant.len() == c)
+            || !(s.forecast_constant.is_empty() || s.forecast_constant.len() == c)
         {
             return Err(format!(
-                "scaler has {} centers, {} scales and {} constant flags for {c} channels",
+                "scaler has {} centers, {} scales, {} constant flags and {} forecast-constant flags for {c} channels",
                 s.center.len(),
                 s.scale.len(),
-                s.constant.len()
+                s.constant.len(),
+                s.forecast_constant.len()
             ));
         }
         if let Some(i) = s.center.iter().position(|v| !v.is_finite()) {
@@ -1360,6 +1362,10 @@ mod tests {
             (
                 "scaler has 3 centers",
                 Box::new(|v| v["channels"] = serde_json::json!(["a", "b", "c", "d"])),
+            ),
+            (
+                "2 forecast-constant flags for 3 channels",
+                Box::new(|v| v["scaler"]["forecast_constant"] = serde_json::json!([true, false])),
             ),
             (
                 "appears twice",
