@@ -24,8 +24,9 @@ pub enum Progress<'a> {
     /// Context channels constant in the training part: the scaler reads
     /// them as that constant from now on (the network never saw them move).
     ConstantChannels(&'a [&'a str]),
-    /// Monitored channels constant in the training part: scaled by 1 % of
-    /// their level, so any later change of theirs alarms.
+    /// Monitored channels constant in the training part: forecast as that
+    /// constant and scaled by 1 % of their level, so they score 0 while
+    /// they hold it and any later change of theirs alarms.
     MonitoredConstant(&'a [&'a str]),
     /// How the Gaussian threshold was chosen.
     Gaussian(&'a GaussianFit),
@@ -54,8 +55,8 @@ impl fmt::Display for Progress<'_> {
             ),
             Progress::MonitoredConstant(names) => write!(
                 f,
-                "monitored, constant in training (scaled by 1 % of their level: any change \
-                 alarms): {}",
+                "monitored, constant in training (forecast as that constant, scaled by 1 % of \
+                 their level: any change alarms): {}",
                 names.join(", ")
             ),
             Progress::Gaussian(GaussianFit::Injected {
