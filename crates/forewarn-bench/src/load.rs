@@ -132,6 +132,7 @@ pub(crate) fn engine_config(
         strategy: forewarn_core::threshold::ThresholdStrategy::Fixed {
             threshold: THRESHOLD,
         },
+        flatline: None,
         detector: DetectorConfig {
             open_after: 1,
             resolve_after: 1,

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
 use crate::detector::{BatchScore, DetectorState, Transition, score_batch_with};
+use crate::flatline::Flatline;
 use crate::reading::{Reading, ReadingRef, RejectReason};
 use crate::scaler::Scaler;
 use crate::seasonal_residual::BatchRows;
@@ -644,8 +645,12 @@ impl Engine {
         rows: &BatchRows<'_>,
         events: &mut Vec<EngineEvent>,
     ) {
-        cfg.strategy
-            .decide(&mut dev.threshold_state, &mut score, rows);
+        cfg.strategy.decide(
+            &mut dev.threshold_state,
+            &mut score,
+            rows,
+            cfg.flatline.as_ref(),
+        );
         let (value, threshold) = (score.score, score.threshold);
         let transition = dev
             .detector
@@ -777,6 +782,7 @@ impl Engine {
         std::mem::size_of::<Device>()
             + (self.cfg.window * c + self.cfg.float_len()) * f
             + self.cfg.strategy.state_bytes(self.cfg.monitored.len())
+            + (self.cfg.flatline.as_ref()).map_or(0, Flatline::state_bytes)
     }
 }
 

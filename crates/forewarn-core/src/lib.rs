@@ -8,6 +8,7 @@ pub mod detector;
 pub mod diagnosis;
 pub mod dynamic_threshold;
 pub mod engine;
+pub mod flatline;
 pub mod gaussian;
 pub mod grid;
 pub mod reading;

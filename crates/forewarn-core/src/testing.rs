@@ -54,6 +54,7 @@ pub fn engine(max_batch: usize) -> Engine {
         warmup: 2,
         state_len: 1,
         strategy: ThresholdStrategy::Fixed { threshold: 1.0 },
+        flatline: None,
         detector: DetectorConfig {
             open_after: 1,
             resolve_after: 1,

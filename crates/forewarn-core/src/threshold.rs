@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detector::BatchScore;
 use crate::dynamic_threshold::{DynamicState, DynamicThresholdConfig};
+use crate::flatline::{Flatline, FlatlineState};
 use crate::gaussian::GaussianErrorModel;
 use crate::seasonal_residual::{BatchRows, SeasonalProfile};
 
@@ -187,19 +188,31 @@ impl ThresholdStrategy {
         }
     }
 
-    /// [`Self::apply`] to the batch's score, and with a seasonal residual
-    /// its second score under its own threshold
-    /// ([`crate::seasonal_residual`]): `score` gets the score and the
-    /// threshold of the one that stands higher over its threshold (and
-    /// that one's channel shares), and the profile learns the batch unless
-    /// either flagged it.
+    /// [`Self::apply`] to the batch's score, with a seasonal residual its
+    /// second score under its own threshold
+    /// ([`crate::seasonal_residual`]), and with a `flatline` rule the
+    /// longest run of identical readings over its limit
+    /// ([`crate::flatline`]): `score` gets the score and the threshold of
+    /// the one that stands highest over its threshold (and that one's
+    /// channel shares), and the profile learns the batch unless one of
+    /// them flagged it.
     pub fn decide(
         &self,
         state: &mut ThresholdState,
         score: &mut BatchScore,
         batch: &BatchRows<'_>,
+        flatline: Option<&Flatline>,
     ) {
         let (mut v, mut t) = self.apply(state, score.score, batch.end_ts);
+        if let Some(f) = flatline {
+            let runs = state.flatline.get_or_insert_with(Default::default);
+            let frozen = f.observe(runs, batch.rows);
+            // frozen / 1 > v / t, with a threshold that may be zero.
+            if frozen > 1.0 && frozen * t > v {
+                (v, t) = (frozen, 1.0);
+                f.shares(runs, &mut score.shares);
+            }
+        }
         if let Self::Dynamic {
             config,
             residual: Some(calibrated),
@@ -367,12 +380,61 @@ fn validate_gaussian(model: &GaussianErrorModel, channels: usize) -> Result<(), 
 pub struct ThresholdState {
     pub dynamic: Option<Box<DynamicState>>,
     pub residual: Option<Box<ResidualState>>,
+    /// The runs of identical readings, with a [`Flatline`] rule.
+    pub flatline: Option<Box<FlatlineState>>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dynamic_threshold::DynamicScore;
+
+    /// With a frozen-channel rule, `decide` flags a batch once a watched
+    /// channel's run passes the limit, with the run over the limit as the
+    /// score, 1 as the threshold and the share on that channel; a batch
+    /// whose forecast score stands higher over its own threshold keeps it.
+    #[test]
+    fn a_frozen_channel_is_flagged_beside_the_forecast_error() {
+        let strategy = ThresholdStrategy::Fixed { threshold: 1.0 };
+        let f = Flatline {
+            readings: 4,
+            watched: vec![true, false],
+        };
+        let mut state = ThresholdState::default();
+        let mut got = vec![];
+        // Channel 0 holds 3.0 throughout, channel 1 changes every row;
+        // batches of 2 rows.
+        for b in 0..4i64 {
+            let rows: Vec<f32> = (0..2).flat_map(|i| [3.0, (b * 2 + i) as f32]).collect();
+            let batch = BatchRows {
+                rows: &rows,
+                channels: 2,
+                start_ts: b * 2,
+                end_ts: b * 2 + 1,
+            };
+            let raw = if b == 3 { 9.0 } else { 0.5 };
+            let mut score = BatchScore {
+                mse: raw,
+                score: raw,
+                threshold: 0.0,
+                shares: vec![0.2, 0.8],
+            };
+            strategy.decide(&mut state, &mut score, &batch, Some(&f));
+            got.push((score.score, score.threshold, score.shares));
+        }
+        // Runs at the batches' ends 2, 4, 6, 8: frozen (over 1) from the
+        // third batch; the fourth's forecast score, 9 over 1, beats 2.
+        assert_eq!(
+            got,
+            vec![
+                (0.5, 1.0, vec![0.2, 0.8]),
+                (0.5, 1.0, vec![0.2, 0.8]),
+                (1.5, 1.0, vec![1.0, 0.0]),
+                (9.0, 1.0, vec![0.2, 0.8]),
+            ]
+        );
+        assert_eq!(state.flatline.unwrap().run, vec![8, 1]);
+    }
 
     #[test]
     fn quantile_and_margin() {
@@ -519,7 +581,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&ThresholdState::default()).unwrap(),
-            r#"{"dynamic":null,"residual":null}"#
+            r#"{"dynamic":null,"residual":null,"flatline":null}"#
         );
     }
 
@@ -630,11 +692,11 @@ mod tests {
                 }
                 if let Some(o) = original.as_mut() {
                     let mut same = score.clone();
-                    strategy.decide(o, &mut same, &batch);
-                    strategy.decide(&mut state, &mut score, &batch);
+                    strategy.decide(o, &mut same, &batch, None);
+                    strategy.decide(&mut state, &mut score, &batch, None);
                     assert_eq!(same, score, "day {day} {first}h");
                 } else {
-                    strategy.decide(&mut state, &mut score, &batch);
+                    strategy.decide(&mut state, &mut score, &batch, None);
                 }
                 if score.score > score.threshold {
                     flagged.push((day, first, score.score, score.threshold, score.shares));

@@ -22,6 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use forewarn_core::flatline::Flatline;
 use forewarn_core::threshold::ThresholdStrategy;
 use forewarn_core::{DetectorConfig, EngineConfig, GridLayout, Scaler, Schema, Threshold};
 use serde::{Deserialize, Serialize};
@@ -164,6 +165,11 @@ pub struct ModelMeta {
     /// load as `fixed` with `threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<ThresholdStrategy>,
+    /// Frozen channels ([`forewarn_core::flatline`]): the limit and which
+    /// monitored channels are watched. Absent: no such rule (artifacts
+    /// written before it, or no channel that never sat still in training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flatline: Option<Flatline>,
     /// SHA-256 of the whole dataset given to training (both parts).
     pub train_data_sha256: String,
     pub train_rows: usize,
@@ -289,6 +295,7 @@ impl ModelMeta {
             warmup: self.warmup,
             state_len: self.state_len(),
             strategy: self.strategy(),
+            flatline: self.flatline.clone(),
             detector,
             model: self.name.clone(),
             model_version: self.version.clone(),
@@ -385,6 +392,10 @@ impl ModelMeta {
             s.validate(c - context.len())
                 .map_err(|m| format!("strategy ({}): {m}", s.kind()))?;
         }
+        if let Some(f) = &self.flatline {
+            f.validate(c - context.len())
+                .map_err(|m| format!("flatline: {m}"))?;
+        }
         if self.weights_sha256.len() != 64
             || !self.weights_sha256.bytes().all(|b| b.is_ascii_hexdigit())
         {
@@ -476,6 +487,7 @@ impl ModelMeta {
             warmup: d.warmup,
             threshold: d.threshold,
             strategy: None,
+            flatline: None,
             train_data_sha256: d.train_data_sha256,
             train_rows: d.train_rows,
             validation_rows: d.validation_rows,
@@ -770,6 +782,7 @@ mod tests {
             },
             strategy: Some(ThresholdStrategy::Fixed { threshold: 0.75 }),
             train_data_sha256: "0".repeat(64),
+            flatline: None,
             train_rows: 100,
             validation_rows: 25,
             final_train_loss: 0.5,
@@ -1276,14 +1289,22 @@ mod tests {
         ] {
             let mut m = model();
             m.meta.strategy = stored.clone();
+            // A frozen-channel rule with a strategy; none without.
+            let flatline = stored.as_ref().map(|_| Flatline {
+                readings: 20,
+                watched: vec![true, false, true],
+            });
+            m.meta.flatline = flatline.clone();
             save_model(&m, &dir).unwrap();
             let json: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
             assert_eq!(json.get("strategy").is_some(), stored.is_some());
+            assert_eq!(json.get("flatline").is_some(), stored.is_some());
             let loaded = load(&dir, tch::Device::Cpu).unwrap();
             assert_eq!(loaded.meta.strategy, stored);
             let cfg = loaded.engine_config(DetectorConfig::default(), 1);
             assert_eq!(cfg.strategy, runs, "{stored:?}");
+            assert_eq!(cfg.flatline, flatline);
         }
         // A Gaussian model for other channels, or a bad dynamic seed, is
         // rejected with the reason.
@@ -1362,6 +1383,19 @@ mod tests {
             (
                 "scaler has 3 centers",
                 Box::new(|v| v["channels"] = serde_json::json!(["a", "b", "c", "d"])),
+            ),
+            (
+                "flatline: flatline watches 2 channels, the model monitors 3",
+                Box::new(|v| {
+                    v["flatline"] = serde_json::json!({"readings": 20, "watched": [true, false]})
+                }),
+            ),
+            (
+                "flatline: flatline readings must be positive",
+                Box::new(|v| {
+                    v["flatline"] =
+                        serde_json::json!({"readings": 0, "watched": [true, true, true]})
+                }),
             ),
             (
                 "2 forecast-constant flags for 3 channels",

@@ -30,6 +30,7 @@ fn scores(fault_on_b: bool) -> Vec<(String, i64, f64)> {
         warmup: 8,
         state_len: model.state_len(),
         strategy: forewarn_core::threshold::ThresholdStrategy::Fixed { threshold: 1.0 },
+        flatline: None,
         detector: DetectorConfig::default(),
         model: "m".into(),
         model_version: "v".into(),

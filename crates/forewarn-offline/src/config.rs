@@ -264,6 +264,11 @@ pub struct ThresholdSection {
     /// [`DEFAULT_DYNAMIC`]'s values.
     #[serde(deserialize_with = "dynamic_over_default")]
     pub dynamic: DynamicThresholdConfig,
+    /// Frozen channels, for every kind ([`forewarn_core::flatline`]): a
+    /// monitored channel that never held one exact value for more than
+    /// half this many consecutive training rows is flagged once it holds
+    /// one for more than this many readings. 0: off.
+    pub flatline_readings: u32,
 }
 
 /// The default detector's dynamic threshold, the configuration with the
@@ -312,9 +317,14 @@ impl Default for ThresholdSection {
             gaussian_var_floor: forewarn_core::gaussian::VAR_FLOOR_RATIO,
             gaussian_normal_floor: true,
             dynamic: DEFAULT_DYNAMIC,
+            flatline_readings: FLATLINE_READINGS,
         }
     }
 }
+
+/// The default `flatline_readings` (docs/ACCURACY.md, "Frozen channels":
+/// 10 and 40 score within 0.003 of it on the scoreboard).
+pub const FLATLINE_READINGS: u32 = 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -1146,6 +1146,56 @@ mod tests {
         }
     }
 
+    /// A sensor that freezes: `b` is noise the forecaster cannot predict
+    /// (a value the forecast error cannot tell from its normal), and holds
+    /// its row-300 value for the 60 labelled rows from there. With the
+    /// frozen-channel rule (the default, 20 readings) it is found once 21
+    /// readings were identical, by an alert that names `b`; without it
+    /// (`flatline_readings = 0`) it is missed. `a` changes every row and
+    /// never freezes.
+    #[test]
+    fn a_frozen_sensor_is_found_by_its_run_of_identical_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frozen.csv");
+        let mut text = String::from("time;a;b;site;label\n");
+        let noise = |i: u64| ((i * 7919 + 13) % 101) as f64 / 50.0 - 1.0;
+        for i in 0..400u64 {
+            let frozen = (300..360).contains(&i);
+            let a = (i as f64 * 0.2).sin();
+            let b = noise(if frozen { 300 } else { i });
+            text.push_str(&format!(
+                "{};{a:.4};{b:.4};x;{}\n",
+                1_767_225_600 + i,
+                u8::from(frozen)
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        for (readings, found) in [(None, true), (Some(0), false)] {
+            let a = args(dir.path(), vec![path.clone()], vec![], Some(200), "dynamic");
+            let a = edit_config(a, &[], |t| match readings {
+                Some(n) => t.replace(
+                    "[threshold]\n",
+                    &format!("[threshold]\nflatline_readings = {n}\n"),
+                ),
+                None => t,
+            });
+            run(a).unwrap();
+            let f = &read(dir.path())["files"][0];
+            assert_eq!(
+                f["counts"]["events"]["tp"],
+                u64::from(found),
+                "{readings:?}: {f}"
+            );
+            assert_eq!(f["counts"]["events"]["fp"], 0, "{readings:?}: {f}");
+            if found {
+                // More than 20 identical readings first at the end of the
+                // batch of rows 320 to 324 (batches of 5 from row 200; 25
+                // then), flagged from its first row: 20 s after the start.
+                assert_eq!(f["mean_detection_delay"], 20.0, "{f}");
+            }
+        }
+    }
+
     /// A monitored channel constant in training (`stuck`, 1.0) watched
     /// while a context command switches in a rhythm training never saw
     /// (every 3 rows instead of every 50): the channel is forecast as its

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use forewarn_core::flatline::Flatline;
 use forewarn_core::threshold::{ResidualThreshold, ThresholdStrategy};
 use forewarn_core::{DetectorConfig, Threshold};
 use forewarn_data::Dataset;
@@ -30,6 +31,12 @@ pub enum Progress<'a> {
     MonitoredConstant(&'a [&'a str]),
     /// How the Gaussian threshold was chosen.
     Gaussian(&'a GaussianFit),
+    /// The frozen-channel rule (`flatline_readings` set): the channels it
+    /// watches (none: the rule is off for this model).
+    Flatline {
+        readings: u32,
+        watched: &'a [&'a str],
+    },
     /// The seasonal residual's calibration (`residual_bucket` set): `None`
     /// when the training rows do not span two seasons of strictly
     /// increasing times, so the forecast error alone decides.
@@ -52,6 +59,19 @@ impl fmt::Display for Progress<'_> {
                 f,
                 "context, constant in training, read as that constant: {}",
                 names.join(", ")
+            ),
+            Progress::Flatline {
+                readings,
+                watched: [],
+            } => write!(
+                f,
+                "flatline: off (every monitored channel held one value in training for \
+                 more than half of {readings} readings)"
+            ),
+            Progress::Flatline { readings, watched } => write!(
+                f,
+                "flatline: more than {readings} identical readings flag {}",
+                watched.join(", ")
             ),
             Progress::MonitoredConstant(names) => write!(
                 f,
@@ -200,6 +220,23 @@ pub fn fit(
         });
     }
     model.meta.strategy = Some(strategy);
+    let monitored = model.meta.monitored();
+    let scaled: Vec<f32> = (model.meta.scaler.transformed(&data.rows).chunks_exact(c))
+        .flat_map(|row| monitored.iter().map(|&j| row[j]))
+        .collect();
+    model.meta.flatline =
+        Flatline::calibrate(&scaled, monitored.len(), cfg.threshold.flatline_readings);
+    if cfg.threshold.flatline_readings > 0 {
+        let watched: Vec<&str> = (model.meta.flatline.iter())
+            .flat_map(|f| f.watched.iter().zip(&monitored))
+            .filter(|(w, _)| **w)
+            .map(|(_, &j)| model.meta.channels[j].as_str())
+            .collect();
+        progress(Progress::Flatline {
+            readings: cfg.threshold.flatline_readings,
+            watched: &watched,
+        });
+    }
     Ok(model)
 }
 
@@ -323,6 +360,73 @@ mod tests {
                     )]
                 );
             }
+        }
+    }
+
+    /// Training reports the frozen-channel rule and stores it: on TEP's
+    /// d00 every channel changes within 5 readings, so at 20 readings all
+    /// 52 are watched; at 9 the five that once held a value for 5 (the
+    /// 37th to 41st) are not; at 1 none is, and the artifact has no rule.
+    #[test]
+    fn training_says_which_channels_the_flatline_watches() {
+        crate::test_init();
+        let data = d00();
+        for readings in [20u32, 9, 1] {
+            let text = small_cfg_text().replace(
+                "[threshold]\n",
+                &format!("[threshold]\nflatline_readings = {readings}\n"),
+            );
+            let cfg = toml::from_str::<ModelConfig>(&text)
+                .unwrap()
+                .resolved()
+                .unwrap();
+            let mut lines = Vec::new();
+            let m = fit(&data, &cfg, &mut |p| {
+                if let Progress::Flatline { .. } = p {
+                    lines.push(p.to_string());
+                }
+            })
+            .unwrap();
+            let names = &m.meta.channels;
+            let (watched, line): (Vec<bool>, String) = match readings {
+                20 => (
+                    vec![true; 52],
+                    format!(
+                        "flatline: more than 20 identical readings flag {}",
+                        names.join(", ")
+                    ),
+                ),
+                9 => {
+                    let w: Vec<bool> = (0..52).map(|j| !(36..41).contains(&j)).collect();
+                    let kept: Vec<&str> = (names.iter().zip(&w))
+                        .filter(|(_, w)| **w)
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    (
+                        w,
+                        format!(
+                            "flatline: more than 9 identical readings flag {}",
+                            kept.join(", ")
+                        ),
+                    )
+                }
+                _ => (
+                    vec![],
+                    "flatline: off (every monitored channel held one value in training for more \
+                     than half of 1 readings)"
+                        .into(),
+                ),
+            };
+            assert_eq!(lines, [line], "{readings}");
+            assert_eq!(
+                m.meta
+                    .flatline
+                    .as_ref()
+                    .map(|f| f.watched.clone())
+                    .unwrap_or_default(),
+                watched,
+                "{readings}"
+            );
         }
     }
 

@@ -432,6 +432,7 @@ pub(crate) mod tests {
             warmup: 2,
             state_len: 1,
             strategy,
+            flatline: None,
             detector: DetectorConfig {
                 open_after: 1,
                 resolve_after: 1,

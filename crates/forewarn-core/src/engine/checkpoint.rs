@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{Device, Engine, Tracker};
 
 /// Version of the checkpoint encoding.
-pub const CHECKPOINT_FORMAT: u8 = 3;
+pub const CHECKPOINT_FORMAT: u8 = 4;
 
 /// One device's entry in a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,6 +243,16 @@ impl Engine {
         (self.cfg.strategy)
             .check_state(&d.threshold_state, self.cfg.monitored.len())
             .map_err(RestoreError::Shape)?;
+        let runs_fit = match (&self.cfg.flatline, &d.threshold_state.flatline) {
+            (_, None) => true,
+            (Some(f), Some(runs)) => f.fits(runs),
+            (None, Some(_)) => false,
+        };
+        if !runs_fit {
+            return Err(RestoreError::Shape(
+                "flatline runs do not fit the model's rule",
+            ));
+        }
         Ok(())
     }
 }
@@ -252,6 +262,7 @@ mod tests {
     use super::super::tests::{Persistence, engine, r};
     use super::*;
     use crate::engine::{EngineEvent, Pushed};
+    use crate::flatline::Flatline;
     use crate::threshold::ThresholdStrategy;
     use std::time::Duration;
 
@@ -427,6 +438,47 @@ mod tests {
         assert_eq!(engine_with(&residual).restore(b), Ok("b".to_string()));
     }
 
+    /// A device's frozen-channel runs go through a checkpoint: restored,
+    /// they carry on where they were (channel `a` held 1.0 through the
+    /// two scored batches: a run of 4; `b` changed every reading), and the
+    /// alert the frozen channel opened stays open; an engine without the
+    /// rule refuses them, so the device starts over.
+    #[test]
+    fn frozen_channel_runs_survive_a_checkpoint() {
+        let with_rule = || {
+            let mut cfg = engine(8).config().clone();
+            cfg.flatline = Some(Flatline {
+                readings: 3,
+                watched: vec![true, true],
+            });
+            Engine::new(cfg)
+        };
+        let mut f = Persistence { calls: vec![] };
+        let mut e = with_rule();
+        e.enable_checkpoints();
+        let mut opened = 0;
+        for ts in 1..=6 {
+            e.push(&r("a", ts, 1.0, ts as f32)).unwrap();
+            let events = e.flush(&mut f).unwrap();
+            opened += (events.iter())
+                .filter(|ev| matches!(ev, EngineEvent::Opened(_)))
+                .count();
+        }
+        assert_eq!(opened, 1);
+        let bytes = e.checkpoint().unwrap().remove(0).state.unwrap();
+        let mut back = with_rule();
+        assert_eq!(back.restore(&bytes), Ok("a".to_string()));
+        let runs = back.devices[0].threshold_state.flatline.as_deref();
+        assert_eq!(runs.map(|r| r.run.clone()), Some(vec![4, 1]));
+        assert!(back.device("a").unwrap().open_alert.is_some());
+        assert!(matches!(
+            engine(8).restore(&bytes),
+            Err(RestoreError::Shape(
+                "flatline runs do not fit the model's rule"
+            ))
+        ));
+    }
+
     #[test]
     fn release_drops_only_those_origins() {
         let mut f = Persistence { calls: vec![] };
@@ -553,7 +605,7 @@ mod tests {
         let bytes = e.checkpoint().unwrap().remove(0).state.unwrap();
         assert_eq!(
             hex::encode(&bytes),
-            "030276310161020204080000803f0000004000000000000000000000000000000000000000000000000001010900000000000000000000000000000000000000000000803f000000400000000000000000020e01010e00000000000000000000"
+            "040276310161020204080000803f0000004000000000000000000000000000000000000000000000000001010900000000000000000000000000000000000000000000803f000000400000000000000000020e01010e0000000000000000000000"
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::alert::{ChannelShare, GridCell};
 use crate::detector::DetectorConfig;
+use crate::flatline::Flatline;
 use crate::grid::GridLayout;
 use crate::reading::Schema;
 use crate::scaler::Scaler;
@@ -28,6 +29,9 @@ pub struct EngineConfig {
     pub state_len: usize,
     /// How a batch's errors become a score and what it is compared with.
     pub strategy: ThresholdStrategy,
+    /// Frozen channels ([`crate::flatline`]): flagged beside the strategy's
+    /// score; `None` for models without the rule.
+    pub flatline: Option<Flatline>,
     pub detector: DetectorConfig,
     pub model: String,
     pub model_version: String,
