@@ -268,8 +268,21 @@ impl ThresholdStrategy {
     }
 
     /// Whether a restored device's `state` can be this strategy's, for a
-    /// model of `channels` monitored channels.
-    pub fn check_state(&self, state: &ThresholdState, channels: usize) -> Result<(), &'static str> {
+    /// model of `channels` monitored channels and its `flatline` rule.
+    pub fn check_state(
+        &self,
+        state: &ThresholdState,
+        channels: usize,
+        flatline: Option<&Flatline>,
+    ) -> Result<(), &'static str> {
+        let runs_fit = match (flatline, &state.flatline) {
+            (_, None) => true,
+            (Some(f), Some(runs)) => f.fits(runs),
+            (None, Some(_)) => false,
+        };
+        if !runs_fit {
+            return Err("flatline runs do not fit the model's rule");
+        }
         let valid = |t: &DynamicState, history: usize| {
             let mut values = t.history.iter().chain(t.smoothed.iter());
             t.history.len() <= history + 1 && values.all(|v| v.is_finite())
@@ -719,8 +732,8 @@ mod tests {
             ]
         );
         assert!(state.residual.is_some());
-        assert_eq!(strategy.check_state(&state, 1), Ok(()));
-        assert!(strategy.check_state(&state, 2).is_err());
+        assert_eq!(strategy.check_state(&state, 1, None), Ok(()));
+        assert!(strategy.check_state(&state, 2, None).is_err());
         let ThresholdStrategy::Dynamic {
             config,
             seed,
@@ -739,12 +752,12 @@ mod tests {
             residual: None,
         };
         assert_eq!(
-            without.check_state(&state, 1),
+            without.check_state(&state, 1, None),
             Err("seasonal residual state does not fit the strategy")
         );
         assert!(
             ThresholdStrategy::Fixed { threshold: 1.0 }
-                .check_state(&ThresholdState::default(), 1)
+                .check_state(&ThresholdState::default(), 1, None)
                 .is_ok()
         );
         // More bytes than without the residual: its profile and history.

@@ -241,18 +241,12 @@ impl Engine {
             return Err(RestoreError::Shape("device id is empty"));
         }
         (self.cfg.strategy)
-            .check_state(&d.threshold_state, self.cfg.monitored.len())
+            .check_state(
+                &d.threshold_state,
+                self.cfg.monitored.len(),
+                self.cfg.flatline.as_ref(),
+            )
             .map_err(RestoreError::Shape)?;
-        let runs_fit = match (&self.cfg.flatline, &d.threshold_state.flatline) {
-            (_, None) => true,
-            (Some(f), Some(runs)) => f.fits(runs),
-            (None, Some(_)) => false,
-        };
-        if !runs_fit {
-            return Err(RestoreError::Shape(
-                "flatline runs do not fit the model's rule",
-            ));
-        }
         Ok(())
     }
 }
