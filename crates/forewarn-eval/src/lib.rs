@@ -14,10 +14,12 @@
 
 pub mod localisation;
 pub mod nab;
+pub mod recovery;
 pub mod report;
 
 pub use localisation::{Localisation, Pointed};
 pub use nab::{NabProfile, NabScore, WindowPosition, parse_window_width};
+pub use recovery::Recovery;
 pub use report::{Counts, FileInput, Metrics};
 
 /// An inclusive range of point indices.

@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::nab::{self, NabProfile, NabScore, WindowPosition};
+use crate::recovery::Recovery;
 use crate::{Confusion, EventCounts, Segment, detection_delays, point_adjust, segments};
 
 /// One scored file.
@@ -39,6 +40,7 @@ pub struct Counts {
     pub delays: u64,
     /// NAB windows scored.
     pub nab_windows: u64,
+    pub recovery: Recovery,
     pub points: u64,
     pub files: u64,
 }
@@ -67,6 +69,7 @@ impl Counts {
             delay_sum: delays.iter().sum(),
             delays: delays.len() as u64,
             nab_windows: windows.len() as u64,
+            recovery: Recovery::of(f.truth, f.pred),
             points: n as u64,
             files: 1,
         }
@@ -82,6 +85,7 @@ impl Counts {
         self.delay_sum += o.delay_sum;
         self.delays += o.delays;
         self.nab_windows += o.nab_windows;
+        self.recovery.add(&o.recovery);
         self.points += o.points;
         self.files += o.files;
     }
@@ -101,6 +105,12 @@ impl Counts {
             nab_low_fp: self.nab_low_fp.normalised(),
             nab_low_fn: self.nab_low_fn.normalised(),
             mean_detection_delay: (self.delays > 0).then(|| self.delay_sum / self.delays as f64),
+            labelled_segments: self.recovery.rows_after.len() as u64,
+            segments_still_flagged: self.recovery.still_flagged(),
+            rows_after_anomaly_median: self.recovery.median_rows_after(),
+            rows_after_anomaly_mean: self.recovery.mean_rows_after(),
+            far_after_anomaly: self.recovery.far_after_anomaly(),
+            far_elsewhere: self.recovery.far_elsewhere(),
             points: self.points,
             files: self.files,
         }
@@ -126,6 +136,18 @@ pub struct Metrics {
     pub nab_low_fn: Option<f64>,
     /// Seconds, or rows without a time column.
     pub mean_detection_delay: Option<f64>,
+    pub labelled_segments: u64,
+    /// Those whose alert was still open when they ended.
+    pub segments_still_flagged: u64,
+    /// Rows that stay flagged after a labelled segment ends, median and
+    /// mean over the labelled segments ([`Recovery`]).
+    pub rows_after_anomaly_median: Option<f64>,
+    pub rows_after_anomaly_mean: Option<f64>,
+    /// The false-alarm rate split (%, both of the normal rows; they add
+    /// up to `far`): rows of alerts carried over from a labelled segment,
+    /// and the rest.
+    pub far_after_anomaly: Option<f64>,
+    pub far_elsewhere: Option<f64>,
     pub points: u64,
     pub files: u64,
 }
@@ -210,6 +232,14 @@ mod tests {
         // events: tp 1, fp 2, fn 0.
         assert!((m.event_f1.unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(m.mean_detection_delay, Some(2.0));
+        // File A's alert closes with its segment: every false alarm is
+        // elsewhere.
+        assert_eq!(pooled.recovery.rows_after, vec![0]);
+        assert_eq!(
+            (m.segments_still_flagged, m.rows_after_anomaly_median),
+            (0, Some(0.0))
+        );
+        assert_eq!((m.far_after_anomaly, m.far_elsewhere), (Some(0.0), m.far));
         assert_eq!((m.points, m.files), (15, 2));
         // File B's FP (before any window in its file) costs 0.11 in the pool.
         let raw = want - 0.11;

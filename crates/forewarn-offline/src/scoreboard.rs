@@ -363,6 +363,24 @@ impl Scoreboard {
             "| **mean score** | **{mean}** | | | | | | {:.0} |",
             self.seconds
         );
+        out.push_str(
+            "\n| set | labelled segments still flagged at their end | rows flagged after one (median / mean) | FAR % after an anomaly / elsewhere |\n\
+             | --- | --- | --- | --- |\n",
+        );
+        for r in &self.sets {
+            let m = &r.metrics;
+            let _ = writeln!(
+                out,
+                "| {} | {} of {} | {} / {} | {} / {} |",
+                r.name,
+                m.segments_still_flagged,
+                m.labelled_segments,
+                f(m.rows_after_anomaly_median, 1),
+                f(m.rows_after_anomaly_mean, 1),
+                f(m.far_after_anomaly, 1),
+                f(m.far_elsewhere, 1),
+            );
+        }
         for r in self.sets.iter().filter(|r| r.error.is_some()) {
             let _ = writeln!(
                 out,
@@ -789,8 +807,14 @@ mod tests {
         let mean = (paired.score.unwrap() + rows.score.unwrap()) / 2.0;
         assert!((board.mean_score - mean).abs() < 1e-12);
         let table = board.markdown();
-        assert_eq!(table.lines().count(), 2 + 3 + 1, "{table}");
+        // The scores, then recovery: each fault runs to the end of its
+        // file, so no alert outlives one.
+        assert_eq!(table.lines().count(), 2 + 3 + 1 + 1 + 2 + 3, "{table}");
         assert!(table.contains("| late (held out) |"), "{table}");
+        assert!(
+            table.contains("| paired | 0 of 1 | 0.0 / 0.0 | "),
+            "{table}"
+        );
 
         // A test file without its training pair: that set is not scored
         // (0 in the mean, the error naming the file), the others run.

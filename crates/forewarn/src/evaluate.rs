@@ -153,7 +153,9 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
     let m = &report.metrics;
     println!(
         "{} files, {} points: precision {} recall {} f1 {} far {}% mar {}% pa_f1 {} event_f1 {} \
-         nab {} / {} / {} delay {} {}\nreport -> {}",
+         nab {} / {} / {} delay {} {}\nrecovery: {} of {} labelled segments still flagged at their end, \
+         rows flagged after one {} / {} (median / mean), far {}% after an anomaly + {}% elsewhere\n\
+         report -> {}",
         m.files,
         m.points,
         fmt(m.precision),
@@ -168,6 +170,12 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         fmt(m.nab_low_fn),
         fmt(m.mean_detection_delay),
         report.time_unit,
+        m.segments_still_flagged,
+        m.labelled_segments,
+        fmt(m.rows_after_anomaly_median),
+        fmt(m.rows_after_anomaly_mean),
+        fmt(m.far_after_anomaly),
+        fmt(m.far_elsewhere),
         a.report.display()
     );
     if let Some(l) = report.localisation {
