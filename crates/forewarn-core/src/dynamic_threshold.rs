@@ -69,6 +69,11 @@ pub struct DynamicThresholdConfig {
     pub prune: f64,
     /// Batches above the threshold stay out of the history.
     pub exclude_flagged: bool,
+    /// The smoothed score a batch carries into the next is at most this
+    /// many times its threshold (0 = no limit): an excursion's smoothing
+    /// ends within a few batches of its last high score, instead of
+    /// decaying from however high it went.
+    pub carry_limit: f64,
     /// What is smoothed: the batch mean squared error, or the batch's
     /// score under a Gaussian model of the error vectors (Malhotra et al.;
     /// fitted on the training part when the strategy is calibrated).
@@ -149,6 +154,7 @@ const STORED_BEFORE_KEYS: DynamicThresholdConfig = DynamicThresholdConfig {
     floor_margin: 1.0,
     prune: 0.0,
     exclude_flagged: false,
+    carry_limit: 0.0,
     score: DynamicScore::Mse,
     season: Duration::ZERO,
     season_tolerance: Duration::ZERO,
@@ -191,6 +197,7 @@ impl DynamicThresholdConfig {
             floor_margin: Option<f64>,
             prune: Option<f64>,
             exclude_flagged: Option<bool>,
+            carry_limit: Option<f64>,
             score: Option<DynamicScore>,
             #[serde(default, deserialize_with = "human_duration::deserialize_some")]
             season: Option<Duration>,
@@ -216,6 +223,7 @@ impl DynamicThresholdConfig {
             floor_margin: s.floor_margin.unwrap_or(b.floor_margin),
             prune: s.prune.unwrap_or(b.prune),
             exclude_flagged: s.exclude_flagged.unwrap_or(b.exclude_flagged),
+            carry_limit: s.carry_limit.unwrap_or(b.carry_limit),
             score: s.score.unwrap_or(b.score),
             season: s.season.unwrap_or(b.season),
             season_tolerance: s.season_tolerance.unwrap_or(b.season_tolerance),
@@ -245,6 +253,12 @@ impl DynamicThresholdConfig {
         }
         if !(0.0..1.0).contains(&self.prune) {
             return Err(format!("prune must be in [0, 1), got {}", self.prune));
+        }
+        if !(self.carry_limit == 0.0 || (self.carry_limit.is_finite() && self.carry_limit >= 1.0)) {
+            return Err(format!(
+                "carry_limit must be 0 (no limit) or at least 1, got {}",
+                self.carry_limit
+            ));
         }
         if self.season.is_zero() && !self.new_normal_after.is_zero() {
             return Err("new_normal_after needs a season (its scores become the seasonal rule's precedents)".into());
@@ -451,6 +465,16 @@ impl DynamicState {
         }
     }
 
+    /// Limits the smoothed score carried from the last batch to
+    /// `carry_limit` x `threshold`, the threshold the next batch meets.
+    fn limit_carry(&mut self, cfg: &DynamicThresholdConfig, threshold: f64) {
+        if cfg.carry_limit > 0.0
+            && let Some(prev) = self.smoothed.as_mut()
+        {
+            *prev = prev.min(cfg.carry_limit * threshold);
+        }
+    }
+
     fn smoothed(&self, cfg: &DynamicThresholdConfig, e: f64) -> f64 {
         match self.smoothed {
             Some(prev) => cfg.smoothing * e + (1.0 - cfg.smoothing) * prev,
@@ -481,13 +505,19 @@ impl DynamicState {
     /// arrives). No allocation once the ring is full.
     pub fn observe(&mut self, cfg: &DynamicThresholdConfig, floor: f64, score: f64) -> (f64, f64) {
         if cfg.exclude_flagged {
+            // The history before this batch decides it.
+            let t = threshold_of(self.history.make_contiguous(), cfg, floor);
+            self.limit_carry(cfg, t);
             let v = self.smoothed(cfg, score);
             self.smoothed = Some(v);
-            let t = threshold_of(self.history.make_contiguous(), cfg, floor);
             if v <= t {
                 self.push(cfg, v);
             }
             return (v, t);
+        }
+        if cfg.carry_limit > 0.0 {
+            let t = threshold_of(self.history.make_contiguous(), cfg, floor);
+            self.limit_carry(cfg, t);
         }
         let v = self.smooth(cfg, score);
         (v, threshold_of(self.history.make_contiguous(), cfg, floor))
@@ -671,6 +701,61 @@ mod tests {
             })
             .unwrap();
         assert_eq!(under, 66);
+    }
+
+    /// With `carry_limit = 10` the same excursion carries at most 10 x the
+    /// threshold into the next batch: its own batch still scores 12,000,
+    /// and the smoothed score is back under the threshold once
+    /// 0.7^k x 10 <= 1: k = 7 batches later (ln 10 / ln(1 / 0.7) = 6.46),
+    /// not 66. Scores that stay high are not limited: a batch's own score
+    /// enters in full.
+    #[test]
+    fn a_carry_limit_ends_the_smoothing_tail_of_an_excursion() {
+        let cfg = DynamicThresholdConfig {
+            smoothing: 0.3,
+            prune: 0.35,
+            exclude_flagged: true,
+            carry_limit: 10.0,
+            ..Default::default()
+        };
+        let mut d = DynamicThreshold::new(cfg, &[0.0; 50]);
+        assert_eq!(d.observe(0.0), (0.0, MIN_THRESHOLD));
+        let (v, _) = d.observe(40_000.0);
+        assert!((v - 12_000.0).abs() < 1e-9, "{v}");
+        let (v, _) = d.observe(40_000.0);
+        assert!(
+            (v - (12_000.0 + 0.7 * 10.0 * MIN_THRESHOLD)).abs() < 1e-9,
+            "{v}"
+        );
+        let tail: Vec<bool> = (0..8)
+            .map(|_| {
+                let (v, t) = d.observe(0.0);
+                v <= t
+            })
+            .collect();
+        assert_eq!(tail, [false, false, false, false, false, false, true, true]);
+        // Without exclude_flagged the excursion enters the history, the
+        // threshold rises to take it in, and the limit does not bind.
+        let mut kept = DynamicThreshold::new(
+            DynamicThresholdConfig {
+                exclude_flagged: false,
+                ..cfg
+            },
+            &[0.0; 50],
+        );
+        kept.observe(0.0);
+        kept.observe(40_000.0);
+        let (v, _) = kept.observe(0.0);
+        assert!((v - 12_000.0 * 0.7).abs() < 1e-9, "{v}");
+        for bad in [0.5, -1.0, f64::NAN] {
+            let e = DynamicThresholdConfig {
+                carry_limit: bad,
+                ..cfg
+            }
+            .validate()
+            .unwrap_err();
+            assert!(e.contains("carry_limit"), "{e}");
+        }
     }
 
     #[test]

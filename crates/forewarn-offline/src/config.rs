@@ -276,9 +276,10 @@ pub struct ThresholdSection {
 /// under the Gaussian error model (Malhotra et al.), EWMA-smoothed,
 /// against telemanom's threshold over the trailing 420 batches, without a
 /// floor from the validation scores, with causal pruning at 35 % and
-/// flagged batches kept out of the history, and the daily seasonal rule
-/// (an excursion after 3 calm hours that one a day earlier matched is not
-/// new; one that lasts 2 days is the new normal).
+/// flagged batches kept out of the history, at most 20 thresholds of
+/// smoothed score carried from one batch to the next, and the daily
+/// seasonal rule (an excursion after 3 calm hours that one a day earlier
+/// matched is not new; one that lasts 2 days is the new normal).
 pub const DEFAULT_DYNAMIC: DynamicThresholdConfig = DynamicThresholdConfig {
     smoothing: 0.3,
     history: 420,
@@ -288,6 +289,7 @@ pub const DEFAULT_DYNAMIC: DynamicThresholdConfig = DynamicThresholdConfig {
     floor_margin: 0.0,
     prune: 0.35,
     exclude_flagged: true,
+    carry_limit: 20.0,
     score: DynamicScore::Gaussian,
     season: Duration::from_secs(86_400),
     season_tolerance: Duration::from_secs(75 * 60),
