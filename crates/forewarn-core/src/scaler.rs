@@ -122,9 +122,17 @@ impl Scaler {
         monitored
             .iter()
             .enumerate()
-            .filter(|&(_, &j)| self.forecast_constant.get(j).copied().unwrap_or(false))
+            .filter(|&(_, &j)| self.forecasts_constant(j))
             .map(|(k, _)| k)
             .collect()
+    }
+
+    /// Whether channel `j` is a monitored channel constant in training,
+    /// forecast as that constant: the one test of "constant in training"
+    /// for monitored channels (training's report, the Gaussian error
+    /// model and the engine's pinning all ask it).
+    pub fn forecasts_constant(&self, j: usize) -> bool {
+        self.forecast_constant.get(j).copied().unwrap_or(false)
     }
 
     /// Sets the `pinned` columns (from [`Self::pinned_outputs`]) of

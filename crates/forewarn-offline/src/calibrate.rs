@@ -183,18 +183,13 @@ where
                 "gaussian score: the training part is too short for two error vectors".into(),
             )
         })?;
-    // Monitored channels constant in the training part (scaled by a floor,
-    // not frozen: their forecast error there is only the network's wobble
-    // around the constant) weigh as the average channel, not as the
-    // floored variance that would turn a little wobble into an alarm; a
-    // real move of theirs is hundreds of scaled units all the same.
-    let all = engine.schema.len();
+    // Monitored channels constant in the training part (forecast as that
+    // constant, so their error there is exactly 0) weigh as the average
+    // channel, not as the floored variance that would turn the least
+    // wobble into an alarm; a real move of theirs is hundreds of scaled
+    // units all the same.
     let constant: Vec<bool> = (engine.monitored.iter())
-        .map(|&j| {
-            let mut col = train_part.chunks_exact(all).map(|r| r[j]);
-            let first = col.next();
-            engine.scaler.constant.get(j).copied().unwrap_or(false) || col.all(|v| Some(v) == first)
-        })
+        .map(|&j| engine.scaler.forecasts_constant(j))
         .collect();
     g.average_constant_channels(&constant);
     Ok(g)

@@ -177,13 +177,8 @@ pub fn fit(
         progress(Progress::ConstantChannels(&constant));
     }
     let c = data.n_channels();
-    let train_rows = &data.rows[..model.meta.train_rows * c];
     let monitored_constant: Vec<&str> = (model.meta.monitored().into_iter())
-        .filter(|&j| {
-            let mut col = train_rows.chunks_exact(c).map(|r| r[j]);
-            let first = col.next();
-            col.all(|v| Some(v) == first)
-        })
+        .filter(|&j| model.meta.scaler.forecasts_constant(j))
         .map(|j| model.meta.channels[j].as_str())
         .collect();
     if !monitored_constant.is_empty() {
