@@ -66,12 +66,75 @@ impl Sequential for MultimodalForecaster {
     }
 }
 
-impl Trainable for LstmForecaster {
+/// A kind trained by this module: what differs between them is how one is
+/// built, where its parameters and highway are, and the network it
+/// becomes; the training itself ([`Trainable`]) is the same.
+pub(crate) trait SequenceKind: Sequential + Sized {
+    fn build(
+        names: &[String],
+        channels: usize,
+        monitored: &[usize],
+        s: &TrainSettings,
+        highway: Highway,
+    ) -> Result<Self, ModelError>;
+    fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError>;
+    fn var_store(&self) -> &nn::VarStore;
+    /// The forecast channels, the training targets.
+    fn monitored(&self) -> &[usize];
+    fn into_network(self) -> Network;
+}
+
+impl<T: SequenceKind> Trainable for T {
     type Data = Prepared;
     const DRAWS_WHILE_TRAINING: bool = false;
     fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
         check_rows(n_train, n_val, s)
     }
+    fn build(
+        names: &[String],
+        channels: usize,
+        monitored: &[usize],
+        s: &TrainSettings,
+        highway: Highway,
+    ) -> Result<Self, ModelError> {
+        <T as SequenceKind>::build(names, channels, monitored, s, highway)
+    }
+    fn highway_targets(s: &TrainSettings) -> (usize, usize) {
+        // The next `horizon` rows after the row read.
+        (s.horizon, 1)
+    }
+    fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
+        <T as SequenceKind>::set_highway_weight(self, w)
+    }
+    fn var_store(&self) -> &nn::VarStore {
+        <T as SequenceKind>::var_store(self)
+    }
+    fn prepare(
+        &self,
+        train: &[f32],
+        val: &[f32],
+        c: usize,
+        s: &TrainSettings,
+    ) -> Result<Prepared, ModelError> {
+        Prepared::new(train, val, c, <T as SequenceKind>::monitored(self), s)
+    }
+    fn epoch(
+        &self,
+        d: &Prepared,
+        opt: &mut nn::Optimizer,
+        s: &TrainSettings,
+    ) -> Result<f64, ModelError> {
+        d.streams.epoch(self, &d.train, opt, s.grad_clip)
+    }
+    fn validation_loss(&self, d: &Prepared, s: &TrainSettings) -> Result<f64, ModelError> {
+        eval_loss(self, &d.val, s.window)
+    }
+    fn into_network(self) -> Network {
+        <T as SequenceKind>::into_network(self)
+    }
+}
+
+impl SequenceKind for LstmForecaster {
     fn build(
         _names: &[String],
         channels: usize,
@@ -88,47 +151,21 @@ impl Trainable for LstmForecaster {
         };
         LstmForecaster::with_monitored(spec, highway, monitored.to_vec(), s.device)
     }
-    fn highway_targets(s: &TrainSettings) -> (usize, usize) {
-        // The next `horizon` rows after the row read.
-        (s.horizon, 1)
-    }
     fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
         LstmForecaster::set_highway_weight(self, w)
     }
     fn var_store(&self) -> &nn::VarStore {
         LstmForecaster::var_store(self)
     }
-    fn prepare(
-        &self,
-        train: &[f32],
-        val: &[f32],
-        c: usize,
-        s: &TrainSettings,
-    ) -> Result<Prepared, ModelError> {
-        Prepared::new(train, val, c, self.monitored(), s)
-    }
-    fn epoch(
-        &self,
-        d: &Prepared,
-        opt: &mut nn::Optimizer,
-        s: &TrainSettings,
-    ) -> Result<f64, ModelError> {
-        d.streams.epoch(self, &d.train, opt, s.grad_clip)
-    }
-    fn validation_loss(&self, d: &Prepared, s: &TrainSettings) -> Result<f64, ModelError> {
-        eval_loss(self, &d.val, s.window)
+    fn monitored(&self) -> &[usize] {
+        LstmForecaster::monitored(self)
     }
     fn into_network(self) -> Network {
         Network::Forecaster(self)
     }
 }
 
-impl Trainable for MultimodalForecaster {
-    type Data = Prepared;
-    const DRAWS_WHILE_TRAINING: bool = false;
-    fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
-        check_rows(n_train, n_val, s)
-    }
+impl SequenceKind for MultimodalForecaster {
     fn build(
         _names: &[String],
         channels: usize,
@@ -146,34 +183,14 @@ impl Trainable for MultimodalForecaster {
         };
         MultimodalForecaster::with_monitored(spec, highway, monitored.to_vec(), s.device)
     }
-    fn highway_targets(s: &TrainSettings) -> (usize, usize) {
-        (s.horizon, 1)
-    }
     fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
         MultimodalForecaster::set_highway_weight(self, w)
     }
     fn var_store(&self) -> &nn::VarStore {
         MultimodalForecaster::var_store(self)
     }
-    fn prepare(
-        &self,
-        train: &[f32],
-        val: &[f32],
-        c: usize,
-        s: &TrainSettings,
-    ) -> Result<Prepared, ModelError> {
-        Prepared::new(train, val, c, self.monitored(), s)
-    }
-    fn epoch(
-        &self,
-        d: &Prepared,
-        opt: &mut nn::Optimizer,
-        s: &TrainSettings,
-    ) -> Result<f64, ModelError> {
-        d.streams.epoch(self, &d.train, opt, s.grad_clip)
-    }
-    fn validation_loss(&self, d: &Prepared, s: &TrainSettings) -> Result<f64, ModelError> {
-        eval_loss(self, &d.val, s.window)
+    fn monitored(&self) -> &[usize] {
+        MultimodalForecaster::monitored(self)
     }
     fn into_network(self) -> Network {
         Network::PerVariable(self)
@@ -194,12 +211,7 @@ impl Sequential for ConvLstm {
     }
 }
 
-impl Trainable for ConvLstm {
-    type Data = Prepared;
-    const DRAWS_WHILE_TRAINING: bool = false;
-    fn check_rows(n_train: usize, n_val: usize, s: &TrainSettings) -> Result<(), ModelError> {
-        check_rows(n_train, n_val, s)
-    }
+impl SequenceKind for ConvLstm {
     fn build(
         names: &[String],
         channels: usize,
@@ -224,34 +236,14 @@ impl Trainable for ConvLstm {
         };
         ConvLstm::with_highway(spec, highway, s.device)
     }
-    fn highway_targets(s: &TrainSettings) -> (usize, usize) {
-        (s.horizon, 1)
-    }
     fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
         ConvLstm::set_highway_weight(self, w)
     }
     fn var_store(&self) -> &nn::VarStore {
         ConvLstm::var_store(self)
     }
-    fn prepare(
-        &self,
-        train: &[f32],
-        val: &[f32],
-        c: usize,
-        s: &TrainSettings,
-    ) -> Result<Prepared, ModelError> {
-        Prepared::new(train, val, c, self.monitored(), s)
-    }
-    fn epoch(
-        &self,
-        d: &Prepared,
-        opt: &mut nn::Optimizer,
-        s: &TrainSettings,
-    ) -> Result<f64, ModelError> {
-        d.streams.epoch(self, &d.train, opt, s.grad_clip)
-    }
-    fn validation_loss(&self, d: &Prepared, s: &TrainSettings) -> Result<f64, ModelError> {
-        eval_loss(self, &d.val, s.window)
+    fn monitored(&self) -> &[usize] {
+        ConvLstm::monitored(self)
     }
     fn into_network(self) -> Network {
         Network::ConvLstm(self)
