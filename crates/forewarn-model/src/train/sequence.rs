@@ -134,6 +134,25 @@ impl<T: SequenceKind> Trainable for T {
     }
 }
 
+/// The [`SequenceKind`] methods a kind answers with its inherent ones, and
+/// the [`Network`] variant it becomes.
+macro_rules! inherent_sequence_parts {
+    ($kind:ident, $network:ident) => {
+        fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
+            $kind::set_highway_weight(self, w)
+        }
+        fn var_store(&self) -> &nn::VarStore {
+            $kind::var_store(self)
+        }
+        fn monitored(&self) -> &[usize] {
+            $kind::monitored(self)
+        }
+        fn into_network(self) -> Network {
+            Network::$network(self)
+        }
+    };
+}
+
 impl SequenceKind for LstmForecaster {
     fn build(
         _names: &[String],
@@ -151,18 +170,7 @@ impl SequenceKind for LstmForecaster {
         };
         LstmForecaster::with_monitored(spec, highway, monitored.to_vec(), s.device)
     }
-    fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
-        LstmForecaster::set_highway_weight(self, w)
-    }
-    fn var_store(&self) -> &nn::VarStore {
-        LstmForecaster::var_store(self)
-    }
-    fn monitored(&self) -> &[usize] {
-        LstmForecaster::monitored(self)
-    }
-    fn into_network(self) -> Network {
-        Network::Forecaster(self)
-    }
+    inherent_sequence_parts!(LstmForecaster, Forecaster);
 }
 
 impl SequenceKind for MultimodalForecaster {
@@ -183,18 +191,7 @@ impl SequenceKind for MultimodalForecaster {
         };
         MultimodalForecaster::with_monitored(spec, highway, monitored.to_vec(), s.device)
     }
-    fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
-        MultimodalForecaster::set_highway_weight(self, w)
-    }
-    fn var_store(&self) -> &nn::VarStore {
-        MultimodalForecaster::var_store(self)
-    }
-    fn monitored(&self) -> &[usize] {
-        MultimodalForecaster::monitored(self)
-    }
-    fn into_network(self) -> Network {
-        Network::PerVariable(self)
-    }
+    inherent_sequence_parts!(MultimodalForecaster, PerVariable);
 }
 
 impl Sequential for ConvLstm {
@@ -236,18 +233,7 @@ impl SequenceKind for ConvLstm {
         };
         ConvLstm::with_highway(spec, highway, s.device)
     }
-    fn set_highway_weight(&self, w: &[f32]) -> Result<(), ModelError> {
-        ConvLstm::set_highway_weight(self, w)
-    }
-    fn var_store(&self) -> &nn::VarStore {
-        ConvLstm::var_store(self)
-    }
-    fn monitored(&self) -> &[usize] {
-        ConvLstm::monitored(self)
-    }
-    fn into_network(self) -> Network {
-        Network::ConvLstm(self)
-    }
+    inherent_sequence_parts!(ConvLstm, ConvLstm);
 }
 
 /// The validation part must hold the warm-up and two batches (calibration
