@@ -1388,6 +1388,81 @@ mod tests {
         assert!(e.contains("forewarn classify"), "{e}");
     }
 
+    /// No peeking: labels only score the decisions, never make them. The
+    /// same file with its label column reversed (the fault's rows now
+    /// labelled at the start, in the training rows when a file trains on
+    /// its own first rows) gives every row the same score, threshold and
+    /// flag, with each threshold strategy, trained on the file's first
+    /// rows or on a separate normal file; only the counts move.
+    #[test]
+    fn permuting_a_test_files_labels_leaves_every_decision_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (labelled, permuted) = (
+            dir.path().join("as-labelled/f.csv"),
+            dir.path().join("permuted/f.csv"),
+        );
+        let normal = dir.path().join("normal.csv");
+        std::fs::create_dir_all(labelled.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(permuted.parent().unwrap()).unwrap();
+        write_csv(&labelled, true);
+        write_csv(&normal, false);
+        let text = std::fs::read_to_string(&labelled).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let labels: Vec<String> = (lines[1..].iter())
+            .map(|l| l.rsplit(';').next().unwrap().to_owned())
+            .rev()
+            .collect();
+        for (line, label) in lines[1..].iter_mut().zip(&labels) {
+            let cut = line.rfind(';').unwrap();
+            *line = format!("{};{label}", &line[..cut]);
+        }
+        assert_ne!(lines.join("\n") + "\n", text);
+        std::fs::write(&permuted, lines.join("\n") + "\n").unwrap();
+        // Every column of the decisions but the label.
+        let decisions = |data: &Path, kind: &str, own_rows: bool| {
+            let (train, rows) = match own_rows {
+                true => (vec![], Some(200)),
+                false => (vec![normal.clone()], None),
+            };
+            let mut a = args(dir.path(), vec![data.to_path_buf()], train, rows, kind);
+            let out = dir.path().join("decisions");
+            let _ = std::fs::remove_dir_all(&out);
+            a.decisions = Some(out.clone());
+            run(a).unwrap();
+            let csv = std::fs::read_dir(&out)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            let rows: Vec<String> = (std::fs::read_to_string(csv).unwrap().lines())
+                .map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    [&f[..2], &f[3..]].concat().join(",")
+                })
+                .collect();
+            (rows, read(dir.path())["counts"]["point"].clone())
+        };
+        for kind in ["fixed", "gaussian", "dynamic"] {
+            for own_rows in [true, false] {
+                let (want, counts) = decisions(&labelled, kind, own_rows);
+                let (got, permuted_counts) = decisions(&permuted, kind, own_rows);
+                assert_eq!(want.len(), 401, "{kind}");
+                assert!(
+                    want.iter().any(|r| r.ends_with(",1")),
+                    "{kind}: nothing flagged"
+                );
+                let differs = (want.iter().zip(&got)).find(|(w, g)| w != g);
+                assert_eq!(
+                    differs, None,
+                    "{kind}, own rows {own_rows}: (as labelled, permuted)"
+                );
+                assert_eq!(got.len(), want.len());
+                assert_ne!(permuted_counts, counts, "{kind}, own rows {own_rows}");
+            }
+        }
+    }
+
     /// `--decisions`: a line per row, agreeing with the report's counts.
     #[test]
     fn decisions_are_written_a_row_each_as_counted() {
