@@ -423,8 +423,11 @@ pub struct SetSpread {
     /// scoreboard's mean).
     pub mean: f64,
     pub range: (f64, f64),
-    /// Mean point FAR (%) over the seeds that define it.
+    /// Mean point FAR (%) over the seeds that define it ...
     pub far: Option<f64>,
+    /// ... and the mean of its part after an anomaly (an alert carried
+    /// over from a labelled segment; [`forewarn_eval::Recovery`]).
+    pub far_after_anomaly: Option<f64>,
 }
 
 fn range(v: &[f64]) -> (f64, f64) {
@@ -463,16 +466,20 @@ impl SeedSpread {
             .map(|(i, r)| {
                 let scores: Vec<Option<f64>> = boards.iter().map(|b| b.sets[i].score).collect();
                 let counted: Vec<f64> = scores.iter().map(|s| s.unwrap_or(0.0)).collect();
-                let fars: Vec<f64> = boards
-                    .iter()
-                    .filter_map(|b| b.sets[i].metrics.far)
-                    .collect();
+                let mean_of = |m: fn(&Metrics) -> Option<f64>| {
+                    let v: Vec<f64> = boards
+                        .iter()
+                        .filter_map(|b| m(&b.sets[i].metrics))
+                        .collect();
+                    (!v.is_empty()).then(|| mean(&v))
+                };
                 SetSpread {
                     name: r.name.clone(),
                     held_out: r.held_out,
                     mean: mean(&counted),
                     range: range(&counted),
-                    far: (!fars.is_empty()).then(|| mean(&fars)),
+                    far: mean_of(|m| m.far),
+                    far_after_anomaly: mean_of(|m| m.far_after_anomaly),
                     scores,
                 }
             })
@@ -495,7 +502,7 @@ impl SeedSpread {
         let seeds: String = self.seeds.iter().map(|s| format!(" seed {s} |")).collect();
         let rule: String = self.seeds.iter().map(|_| " --- |").collect();
         let mut out = format!(
-            "| set | mean score | min – max | FAR % (mean) |{seeds}\n| --- | --- | --- | --- |{rule}\n"
+            "| set | mean score | min – max | FAR % (mean; after an anomaly) |{seeds}\n| --- | --- | --- | --- |{rule}\n"
         );
         for r in &self.sets {
             let name = if r.held_out {
@@ -510,7 +517,11 @@ impl SeedSpread {
                 r.mean,
                 r.range.0,
                 r.range.1,
-                r.far.map_or("–".into(), |v| format!("{v:.1}")),
+                match (r.far, r.far_after_anomaly) {
+                    (Some(far), Some(after)) => format!("{far:.1}; {after:.1}"),
+                    (Some(far), None) => format!("{far:.1}"),
+                    _ => "–".into(),
+                },
             );
         }
         if self.sets.iter().all(|r| r.held_out) {
@@ -638,6 +649,7 @@ mod tests {
                 error: None,
                 metrics: Metrics {
                     far: score.map(|s| s * 10.0),
+                    far_after_anomaly: score.map(|s| s * 5.0),
                     ..Metrics::default()
                 },
             })
@@ -690,6 +702,7 @@ mod tests {
             "{a:?}"
         );
         assert!((a.far.unwrap() - 4.0).abs() < 1e-12, "{a:?}");
+        assert!((a.far_after_anomaly.unwrap() - 2.0).abs() < 1e-12, "{a:?}");
         // Unscored under one seed: 0 there, as in the scoreboard mean.
         assert!(
             (b.mean - 0.35).abs() < 1e-12 && b.range == (0.0, 0.7),
@@ -706,11 +719,13 @@ mod tests {
         let table = spread.markdown();
         assert_eq!(table.lines().count(), 2 + 3 + 1, "{table}");
         assert!(
-            table.starts_with("| set | mean score | min – max | FAR % (mean) | seed 1 | seed 2 |"),
+            table.starts_with(
+                "| set | mean score | min – max | FAR % (mean; after an anomaly) | seed 1 | seed 2 |"
+            ),
             "{table}"
         );
         assert!(
-            table.contains("| b | 0.350 | 0.000 – 0.700 | 7.0 | 0.700 | – |"),
+            table.contains("| b | 0.350 | 0.000 – 0.700 | 7.0; 3.5 | 0.700 | – |"),
             "{table}"
         );
         assert!(table.contains("| h (held out) | 0.300 |"), "{table}");
