@@ -12,22 +12,17 @@
 
 use serde::Serialize;
 
-use crate::segments;
+use crate::{Confusion, segments};
 
-/// Summable recovery counts of one or more files.
+/// Summable recovery counts of one or more files. The false alarms and
+/// normal rows they are split against are the point-wise [`Confusion`]'s.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Recovery {
     /// Per labelled segment, in file order: the rows that stay flagged
     /// right after it ends (0 when the row after it is not flagged). Kept
-    /// whole so that the pooled median is exact.
+    /// whole so that the pooled median is exact; they are all false
+    /// alarms.
     pub rows_after: Vec<u64>,
-    /// False-alarm rows that continue an alert from a labelled segment
-    /// (the sum of `rows_after`).
-    pub false_after_anomaly: u64,
-    /// All other false-alarm rows.
-    pub false_elsewhere: u64,
-    /// Rows labelled normal: the denominator of both shares.
-    pub normal: u64,
 }
 
 impl Recovery {
@@ -41,23 +36,16 @@ impl Recovery {
                     .count() as u64
             })
             .collect();
-        let false_alarms = (truth.iter().zip(pred))
-            .filter(|(t, p)| !**t && **p)
-            .count() as u64;
-        let false_after_anomaly = rows_after.iter().sum();
-        Self {
-            rows_after,
-            false_after_anomaly,
-            false_elsewhere: false_alarms - false_after_anomaly,
-            normal: truth.iter().filter(|t| !**t).count() as u64,
-        }
+        Self { rows_after }
     }
 
     pub fn add(&mut self, o: &Recovery) {
         self.rows_after.extend_from_slice(&o.rows_after);
-        self.false_after_anomaly += o.false_after_anomaly;
-        self.false_elsewhere += o.false_elsewhere;
-        self.normal += o.normal;
+    }
+
+    /// False-alarm rows that continue an alert from a labelled segment.
+    pub fn false_after_anomaly(&self) -> u64 {
+        self.rows_after.iter().sum()
     }
 
     /// Labelled segments whose alert was still open when they ended.
@@ -80,22 +68,17 @@ impl Recovery {
 
     pub fn mean_rows_after(&self) -> Option<f64> {
         (!self.rows_after.is_empty())
-            .then(|| self.false_after_anomaly as f64 / self.rows_after.len() as f64)
+            .then(|| self.false_after_anomaly() as f64 / self.rows_after.len() as f64)
     }
 
-    /// False-alarm rows after an anomaly, % of the normal rows.
-    pub fn far_after_anomaly(&self) -> Option<f64> {
-        percent(self.false_after_anomaly, self.normal)
+    /// `point`'s false alarm rate (%, of the same rows) split into the
+    /// rows after an anomaly and the rest.
+    pub fn far_split(&self, point: &Confusion) -> (Option<f64>, Option<f64>) {
+        let after = self.false_after_anomaly();
+        let normal = point.fp + point.tn;
+        let percent = |n: u64| crate::ratio(n, normal).map(|r| 100.0 * r);
+        (percent(after), percent(point.fp - after))
     }
-
-    /// The other false-alarm rows, % of the normal rows.
-    pub fn far_elsewhere(&self) -> Option<f64> {
-        percent(self.false_elsewhere, self.normal)
-    }
-}
-
-fn percent(num: u64, den: u64) -> Option<f64> {
-    crate::ratio(num, den).map(|r| 100.0 * r)
 }
 
 #[cfg(test)]
@@ -110,30 +93,37 @@ mod tests {
         Recovery::of(&b(truth), &b(pred))
     }
 
+    /// False-alarm rows after an anomaly and elsewhere, and normal rows.
+    fn split(r: &Recovery, truth: &str, pred: &str) -> (u64, u64, u64) {
+        let point = Confusion::of(&b(truth), &b(pred));
+        let after = r.false_after_anomaly();
+        (after, point.fp - after, point.fp + point.tn)
+    }
+
     #[test]
     fn an_alert_open_at_the_end_of_a_segment_counts_until_it_closes() {
         // Segment 2..=4; flagged 3..=7: 3 rows after (5, 6, 7); one false
         // alarm elsewhere (row 9).
-        let r = of("0011100000", "0001111101");
+        let (truth, pred) = ("0011100000", "0001111101");
+        let r = of(truth, pred);
         assert_eq!(r.rows_after, vec![3]);
-        assert_eq!(
-            (r.false_after_anomaly, r.false_elsewhere, r.normal),
-            (3, 1, 7)
-        );
+        assert_eq!(split(&r, truth, pred), (3, 1, 7));
         assert_eq!(r.still_flagged(), 1);
         assert_eq!(r.mean_rows_after(), Some(3.0));
         assert_eq!(r.median_rows_after(), Some(3.0));
-        assert!((r.far_after_anomaly().unwrap() - 300.0 / 7.0).abs() < 1e-12);
-        assert!((r.far_elsewhere().unwrap() - 100.0 / 7.0).abs() < 1e-12);
+        let (after, elsewhere) = r.far_split(&Confusion::of(&b(truth), &b(pred)));
+        assert!((after.unwrap() - 300.0 / 7.0).abs() < 1e-12);
+        assert!((elsewhere.unwrap() - 100.0 / 7.0).abs() < 1e-12);
     }
 
     #[test]
     fn a_false_alarm_that_starts_after_a_break_is_elsewhere() {
         // The alert closes with the segment (row 5 unflagged), then a
         // separate false alarm at 6..=7.
-        let r = of("0111000000", "0111011000");
+        let (truth, pred) = ("0111000000", "0111011000");
+        let r = of(truth, pred);
         assert_eq!(r.rows_after, vec![0]);
-        assert_eq!((r.false_after_anomaly, r.false_elsewhere), (0, 2));
+        assert_eq!(split(&r, truth, pred), (0, 2, 7));
         assert_eq!(r.still_flagged(), 0);
     }
 
@@ -141,16 +131,18 @@ mod tests {
     fn an_overhang_stops_at_the_next_segment_and_at_the_end_of_the_file() {
         // Segments 1..=2 and 5..=6; flagged 1..=9: 2 rows after the first
         // (3, 4: rows 5, 6 are the next segment's), 3 after the second.
-        let r = of("0110011000", "0111111111");
+        let (truth, pred) = ("0110011000", "0111111111");
+        let r = of(truth, pred);
         assert_eq!(r.rows_after, vec![2, 3]);
-        assert_eq!((r.false_after_anomaly, r.false_elsewhere), (5, 0));
+        let (after, elsewhere, _) = split(&r, truth, pred);
+        assert_eq!((after, elsewhere), (5, 0));
         // A segment that ends the file has nothing after it; a missed
         // segment has 0.
         assert_eq!(of("0011", "0011").rows_after, vec![0]);
         assert_eq!(of("0110", "0000").rows_after, vec![0]);
         // No labelled segment: every false alarm is elsewhere.
         let calm = of("0000", "0110");
-        assert_eq!((calm.false_after_anomaly, calm.false_elsewhere), (0, 2));
+        assert_eq!(split(&calm, "0000", "0110"), (0, 2, 4));
         assert_eq!(
             (calm.median_rows_after(), calm.mean_rows_after()),
             (None, None)
@@ -159,16 +151,27 @@ mod tests {
 
     #[test]
     fn pooling_keeps_every_segment_for_an_exact_median() {
-        let mut r = of("0110000", "0111110"); // 3 after
-        r.add(&of("1000", "1000")); // 0 after
-        r.add(&of("0100000000", "0111111111")); // 8 after
-        r.add(&of("10000", "11000")); // 1 after
+        let files = [
+            ("0110000", "0111110"),       // 3 after
+            ("1000", "1000"),             // 0 after
+            ("0100000000", "0111111111"), // 8 after
+            ("10000", "11000"),           // 1 after
+        ];
+        let (mut r, mut point) = (Recovery::default(), Confusion::default());
+        for (truth, pred) in files {
+            r.add(&of(truth, pred));
+            point.add(&Confusion::of(&b(truth), &b(pred)));
+        }
         assert_eq!(r.rows_after, vec![3, 0, 8, 1]);
         assert_eq!(r.median_rows_after(), Some(2.0));
         assert_eq!(r.mean_rows_after(), Some(3.0));
         assert_eq!(r.still_flagged(), 3);
-        assert_eq!((r.false_after_anomaly, r.false_elsewhere), (12, 0));
-        assert_eq!(r.normal, 5 + 3 + 9 + 4);
-        assert_eq!(Recovery::default().far_after_anomaly(), None);
+        let after = r.false_after_anomaly();
+        assert_eq!((after, point.fp - after), (12, 0));
+        assert_eq!(point.fp + point.tn, 5 + 3 + 9 + 4);
+        assert_eq!(
+            Recovery::default().far_split(&Confusion::default()),
+            (None, None)
+        );
     }
 }

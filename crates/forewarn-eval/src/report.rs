@@ -91,6 +91,7 @@ impl Counts {
     }
 
     pub fn metrics(&self) -> Metrics {
+        let (far_after_anomaly, far_elsewhere) = self.recovery.far_split(&self.point);
         Metrics {
             precision: self.point.precision(),
             recall: self.point.recall(),
@@ -109,8 +110,8 @@ impl Counts {
             segments_still_flagged: self.recovery.still_flagged(),
             rows_after_anomaly_median: self.recovery.median_rows_after(),
             rows_after_anomaly_mean: self.recovery.mean_rows_after(),
-            far_after_anomaly: self.recovery.far_after_anomaly(),
-            far_elsewhere: self.recovery.far_elsewhere(),
+            far_after_anomaly,
+            far_elsewhere,
             points: self.points,
             files: self.files,
         }
