@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Stacked layers (LSTM layers, or convlstm cells).
     #[arg(long, default_value_t = 2)]
     pub(crate) layers: usize,
+    /// The forecaster only: networks in the ensemble, each as wide as
+    /// `--hidden`, whose forecasts are averaged (`forewarn train --members`).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) members: usize,
     /// Readings per forecast batch.
     #[arg(long, default_value_t = 10)]
     pub(crate) horizon: usize,

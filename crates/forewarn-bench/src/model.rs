@@ -46,28 +46,57 @@ pub(crate) fn build(args: &BenchArgs, device: Device) -> anyhow::Result<Built> {
                 horizon: args.horizon,
             };
             spec.validate().map_err(anyhow::Error::msg)?;
-            let mut m = LstmForecaster::with_highway(spec, args.highway, device)
-                .context("creating the model")?;
-            m.set_precision(args.precision).context("--precision")?;
+            if !(1..=forewarn_model::artifact::MAX_MEMBERS).contains(&args.members) {
+                anyhow::bail!(
+                    "--members must be 1 to {}",
+                    forewarn_model::artifact::MAX_MEMBERS
+                );
+            }
+            let members = (0..args.members)
+                .map(|_| {
+                    let mut m = LstmForecaster::with_highway(spec, args.highway, device)
+                        .context("creating the model")?;
+                    m.set_precision(args.precision).context("--precision")?;
+                    Ok(Network::Forecaster(m))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let network = Network::ensemble(members).context("--members")?;
             let h = args.hidden as i64;
+            let one = flops_per_reading(&spec, args.highway);
+            let k = args.members as f64;
             Ok(Built {
-                network: Network::Forecaster(m),
+                network,
                 shape: Shape {
                     channels: spec.channels,
                     outputs: spec.outputs,
                     horizon: spec.horizon,
-                    state_len: spec.state_len(),
+                    state_len: args.members * spec.state_len(),
                 },
-                flops: flops_per_reading(&spec, args.highway),
+                flops: Flops {
+                    lstm: k * one.lstm,
+                    head: k * one.head,
+                },
                 flops_parts: ["LSTM", "head and highway", " per batch / horizon"],
                 describe: format!(
-                    "LSTM channels={} hidden={} layers={} horizon={} highway={:?}",
-                    spec.channels, spec.hidden, spec.layers, spec.horizon, args.highway
+                    "LSTM channels={} hidden={} layers={} horizon={} highway={:?}{}",
+                    spec.channels,
+                    spec.hidden,
+                    spec.layers,
+                    spec.horizon,
+                    args.highway,
+                    if args.members > 1 {
+                        format!(" members={}", args.members)
+                    } else {
+                        String::new()
+                    }
                 ),
                 gemm: ([b, h, 4 * h], "the LSTM's recurrent shape".into()),
             })
         }
         Some(g) => {
+            if args.members != 1 {
+                anyhow::bail!("--members is measured for the forecaster only");
+            }
             let cells = g.rows * g.cols;
             let spec = ConvLstmSpec {
                 channels: cells,

@@ -28,10 +28,12 @@ use crate::window::Window;
 
 mod checkpoint;
 mod config;
+mod ensemble;
 mod forecaster;
 mod inspect;
 pub use checkpoint::{CHECKPOINT_FORMAT, CheckpointError, RestoreError, StateRecord};
 pub use config::EngineConfig;
+pub use ensemble::{Ensemble, EnsembleError};
 pub use forecaster::{Forecaster, StepBatch};
 
 /// How many contributing channels an alert names.

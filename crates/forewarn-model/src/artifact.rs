@@ -4,8 +4,10 @@
 //! An artifact holds one network of any [`ModelKind`] — the joint
 //! forecaster, the per-variable model or the autoencoder — recorded as
 //! `model.json`'s `kind` (absent in artifacts written before there were
-//! kinds: the forecaster). [`load`] gives it back as a [`Network`], which
-//! the engine runs whatever the kind.
+//! kinds: the forecaster), or an ensemble of `members` such networks
+//! whose forecasts are averaged, the first in `model.safetensors` and
+//! member i in `model.<i>.safetensors`. [`load`] gives it back as a
+//! [`Network`], which the engine runs whatever the kind.
 //!
 //! Loading trusts nothing: every field is checked and a bad artifact is an
 //! error naming the file and the problem, never a panic, because the
@@ -41,6 +43,19 @@ pub(crate) use network::NetworkRef;
 pub const FORMAT_VERSION: u32 = 1;
 pub const META_FILE: &str = "model.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Most networks an ensemble (`members`) may hold.
+pub const MAX_MEMBERS: usize = 16;
+
+/// The weights file of ensemble member `i` (0-based): `model.safetensors`
+/// for the first (a single network's only file), `model.<i>.safetensors`
+/// for the others.
+pub fn weights_file(i: usize) -> String {
+    if i == 0 {
+        WEIGHTS_FILE.to_owned()
+    } else {
+        format!("model.{i}.safetensors")
+    }
+}
 /// Largest accepted window (readings kept per device); far above any real
 /// model, it stops a corrupt file from sizing per-device buffers.
 pub const MAX_WINDOW: usize = 1_000_000;
@@ -155,6 +170,12 @@ pub struct ModelMeta {
     /// an unexpected `highway.weight`).
     #[serde(default, skip_serializing_if = "is_no_highway")]
     pub highway: Highway,
+    /// Networks of this shape trained from different seeds whose
+    /// forecasts are averaged, each in its own weights file
+    /// ([`weights_file`]); absent (1) in artifacts written before
+    /// ensembles, which load unchanged.
+    #[serde(default = "one_member", skip_serializing_if = "is_one_member")]
+    pub members: usize,
     pub warmup: usize,
     /// The fixed threshold (quantile x margin of the validation batch
     /// MSEs), always calibrated; what runs when `strategy` is absent.
@@ -177,12 +198,21 @@ pub struct ModelMeta {
     /// Losses of the epoch whose weights were kept (best validation loss).
     pub final_train_loss: f64,
     pub final_val_loss: f64,
-    /// [`crate::LstmForecaster::weights_sha256`] of `model.safetensors`.
+    /// [`crate::LstmForecaster::weights_sha256`] of `model.safetensors`
+    /// (an ensemble: of its members' hashes in order).
     pub weights_sha256: String,
 }
 
 fn is_no_highway(h: &Highway) -> bool {
     *h == Highway::None
+}
+
+fn one_member() -> usize {
+    1
+}
+
+fn is_one_member(n: &usize) -> bool {
+    *n == 1
 }
 
 impl ModelMeta {
@@ -261,8 +291,13 @@ impl ModelMeta {
             .collect()
     }
 
-    /// Length of one device's recurrent state for this model's kind.
+    /// Length of one device's recurrent state: every member's, end to end.
     pub fn state_len(&self) -> usize {
+        self.members * self.member_state_len()
+    }
+
+    /// Length of one network's recurrent state for this model's kind.
+    fn member_state_len(&self) -> usize {
         match self.kind {
             ModelKind::Forecaster => self.spec().state_len(),
             ModelKind::PerVariable => self.multimodal_spec().state_len(),
@@ -327,6 +362,12 @@ impl ModelMeta {
         let c = self.channels.len();
         if c == 0 {
             return Err("channels is empty".into());
+        }
+        if !(1..=MAX_MEMBERS).contains(&self.members) {
+            return Err(format!(
+                "members {} is outside 1..={MAX_MEMBERS}",
+                self.members
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for ch in &self.channels {
@@ -434,7 +475,7 @@ impl ModelMeta {
                     .collect(),
             );
         }
-        let (hidden, layers, horizon, encoder_hidden, highway) = match net {
+        let (hidden, layers, horizon, encoder_hidden, highway) = match net.lead() {
             NetworkRef::Forecaster(m) => {
                 let s = m.spec();
                 (s.hidden, s.layers, s.horizon, None, m.highway())
@@ -463,6 +504,9 @@ impl ModelMeta {
                 );
                 (s.filters, s.layers, s.horizon, None, m.highway())
             }
+            NetworkRef::Ensemble(_) => {
+                return Err(ModelError::Config("ensembles do not nest".into()));
+            }
         };
         Ok(Self {
             format_version: FORMAT_VERSION,
@@ -484,6 +528,7 @@ impl ModelMeta {
             kernel: grid.2,
             filters: grid.3,
             highway,
+            members: net.members().len(),
             warmup: d.warmup,
             threshold: d.threshold,
             strategy: None,
@@ -637,7 +682,6 @@ pub fn save_model(model: &Model, dir: &Path) -> Result<(), ModelError> {
 
 fn write(meta: &ModelMeta, net: NetworkRef<'_>, dir: &Path) -> Result<(), ModelError> {
     let meta_path = dir.join(META_FILE);
-    let weights_path = dir.join(WEIGHTS_FILE);
     meta.validate()
         .map_err(|m| ModelError::artifact(&meta_path, format!("refusing to save: {m}")))?;
     if let Some((described, actual)) = net.mismatch(meta) {
@@ -658,23 +702,43 @@ fn write(meta: &ModelMeta, net: NetworkRef<'_>, dir: &Path) -> Result<(), ModelE
 
     let k = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = |name: &str| dir.join(format!(".{name}.tmp.{}.{k}", std::process::id()));
-    let (tmp_weights, tmp_meta) = (tmp(WEIGHTS_FILE), tmp(META_FILE));
+    let members = net.members();
+    let tmp_weights: Vec<PathBuf> = (0..members.len()).map(|i| tmp(&weights_file(i))).collect();
+    let tmp_meta = tmp(META_FILE);
     let result = (|| {
-        net.save(&tmp_weights)?;
-        sync(&tmp_weights)?;
+        for (member, path) in members.iter().zip(&tmp_weights) {
+            member.save(path)?;
+            sync(path)?;
+        }
         let mut f = File::create(&tmp_meta).map_err(|e| ModelError::io(&tmp_meta, e))?;
         f.write_all(&json)
             .and_then(|()| f.write_all(b"\n"))
             .and_then(|()| f.sync_all())
             .map_err(|e| ModelError::io(&tmp_meta, e))?;
-        std::fs::rename(&tmp_weights, &weights_path)
-            .map_err(|e| ModelError::io(&weights_path, e))?;
+        // A reader between these renames sees weights that do not match
+        // model.json's hash and refuses them (`load`).
+        for (i, path) in tmp_weights.iter().enumerate() {
+            let weights_path = dir.join(weights_file(i));
+            std::fs::rename(path, &weights_path).map_err(|e| ModelError::io(&weights_path, e))?;
+        }
         std::fs::rename(&tmp_meta, &meta_path).map_err(|e| ModelError::io(&meta_path, e))?;
+        // Members of a larger ensemble this one replaced.
+        for i in members.len()..MAX_MEMBERS {
+            let stale = dir.join(weights_file(i));
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(ModelError::io(&stale, e));
+                }
+                _ => {}
+            }
+        }
         // Make the renames themselves durable.
         sync(dir)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp_weights);
+        for path in &tmp_weights {
+            let _ = std::fs::remove_file(path);
+        }
         let _ = std::fs::remove_file(&tmp_meta);
     }
     result
@@ -690,7 +754,6 @@ fn sync(path: &Path) -> Result<(), ModelError> {
 /// on `device`.
 pub fn load(dir: &Path, device: tch::Device) -> Result<Model, ModelError> {
     let meta_path = dir.join(META_FILE);
-    let weights_path: PathBuf = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&meta_path).map_err(|e| ModelError::io(&meta_path, e))?;
     let invalid = |e: serde_json::Error| format!("not a valid model description: {e}");
     let json: serde_json::Value =
@@ -712,16 +775,16 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<Model, ModelError> {
         serde_json::from_value(json).map_err(|e| ModelError::artifact(&meta_path, invalid(e)))?;
     meta.validate()
         .map_err(|m| ModelError::artifact(&meta_path, m))?;
-    if !weights_path.is_file() {
-        return Err(ModelError::artifact(
-            &weights_path,
-            "weights file is missing",
-        ));
+    let weights: Vec<PathBuf> = (0..meta.members)
+        .map(|i| dir.join(weights_file(i)))
+        .collect();
+    if let Some(missing) = weights.iter().find(|p| !p.is_file()) {
+        return Err(ModelError::artifact(missing, "weights file is missing"));
     }
-    let network = Network::load(&meta, &weights_path, device)?;
+    let network = Network::load(&meta, &weights, device)?;
     if network.weights_sha256()? != meta.weights_sha256 {
         return Err(ModelError::artifact(
-            &weights_path,
+            &weights[0],
             format!(
                 "weights do not match {META_FILE} (weights_sha256 differs): the artifact is \
                  being replaced or was assembled from different models"
@@ -774,6 +837,7 @@ mod tests {
             kernel: None,
             filters: None,
             highway: Highway::None,
+            members: 1,
             warmup: 8,
             threshold: Threshold {
                 value: 0.75,
@@ -1336,6 +1400,8 @@ mod tests {
         assert!(load_err(&dir).contains("not a valid"));
     }
 
+    mod ensemble;
+
     #[test]
     fn missing_and_corrupt_files_are_errors() {
         crate::test_init();
@@ -1573,7 +1639,9 @@ mod tests {
                 Network::Autoencoder(a) => {
                     Network::Autoencoder(LstmAutoencoder::new(*a.spec(), tch::Device::Cpu).unwrap())
                 }
-                Network::Forecaster(_) | Network::ConvLstm(_) => unreachable!(),
+                Network::Forecaster(_) | Network::ConvLstm(_) | Network::Ensemble(_) => {
+                    unreachable!()
+                }
             };
             tch::no_grad(|| {
                 let src = m.network.as_ref().var_store().variables();

@@ -32,7 +32,7 @@ pub use highway::Highway;
 pub use inference::{load_classifier_for, load_for_inference};
 pub use precision::Precision;
 pub use tch::Device;
-pub use train::{EpochReport, TrainSettings, Trained, train};
+pub use train::{EpochReport, TrainSettings, Trained, TrainingRun, train};
 
 /// One libtorch thread for tests. Tests run on parallel threads and each
 /// calling thread gets its own spinning OpenMP team; on a small machine the

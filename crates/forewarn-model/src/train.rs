@@ -40,6 +40,9 @@ static GENERATOR: Mutex<()> = Mutex::new(());
 /// Progress after one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpochReport {
+    /// The ensemble member trained (1-based) of `members`.
+    pub member: usize,
+    pub members: usize,
     /// 1-based.
     pub epoch: usize,
     pub epochs: usize,
@@ -53,29 +56,26 @@ pub struct EpochReport {
 
 /// A trained network with what the engine needs to run it.
 pub struct Trained {
+    /// One network, or the [ensemble](Network::ensemble) of `members`.
     pub network: Network,
     /// Fitted on the training part.
     pub scaler: Scaler,
     pub train_rows: usize,
     pub validation_rows: usize,
+    /// Each member's training, in member order.
+    pub runs: Vec<TrainingRun>,
+}
+
+/// How one network trained.
+#[derive(Debug, Clone)]
+pub struct TrainingRun {
     pub history: Vec<EpochReport>,
     /// The epoch whose weights were kept (1-based): the first with the
     /// lowest finite validation loss.
     pub best_epoch: usize,
 }
 
-impl std::fmt::Debug for Trained {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trained")
-            .field("network", &self.network)
-            .field("train_rows", &self.train_rows)
-            .field("epochs", &self.history.len())
-            .field("best_epoch", &self.best_epoch)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Trained {
+impl TrainingRun {
     /// Training and validation loss of the epoch whose weights were kept.
     pub fn final_losses(&self) -> (f64, f64) {
         let r = &self.history[self.best_epoch - 1];
@@ -83,28 +83,90 @@ impl Trained {
     }
 }
 
-/// Trains a `s.kind` network on `data` (normal operation), keeping the
-/// weights of the best validation epoch; `on_epoch` sees every epoch.
+impl std::fmt::Debug for Trained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trained")
+            .field("network", &self.network)
+            .field("train_rows", &self.train_rows)
+            .field("runs", &self.runs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trained {
+    /// Training and validation loss of the kept epochs, the members' mean
+    /// (each member's own: the ensemble's forecast is not what trained).
+    pub fn final_losses(&self) -> (f64, f64) {
+        let n = self.runs.len() as f64;
+        let (t, v) = (self.runs.iter().map(TrainingRun::final_losses))
+            .fold((0.0, 0.0), |(t, v), (rt, rv)| (t + rt, v + rv));
+        (t / n, v / n)
+    }
+}
+
+/// Trains `s.members` networks of `s.kind` on `data` (normal operation),
+/// each from its own seed ([`TrainSettings::member_seed`]), keeping each
+/// one's weights of its best validation epoch; `on_epoch` sees every epoch.
 pub fn train(
     data: &Dataset,
     s: &TrainSettings,
-    on_epoch: impl FnMut(&EpochReport),
+    mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Trained, ModelError> {
     s.validate()?;
     data.check()?;
-    match s.kind {
-        ModelKind::Forecaster => run::<LstmForecaster>(data, s, on_epoch),
-        ModelKind::PerVariable => run::<MultimodalForecaster>(data, s, on_epoch),
-        ModelKind::Autoencoder => run::<LstmAutoencoder>(data, s, on_epoch),
-        ModelKind::ConvLstm => run::<ConvLstm>(data, s, on_epoch),
+    let mut members = Vec::with_capacity(s.members);
+    for i in 0..s.members {
+        let m = Member {
+            seed: s.member_seed(i),
+            number: i + 1,
+        };
+        members.push(match s.kind {
+            ModelKind::Forecaster => run::<LstmForecaster>(data, s, m, &mut on_epoch),
+            ModelKind::PerVariable => run::<MultimodalForecaster>(data, s, m, &mut on_epoch),
+            ModelKind::Autoencoder => run::<LstmAutoencoder>(data, s, m, &mut on_epoch),
+            ModelKind::ConvLstm => run::<ConvLstm>(data, s, m, &mut on_epoch),
+        }?);
     }
+    // Every member scales alike: the scaler depends on the data alone.
+    let first = members.remove(0);
+    let mut runs = vec![first.run];
+    let mut networks = vec![first.network];
+    for m in members {
+        runs.push(m.run);
+        networks.push(m.network);
+    }
+    Ok(Trained {
+        network: Network::ensemble(networks)?,
+        scaler: first.scaler,
+        train_rows: first.train_rows,
+        validation_rows: first.validation_rows,
+        runs,
+    })
+}
+
+/// Which ensemble member [`run`] trains.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    seed: u64,
+    /// 1-based.
+    number: usize,
+}
+
+/// One trained network and what it was trained on.
+struct Fitted {
+    network: Network,
+    scaler: Scaler,
+    train_rows: usize,
+    validation_rows: usize,
+    run: TrainingRun,
 }
 
 fn run<N: Trainable>(
     data: &Dataset,
     s: &TrainSettings,
-    mut on_epoch: impl FnMut(&EpochReport),
-) -> Result<Trained, ModelError> {
+    member: Member,
+    on_epoch: &mut impl FnMut(&EpochReport),
+) -> Result<Fitted, ModelError> {
     let c = data.n_channels();
     let n = data.len();
     let n_val = (n as f64 * s.validation_fraction).round() as usize;
@@ -125,9 +187,9 @@ fn run<N: Trainable>(
     // (`evaluate` fits per-file models in parallel) take turns with it, so
     // each fit draws the same numbers as it would alone.
     let generator = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
-    tch::manual_seed(s.seed as i64);
+    tch::manual_seed(member.seed as i64);
     if s.device.is_cuda() {
-        tch::Cuda::manual_seed_all(s.seed);
+        tch::Cuda::manual_seed_all(member.seed);
     }
     let context = forewarn_data::context_flags(&data.channels, &s.context, &data.source)?;
     let monitored: Vec<usize> = (0..c).filter(|&j| !context[j]).collect();
@@ -167,6 +229,8 @@ fn run<N: Trainable>(
         }
         let val_loss = net.validation_loss(&prepared, s)?;
         let report = EpochReport {
+            member: member.number,
+            members: s.members,
             epoch,
             epochs: s.epochs,
             train_loss,
@@ -192,13 +256,15 @@ fn run<N: Trainable>(
         ));
     };
     weights::restore(net.var_store(), &kept)?;
-    Ok(Trained {
+    Ok(Fitted {
         network: net.into_network(),
         scaler,
         train_rows: n_train,
         validation_rows: n_val,
-        history,
-        best_epoch,
+        run: TrainingRun {
+            history,
+            best_epoch,
+        },
     })
 }
 
@@ -236,6 +302,7 @@ pub(crate) mod tests {
             validation_fraction: 0.2,
             patience: 0,
             seed: 42,
+            members: 1,
             grad_clip: 1.0,
             robust_scaling: false,
             highway: Highway::None,
@@ -257,7 +324,7 @@ pub(crate) mod tests {
         let started = Instant::now();
         let t = train(&data, &s, |r| seen.push(r.clone())).unwrap();
         let secs = started.elapsed().as_secs_f64();
-        let h = &t.history;
+        let h = &t.runs[0].history;
         assert_eq!(h, &seen);
         assert_eq!(h.len(), s.epochs);
         let (first, last) = (h[0].train_loss, h[h.len() - 1].train_loss);
@@ -282,6 +349,68 @@ pub(crate) mod tests {
         assert_eq!(t.network.kind(), ModelKind::Forecaster);
     }
 
+    /// An ensemble's first member is the network its seed alone trains; the
+    /// others start elsewhere, and every epoch says whose it is.
+    #[test]
+    fn an_ensembles_members_train_from_their_own_seeds() {
+        crate::test_init();
+        let data = d00();
+        let one = TrainSettings {
+            hidden: 8,
+            layers: 1,
+            epochs: 3,
+            ..small()
+        };
+        let three = TrainSettings {
+            members: 3,
+            ..one.clone()
+        };
+        let single = train(&data, &one, |_| {}).unwrap();
+        let mut seen = Vec::new();
+        let t = train(&data, &three, |r| seen.push((r.member, r.members, r.epoch))).unwrap();
+        assert_eq!(t.network.members(), 3);
+        assert_eq!(t.runs.len(), 3);
+        let want: Vec<_> = (1..=3)
+            .flat_map(|m| (1..=3).map(move |e| (m, 3, e)))
+            .collect();
+        assert_eq!(seen, want);
+        let Network::Ensemble(e) = &t.network else {
+            panic!("{:?}", t.network);
+        };
+        let hashes: Vec<String> = (e.members().iter())
+            .map(|m| m.weights_sha256().unwrap())
+            .collect();
+        assert_eq!(hashes[0], single.network.weights_sha256().unwrap());
+        assert!(hashes[1] != hashes[0] && hashes[2] != hashes[0] && hashes[1] != hashes[2]);
+        assert_eq!(t.runs[0].final_losses(), single.final_losses());
+        let mean_val = t.runs.iter().map(|r| r.final_losses().1).sum::<f64>() / 3.0;
+        assert!((t.final_losses().1 - mean_val).abs() < 1e-12);
+        assert_eq!(t.scaler, single.scaler);
+        // Member seeds: the first is the seed; none repeats across nearby seeds.
+        assert_eq!(three.member_seed(0), 42);
+        let nearby: std::collections::HashSet<u64> = (40..45)
+            .flat_map(|seed| {
+                let s = TrainSettings {
+                    seed,
+                    ..three.clone()
+                };
+                (0..3).map(move |i| s.member_seed(i))
+            })
+            .collect();
+        assert_eq!(nearby.len(), 15);
+        assert!(nearby.iter().all(|&s| s <= i64::MAX as u64));
+        let too_many = TrainSettings {
+            members: 17,
+            ..one.clone()
+        };
+        assert!(
+            train(&data, &too_many, |_| {})
+                .unwrap_err()
+                .to_string()
+                .contains("members")
+        );
+    }
+
     /// Every kind trains through the one loop on TEP, and the same settings
     /// and seed give the same weights twice.
     #[test]
@@ -302,8 +431,8 @@ pub(crate) mod tests {
             let b = train(&data, &s, |_| {}).unwrap();
             assert_eq!(a.network.kind(), kind);
             assert_eq!(a.train_rows, 350, "{kind}");
-            assert_eq!(a.history.len(), 4, "{kind}");
-            let v: Vec<f64> = a.history.iter().map(|r| r.val_loss).collect();
+            assert_eq!(a.runs[0].history.len(), 4, "{kind}");
+            let v: Vec<f64> = a.runs[0].history.iter().map(|r| r.val_loss).collect();
             assert!(
                 v.iter().cloned().fold(f64::INFINITY, f64::min) < v[0],
                 "{kind}: {v:?}"
@@ -313,7 +442,10 @@ pub(crate) mod tests {
                 b.network.weights_sha256().unwrap(),
                 "{kind}"
             );
-            assert_eq!(a.history[a.best_epoch - 1].val_loss, a.final_losses().1);
+            assert_eq!(
+                a.runs[0].history[a.runs[0].best_epoch - 1].val_loss,
+                a.final_losses().1
+            );
         }
     }
 
@@ -332,14 +464,14 @@ pub(crate) mod tests {
             ..small()
         };
         let t = train(&data, &s, |_| {}).unwrap();
-        let h = &t.history;
+        let h = &t.runs[0].history;
         assert!(h.len() < s.epochs, "did not stop early");
         let best = h
             .iter()
             .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
             .unwrap();
         assert_eq!(h.len(), best.epoch + s.patience);
-        assert_eq!(t.best_epoch, best.epoch);
+        assert_eq!(t.runs[0].best_epoch, best.epoch);
         assert_eq!(t.final_losses(), (best.train_loss, best.val_loss));
     }
 
@@ -584,6 +716,7 @@ pub(crate) mod tests {
                 Network::PerVariable(m) => (m.spec().channels, m.spec().outputs, m.monitored()),
                 Network::Autoencoder(m) => (m.spec().channels, m.spec().outputs, m.monitored()),
                 Network::ConvLstm(m) => (m.spec().channels, m.spec().outputs(), m.monitored()),
+                Network::Ensemble(_) => panic!("one member was asked for"),
             };
             assert_eq!((inputs, outputs, monitored), (3, 2, &[0, 2][..]), "{kind}");
             // The forecast itself is as wide as the monitored channels.

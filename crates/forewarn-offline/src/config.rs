@@ -60,6 +60,11 @@ pub struct ModelSection {
     pub validation_fraction: f64,
     pub patience: usize,
     pub seed: u64,
+    /// Networks trained from different seeds (the first `seed`) whose
+    /// forecasts are averaged (an ensemble); each costs its training time
+    /// and its share of `serve`'s forecasting. 1, a single network: three
+    /// scored no better over eight seeds (docs/ACCURACY.md, "Ensembles").
+    pub members: usize,
     pub grad_clip: f64,
     /// Median / IQR scaling instead of mean / standard deviation.
     pub robust_scaling: bool,
@@ -128,6 +133,7 @@ impl Default for ModelSection {
             validation_fraction: 0.3,
             patience: 5,
             seed: 42,
+            members: 1,
             grad_clip: 1.0,
             robust_scaling: false,
             highway: None,
@@ -404,6 +410,7 @@ impl ModelSection {
             validation_fraction: self.validation_fraction,
             patience: self.patience,
             seed: self.seed,
+            members: self.members,
             grad_clip: self.grad_clip,
             robust_scaling: self.robust_scaling,
             highway: self.highway(),
@@ -709,14 +716,16 @@ mod tests {
                 s.batch_streams,
                 s.batch_windows,
                 s.patience,
-                s.seed
+                s.seed,
+                s.members
             ),
             (
                 m.epochs,
                 m.batch_streams,
                 m.batch_windows,
                 m.patience,
-                m.seed
+                m.seed,
+                1
             )
         );
         assert_eq!(
@@ -726,6 +735,14 @@ mod tests {
         assert_eq!((s.highway, s.device), (Highway::Full, tch::Device::Cpu));
         for (text, want) in [
             ("[model]\nhidden = 0\n", "[model] hidden must be at least 1"),
+            (
+                "[model]\nmembers = 0\n",
+                "[model] members must be at least 1",
+            ),
+            (
+                "[model]\nmembers = 17\n",
+                "[model] members must be at most 16, got 17",
+            ),
             ("[model]\nbatch_windows = 0\n", "[model] batch_windows"),
             (
                 "[model]\nvalidation_fraction = 1.0\n",

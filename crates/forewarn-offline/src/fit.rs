@@ -50,11 +50,16 @@ pub enum Progress<'a> {
 impl fmt::Display for Progress<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Progress::Epoch(r) => write!(
-                f,
-                "epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
-                r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
-            ),
+            Progress::Epoch(r) => {
+                if r.members > 1 {
+                    write!(f, "member {}/{}  ", r.member, r.members)?;
+                }
+                write!(
+                    f,
+                    "epoch {:>3}/{}  train loss {:.5}  val loss {:.5}  ({:.1}s)",
+                    r.epoch, r.epochs, r.train_loss, r.val_loss, r.seconds
+                )
+            }
             Progress::ConstantChannels(names) => write!(
                 f,
                 "context, constant in training, read as that constant: {}",

@@ -52,7 +52,7 @@ pub struct TrainArgs {
     /// model, training and threshold flags below.
     #[arg(long, conflicts_with_all = [
         "kind", "window", "horizon", "hidden", "layers", "encoder_hidden", "epochs",
-        "learning_rate", "validation_fraction", "patience", "seed", "threshold_quantile",
+        "learning_rate", "validation_fraction", "patience", "seed", "members", "threshold_quantile",
         "threshold_margin", "threshold_kind", "highway", "grid", "layout", "kernel", "filters",
     ])]
     config: Option<PathBuf>,
@@ -107,8 +107,14 @@ pub struct TrainArgs {
     /// Epochs without validation improvement before stopping.
     #[arg(long, default_value_t = ModelSection::default().patience)]
     patience: usize,
+    /// Seed of the first network; the others' derive from it.
     #[arg(long, default_value_t = ModelSection::default().seed)]
     seed: u64,
+    /// Networks trained from different seeds whose forecasts the model
+    /// averages (an ensemble; 1 = a single network). Each costs its
+    /// training time and its share of `serve`'s forecasting.
+    #[arg(long, default_value_t = ModelSection::default().members)]
+    members: usize,
     /// Detector strategy calibrated and stored in the artifact: fixed
     /// (quantile x margin of validation batch scores), gaussian (Malhotra's
     /// error model, F-beta threshold; docs/EVALUATION.md) or dynamic
@@ -146,6 +152,7 @@ impl TrainArgs {
                 validation_fraction: self.validation_fraction,
                 patience: self.patience,
                 seed: self.seed,
+                members: self.members,
                 highway: self.highway,
                 context: self.context_columns.clone().unwrap_or_default(),
                 device: self.device.clone().unwrap_or_else(|| "auto".into()),
@@ -195,8 +202,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let device = forewarn_model::parse_device(&cfg.model.device)?;
     let data = read_joined(&a.data, &opts)?;
     eprintln!(
-        "training the {} on {} rows x {} channels from {} file(s) on {}",
+        "training the {}{} on {} rows x {} channels from {} file(s) on {}",
         cfg.model.kind,
+        match cfg.model.members {
+            1 => String::new(),
+            n => format!(" ({n} members, forecasts averaged)"),
+        },
         data.len(),
         data.channels.len(),
         a.data.len(),

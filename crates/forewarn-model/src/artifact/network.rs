@@ -2,9 +2,10 @@
 //! its borrowed form ([`NetworkRef`]) that describing, hashing and saving
 //! read; apart from `artifact.rs` to keep that file within the size rule.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use forewarn_core::engine::{Forecaster, StepBatch};
+use forewarn_core::engine::{Ensemble, Forecaster, StepBatch};
+use sha2::{Digest, Sha256};
 
 use super::{ModelKind, ModelMeta};
 use crate::autoencoder::LstmAutoencoder;
@@ -24,9 +25,49 @@ pub enum Network {
     PerVariable(MultimodalForecaster),
     Autoencoder(LstmAutoencoder),
     ConvLstm(ConvLstm),
+    /// Two or more networks of one kind and shape, trained from different
+    /// seeds, whose forecasts are averaged (`[model] members`); never
+    /// nested (built only by [`Network::ensemble`]).
+    Ensemble(Ensemble<Network>),
 }
 
 impl Network {
+    /// `members` as one network: the member itself when there is one,
+    /// else their [`Ensemble`]. The members must be single networks of one
+    /// kind, with the same monitored channels and state size.
+    pub fn ensemble(mut members: Vec<Network>) -> Result<Self, ModelError> {
+        if members.len() == 1 {
+            return Ok(members.remove(0));
+        }
+        let Some(lead) = members.first() else {
+            return Err(ModelError::Config("an ensemble needs a member".into()));
+        };
+        let (kind, monitored, state_len) =
+            (lead.kind(), lead.as_ref().monitored(), lead.state_len());
+        for m in &members {
+            if matches!(m, Self::Ensemble(_)) {
+                return Err(ModelError::Config("ensembles do not nest".into()));
+            }
+            if m.kind() != kind || m.as_ref().monitored() != monitored || m.state_len() != state_len
+            {
+                return Err(ModelError::Config(
+                    "ensemble members must be of one kind and shape".into(),
+                ));
+            }
+        }
+        let ensemble =
+            Ensemble::new(members).map_err(|e| ModelError::Config(format!("ensemble: {e}")))?;
+        Ok(Self::Ensemble(ensemble))
+    }
+
+    /// How many networks forecast: 1, or an ensemble's members.
+    pub fn members(&self) -> usize {
+        match self {
+            Self::Ensemble(e) => e.members().len(),
+            _ => 1,
+        }
+    }
+
     pub fn kind(&self) -> ModelKind {
         self.as_ref().kind()
     }
@@ -43,6 +84,7 @@ impl Network {
             Self::PerVariable(m) => m.highway(),
             Self::Autoencoder(m) => m.highway(),
             Self::ConvLstm(m) => m.highway(),
+            Self::Ensemble(e) => e.members()[0].highway(),
         }
     }
 
@@ -51,6 +93,9 @@ impl Network {
     /// others.
     pub fn set_precision(&mut self, precision: Precision) -> Result<(), ModelError> {
         match self {
+            Self::Ensemble(e) => {
+                (e.members_mut().iter_mut()).try_for_each(|m| m.set_precision(precision))
+            }
             Self::Forecaster(m) => m.set_precision(precision),
             Self::PerVariable(_) | Self::Autoencoder(_) | Self::ConvLstm(_)
                 if precision == Precision::F32 =>
@@ -72,16 +117,24 @@ impl Network {
             Self::PerVariable(m) => NetworkRef::PerVariable(m),
             Self::Autoencoder(m) => NetworkRef::Autoencoder(m),
             Self::ConvLstm(m) => NetworkRef::ConvLstm(m),
+            Self::Ensemble(e) => NetworkRef::Ensemble(e.members()),
         }
     }
 
-    /// The network `meta` describes, with the weights in `path` (checked
-    /// against the description before anything is copied).
+    /// The network `meta` describes, each member with its weights in
+    /// `paths` (checked against the description before anything is copied).
     pub(crate) fn load(
         meta: &ModelMeta,
-        path: &Path,
+        paths: &[PathBuf],
         device: tch::Device,
     ) -> Result<Self, ModelError> {
+        let members = (paths.iter())
+            .map(|path| Self::load_member(meta, path, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::ensemble(members)
+    }
+
+    fn load_member(meta: &ModelMeta, path: &Path, device: tch::Device) -> Result<Self, ModelError> {
         Ok(match meta.kind {
             ModelKind::Forecaster => Self::Forecaster(LstmForecaster::load_monitored(
                 meta.spec(),
@@ -124,6 +177,7 @@ impl Forecaster for Network {
             Self::PerVariable(m) => m.state_len(),
             Self::Autoencoder(m) => m.state_len(),
             Self::ConvLstm(m) => m.state_len(),
+            Self::Ensemble(e) => e.state_len(),
         }
     }
 
@@ -133,6 +187,7 @@ impl Forecaster for Network {
             Self::PerVariable(m) => m.step(b),
             Self::Autoencoder(m) => m.step(b),
             Self::ConvLstm(m) => m.step(b),
+            Self::Ensemble(e) => e.step(b),
         }
     }
 
@@ -142,6 +197,7 @@ impl Forecaster for Network {
             Self::PerVariable(m) => m.reconstructs(),
             Self::Autoencoder(m) => m.reconstructs(),
             Self::ConvLstm(m) => m.reconstructs(),
+            Self::Ensemble(e) => e.reconstructs(),
         }
     }
 }
@@ -153,11 +209,13 @@ pub(crate) enum NetworkRef<'a> {
     PerVariable(&'a MultimodalForecaster),
     Autoencoder(&'a LstmAutoencoder),
     ConvLstm(&'a ConvLstm),
+    Ensemble(&'a [Network]),
 }
 
 impl<'a> NetworkRef<'a> {
     pub(crate) fn kind(self) -> ModelKind {
         match self {
+            Self::Ensemble(m) => m[0].kind(),
             Self::Forecaster(_) => ModelKind::Forecaster,
             Self::PerVariable(_) => ModelKind::PerVariable,
             Self::Autoencoder(_) => ModelKind::Autoencoder,
@@ -165,9 +223,24 @@ impl<'a> NetworkRef<'a> {
         }
     }
 
-    /// The parameters: every kind saves and hashes them alike (`weights`).
+    /// The single networks: an ensemble's members, or the network itself.
+    pub(crate) fn members(self) -> Vec<NetworkRef<'a>> {
+        match self {
+            Self::Ensemble(m) => m.iter().map(Network::as_ref).collect(),
+            single => vec![single],
+        }
+    }
+
+    /// The first member, whose shape every member shares.
+    pub(crate) fn lead(self) -> NetworkRef<'a> {
+        self.members()[0]
+    }
+
+    /// The parameters of a single network: every kind saves and hashes
+    /// them alike (`weights`).
     pub(crate) fn var_store(self) -> &'a tch::nn::VarStore {
         match self {
+            Self::Ensemble(m) => m[0].as_ref().var_store(),
             Self::Forecaster(m) => m.var_store(),
             Self::PerVariable(m) => m.var_store(),
             Self::Autoencoder(m) => m.var_store(),
@@ -175,13 +248,25 @@ impl<'a> NetworkRef<'a> {
         }
     }
 
+    /// A single network's weights hash; an ensemble's hashes its members'
+    /// in order, so a member swapped or reordered changes it.
     pub(crate) fn weights_sha256(self) -> Result<String, ModelError> {
-        crate::weights::sha256(self.var_store())
+        let Self::Ensemble(members) = self else {
+            return crate::weights::sha256(self.var_store());
+        };
+        let mut h = Sha256::new();
+        h.update(b"ensemble");
+        h.update((members.len() as u64).to_le_bytes());
+        for m in members {
+            h.update(m.as_ref().weights_sha256()?.as_bytes());
+        }
+        Ok(hex::encode(h.finalize()))
     }
 
     /// Positions of the monitored (forecast or reconstructed) channels.
     pub(crate) fn monitored(self) -> &'a [usize] {
         match self {
+            Self::Ensemble(m) => m[0].as_ref().monitored(),
             Self::Forecaster(m) => m.monitored(),
             Self::PerVariable(m) => m.monitored(),
             Self::Autoencoder(m) => m.monitored(),
@@ -195,12 +280,26 @@ impl<'a> NetworkRef<'a> {
         (0..channels).filter(|j| !monitored.contains(j)).collect()
     }
 
+    /// Writes a single network's weights (an ensemble: each member's, one
+    /// file each, by the artifact).
     pub(crate) fn save(self, path: &Path) -> Result<(), ModelError> {
         crate::weights::save(self.var_store(), path)
     }
 
     /// Where `meta` does not describe this network: (described, actual).
     pub(crate) fn mismatch(self, meta: &ModelMeta) -> Option<(String, String)> {
+        let members = self.members();
+        if meta.members != members.len() {
+            return Some((
+                format!("{} members", meta.members),
+                format!("{} members", members.len()),
+            ));
+        }
+        members.into_iter().find_map(|m| m.member_mismatch(meta))
+    }
+
+    /// [`Self::mismatch`] for one of [`Self::members`].
+    fn member_mismatch(self, meta: &ModelMeta) -> Option<(String, String)> {
         if meta.kind != self.kind() {
             return Some((
                 format!("kind {}", meta.kind),
@@ -250,6 +349,8 @@ impl<'a> NetworkRef<'a> {
                 Ok(s) if s == *m.spec() && meta.highway == m.highway() => None,
                 described => Some((format!("{described:?}"), format!("{:?}", m.spec()))),
             },
+            // `members` lists single networks only.
+            Self::Ensemble(_) => None,
         }
     }
 }

@@ -307,7 +307,7 @@ fn learns_heat_spreading_on_a_plate_better_than_persistence() {
     let (_, best) = t.final_losses();
     eprintln!(
         "plate: {} epochs in {secs:.1}s, val {best:.4} vs persistence {persistence:.4}",
-        t.history.len()
+        t.runs[0].history.len()
     );
     assert!(
         best < 0.3 * persistence,

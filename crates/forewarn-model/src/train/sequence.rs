@@ -521,7 +521,7 @@ mod tests {
             ..crate::train::tests::small()
         };
         let t = crate::train::train(&data, &s, |_| {}).unwrap();
-        let best = &t.history[t.best_epoch - 1];
+        let best = &t.runs[0].history[t.runs[0].best_epoch - 1];
         let Network::Forecaster(m) = &t.network else {
             panic!("a forecaster")
         };

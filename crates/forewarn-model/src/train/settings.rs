@@ -40,8 +40,12 @@ pub struct TrainSettings {
     /// Stop after this many epochs without a better validation loss
     /// (0 = never stop early). The best epoch's weights are kept either way.
     pub patience: usize,
-    /// Seeds libtorch before the network is initialised.
+    /// Seeds libtorch before the network is initialised (an ensemble's
+    /// first member; the others: [`Self::member_seed`]).
     pub seed: u64,
+    /// Networks trained, each from its own seed, whose forecasts the
+    /// model averages (1 to [`crate::artifact::MAX_MEMBERS`]).
+    pub members: usize,
     /// Largest L2 norm of all gradients together (LSTMs occasionally spike).
     pub grad_clip: f64,
     /// Scale channels by median and IQR instead of mean and standard
@@ -90,10 +94,18 @@ impl TrainSettings {
             ("batch_streams", self.batch_streams),
             ("batch_windows", self.batch_windows),
             ("filters", self.filters),
+            ("members", self.members),
         ] {
             if v == 0 {
                 return bad(format!("{name} must be at least 1"));
             }
+        }
+        if self.members > crate::artifact::MAX_MEMBERS {
+            return bad(format!(
+                "members must be at most {}, got {}",
+                crate::artifact::MAX_MEMBERS,
+                self.members
+            ));
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad(format!(
@@ -128,6 +140,20 @@ impl TrainSettings {
             ));
         }
         Ok(())
+    }
+
+    /// The seed of ensemble member `i` (0-based): `seed` for the first, so
+    /// one member is the network `seed` alone trains; the others far
+    /// apart (splitmix64), so the members of seeds 1 and 2 share none.
+    pub fn member_seed(&self, i: usize) -> u64 {
+        if i == 0 {
+            return self.seed;
+        }
+        let mut z = (self.seed ^ (i as u64).rotate_left(32)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        // libtorch takes an i64 seed.
+        (z ^ (z >> 31)) >> 1
     }
 
     /// The layout as the grid resolves it (`None` when the default, `""`
