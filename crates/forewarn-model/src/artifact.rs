@@ -19,11 +19,6 @@
 //! (in the instant between the two renames) a hash mismatch it reports as
 //! an error and can retry, never half a model.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use forewarn_core::flatline::Flatline;
 use forewarn_core::threshold::ThresholdStrategy;
 use forewarn_core::{DetectorConfig, EngineConfig, GridLayout, Scaler, Schema, Threshold};
@@ -35,7 +30,9 @@ use crate::error::ModelError;
 use crate::forecaster::{Highway, ModelSpec};
 use crate::multimodal::MultimodalSpec;
 
+mod directory;
 mod network;
+pub use directory::{load, save_model};
 pub use network::Network;
 pub(crate) use network::NetworkRef;
 
@@ -176,6 +173,13 @@ pub struct ModelMeta {
     /// ensembles, which load unchanged.
     #[serde(default = "one_member", skip_serializing_if = "is_one_member")]
     pub members: usize,
+    /// Whether the forecaster's LSTM reads the context channels; `false`:
+    /// the monitored ones alone, the context reaching the forecast through
+    /// the highway ([`crate::LstmForecaster::set_recurrent_context`]).
+    /// Absent (`true`) in artifacts written before the choice and in
+    /// models without context channels.
+    #[serde(default = "reads_context", skip_serializing_if = "is_reading_context")]
+    pub recurrent_context: bool,
     pub warmup: usize,
     /// The fixed threshold (quantile x margin of the validation batch
     /// MSEs), always calibrated; what runs when `strategy` is absent.
@@ -205,6 +209,14 @@ pub struct ModelMeta {
 
 fn is_no_highway(h: &Highway) -> bool {
     *h == Highway::None
+}
+
+fn reads_context() -> bool {
+    true
+}
+
+fn is_reading_context(read: &bool) -> bool {
+    *read
 }
 
 fn one_member() -> usize {
@@ -363,6 +375,15 @@ impl ModelMeta {
         if c == 0 {
             return Err("channels is empty".into());
         }
+        if !self.recurrent_context
+            && (self.kind != ModelKind::Forecaster || self.context.is_empty())
+        {
+            return Err(format!(
+                "recurrent_context false needs the forecaster kind and context channels (kind {}, {} context)",
+                self.kind,
+                self.context.len()
+            ));
+        }
         if !(1..=MAX_MEMBERS).contains(&self.members) {
             return Err(format!(
                 "members {} is outside 1..={MAX_MEMBERS}",
@@ -475,9 +496,11 @@ impl ModelMeta {
                     .collect(),
             );
         }
+        let mut recurrent_context = true;
         let (hidden, layers, horizon, encoder_hidden, highway) = match net.lead() {
             NetworkRef::Forecaster(m) => {
                 let s = m.spec();
+                recurrent_context = m.recurrent_context();
                 (s.hidden, s.layers, s.horizon, None, m.highway())
             }
             NetworkRef::PerVariable(m) => {
@@ -529,6 +552,7 @@ impl ModelMeta {
             filters: grid.3,
             highway,
             members: net.members().len(),
+            recurrent_context,
             warmup: d.warmup,
             threshold: d.threshold,
             strategy: None,
@@ -672,130 +696,9 @@ impl Model {
     }
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `model` (any kind) into the directory `dir` (created if needed),
-/// replacing any model there.
-pub fn save_model(model: &Model, dir: &Path) -> Result<(), ModelError> {
-    write(&model.meta, model.network.as_ref(), dir)
-}
-
-fn write(meta: &ModelMeta, net: NetworkRef<'_>, dir: &Path) -> Result<(), ModelError> {
-    let meta_path = dir.join(META_FILE);
-    meta.validate()
-        .map_err(|m| ModelError::artifact(&meta_path, format!("refusing to save: {m}")))?;
-    if let Some((described, actual)) = net.mismatch(meta) {
-        return Err(ModelError::artifact(
-            &meta_path,
-            format!("refusing to save: metadata describes {described} but the network is {actual}"),
-        ));
-    }
-    if net.weights_sha256()? != meta.weights_sha256 {
-        return Err(ModelError::artifact(
-            &meta_path,
-            "refusing to save: weights_sha256 does not match the network's weights",
-        ));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let json = serde_json::to_vec_pretty(meta)
-        .map_err(|e| ModelError::artifact(&meta_path, e.to_string()))?;
-
-    let k = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = |name: &str| dir.join(format!(".{name}.tmp.{}.{k}", std::process::id()));
-    let members = net.members();
-    let tmp_weights: Vec<PathBuf> = (0..members.len()).map(|i| tmp(&weights_file(i))).collect();
-    let tmp_meta = tmp(META_FILE);
-    let result = (|| {
-        for (member, path) in members.iter().zip(&tmp_weights) {
-            member.save(path)?;
-            sync(path)?;
-        }
-        let mut f = File::create(&tmp_meta).map_err(|e| ModelError::io(&tmp_meta, e))?;
-        f.write_all(&json)
-            .and_then(|()| f.write_all(b"\n"))
-            .and_then(|()| f.sync_all())
-            .map_err(|e| ModelError::io(&tmp_meta, e))?;
-        // A reader between these renames sees weights that do not match
-        // model.json's hash and refuses them (`load`).
-        for (i, path) in tmp_weights.iter().enumerate() {
-            let weights_path = dir.join(weights_file(i));
-            std::fs::rename(path, &weights_path).map_err(|e| ModelError::io(&weights_path, e))?;
-        }
-        std::fs::rename(&tmp_meta, &meta_path).map_err(|e| ModelError::io(&meta_path, e))?;
-        // Members of a larger ensemble this one replaced.
-        for i in members.len()..MAX_MEMBERS {
-            let stale = dir.join(weights_file(i));
-            match std::fs::remove_file(&stale) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(ModelError::io(&stale, e));
-                }
-                _ => {}
-            }
-        }
-        // Make the renames themselves durable.
-        sync(dir)
-    })();
-    if result.is_err() {
-        for path in &tmp_weights {
-            let _ = std::fs::remove_file(path);
-        }
-        let _ = std::fs::remove_file(&tmp_meta);
-    }
-    result
-}
-
-fn sync(path: &Path) -> Result<(), ModelError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| ModelError::io(path, e))
-}
-
-/// Reads and fully validates the model in `dir` (of any kind), placing it
-/// on `device`.
-pub fn load(dir: &Path, device: tch::Device) -> Result<Model, ModelError> {
-    let meta_path = dir.join(META_FILE);
-    let bytes = std::fs::read(&meta_path).map_err(|e| ModelError::io(&meta_path, e))?;
-    let invalid = |e: serde_json::Error| format!("not a valid model description: {e}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| ModelError::artifact(&meta_path, invalid(e)))?;
-    // A kind this build does not know (a newer one wrote it) is named as
-    // such, rather than as a generic parse error.
-    if let Some(kind) = json.get("kind")
-        && serde_json::from_value::<ModelKind>(kind.clone()).is_err()
-    {
-        return Err(ModelError::artifact(
-            &meta_path,
-            format!(
-                "model kind {kind} is not one this build runs ({})",
-                ModelKind::ALL.map(ModelKind::as_str).join(", ")
-            ),
-        ));
-    }
-    let meta: ModelMeta =
-        serde_json::from_value(json).map_err(|e| ModelError::artifact(&meta_path, invalid(e)))?;
-    meta.validate()
-        .map_err(|m| ModelError::artifact(&meta_path, m))?;
-    let weights: Vec<PathBuf> = (0..meta.members)
-        .map(|i| dir.join(weights_file(i)))
-        .collect();
-    if let Some(missing) = weights.iter().find(|p| !p.is_file()) {
-        return Err(ModelError::artifact(missing, "weights file is missing"));
-    }
-    let network = Network::load(&meta, &weights, device)?;
-    if network.weights_sha256()? != meta.weights_sha256 {
-        return Err(ModelError::artifact(
-            &weights[0],
-            format!(
-                "weights do not match {META_FILE} (weights_sha256 differs): the artifact is \
-                 being replaced or was assembled from different models"
-            ),
-        ));
-    }
-    Ok(Model { meta, network })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::directory::write;
     use super::*;
     use crate::autoencoder::LstmAutoencoder;
     use crate::convlstm::ConvLstm;
@@ -805,6 +708,7 @@ mod tests {
     use crate::precision::Precision;
     use forewarn_core::ThresholdRule;
     use forewarn_core::engine::{Forecaster, StepBatch};
+    use std::path::Path;
 
     /// An untrained model with consistent metadata: artifact handling does
     /// not need a trained network, and this keeps the tests fast.
@@ -838,6 +742,7 @@ mod tests {
             filters: None,
             highway: Highway::None,
             members: 1,
+            recurrent_context: true,
             warmup: 8,
             threshold: Threshold {
                 value: 0.75,
@@ -1401,6 +1306,7 @@ mod tests {
     }
 
     mod ensemble;
+    mod recurrent_context;
 
     #[test]
     fn missing_and_corrupt_files_are_errors() {

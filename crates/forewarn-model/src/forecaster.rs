@@ -149,6 +149,10 @@ pub struct LstmForecaster {
     highway_layer: Option<HighwayLayer>,
     /// Positions of the forecast (monitored) channels among the inputs.
     monitored: Vec<usize>,
+    /// `[C]`, 1 at the monitored channels and 0 at the context ones, when
+    /// the LSTM reads the monitored channels alone
+    /// ([`Self::set_recurrent_context`]); the highway reads every channel.
+    lstm_input_mask: Option<Tensor>,
     /// Set by [`Self::set_precision`] for bf16 inference; `None`: f32.
     bf16: Option<Bf16Lstm>,
 }
@@ -249,8 +253,45 @@ impl LstmForecaster {
             highway,
             highway_layer,
             monitored,
+            lstm_input_mask: None,
             bf16: None,
         })
+    }
+
+    /// Whether the LSTM reads the context channels (`true`, as built) or
+    /// the monitored ones alone, with context reaching the forecast
+    /// through the highway only (`false`; without context channels the
+    /// same network either way). The LSTM's input weights from a context
+    /// channel then see zeros: they keep their initial values, unused.
+    pub fn set_recurrent_context(&mut self, read: bool) -> Result<(), ModelError> {
+        let c = self.spec.channels;
+        self.lstm_input_mask = if read || self.monitored.len() == c {
+            None
+        } else {
+            let mask: Vec<f32> = (0..c)
+                .map(|j| f32::from(u8::from(self.monitored.contains(&j))))
+                .collect();
+            Some(
+                Tensor::f_from_slice(&mask)
+                    .and_then(|t| t.f_to_device(self.device()))
+                    .ctx("context mask")?,
+            )
+        };
+        Ok(())
+    }
+
+    /// Whether the LSTM reads the context channels (see
+    /// [`Self::set_recurrent_context`]); `true` without context channels.
+    pub fn recurrent_context(&self) -> bool {
+        self.lstm_input_mask.is_none()
+    }
+
+    /// What the LSTM reads of the rows `x` (`[..., C]`).
+    fn lstm_input(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        match &self.lstm_input_mask {
+            None => Ok(x.shallow_clone()),
+            Some(mask) => x.f_mul(mask).ctx("context mask"),
+        }
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -393,7 +434,8 @@ impl LstmForecaster {
         c0: &Tensor,
         train: bool,
     ) -> Result<(Tensor, LSTMState), ModelError> {
-        let (out, h, c) = x
+        let (out, h, c) = self
+            .lstm_input(x)?
             .f_lstm(
                 &[h0, c0],
                 &self.lstm_params.iter().collect::<Vec<_>>(),
@@ -542,8 +584,9 @@ impl Forecaster for LstmForecaster {
             // hidden state and the f32 input row, so the forecasts the
             // scores are computed from (in f32/f64, in the engine) get no
             // bf16 rounding of their own.
+            let lstm_x = self.lstm_input(&x)?;
             let (out, h1, c1) = match &self.bf16 {
-                None => x.f_lstm(
+                None => lstm_x.f_lstm(
                     &[&h0, &c0],
                     &self.lstm_params.iter().collect::<Vec<_>>(),
                     true,
@@ -553,7 +596,7 @@ impl Forecaster for LstmForecaster {
                     false,
                     true,
                 ),
-                Some(bf) => x.f_to_kind(Kind::BFloat16).and_then(|xb| {
+                Some(bf) => lstm_x.f_to_kind(Kind::BFloat16).and_then(|xb| {
                     xb.f_lstm(
                         &[h0.f_to_kind(Kind::BFloat16)?, c0.f_to_kind(bf.c_kind)?],
                         &bf.params,
@@ -725,6 +768,74 @@ pub(crate) mod tests {
         let d = max_abs_diff(&state, &want_state);
         assert!(d < 1e-5, "final state differs by {d}");
         assert!(state.iter().any(|v| *v != 0.0));
+    }
+
+    /// Without recurrent context the LSTM never sees the context channel:
+    /// without a highway the forecast ignores it, and with one it moves only
+    /// through the highway's linear map of the last row; training's forward
+    /// pass reads the rows the same way as a step.
+    #[test]
+    fn without_recurrent_context_the_context_reaches_the_forecast_through_the_highway_only() {
+        crate::test_init();
+        let spec = ModelSpec {
+            outputs: 2,
+            ..small_spec()
+        };
+        let monitored = vec![0, 2];
+        let (h, c) = (spec.horizon, spec.channels);
+        let rows = wave(h * c, 0.3);
+        // The same rows with the context channel (1) changed in every row,
+        // and changed only before the last row.
+        let moved = |last_too: bool| -> Vec<f32> {
+            let mut r = rows.clone();
+            for t in 0..h {
+                if last_too || t + 1 < h {
+                    r[t * c + 1] += 2.5 + t as f32;
+                }
+            }
+            r
+        };
+        let forecast = |m: &mut LstmForecaster, inputs: Vec<f32>| {
+            let mut b = batch(&spec, 1, inputs, vec![0.1; spec.state_len()]);
+            m.step(&mut b).unwrap();
+            (b.predictions, b.states)
+        };
+        for highway in [Highway::None, Highway::Full] {
+            let mut m =
+                LstmForecaster::with_monitored(spec, highway, monitored.clone(), Device::Cpu)
+                    .unwrap();
+            if highway == Highway::Full {
+                // It starts at zero: give it weights to read with.
+                let w: Vec<f32> = (0..spec.output_len() * c)
+                    .map(|i| 0.1 + 0.01 * i as f32)
+                    .collect();
+                m.set_highway_weight(&w).unwrap();
+            }
+            assert!(m.recurrent_context());
+            let read = forecast(&mut m, rows.clone());
+            assert_ne!(forecast(&mut m, moved(false)), read, "{highway:?}");
+            m.set_recurrent_context(false).unwrap();
+            assert!(!m.recurrent_context());
+            let blind = forecast(&mut m, rows.clone());
+            assert_ne!(blind, read, "{highway:?}");
+            // Context before the last row: nothing reads it.
+            assert_eq!(forecast(&mut m, moved(false)), blind, "{highway:?}");
+            // In the last row: the highway reads it, the state stays.
+            let last = forecast(&mut m, moved(true));
+            assert_eq!(last.1, blind.1, "{highway:?}");
+            assert_eq!(last.0 == blind.0, highway == Highway::None, "{highway:?}");
+            // The training forward pass agrees with the step.
+            let x = Tensor::from_slice(&moved(true)).view([1, h as i64, c as i64]);
+            let st = Tensor::from_slice(&[0.1f32; 32]).view([2, 2, 1, 8]);
+            let state = LSTMState((st.get(0), st.get(1)));
+            let (seq, _) = tch::no_grad(|| m.forward_seq(&x, Some(&state)));
+            let at_last = to_vec(&seq)[(h - 1) * spec.output_len()..].to_vec();
+            assert!(max_abs_diff(&at_last, &last.0) < 1e-5, "{highway:?}");
+        }
+        // Without context channels there is nothing to leave out.
+        let mut all = LstmForecaster::new(small_spec(), Device::Cpu).unwrap();
+        all.set_recurrent_context(false).unwrap();
+        assert!(all.recurrent_context());
     }
 
     #[test]

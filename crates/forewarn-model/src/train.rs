@@ -307,6 +307,7 @@ pub(crate) mod tests {
             robust_scaling: false,
             highway: Highway::None,
             context: vec![],
+            recurrent_context: true,
             grid: None,
             layout: vec![],
             kernel: 3,

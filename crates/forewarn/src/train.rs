@@ -52,7 +52,8 @@ pub struct TrainArgs {
     /// model, training and threshold flags below.
     #[arg(long, conflicts_with_all = [
         "kind", "window", "horizon", "hidden", "layers", "encoder_hidden", "epochs",
-        "learning_rate", "validation_fraction", "patience", "seed", "members", "threshold_quantile",
+        "learning_rate", "validation_fraction", "patience", "seed", "members", "recurrent_context",
+        "threshold_quantile",
         "threshold_margin", "threshold_kind", "highway", "grid", "layout", "kernel", "filters",
     ])]
     config: Option<PathBuf>,
@@ -94,6 +95,12 @@ pub struct TrainArgs {
     /// --config: model.toml's `[model] highway`.
     #[arg(long, value_enum)]
     highway: Option<Highway>,
+    /// Whether the forecaster's LSTM reads the context channels too
+    /// (`true`) or the monitored ones alone, the context reaching the
+    /// forecast through the highway (`false`, the default: docs/ACCURACY.md,
+    /// "Context in the recurrent network"). The other kinds always read it.
+    #[arg(long)]
+    recurrent_context: Option<bool>,
     #[command(flatten)]
     grid: forewarn_offline::config::GridFlags,
     #[arg(long, default_value_t = ModelSection::default().epochs)]
@@ -154,6 +161,7 @@ impl TrainArgs {
                 seed: self.seed,
                 members: self.members,
                 highway: self.highway,
+                recurrent_context: self.recurrent_context,
                 context: self.context_columns.clone().unwrap_or_default(),
                 device: self.device.clone().unwrap_or_else(|| "auto".into()),
                 ..self.grid.section()

@@ -136,13 +136,17 @@ impl Network {
 
     fn load_member(meta: &ModelMeta, path: &Path, device: tch::Device) -> Result<Self, ModelError> {
         Ok(match meta.kind {
-            ModelKind::Forecaster => Self::Forecaster(LstmForecaster::load_monitored(
-                meta.spec(),
-                meta.highway,
-                meta.monitored(),
-                path,
-                device,
-            )?),
+            ModelKind::Forecaster => {
+                let mut m = LstmForecaster::load_monitored(
+                    meta.spec(),
+                    meta.highway,
+                    meta.monitored(),
+                    path,
+                    device,
+                )?;
+                m.set_recurrent_context(meta.recurrent_context)?;
+                Self::Forecaster(m)
+            }
             ModelKind::PerVariable => Self::PerVariable(MultimodalForecaster::load(
                 meta.multimodal_spec(),
                 meta.highway,
@@ -313,14 +317,25 @@ impl<'a> NetworkRef<'a> {
             ));
         }
         match self {
-            Self::Forecaster(m) => {
-                (meta.spec() != *m.spec() || meta.highway != m.highway()).then(|| {
-                    (
-                        format!("{:?} with highway {:?}", meta.spec(), meta.highway),
-                        format!("{:?} with highway {:?}", m.spec(), m.highway()),
-                    )
-                })
-            }
+            Self::Forecaster(m) => (meta.spec() != *m.spec()
+                || meta.highway != m.highway()
+                || meta.recurrent_context != m.recurrent_context())
+            .then(|| {
+                (
+                    format!(
+                        "{:?} with highway {:?}, recurrent context {}",
+                        meta.spec(),
+                        meta.highway,
+                        meta.recurrent_context
+                    ),
+                    format!(
+                        "{:?} with highway {:?}, recurrent context {}",
+                        m.spec(),
+                        m.highway(),
+                        m.recurrent_context()
+                    ),
+                )
+            }),
             Self::PerVariable(m) => {
                 (meta.multimodal_spec() != *m.spec() || meta.highway != m.highway()).then(|| {
                     (

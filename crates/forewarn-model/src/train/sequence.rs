@@ -168,7 +168,9 @@ impl SequenceKind for LstmForecaster {
             layers: s.layers,
             horizon: s.horizon,
         };
-        LstmForecaster::with_monitored(spec, highway, monitored.to_vec(), s.device)
+        let mut net = LstmForecaster::with_monitored(spec, highway, monitored.to_vec(), s.device)?;
+        net.set_recurrent_context(s.recurrent_context)?;
+        Ok(net)
     }
     inherent_sequence_parts!(LstmForecaster, Forecaster);
 }

@@ -62,6 +62,12 @@ pub struct TrainSettings {
     /// reads but never forecasts (setpoints, commands, modes); matched
     /// against the data's columns by [`forewarn_data::context_flags`].
     pub context: Vec<String>,
+    /// Whether the recurrent network reads the context channels (`false`:
+    /// the forecaster's LSTM reads the monitored channels alone and the
+    /// context reaches its forecast through the highway only;
+    /// [`crate::LstmForecaster::set_recurrent_context`]). `false` is the
+    /// forecaster's only.
+    pub recurrent_context: bool,
     /// The grid's `[rows, cols]` the monitored channels lie on (every
     /// kind's alerts name its cells; convlstm convolves over it); absent,
     /// none (convlstm: one row of the monitored channels).
@@ -123,6 +129,12 @@ impl TrainSettings {
             return bad(format!(
                 "validation_fraction must be in (0, 1), got {}",
                 self.validation_fraction
+            ));
+        }
+        if !self.recurrent_context && self.kind != ModelKind::Forecaster {
+            return bad(format!(
+                "recurrent_context = false is implemented for the forecaster only, not the {}",
+                self.kind
             ));
         }
         if self.kind == ModelKind::Autoencoder
