@@ -209,19 +209,6 @@ mod tests {
 
     #[test]
     fn members_are_refused_when_none_or_mixed() {
-        struct Reconstructs;
-        impl Forecaster for Reconstructs {
-            type Error = String;
-            fn state_len(&self) -> usize {
-                1
-            }
-            fn step(&mut self, _: &mut StepBatch) -> Result<(), String> {
-                Ok(())
-            }
-            fn reconstructs(&self) -> bool {
-                true
-            }
-        }
         assert_eq!(
             Ensemble::<Toy>::new(vec![]).err(),
             Some(EnsembleError::Empty)
@@ -239,7 +226,7 @@ mod tests {
                 self.0
             }
         }
-        assert!(Ensemble::new(vec![Reconstructs]).unwrap().reconstructs());
+        assert!(Ensemble::new(vec![Either(true)]).unwrap().reconstructs());
         assert_eq!(
             Ensemble::new(vec![Either(false), Either(true)]).err(),
             Some(EnsembleError::MixedOutputs)
