@@ -427,17 +427,68 @@ async fn tep_autoencoder_artifact_is_served() -> anyhow::Result<()> {
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(model.join("model.json"))?)?;
     assert_eq!(meta["kind"], "autoencoder", "{meta}");
+    let m = serve_tep_fault_and_normal(dir.path(), &broker, &model, "serve-ae", "tep-ae").await?;
+    assert_eq!(
+        (&m["kind"], &m["strategy"], &m["members"]),
+        (&"autoencoder".into(), &"dynamic".into(), &1.into()),
+        "{m}"
+    );
+    Ok(())
+}
 
-    let serve = Serve::start("serve-ae", &broker.bootstrap(), &model, dir.path(), "")?;
+/// An ensemble served end to end: `forewarn train --members 2` writes both
+/// members' weights under one description, `serve` loads and runs them as
+/// one forecaster (each device's state both members' states), and the
+/// TEP fault 1 run alerts after its onset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tep_ensemble_artifact_is_served() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(dir.path())?;
+    let (model, train) = train_tep(
+        dir.path(),
+        &["--members", "2", "--name", "tep-ens", "--device", "cpu"],
+    )?;
+    let log = String::from_utf8_lossy(&train.stderr);
+    assert!(
+        log.contains("(2 members, forecasts averaged)") && log.contains("member 2/2"),
+        "{log}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("model.json"))?)?;
+    assert_eq!(
+        (&meta["kind"], &meta["members"]),
+        (&"forecaster".into(), &2.into()),
+        "{meta}"
+    );
+    assert!(
+        model.join("model.safetensors").is_file() && model.join("model.1.safetensors").is_file()
+    );
+    let m = serve_tep_fault_and_normal(dir.path(), &broker, &model, "serve-ens", "tep-ens").await?;
+    assert_eq!(
+        (&m["kind"], &m["members"]),
+        (&"forecaster".into(), &2.into()),
+        "{m}"
+    );
+    Ok(())
+}
+
+/// Serves `model` (named `name`), streams TEP fault 1 and the normal test
+/// run through it, and checks that fault 1 alerts after its onset, naming
+/// the model and its contributors, and that the normal run's device is
+/// scored; returns the model as `/api/v1/models` showed it.
+async fn serve_tep_fault_and_normal(
+    dir: &std::path::Path,
+    broker: &Broker,
+    model: &std::path::Path,
+    group: &str,
+    name: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let serve = Serve::start(group, &broker.bootstrap(), model, dir, "")?;
     serve.wait_ready(Duration::from_secs(60)).await?;
     let api = serve.api.clone();
     let (_, models) = get_json(&format!("{api}/api/v1/models")).await?;
-    let m = &models["models"][0];
-    assert_eq!(
-        (&m["kind"], &m["strategy"], &m["name"]),
-        (&"autoencoder".into(), &"dynamic".into(), &"tep-ae".into()),
-        "{models}"
-    );
+    let m = models["models"][0].clone();
+    assert_eq!(m["name"], name, "{models}");
     let version = m["version"].as_str().unwrap().to_owned();
 
     let mut messages = tep_messages("tep-fault-01", "tep/d01_te.dat");
@@ -471,12 +522,12 @@ async fn tep_autoencoder_artifact_is_served() -> anyhow::Result<()> {
     let a = &alerts[0];
     assert_eq!(
         (&a["model"], a["model_version"].as_str()),
-        (&"tep-ae".into(), Some(version.as_str()))
+        (&name.into(), Some(version.as_str()))
     );
     assert!(!a["contributors"].as_array().unwrap().is_empty());
     let (_, normal) = get_json(&format!("{api}/api/v1/alerts?device=tep-normal")).await?;
     eprintln!(
-        "autoencoder: fault 1 first alert {} samples after onset; {} alert(s) on tep-normal",
+        "{name}: fault 1 first alert {} samples after onset; {} alert(s) on tep-normal",
         (first - fault_start) / SAMPLE_MS,
         normal["alerts"].as_array().map_or(0, Vec::len)
     );
@@ -492,5 +543,5 @@ async fn tep_autoencoder_artifact_is_served() -> anyhow::Result<()> {
         "serve exited with {status}:\n{}",
         serve.proc.log()
     );
-    Ok(())
+    Ok(m)
 }

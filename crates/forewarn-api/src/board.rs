@@ -75,6 +75,10 @@ pub struct ModelInfo {
     /// in an alert or alarmed on.
     #[serde(default)]
     pub context: Vec<String>,
+    /// Networks whose forecasts are averaged (`model.json`'s `members`;
+    /// 1: a single network).
+    #[serde(default = "one_member")]
+    pub members: usize,
     /// Readings per forecast batch.
     pub horizon: usize,
     /// Readings kept per device.
@@ -95,6 +99,10 @@ pub struct ModelInfo {
     /// absent for models without a grid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grid: Option<ModelGrid>,
+}
+
+fn one_member() -> usize {
+    1
 }
 
 /// A model's grid: `rows x cols` cells and the channel on each.

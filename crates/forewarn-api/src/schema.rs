@@ -215,6 +215,9 @@ pub struct ModelDoc {
     /// as inputs (readings must carry them), never scored, named in an
     /// alert or alarmed on. Empty: every channel is monitored.
     context: Vec<String>,
+    /// Networks trained from their own seeds whose forecasts are averaged
+    /// (an ensemble); 1: a single network.
+    members: usize,
     /// Readings per forecast batch.
     horizon: usize,
     /// Readings kept per device.

@@ -143,6 +143,7 @@ fn fixture() -> Fixture {
             kind: "forecaster".into(),
             channels: vec!["pressure".into(), "flow".into()],
             context: vec![],
+            members: 1,
             horizon: 10,
             window: 100,
             threshold: 1.0,
@@ -452,7 +453,7 @@ async fn devices_and_models() {
     assert_eq!(
         body,
         json!({"models": [{"name": "lstm", "version": "v1", "kind": "forecaster", "channels": ["pressure", "flow"],
-                           "context": [], "horizon": 10, "window": 100, "threshold": 1.0, "strategy": "fixed", "device": "cpu"}]})
+                           "context": [], "members": 1, "horizon": 10, "window": 100, "threshold": 1.0, "strategy": "fixed", "device": "cpu"}]})
     );
     *f.state.model.write().unwrap() = None;
     let (_, body) = get_json(&f.app, "/api/v1/models").await;

@@ -280,6 +280,7 @@ fn describe(
         kind: meta.kind.to_string(),
         channels: meta.channels.clone(),
         context: meta.context.clone(),
+        members: meta.members,
         horizon: meta.horizon,
         window: meta.window,
         threshold: meta.strategy().nominal_threshold(),
