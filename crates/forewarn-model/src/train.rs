@@ -2,11 +2,12 @@
 //!
 //! The tail of the data (`validation_fraction`) is held out: unseen by the
 //! scaler and the optimizer, it decides early stopping (and, in
-//! `forewarn-offline`, calibrates the threshold). The loop seeds libtorch,
-//! fits the scaler on the training part, builds the network, starts its
-//! highway from the least-squares fit, then trains with Adam epoch by
-//! epoch, keeping the weights of the epoch with the best validation loss
-//! and stopping after `patience` epochs without a better one. What differs
+//! `forewarn-offline`, calibrates the threshold). The loop fits the scaler
+//! on the training part and the highway's least-squares start once; then,
+//! for each ensemble member, it seeds libtorch, builds the network, starts
+//! its highway from that fit and trains with Adam epoch by epoch, keeping
+//! the weights of the epoch with the best validation loss and stopping
+//! after `patience` epochs without a better one. What differs
 //! between the kinds (the network, the layout of the rows, the loss) is
 //! behind [`trainable::Trainable`]: `sequence` for the forecasting kinds,
 //! `windows` for the autoencoder.
@@ -29,6 +30,7 @@ use crate::autoencoder::LstmAutoencoder;
 use crate::convlstm::ConvLstm;
 use crate::error::{ModelError, TorchContext};
 use crate::forecaster::LstmForecaster;
+use crate::highway::Highway;
 use crate::multimodal::MultimodalForecaster;
 use crate::weights;
 pub use settings::{MIN_STEPS_PER_EPOCH, TrainSettings};
@@ -114,34 +116,12 @@ pub fn train(
 ) -> Result<Trained, ModelError> {
     s.validate()?;
     data.check()?;
-    let mut members = Vec::with_capacity(s.members);
-    for i in 0..s.members {
-        let m = Member {
-            seed: s.member_seed(i),
-            number: i + 1,
-        };
-        members.push(match s.kind {
-            ModelKind::Forecaster => run::<LstmForecaster>(data, s, m, &mut on_epoch),
-            ModelKind::PerVariable => run::<MultimodalForecaster>(data, s, m, &mut on_epoch),
-            ModelKind::Autoencoder => run::<LstmAutoencoder>(data, s, m, &mut on_epoch),
-            ModelKind::ConvLstm => run::<ConvLstm>(data, s, m, &mut on_epoch),
-        }?);
+    match s.kind {
+        ModelKind::Forecaster => train_kind::<LstmForecaster>(data, s, &mut on_epoch),
+        ModelKind::PerVariable => train_kind::<MultimodalForecaster>(data, s, &mut on_epoch),
+        ModelKind::Autoencoder => train_kind::<LstmAutoencoder>(data, s, &mut on_epoch),
+        ModelKind::ConvLstm => train_kind::<ConvLstm>(data, s, &mut on_epoch),
     }
-    // Every member scales alike: the scaler depends on the data alone.
-    let first = members.remove(0);
-    let mut runs = vec![first.run];
-    let mut networks = vec![first.network];
-    for m in members {
-        runs.push(m.run);
-        networks.push(m.network);
-    }
-    Ok(Trained {
-        network: Network::ensemble(networks)?,
-        scaler: first.scaler,
-        train_rows: first.train_rows,
-        validation_rows: first.validation_rows,
-        runs,
-    })
 }
 
 /// Which ensemble member [`run`] trains.
@@ -152,21 +132,23 @@ struct Member {
     number: usize,
 }
 
-/// One trained network and what it was trained on.
-struct Fitted {
-    network: Network,
-    scaler: Scaler,
-    train_rows: usize,
-    validation_rows: usize,
-    run: TrainingRun,
+/// What every member trains on: the scaled rows and the highway's start,
+/// the same for all of them (neither draws from the generator).
+struct Prepared<'a> {
+    channels: &'a [String],
+    monitored: Vec<usize>,
+    train_scaled: Vec<f32>,
+    val_scaled: Vec<f32>,
+    highway: Highway,
+    highway_start: Option<Vec<f32>>,
 }
 
-fn run<N: Trainable>(
+/// The data scaled once, then `s.members` networks of kind `N` trained on it.
+fn train_kind<N: Trainable>(
     data: &Dataset,
     s: &TrainSettings,
-    member: Member,
     on_epoch: &mut impl FnMut(&EpochReport),
-) -> Result<Fitted, ModelError> {
+) -> Result<Trained, ModelError> {
     let c = data.n_channels();
     let n = data.len();
     let n_val = (n as f64 * s.validation_fraction).round() as usize;
@@ -183,14 +165,6 @@ fn run<N: Trainable>(
             );
         }
     }
-    // libtorch's generator is process-wide: fits running side by side
-    // (`evaluate` fits per-file models in parallel) take turns with it, so
-    // each fit draws the same numbers as it would alone.
-    let generator = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
-    tch::manual_seed(member.seed as i64);
-    if s.device.is_cuda() {
-        tch::Cuda::manual_seed_all(member.seed);
-    }
     let context = forewarn_data::context_flags(&data.channels, &s.context, &data.source)?;
     let monitored: Vec<usize> = (0..c).filter(|&j| !context[j]).collect();
     let (train_raw, val_raw) = data.rows.split_at(n_train * c);
@@ -201,16 +175,60 @@ fn run<N: Trainable>(
     scaler.monitor_constant_channels(train_raw, &context);
     let train_scaled = scaler.transformed(train_raw);
     let highway = s.highway.for_channels(c);
-    let net = N::build(&data.channels, c, &monitored, s, highway)?;
+    let (rows, lead) = N::highway_targets(s);
+    let highway_start =
+        crate::highway::least_squares(&train_scaled, c, &monitored, rows, lead, highway);
+    let prepared = Prepared {
+        channels: &data.channels,
+        monitored,
+        val_scaled: scaler.transformed(val_raw),
+        train_scaled,
+        highway,
+        highway_start,
+    };
+    let mut networks = Vec::with_capacity(s.members);
+    let mut runs = Vec::with_capacity(s.members);
+    for i in 0..s.members {
+        let member = Member {
+            seed: s.member_seed(i),
+            number: i + 1,
+        };
+        let (network, run) = run::<N>(&prepared, s, member, on_epoch)?;
+        networks.push(network);
+        runs.push(run);
+    }
+    Ok(Trained {
+        network: Network::ensemble(networks)?,
+        scaler,
+        train_rows: n_train,
+        validation_rows: n_val,
+        runs,
+    })
+}
+
+/// Trains one member from its seed on `p`, keeping its best epoch.
+fn run<N: Trainable>(
+    p: &Prepared<'_>,
+    s: &TrainSettings,
+    member: Member,
+    on_epoch: &mut impl FnMut(&EpochReport),
+) -> Result<(Network, TrainingRun), ModelError> {
+    let c = p.channels.len();
+    // libtorch's generator is process-wide: fits running side by side
+    // (`evaluate` fits per-file models in parallel) take turns with it, so
+    // each fit draws the same numbers as it would alone.
+    let generator = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
+    tch::manual_seed(member.seed as i64);
+    if s.device.is_cuda() {
+        tch::Cuda::manual_seed_all(member.seed);
+    }
+    let net = N::build(p.channels, c, &p.monitored, s, p.highway)?;
     // Initialised; kinds that shuffle while training keep their turn.
     let _generator = N::DRAWS_WHILE_TRAINING.then_some(generator);
-    let (rows, lead) = N::highway_targets(s);
-    if let Some(w) =
-        crate::highway::least_squares(&train_scaled, c, &monitored, rows, lead, highway)
-    {
-        net.set_highway_weight(&w)?;
+    if let Some(w) = &p.highway_start {
+        net.set_highway_weight(w)?;
     }
-    let prepared = net.prepare(&train_scaled, &scaler.transformed(val_raw), c, s)?;
+    let prepared = net.prepare(&p.train_scaled, &p.val_scaled, c, s)?;
     let mut opt = nn::Adam::default()
         .build(net.var_store(), s.learning_rate)
         .ctx("creating the optimizer")?;
@@ -256,16 +274,13 @@ fn run<N: Trainable>(
         ));
     };
     weights::restore(net.var_store(), &kept)?;
-    Ok(Fitted {
-        network: net.into_network(),
-        scaler,
-        train_rows: n_train,
-        validation_rows: n_val,
-        run: TrainingRun {
+    Ok((
+        net.into_network(),
+        TrainingRun {
             history,
             best_epoch,
         },
-    })
+    ))
 }
 
 #[cfg(test)]
