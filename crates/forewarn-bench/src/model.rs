@@ -46,12 +46,6 @@ pub(crate) fn build(args: &BenchArgs, device: Device) -> anyhow::Result<Built> {
                 horizon: args.horizon,
             };
             spec.validate().map_err(anyhow::Error::msg)?;
-            if !(1..=forewarn_model::artifact::MAX_MEMBERS).contains(&args.members) {
-                anyhow::bail!(
-                    "--members must be 1 to {}",
-                    forewarn_model::artifact::MAX_MEMBERS
-                );
-            }
             let members = (0..args.members)
                 .map(|_| {
                     let mut m = LstmForecaster::with_highway(spec, args.highway, device)

@@ -496,11 +496,14 @@ impl ModelMeta {
                     .collect(),
             );
         }
-        let mut recurrent_context = true;
+        // Only the forecaster can leave the context to its highway.
+        let recurrent_context = match net.lead() {
+            NetworkRef::Forecaster(m) => m.recurrent_context(),
+            _ => true,
+        };
         let (hidden, layers, horizon, encoder_hidden, highway) = match net.lead() {
             NetworkRef::Forecaster(m) => {
                 let s = m.spec();
-                recurrent_context = m.recurrent_context();
                 (s.hidden, s.layers, s.horizon, None, m.highway())
             }
             NetworkRef::PerVariable(m) => {

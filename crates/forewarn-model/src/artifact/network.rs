@@ -42,6 +42,13 @@ impl Network {
         let Some(lead) = members.first() else {
             return Err(ModelError::Config("an ensemble needs a member".into()));
         };
+        if members.len() > super::MAX_MEMBERS {
+            return Err(ModelError::Config(format!(
+                "an ensemble holds at most {} members, not {}",
+                super::MAX_MEMBERS,
+                members.len()
+            )));
+        }
         let (kind, monitored, state_len) =
             (lead.kind(), lead.as_ref().monitored(), lead.state_len());
         for m in &members {

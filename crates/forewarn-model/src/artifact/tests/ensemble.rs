@@ -184,4 +184,6 @@ fn members_of_different_shapes_do_not_make_an_ensemble() {
             .contains("do not nest")
     );
     assert!(Network::ensemble(vec![]).is_err());
+    let e = Network::ensemble(members(17)).unwrap_err().to_string();
+    assert!(e.contains("at most 16 members, not 17"), "{e}");
 }
