@@ -138,6 +138,8 @@ pub(crate) fn engine_config(
             resolve_after: 1,
             resolve_ratio: 0.8,
             open_ratio: None,
+            // Alerts from the first scored batch, as the measured load expects.
+            probation: 0,
         },
         model: "bench".into(),
         model_version: "bench-random".into(),

@@ -115,6 +115,24 @@ pub struct DetectorConfig {
     /// evidence enough, a small one must last. Unset: `open_after` alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_ratio: Option<f64>,
+    /// A device's first readings in which no alert opens (NAB's
+    /// probationary period): their batches are scored and teach the
+    /// threshold as usual, but the hysteresis ignores them. A threshold
+    /// calibrated on a short validation part alone is tight for live data
+    /// noisier than training; this lets a new device's first batches widen
+    /// it before they can alarm. Counted from the device's first reading,
+    /// warm-up included, so a stream that replays training rows first
+    /// (`--train-rows`) has served it before its scored part. 0: off.
+    #[serde(default = "default_probation")]
+    pub probation: u64,
+}
+
+/// The default [`DetectorConfig::probation`], in readings (docs/ACCURACY.md,
+/// "Probation").
+pub const PROBATION_READINGS: u64 = 150;
+
+fn default_probation() -> u64 {
+    PROBATION_READINGS
 }
 
 impl Default for DetectorConfig {
@@ -124,6 +142,7 @@ impl Default for DetectorConfig {
             resolve_after: 3,
             resolve_ratio: 0.8,
             open_ratio: None,
+            probation: PROBATION_READINGS,
         }
     }
 }
@@ -148,6 +167,12 @@ impl DetectorConfig {
             return Err(format!("open_ratio must be at least 1, got {r}"));
         }
         Ok(())
+    }
+
+    /// Whether a batch that ends at the device's `readings`-th reading is
+    /// in the probation, where no alert opens.
+    pub fn in_probation(&self, readings: u64) -> bool {
+        readings <= self.probation
     }
 }
 
@@ -343,6 +368,7 @@ mod tests {
             resolve_after: 3,
             resolve_ratio: 0.8,
             open_ratio: Option::None,
+            probation: 0,
         };
         let cases: &[(&str, &[f64], &[Transition])] = &[
             ("quiet", &[0.1, 0.5, 0.9], &[None, None, None]),

@@ -627,7 +627,8 @@ impl Engine {
                     start_ts: job.start_ts,
                     end_ts: job.end_ts,
                 };
-                Self::detect(&self.cfg, &job, dev, score, &rows, events);
+                let probation = self.cfg.detector.in_probation(at_end);
+                Self::detect(&self.cfg, &job, dev, score, &rows, events, probation);
             }
             if self.spare.len() < MAX_SPARE_BUFFERS {
                 job.inputs.clear();
@@ -646,6 +647,7 @@ impl Engine {
         mut score: BatchScore,
         rows: &BatchRows<'_>,
         events: &mut Vec<EngineEvent>,
+        probation: bool,
     ) {
         cfg.strategy.decide(
             &mut dev.threshold_state,
@@ -654,9 +656,12 @@ impl Engine {
             cfg.flatline.as_ref(),
         );
         let (value, threshold) = (score.score, score.threshold);
-        let transition = dev
-            .detector
-            .observe(&cfg.detector, value, threshold, job.start_ts);
+        // In the probation the threshold learns (above) and nothing opens.
+        let transition = if probation {
+            Transition::None
+        } else {
+            (dev.detector).observe(&cfg.detector, value, threshold, job.start_ts)
+        };
         match transition {
             Transition::Open { streak_start } => {
                 let contributors = cfg.contributors(&score.shares, MAX_CONTRIBUTORS);
@@ -1352,6 +1357,52 @@ mod tests {
             (f.calls, e.queued(), e.batch_full()),
             (vec![2, 1], 0, false)
         );
+    }
+
+    /// Table: probation (readings) -> the reading counts at which alerts
+    /// open. Channel b steps to 2 for readings 5-6 and 11-12 (batches of
+    /// 2, persistence forecasts): batches ending at 6, 8 (the step back)
+    /// and 12 exceed the threshold. A batch ending within the probation is
+    /// scored alike but opens nothing.
+    #[test]
+    fn no_alert_opens_in_the_probation_and_every_batch_is_scored() {
+        let mut scored_without = None;
+        for (probation, want) in [
+            (0, vec![6, 12]),
+            (5, vec![6, 12]),
+            (6, vec![8, 12]),
+            (8, vec![12]),
+            (12, vec![]),
+        ] {
+            let mut e = engine(8);
+            e.cfg.detector.probation = probation;
+            let mut f = Persistence { calls: vec![] };
+            let mut events = vec![];
+            for n in 1..=12 {
+                let b = if matches!(n, 5 | 6 | 11 | 12) {
+                    2.0
+                } else {
+                    0.0
+                };
+                e.push(&r("d", n, 0.0, b)).unwrap();
+                events.extend(e.flush(&mut f).unwrap());
+            }
+            let opened: Vec<i64> = (events.iter())
+                .filter_map(|ev| match ev {
+                    EngineEvent::Opened(a) => Some(a.opened_at),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(opened, want, "probation {probation}");
+            let scored: Vec<(i64, f64)> = (events.iter())
+                .filter_map(|ev| match ev {
+                    EngineEvent::Scored { end_ts, score, .. } => Some((*end_ts, *score)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(scored.len(), 5, "probation {probation}");
+            assert_eq!(scored_without.get_or_insert(scored.clone()), &scored);
+        }
     }
 
     #[test]

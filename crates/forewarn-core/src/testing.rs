@@ -60,6 +60,7 @@ pub fn engine(max_batch: usize) -> Engine {
             resolve_after: 1,
             resolve_ratio: 1.0,
             open_ratio: None,
+            probation: 0,
         },
         model: "m".into(),
         model_version: "v1".into(),

@@ -354,6 +354,9 @@ pub struct DetectorSection {
     /// A batch at least this many times the threshold opens an alert at
     /// once (unset: `open_after` alone).
     pub open_ratio: Option<f64>,
+    /// A device's first readings in which no alert opens (scored, and
+    /// teaching the threshold); 0: off.
+    pub probation: u64,
     /// Rows an alert must have been open before its points count as
     /// detected (causal: shorter alerts vanish, longer ones lose their
     /// first `min_event_length - 1` rows). 1 = off.
@@ -368,6 +371,7 @@ impl Default for DetectorSection {
             resolve_after: d.resolve_after,
             resolve_ratio: d.resolve_ratio,
             open_ratio: d.open_ratio,
+            probation: d.probation,
             min_event_length: 1,
         }
     }
@@ -380,6 +384,7 @@ impl DetectorSection {
             resolve_after: self.resolve_after,
             resolve_ratio: self.resolve_ratio,
             open_ratio: self.open_ratio,
+            probation: self.probation,
         }
     }
 }

@@ -438,6 +438,7 @@ pub(crate) mod tests {
                 resolve_after: 1,
                 resolve_ratio: 1.0,
                 open_ratio: None,
+                probation: 0,
             },
             model: "m".into(),
             model_version: "v".into(),

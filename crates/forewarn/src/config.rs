@@ -433,6 +433,13 @@ mod tests {
             assert_eq!(c.kafka.brokers, "b:1");
             assert_eq!(c.detector.open_after, 4);
             assert_eq!(c.detector.open_ratio, Some(2.5));
+            // Unset in the file: the default probation.
+            assert_eq!(
+                c.detector.probation,
+                forewarn_core::detector::PROBATION_READINGS
+            );
+            jail.set_env("FOREWARN_DETECTOR__PROBATION", "0");
+            assert_eq!(Config::load(Some(&f)).unwrap().detector.probation, 0);
             assert_eq!(c.http.listen.port(), 9999);
             assert_eq!(c.kafka.group_id, "forewarn");
             Ok(())
