@@ -715,47 +715,6 @@ impl Engine {
         dev.last_score = Some(score);
     }
 
-    fn view(&self, d: &Device) -> DeviceView {
-        DeviceView {
-            device: d.id.clone(),
-            readings: d.readings,
-            window_fill: d.window.len(),
-            window_capacity: d.window.capacity(),
-            last_ts: d.last_ts,
-            last_score: d.last_score.as_ref().map(|s| s.score),
-            last_threshold: d.last_score.as_ref().map(|s| s.threshold),
-            last_shares: d
-                .last_score
-                .as_ref()
-                .map(|s| self.cfg.contributors(&s.shares, self.cfg.view_shares()))
-                .unwrap_or_default(),
-            open_alert: d.open.as_ref().map(|a| a.id.clone()),
-            warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.predicted,
-        }
-    }
-
-    pub fn device(&self, id: &str) -> Option<DeviceView> {
-        let i = *self.index.get(id)?;
-        Some(self.view(&self.devices[i]))
-    }
-
-    /// Views of the devices that took a reading since the last call, in the
-    /// order they first did; clears the list. Cheaper than [`Self::device`]
-    /// per reading: each device is listed once however many readings it took.
-    pub fn drain_touched(&mut self) -> Vec<DeviceView> {
-        let touched = std::mem::take(&mut self.touched);
-        let views = touched
-            .iter()
-            .map(|&i| self.view(&self.devices[i]))
-            .collect();
-        for &i in &touched {
-            self.devices[i].touched = false;
-        }
-        self.touched = touched;
-        self.touched.clear();
-        views
-    }
-
     /// Resolves every open alert, stamped with its device's last reading,
     /// and returns them. Used when this engine is replaced (a model reload):
     /// its alerts would otherwise stay open forever, since the new engine
@@ -774,11 +733,6 @@ impl Engine {
             }
         }
         closed
-    }
-
-    /// Ids of all tracked devices.
-    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
-        self.devices.iter().map(|d| d.id.as_str())
     }
 
     /// Bytes one device holds in its steady state (window, batch buffer,

@@ -1,10 +1,56 @@
-//! What the serve pipeline reads of a device besides its view: its
+//! What the serve pipeline and the API read of a device: its view, its
 //! queue, its open alert and its window (a fault classifier's input).
 
-use super::Engine;
+use super::{Device, DeviceView, Engine};
 use crate::alert::Alert;
 
 impl Engine {
+    fn view(&self, d: &Device) -> DeviceView {
+        DeviceView {
+            device: d.id.clone(),
+            readings: d.readings,
+            window_fill: d.window.len(),
+            window_capacity: d.window.capacity(),
+            last_ts: d.last_ts,
+            last_score: d.last_score.as_ref().map(|s| s.score),
+            last_threshold: d.last_score.as_ref().map(|s| s.threshold),
+            last_shares: d
+                .last_score
+                .as_ref()
+                .map(|s| self.cfg.contributors(&s.shares, self.cfg.view_shares()))
+                .unwrap_or_default(),
+            open_alert: d.open.as_ref().map(|a| a.id.clone()),
+            warmed_up: d.predicted_at >= self.cfg.warmup as u64 && d.predicted,
+        }
+    }
+
+    pub fn device(&self, id: &str) -> Option<DeviceView> {
+        let i = *self.index.get(id)?;
+        Some(self.view(&self.devices[i]))
+    }
+
+    /// Views of the devices that took a reading since the last call, in the
+    /// order they first did; clears the list. Cheaper than [`Self::device`]
+    /// per reading: each device is listed once however many readings it took.
+    pub fn drain_touched(&mut self) -> Vec<DeviceView> {
+        let touched = std::mem::take(&mut self.touched);
+        let views = touched
+            .iter()
+            .map(|&i| self.view(&self.devices[i]))
+            .collect();
+        for &i in &touched {
+            self.devices[i].touched = false;
+        }
+        self.touched = touched;
+        self.touched.clear();
+        views
+    }
+
+    /// Ids of all tracked devices.
+    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
+        self.devices.iter().map(|d| d.id.as_str())
+    }
+
     /// Batches of the device waiting for a forecaster call.
     pub fn queued_batches(&self, id: &str) -> u32 {
         self.index.get(id).map_or(0, |&i| self.devices[i].queued)
