@@ -140,6 +140,9 @@ pub(crate) fn engine_config(
             open_ratio: None,
             // Alerts from the first scored batch, as the measured load expects.
             probation: 0,
+            // Its readings have no context channels.
+            context_change_margin: 1.0,
+            context_change_rows: 0,
         },
         model: "bench".into(),
         model_version: "bench-random".into(),

@@ -125,6 +125,33 @@ pub struct DetectorConfig {
     /// (`--train-rows`) has served it before its scored part. 0: off.
     #[serde(default = "default_probation")]
     pub probation: u64,
+    /// A batch ending within `context_change_rows` readings of a change in
+    /// any context channel (a command, a setpoint, a mode) must exceed
+    /// this many times its threshold to count as above it. A forecaster
+    /// cannot foresee a command, so the batches just after one carry the
+    /// command's error besides the plant's. The threshold's history still
+    /// learns the batch's own score. 1: off; never below 1.
+    #[serde(default = "default_context_change_margin")]
+    pub context_change_margin: f64,
+    /// How many readings after a context channel changes the
+    /// `context_change_margin` applies (at most the model's window).
+    #[serde(default = "default_context_change_rows")]
+    pub context_change_rows: usize,
+}
+
+/// The default [`DetectorConfig::context_change_margin`] (docs/ACCURACY.md,
+/// "After a context change").
+pub const CONTEXT_CHANGE_MARGIN: f64 = 1.5;
+
+/// The default [`DetectorConfig::context_change_rows`].
+pub const CONTEXT_CHANGE_ROWS: usize = 20;
+
+fn default_context_change_margin() -> f64 {
+    CONTEXT_CHANGE_MARGIN
+}
+
+fn default_context_change_rows() -> usize {
+    CONTEXT_CHANGE_ROWS
 }
 
 /// The default [`DetectorConfig::probation`], in readings (docs/ACCURACY.md,
@@ -143,6 +170,8 @@ impl Default for DetectorConfig {
             resolve_ratio: 0.8,
             open_ratio: None,
             probation: PROBATION_READINGS,
+            context_change_margin: CONTEXT_CHANGE_MARGIN,
+            context_change_rows: CONTEXT_CHANGE_ROWS,
         }
     }
 }
@@ -165,6 +194,12 @@ impl DetectorConfig {
             && !(r >= 1.0 && r.is_finite())
         {
             return Err(format!("open_ratio must be at least 1, got {r}"));
+        }
+        let margin = self.context_change_margin;
+        if !(margin >= 1.0 && margin.is_finite()) {
+            return Err(format!(
+                "context_change_margin must be at least 1, got {margin}"
+            ));
         }
         Ok(())
     }
@@ -369,6 +404,8 @@ mod tests {
             resolve_ratio: 0.8,
             open_ratio: Option::None,
             probation: 0,
+            context_change_margin: 1.0,
+            context_change_rows: 0,
         };
         let cases: &[(&str, &[f64], &[Transition])] = &[
             ("quiet", &[0.1, 0.5, 0.9], &[None, None, None]),

@@ -182,6 +182,10 @@ struct Job {
     inputs: Vec<f32>,
     start_ts: i64,
     end_ts: i64,
+    /// A context channel changed within `context_change_rows` readings
+    /// up to the batch's end (judged when the batch completes, so a
+    /// backlog behind it changes nothing).
+    after_context_change: bool,
 }
 
 /// Batch buffers kept for reuse beyond this many are freed.
@@ -192,6 +196,8 @@ pub struct Engine {
     /// Forecast columns of the channels forecast as their training
     /// constant ([`Scaler::forecast_constant`]).
     pinned: Vec<usize>,
+    /// Positions of the context channels (those not monitored).
+    context: Vec<usize>,
     /// Device id to index in `devices`. Devices are never removed, so
     /// indices are stable.
     index: HashMap<String, usize>,
@@ -237,6 +243,9 @@ impl Engine {
         }
         Self {
             pinned: cfg.scaler.pinned_outputs(&cfg.monitored),
+            context: (0..cfg.schema.len())
+                .filter(|j| cfg.monitored.binary_search(j).is_err())
+                .collect(),
             cfg,
             index: HashMap::new(),
             devices: Vec::new(),
@@ -424,6 +433,8 @@ impl Engine {
         let mut inputs = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(hc));
         inputs.extend_from_slice(&dev.floats[pending..pending + hc]);
         dev.pending_len = 0;
+        let after_context_change = self.cfg.detector.context_change_margin > 1.0
+            && (dev.window).changed_within(self.cfg.detector.context_change_rows, &self.context);
         dev.queued += 1;
         if dev.queued == 1 {
             self.queued_devices += 1;
@@ -433,6 +444,7 @@ impl Engine {
             inputs,
             start_ts: dev.pending_start,
             end_ts: reading.ts_ms,
+            after_context_change,
         });
         Ok(Pushed::BatchQueued)
     }
@@ -655,6 +667,11 @@ impl Engine {
             rows,
             cfg.flatline.as_ref(),
         );
+        if job.after_context_change {
+            // Raised after the strategy has learnt the batch's own score,
+            // so its history is the same with or without the margin.
+            score.threshold *= cfg.detector.context_change_margin;
+        }
         let (value, threshold) = (score.score, score.threshold);
         // In the probation the threshold learns (above) and nothing opens.
         let transition = if probation {
@@ -1241,6 +1258,68 @@ mod tests {
             }
             assert_eq!(scores, want_scores, "cmd {cmd}, b {b}");
             assert_eq!(alert, want_alert, "cmd {cmd}, b {b}");
+        }
+    }
+
+    /// Table: the context channel `cmd` steps (or not) at reading 5, and
+    /// the monitored `b` shifts by `d` for good at reading 5 or 9 (batches
+    /// of 2, persistence forecasts: one batch scores d^2 / 2 against the
+    /// fixed threshold 1). Within 2 readings of the command's step that
+    /// batch needs `margin` times the threshold; elsewhere the threshold
+    /// alone.
+    #[test]
+    fn after_a_context_change_a_batch_needs_the_margin_over_its_threshold() {
+        let s = 1.6f32; // scores 1.28
+        // (cmd steps, b shifts at, d, margin) -> (alerts opened at, thresholds).
+        type Case = (bool, i64, f32, f64, &'static [i64], &'static [f64]);
+        let cases: &[Case] = &[
+            (true, 5, s, 1.5, &[], &[1.0, 1.5, 1.0, 1.0, 1.0]),
+            (true, 5, s, 1.0, &[6], &[1.0; 5]),
+            (true, 5, 2.0, 1.5, &[6], &[1.0, 1.5, 1.0, 1.0, 1.0]),
+            (false, 5, s, 1.5, &[6], &[1.0; 5]),
+            (true, 9, s, 1.5, &[10], &[1.0, 1.5, 1.0, 1.0, 1.0]),
+        ];
+        for &(steps, shift_at, d, margin, want_opened, want_thresholds) in cases {
+            let mut cfg = crate::testing::engine(8).config().clone();
+            cfg.schema = Schema::new(vec!["a".into(), "cmd".into(), "b".into()]);
+            cfg.monitored = vec![0, 2];
+            cfg.scaler = Scaler {
+                center: vec![0.0; 3],
+                scale: vec![1.0; 3],
+                constant: vec![false; 3],
+                forecast_constant: Vec::new(),
+            };
+            cfg.detector.context_change_margin = margin;
+            cfg.detector.context_change_rows = 2;
+            let mut e = Engine::new(cfg);
+            let mut f = MonitoredPersistence(vec![0, 2]);
+            let (mut opened, mut thresholds) = (vec![], vec![]);
+            for n in 1..=12i64 {
+                let cmd = if steps && n >= 5 { 1.0 } else { 0.0 };
+                let b = if n >= shift_at { d } else { 0.0 };
+                let reading = Reading {
+                    device: "d".into(),
+                    ts_ms: n,
+                    values: vec![0.0, cmd, b],
+                };
+                e.push(&reading).unwrap();
+                for ev in e.flush(&mut f).unwrap() {
+                    match ev {
+                        EngineEvent::Opened(a) => opened.push(a.opened_at),
+                        EngineEvent::Scored { threshold, .. } => thresholds.push(threshold),
+                        EngineEvent::Resolved(_) => {}
+                    }
+                }
+            }
+            let case = format!("steps {steps}, shift at {shift_at}, d {d}, margin {margin}");
+            assert_eq!(opened, want_opened, "{case}");
+            // With no margin (1) the step leaves the thresholds alone.
+            let want: Vec<f64> = if margin > 1.0 {
+                want_thresholds.to_vec()
+            } else {
+                vec![1.0; 5]
+            };
+            assert_eq!(thresholds, want, "{case}");
         }
     }
 

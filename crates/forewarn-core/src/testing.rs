@@ -61,6 +61,8 @@ pub fn engine(max_batch: usize) -> Engine {
             resolve_ratio: 1.0,
             open_ratio: None,
             probation: 0,
+            context_change_margin: 1.0,
+            context_change_rows: 0,
         },
         model: "m".into(),
         model_version: "v1".into(),

@@ -58,6 +58,24 @@ impl Window {
         out
     }
 
+    /// Whether any of `columns` changed value in the newest `rows` rows
+    /// (each compared with the row before it; at most the rows held).
+    pub fn changed_within(&self, rows: usize, columns: &[usize]) -> bool {
+        if columns.is_empty() {
+            return false;
+        }
+        let n = rows.min(self.len.saturating_sub(1));
+        let row = |back: usize| {
+            let r = (self.head + self.capacity - 1 - back) % self.capacity;
+            &self.data[r * self.channels..(r + 1) * self.channels]
+        };
+        (0..n).any(|back| {
+            let (newer, older) = (row(back), row(back + 1));
+            // Bitwise, so a NaN that stays NaN is no change.
+            (columns.iter()).any(|&j| newer[j].to_bits() != older[j].to_bits())
+        })
+    }
+
     /// Whether the ring's fields agree with each other (a window decoded
     /// from a checkpoint is checked before use, so a corrupt one cannot
     /// index out of bounds).
@@ -90,6 +108,36 @@ mod tests {
         assert_eq!(w.len(), 3);
         assert_eq!(w.to_vec(), vec![2.0, 12.0, 3.0, 13.0, 4.0, 14.0]);
         assert_eq!(w.heap_bytes(), 24);
+    }
+
+    /// Table: (rows, columns) -> whether they changed. Column 1 steps at
+    /// the newest row but one; column 0 never changes; the ring has
+    /// wrapped (capacity 4, six rows pushed).
+    #[test]
+    fn changed_within_looks_back_the_newest_rows() {
+        let mut w = Window::new(4, 2);
+        for cmd in [9.0, 9.0, 0.0, 0.0, 1.0, 1.0] {
+            w.push(&[5.0, cmd]);
+        }
+        let cases: &[(usize, &[usize], bool)] = &[
+            (0, &[1], false),
+            (1, &[1], false),
+            (2, &[1], true),
+            // Held rows: 0, 0, 1, 1; the step from 9 left the ring.
+            (10, &[1], true),
+            (10, &[0], false),
+            (10, &[], false),
+            (2, &[0, 1], true),
+        ];
+        for &(rows, columns, want) in cases {
+            assert_eq!(w.changed_within(rows, columns), want, "{rows} {columns:?}");
+        }
+        let mut fresh = Window::new(4, 2);
+        assert!(!fresh.changed_within(5, &[1]));
+        fresh.push(&[0.0, f32::NAN]);
+        fresh.push(&[0.0, f32::NAN]);
+        assert!(!fresh.changed_within(5, &[1]), "NaN to NaN is no change");
+        assert!(!Window::new(0, 2).changed_within(5, &[1]));
     }
 
     #[test]

@@ -357,6 +357,10 @@ pub struct DetectorSection {
     /// A device's first readings in which no alert opens (scored, and
     /// teaching the threshold); 0: off.
     pub probation: u64,
+    /// How many times its threshold a batch must exceed within
+    /// `context_change_rows` readings of a context channel's change; 1: off.
+    pub context_change_margin: f64,
+    pub context_change_rows: usize,
     /// Rows an alert must have been open before its points count as
     /// detected (causal: shorter alerts vanish, longer ones lose their
     /// first `min_event_length - 1` rows). 1 = off.
@@ -372,6 +376,8 @@ impl Default for DetectorSection {
             resolve_ratio: d.resolve_ratio,
             open_ratio: d.open_ratio,
             probation: d.probation,
+            context_change_margin: d.context_change_margin,
+            context_change_rows: d.context_change_rows,
             min_event_length: 1,
         }
     }
@@ -385,6 +391,8 @@ impl DetectorSection {
             resolve_ratio: self.resolve_ratio,
             open_ratio: self.open_ratio,
             probation: self.probation,
+            context_change_margin: self.context_change_margin,
+            context_change_rows: self.context_change_rows,
         }
     }
 }
@@ -643,6 +651,12 @@ mod tests {
         assert!(toml::from_str::<ModelConfig>("[model]\nhiden = 3\n").is_err());
         let bad: ModelConfig = toml::from_str("[detector]\nmin_event_length = 0\n").unwrap();
         assert!(bad.validate().is_err());
+        let bad: ModelConfig = toml::from_str("[detector]\ncontext_change_margin = 0.9\n").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("[detector] context_change_margin must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -439,6 +439,8 @@ pub(crate) mod tests {
                 resolve_ratio: 1.0,
                 open_ratio: None,
                 probation: 0,
+                context_change_margin: 1.0,
+                context_change_rows: 0,
             },
             model: "m".into(),
             model_version: "v".into(),

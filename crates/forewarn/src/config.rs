@@ -440,6 +440,19 @@ mod tests {
             );
             jail.set_env("FOREWARN_DETECTOR__PROBATION", "0");
             assert_eq!(Config::load(Some(&f)).unwrap().detector.probation, 0);
+            assert_eq!(
+                c.detector.context_change_margin,
+                forewarn_core::detector::CONTEXT_CHANGE_MARGIN
+            );
+            jail.set_env("FOREWARN_DETECTOR__CONTEXT_CHANGE_MARGIN", "0.5");
+            let err = Config::load(Some(&f)).unwrap_err().to_string();
+            assert!(
+                err.contains("detector.context_change_margin must be at least 1"),
+                "{err}"
+            );
+            jail.set_env("FOREWARN_DETECTOR__CONTEXT_CHANGE_MARGIN", "1");
+            let loaded = Config::load(Some(&f)).unwrap();
+            assert_eq!(loaded.detector.context_change_margin, 1.0);
             assert_eq!(c.http.listen.port(), 9999);
             assert_eq!(c.kafka.group_id, "forewarn");
             Ok(())
