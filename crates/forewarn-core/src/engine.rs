@@ -1192,6 +1192,21 @@ mod tests {
         }
     }
 
+    /// The test engine's configuration over `a`, the context channel `cmd`
+    /// and `b` (identity scaling), `a` and `b` monitored.
+    fn context_config() -> EngineConfig {
+        let mut cfg = crate::testing::engine(8).config().clone();
+        cfg.schema = Schema::new(vec!["a".into(), "cmd".into(), "b".into()]);
+        cfg.monitored = vec![0, 2];
+        cfg.scaler = Scaler {
+            center: vec![0.0; 3],
+            scale: vec![1.0; 3],
+            constant: vec![false; 3],
+            forecast_constant: Vec::new(),
+        };
+        cfg
+    }
+
     /// Table: a context channel (`cmd`, between the monitored `a` and `b`)
     /// jumps wildly, alone or with a step on `b`. Scores, shares and
     /// contributors see the monitored channels only: the jump alone scores
@@ -1213,16 +1228,7 @@ mod tests {
             ((1e6, 2.0), (vec![0.0, 2.0, 0.0], Some(vec![("b", 1.0)]))),
         ];
         for ((cmd, b), (want_scores, want_alert)) in cases {
-            let mut cfg = crate::testing::engine(8).config().clone();
-            cfg.schema = Schema::new(vec!["a".into(), "cmd".into(), "b".into()]);
-            cfg.monitored = vec![0, 2];
-            cfg.scaler = Scaler {
-                center: vec![0.0; 3],
-                scale: vec![1.0; 3],
-                constant: vec![false; 3],
-                forecast_constant: Vec::new(),
-            };
-            let mut e = Engine::new(cfg);
+            let mut e = Engine::new(context_config());
             let mut f = MonitoredPersistence(vec![0, 2]);
             let (mut scores, mut alert) = (vec![], None);
             for (i, row) in rows_of(cmd, b).iter().enumerate() {
@@ -1280,15 +1286,7 @@ mod tests {
             (true, 9, s, 1.5, &[10], &[1.0, 1.5, 1.0, 1.0, 1.0]),
         ];
         for &(steps, shift_at, d, margin, want_opened, want_thresholds) in cases {
-            let mut cfg = crate::testing::engine(8).config().clone();
-            cfg.schema = Schema::new(vec!["a".into(), "cmd".into(), "b".into()]);
-            cfg.monitored = vec![0, 2];
-            cfg.scaler = Scaler {
-                center: vec![0.0; 3],
-                scale: vec![1.0; 3],
-                constant: vec![false; 3],
-                forecast_constant: Vec::new(),
-            };
+            let mut cfg = context_config();
             cfg.detector.context_change_margin = margin;
             cfg.detector.context_change_rows = 2;
             let mut e = Engine::new(cfg);
