@@ -661,17 +661,18 @@ impl Engine {
         events: &mut Vec<EngineEvent>,
         probation: bool,
     ) {
+        let margin = if job.after_context_change {
+            cfg.detector.context_change_margin
+        } else {
+            1.0
+        };
         cfg.strategy.decide(
             &mut dev.threshold_state,
             &mut score,
             rows,
             cfg.flatline.as_ref(),
+            margin,
         );
-        if job.after_context_change {
-            // Raised after the strategy has learnt the batch's own score,
-            // so its history is the same with or without the margin.
-            score.threshold *= cfg.detector.context_change_margin;
-        }
         let (value, threshold) = (score.score, score.threshold);
         // In the probation the threshold learns (above) and nothing opens.
         let transition = if probation {

@@ -1,28 +1,52 @@
-//! Frozen channels: a monitored channel that never held one exact value
-//! for long in training (a continuous measurement) and now repeats one
-//! value reading after reading is stuck: a transmitter that holds its last
-//! value, a valve that no longer moves. A forecaster with a highway
-//! forecasts a frozen channel well (its last value), so the forecast error
-//! cannot see it; the run of identical readings can.
+//! Frozen channels: a monitored channel that now holds one value far
+//! longer than it ever did in training is stuck: a transmitter that holds
+//! its last value, a valve that no longer moves. A forecaster with a
+//! highway forecasts a frozen channel well (its last value), so the
+//! forecast error cannot see it; the run of identical readings can.
 //!
-//! A channel is watched when its longest run of identical consecutive
-//! readings in training was at most half of `readings`; a watched channel
-//! is frozen once more than `readings` consecutive readings were
-//! identical. Channels that hold values in normal operation (set points,
-//! counters, quantised or discrete signals, a channel constant in
-//! training) are not watched. Values are compared as the engine holds
-//! them (scaled, which maps identical readings to identical values).
+//! Each monitored channel gets a limit from its longest run of identical
+//! consecutive readings in training: `ratio` times that run, and at least
+//! `readings`. A channel is frozen once more consecutive readings than its
+//! limit were identical. A continuous measurement (runs of a reading or
+//! two) is frozen after `readings`; a noisy channel that sometimes rests
+//! (runs of 30) after twice its longest rest; a discrete signal after
+//! twice its longest hold. A channel constant through training is not
+//! watched: holding its value is its normal. Values are compared as the
+//! engine holds them (scaled, which maps identical readings to identical
+//! values).
 
 use serde::{Deserialize, Serialize};
 
 /// The calibrated rule, shared by every device of a model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredFlatline")]
 pub struct Flatline {
-    /// More consecutive identical readings than this freeze a watched
-    /// channel.
-    pub readings: u32,
-    /// Per monitored channel, in their order: whether it is watched.
-    pub watched: Vec<bool>,
+    /// Per monitored channel, in their order: more consecutive identical
+    /// readings than this freeze it; 0: not watched.
+    pub limits: Vec<u32>,
+}
+
+/// The rule as artifacts store it: per-channel limits, or (artifacts
+/// written before limits were per channel) one limit and which channels
+/// it watched, which loads as those channels at that limit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredFlatline {
+    Limits { limits: Vec<u32> },
+    Watched { readings: u32, watched: Vec<bool> },
+}
+
+impl From<StoredFlatline> for Flatline {
+    fn from(s: StoredFlatline) -> Self {
+        match s {
+            StoredFlatline::Limits { limits } => Self { limits },
+            StoredFlatline::Watched { readings, watched } => Self {
+                limits: (watched.iter())
+                    .map(|&w| if w { readings } else { 0 })
+                    .collect(),
+            },
+        }
+    }
 }
 
 /// One device's runs: per monitored channel, its last reading and how many
@@ -65,43 +89,52 @@ fn advance(state: &mut FlatlineState, row: &[f32]) {
 }
 
 impl Flatline {
-    /// The rule for `readings` from training `rows` (row-major, the
-    /// monitored channels, scaled): `None` when `readings` is 0 or no
-    /// channel qualifies.
-    pub fn calibrate(rows: &[f32], channels: usize, readings: u32) -> Option<Self> {
-        if readings == 0 || channels == 0 || rows.is_empty() {
+    /// The rule from training `rows` (row-major, the monitored channels,
+    /// scaled): each channel's limit is `ratio` times its longest run, at
+    /// least `readings`; `None` when `readings` is 0 or every channel was
+    /// constant.
+    pub fn calibrate(rows: &[f32], channels: usize, readings: u32, ratio: f64) -> Option<Self> {
+        if readings == 0 || channels == 0 || rows.len() < channels {
             return None;
         }
-        let watched: Vec<bool> = longest_runs(rows, channels)
+        let n = rows.len() / channels;
+        let limits: Vec<u32> = longest_runs(rows, channels)
             .into_iter()
-            .map(|l| l * 2 <= readings)
+            .map(|l| {
+                if l as usize >= n {
+                    0
+                } else {
+                    // Saturates: a run of billions is past any stream.
+                    let scaled = (f64::from(l) * ratio).ceil() as u32;
+                    scaled.max(readings)
+                }
+            })
             .collect();
-        watched
-            .contains(&true)
-            .then_some(Self { readings, watched })
+        limits.iter().any(|&l| l > 0).then_some(Self { limits })
     }
 
     /// Feeds a batch's `rows` (row-major, the monitored channels) to the
-    /// device's runs; returns the batch's score: the longest run of a
-    /// watched channel at the batch's end over `readings` (frozen: above
+    /// device's runs; returns the batch's score: the largest run of a
+    /// watched channel at the batch's end over its limit (frozen: above
     /// 1). Allocates only on a device's first batch.
     pub fn observe(&self, state: &mut FlatlineState, rows: &[f32]) -> f64 {
-        for row in rows.chunks_exact(self.watched.len()) {
+        for row in rows.chunks_exact(self.limits.len()) {
             advance(state, row);
         }
-        (state.run.iter().zip(&self.watched))
-            .filter(|(_, w)| **w)
-            .map(|(r, _)| f64::from(*r) / f64::from(self.readings))
+        (state.run.iter().zip(&self.limits))
+            .filter(|(_, l)| **l > 0)
+            .map(|(r, l)| f64::from(*r) / f64::from(*l))
             .fold(0.0, f64::max)
     }
 
     /// Sets `shares` (one per monitored channel) to the frozen channels'
-    /// runs at the last batch's end, normalised; all zero when none is.
+    /// runs over their limits at the last batch's end, normalised; all
+    /// zero when none is.
     pub fn shares(&self, state: &FlatlineState, shares: &mut Vec<f64>) {
         shares.clear();
-        shares.extend(state.run.iter().zip(&self.watched).map(|(r, w)| {
-            if *w && *r > self.readings {
-                f64::from(*r)
+        shares.extend(state.run.iter().zip(&self.limits).map(|(r, l)| {
+            if *l > 0 && *r > *l {
+                f64::from(*r) / f64::from(*l)
             } else {
                 0.0
             }
@@ -112,28 +145,33 @@ impl Flatline {
         }
     }
 
+    /// Whether channel `c` is watched.
+    pub fn watches(&self, c: usize) -> bool {
+        self.limits.get(c).is_some_and(|l| *l > 0)
+    }
+
     /// Whether a restored device's runs can be this rule's.
     pub fn fits(&self, state: &FlatlineState) -> bool {
-        let n = self.watched.len();
+        let n = self.limits.len();
         (state.run.is_empty() && state.last.is_empty())
             || (state.run.len() == n && state.last.len() == n)
     }
 
     /// Bytes a device's runs hold.
     pub fn state_bytes(&self) -> usize {
-        std::mem::size_of::<FlatlineState>() + self.watched.len() * (4 + 4)
+        std::mem::size_of::<FlatlineState>() + self.limits.len() * (4 + 4)
     }
 
     /// Checks the rule against the model's monitored channel count.
     pub fn validate(&self, channels: usize) -> Result<(), String> {
-        if self.readings == 0 {
-            return Err("flatline readings must be positive".into());
-        }
-        if self.watched.len() != channels {
+        if self.limits.len() != channels {
             return Err(format!(
                 "flatline watches {} channels, the model monitors {channels}",
-                self.watched.len()
+                self.limits.len()
             ));
+        }
+        if !self.limits.iter().any(|&l| l > 0) {
+            return Err("flatline watches no channel".into());
         }
         Ok(())
     }
@@ -157,41 +195,88 @@ mod tests {
         assert_eq!(longest_runs(&[], 2), vec![0, 0]);
     }
 
-    /// Channels that held a value in training for more than half of
-    /// `readings` are not watched; `None` without a watched channel or
-    /// with `readings` 0.
+    /// Table: training runs -> limits. Each channel's limit is `ratio`
+    /// times its longest run, at least `readings`; a channel constant
+    /// through training is not watched (0); `None` with `readings` 0 or no
+    /// watched channel.
     #[test]
-    fn calibration_watches_channels_that_never_sat_still() {
+    fn calibration_gives_each_channel_its_limit() {
+        // Columns: always changing; runs of 15; constant.
         let rows: Vec<f32> = (0..100)
             .flat_map(|i| [i as f32, (i / 15) as f32, 2.0])
             .collect();
-        let f = Flatline::calibrate(&rows, 3, 20).unwrap();
-        assert_eq!(f.watched, vec![true, false, false]);
-        // Runs of 15: watched from `readings` 30.
-        assert_eq!(
-            Flatline::calibrate(&rows, 3, 29).unwrap().watched,
-            vec![true, false, false]
-        );
-        assert_eq!(
-            Flatline::calibrate(&rows, 3, 30).unwrap().watched,
-            vec![true, true, false]
-        );
-        assert_eq!(Flatline::calibrate(&rows, 3, 0), None);
-        let still: Vec<f32> = (0..100).flat_map(|i| [(i / 30) as f32]).collect();
-        assert_eq!(Flatline::calibrate(&still, 1, 20), None);
+        let cases: [(u32, f64, Option<Vec<u32>>); 6] = [
+            (20, 2.0, Some(vec![20, 30, 0])),
+            (40, 2.0, Some(vec![40, 40, 0])),
+            (20, 1.0, Some(vec![20, 20, 0])),
+            (20, 1.5, Some(vec![20, 23, 0])),
+            (1, 3.0, Some(vec![3, 45, 0])),
+            (0, 2.0, None),
+        ];
+        for (readings, ratio, limits) in cases {
+            let got = Flatline::calibrate(&rows, 3, readings, ratio).map(|f| f.limits);
+            assert_eq!(got, limits, "{readings} {ratio}");
+        }
+        let still: Vec<f32> = (0..100).flat_map(|_| [3.0]).collect();
+        assert_eq!(Flatline::calibrate(&still, 1, 20, 2.0), None);
+        assert_eq!(Flatline::calibrate(&[], 1, 20, 2.0), None);
     }
 
-    /// A watched channel that holds 9.0 from row 9 on: batches of 5 rows
-    /// score its run at the batch's end over 4, frozen (above 1) from the
-    /// batch where the run passes 4, with the share on it; the
+    /// Artifacts written before per-channel limits stored one limit and
+    /// the watched channels: they load as those channels at that limit.
+    #[test]
+    fn a_stored_rule_loads_in_either_form() {
+        let cases = [
+            (r#"{"limits":[20,0,45]}"#, vec![20, 0, 45]),
+            (
+                r#"{"readings":20,"watched":[true,false,true]}"#,
+                vec![20, 0, 20],
+            ),
+        ];
+        for (json, limits) in cases {
+            let f: Flatline = serde_json::from_str(json).unwrap();
+            assert_eq!(f.limits, limits, "{json}");
+            assert!(f.watches(0) && !f.watches(1) && !f.watches(3));
+        }
+        let written = serde_json::to_string(&Flatline { limits: vec![7] }).unwrap();
+        assert_eq!(written, r#"{"limits":[7]}"#);
+        assert!(serde_json::from_str::<Flatline>(r#"{"readings":20}"#).is_err());
+    }
+
+    /// Table: runs at a batch's end -> score and shares, with limits 4 and
+    /// 12: each channel's run counts over its own limit, the shares split
+    /// between the channels over theirs by how far over they are.
+    #[test]
+    fn each_channel_is_scored_against_its_own_limit() {
+        let f = Flatline {
+            limits: vec![4, 12],
+        };
+        let cases: [(usize, f64, [f64; 2]); 3] = [
+            // Both held 3 readings: under their limits.
+            (3, 0.75, [0.0, 0.0]),
+            // 6: channel 0 at 1.5, channel 1 at 0.5.
+            (6, 1.5, [1.0, 0.0]),
+            // 18: 4.5 and 1.5 over their limits.
+            (18, 4.5, [0.75, 0.25]),
+        ];
+        for (held, score, shares) in cases {
+            let mut state = FlatlineState::default();
+            let rows: Vec<f32> = (0..held).flat_map(|_| [1.0, 2.0]).collect();
+            assert_eq!(f.observe(&mut state, &rows), score, "{held}");
+            let mut got = vec![];
+            f.shares(&state, &mut got);
+            assert_eq!(got, shares, "{held}");
+        }
+    }
+
+    /// A watched channel (limit 4) that holds 9.0 from row 9 on: batches
+    /// of 5 rows score its run at the batch's end over 4, frozen (above 1)
+    /// from the batch where the run passes 4, with the share on it; the
     /// unwatched channel, constant throughout, never counts; the runs carry
     /// across batches.
     #[test]
     fn a_frozen_channel_scores_its_run_over_the_limit() {
-        let f = Flatline {
-            readings: 4,
-            watched: vec![true, false],
-        };
+        let f = Flatline { limits: vec![4, 0] };
         let mut state = FlatlineState::default();
         let mut shares = vec![];
         let row = |i: usize| [if i < 10 { i as f32 } else { 9.0 }, 1.0];
@@ -217,5 +302,7 @@ mod tests {
         }));
         assert!(f.validate(2).is_ok());
         assert!(f.validate(3).unwrap_err().contains("monitors 3"));
+        let none = Flatline { limits: vec![0, 0] };
+        assert_eq!(none.validate(2).unwrap_err(), "flatline watches no channel");
     }
 }

@@ -195,24 +195,27 @@ impl ThresholdStrategy {
     /// ([`crate::flatline`]): `score` gets the score and the threshold of
     /// the one that stands highest over its threshold (and that one's
     /// channel shares), and the profile learns the batch unless one of
-    /// them flagged it.
+    /// them flagged it. `margin` multiplies the thresholds of the two
+    /// scores that come from forecasts (after a context change, which no
+    /// forecast foresees) once they have learnt the batch, so their
+    /// histories are the same with any margin; a frozen run is not a
+    /// forecast and keeps its own.
     pub fn decide(
         &self,
         state: &mut ThresholdState,
         score: &mut BatchScore,
         batch: &BatchRows<'_>,
         flatline: Option<&Flatline>,
+        margin: f64,
     ) {
         let (mut v, mut t) = self.apply(state, score.score, batch.end_ts);
-        if let Some(f) = flatline {
-            let runs = state.flatline.get_or_insert_with(Default::default);
-            let frozen = f.observe(runs, batch.rows);
-            // frozen / 1 > v / t, with a threshold that may be zero.
-            if frozen > 1.0 && frozen * t > v {
-                (v, t) = (frozen, 1.0);
-                f.shares(runs, &mut score.shares);
+        let frozen = match flatline {
+            Some(f) => {
+                let runs = state.flatline.get_or_insert_with(Default::default);
+                f.observe(runs, batch.rows)
             }
-        }
+            None => 0.0,
+        };
         if let Self::Dynamic {
             config,
             residual: Some(calibrated),
@@ -236,7 +239,18 @@ impl ThresholdStrategy {
                     r.profile.shares(&phases, batch, &mut score.shares);
                 }
             }
-            r.profile.learn(&phases, batch, v > t);
+            r.profile.learn(&phases, batch, v > t || frozen > 1.0);
+        }
+        t *= margin;
+        // frozen / 1 > v / t, with a threshold that may be zero.
+        if let Some(f) = flatline
+            && frozen > 1.0
+            && frozen * t > v
+        {
+            (v, t) = (frozen, 1.0);
+            if let Some(runs) = &state.flatline {
+                f.shares(runs, &mut score.shares);
+            }
         }
         score.score = v;
         score.threshold = t;
@@ -406,47 +420,64 @@ mod tests {
     /// channel's run passes the limit, with the run over the limit as the
     /// score, 1 as the threshold and the share on that channel; a batch
     /// whose forecast score stands higher over its own threshold keeps it.
+    /// The margin raises the forecast's threshold, never the run's.
     #[test]
     fn a_frozen_channel_is_flagged_beside_the_forecast_error() {
         let strategy = ThresholdStrategy::Fixed { threshold: 1.0 };
-        let f = Flatline {
-            readings: 4,
-            watched: vec![true, false],
-        };
-        let mut state = ThresholdState::default();
-        let mut got = vec![];
-        // Channel 0 holds 3.0 throughout, channel 1 changes every row;
-        // batches of 2 rows.
-        for b in 0..4i64 {
-            let rows: Vec<f32> = (0..2).flat_map(|i| [3.0, (b * 2 + i) as f32]).collect();
-            let batch = BatchRows {
-                rows: &rows,
-                channels: 2,
-                start_ts: b * 2,
-                end_ts: b * 2 + 1,
-            };
-            let raw = if b == 3 { 9.0 } else { 0.5 };
-            let mut score = BatchScore {
-                mse: raw,
-                score: raw,
-                threshold: 0.0,
-                shares: vec![0.2, 0.8],
-            };
-            strategy.decide(&mut state, &mut score, &batch, Some(&f));
-            got.push((score.score, score.threshold, score.shares));
-        }
+        let f = Flatline { limits: vec![4, 0] };
         // Runs at the batches' ends 2, 4, 6, 8: frozen (over 1) from the
-        // third batch; the fourth's forecast score, 9 over 1, beats 2.
-        assert_eq!(
-            got,
-            vec![
-                (0.5, 1.0, vec![0.2, 0.8]),
-                (0.5, 1.0, vec![0.2, 0.8]),
-                (1.5, 1.0, vec![1.0, 0.0]),
-                (9.0, 1.0, vec![0.2, 0.8]),
-            ]
-        );
-        assert_eq!(state.flatline.unwrap().run, vec![8, 1]);
+        // third batch. Margin 1: the fourth's forecast score, 9 over 1,
+        // beats 2. Margin 5 (after a context change): the forecast's
+        // threshold is 5, the frozen run's stays 1, so the run (2 over 1)
+        // beats 9 over 5.
+        // (margin, per batch: score, threshold, shares)
+        type Decided = (f64, f64, Vec<f64>);
+        let cases: [(f64, [Decided; 4]); 2] = [
+            (
+                1.0,
+                [
+                    (0.5, 1.0, vec![0.2, 0.8]),
+                    (0.5, 1.0, vec![0.2, 0.8]),
+                    (1.5, 1.0, vec![1.0, 0.0]),
+                    (9.0, 1.0, vec![0.2, 0.8]),
+                ],
+            ),
+            (
+                5.0,
+                [
+                    (0.5, 5.0, vec![0.2, 0.8]),
+                    (0.5, 5.0, vec![0.2, 0.8]),
+                    (1.5, 1.0, vec![1.0, 0.0]),
+                    (2.0, 1.0, vec![1.0, 0.0]),
+                ],
+            ),
+        ];
+        for (margin, want) in cases {
+            let mut state = ThresholdState::default();
+            let mut got = vec![];
+            // Channel 0 holds 3.0 throughout, channel 1 changes every row;
+            // batches of 2 rows.
+            for b in 0..4i64 {
+                let rows: Vec<f32> = (0..2).flat_map(|i| [3.0, (b * 2 + i) as f32]).collect();
+                let batch = BatchRows {
+                    rows: &rows,
+                    channels: 2,
+                    start_ts: b * 2,
+                    end_ts: b * 2 + 1,
+                };
+                let raw = if b == 3 { 9.0 } else { 0.5 };
+                let mut score = BatchScore {
+                    mse: raw,
+                    score: raw,
+                    threshold: 0.0,
+                    shares: vec![0.2, 0.8],
+                };
+                strategy.decide(&mut state, &mut score, &batch, Some(&f), margin);
+                got.push((score.score, score.threshold, score.shares));
+            }
+            assert_eq!(got, want, "margin {margin}");
+            assert_eq!(state.flatline.unwrap().run, vec![8, 1]);
+        }
     }
 
     #[test]
@@ -705,11 +736,11 @@ mod tests {
                 }
                 if let Some(o) = original.as_mut() {
                     let mut same = score.clone();
-                    strategy.decide(o, &mut same, &batch, None);
-                    strategy.decide(&mut state, &mut score, &batch, None);
+                    strategy.decide(o, &mut same, &batch, None, 1.0);
+                    strategy.decide(&mut state, &mut score, &batch, None, 1.0);
                     assert_eq!(same, score, "day {day} {first}h");
                 } else {
-                    strategy.decide(&mut state, &mut score, &batch, None);
+                    strategy.decide(&mut state, &mut score, &batch, None, 1.0);
                 }
                 if score.score > score.threshold {
                     flagged.push((day, first, score.score, score.threshold, score.shares));

@@ -190,9 +190,9 @@ pub struct ModelMeta {
     /// load as `fixed` with `threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<ThresholdStrategy>,
-    /// Frozen channels ([`forewarn_core::flatline`]): the limit and which
-    /// monitored channels are watched. Absent: no such rule (artifacts
-    /// written before it, or no channel that never sat still in training).
+    /// Frozen channels ([`forewarn_core::flatline`]): each monitored
+    /// channel's limit (0: not watched). Absent: no such rule (artifacts
+    /// written before it, or every channel constant in training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flatline: Option<Flatline>,
     /// SHA-256 of the whole dataset given to training (both parts).
@@ -1263,8 +1263,7 @@ mod tests {
             m.meta.strategy = stored.clone();
             // A frozen-channel rule with a strategy; none without.
             let flatline = stored.as_ref().map(|_| Flatline {
-                readings: 20,
-                watched: vec![true, false, true],
+                limits: vec![20, 0, 52],
             });
             m.meta.flatline = flatline.clone();
             save_model(&m, &dir).unwrap();
@@ -1361,12 +1360,14 @@ mod tests {
             ),
             (
                 "flatline: flatline watches 2 channels, the model monitors 3",
-                Box::new(|v| {
-                    v["flatline"] = serde_json::json!({"readings": 20, "watched": [true, false]})
-                }),
+                Box::new(|v| v["flatline"] = serde_json::json!({"limits": [20, 0]})),
             ),
             (
-                "flatline: flatline readings must be positive",
+                "flatline: flatline watches no channel",
+                Box::new(|v| v["flatline"] = serde_json::json!({"limits": [0, 0, 0]})),
+            ),
+            (
+                "flatline: flatline watches no channel",
                 Box::new(|v| {
                     v["flatline"] =
                         serde_json::json!({"readings": 0, "watched": [true, true, true]})

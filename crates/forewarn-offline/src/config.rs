@@ -280,10 +280,12 @@ pub struct ThresholdSection {
     #[serde(deserialize_with = "dynamic_over_default")]
     pub dynamic: DynamicThresholdConfig,
     /// Frozen channels, for every kind ([`forewarn_core::flatline`]): a
-    /// monitored channel that never held one exact value for more than
-    /// half this many consecutive training rows is flagged once it holds
-    /// one for more than this many readings. 0: off.
+    /// monitored channel is flagged once it holds one value for more than
+    /// `flatline_ratio` times its longest hold in training, and more than
+    /// this many readings. 0: off.
     pub flatline_readings: u32,
+    /// See `flatline_readings`; at least 1.
+    pub flatline_ratio: f64,
 }
 
 /// The default detector's dynamic threshold, the configuration with the
@@ -335,6 +337,7 @@ impl Default for ThresholdSection {
             gaussian_normal_floor: true,
             dynamic: DEFAULT_DYNAMIC,
             flatline_readings: FLATLINE_READINGS,
+            flatline_ratio: FLATLINE_RATIO,
         }
     }
 }
@@ -342,6 +345,9 @@ impl Default for ThresholdSection {
 /// The default `flatline_readings` (docs/ACCURACY.md, "Frozen channels":
 /// 10 and 40 score within 0.003 of it on the scoreboard).
 pub const FLATLINE_READINGS: u32 = 20;
+
+/// The default `flatline_ratio` (docs/ACCURACY.md, "Frozen channels").
+pub const FLATLINE_RATIO: f64 = 2.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -588,6 +594,12 @@ impl ModelConfig {
         {
             bail!("[threshold] gaussian_margin must be positive");
         }
+        if !(t.flatline_ratio.is_finite() && t.flatline_ratio >= 1.0) {
+            bail!(
+                "[threshold] flatline_ratio must be at least 1, got {}",
+                t.flatline_ratio
+            );
+        }
         if t.injection_sigmas.is_empty()
             || t.injection_sigmas.iter().any(|s| s.is_nan() || *s <= 0.0)
         {
@@ -655,6 +667,12 @@ mod tests {
         let err = bad.validate().unwrap_err().to_string();
         assert!(
             err.contains("[detector] context_change_margin must be at least 1"),
+            "{err}"
+        );
+        let bad: ModelConfig = toml::from_str("[threshold]\nflatline_ratio = 0.5\n").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("[threshold] flatline_ratio must be at least 1, got 0.5"),
             "{err}"
         );
     }

@@ -1196,6 +1196,62 @@ mod tests {
         }
     }
 
+    /// A channel that rests in normal operation: `b` is noise that holds
+    /// its value for 15 readings every 50 rows (training included), so a
+    /// 15-row rest is normal, and a held reading is a fault only once it
+    /// outlasts every rest training saw by the ratio. With the default
+    /// (limit twice the longest training rest: 30 readings) the 40-row hold
+    /// from row 340 is found, 30 s after it began,
+    /// while a 25-row rest at row 300 raises nothing; with
+    /// `flatline_ratio = 3` (limit 45) the hold is missed.
+    #[test]
+    fn a_hold_longer_than_any_rest_in_training_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rests.csv");
+        let mut text = String::from("time;a;b;site;label\n");
+        let noise = |i: u64| ((i * 7919 + 13) % 101) as f64 / 50.0 - 1.0;
+        for i in 0..400u64 {
+            let held = (340..380).contains(&i);
+            let rest_from = match i {
+                300..325 => 300,
+                340..380 => 340,
+                _ if i % 50 < 15 => i - i % 50,
+                _ => i,
+            };
+            let a = (i as f64 * 0.2).sin();
+            let b = noise(rest_from);
+            text.push_str(&format!(
+                "{};{a:.4};{b:.4};x;{}\n",
+                1_767_225_600 + i,
+                u8::from(held)
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        for (ratio, found) in [(None, true), (Some(3.0), false)] {
+            let a = args(dir.path(), vec![path.clone()], vec![], Some(200), "dynamic");
+            let a = edit_config(a, &[], |t| match ratio {
+                Some(r) => t.replace(
+                    "[threshold]\n",
+                    &format!("[threshold]\nflatline_ratio = {r}\n"),
+                ),
+                None => t,
+            });
+            run(a).unwrap();
+            let f = &read(dir.path())["files"][0];
+            assert_eq!(
+                f["counts"]["events"]["tp"],
+                u64::from(found),
+                "{ratio:?}: {f}"
+            );
+            assert_eq!(f["counts"]["events"]["fp"], 0, "{ratio:?}: {f}");
+            if found {
+                // More than 30 identical readings first at the end of the
+                // batch of rows 370 to 374: 30 s after the hold began.
+                assert_eq!(f["mean_detection_delay"], 30.0, "{f}");
+            }
+        }
+    }
+
     /// A monitored channel constant in training (`stuck`, 1.0) watched
     /// while a context command switches in a rhythm training never saw
     /// (every 3 rows instead of every 50): the channel is forecast as its

@@ -32,11 +32,8 @@ pub enum Progress<'a> {
     /// How the Gaussian threshold was chosen.
     Gaussian(&'a GaussianFit),
     /// The frozen-channel rule (`flatline_readings` set): the channels it
-    /// watches (none: the rule is off for this model).
-    Flatline {
-        readings: u32,
-        watched: &'a [&'a str],
-    },
+    /// watches with their limits (none: the rule is off for this model).
+    Flatline { watched: &'a [(&'a str, u32)] },
     /// The seasonal residual's calibration (`residual_bucket` set): `None`
     /// when the training rows do not span two seasons of strictly
     /// increasing times, so the forecast error alone decides.
@@ -65,19 +62,24 @@ impl fmt::Display for Progress<'_> {
                 "context, constant in training, read as that constant: {}",
                 names.join(", ")
             ),
-            Progress::Flatline {
-                readings,
-                watched: [],
-            } => write!(
+            Progress::Flatline { watched: [] } => write!(
                 f,
-                "flatline: off (every monitored channel held one value in training for \
-                 more than half of {readings} readings)"
+                "flatline: off (every monitored channel was constant in training)"
             ),
-            Progress::Flatline { readings, watched } => write!(
-                f,
-                "flatline: more than {readings} identical readings flag {}",
-                watched.join(", ")
-            ),
+            Progress::Flatline { watched } => {
+                let mut by_limit = std::collections::BTreeMap::<u32, Vec<&str>>::new();
+                for (name, limit) in *watched {
+                    by_limit.entry(*limit).or_default().push(name);
+                }
+                let groups: Vec<String> = (by_limit.iter())
+                    .map(|(limit, names)| format!("{limit}: {}", names.join(", ")))
+                    .collect();
+                write!(
+                    f,
+                    "flatline: flagged after more identical readings than {}",
+                    groups.join("; ")
+                )
+            }
             Progress::MonitoredConstant(names) => write!(
                 f,
                 "monitored, constant in training (forecast as that constant, scaled by 1 % of \
@@ -224,18 +226,19 @@ pub fn fit(
     let scaled: Vec<f32> = (model.meta.scaler.transformed(&data.rows).chunks_exact(c))
         .flat_map(|row| monitored.iter().map(|&j| row[j]))
         .collect();
-    model.meta.flatline =
-        Flatline::calibrate(&scaled, monitored.len(), cfg.threshold.flatline_readings);
+    model.meta.flatline = Flatline::calibrate(
+        &scaled,
+        monitored.len(),
+        cfg.threshold.flatline_readings,
+        cfg.threshold.flatline_ratio,
+    );
     if cfg.threshold.flatline_readings > 0 {
-        let watched: Vec<&str> = (model.meta.flatline.iter())
-            .flat_map(|f| f.watched.iter().zip(&monitored))
-            .filter(|(w, _)| **w)
-            .map(|(_, &j)| model.meta.channels[j].as_str())
+        let watched: Vec<(&str, u32)> = (model.meta.flatline.iter())
+            .flat_map(|f| f.limits.iter().zip(&monitored))
+            .filter(|(l, _)| **l > 0)
+            .map(|(l, &j)| (model.meta.channels[j].as_str(), *l))
             .collect();
-        progress(Progress::Flatline {
-            readings: cfg.threshold.flatline_readings,
-            watched: &watched,
-        });
+        progress(Progress::Flatline { watched: &watched });
     }
     Ok(model)
 }
@@ -363,15 +366,17 @@ mod tests {
         }
     }
 
-    /// Training reports the frozen-channel rule and stores it: on TEP's
-    /// d00 every channel changes within 5 readings, so at 20 readings all
-    /// 52 are watched; at 9 the five that once held a value for 5 (the
-    /// 37th to 41st) are not; at 1 none is, and the artifact has no rule.
+    /// Training reports the frozen-channel rule and stores it. On TEP's
+    /// d00 every channel changes within 5 readings: the 37th to 41st once
+    /// held a value for 5, the 9th, 27th and 35th for 4, the rest for 1
+    /// or 2. Each limit is twice the channel's longest hold, at least
+    /// `flatline_readings`: at 20 all 52 get 20; at 9 the five get 10;
+    /// at 1 every channel gets twice its own; at 0 there is no rule.
     #[test]
-    fn training_says_which_channels_the_flatline_watches() {
+    fn training_says_each_channel_s_flatline_limit() {
         crate::test_init();
         let data = d00();
-        for readings in [20u32, 9, 1] {
+        for readings in [20u32, 9, 1, 0] {
             let text = small_cfg_text().replace(
                 "[threshold]\n",
                 &format!("[threshold]\nflatline_readings = {readings}\n"),
@@ -388,45 +393,52 @@ mod tests {
             })
             .unwrap();
             let names = &m.meta.channels;
-            let (watched, line): (Vec<bool>, String) = match readings {
-                20 => (
-                    vec![true; 52],
-                    format!(
-                        "flatline: more than 20 identical readings flag {}",
-                        names.join(", ")
-                    ),
-                ),
-                9 => {
-                    let w: Vec<bool> = (0..52).map(|j| !(36..41).contains(&j)).collect();
-                    let kept: Vec<&str> = (names.iter().zip(&w))
-                        .filter(|(_, w)| **w)
-                        .map(|(n, _)| n.as_str())
-                        .collect();
-                    (
-                        w,
-                        format!(
-                            "flatline: more than 9 identical readings flag {}",
-                            kept.join(", ")
-                        ),
-                    )
-                }
-                _ => (
-                    vec![],
-                    "flatline: off (every monitored channel held one value in training for more \
-                     than half of 1 readings)"
-                        .into(),
-                ),
+            let limits = m.meta.flatline.as_ref().map(|f| f.limits.clone());
+            let group = |js: &[usize]| -> String {
+                let n: Vec<&str> = js.iter().map(|&j| names[j].as_str()).collect();
+                n.join(", ")
             };
-            assert_eq!(lines, [line], "{readings}");
-            assert_eq!(
-                m.meta
-                    .flatline
-                    .as_ref()
-                    .map(|f| f.watched.clone())
-                    .unwrap_or_default(),
-                watched,
-                "{readings}"
-            );
+            let all: Vec<usize> = (0..52).collect();
+            let five: Vec<usize> = (36..41).collect();
+            let rest: Vec<usize> = (0..52).filter(|j| !(36..41).contains(j)).collect();
+            match readings {
+                20 => {
+                    assert_eq!(limits, Some(vec![20; 52]));
+                    let line = format!(
+                        "flatline: flagged after more identical readings than 20: {}",
+                        group(&all)
+                    );
+                    assert_eq!(lines, [line]);
+                }
+                9 => {
+                    let want: Vec<u32> = (0..52)
+                        .map(|j| if (36..41).contains(&j) { 10 } else { 9 })
+                        .collect();
+                    assert_eq!(limits, Some(want));
+                    let line = format!(
+                        "flatline: flagged after more identical readings than 9: {}; 10: {}",
+                        group(&rest),
+                        group(&five)
+                    );
+                    assert_eq!(lines, [line]);
+                }
+                1 => {
+                    let l = limits.unwrap();
+                    assert_eq!((l[0], l[2], l[8], l[26], l[34]), (4, 2, 8, 8, 8));
+                    assert!(l[36..41].iter().all(|&x| x == 10), "{l:?}");
+                    assert!(l.iter().all(|&x| (2..=10).contains(&x)), "{l:?}");
+                }
+                _ => {
+                    assert_eq!(limits, None);
+                    assert!(lines.is_empty(), "{lines:?}");
+                    // What a model whose monitored channels were all
+                    // constant in training reports.
+                    assert_eq!(
+                        Progress::Flatline { watched: &[] }.to_string(),
+                        "flatline: off (every monitored channel was constant in training)"
+                    );
+                }
+            }
         }
     }
 

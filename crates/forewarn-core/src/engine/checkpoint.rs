@@ -441,10 +441,7 @@ mod tests {
     fn frozen_channel_runs_survive_a_checkpoint() {
         let with_rule = || {
             let mut cfg = engine(8).config().clone();
-            cfg.flatline = Some(Flatline {
-                readings: 3,
-                watched: vec![true, true],
-            });
+            cfg.flatline = Some(Flatline { limits: vec![3, 3] });
             Engine::new(cfg)
         };
         let mut f = Persistence { calls: vec![] };
