@@ -145,11 +145,6 @@ impl Flatline {
         }
     }
 
-    /// Whether channel `c` is watched.
-    pub fn watches(&self, c: usize) -> bool {
-        self.limits.get(c).is_some_and(|l| *l > 0)
-    }
-
     /// Whether a restored device's runs can be this rule's.
     pub fn fits(&self, state: &FlatlineState) -> bool {
         let n = self.limits.len();
@@ -236,7 +231,6 @@ mod tests {
         for (json, limits) in cases {
             let f: Flatline = serde_json::from_str(json).unwrap();
             assert_eq!(f.limits, limits, "{json}");
-            assert!(f.watches(0) && !f.watches(1) && !f.watches(3));
         }
         let written = serde_json::to_string(&Flatline { limits: vec![7] }).unwrap();
         assert_eq!(written, r#"{"limits":[7]}"#);
