@@ -137,7 +137,7 @@ pub(crate) fn engine_config(
             open_after: 1,
             resolve_after: 1,
             resolve_ratio: 0.8,
-            open_ratio: None,
+            open_ratio: 0.0,
             // Alerts from the first scored batch, as the measured load expects.
             probation: 0,
             // Its readings have no context channels.

@@ -112,9 +112,11 @@ pub struct DetectorConfig {
     pub resolve_ratio: f64,
     /// A batch scoring at least this many times the threshold opens an
     /// alert at once, whatever `open_after` says: a large excursion is
-    /// evidence enough, a small one must last. Unset: `open_after` alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open_ratio: Option<f64>,
+    /// evidence enough, a small one must last. Not within
+    /// `context_change_rows` of a context change, where one batch far off
+    /// is what an unforeseen command looks like. 0: `open_after` alone.
+    #[serde(default = "default_open_ratio")]
+    pub open_ratio: f64,
     /// A device's first readings in which no alert opens (NAB's
     /// probationary period): their batches are scored and teach the
     /// threshold as usual, but the hysteresis ignores them. A threshold
@@ -154,6 +156,14 @@ fn default_context_change_rows() -> usize {
     CONTEXT_CHANGE_ROWS
 }
 
+/// The default [`DetectorConfig::open_ratio`] (docs/ACCURACY.md, "Opening
+/// at once").
+pub const OPEN_RATIO: f64 = 2.0;
+
+fn default_open_ratio() -> f64 {
+    OPEN_RATIO
+}
+
 /// The default [`DetectorConfig::probation`], in readings (docs/ACCURACY.md,
 /// "Probation").
 pub const PROBATION_READINGS: u64 = 150;
@@ -168,7 +178,7 @@ impl Default for DetectorConfig {
             open_after: 2,
             resolve_after: 3,
             resolve_ratio: 0.8,
-            open_ratio: None,
+            open_ratio: OPEN_RATIO,
             probation: PROBATION_READINGS,
             context_change_margin: CONTEXT_CHANGE_MARGIN,
             context_change_rows: CONTEXT_CHANGE_ROWS,
@@ -190,10 +200,9 @@ impl DetectorConfig {
                 self.resolve_ratio
             ));
         }
-        if let Some(r) = self.open_ratio
-            && !(r >= 1.0 && r.is_finite())
-        {
-            return Err(format!("open_ratio must be at least 1, got {r}"));
+        let r = self.open_ratio;
+        if !(r == 0.0 || (r >= 1.0 && r.is_finite())) {
+            return Err(format!("open_ratio must be 0 (off) or at least 1, got {r}"));
         }
         let margin = self.context_change_margin;
         if !(margin >= 1.0 && margin.is_finite()) {
@@ -252,7 +261,7 @@ impl DetectorState {
             }
             self.above = self.above.saturating_add(1);
             self.below = 0;
-            let decisive = cfg.open_ratio.is_some_and(|r| score >= r * threshold);
+            let decisive = cfg.open_ratio > 0.0 && score >= cfg.open_ratio * threshold;
             if !self.open && (self.above >= cfg.open_after || decisive) {
                 self.open = true;
                 return Transition::Open {
@@ -340,7 +349,7 @@ mod tests {
         use Transition::*;
         let cfg = DetectorConfig {
             open_after: 4,
-            open_ratio: Some(2.0),
+            open_ratio: 2.0,
             ..DetectorConfig::default()
         };
         let cases: &[(&str, &[f64], &[Transition])] = &[
@@ -372,25 +381,34 @@ mod tests {
                 .collect();
             assert_eq!(&got, want, "{name}");
         }
-        assert!(cfg.validate().is_ok());
-        for bad in [0.5, f64::NAN, f64::INFINITY] {
+        // 0: off, the four small ones still open.
+        let off = DetectorConfig {
+            open_ratio: 0.0,
+            ..cfg
+        };
+        let mut st = DetectorState::default();
+        let got: Vec<_> = ([0.1, 9.0, 9.0, 9.0, 9.0].iter().enumerate())
+            .map(|(i, s)| st.observe(&off, *s, 1.0, i as i64))
+            .collect();
+        assert_eq!(got, [None, None, None, None, Open { streak_start: 1 }]);
+        assert!(cfg.validate().is_ok() && off.validate().is_ok());
+        for bad in [0.5, -1.0, f64::NAN, f64::INFINITY] {
             let c = DetectorConfig {
-                open_ratio: Some(bad),
+                open_ratio: bad,
                 ..cfg
             };
-            assert!(c.validate().unwrap_err().contains("open_ratio"), "{bad}");
+            let e = c.validate().unwrap_err();
+            assert!(
+                e.contains("open_ratio must be 0 (off) or at least 1"),
+                "{bad}: {e}"
+            );
         }
-        // Stored settings without the key read as unset.
+        // Settings written without the key take the default.
         let old: DetectorConfig =
             serde_json::from_str(r#"{"open_after":2,"resolve_after":3,"resolve_ratio":0.8}"#)
                 .unwrap();
-        assert_eq!(
-            old,
-            DetectorConfig {
-                open_ratio: Option::None,
-                ..DetectorConfig::default()
-            }
-        );
+        assert_eq!(old, DetectorConfig::default());
+        assert_eq!(old.open_ratio, OPEN_RATIO);
     }
 
     /// Table of score sequences and the transitions they must produce
@@ -402,7 +420,7 @@ mod tests {
             open_after: 2,
             resolve_after: 3,
             resolve_ratio: 0.8,
-            open_ratio: Option::None,
+            open_ratio: 0.0,
             probation: 0,
             context_change_margin: 1.0,
             context_change_rows: 0,

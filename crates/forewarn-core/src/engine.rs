@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertState, ChannelShare, Severity, alert_id};
-use crate::detector::{BatchScore, DetectorState, Transition, score_batch_with};
+use crate::detector::{BatchScore, DetectorConfig, DetectorState, Transition, score_batch_with};
 use crate::flatline::Flatline;
 use crate::reading::{Reading, ReadingRef, RejectReason};
 use crate::scaler::Scaler;
@@ -674,11 +674,21 @@ impl Engine {
             margin,
         );
         let (value, threshold) = (score.score, score.threshold);
+        // After a context change one batch is no evidence however far off
+        // (the forecast could not know the command): it must last.
+        let hysteresis = if job.after_context_change {
+            DetectorConfig {
+                open_ratio: 0.0,
+                ..cfg.detector
+            }
+        } else {
+            cfg.detector
+        };
         // In the probation the threshold learns (above) and nothing opens.
         let transition = if probation {
             Transition::None
         } else {
-            (dev.detector).observe(&cfg.detector, value, threshold, job.start_ts)
+            (dev.detector).observe(&hysteresis, value, threshold, job.start_ts)
         };
         match transition {
             Transition::Open { streak_start } => {
@@ -1319,6 +1329,51 @@ mod tests {
                 vec![1.0; 5]
             };
             assert_eq!(thresholds, want, "{case}");
+        }
+    }
+
+    /// Table: with `open_after` 2 and `open_ratio` 2, one batch far over
+    /// its threshold (the monitored `b` shifts by 4 for good: one batch
+    /// scores 8 against the fixed threshold 1) opens an alert at once,
+    /// unless it ends within 2 readings of the context channel's step,
+    /// where it must last like any other; with `open_ratio` 0 it never
+    /// opens alone.
+    #[test]
+    fn one_batch_far_over_opens_at_once_except_after_a_context_change() {
+        // (cmd steps at 5, b shifts at, open_ratio) -> alerts opened at.
+        let cases: [(bool, i64, f64, &[i64]); 5] = [
+            (false, 5, 2.0, &[6]),
+            (true, 5, 2.0, &[]),
+            (true, 9, 2.0, &[10]),
+            (false, 5, 0.0, &[]),
+            (true, 9, 0.0, &[]),
+        ];
+        for (steps, shift_at, open_ratio, want) in cases {
+            let mut cfg = context_config();
+            cfg.detector.open_after = 2;
+            cfg.detector.open_ratio = open_ratio;
+            cfg.detector.context_change_margin = 1.5;
+            cfg.detector.context_change_rows = 2;
+            let mut e = Engine::new(cfg);
+            let mut f = MonitoredPersistence(vec![0, 2]);
+            let mut opened = vec![];
+            for n in 1..=12i64 {
+                let cmd = if steps && n >= 5 { 1.0 } else { 0.0 };
+                let b = if n >= shift_at { 4.0 } else { 0.0 };
+                let reading = Reading {
+                    device: "d".into(),
+                    ts_ms: n,
+                    values: vec![0.0, cmd, b],
+                };
+                e.push(&reading).unwrap();
+                for ev in e.flush(&mut f).unwrap() {
+                    if let EngineEvent::Opened(a) = ev {
+                        opened.push(a.opened_at);
+                    }
+                }
+            }
+            let case = format!("steps {steps}, shift at {shift_at}, open_ratio {open_ratio}");
+            assert_eq!(opened, want, "{case}");
         }
     }
 

@@ -59,7 +59,7 @@ pub fn engine(max_batch: usize) -> Engine {
             open_after: 1,
             resolve_after: 1,
             resolve_ratio: 1.0,
-            open_ratio: None,
+            open_ratio: 0.0,
             probation: 0,
             context_change_margin: 1.0,
             context_change_rows: 0,

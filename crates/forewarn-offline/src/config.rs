@@ -358,8 +358,8 @@ pub struct DetectorSection {
     pub resolve_after: u32,
     pub resolve_ratio: f64,
     /// A batch at least this many times the threshold opens an alert at
-    /// once (unset: `open_after` alone).
-    pub open_ratio: Option<f64>,
+    /// once, except after a context change (0: `open_after` alone).
+    pub open_ratio: f64,
     /// A device's first readings in which no alert opens (scored, and
     /// teaching the threshold); 0: off.
     pub probation: u64,

@@ -1344,12 +1344,14 @@ mod tests {
 
     /// A command declared context steps and the monitored `a` follows it:
     /// nothing alarms, with every threshold strategy and the default
-    /// hysteresis (two batches above the threshold open an alert) and
-    /// context-change margin (a forecaster cannot know when a command will
-    /// change: the dynamic threshold smooths the one batch `a` is forecast
-    /// before the command's effect shows over two, 55 false rows without
-    /// the margin), while the same step on `a` alone (the command
-    /// unchanged) is caught. The model reads
+    /// hysteresis (two batches above the threshold open an alert; one
+    /// twice over opens at once, but not after a context change: 3 false
+    /// alerts with the fixed threshold otherwise) and context-change
+    /// margin (a forecaster cannot know when a command will change: the
+    /// dynamic threshold smooths the one batch `a` is forecast before the
+    /// command's effect shows over two, 55 false rows without the
+    /// margin), while the same step on `a` alone (the command unchanged)
+    /// is caught. The model reads
     /// `cmd` and forecasts `a` and `b` only (the report's config carries
     /// the globs).
     #[test]

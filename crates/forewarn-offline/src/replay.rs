@@ -437,7 +437,7 @@ pub(crate) mod tests {
                 open_after: 1,
                 resolve_after: 1,
                 resolve_ratio: 1.0,
-                open_ratio: None,
+                open_ratio: 0.0,
                 probation: 0,
                 context_change_margin: 1.0,
                 context_change_rows: 0,

@@ -432,7 +432,7 @@ mod tests {
             assert_eq!(c.model.precision, forewarn_model::Precision::Bf16);
             assert_eq!(c.kafka.brokers, "b:1");
             assert_eq!(c.detector.open_after, 4);
-            assert_eq!(c.detector.open_ratio, Some(2.5));
+            assert_eq!(c.detector.open_ratio, 2.5);
             // Unset in the file: the default probation.
             assert_eq!(
                 c.detector.probation,
@@ -474,7 +474,7 @@ mod tests {
             ),
             (
                 "[detector]\nopen_after = 2\nresolve_after = 1\nresolve_ratio = 0.5\nopen_ratio = 0.5\n",
-                "open_ratio must be at least 1",
+                "open_ratio must be 0 (off) or at least 1",
             ),
             ("[http]\nlisten = \"nowhere\"\n", "listen"),
             ("[http]\ntokens = [\"short\"]\n", "http.tokens"),
