@@ -1146,6 +1146,48 @@ mod tests {
         }
     }
 
+    /// Writes 400 rows a second apart: `a` a sine, `b` noise the
+    /// forecaster cannot predict, read at row `held(i)` (a held value
+    /// wherever that is not `i`), labelled on `label`.
+    fn write_noise_holding(path: &Path, held: impl Fn(u64) -> u64, label: Range<u64>) {
+        let mut text = String::from("time;a;b;site;label\n");
+        let noise = |i: u64| ((i * 7919 + 13) % 101) as f64 / 50.0 - 1.0;
+        for i in 0..400u64 {
+            let a = (i as f64 * 0.2).sin();
+            let b = noise(held(i));
+            text.push_str(&format!(
+                "{};{a:.4};{b:.4};x;{}\n",
+                1_767_225_600 + i,
+                u8::from(label.contains(&i))
+            ));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Evaluates `path` (the dynamic threshold, 200 training rows) with
+    /// `setting` added to `[threshold]` (none: the defaults) and asserts
+    /// no false alert and the labelled hold found `delay` seconds in, or
+    /// (`None`) missed.
+    fn assert_hold_found(dir: &Path, path: &Path, setting: Option<&str>, delay: Option<f64>) {
+        let a = args(dir, vec![path.to_path_buf()], vec![], Some(200), "dynamic");
+        let a = edit_config(a, &[], |t| match setting {
+            Some(line) => t.replace("[threshold]\n", &format!("[threshold]\n{line}\n")),
+            None => t,
+        });
+        run(a).unwrap();
+        let f = &read(dir)["files"][0];
+        let case = format!("{setting:?}: {f}");
+        assert_eq!(
+            f["counts"]["events"]["tp"],
+            u64::from(delay.is_some()),
+            "{case}"
+        );
+        assert_eq!(f["counts"]["events"]["fp"], 0, "{case}");
+        if let Some(delay) = delay {
+            assert_eq!(f["mean_detection_delay"], delay, "{case}");
+        }
+    }
+
     /// A sensor that freezes: `b` is noise the forecaster cannot predict
     /// (a value the forecast error cannot tell from its normal), and holds
     /// its row-300 value for the 60 labelled rows from there. With the
@@ -1157,43 +1199,16 @@ mod tests {
     fn a_frozen_sensor_is_found_by_its_run_of_identical_readings() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("frozen.csv");
-        let mut text = String::from("time;a;b;site;label\n");
-        let noise = |i: u64| ((i * 7919 + 13) % 101) as f64 / 50.0 - 1.0;
-        for i in 0..400u64 {
-            let frozen = (300..360).contains(&i);
-            let a = (i as f64 * 0.2).sin();
-            let b = noise(if frozen { 300 } else { i });
-            text.push_str(&format!(
-                "{};{a:.4};{b:.4};x;{}\n",
-                1_767_225_600 + i,
-                u8::from(frozen)
-            ));
-        }
-        std::fs::write(&path, text).unwrap();
-        for (readings, found) in [(None, true), (Some(0), false)] {
-            let a = args(dir.path(), vec![path.clone()], vec![], Some(200), "dynamic");
-            let a = edit_config(a, &[], |t| match readings {
-                Some(n) => t.replace(
-                    "[threshold]\n",
-                    &format!("[threshold]\nflatline_readings = {n}\n"),
-                ),
-                None => t,
-            });
-            run(a).unwrap();
-            let f = &read(dir.path())["files"][0];
-            assert_eq!(
-                f["counts"]["events"]["tp"],
-                u64::from(found),
-                "{readings:?}: {f}"
-            );
-            assert_eq!(f["counts"]["events"]["fp"], 0, "{readings:?}: {f}");
-            if found {
-                // More than 20 identical readings first at the end of the
-                // batch of rows 320 to 324 (batches of 5 from row 200; 25
-                // then), flagged from its first row: 20 s after the start.
-                assert_eq!(f["mean_detection_delay"], 20.0, "{f}");
-            }
-        }
+        write_noise_holding(
+            &path,
+            |i| if (300..360).contains(&i) { 300 } else { i },
+            300..360,
+        );
+        // More than 20 identical readings first at the end of the batch of
+        // rows 320 to 324 (batches of 5 from row 200; 25 then), flagged
+        // from its first row: 20 s after the start.
+        assert_hold_found(dir.path(), &path, None, Some(20.0));
+        assert_hold_found(dir.path(), &path, Some("flatline_readings = 0"), None);
     }
 
     /// A channel that rests in normal operation: `b` is noise that holds
@@ -1208,48 +1223,17 @@ mod tests {
     fn a_hold_longer_than_any_rest_in_training_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rests.csv");
-        let mut text = String::from("time;a;b;site;label\n");
-        let noise = |i: u64| ((i * 7919 + 13) % 101) as f64 / 50.0 - 1.0;
-        for i in 0..400u64 {
-            let held = (340..380).contains(&i);
-            let rest_from = match i {
-                300..325 => 300,
-                340..380 => 340,
-                _ if i % 50 < 15 => i - i % 50,
-                _ => i,
-            };
-            let a = (i as f64 * 0.2).sin();
-            let b = noise(rest_from);
-            text.push_str(&format!(
-                "{};{a:.4};{b:.4};x;{}\n",
-                1_767_225_600 + i,
-                u8::from(held)
-            ));
-        }
-        std::fs::write(&path, text).unwrap();
-        for (ratio, found) in [(None, true), (Some(3.0), false)] {
-            let a = args(dir.path(), vec![path.clone()], vec![], Some(200), "dynamic");
-            let a = edit_config(a, &[], |t| match ratio {
-                Some(r) => t.replace(
-                    "[threshold]\n",
-                    &format!("[threshold]\nflatline_ratio = {r}\n"),
-                ),
-                None => t,
-            });
-            run(a).unwrap();
-            let f = &read(dir.path())["files"][0];
-            assert_eq!(
-                f["counts"]["events"]["tp"],
-                u64::from(found),
-                "{ratio:?}: {f}"
-            );
-            assert_eq!(f["counts"]["events"]["fp"], 0, "{ratio:?}: {f}");
-            if found {
-                // More than 30 identical readings first at the end of the
-                // batch of rows 370 to 374: 30 s after the hold began.
-                assert_eq!(f["mean_detection_delay"], 30.0, "{f}");
-            }
-        }
+        let rest_from = |i: u64| match i {
+            300..325 => 300,
+            340..380 => 340,
+            _ if i % 50 < 15 => i - i % 50,
+            _ => i,
+        };
+        write_noise_holding(&path, rest_from, 340..380);
+        // More than 30 identical readings first at the end of the batch of
+        // rows 370 to 374: 30 s after the hold began.
+        assert_hold_found(dir.path(), &path, None, Some(30.0));
+        assert_hold_found(dir.path(), &path, Some("flatline_ratio = 3"), None);
     }
 
     /// A monitored channel constant in training (`stuck`, 1.0) watched
