@@ -661,10 +661,17 @@ impl Engine {
         events: &mut Vec<EngineEvent>,
         probation: bool,
     ) {
-        let margin = if job.after_context_change {
-            cfg.detector.context_change_margin
+        // After a context change the forecast could not know the command:
+        // the batch needs the margin over its threshold, and one batch is
+        // no evidence however far off (it must last).
+        let (margin, hysteresis) = if job.after_context_change {
+            let alone_never_opens = DetectorConfig {
+                open_ratio: 0.0,
+                ..cfg.detector
+            };
+            (cfg.detector.context_change_margin, alone_never_opens)
         } else {
-            1.0
+            (1.0, cfg.detector)
         };
         cfg.strategy.decide(
             &mut dev.threshold_state,
@@ -674,16 +681,6 @@ impl Engine {
             margin,
         );
         let (value, threshold) = (score.score, score.threshold);
-        // After a context change one batch is no evidence however far off
-        // (the forecast could not know the command): it must last.
-        let hysteresis = if job.after_context_change {
-            DetectorConfig {
-                open_ratio: 0.0,
-                ..cfg.detector
-            }
-        } else {
-            cfg.detector
-        };
         // In the probation the threshold learns (above) and nothing opens.
         let transition = if probation {
             Transition::None
@@ -1278,6 +1275,39 @@ mod tests {
         }
     }
 
+    /// Feeds an engine on `cfg` 12 readings: the context channel `cmd`
+    /// steps to 1 at reading 5 (when `steps`), the monitored `b` shifts by
+    /// `d` for good at `shift_at`, `a` stays 0; persistence forecasts.
+    /// Returns when alerts opened and each scored batch's threshold.
+    fn context_step_run(
+        cfg: EngineConfig,
+        steps: bool,
+        shift_at: i64,
+        d: f32,
+    ) -> (Vec<i64>, Vec<f64>) {
+        let mut e = Engine::new(cfg);
+        let mut f = MonitoredPersistence(vec![0, 2]);
+        let (mut opened, mut thresholds) = (vec![], vec![]);
+        for n in 1..=12i64 {
+            let cmd = if steps && n >= 5 { 1.0 } else { 0.0 };
+            let b = if n >= shift_at { d } else { 0.0 };
+            let reading = Reading {
+                device: "d".into(),
+                ts_ms: n,
+                values: vec![0.0, cmd, b],
+            };
+            e.push(&reading).unwrap();
+            for ev in e.flush(&mut f).unwrap() {
+                match ev {
+                    EngineEvent::Opened(a) => opened.push(a.opened_at),
+                    EngineEvent::Scored { threshold, .. } => thresholds.push(threshold),
+                    EngineEvent::Resolved(_) => {}
+                }
+            }
+        }
+        (opened, thresholds)
+    }
+
     /// Table: the context channel `cmd` steps (or not) at reading 5, and
     /// the monitored `b` shifts by `d` for good at reading 5 or 9 (batches
     /// of 2, persistence forecasts: one batch scores d^2 / 2 against the
@@ -1300,26 +1330,7 @@ mod tests {
             let mut cfg = context_config();
             cfg.detector.context_change_margin = margin;
             cfg.detector.context_change_rows = 2;
-            let mut e = Engine::new(cfg);
-            let mut f = MonitoredPersistence(vec![0, 2]);
-            let (mut opened, mut thresholds) = (vec![], vec![]);
-            for n in 1..=12i64 {
-                let cmd = if steps && n >= 5 { 1.0 } else { 0.0 };
-                let b = if n >= shift_at { d } else { 0.0 };
-                let reading = Reading {
-                    device: "d".into(),
-                    ts_ms: n,
-                    values: vec![0.0, cmd, b],
-                };
-                e.push(&reading).unwrap();
-                for ev in e.flush(&mut f).unwrap() {
-                    match ev {
-                        EngineEvent::Opened(a) => opened.push(a.opened_at),
-                        EngineEvent::Scored { threshold, .. } => thresholds.push(threshold),
-                        EngineEvent::Resolved(_) => {}
-                    }
-                }
-            }
+            let (opened, thresholds) = context_step_run(cfg, steps, shift_at, d);
             let case = format!("steps {steps}, shift at {shift_at}, d {d}, margin {margin}");
             assert_eq!(opened, want_opened, "{case}");
             // With no margin (1) the step leaves the thresholds alone.
@@ -1354,24 +1365,7 @@ mod tests {
             cfg.detector.open_ratio = open_ratio;
             cfg.detector.context_change_margin = 1.5;
             cfg.detector.context_change_rows = 2;
-            let mut e = Engine::new(cfg);
-            let mut f = MonitoredPersistence(vec![0, 2]);
-            let mut opened = vec![];
-            for n in 1..=12i64 {
-                let cmd = if steps && n >= 5 { 1.0 } else { 0.0 };
-                let b = if n >= shift_at { 4.0 } else { 0.0 };
-                let reading = Reading {
-                    device: "d".into(),
-                    ts_ms: n,
-                    values: vec![0.0, cmd, b],
-                };
-                e.push(&reading).unwrap();
-                for ev in e.flush(&mut f).unwrap() {
-                    if let EngineEvent::Opened(a) = ev {
-                        opened.push(a.opened_at);
-                    }
-                }
-            }
+            let (opened, _) = context_step_run(cfg, steps, shift_at, 4.0);
             let case = format!("steps {steps}, shift at {shift_at}, open_ratio {open_ratio}");
             assert_eq!(opened, want, "{case}");
         }
