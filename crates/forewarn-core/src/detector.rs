@@ -113,8 +113,9 @@ pub struct DetectorConfig {
     /// A batch scoring at least this many times the threshold opens an
     /// alert at once, whatever `open_after` says: a large excursion is
     /// evidence enough, a small one must last. Not within
-    /// `context_change_rows` of a context change, where one batch far off
-    /// is what an unforeseen command looks like. 0: `open_after` alone.
+    /// `context_change_rows` of a context change while
+    /// `context_change_margin` is on, where one batch far off is what an
+    /// unforeseen command looks like. 0: `open_after` alone.
     #[serde(default = "default_open_ratio")]
     pub open_ratio: f64,
     /// A device's first readings in which no alert opens (NAB's
