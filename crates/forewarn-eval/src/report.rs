@@ -41,6 +41,9 @@ pub struct Counts {
     /// NAB windows scored.
     pub nab_windows: u64,
     pub recovery: Recovery,
+    /// Alerts raised: the predicted segments, each one alert from its
+    /// opening to its resolution.
+    pub alerts: u64,
     pub points: u64,
     pub files: u64,
 }
@@ -70,6 +73,7 @@ impl Counts {
             delays: delays.len() as u64,
             nab_windows: windows.len() as u64,
             recovery: Recovery::of(f.truth, f.pred),
+            alerts: dets.len() as u64,
             points: n as u64,
             files: 1,
         }
@@ -86,6 +90,7 @@ impl Counts {
         self.delays += o.delays;
         self.nab_windows += o.nab_windows;
         self.recovery.add(&o.recovery);
+        self.alerts += o.alerts;
         self.points += o.points;
         self.files += o.files;
     }
@@ -112,6 +117,11 @@ impl Counts {
             rows_after_anomaly_mean: self.recovery.mean_rows_after(),
             far_after_anomaly,
             far_elsewhere,
+            alerts: self.alerts,
+            alerts_per_caught_segment: crate::ratio(
+                self.alerts.saturating_sub(self.events.fp),
+                self.events.tp,
+            ),
             points: self.points,
             files: self.files,
         }
@@ -149,6 +159,12 @@ pub struct Metrics {
     /// and the rest.
     pub far_after_anomaly: Option<f64>,
     pub far_elsewhere: Option<f64>,
+    /// Alerts raised (predicted segments), false ones included.
+    pub alerts: u64,
+    /// The alerts that overlap a labelled segment per labelled segment
+    /// they caught: 1 when each caught anomaly raised one alert, more
+    /// when alerts resolved and opened again inside it (flapping).
+    pub alerts_per_caught_segment: Option<f64>,
     pub points: u64,
     pub files: u64,
 }
@@ -242,9 +258,43 @@ mod tests {
         );
         assert_eq!((m.far_after_anomaly, m.far_elsewhere), (Some(0.0), m.far));
         assert_eq!((m.points, m.files), (15, 2));
+        // Alerts: A's false one and the one on its label, B's false one.
+        assert_eq!((a.alerts, bc.alerts), (2, 1));
+        assert_eq!((m.alerts, m.alerts_per_caught_segment), (3, Some(1.0)));
         // File B's FP (before any window in its file) costs 0.11 in the pool.
         let raw = want - 0.11;
         assert!((m.nab_standard.unwrap() - 100.0 * (raw + 1.0) / 2.0).abs() < 1e-9);
+    }
+
+    /// An alert that resolves inside a labelled segment and opens again
+    /// counts twice for that segment; one alert over two segments counts
+    /// once for both; none caught leaves the ratio undefined.
+    #[test]
+    fn alerts_per_caught_segment_counts_flapping() {
+        let per = |truth: &str, pred: &str| {
+            let (t, p) = (b(truth), b(pred));
+            let times: Vec<f64> = (0..t.len()).map(|i| i as f64).collect();
+            let m = Counts::of(&FileInput {
+                truth: &t,
+                pred: &p,
+                times: &times,
+                changepoints: None,
+                nab_width: None,
+                nab_position: WindowPosition::Centered,
+            })
+            .metrics();
+            (m.alerts, m.alerts_per_caught_segment)
+        };
+        let cases = [
+            ("0111111100", "0110011000", (2, Some(2.0))),
+            ("0111111100", "0111111110", (1, Some(1.0))),
+            ("0110001100", "0111111100", (1, Some(0.5))),
+            ("0110001100", "1000000001", (2, None)),
+            ("0000000000", "0000000000", (0, None)),
+        ];
+        for (truth, pred, want) in cases {
+            assert_eq!(per(truth, pred), want, "{truth} / {pred}");
+        }
     }
 
     #[test]

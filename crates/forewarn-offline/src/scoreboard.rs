@@ -364,14 +364,14 @@ impl Scoreboard {
             self.seconds
         );
         out.push_str(
-            "\n| set | labelled segments still flagged at their end | rows flagged after one (median / mean) | FAR % after an anomaly / elsewhere |\n\
-             | --- | --- | --- | --- |\n",
+            "\n| set | labelled segments still flagged at their end | rows flagged after one (median / mean) | FAR % after an anomaly / elsewhere | alerts (per segment caught) |\n\
+             | --- | --- | --- | --- | --- |\n",
         );
         for r in &self.sets {
             let m = &r.metrics;
             let _ = writeln!(
                 out,
-                "| {} | {} of {} | {} / {} | {} / {} |",
+                "| {} | {} of {} | {} / {} | {} / {} | {} ({}) |",
                 r.name,
                 m.segments_still_flagged,
                 m.labelled_segments,
@@ -379,6 +379,8 @@ impl Scoreboard {
                 f(m.rows_after_anomaly_mean, 1),
                 f(m.far_after_anomaly, 1),
                 f(m.far_elsewhere, 1),
+                m.alerts,
+                f(m.alerts_per_caught_segment, 2),
             );
         }
         for r in self.sets.iter().filter(|r| r.error.is_some()) {
@@ -828,6 +830,14 @@ mod tests {
         assert!(table.contains("| late (held out) |"), "{table}");
         assert!(
             table.contains("| paired | 0 of 1 | 0.0 / 0.0 | "),
+            "{table}"
+        );
+        // Its one anomaly raised one alert.
+        assert_eq!(paired.metrics.alerts_per_caught_segment, Some(1.0));
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("| paired | 0 of 1 |") && l.ends_with(" (1.00) |")),
             "{table}"
         );
 

@@ -154,7 +154,8 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
     println!(
         "{} files, {} points: precision {} recall {} f1 {} far {}% mar {}% pa_f1 {} event_f1 {} \
          nab {} / {} / {} delay {} {}\nrecovery: {} of {} labelled segments still flagged at their end, \
-         rows flagged after one {} / {} (median / mean), far {}% after an anomaly + {}% elsewhere\n\
+         rows flagged after one {} / {} (median / mean), far {}% after an anomaly + {}% elsewhere, \
+         {} alerts ({} per labelled segment caught)\n\
          report -> {}",
         m.files,
         m.points,
@@ -176,6 +177,8 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         fmt(m.rows_after_anomaly_mean),
         fmt(m.far_after_anomaly),
         fmt(m.far_elsewhere),
+        m.alerts,
+        fmt(m.alerts_per_caught_segment),
         a.report.display()
     );
     if let Some(l) = report.localisation {
