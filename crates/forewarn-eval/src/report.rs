@@ -169,6 +169,41 @@ pub struct Metrics {
     pub files: u64,
 }
 
+impl Metrics {
+    /// `evaluate`'s two summary lines: the scores, then recovery and
+    /// alerts (`-` where undefined); delays in `time_unit`.
+    pub fn summary(&self, time_unit: &str) -> String {
+        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+        format!(
+            "{} files, {} points: precision {} recall {} f1 {} far {}% mar {}% pa_f1 {} event_f1 {} \
+             nab {} / {} / {} delay {} {time_unit}\nrecovery: {} of {} labelled segments still flagged \
+             at their end, rows flagged after one {} / {} (median / mean), far {}% after an anomaly \
+             + {}% elsewhere, {} alerts ({} per labelled segment caught)",
+            self.files,
+            self.points,
+            f(self.precision),
+            f(self.recall),
+            f(self.f1),
+            f(self.far),
+            f(self.mar),
+            f(self.pa_f1),
+            f(self.event_f1),
+            f(self.nab_standard),
+            f(self.nab_low_fp),
+            f(self.nab_low_fn),
+            f(self.mean_detection_delay),
+            self.segments_still_flagged,
+            self.labelled_segments,
+            f(self.rows_after_anomaly_median),
+            f(self.rows_after_anomaly_mean),
+            f(self.far_after_anomaly),
+            f(self.far_elsewhere),
+            self.alerts,
+            f(self.alerts_per_caught_segment),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +296,15 @@ mod tests {
         // Alerts: A's false one and the one on its label, B's false one.
         assert_eq!((a.alerts, bc.alerts), (2, 1));
         assert_eq!((m.alerts, m.alerts_per_caught_segment), (3, Some(1.0)));
+        let summary = m.summary("seconds");
+        for want in [
+            "2 files, 15 points: precision 0.400 recall 0.500 ",
+            " mar 50.000% ",
+            " delay 2.000 seconds\nrecovery: 0 of 1 labelled segments still flagged at their end, ",
+            " 3 alerts (1.000 per labelled segment caught)",
+        ] {
+            assert!(summary.contains(want), "{want:?} not in {summary:?}");
+        }
         // File B's FP (before any window in its file) costs 0.11 in the pool.
         let raw = want - 0.11;
         assert!((m.nab_standard.unwrap() - 100.0 * (raw + 1.0) / 2.0).abs() < 1e-9);

@@ -150,35 +150,9 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
     };
     let report = evaluate(&e, &mut print)?;
     write_json(&a.report, &report)?;
-    let m = &report.metrics;
     println!(
-        "{} files, {} points: precision {} recall {} f1 {} far {}% mar {}% pa_f1 {} event_f1 {} \
-         nab {} / {} / {} delay {} {}\nrecovery: {} of {} labelled segments still flagged at their end, \
-         rows flagged after one {} / {} (median / mean), far {}% after an anomaly + {}% elsewhere, \
-         {} alerts ({} per labelled segment caught)\n\
-         report -> {}",
-        m.files,
-        m.points,
-        fmt(m.precision),
-        fmt(m.recall),
-        fmt(m.f1),
-        fmt(m.far),
-        fmt(m.mar),
-        fmt(m.pa_f1),
-        fmt(m.event_f1),
-        fmt(m.nab_standard),
-        fmt(m.nab_low_fp),
-        fmt(m.nab_low_fn),
-        fmt(m.mean_detection_delay),
-        report.time_unit,
-        m.segments_still_flagged,
-        m.labelled_segments,
-        fmt(m.rows_after_anomaly_median),
-        fmt(m.rows_after_anomaly_mean),
-        fmt(m.far_after_anomaly),
-        fmt(m.far_elsewhere),
-        m.alerts,
-        fmt(m.alerts_per_caught_segment),
+        "{}\nreport -> {}",
+        report.metrics.summary(&report.time_unit),
         a.report.display()
     );
     if let Some(l) = report.localisation {
