@@ -430,6 +430,9 @@ pub struct SetSpread {
     /// ... and the mean of its part after an anomaly (an alert carried
     /// over from a labelled segment; [`forewarn_eval::Recovery`]).
     pub far_after_anomaly: Option<f64>,
+    /// Mean alerts per labelled segment caught (above 1: alerts that
+    /// resolve and open again inside an anomaly).
+    pub alerts_per_caught_segment: Option<f64>,
 }
 
 fn range(v: &[f64]) -> (f64, f64) {
@@ -482,6 +485,7 @@ impl SeedSpread {
                     range: range(&counted),
                     far: mean_of(|m| m.far),
                     far_after_anomaly: mean_of(|m| m.far_after_anomaly),
+                    alerts_per_caught_segment: mean_of(|m| m.alerts_per_caught_segment),
                     scores,
                 }
             })
@@ -504,7 +508,7 @@ impl SeedSpread {
         let seeds: String = self.seeds.iter().map(|s| format!(" seed {s} |")).collect();
         let rule: String = self.seeds.iter().map(|_| " --- |").collect();
         let mut out = format!(
-            "| set | mean score | min – max | FAR % (mean; after an anomaly) |{seeds}\n| --- | --- | --- | --- |{rule}\n"
+            "| set | mean score | min – max | FAR % (mean; after an anomaly) | alerts per segment caught (mean) |{seeds}\n| --- | --- | --- | --- | --- |{rule}\n"
         );
         for r in &self.sets {
             let name = if r.held_out {
@@ -515,7 +519,7 @@ impl SeedSpread {
             let per: String = r.scores.iter().map(|s| format!(" {} |", f(*s))).collect();
             let _ = writeln!(
                 out,
-                "| {name} | {:.3} | {:.3} – {:.3} | {} |{per}",
+                "| {name} | {:.3} | {:.3} – {:.3} | {} | {} |{per}",
                 r.mean,
                 r.range.0,
                 r.range.1,
@@ -524,6 +528,8 @@ impl SeedSpread {
                     (Some(far), None) => format!("{far:.1}"),
                     _ => "–".into(),
                 },
+                r.alerts_per_caught_segment
+                    .map_or("–".into(), |v| format!("{v:.2}")),
             );
         }
         if self.sets.iter().all(|r| r.held_out) {
@@ -534,7 +540,7 @@ impl SeedSpread {
             .collect();
         let _ = writeln!(
             out,
-            "| **mean score** | **{:.3}** | {:.3} – {:.3} | |{per}",
+            "| **mean score** | **{:.3}** | {:.3} – {:.3} | | |{per}",
             self.mean_score, self.mean_range.0, self.mean_range.1
         );
         out
@@ -652,6 +658,7 @@ mod tests {
                 metrics: Metrics {
                     far: score.map(|s| s * 10.0),
                     far_after_anomaly: score.map(|s| s * 5.0),
+                    alerts_per_caught_segment: score.map(|s| 1.0 + s),
                     ..Metrics::default()
                 },
             })
@@ -705,6 +712,11 @@ mod tests {
         );
         assert!((a.far.unwrap() - 4.0).abs() < 1e-12, "{a:?}");
         assert!((a.far_after_anomaly.unwrap() - 2.0).abs() < 1e-12, "{a:?}");
+        // 1.5 and 1.3: the mean.
+        assert!(
+            (a.alerts_per_caught_segment.unwrap() - 1.4).abs() < 1e-12,
+            "{a:?}"
+        );
         // Unscored under one seed: 0 there, as in the scoreboard mean.
         assert!(
             (b.mean - 0.35).abs() < 1e-12 && b.range == (0.0, 0.7),
@@ -722,17 +734,17 @@ mod tests {
         assert_eq!(table.lines().count(), 2 + 3 + 1, "{table}");
         assert!(
             table.starts_with(
-                "| set | mean score | min – max | FAR % (mean; after an anomaly) | seed 1 | seed 2 |"
+                "| set | mean score | min – max | FAR % (mean; after an anomaly) | alerts per segment caught (mean) | seed 1 | seed 2 |"
             ),
             "{table}"
         );
         assert!(
-            table.contains("| b | 0.350 | 0.000 – 0.700 | 7.0; 3.5 | 0.700 | – |"),
+            table.contains("| b | 0.350 | 0.000 – 0.700 | 7.0; 3.5 | 1.70 | 0.700 | – |"),
             "{table}"
         );
         assert!(table.contains("| h (held out) | 0.300 |"), "{table}");
         assert!(
-            table.contains("| **mean score** | **0.375** | 0.150 – 0.600 | | 0.600 | 0.150 |"),
+            table.contains("| **mean score** | **0.375** | 0.150 – 0.600 | | | 0.600 | 0.150 |"),
             "{table}"
         );
 
