@@ -41,8 +41,9 @@ pub struct Counts {
     /// NAB windows scored.
     pub nab_windows: u64,
     pub recovery: Recovery,
-    /// Alerts raised: the predicted segments, each one alert from its
-    /// opening to its resolution.
+    /// Alerts raised, counted as the predicted segments: the rows of an
+    /// alert from its opening to its resolution (two alerts with no
+    /// unflagged row between them count as one).
     pub alerts: u64,
     pub points: u64,
     pub files: u64,
