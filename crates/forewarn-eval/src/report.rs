@@ -170,11 +170,27 @@ pub struct Metrics {
     pub files: u64,
 }
 
+/// A metric as `evaluate` prints it: three decimals, `-` where undefined.
+fn shown(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3}"))
+}
+
 impl Metrics {
+    /// `evaluate`'s line for one scored file: its headline metrics.
+    pub fn file_line(&self) -> String {
+        format!(
+            "f1 {} event_f1 {} nab {} far {}% delay {}",
+            shown(self.f1),
+            shown(self.event_f1),
+            shown(self.nab_standard),
+            shown(self.far),
+            shown(self.mean_detection_delay)
+        )
+    }
+
     /// `evaluate`'s two summary lines: the scores, then recovery and
     /// alerts (`-` where undefined); delays in `time_unit`.
     pub fn summary(&self, time_unit: &str) -> String {
-        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
         format!(
             "{} files, {} points: precision {} recall {} f1 {} far {}% mar {}% pa_f1 {} event_f1 {} \
              nab {} / {} / {} delay {} {time_unit}\nrecovery: {} of {} labelled segments still flagged \
@@ -182,25 +198,25 @@ impl Metrics {
              + {}% elsewhere, {} alerts ({} per labelled segment caught)",
             self.files,
             self.points,
-            f(self.precision),
-            f(self.recall),
-            f(self.f1),
-            f(self.far),
-            f(self.mar),
-            f(self.pa_f1),
-            f(self.event_f1),
-            f(self.nab_standard),
-            f(self.nab_low_fp),
-            f(self.nab_low_fn),
-            f(self.mean_detection_delay),
+            shown(self.precision),
+            shown(self.recall),
+            shown(self.f1),
+            shown(self.far),
+            shown(self.mar),
+            shown(self.pa_f1),
+            shown(self.event_f1),
+            shown(self.nab_standard),
+            shown(self.nab_low_fp),
+            shown(self.nab_low_fn),
+            shown(self.mean_detection_delay),
             self.segments_still_flagged,
             self.labelled_segments,
-            f(self.rows_after_anomaly_median),
-            f(self.rows_after_anomaly_mean),
-            f(self.far_after_anomaly),
-            f(self.far_elsewhere),
+            shown(self.rows_after_anomaly_median),
+            shown(self.rows_after_anomaly_mean),
+            shown(self.far_after_anomaly),
+            shown(self.far_elsewhere),
             self.alerts,
-            f(self.alerts_per_caught_segment),
+            shown(self.alerts_per_caught_segment),
         )
     }
 }
@@ -297,6 +313,10 @@ mod tests {
         // Alerts: A's false one and the one on its label, B's false one.
         assert_eq!((a.alerts, bc.alerts), (2, 1));
         assert_eq!((m.alerts, m.alerts_per_caught_segment), (3, Some(1.0)));
+        assert_eq!(
+            bc.metrics().file_line(),
+            "f1 0.000 event_f1 0.000 nab - far 40.000% delay -"
+        );
         let summary = m.summary("seconds");
         for want in [
             "2 files, 15 points: precision 0.400 recall 0.500 ",

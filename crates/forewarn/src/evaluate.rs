@@ -187,20 +187,10 @@ fn print(p: EvalProgress<'_>) {
             strategy,
             threshold,
         } => eprintln!("  threshold ({strategy}): {threshold:.6}"),
-        EvalProgress::Scored { file, metrics: m } => eprintln!(
-            "{}: f1 {} event_f1 {} nab {} far {}% delay {}",
-            file.display(),
-            fmt(m.f1),
-            fmt(m.event_f1),
-            fmt(m.nab_standard),
-            fmt(m.far),
-            fmt(m.mean_detection_delay)
-        ),
+        EvalProgress::Scored { file, metrics } => {
+            eprintln!("{}: {}", file.display(), metrics.file_line())
+        }
     }
-}
-
-fn fmt(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.3}"))
 }
 
 #[cfg(test)]
